@@ -1,0 +1,127 @@
+/**
+ * The contract between dispatch and the sandboxes. Backends know nothing of MCP,
+ * principals or profile files: they receive a fully resolved job and report what
+ * happened with execa-style flags (execa's result shape: the same fields whether the
+ * code succeeded or not).
+ *
+ * A backend **resolves** for anything the tool code did (throw, loop forever, allocate
+ * without bound, print too much, exit non-zero) and **rejects** only when the sandbox
+ * itself failed (Docker unreachable, the isolate worker died): then with a
+ * `ToolcellError` whose code is `BACKEND_UNAVAILABLE` or `INTERNAL`.
+ */
+
+/** Limits shared by every backend. */
+export interface BaseLimits {
+  /** Wall-clock limit for the call, in ms, measured inside the backend from the start of execution. */
+  timeoutMs: number;
+  /** Memory ceiling in MB (2^20 bytes). */
+  memoryMb: number;
+  /** Cap on each captured stream (result/stdout, console/stderr), in bytes. Over it: `truncated: true`. */
+  outputBytes: number;
+}
+
+/** Limits of an isolate call. */
+export interface IsolateLimits extends BaseLimits {
+  /** CPU time the isolate may use, in ms (isolated-vm `cpuTime`); defaults to `timeoutMs`. */
+  cpuTimeMs?: number;
+}
+
+/** One call of a JavaScript tool in a fresh V8 isolate. */
+export interface IsolateJob {
+  kind: 'isolate';
+  /** Unique id of this call; joins log lines and audit events. */
+  id: string;
+  /** Source text of the tool's self-contained ES module; its default export is called. */
+  source: string;
+  /** A name for stack traces and code-cache keys, e.g. `text/word_count.js`; never a host path. */
+  filename: string;
+  /** The validated arguments; only a JSON copy crosses into the isolate. */
+  args: unknown;
+  limits: IsolateLimits;
+}
+
+/** Limits of a container call. */
+export interface ContainerLimits extends BaseLimits {
+  /** CPU quota in cores (e.g. 0.5); becomes `NanoCpus`. */
+  cpus: number;
+  /** Maximum number of processes/threads in the container (`PidsLimit`). */
+  pids: number;
+}
+
+/** A host directory mounted into a container; `source` is already canonical and checked against the mount roots. */
+export interface Mount {
+  source: string;
+  target: string;
+  readOnly: boolean;
+}
+
+/** One call of a tool in a fresh container. */
+export interface ContainerJob {
+  kind: 'container';
+  id: string;
+  /** Local image reference, e.g. `toolcell/python`. */
+  image: string;
+  /** Exact argv; argv[0] is already the absolute path resolved from the profile's allowlist. Never a shell string. */
+  argv: string[];
+  /** Bytes written to the container's stdin, then stdin is closed; undefined: stdin is closed at once. */
+  stdin?: string;
+  limits: ContainerLimits;
+  /** Only `none` exists today: no network namespace interface but loopback. */
+  network: 'none';
+  readOnlyRoot: boolean;
+  /** tmpfs mounts: container path → size such as `64m`. Always mounted `noexec,nosuid,nodev`. */
+  tmpfs: Record<string, string>;
+  mounts: Mount[];
+  /** OCI runtime: `runc` (Docker's default) or `runsc` (gVisor); never silently downgraded. */
+  runtime: 'runc' | 'runsc';
+  /** Working directory inside the container. */
+  workdir?: string;
+  /** Environment of the tool process; nothing of the host's environment is passed. */
+  env?: Record<string, string>;
+  /** The profile name, for labels and pool keys. */
+  profile: string;
+}
+
+export type Job = IsolateJob | ContainerJob;
+
+/**
+ * What a sandboxed call did. Booleans name each way it can end; several may be true
+ * (e.g. `timedOut` and `truncated`); dispatch decides which reason wins.
+ */
+export interface ExecutionResult {
+  /** True when the code did not complete normally: exception, non-zero exit or any termination. */
+  failed: boolean;
+  /** Container exit code; undefined when the process was terminated or for isolates. */
+  exitCode?: number;
+  timedOut: boolean;
+  isCanceled: boolean;
+  outOfMemory: boolean;
+  /** A stream exceeded `limits.outputBytes`; the call was stopped. */
+  truncated: boolean;
+  /** The container hit its pids limit (fork failed); best effort, see the backend. */
+  pidsLimited?: boolean;
+  /**
+   * Isolate: the JSON text of the tool's return value (empty when it returned undefined).
+   * Container: the process's stdout. At most `limits.outputBytes` bytes.
+   */
+  stdout: string;
+  /** Isolate: captured `console.*` lines. Container: stderr. At most `limits.outputBytes` bytes. */
+  stderr: string;
+  /** Isolate: what the tool threw (name and message only, never a host stack). */
+  error?: {name: string; message: string};
+  /** Wall-clock time inside the backend, in ms. */
+  durationMs: number;
+}
+
+/** A sandbox backend. */
+export interface Backend<J extends Job = Job> {
+  readonly kind: J['kind'];
+  /**
+   * Runs one job in a fresh sandbox. Aborting `options.signal` stops and destroys the
+   * sandbox; the promise then resolves with `isCanceled: true`.
+   * @throws ToolcellError `BACKEND_UNAVAILABLE` when the sandbox could not be created or died.
+   */
+  run(job: J, options: {signal: AbortSignal}): Promise<ExecutionResult>;
+  /** Stops everything this backend started; idempotent. */
+  close(): Promise<void>;
+}
