@@ -1,0 +1,50 @@
+import {createHash, randomUUID} from 'node:crypto';
+
+/**
+ * Audit event, version 1: one event per decision that refused a call and one per call
+ * outcome. Separate from the debug log; never carries the raw arguments, only their
+ * SHA-256. Who / what / where / when / outcome, after toolhive's audit events.
+ */
+export interface AuditEventV1 {
+  v: 1;
+  type: 'tool.call.completed' | 'tool.call.denied' | 'tool.call.rate-limited' | 'tool.call.rejected';
+  /** ISO-8601 UTC time the event was written. */
+  at: string;
+  /** Unique id of this event. */
+  auditId: string;
+  /** The call's job id; joins the debug log. */
+  jobId: string;
+  /** Who: the principal id (`local`, `key:NAME`, `sub:SUBJECT`). */
+  principal: string;
+  /** Transport the call came in on. */
+  transport: 'stdio' | 'http' | 'cli';
+  /** What: the MCP tool name. */
+  tool: string;
+  /** Where: the profile and backend, when the tool was found. */
+  profile?: string;
+  backend?: 'isolate' | 'container';
+  /** Outcome of the call. */
+  outcome: 'ok' | 'failed' | 'timed-out' | 'canceled' | 'oom' | 'output-limit' | 'denied' | 'rate-limited' | 'busy' | 'invalid-arguments' | 'unavailable' | 'error';
+  /** The error code when the outcome is not `ok`. */
+  code?: string;
+  /** Which policy rule decided a denial (e.g. `commands`, `grants`). */
+  rule?: string;
+  /** Time from receipt to result, in ms. */
+  durationMs: number;
+  /** SHA-256 (hex) of the canonical JSON of the arguments; never the arguments. */
+  inputSha256: string;
+}
+
+/** SHA-256 hex of `JSON.stringify(value)` (undefined hashes as `null`). */
+export function sha256Json(value: unknown): string {
+  return createHash('sha256').update(JSON.stringify(value ?? null)).digest('hex');
+}
+
+/** A fresh audit id. */
+export const newAuditId = (): string => randomUUID();
+
+/** Destination of audit events. Implementations must not throw from `write`. */
+export interface AuditSink {
+  write(event: AuditEventV1): void;
+  close(): Promise<void>;
+}

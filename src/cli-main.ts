@@ -1,0 +1,203 @@
+import {Command, CommanderError, Option} from 'commander';
+import {ConfigError} from './errors.ts';
+import {callTool, UnknownToolError} from './frontend/call-tool.ts';
+import {serveStdioTransport} from './frontend/stdio.ts';
+import {log} from './log.ts';
+import {localPrincipal} from './policy/principal.ts';
+import {createRuntime, type Runtime, type RuntimeOptions} from './runtime.ts';
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** Options shared by commands that load tools and profiles. */
+interface LoadFlags {
+  tools?: string[];
+  profiles?: string[];
+  workspace?: string;
+  mountRoot?: string[];
+  containers?: boolean;
+  auditLog?: string;
+}
+
+function runtimeOptions(flags: LoadFlags, extra: RuntimeOptions = {}): RuntimeOptions {
+  return {
+    ...(flags.tools ? {toolDirs: flags.tools} : {}),
+    ...(flags.profiles ? {profileDirs: flags.profiles} : {}),
+    ...(flags.workspace ? {workspace: flags.workspace} : {}),
+    ...(flags.mountRoot ? {mountRoots: flags.mountRoot} : {}),
+    ...(flags.containers === false ? {containers: false} : {}),
+    ...extra,
+  };
+}
+
+function addLoadOptions(command: Command): Command {
+  return command
+    .option('--tools <dir>', 'tool package directory (repeatable; default: the bundled tools/)', collect)
+    .option('--profiles <dir>', 'profile directory (repeatable; default: the bundled profiles/)', collect)
+    .option('--workspace <dir>', 'directory that "${workspace}" means in mount grants (default: the current directory)')
+    .option('--mount-root <dir>', 'directory under which profile mounts may lie (repeatable; default: the workspace)', collect)
+    .option('--no-containers', 'do not use the Docker engine; container tools are left out');
+}
+
+/** Writes one line to stdout (only for commands whose stdout is not a protocol). */
+const out = (text: string) => process.stdout.write(`${text}\n`);
+const err = (text: string) => process.stderr.write(`toolcell: ${text}\n`);
+
+/**
+ * Runs the CLI (ARCHITECTURE.md, "CLI"). Returns the process exit code:
+ * 0 success; 1 the call or check failed (tool error, doctor found a problem);
+ * 2 usage or configuration error (message on stderr naming the cause).
+ */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  const program = new Command('toolcell')
+    .description('Sandboxed tool-execution runtime for MCP: every tool call in a fresh isolate or container.')
+    .exitOverride()
+    .configureOutput({writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s)})
+    .showHelpAfterError('(run "toolcell --help" for usage)');
+
+  addLoadOptions(program.command('serve').description('serve tools over MCP (stdio by default)'))
+    .addOption(new Option('--stdio', 'serve over stdio (default)'))
+    .addOption(new Option('--http <host:port>', 'serve Streamable HTTP at http://HOST:PORT/mcp').conflicts('stdio'))
+    .option('--config <file>', 'HTTP service configuration (authentication, grants, quotas): JSON')
+    .option('--audit-log <target>', 'audit events: a JSONL file path, "stderr" or "off"', 'stderr')
+    .action(async (flags: LoadFlags & {http?: string; config?: string}) => {
+      exitCode = flags.http ? await serveHttpCommand(flags) : await serveStdioCommand(flags);
+    });
+
+  addLoadOptions(program.command('list').description('list tools with their profile, backend and grants, and every rejected package'))
+    .option('--json', 'print JSON')
+    .action(async (flags: LoadFlags & {json?: boolean}) => {
+      exitCode = await listCommand(flags);
+    });
+
+  addLoadOptions(program.command('call').description('run one tool call; the result JSON goes to stdout').argument('<tool>', 'MCP tool name, e.g. text__word_count'))
+    .option('--args <json>', 'arguments as a JSON object', '{}')
+    .action(async (tool: string, flags: LoadFlags & {args: string}) => {
+      exitCode = await callCommand(tool, flags);
+    });
+
+  addLoadOptions(program.command('doctor').description('report which isolation this host offers; exits 1 when a loaded profile cannot be honoured'))
+    .option('--json', 'print JSON')
+    .action(async (flags: LoadFlags & {json?: boolean}) => {
+      const {doctor} = await import('./doctor.ts');
+      exitCode = await doctor(runtimeOptions(flags), Boolean(flags.json));
+    });
+
+  program.command('images').description('sandbox images')
+    .command('build').description('build the sandbox images from sandboxes/ (all, or NAME)').argument('[name]', 'image folder, e.g. python')
+    .action(async (name?: string) => {
+      const {imagesBuild} = await import('./images-command.ts');
+      exitCode = await imagesBuild(name);
+    });
+
+  try {
+    await program.parseAsync(argv, {from: 'user'});
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    if (e instanceof ConfigError) {
+      err(e.message);
+      return 2;
+    }
+    throw e;
+  }
+  return exitCode;
+}
+
+async function serveStdioCommand(flags: LoadFlags): Promise<number> {
+  const runtime = await createRuntime(runtimeOptions(flags, {audit: flags.auditLog ?? 'stderr'}));
+  reportRejected(runtime);
+  const server = serveStdioTransport(runtime);
+  const shutdown = async () => {
+    await server.stop();
+  };
+  process.once('SIGINT', shutdown);
+  process.once('SIGTERM', shutdown);
+  await server.done;
+  await runtime.close();
+  return 0;
+}
+
+async function serveHttpCommand(flags: LoadFlags & {http?: string; config?: string}): Promise<number> {
+  const {serveHttpCommand: serve} = await import('./frontend/http/serve-http.ts');
+  return serve(flags.http!, runtimeOptions(flags, {audit: flags.auditLog ?? 'stderr'}), flags.config);
+}
+
+function reportRejected(runtime: Runtime): void {
+  for (const r of runtime.rejected) err(`package ${r.name ?? r.dir} rejected: ${r.reason}`);
+}
+
+async function listCommand(flags: LoadFlags & {json?: boolean}): Promise<number> {
+  const runtime = await createRuntime(runtimeOptions(flags, {audit: 'off'}));
+  try {
+    const unavailable = new Map(runtime.unavailable.map((u) => [u.tool, u.reason]));
+    const tools = [...runtime.allTools.values()].map((t) => ({
+      name: t.name,
+      package: `${t.packageName}@${t.packageVersion}`,
+      profile: t.profile.name,
+      backend: t.profile.backend,
+      grants: grantsOf(t.profile),
+      ...(unavailable.has(t.name) ? {unavailable: unavailable.get(t.name)} : {}),
+    }));
+    if (flags.json) {
+      out(JSON.stringify({tools, rejected: runtime.rejected}, null, 2));
+    } else {
+      out(`${tools.length} tool(s) from ${runtime.packages.length} package(s):`);
+      for (const t of tools) {
+        out(`  ${t.name}  [${t.backend}, profile ${t.profile}] ${t.grants}${t.unavailable ? `  (unavailable: ${t.unavailable})` : ''}`);
+      }
+      if (runtime.rejected.length > 0) {
+        out(`${runtime.rejected.length} package(s) rejected:`);
+        for (const r of runtime.rejected) out(`  ${r.name ?? r.dir}: ${r.reason}`);
+      }
+    }
+    return 0;
+  } finally {
+    await runtime.close();
+  }
+}
+
+/** A one-line summary of what a profile grants, for `list`. */
+export function grantsOf(profile: Runtime['profiles'] extends ReadonlyMap<string, infer P> ? P : never): string {
+  const l = profile.limits;
+  if (profile.backend === 'isolate') {
+    return `memory ${l.memoryMb} MB, timeout ${l.timeoutMs} ms, output ${l.outputBytes} B, no network, no filesystem`;
+  }
+  const fs = profile.filesystem;
+  const mounts = fs.mounts.map((m) => `${m.target}${m.readOnly ? ' (ro)' : ' (rw)'}`).join(', ');
+  return `commands ${profile.commands.join(' ')}; memory ${l.memoryMb} MB, cpus ${profile.limits.cpus}, pids ${profile.limits.pids}, `
+    + `timeout ${l.timeoutMs} ms, output ${l.outputBytes} B; network ${profile.network}; root ${fs.readOnlyRoot ? 'read-only' : 'writable'}`
+    + `${mounts ? `; mounts ${mounts}` : ''}; runtime ${profile.runtime}`;
+}
+
+async function callCommand(name: string, flags: LoadFlags & {args: string}): Promise<number> {
+  let args: unknown;
+  try {
+    args = JSON.parse(flags.args);
+  } catch (e) {
+    err(`--args is not valid JSON: ${(e as Error).message}`);
+    return 2;
+  }
+  if (args === null || typeof args !== 'object' || Array.isArray(args)) {
+    err('--args must be a JSON object, e.g. --args \'{"text": "hello"}\'');
+    return 2;
+  }
+  const runtime = await createRuntime(runtimeOptions(flags, {audit: flags.auditLog ?? 'off'}));
+  const controller = new AbortController();
+  const onSignal = () => controller.abort();
+  process.once('SIGINT', onSignal);
+  try {
+    const result = await callTool(runtime, name, args, {principal: localPrincipal, transport: 'cli', signal: controller.signal});
+    out(JSON.stringify(result, null, 2));
+    return result.isError ? 1 : 0;
+  } catch (e) {
+    if (e instanceof UnknownToolError) {
+      err(`unknown tool "${name}"; available: ${[...runtime.tools.keys()].sort().join(', ')}`);
+      return 2;
+    }
+    throw e;
+  } finally {
+    process.off('SIGINT', onSignal);
+    await runtime.close();
+  }
+}
+

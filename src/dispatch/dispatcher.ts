@@ -1,0 +1,135 @@
+import PQueue from 'p-queue';
+import type {Backend, ContainerJob, ExecutionResult, IsolateJob, Job} from '../backends/backend.ts';
+import {ToolcellError} from '../errors.ts';
+import {withDeadline} from './deadline.ts';
+
+/** Bounds of one backend's queue. */
+export interface QueueLimits {
+  /** Calls running at once on this backend. */
+  concurrency: number;
+  /** Calls waiting at most; one more is refused at once with `BUSY`. */
+  maxQueued: number;
+}
+
+export interface DispatcherOptions {
+  isolate: QueueLimits;
+  container: QueueLimits;
+  /** How long a call may wait in its queue before it ends with `TIMEOUT`, in ms. */
+  queueWaitMs: number;
+  /**
+   * Slack added to a job's `timeoutMs` for the backstop deadline, in ms. Backends enforce
+   * `timeoutMs` themselves; the backstop aborts the sandbox if one does not.
+   */
+  graceMs: number;
+}
+
+export const DEFAULT_DISPATCH: DispatcherOptions = {
+  isolate: {concurrency: 16, maxQueued: 256},
+  container: {concurrency: 4, maxQueued: 64},
+  queueWaitMs: 30_000,
+  graceMs: 400,
+};
+
+/** Depth of one backend's queue, for metrics and `/readyz`. */
+export interface QueueStats {
+  running: number;
+  queued: number;
+}
+
+/**
+ * Owns time and cancellation (ARCHITECTURE.md, "dispatch"). One bounded p-queue per backend;
+ * one AbortSignal per call joining the client's cancellation and the deadline; a call still
+ * waiting is removed from its queue when that signal aborts, and a running call's sandbox is
+ * stopped by the backend acting on the same signal. The concurrency slot is held until the
+ * backend has actually finished (not released at abort, unlike p-queue's own `signal`).
+ */
+export class Dispatcher {
+  readonly #backends: {isolate?: Backend<IsolateJob>; container?: Backend<ContainerJob>};
+  readonly #queues: {isolate: PQueue; container: PQueue};
+  readonly #options: DispatcherOptions;
+
+  constructor(backends: {isolate?: Backend<IsolateJob>; container?: Backend<ContainerJob>}, options: DispatcherOptions = DEFAULT_DISPATCH) {
+    this.#backends = backends;
+    this.#options = options;
+    this.#queues = {
+      isolate: new PQueue({concurrency: options.isolate.concurrency}),
+      container: new PQueue({concurrency: options.container.concurrency}),
+    };
+  }
+
+  /** Whether a backend of this kind is configured. */
+  has(kind: Job['kind']): boolean {
+    return this.#backends[kind] !== undefined;
+  }
+
+  /** Running and waiting calls per backend. */
+  stats(): Record<Job['kind'], QueueStats> {
+    return {
+      isolate: {running: this.#queues.isolate.pending, queued: this.#queues.isolate.size},
+      container: {running: this.#queues.container.pending, queued: this.#queues.container.size},
+    };
+  }
+
+  /**
+   * Queues `job` on its backend and runs it.
+   *
+   * @param callerSignal aborts when the client cancels the call
+   * @returns the backend's result; `isCanceled` is true when the client cancelled a running
+   *   call, `timedOut` when the backstop deadline stopped it.
+   * @throws ToolcellError `BUSY` (queue full, at once), `CANCELLED` (cancelled while waiting),
+   *   `TIMEOUT` (waited longer than `queueWaitMs`), `BACKEND_UNAVAILABLE` (no such backend, or the
+   *   backend failed).
+   */
+  async run(job: Job, callerSignal: AbortSignal): Promise<ExecutionResult> {
+    const backend = this.#backends[job.kind] as Backend<Job> | undefined;
+    if (backend === undefined) {
+      throw new ToolcellError('BACKEND_UNAVAILABLE', `The ${job.kind} backend is not available on this server.`, {backend: job.kind});
+    }
+    const queue = this.#queues[job.kind];
+    const limits = this.#options[job.kind];
+    if (queue.size >= limits.maxQueued) {
+      throw new ToolcellError('BUSY',
+        `The ${job.kind} backend is busy (${queue.pending} running, ${queue.size} waiting, at most ${limits.maxQueued} may wait). Retry shortly.`,
+        {backend: job.kind, running: queue.pending, queued: queue.size, maxQueued: limits.maxQueued});
+    }
+    if (callerSignal.aborted) throw cancelled();
+
+    // Waiting: the caller's cancellation or the queue-wait deadline removes the call.
+    const waiting = withDeadline(callerSignal, this.#options.queueWaitMs);
+    let started = false;
+    try {
+      return await queue.add(async () => {
+        started = true;
+        waiting.dispose();
+        const running = withDeadline(callerSignal, job.limits.timeoutMs + this.#options.graceMs);
+        try {
+          const result = await backend.run(job, {signal: running.signal});
+          if (running.reason() === 'timeout' && !result.timedOut) return {...result, timedOut: true, isCanceled: false, failed: true};
+          return result;
+        } finally {
+          running.dispose();
+        }
+      }, {signal: waiting.signal});
+    } catch (err) {
+      if (!started && waiting.signal.aborted) {
+        if (waiting.reason() === 'cancel') throw cancelled();
+        throw new ToolcellError('TIMEOUT',
+          `The call waited ${this.#options.queueWaitMs} ms for a free ${job.kind} sandbox and was dropped. Retry later.`,
+          {backend: job.kind, queueWaitMs: this.#options.queueWaitMs});
+      }
+      throw err;
+    } finally {
+      waiting.dispose();
+    }
+  }
+
+  /** Waits for running calls to finish and closes the backends. */
+  async close(): Promise<void> {
+    this.#queues.isolate.clear();
+    this.#queues.container.clear();
+    await Promise.allSettled([this.#queues.isolate.onIdle(), this.#queues.container.onIdle()]);
+    await Promise.allSettled([this.#backends.isolate?.close(), this.#backends.container?.close()]);
+  }
+}
+
+const cancelled = () => new ToolcellError('CANCELLED', 'The call was cancelled by the client before it started.');

@@ -1,0 +1,131 @@
+import {randomUUID} from 'node:crypto';
+import type {CallToolResult} from '@modelcontextprotocol/server';
+import {newAuditId, sha256Json, type AuditSink} from '../audit/audit-event.ts';
+import type {Dispatcher} from '../dispatch/dispatcher.ts';
+import {ToolcellError} from '../errors.ts';
+import {log} from '../log.ts';
+import {assertValidArguments} from '../policy/json-schema.ts';
+import {mayUseTool, type Principal} from '../policy/principal.ts';
+import {toJob, type ContainerGrants} from '../policy/to-job.ts';
+import type {ToolDefinition} from '../policy/tool-definition.ts';
+import {errorResult, failureOf, outcomeOf, successResult, withUsage, type Usage} from './to-tool-result.ts';
+
+/**
+ * Per-principal admission (issue: quotas). `admit` either returns a release function, to be
+ * called when the call ends, or throws ToolcellError `RATE_LIMITED` with `retryAfterMs`.
+ */
+export interface Admission {
+  admit(principal: Principal, tool: ToolDefinition): () => void;
+}
+
+/** Everything the call spine needs; assembled once by the runtime. */
+export interface ToolRuntime {
+  /** Tools that can be called now: MCP name → tool. */
+  readonly tools: ReadonlyMap<string, ToolDefinition>;
+  readonly dispatcher: Dispatcher;
+  readonly audit: AuditSink;
+  /** Resolved command allowlists and mounts of container tools, by MCP tool name. */
+  readonly containerGrants: ReadonlyMap<string, ContainerGrants>;
+  readonly admission?: Admission;
+  /** Observes each finished call (metrics). */
+  readonly onCallFinished?: (event: {tool: ToolDefinition; outcome: string; durationMs: number}) => void;
+}
+
+/** The caller's side of one call. */
+export interface CallContext {
+  principal: Principal;
+  transport: 'stdio' | 'http' | 'cli';
+  /** Aborts when the client cancels. */
+  signal: AbortSignal;
+  /** Reports progress (MCP progress notifications) when the client asked for it. */
+  progress?: (progress: number, total: number, message: string) => void;
+}
+
+/** The tool is unknown to this principal: not loaded, not available, or not granted. */
+export class UnknownToolError extends Error {
+  readonly toolName: string;
+  constructor(toolName: string) {
+    super(`Unknown tool: ${toolName}`);
+    this.toolName = toolName;
+    this.name = 'UnknownToolError';
+  }
+}
+
+/**
+ * Tools a principal may see, in a stable order (for `tools/list`).
+ */
+export function visibleTools(runtime: ToolRuntime, principal: Principal): ToolDefinition[] {
+  return [...runtime.tools.values()].filter((tool) => mayUseTool(principal, tool));
+}
+
+/**
+ * The one spine every tool call goes through (ARCHITECTURE.md, "frontend"):
+ * find → authorize → validate input → admit (quota) → build job (argv allowlist) → dispatch
+ * → map result → audit. Execution failures come back as `isError` results; nothing of the
+ * host (paths, stacks) reaches the result.
+ *
+ * @throws UnknownToolError when the tool does not exist or is not granted to the principal
+ *   (the two are indistinguishable to the caller); the transport maps it to a JSON-RPC error.
+ */
+export async function callTool(runtime: ToolRuntime, name: string, args: unknown, context: CallContext): Promise<CallToolResult> {
+  const started = performance.now();
+  const tool = runtime.tools.get(name);
+  if (tool === undefined || !mayUseTool(context.principal, tool)) throw new UnknownToolError(name);
+  const jobId = randomUUID();
+  const callLog = log.child({component: 'call-tool', jobId, tool: name, principal: context.principal.id});
+  const backend = tool.profile.backend;
+  let sandboxMs: number | undefined;
+  let release: (() => void) | undefined;
+  let result: CallToolResult;
+  let code: ToolcellError['code'] | undefined;
+  let rule: string | undefined;
+  try {
+    const input = (args ?? {}) as Record<string, unknown>;
+    assertValidArguments(name, tool.validateInput, input);
+    release = runtime.admission?.admit(context.principal, tool);
+    const job = toJob(tool, input, jobId, runtime.containerGrants.get(name));
+    callLog.debug({backend}, 'job queued');
+    context.progress?.(0, 2, 'queued');
+    const execution = await runtime.dispatcher.run(job, context.signal);
+    sandboxMs = execution.durationMs;
+    context.progress?.(1, 2, 'finished');
+    const failure = failureOf(tool, execution);
+    if (failure) throw failure;
+    result = successResult(tool, execution);
+    if (execution.stderr !== '') callLog.debug({consoleBytes: execution.stderr.length}, 'tool wrote to console/stderr');
+  } catch (err) {
+    if (err instanceof ToolcellError) {
+      code = err.code;
+      rule = typeof err.data.rule === 'string' ? err.data.rule : undefined;
+      if (code === 'BACKEND_UNAVAILABLE' || code === 'INTERNAL') callLog.warn({err}, 'call failed in the backend');
+    } else {
+      code = 'INTERNAL';
+      callLog.error({err}, 'call failed with an unexpected error');
+    }
+    result = errorResult(err);
+  } finally {
+    release?.();
+  }
+  const durationMs = Math.round((performance.now() - started) * 100) / 100;
+  const usage: Usage = {backend, profile: tool.profile.name, durationMs, ...(sandboxMs === undefined ? {} : {sandboxMs})};
+  const outcome = outcomeOf(code);
+  runtime.audit.write({
+    v: 1,
+    type: code === 'DENIED' ? 'tool.call.denied' : code === 'RATE_LIMITED' ? 'tool.call.rate-limited' : code === 'INVALID_ARGUMENTS' ? 'tool.call.rejected' : 'tool.call.completed',
+    at: new Date().toISOString(),
+    auditId: newAuditId(),
+    jobId,
+    principal: context.principal.id,
+    transport: context.transport,
+    tool: name,
+    profile: tool.profile.name,
+    backend,
+    outcome,
+    ...(code === undefined ? {} : {code}),
+    ...(rule === undefined ? {} : {rule}),
+    durationMs,
+    inputSha256: sha256Json(args),
+  });
+  runtime.onCallFinished?.({tool, outcome, durationMs});
+  return withUsage(result, usage);
+}

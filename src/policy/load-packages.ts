@@ -1,0 +1,239 @@
+import {readdir, readFile, realpath, stat} from 'node:fs/promises';
+import {isAbsolute, join, relative, resolve, sep} from 'node:path';
+import * as z from 'zod';
+import {compileJsonSchema} from './json-schema.ts';
+import {deepFreeze} from './load-profiles.ts';
+import {PackageManifest, PLACEHOLDER, type ToolManifest} from './manifest-schema.ts';
+import type {Profile} from './profile-schema.ts';
+import {mcpToolName, type ToolDefinition} from './tool-definition.ts';
+
+/** The manifest file of a tool package. */
+export const MANIFEST = 'toolcell.json';
+/** Largest isolate entry module accepted, in bytes. */
+export const MAX_ENTRY_BYTES = 16 * 2 ** 20;
+
+/** A package that did not load, with a one-line reason for `toolcell list` and the start-up log. */
+export interface RejectedPackage {
+  /** The package directory (host path: operator-facing only). */
+  readonly dir: string;
+  /** The package name when the manifest got far enough to have one. */
+  readonly name?: string;
+  readonly reason: string;
+}
+
+/** A package that loaded. */
+export interface LoadedPackage {
+  readonly name: string;
+  readonly version: string;
+  readonly description?: string;
+  readonly dir: string;
+  readonly tools: readonly ToolDefinition[];
+}
+
+export interface LoadedPackages {
+  /** MCP name → tool. */
+  readonly tools: ReadonlyMap<string, ToolDefinition>;
+  readonly packages: readonly LoadedPackage[];
+  readonly rejected: readonly RejectedPackage[];
+}
+
+class PackageRejection extends Error {}
+
+/**
+ * Loads tool packages. Each directory is either a package (it has `toolcell.json`) or holds
+ * packages as sub-directories. A package that is invalid in any way (manifest, schema,
+ * unknown profile, backend mismatch, entry escaping the package, name taken) is rejected
+ * whole, with a reason; the others still load. Directories are read in the order given, and
+ * packages within one alphabetically, so the first package with a name keeps it.
+ *
+ * @param dirs tool directories
+ * @param profiles the operator's profiles (from `loadProfiles`)
+ */
+export async function loadPackages(dirs: readonly string[], profiles: ReadonlyMap<string, Profile>): Promise<LoadedPackages> {
+  const tools = new Map<string, ToolDefinition>();
+  const packages: LoadedPackage[] = [];
+  const rejected: RejectedPackage[] = [];
+  const owners = new Map<string, string>();
+  for (const dir of await packageDirs(dirs, rejected)) {
+    try {
+      const pkg = await loadPackage(dir, profiles);
+      const owner = owners.get(pkg.name);
+      if (owner !== undefined) throw new PackageRejection(`a package named "${pkg.name}" is already loaded from ${owner}`);
+      owners.set(pkg.name, dir);
+      packages.push(pkg);
+      for (const tool of pkg.tools) tools.set(tool.name, tool);
+    } catch (err) {
+      const name = (err as {packageName?: string}).packageName;
+      rejected.push({dir, ...(name === undefined ? {} : {name}), reason: err instanceof PackageRejection ? err.message : `cannot load: ${(err as Error).message}`});
+    }
+  }
+  return {tools, packages, rejected};
+}
+
+async function packageDirs(dirs: readonly string[], rejected: RejectedPackage[]): Promise<string[]> {
+  const found: string[] = [];
+  for (const dir of dirs) {
+    const abs = resolve(dir);
+    if (await isFile(join(abs, MANIFEST))) {
+      found.push(abs);
+      continue;
+    }
+    let entries;
+    try {
+      entries = await readdir(abs, {withFileTypes: true});
+    } catch (err) {
+      rejected.push({dir: abs, reason: `cannot read the tools directory (${(err as NodeJS.ErrnoException).code ?? 'error'})`});
+      continue;
+    }
+    for (const entry of entries.filter((e) => e.isDirectory()).map((e) => e.name).sort()) {
+      if (await isFile(join(abs, entry, MANIFEST))) found.push(join(abs, entry));
+    }
+  }
+  return found;
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Loads and validates one package directory.
+ * @throws PackageRejection with a one-line reason.
+ */
+async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>): Promise<LoadedPackage> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(join(dir, MANIFEST), 'utf8'));
+  } catch (err) {
+    throw new PackageRejection(`${MANIFEST} is not valid JSON: ${(err as Error).message}`);
+  }
+  const parsed = PackageManifest.safeParse(raw);
+  if (!parsed.success) {
+    throw new PackageRejection(`invalid ${MANIFEST}: ${z.prettifyError(parsed.error).replaceAll('\n', '; ')}`);
+  }
+  const manifest = parsed.data;
+  const fail = (message: string) => Object.assign(new PackageRejection(message), {packageName: manifest.name});
+  const seen = new Set<string>();
+  const tools: ToolDefinition[] = [];
+  for (const tool of manifest.tools) {
+    if (seen.has(tool.name)) throw fail(`tool "${tool.name}" is defined twice`);
+    seen.add(tool.name);
+    try {
+      tools.push(await loadTool(dir, manifest.name, manifest.version, tool, profiles));
+    } catch (err) {
+      throw fail(`tool "${tool.name}": ${(err as Error).message}`);
+    }
+  }
+  return deepFreezeShallowTools({
+    name: manifest.name,
+    version: manifest.version,
+    ...(manifest.description === undefined ? {} : {description: manifest.description}),
+    dir,
+    tools,
+  });
+}
+
+function deepFreezeShallowTools(pkg: LoadedPackage): LoadedPackage {
+  // Validators are functions with mutable `errors`; freeze the data, not them.
+  for (const tool of pkg.tools) {
+    deepFreeze(tool.inputSchema);
+    if (tool.outputSchema) deepFreeze(tool.outputSchema);
+    if (tool.container) deepFreeze(tool.container);
+    Object.freeze(tool);
+  }
+  return Object.freeze(pkg);
+}
+
+async function loadTool(dir: string, packageName: string, version: string, tool: ToolManifest,
+  profiles: ReadonlyMap<string, Profile>): Promise<ToolDefinition> {
+  const profile = profiles.get(tool.profile);
+  if (profile === undefined) {
+    throw new Error(`names unknown profile "${tool.profile}"; known profiles: ${[...profiles.keys()].sort().join(', ') || '(none)'}`);
+  }
+  const kind = tool.isolate ? 'isolate' : 'container';
+  if (profile.backend !== kind) {
+    throw new Error(`is a ${kind} tool but profile "${profile.name}" is for the ${profile.backend} backend`);
+  }
+  let validateInput;
+  let validateOutput;
+  try {
+    validateInput = compileJsonSchema(tool.inputSchema);
+  } catch (err) {
+    throw new Error(`invalid inputSchema: ${(err as Error).message}`);
+  }
+  try {
+    validateOutput = tool.outputSchema ? compileJsonSchema(tool.outputSchema) : undefined;
+  } catch (err) {
+    throw new Error(`invalid outputSchema: ${(err as Error).message}`);
+  }
+  const base = {
+    name: mcpToolName(packageName, tool.name),
+    packageName,
+    packageVersion: version,
+    toolName: tool.name,
+    ...(tool.title === undefined ? {} : {title: tool.title}),
+    description: tool.description,
+    inputSchema: tool.inputSchema,
+    ...(tool.outputSchema === undefined ? {} : {outputSchema: tool.outputSchema}),
+    profile,
+    validateInput,
+    ...(validateOutput === undefined ? {} : {validateOutput}),
+    packageDir: dir,
+  };
+  if (tool.isolate) {
+    const file = await resolveInside(dir, tool.isolate.entry);
+    const info = await stat(file);
+    if (info.size > MAX_ENTRY_BYTES) throw new Error(`entry "${tool.isolate.entry}" is larger than ${MAX_ENTRY_BYTES} bytes`);
+    const source = await readFile(file, 'utf8');
+    return {...base, isolate: {source, filename: `${packageName}/${relative(await realpath(dir), file).split(sep).join('/')}`}};
+  }
+  const container = tool.container!;
+  checkPlaceholders(container.command, container.stdin, tool.inputSchema);
+  const argv0 = container.command[0]!;
+  if (profile.backend === 'container' && !PLACEHOLDER.test(argv0) && !profile.commands.includes(argv0)) {
+    throw new Error(`command "${argv0}" is not in the allowlist of profile "${profile.name}" (allowed: ${profile.commands.join(', ')})`);
+  }
+  return {...base, container};
+}
+
+/** Every placeholder must name a property declared in the input schema. */
+function checkPlaceholders(command: readonly string[], stdin: string | undefined, inputSchema: Record<string, unknown>): void {
+  const properties = (inputSchema.properties ?? {}) as Record<string, unknown>;
+  for (const element of [...command, ...(stdin && stdin !== 'json' ? [stdin] : [])]) {
+    const match = PLACEHOLDER.exec(element);
+    if (match && !Object.hasOwn(properties, match[2]!)) {
+      throw new Error(`placeholder ${element} names "${match[2]}", which inputSchema.properties does not declare`);
+    }
+  }
+}
+
+/**
+ * Resolves `entry` inside the package directory and proves it stays there: no absolute path,
+ * no `..` escape, and after resolving symlinks (realpath) still inside the package's realpath.
+ * @throws Error naming the entry and why it is refused.
+ */
+export async function resolveInside(packageDir: string, entry: string): Promise<string> {
+  if (isAbsolute(entry) || entry.includes('\0')) throw new Error(`entry "${entry}" must be a relative path inside the package`);
+  const root = await realpath(packageDir);
+  const lexical = resolve(root, entry);
+  if (!isWithin(root, lexical)) throw new Error(`entry "${entry}" escapes the package directory`);
+  let real: string;
+  try {
+    real = await realpath(lexical);
+  } catch {
+    throw new Error(`entry "${entry}" does not exist (is the package built?)`);
+  }
+  if (!isWithin(root, real)) throw new Error(`entry "${entry}" resolves (through a symlink) outside the package directory`);
+  if (!(await stat(real)).isFile()) throw new Error(`entry "${entry}" is not a file`);
+  return real;
+}
+
+/** True when `path` is `root` or below it. Both must be absolute and normalised. */
+export function isWithin(root: string, path: string): boolean {
+  const rel = relative(root, path);
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
+}

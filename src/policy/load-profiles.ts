@@ -1,0 +1,74 @@
+import {readdir, readFile} from 'node:fs/promises';
+import {basename, join} from 'node:path';
+import * as z from 'zod';
+import {ConfigError} from '../errors.ts';
+import {Profile} from './profile-schema.ts';
+
+/** File in a profile directory that is the schema, not a profile. */
+const SCHEMA_FILE = 'profile.schema.json';
+
+/**
+ * Loads every `*.json` profile (except `profile.schema.json`) from each directory, in order.
+ * Strict: one invalid file stops the load (an operator's policy is never half-applied).
+ * The profile's `name` must equal its file name, and a name may be defined only once across
+ * all directories (no shadowing, no inheritance). Returned profiles are deeply frozen.
+ *
+ * @param dirs profile directories (absolute or relative to the cwd)
+ * @returns name → profile
+ * @throws ConfigError naming the file and the field (zod's prettified error) on the first invalid file.
+ */
+export async function loadProfiles(dirs: readonly string[]): Promise<Map<string, Profile>> {
+  const profiles = new Map<string, Profile>();
+  const files = new Map<string, string>();
+  for (const dir of dirs) {
+    let names: string[];
+    try {
+      names = (await readdir(dir)).filter((f) => f.endsWith('.json') && f !== SCHEMA_FILE).sort();
+    } catch (err) {
+      throw new ConfigError(dir, `cannot read the profile directory (${(err as NodeJS.ErrnoException).code ?? 'error'})`, {cause: err});
+    }
+    for (const name of names) {
+      const file = join(dir, name);
+      const profile = parseProfile(file, await readFile(file, 'utf8'));
+      const previous = files.get(profile.name);
+      if (previous !== undefined) {
+        throw new ConfigError(file, `profile "${profile.name}" is already defined in ${previous}; a profile name may be defined once`);
+      }
+      profiles.set(profile.name, profile);
+      files.set(profile.name, file);
+    }
+  }
+  return profiles;
+}
+
+/**
+ * Parses and validates one profile file's text.
+ * @param file the file's path, used in messages and to check that `name` equals the file name.
+ * @throws ConfigError naming the file and each invalid field.
+ */
+export function parseProfile(file: string, text: string): Profile {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(file, `is not valid JSON: ${(err as Error).message}`, {cause: err});
+  }
+  const result = Profile.safeParse(raw);
+  if (!result.success) {
+    throw new ConfigError(file, `invalid profile: ${z.prettifyError(result.error).replaceAll('\n', '; ')}`);
+  }
+  const expected = basename(file, '.json');
+  if (result.data.name !== expected) {
+    throw new ConfigError(file, `→ at name: "${result.data.name}" must equal the file name "${expected}"`);
+  }
+  return deepFreeze(result.data);
+}
+
+/** Freezes an object graph in place and returns it. */
+export function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value as object)) deepFreeze(child);
+  }
+  return value;
+}

@@ -1,0 +1,32 @@
+import type {ValidateFunction} from 'ajv';
+import type {ContainerEntry} from './manifest-schema.ts';
+import type {Profile} from './profile-schema.ts';
+
+/**
+ * A loaded, validated tool: everything needed to list it and to build a job for it.
+ * Built once when packages load; immutable afterwards.
+ */
+export interface ToolDefinition {
+  /** MCP name, `<package>__<tool>`. */
+  readonly name: string;
+  readonly packageName: string;
+  readonly packageVersion: string;
+  readonly toolName: string;
+  readonly title?: string;
+  readonly description: string;
+  readonly inputSchema: Readonly<Record<string, unknown>>;
+  readonly outputSchema?: Readonly<Record<string, unknown>>;
+  /** The operator's profile this tool runs under. */
+  readonly profile: Profile;
+  readonly validateInput: ValidateFunction;
+  readonly validateOutput?: ValidateFunction;
+  /** Isolate tools: the bundled module's source, read at load time, and a package-relative file name. */
+  readonly isolate?: {readonly source: string; readonly filename: string};
+  /** Container tools: the manifest's container entry. */
+  readonly container?: ContainerEntry;
+  /** Host path of the package directory: for logs and `toolcell list`, never for clients. */
+  readonly packageDir: string;
+}
+
+/** The MCP name of a tool: `<package>__<tool>`. */
+export const mcpToolName = (packageName: string, toolName: string): string => `${packageName}__${toolName}`;

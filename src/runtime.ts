@@ -1,0 +1,143 @@
+import {dirname, join, resolve} from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {JsonlAuditSink} from './audit/audit-log.ts';
+import type {AuditSink} from './audit/audit-event.ts';
+import type {Backend, ContainerJob, IsolateJob} from './backends/backend.ts';
+import {IsolateBackend} from './backends/isolate/isolate-backend.ts';
+import {DEFAULT_DISPATCH, Dispatcher, type DispatcherOptions} from './dispatch/dispatcher.ts';
+import type {Admission, ToolRuntime} from './frontend/call-tool.ts';
+import {log} from './log.ts';
+import {loadPackages, type LoadedPackage, type RejectedPackage} from './policy/load-packages.ts';
+import {loadProfiles} from './policy/load-profiles.ts';
+import {resolveMounts} from './policy/mounts.ts';
+import type {Profile} from './policy/profile-schema.ts';
+import type {ContainerGrants} from './policy/to-job.ts';
+import type {ToolDefinition} from './policy/tool-definition.ts';
+import {containerSupport} from './container-support.ts';
+
+/** The installation root (where `tools/`, `profiles/` and `sandboxes/` live), from src/ or dist/. */
+export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** Bundled tool packages. */
+export const BUNDLED_TOOLS = join(PACKAGE_ROOT, 'tools');
+/** Bundled profiles. */
+export const BUNDLED_PROFILES = join(PACKAGE_ROOT, 'profiles');
+
+/** How to assemble a runtime. */
+export interface RuntimeOptions {
+  /** Tool directories; default: the bundled `tools/`. */
+  toolDirs?: readonly string[];
+  /** Profile directories; default: the bundled `profiles/`. */
+  profileDirs?: readonly string[];
+  /** Directory `${workspace}` means in mount grants; default: the current directory. */
+  workspace?: string;
+  /** Roots under which mounts may lie; default: `[workspace]`. */
+  mountRoots?: readonly string[];
+  /** Audit target: a file path, `stderr`, or `off`. Default `stderr`. */
+  audit?: string;
+  dispatch?: DispatcherOptions;
+  /** Whether to try the container backend (default true); false leaves container tools out. */
+  containers?: boolean;
+  /** Isolate worker processes (default 1). */
+  isolateWorkers?: number;
+  /** Warm isolates kept ready per memory size (default 0: off). */
+  isolatePool?: number;
+  /** Warm containers kept ready per (image, profile) (default 0: off). */
+  containerPool?: number;
+  admission?: Admission;
+  onCallFinished?: ToolRuntime['onCallFinished'];
+}
+
+/** A tool that loaded but cannot be served on this host, and why. */
+export interface UnavailableTool {
+  tool: string;
+  reason: string;
+}
+
+/** A running runtime: what the call spine needs plus what `list`, `doctor` and shutdown need. */
+export interface Runtime extends ToolRuntime {
+  readonly profiles: ReadonlyMap<string, Profile>;
+  readonly packages: readonly LoadedPackage[];
+  readonly rejected: readonly RejectedPackage[];
+  readonly unavailable: readonly UnavailableTool[];
+  /** Every loaded tool, served or not. */
+  readonly allTools: ReadonlyMap<string, ToolDefinition>;
+  /** Stops the backends (sandboxes are destroyed and reaped) and flushes the audit log. */
+  close(): Promise<void>;
+}
+
+/**
+ * Loads profiles and packages, starts the backends, and resolves container grants.
+ * @throws ConfigError when a profile is invalid (a policy is never half-applied). Invalid
+ *   packages do not throw: they are listed in `rejected` and logged, one line each.
+ */
+export async function createRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
+  const profileDirs = options.profileDirs?.length ? options.profileDirs : [BUNDLED_PROFILES];
+  const toolDirs = options.toolDirs?.length ? options.toolDirs : [BUNDLED_TOOLS];
+  const workspace = resolve(options.workspace ?? process.cwd());
+  const profiles = await loadProfiles(profileDirs);
+  const mountsByProfile = new Map<string, ContainerGrants['mounts']>();
+  for (const profile of profiles.values()) {
+    if (profile.backend === 'container') {
+      mountsByProfile.set(profile.name, await resolveMounts(profile, {workspace, mountRoots: options.mountRoots?.length ? options.mountRoots : [workspace]}));
+    }
+  }
+  const loaded = await loadPackages(toolDirs, profiles);
+  for (const r of loaded.rejected) log.warn({dir: r.dir, package: r.name}, `package rejected: ${r.reason}`);
+
+  const served = new Map<string, ToolDefinition>();
+  const unavailable: UnavailableTool[] = [];
+  const containerGrants = new Map<string, ContainerGrants>();
+  const containerTools = [...loaded.tools.values()].filter((t) => t.container !== undefined);
+  for (const tool of loaded.tools.values()) if (tool.isolate) served.set(tool.name, tool);
+
+  let container: Backend<ContainerJob> | undefined;
+  if (containerTools.length > 0) {
+    const support = options.containers === false
+      ? {backend: undefined, reason: 'container tools are turned off (--no-containers)'}
+      : await containerSupport({poolSize: options.containerPool ?? 0});
+    if (support.backend === undefined) {
+      for (const tool of containerTools) unavailable.push({tool: tool.name, reason: support.reason});
+      process.stderr.write(`toolcell: container tools left out (${containerTools.map((t) => t.name).join(', ')}): ${support.reason}\n`);
+    } else {
+      container = support.backend;
+      for (const tool of containerTools) {
+        const profile = tool.profile;
+        if (profile.backend !== 'container') continue;
+        try {
+          const commands = await support.resolveCommands(tool.container!.image, profile.commands);
+          containerGrants.set(tool.name, {commands, mounts: mountsByProfile.get(profile.name) ?? []});
+          served.set(tool.name, tool);
+        } catch (err) {
+          const reason = (err as Error).message;
+          unavailable.push({tool: tool.name, reason});
+          process.stderr.write(`toolcell: tool ${tool.name} left out: ${reason}\n`);
+        }
+      }
+    }
+  }
+
+  const isolate: Backend<IsolateJob> = new IsolateBackend({
+    workers: options.isolateWorkers ?? 1,
+    poolSize: options.isolatePool ?? 0,
+  });
+  const dispatcher = new Dispatcher({isolate, ...(container ? {container} : {})}, options.dispatch ?? DEFAULT_DISPATCH);
+  const audit: AuditSink = new JsonlAuditSink(options.audit ?? 'stderr');
+  let closing: Promise<void> | undefined;
+  return {
+    tools: served,
+    allTools: loaded.tools,
+    profiles,
+    packages: loaded.packages,
+    rejected: loaded.rejected,
+    unavailable,
+    dispatcher,
+    audit,
+    containerGrants,
+    ...(options.admission ? {admission: options.admission} : {}),
+    ...(options.onCallFinished ? {onCallFinished: options.onCallFinished} : {}),
+    close: () => (closing ??= (async () => {
+      await dispatcher.close();
+      await audit.close();
+    })()),
+  };
+}
