@@ -1,5 +1,4 @@
-import {dirname, join, resolve} from 'node:path';
-import {fileURLToPath} from 'node:url';
+import {resolve} from 'node:path';
 import {JsonlAuditSink} from './audit/audit-log.ts';
 import type {AuditSink} from './audit/audit-event.ts';
 import type {Backend, ContainerJob, IsolateJob} from './backends/backend.ts';
@@ -14,13 +13,8 @@ import type {Profile} from './policy/profile-schema.ts';
 import type {ContainerGrants} from './policy/to-job.ts';
 import type {ToolDefinition} from './policy/tool-definition.ts';
 import {containerSupport} from './container-support.ts';
+import {BUNDLED_PROFILES, BUNDLED_TOOLS} from './paths.ts';
 
-/** The installation root (where `tools/`, `profiles/` and `sandboxes/` live), from src/ or dist/. */
-export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-/** Bundled tool packages. */
-export const BUNDLED_TOOLS = join(PACKAGE_ROOT, 'tools');
-/** Bundled profiles. */
-export const BUNDLED_PROFILES = join(PACKAGE_ROOT, 'profiles');
 
 /** How to assemble a runtime. */
 export interface RuntimeOptions {
