@@ -1,4 +1,4 @@
-import {Command, CommanderError, Option} from 'commander';
+import {Command, CommanderError, InvalidArgumentError, Option} from 'commander';
 import {ConfigError} from './errors.ts';
 import {callTool, UnknownToolError} from './frontend/call-tool.ts';
 import {serveStdioTransport} from './frontend/stdio.ts';
@@ -16,10 +16,28 @@ interface LoadFlags {
   mountRoot?: string[];
   containers?: boolean;
   auditLog?: string;
+  isolateWorkers?: number;
+  isolatePool?: number;
+  containerPool?: number;
+}
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 1024) throw new InvalidArgumentError('must be a whole number from 0 to 1024');
+  return n;
+}
+
+function positiveInt(value: string): number {
+  const n = nonNegativeInt(value);
+  if (n === 0) throw new InvalidArgumentError('must be at least 1');
+  return n;
 }
 
 function runtimeOptions(flags: LoadFlags, extra: RuntimeOptions = {}): RuntimeOptions {
   return {
+    ...(flags.isolateWorkers === undefined ? {} : {isolateWorkers: flags.isolateWorkers}),
+    ...(flags.isolatePool === undefined ? {} : {isolatePool: flags.isolatePool}),
+    ...(flags.containerPool === undefined ? {} : {containerPool: flags.containerPool}),
     ...(flags.tools ? {toolDirs: flags.tools} : {}),
     ...(flags.profiles ? {profileDirs: flags.profiles} : {}),
     ...(flags.workspace ? {workspace: flags.workspace} : {}),
@@ -60,6 +78,9 @@ export async function main(argv: string[]): Promise<number> {
     .addOption(new Option('--http <host:port>', 'serve Streamable HTTP at http://HOST:PORT/mcp').conflicts('stdio'))
     .option('--config <file>', 'HTTP service configuration (authentication, grants, quotas): JSON')
     .option('--audit-log <target>', 'audit events: a JSONL file path, "stderr" or "off"', 'stderr')
+    .option('--isolate-workers <n>', 'isolate worker processes', positiveInt, 1)
+    .option('--isolate-pool <n>', 'warm isolates kept ready per memory size (0: off)', nonNegativeInt, 4)
+    .option('--container-pool <n>', 'warm containers kept ready per (image, profile) (0: off)', nonNegativeInt, 0)
     .action(async (flags: LoadFlags & {http?: string; config?: string}) => {
       exitCode = flags.http ? await serveHttpCommand(flags) : await serveStdioCommand(flags);
     });

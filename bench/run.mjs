@@ -1,0 +1,193 @@
+// `npm run bench`: measures, in one run on this machine, the numbers the README quotes.
+//   floor       the same trivial tool in-process behind the same MCP SDK over stdio
+//   isolate     bench__double through `toolcell serve` over stdio: a fresh isolate per call
+//   container   bench__echo through `toolcell serve`: a fresh container per call, pool off and on
+//   docker run  `docker run --rm` per call with the same hardened flags (the per-call-container baseline)
+//   rss         server RSS idle, after 1,000 and after 10,000 isolate calls
+// Prints a table with ratios and writes bench/results/latest.json. Targets are checked here, in the
+// benchmark, never in timed tests. Options: BENCH_QUICK=1 for a short run; BENCH_SKIP_DOCKER=1.
+import {execFileSync, execFile} from 'node:child_process';
+import {mkdirSync, readFileSync, writeFileSync} from 'node:fs';
+import {cpus, totalmem} from 'node:os';
+import {promisify} from 'node:util';
+import {fileURLToPath} from 'node:url';
+import {Client} from '@modelcontextprotocol/client';
+import {StdioClientTransport} from '@modelcontextprotocol/client/stdio';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const quick = process.env.BENCH_QUICK === '1';
+const N_SEQ = quick ? 300 : 2000;
+const N_PAR = quick ? 1000 : 4000;
+const N_CONTAINER = quick ? 15 : 60;
+const run = promisify(execFile);
+
+const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+const round = (x, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+function stats(samples) {
+  const s = [...samples].sort((a, b) => a - b);
+  return {n: s.length, p50: round(pct(s, 50)), p95: round(pct(s, 95)), p99: round(pct(s, 99))};
+}
+
+async function connect(command, args) {
+  const transport = new StdioClientTransport({command, args, env: {...process.env, TOOLCELL_LOG_LEVEL: 'error'}, stderr: 'pipe', cwd: root});
+  transport.stderr?.on('data', () => {});
+  const client = new Client({name: 'bench', version: '1.0.0'});
+  await client.connect(transport);
+  return {client, pid: transport.pid, close: () => client.close()};
+}
+
+async function check(client, name, args) {
+  const r = await client.callTool({name, arguments: args});
+  if (r.isError) throw new Error(`${name} failed: ${JSON.stringify(r.content)}`);
+  return r;
+}
+
+/** Sequential latencies (ms) and calls/s at 1 and 16 in flight. */
+async function measure(client, name, argsOf, nSeq, nPar, inFlight = 16) {
+  for (let i = 0; i < Math.min(200, nSeq); i++) await check(client, name, argsOf(i));
+  const lat = [];
+  const t0 = performance.now();
+  for (let i = 0; i < nSeq; i++) {
+    const s = performance.now();
+    await check(client, name, argsOf(i));
+    lat.push(performance.now() - s);
+  }
+  const seqSeconds = (performance.now() - t0) / 1000;
+  let next = 0;
+  const t1 = performance.now();
+  await Promise.all(Array.from({length: inFlight}, async () => {
+    while (next < nPar) {
+      const i = next++;
+      await check(client, name, argsOf(i));
+    }
+  }));
+  const parSeconds = (performance.now() - t1) / 1000;
+  return {...stats(lat), callsPerSecSequential: round(nSeq / seqSeconds, 0), callsPerSecInFlight: round(nPar / parSeconds, 0), inFlight};
+}
+
+const rssMb = (pid) => {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? round(Number(m[1]) / 1024, 1) : NaN;
+};
+
+function dockerUsable() {
+  if (process.env.BENCH_SKIP_DOCKER === '1') return false;
+  try {
+    execFileSync('docker', ['image', 'inspect', 'toolcell/shell'], {stdio: 'ignore'});
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const serveArgs = (extra) => [
+  'dist/cli.js', 'serve', '--tools', 'bench/fixtures/tools', '--profiles', 'bench/fixtures/profiles', '--audit-log', 'off', ...extra,
+];
+
+const results = {
+  machine: {cpus: cpus().length, model: cpus()[0]?.model, memoryGb: round(totalmem() / 2 ** 30, 1), node: process.version},
+  at: new Date().toISOString(),
+};
+const log = (s) => process.stderr.write(`${s}\n`);
+
+// 1. the in-process floor
+log('floor: in-process tool behind the MCP SDK over stdio …');
+{
+  const floor = await connect(process.execPath, ['bench/floor-server.mjs']);
+  results.floor = await measure(floor.client, 'bench__double', (i) => ({n: i}), N_SEQ, N_PAR);
+  await floor.close();
+}
+
+// 2. isolate tool through toolcell, and RSS
+log('isolate: a fresh isolate per call through toolcell serve …');
+{
+  const server = await connect(process.execPath, serveArgs(['--no-containers']));
+  await server.client.listTools();
+  await new Promise((r) => setTimeout(r, 500));
+  const idle = rssMb(server.pid);
+  results.isolate = await measure(server.client, 'bench__double', (i) => ({n: i}), N_SEQ, N_PAR);
+  // RSS after the first 1,000 and after 10,000 calls in all (16 in flight).
+  let done = N_SEQ + N_PAR + Math.min(200, N_SEQ);
+  const drive = async (target) => {
+    let next = done;
+    await Promise.all(Array.from({length: 16}, async () => {
+      while (next < target) {
+        next++;
+        await check(server.client, 'bench__double', {n: next});
+      }
+    }));
+    done = Math.max(done, target);
+  };
+  await drive(1000);
+  const after1k = rssMb(server.pid);
+  await drive(10_000);
+  const after10k = rssMb(server.pid);
+  results.rss = {idleMb: idle, after1000Mb: after1k, after10000Mb: after10k, growthPct: round(((after10k - after1k) / after1k) * 100, 1), calls: done};
+  await server.close();
+}
+
+// 3. containers: toolcell cold and warm, and docker run --rm
+if (dockerUsable()) {
+  for (const [label, pool] of [['containerCold', 0], ['containerWarm', 4]]) {
+    log(`${label}: bench__echo through toolcell serve, container pool ${pool} …`);
+    const server = await connect(process.execPath, serveArgs(['--container-pool', String(pool)]));
+    results[label] = await measure(server.client, 'bench__echo', (i) => ({n: i}), N_CONTAINER, N_CONTAINER * 2, 4);
+    await server.close();
+  }
+  log('docker run --rm per call, hardened flags …');
+  const flags = ['run', '--rm', '--network', 'none', '--read-only', '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges',
+    '--user', '65534:65534', '--memory', '64m', '--memory-swap', '64m', '--cpus', '0.5', '--pids-limit', '32', '--init',
+    '--tmpfs', '/tmp:rw,noexec,nosuid,size=8m', 'toolcell/shell', 'echo', '1'];
+  const lat = [];
+  for (let i = 0; i < Math.max(10, Math.floor(N_CONTAINER / 2)); i++) {
+    const s = performance.now();
+    await run('docker', flags);
+    lat.push(performance.now() - s);
+  }
+  results.dockerRun = stats(lat);
+} else {
+  log('containers: skipped (no Docker engine or no toolcell/shell image; run .ci/setup-docker.sh and toolcell images build)');
+}
+
+// Ratios and targets
+const r = results;
+r.ratios = {
+  isolateP50OverFloor: round(r.isolate.p50 / r.floor.p50),
+  ...(r.containerWarm ? {
+    dockerRunOverContainerWarmP50: round(r.dockerRun.p50 / r.containerWarm.p50),
+    dockerRunOverContainerColdP50: round(r.dockerRun.p50 / r.containerCold.p50),
+  } : {}),
+};
+r.targets = {
+  'isolate p50 <= 1.5 ms': r.isolate.p50 <= 1.5,
+  'isolate >= 1500 calls/s at 16 in flight': r.isolate.callsPerSecInFlight >= 1500,
+  'server RSS idle <= 120 MB': r.rss.idleMb <= 120,
+  'RSS after 10k within 10% of after 1k': Math.abs(r.rss.growthPct) <= 10,
+  ...(r.containerWarm ? {
+    'container p50 <= 50 ms (warm)': r.containerWarm.p50 <= 50,
+    'container >= 6x faster than docker run': r.ratios.dockerRunOverContainerWarmP50 >= 6,
+    'container >= 25 calls/s sustained (warm)': r.containerWarm.callsPerSecInFlight >= 25,
+  } : {}),
+};
+
+const row = (name, m) => m ? `| ${name} | ${m.p50} | ${m.p95} | ${m.p99} | ${m.callsPerSecSequential ?? '–'} | ${m.callsPerSecInFlight ?? '–'} (${m.inFlight ?? '–'} in flight) |` : '';
+const table = [
+  `Machine: ${r.machine.cpus} vCPU (${r.machine.model}), ${r.machine.memoryGb} GB, Node ${r.machine.node}; ${r.at}`,
+  '',
+  '| path | p50 ms | p95 ms | p99 ms | calls/s sequential | calls/s concurrent |',
+  '|---|---|---|---|---|---|',
+  row('in-process floor (MCP SDK over stdio)', r.floor),
+  row('toolcell isolate (fresh isolate per call)', r.isolate),
+  row('toolcell container, pool off (fresh container per call)', r.containerCold),
+  row('toolcell container, pool on (fresh container per call)', r.containerWarm),
+  row('`docker run --rm` per call, hardened flags', r.dockerRun),
+  '',
+  `Server RSS: idle ${r.rss.idleMb} MB; after 1,000 calls ${r.rss.after1000Mb} MB; after ${r.rss.calls} calls ${r.rss.after10000Mb} MB (${r.rss.growthPct}%).`,
+  `Ratios: isolate p50 / floor p50 = ${r.ratios.isolateP50OverFloor}` + (r.containerWarm ? `; docker run p50 / toolcell container p50 = ${r.ratios.dockerRunOverContainerWarmP50} (pool on), ${r.ratios.dockerRunOverContainerColdP50} (pool off)` : ''),
+  '',
+  ...Object.entries(r.targets).map(([k, v]) => `- ${v ? 'met' : 'MISSED'}: ${k}`),
+].join('\n');
+mkdirSync(`${root}/bench/results`, {recursive: true});
+writeFileSync(`${root}/bench/results/latest.json`, `${JSON.stringify(r, null, 2)}\n`);
+writeFileSync(`${root}/bench/results/latest.md`, `${table}\n`);
+process.stdout.write(`${table}\n`);
