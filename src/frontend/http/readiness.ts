@@ -1,0 +1,97 @@
+import {randomUUID} from 'node:crypto';
+import type {IsolateJob} from '../../backends/backend.ts';
+import {ToolcellError} from '../../errors.ts';
+import type {ToolRuntime} from '../call-tool.ts';
+
+/** State of one backend in the readiness report. */
+export type BackendState = 'ok' | 'busy' | 'unavailable' | 'failed';
+
+/** What `/readyz` answers: a summary with no host details. */
+export interface ReadinessReport {
+  ready: boolean;
+  /** Tools served now. */
+  tools: number;
+  /** Loaded tools left out because their backend is unavailable on this host. */
+  unavailableTools: number;
+  /** State of each backend that a served or loaded tool's profile needs. */
+  backends: Partial<Record<'isolate' | 'container', BackendState>>;
+  draining: boolean;
+}
+
+/** Extra readiness check, e.g. a Docker engine ping; resolves false (or throws) when not ready. */
+export type ReadinessCheck = () => Promise<boolean>;
+
+/** How long an isolate probe result is reused, in ms (probes are cheap, but not free). */
+export const PROBE_CACHE_MS = 2000;
+
+/** The isolate probe: a trivial module through the real dispatcher and backend. */
+const probeJob = (): IsolateJob => ({
+  kind: 'isolate',
+  id: `readyz-${randomUUID()}`,
+  source: 'export default () => 1;\n',
+  filename: 'toolcell/readyz.js',
+  args: {},
+  limits: {timeoutMs: 2000, memoryMb: 16, outputBytes: 1024, cpuTimeMs: 2000},
+});
+
+/**
+ * Readiness of the service (`/readyz`): ready when at least one tool is served, no loaded tool
+ * is left out for want of its backend, every backend a served tool needs is configured, and a
+ * trivial isolate call completes through the real dispatcher (cached for `PROBE_CACHE_MS`).
+ * A backend that is merely busy (queue full, or the probe waited too long) counts as ready:
+ * overload is for the quotas, not a reason to drop the instance. Not guaranteed: that the
+ * container engine still answers (the container backend exposes no ping; pass `extra`).
+ */
+export class Readiness {
+  readonly #runtime: ToolRuntime & {unavailable?: readonly unknown[]};
+  readonly #extra: ReadinessCheck | undefined;
+  #probe: {at: number; state: BackendState} | undefined;
+  #pending: Promise<BackendState> | undefined;
+  draining = false;
+
+  constructor(runtime: ToolRuntime & {unavailable?: readonly unknown[]}, extra?: ReadinessCheck) {
+    this.#runtime = runtime;
+    this.#extra = extra;
+  }
+
+  async report(): Promise<ReadinessReport> {
+    const tools = [...this.#runtime.tools.values()];
+    const unavailableTools = this.#runtime.unavailable?.length ?? 0;
+    const kinds = new Set(tools.map((t) => t.profile.backend));
+    const backends: ReadinessReport['backends'] = {};
+    for (const kind of kinds) {
+      if (!this.#runtime.dispatcher.has(kind)) backends[kind] = 'unavailable';
+      else if (kind === 'container') backends[kind] = 'ok';
+    }
+    if (kinds.has('isolate') && backends.isolate === undefined) backends.isolate = await this.#isolateState();
+    if (unavailableTools > 0 && backends.container === undefined) backends.container = 'unavailable';
+    let extraOk = true;
+    if (this.#extra !== undefined) extraOk = await this.#extra().catch(() => false);
+    const ready = !this.draining && extraOk && tools.length > 0 && unavailableTools === 0
+      && Object.values(backends).every((s) => s === 'ok' || s === 'busy');
+    return {ready, tools: tools.length, unavailableTools, backends, draining: this.draining};
+  }
+
+  async #isolateState(): Promise<BackendState> {
+    const now = performance.now();
+    if (this.#probe !== undefined && now - this.#probe.at < PROBE_CACHE_MS) return this.#probe.state;
+    this.#pending ??= this.#runProbe().then((state) => {
+      this.#probe = {at: performance.now(), state};
+      this.#pending = undefined;
+      return state;
+    });
+    return this.#pending;
+  }
+
+  async #runProbe(): Promise<BackendState> {
+    const signal = AbortSignal.timeout(3000);
+    try {
+      const result = await this.#runtime.dispatcher.run(probeJob(), signal);
+      if (result.isCanceled && signal.aborted) return 'busy';
+      return !result.failed && result.stdout.trim() === '1' ? 'ok' : 'failed';
+    } catch (err) {
+      if (err instanceof ToolcellError && (err.code === 'BUSY' || err.code === 'TIMEOUT' || err.code === 'CANCELLED')) return 'busy';
+      return 'failed';
+    }
+  }
+}

@@ -1,0 +1,125 @@
+import {collectDefaultMetrics, Counter, Gauge, Histogram, Registry} from 'prom-client';
+import type {QueueStats} from '../dispatch/dispatcher.ts';
+import type {ToolDefinition} from '../policy/tool-definition.ts';
+
+/** What a finished call reports (the `ToolRuntime.onCallFinished` event). */
+export interface CallFinished {
+  tool: ToolDefinition;
+  outcome: string;
+  /** Time from receipt to result, in ms. */
+  durationMs: number;
+}
+
+/** Why a request failed authentication, as counted by `toolcell_auth_failures_total`. */
+export type AuthFailureReason = 'missing' | 'malformed' | 'invalid' | 'expired' | 'insufficient_scope' | 'query_token' | 'unavailable';
+
+/** Seconds buckets of the call duration histogram: 1 ms to 2 min. */
+const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+/**
+ * Prometheus metrics of the HTTP service (prom-client, https://github.com/siimon/prom-client),
+ * in a registry of its own (not prom-client's global one), so that several services can live
+ * in one process. Labels never carry principals, tokens or arguments: only tool names,
+ * backends, outcomes and reasons, which the operator controls.
+ *
+ * Series:
+ * - `toolcell_tool_calls_total{tool, outcome}`: finished calls
+ * - `toolcell_tool_call_duration_seconds{backend}`: time from receipt to result
+ * - `toolcell_dispatch_queue_depth{backend, state}`: calls `running` / `queued` per backend
+ * - `toolcell_sandbox_pool_size{pool}`: warm sandboxes ready, when a pool reporter is set
+ * - `toolcell_auth_failures_total{reason}`: refused authentications
+ * - `toolcell_rate_limited_total{limit}`: calls refused by a quota (`rate` or `in-flight`)
+ * - `toolcell_http_responses_total{route, status}`: HTTP answers by route and status
+ * - `toolcell_http_sessions`: open 2025-era sessions
+ * - Node process metrics (`process_*`, `nodejs_*`) from `collectDefaultMetrics`.
+ */
+export class ServiceMetrics {
+  readonly registry = new Registry();
+  readonly #calls: Counter<'tool' | 'outcome'>;
+  readonly #duration: Histogram<'backend'>;
+  readonly #authFailures: Counter<'reason'>;
+  readonly #rateLimited: Counter<'limit'>;
+  readonly #responses: Counter<'route' | 'status'>;
+  #queues: (() => Record<string, QueueStats>) | undefined;
+  #pools: (() => Record<string, number>) | undefined;
+  #sessions: (() => number) | undefined;
+
+  /** @param options.defaultMetrics collect Node process metrics too (default true) */
+  constructor(options: {defaultMetrics?: boolean} = {}) {
+    const registers = [this.registry];
+    this.#calls = new Counter({name: 'toolcell_tool_calls_total', help: 'Finished tool calls by tool and outcome.', labelNames: ['tool', 'outcome'], registers});
+    this.#duration = new Histogram({name: 'toolcell_tool_call_duration_seconds', help: 'Time from receipt of a tool call to its result, by backend.',
+      labelNames: ['backend'], buckets: DURATION_BUCKETS, registers});
+    this.#authFailures = new Counter({name: 'toolcell_auth_failures_total', help: 'Requests refused by authentication, by reason.', labelNames: ['reason'], registers});
+    this.#rateLimited = new Counter({name: 'toolcell_rate_limited_total', help: 'Tool calls refused by a per-principal quota, by limit.', labelNames: ['limit'], registers});
+    this.#responses = new Counter({name: 'toolcell_http_responses_total', help: 'HTTP responses by route and status.', labelNames: ['route', 'status'], registers});
+    const queues = () => this.#queues;
+    new Gauge({
+      name: 'toolcell_dispatch_queue_depth', help: 'Calls running and queued per backend.', labelNames: ['backend', 'state'], registers,
+      collect() {
+        const stats = queues()?.();
+        if (stats === undefined) return;
+        for (const [backend, s] of Object.entries(stats)) {
+          this.set({backend, state: 'running'}, s.running);
+          this.set({backend, state: 'queued'}, s.queued);
+        }
+      },
+    });
+    const pools = () => this.#pools;
+    new Gauge({
+      name: 'toolcell_sandbox_pool_size', help: 'Warm sandboxes ready, per pool.', labelNames: ['pool'], registers,
+      collect() {
+        for (const [pool, size] of Object.entries(pools()?.() ?? {})) this.set({pool}, size);
+      },
+    });
+    const sessions = () => this.#sessions;
+    new Gauge({
+      name: 'toolcell_http_sessions', help: 'Open 2025-era Streamable HTTP sessions.', registers,
+      collect() {
+        this.set(sessions()?.() ?? 0);
+      },
+    });
+    if (options.defaultMetrics !== false) collectDefaultMetrics({register: this.registry});
+  }
+
+  /** The `onCallFinished` hook for `createRuntime` (already bound). */
+  readonly onCallFinished = (event: CallFinished): void => {
+    this.#calls.inc({tool: event.tool.name, outcome: event.outcome});
+    this.#duration.observe({backend: event.tool.profile.backend}, event.durationMs / 1000);
+  };
+
+  /** Counts one refused authentication. */
+  authFailure(reason: AuthFailureReason): void {
+    this.#authFailures.inc({reason});
+  }
+
+  /** Counts one call refused by a quota. */
+  rateLimited(limit: 'rate' | 'in-flight'): void {
+    this.#rateLimited.inc({limit});
+  }
+
+  /** Counts one HTTP response. `route` is a fixed route name, never the raw path. */
+  httpResponse(route: string, status: number): void {
+    this.#responses.inc({route, status: String(status)});
+  }
+
+  /** Reports queue depth from the dispatcher (`dispatcher.stats()`), read at scrape time. */
+  watchQueues(stats: () => Record<string, QueueStats>): void {
+    this.#queues = stats;
+  }
+
+  /** Reports warm-pool sizes, read at scrape time (when the backends expose them). */
+  watchPools(sizes: () => Record<string, number>): void {
+    this.#pools = sizes;
+  }
+
+  /** Reports the number of open sessions, read at scrape time. */
+  watchSessions(count: () => number): void {
+    this.#sessions = count;
+  }
+
+  /** The exposition text and its content type. */
+  async render(): Promise<{contentType: string; body: string}> {
+    return {contentType: this.registry.contentType, body: await this.registry.metrics()};
+  }
+}

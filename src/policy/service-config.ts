@@ -1,0 +1,227 @@
+import {createHash} from 'node:crypto';
+import {readFile} from 'node:fs/promises';
+import {isAbsolute, resolve} from 'node:path';
+import * as z from 'zod';
+import {ConfigError} from '../errors.ts';
+import {deepFreeze} from './load-profiles.ts';
+import type {Principal} from './principal.ts';
+
+/**
+ * The HTTP service configuration (`toolcell serve --http HOST:PORT --config FILE`): who may
+ * authenticate (API keys, OAuth 2.1 access tokens), what each principal is granted, the
+ * per-principal quotas, and the transport guards (allowed origins and hosts, body cap).
+ * Strict: an unknown key is a load error naming the field. Secrets are never stored: API
+ * keys appear only as SHA-256 hashes.
+ *
+ * Example (every field but `apiKeys`/`oauth` is optional):
+ * ```json
+ * {
+ *   "resourceUrl": "https://tools.example.com/mcp",
+ *   "apiKeys": [{"name": "ci-bot", "sha256": "<64 hex digits: hashApiKey(key)>"}],
+ *   "oauth": {
+ *     "issuer": "https://auth.example.com",
+ *     "jwksUri": "https://auth.example.com/.well-known/jwks.json",
+ *     "algorithms": ["ES256", "RS256"],
+ *     "requiredScopes": ["tools"]
+ *   },
+ *   "grants": [
+ *     {"principal": "key:ci-bot", "packages": ["text"]},
+ *     {"principal": "sub:alice", "packages": "*"},
+ *     {"principal": "scope:tools.math", "packages": ["math"]}
+ *   ],
+ *   "quotas": {"ratePerSec": 20, "burst": 40, "maxInFlight": 16,
+ *              "principals": {"key:ci-bot": {"ratePerSec": 100, "burst": 200}}},
+ *   "allowedOrigins": ["app.example.com"],
+ *   "allowedHosts": ["tools.example.com"],
+ *   "maxBodyBytes": 1048576
+ * }
+ * ```
+ */
+
+/** Signature algorithms a JWT may use: asymmetric only (a JWKS holds public keys); never `none`, never HMAC. */
+export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+
+/** Largest request body the service accepts when the config does not say, in bytes (1 MiB). */
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+const Hex256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the key as 64 lower-case hex digits (see hashApiKey)');
+const KeyName = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 characters from A-Z a-z 0-9 . _ -');
+
+/** An HTTP(S) URL; plain `http:` only for loopback hosts (local development and tests). */
+const SecureUrl = z.string().url().refine((value) => {
+  const url = new URL(value);
+  return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHostname(url.hostname));
+}, {message: 'must be an https URL (http is accepted only for localhost, 127.0.0.1 and [::1])'});
+
+export const ApiKeyEntry = z.strictObject({
+  name: KeyName.describe('Principal id becomes "key:NAME".'),
+  sha256: Hex256,
+});
+
+export const OAuthConfig = z.strictObject({
+  issuer: SecureUrl.describe('Expected "iss" of access tokens, and the authorization server listed in the protected resource metadata.'),
+  jwksUri: SecureUrl.optional().describe('JWKS URL of the issuer (fetched and cached with jose createRemoteJWKSet).'),
+  jwksFile: z.string().min(1).optional().describe('A local JWKS JSON file, read at start-up (relative to the config file).'),
+  audience: z.string().min(1).optional()
+    .describe('Required "aud" of access tokens; default: resourceUrl (RFC 8707 / RFC 9068). Compared in canonical form.'),
+  algorithms: z.array(z.enum(JWT_ALGORITHMS)).min(1).default(['ES256', 'RS256'])
+    .describe('Signature algorithm allowlist; "none" and HMAC algorithms are not accepted.'),
+  requiredScopes: z.array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'must be a scope token (RFC 6749 §3.3)')).default([])
+    .describe('Scopes every access token must carry; otherwise 403 insufficient_scope.'),
+  scopesSupported: z.array(z.string().min(1)).optional()
+    .describe('Scopes advertised in the protected resource metadata; default: requiredScopes.'),
+  clockToleranceSeconds: z.number().int().min(0).max(300).default(5)
+    .describe('Leeway for exp/nbf/iat, in seconds.'),
+}).refine((o) => (o.jwksUri === undefined) !== (o.jwksFile === undefined), {message: 'exactly one of "jwksUri" or "jwksFile" is required'});
+
+export const Grant = z.strictObject({
+  principal: z.string().regex(/^(key|sub|scope):.{1,256}$/, 'must be "key:NAME", "sub:SUBJECT" or "scope:SCOPE"'),
+  packages: z.union([z.literal('*'), z.array(z.string().regex(/^[a-z][a-z0-9-]*$/, 'must be a package name')).min(1)])
+    .describe('Tool packages this principal may list and call, or "*" for every loaded package.'),
+});
+
+export const QuotaLimits = z.strictObject({
+  ratePerSec: z.number().positive().max(1e6).describe('Token-bucket refill rate: calls per second.'),
+  burst: z.number().int().min(1).max(1e6).describe('Token-bucket size: calls that may start at once after a quiet period.'),
+  maxInFlight: z.number().int().min(1).max(10_000).describe('Calls one principal may have running or queued at once.'),
+});
+
+/** Quotas applied when the config does not set them. */
+export const DEFAULT_QUOTAS = {ratePerSec: 20, burst: 40, maxInFlight: 16} as const;
+
+export const Quotas = z.strictObject({
+  ratePerSec: QuotaLimits.shape.ratePerSec.default(DEFAULT_QUOTAS.ratePerSec),
+  burst: QuotaLimits.shape.burst.default(DEFAULT_QUOTAS.burst),
+  maxInFlight: QuotaLimits.shape.maxInFlight.default(DEFAULT_QUOTAS.maxInFlight),
+  principals: z.record(z.string().regex(/^(key|sub|local)(:.{1,256})?$/, 'must be a principal id such as "key:NAME" or "sub:SUBJECT"'),
+    QuotaLimits.partial()).default({}).describe('Per-principal overrides, by principal id.'),
+});
+
+export const ServiceConfig = z.strictObject({
+  $schema: z.string().optional(),
+  resourceUrl: SecureUrl.optional()
+    .describe('Public URL of this MCP endpoint (e.g. https://tools.example.com/mcp); required with oauth. Default: http://HOST:PORT/mcp.'),
+  apiKeys: z.array(ApiKeyEntry).max(10_000).default([]),
+  oauth: OAuthConfig.optional(),
+  grants: z.array(Grant).default([]),
+  quotas: Quotas.default({ratePerSec: DEFAULT_QUOTAS.ratePerSec, burst: DEFAULT_QUOTAS.burst, maxInFlight: DEFAULT_QUOTAS.maxInFlight, principals: {}}),
+  allowedOrigins: z.array(z.string().min(1)).optional()
+    .describe('Origin hostnames (no scheme or port) browsers may call from; default: localhost, 127.0.0.1, [::1]. A request without Origin passes.'),
+  allowedHosts: z.array(z.string().min(1)).optional()
+    .describe('Host header hostnames accepted (DNS-rebinding defence); default: localhost names, the bind address and the resourceUrl host.'),
+  maxBodyBytes: z.number().int().min(1024).max(64 * 2 ** 20).default(DEFAULT_MAX_BODY_BYTES)
+    .describe('Largest POST body, in bytes; larger bodies get 413 with a JSON-RPC error.'),
+  sessions: z.strictObject({
+    idleSeconds: z.number().int().min(1).max(86_400).default(1800).describe('A 2025-era session unused this long ends; its id then gets 404.'),
+    maxPerPrincipal: z.number().int().min(1).max(10_000).default(32).describe('Open sessions per principal; the least recently used is closed beyond it.'),
+    max: z.number().int().min(1).max(1_000_000).default(10_000).describe('Open sessions in total; beyond it new sessions get 503.'),
+  }).default({idleSeconds: 1800, maxPerPrincipal: 32, max: 10_000}),
+  shutdown: z.strictObject({
+    drainMs: z.number().int().min(0).max(600_000).default(20_000)
+      .describe('On SIGTERM, how long in-flight calls may run before they are cancelled, in ms.'),
+  }).default({drainMs: 20_000}),
+  metrics: z.enum(['public', 'authenticated']).default('public')
+    .describe('Whether /metrics needs the same credentials as /mcp.'),
+}).superRefine((config, ctx) => {
+  const names = new Set<string>();
+  const hashes = new Set<string>();
+  for (const [index, key] of config.apiKeys.entries()) {
+    if (names.has(key.name)) ctx.addIssue({code: 'custom', path: ['apiKeys', index, 'name'], message: `duplicate key name "${key.name}"`});
+    if (hashes.has(key.sha256)) ctx.addIssue({code: 'custom', path: ['apiKeys', index, 'sha256'], message: 'duplicate key hash: two names for one key'});
+    names.add(key.name);
+    hashes.add(key.sha256);
+  }
+  if (config.oauth !== undefined && config.resourceUrl === undefined) {
+    ctx.addIssue({code: 'custom', path: ['resourceUrl'], message: 'is required when "oauth" is set: it is the audience tokens must name (RFC 8707) and the resource in the protected resource metadata'});
+  }
+  for (const [index, grant] of config.grants.entries()) {
+    if (grant.principal.startsWith('key:') && !names.has(grant.principal.slice(4))) {
+      ctx.addIssue({code: 'custom', path: ['grants', index, 'principal'], message: `names API key "${grant.principal.slice(4)}", which is not in apiKeys`});
+    }
+    if ((grant.principal.startsWith('sub:') || grant.principal.startsWith('scope:')) && config.oauth === undefined) {
+      ctx.addIssue({code: 'custom', path: ['grants', index, 'principal'], message: 'grants to token subjects or scopes need "oauth"'});
+    }
+  }
+});
+
+/** A parsed, defaulted, frozen service configuration. */
+export type ServiceConfig = z.infer<typeof ServiceConfig>;
+export type OAuthConfig = z.infer<typeof OAuthConfig>;
+export type QuotaLimits = z.infer<typeof QuotaLimits>;
+export type Quotas = z.infer<typeof Quotas>;
+
+/** The configuration used when `--config` is not given: no authentication (loopback only), defaults everywhere. */
+export function defaultServiceConfig(): ServiceConfig {
+  return parseServiceConfig('(defaults)', '{}');
+}
+
+/**
+ * Parses and validates the text of a service configuration file.
+ * @param source the file name (or another label) for error messages
+ * @throws ConfigError naming the source and each invalid field
+ */
+export function parseServiceConfig(source: string, text: string): ServiceConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(source, `is not valid JSON: ${(err as Error).message}`, {cause: err});
+  }
+  const result = ServiceConfig.safeParse(raw);
+  if (!result.success) throw new ConfigError(source, `invalid service configuration: ${z.prettifyError(result.error).replaceAll('\n', '; ')}`);
+  return deepFreeze(result.data);
+}
+
+/**
+ * Reads and validates a service configuration file. A relative `oauth.jwksFile` is resolved
+ * against the config file's directory.
+ * @throws ConfigError when the file cannot be read or is invalid
+ */
+export async function loadServiceConfig(file: string): Promise<ServiceConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, `cannot read the service configuration (${(err as NodeJS.ErrnoException).code ?? 'error'})`, {cause: err});
+  }
+  const config = parseServiceConfig(file, text);
+  const jwksFile = config.oauth?.jwksFile;
+  if (jwksFile === undefined || isAbsolute(jwksFile)) return config;
+  return deepFreeze({...config, oauth: {...config.oauth!, jwksFile: resolve(file, '..', jwksFile)}});
+}
+
+/**
+ * The value to put in `apiKeys[].sha256` for an API key: SHA-256 of its UTF-8 bytes, lower-case
+ * hex. From a shell: `node -e "console.log(require('crypto').createHash('sha256').update(process.argv[1]).digest('hex'))" "$KEY"`.
+ * A plain hash is adequate only for high-entropy keys: generate them randomly (at least 32
+ * random bytes, e.g. `openssl rand -base64 32`); never use a human-chosen password.
+ */
+export function hashApiKey(key: string): string {
+  return createHash('sha256').update(key, 'utf8').digest('hex');
+}
+
+/** Whether authentication is configured (required for binding anything but loopback). */
+export function authConfigured(config: ServiceConfig): boolean {
+  return config.apiKeys.length > 0 || config.oauth !== undefined;
+}
+
+/**
+ * The packages granted to a principal that is known by several names (`key:NAME`, or
+ * `sub:SUBJECT` plus one `scope:SCOPE` per token scope): the union of every matching grant.
+ * Deny by default: no matching grant → no packages.
+ */
+export function grantedPackages(config: ServiceConfig, names: readonly string[]): Principal['packages'] {
+  const packages = new Set<string>();
+  for (const grant of config.grants) {
+    if (!names.includes(grant.principal)) continue;
+    if (grant.packages === '*') return '*';
+    for (const name of grant.packages) packages.add(name);
+  }
+  return [...packages].sort();
+}
+
+/** Whether a hostname is a loopback name or address (`localhost`, 127.0.0.0/8, `::1`). */
+export function isLoopbackHostname(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
