@@ -114,8 +114,8 @@ export const ServiceConfig = z.strictObject({
   sessions: z.strictObject({
     idleSeconds: z.number().int().min(1).max(86_400).default(1800).describe('A 2025-era session unused this long ends; its id then gets 404.'),
     maxPerPrincipal: z.number().int().min(1).max(10_000).default(32).describe('Open sessions per principal; the least recently used is closed beyond it.'),
-    max: z.number().int().min(1).max(1_000_000).default(10_000).describe('Open sessions in total; beyond it new sessions get 503.'),
-  }).default({idleSeconds: 1800, maxPerPrincipal: 32, max: 10_000}),
+    max: z.number().int().min(1).max(1_000_000).default(1000).describe('Open sessions in total; beyond it new sessions get 503.'),
+  }).default({idleSeconds: 1800, maxPerPrincipal: 32, max: 1000}),
   shutdown: z.strictObject({
     drainMs: z.number().int().min(0).max(600_000).default(20_000)
       .describe('On SIGTERM, how long in-flight calls may run before they are cancelled, in ms.'),

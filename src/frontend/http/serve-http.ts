@@ -14,7 +14,7 @@ import {
   type OAuthMetadata,
 } from '@modelcontextprotocol/server';
 import type {JWTVerifyGetKey} from 'jose';
-import {DEFAULT_DISPATCH} from '../../dispatch/dispatcher.ts';
+import {DEFAULT_DISPATCH, type Dispatcher} from '../../dispatch/dispatcher.ts';
 import {ConfigError} from '../../errors.ts';
 import {log} from '../../log.ts';
 import type {Principal} from '../../policy/principal.ts';
@@ -114,14 +114,18 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   metrics.watchQueues(() => runtime.dispatcher.stats());
   const httpLog = log.child({component: 'http'});
   const readiness = new Readiness(runtime, options.readinessCheck);
-  const sessions = new LegacySessions(runtime, {
+  // At the drain deadline this signal stops every call still in flight; each call then ends
+  // with its own CANCELLED result, which the client receives before the streams are closed.
+  const stopCalls = new AbortController();
+  const served = withStopSignal(runtime, stopCalls.signal);
+  const sessions = new LegacySessions(served, {
     idleMs: config.sessions.idleSeconds * 1000,
     maxPerPrincipal: config.sessions.maxPerPrincipal,
     max: config.sessions.max,
     maxBodyBytes: config.maxBodyBytes,
   });
   metrics.watchSessions(() => sessions.size);
-  const modern: McpHttpHandler = createMcpHandler(({authInfo}) => createMcpServer(runtime, principalOf(authInfo), 'http'), {
+  const modern: McpHttpHandler = createMcpHandler(({authInfo}) => createMcpServer(served, principalOf(authInfo), 'http'), {
     legacy: 'reject',
     maxRequestBodySize: config.maxBodyBytes,
     onerror: (err) => httpLog.debug({err}, 'mcp handler: request refused or failed'),
@@ -341,7 +345,12 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
         server.closeIdleConnections();
         const deadline = performance.now() + drainMs;
         while (activeExchanges > 0 && performance.now() < deadline) await sleep(20);
-        if (activeExchanges > 0) httpLog.warn({inFlight: activeExchanges, drainMs}, 'shutdown: cancelling calls still in flight after the drain deadline');
+        if (activeExchanges > 0) {
+          httpLog.warn({inFlight: activeExchanges, drainMs}, 'shutdown: cancelling calls still in flight after the drain deadline');
+          stopCalls.abort();
+          const answered = performance.now() + CANCEL_GRACE_MS;
+          while (activeExchanges > 0 && performance.now() < answered) await sleep(20);
+        }
         await Promise.allSettled([modern.close(), sessions.closeAll()]);
         await runtime.close?.();
         const flushed = performance.now() + 1000;
@@ -352,6 +361,26 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
       return stopping;
     },
   };
+}
+
+/** How long cancelled calls get to send their CANCELLED results before the streams are closed, in ms. */
+const CANCEL_GRACE_MS = 3000;
+
+/**
+ * The runtime as the MCP servers of this service see it: every dispatch also stops when
+ * `stop` aborts (graceful shutdown). Everything else is the runtime itself.
+ */
+function withStopSignal(runtime: ToolRuntime, stop: AbortSignal): ToolRuntime {
+  const dispatcher = new Proxy(runtime.dispatcher, {
+    get(target, prop) {
+      if (prop === 'run') {
+        return (job: Parameters<Dispatcher['run']>[0], signal: AbortSignal) => target.run(job, AbortSignal.any([signal, stop]));
+      }
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return {...runtime, dispatcher};
 }
 
 /** The principal the transport attached to a request (`authInfo.extra.principal`). */

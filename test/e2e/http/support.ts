@@ -9,6 +9,7 @@ import type {AddressInfo} from 'node:net';
 import {fileURLToPath} from 'node:url';
 import {Client, StreamableHTTPClientTransport} from '@modelcontextprotocol/client';
 import {exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload} from 'jose';
+import type {AuditEventV1} from '../../../src/audit/audit-event.ts';
 import {MemoryAuditSink} from '../../../src/audit/audit-log.ts';
 import type {Backend, ExecutionResult, IsolateJob} from '../../../src/backends/backend.ts';
 import {Dispatcher, type DispatcherOptions} from '../../../src/dispatch/dispatcher.ts';
@@ -144,6 +145,39 @@ export async function fakeRuntime(fixtures: {toolDir: string; profileDir: string
     },
   };
   return {runtime, backend: state, audit, closedCount: () => closed};
+}
+
+/**
+ * A real runtime (createRuntime: the isolate backend in its worker process) over the fixture
+ * packages, auditing to a JSONL file that `auditEvents()` reads back.
+ */
+export async function realRuntime(fixtures: {toolDir: string; profileDir: string; dir: string}, options: {admission?: Admission; dispatch?: DispatcherOptions; onCallFinished?: ServiceRuntime['onCallFinished']; isolateWorkers?: number} = {}) {
+  const {createRuntime} = await import('../../../src/runtime.ts');
+  const auditFile = `${fixtures.dir}/audit-${Date.now()}-${Math.random().toString(36).slice(2)}.jsonl`;
+  const runtime = await createRuntime({
+    toolDirs: [fixtures.toolDir], profileDirs: [fixtures.profileDir], audit: auditFile, containers: false,
+    ...(options.admission ? {admission: options.admission} : {}),
+    ...(options.dispatch ? {dispatch: options.dispatch} : {}),
+    ...(options.onCallFinished ? {onCallFinished: options.onCallFinished} : {}),
+    ...(options.isolateWorkers ? {isolateWorkers: options.isolateWorkers} : {}),
+  });
+  const {readFile} = await import('node:fs/promises');
+  const auditEvents = async (): Promise<AuditEventV1[]> => {
+    const text = await readFile(auditFile, 'utf8').catch(() => '');
+    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AuditEventV1);
+  };
+  return {runtime, auditEvents};
+}
+
+/** Runtime kinds the e2e tests run against: always the test double; the real one once the isolate backend exists. */
+export const RUNTIME_KINDS: ReadonlyArray<'fake' | 'real'> = HAVE_ISOLATE_BACKEND ? ['fake', 'real'] : ['fake'];
+if (!HAVE_ISOLATE_BACKEND) process.stderr.write('NOTE: src/backends/isolate/isolate-backend.ts is missing: HTTP e2e tests run against the test-double backend only\n');
+
+/** Either runtime, with a uniform way to read its audit events. */
+export async function anyRuntime(kind: 'fake' | 'real', fixtures: {toolDir: string; profileDir: string; dir: string}, options: Parameters<typeof realRuntime>[1] = {}) {
+  if (kind === 'real') return realRuntime(fixtures, options);
+  const fake = await fakeRuntime(fixtures, options);
+  return {runtime: fake.runtime, auditEvents: async () => [...fake.audit.events]};
 }
 
 /** API keys used across the tests, with the config entries that hold their hashes. */
