@@ -1,0 +1,119 @@
+/**
+ * Bounded capture of a container's stdout and stderr from Docker's multiplexed attach stream.
+ *
+ * Without a TTY the attach stream carries frames: an 8-byte header (byte 0: 1 = stdout,
+ * 2 = stderr; bytes 4-7: payload length, big-endian) followed by the payload.
+ * Source: Docker Engine API v1.41, "Attach to a container" → "Stream format".
+ *
+ * Memory stays bounded: at most `capBytes` per stream are kept; once a stream passes its cap
+ * the rest of its frames are parsed and dropped (the backend kills the container at once,
+ * so little more arrives).
+ */
+
+const STDOUT = 1;
+const STDERR = 2;
+
+/** One captured stream: a single buffer that grows by doubling up to the cap (no per-frame objects). */
+class Capture {
+  readonly #cap: number;
+  #buf: Buffer = Buffer.alloc(0);
+  #kept = 0;
+  /** Bytes seen in total, kept or not. */
+  seen = 0;
+  overflowed = false;
+  constructor(cap: number) {
+    this.#cap = cap;
+  }
+  /** Copies what fits under the cap; returns true when this chunk made the stream overflow. */
+  add(chunk: Buffer): boolean {
+    this.seen += chunk.length;
+    if (this.overflowed) return false;
+    const room = this.#cap - this.#kept;
+    const take = Math.min(room, chunk.length);
+    if (this.#kept + take > this.#buf.length) {
+      let size = Math.max(4096, this.#buf.length * 2);
+      while (size < this.#kept + take) size *= 2;
+      const grown = Buffer.allocUnsafe(Math.min(size, this.#cap));
+      this.#buf.copy(grown, 0, 0, this.#kept);
+      this.#buf = grown;
+    }
+    chunk.copy(this.#buf, this.#kept, 0, take);
+    this.#kept += take;
+    if (chunk.length > room) {
+      this.overflowed = true;
+      return true;
+    }
+    return false;
+  }
+  /** The kept bytes as UTF-8, cut back to a character boundary when the stream overflowed. */
+  text(): string {
+    const buf = this.#buf.subarray(0, this.#kept);
+    return (this.overflowed ? buf.subarray(0, utf8Boundary(buf)) : buf).toString('utf8');
+  }
+}
+
+/** Length of the longest prefix of `buf` that does not end inside a UTF-8 sequence. */
+export function utf8Boundary(buf: Buffer): number {
+  let i = buf.length;
+  // Walk back over at most 3 continuation bytes to the lead byte of the last sequence.
+  let back = 0;
+  while (back < 4 && i - back - 1 >= 0 && (buf[i - back - 1]! & 0xc0) === 0x80) back++;
+  const leadIndex = i - back - 1;
+  if (leadIndex < 0) return i;
+  const lead = buf[leadIndex]!;
+  const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+  return need > back + 1 ? leadIndex : i;
+}
+
+/**
+ * Parses the multiplexed stream incrementally and keeps at most `capBytes` of stdout and of
+ * stderr. `onOverflow` is called once, when the first stream passes its cap.
+ */
+export class OutputCollector {
+  readonly stdout: Capture;
+  readonly stderr: Capture;
+  readonly #onOverflow: () => void;
+  #header = Buffer.alloc(8);
+  #headerFill = 0;
+  #remaining = 0;
+  #type = 0;
+  #overflowSignalled = false;
+
+  constructor(capBytes: number, onOverflow: () => void) {
+    this.stdout = new Capture(capBytes);
+    this.stderr = new Capture(capBytes);
+    this.#onOverflow = onOverflow;
+  }
+
+  /** True once either stream passed its cap. */
+  get truncated(): boolean {
+    return this.stdout.overflowed || this.stderr.overflowed;
+  }
+
+  /** Feeds one chunk of the raw attach stream. */
+  push(chunk: Buffer): void {
+    let off = 0;
+    while (off < chunk.length) {
+      if (this.#remaining === 0) {
+        const take = Math.min(8 - this.#headerFill, chunk.length - off);
+        chunk.copy(this.#header, this.#headerFill, off, off + take);
+        this.#headerFill += take;
+        off += take;
+        if (this.#headerFill < 8) return;
+        this.#headerFill = 0;
+        this.#type = this.#header[0]!;
+        this.#remaining = this.#header.readUInt32BE(4);
+        continue;
+      }
+      const take = Math.min(this.#remaining, chunk.length - off);
+      const part = chunk.subarray(off, off + take);
+      off += take;
+      this.#remaining -= take;
+      const target = this.#type === STDERR ? this.stderr : this.#type === STDOUT ? this.stdout : undefined;
+      if (target?.add(part) && !this.#overflowSignalled) {
+        this.#overflowSignalled = true;
+        this.#onOverflow();
+      }
+    }
+  }
+}

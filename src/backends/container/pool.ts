@@ -1,0 +1,284 @@
+import {createHash} from 'node:crypto';
+import type Docker from 'dockerode';
+import {log as rootLog} from '../../log.ts';
+import type {ContainerJob} from '../backend.ts';
+import {isNoSuchContainer} from './docker-errors.ts';
+import {toCreateOptions} from './host-config.ts';
+import {REMOVE_TIMEOUT_MS} from './reaper.ts';
+import {prepareSandbox, type Sandbox} from './sandbox.ts';
+
+const log = rootLog.child({component: 'container-pool'});
+
+/**
+ * Warm pool of containers (issue 4): containers created and started ahead of demand, each
+ * waiting for the one job it will run, handed to exactly one call and removed after it.
+ *
+ * A member is created with exactly the create options of a cold container for the same job
+ * (`toCreateOptions`: same image, user, env, workdir, HostConfig, labels but the job id), except
+ * that its command is {@link LAUNCHER_ARGV}: a fixed `/bin/sh` script that reads the job's argv
+ * from stdin, then `exec`s it, so the tool process replaces the launcher (same PID, same
+ * limits, same init as PID 1) and reads the rest of stdin as its own. The argv is data for the
+ * script, never code: each element is one line, with only `\` and newline escaped and decoded
+ * by `printf %b`. The allowlist check on argv[0] happens in policy before `run`, unchanged.
+ *
+ * Members are keyed by a SHA-256 of their create options (the settings hash); a job takes only
+ * a member with its own key. Members older than `maxAgeMs`, or whose container stopped, are
+ * discarded, never used. When no member is ready the call creates its container cold (a burst
+ * larger than the pool degrades to cold starts, never to reuse). Images without `/bin/sh`
+ * fail to start a member; their key is then marked unpoolable for a while and runs cold.
+ */
+
+/** Options of the warm pool. */
+export interface PoolOptions {
+  /** Ready members kept per settings key (default 2). */
+  size?: number;
+  /** Most members across all keys (default 8). */
+  maxTotal?: number;
+  /** Most memory the members may reserve together, in MB: sum of their `memoryMb` (default 2048). */
+  maxMemoryMb?: number;
+  /** A member older than this is discarded, in ms (default 120 000). */
+  maxAgeMs?: number;
+  /** A key not used for this long stops being refilled, in ms (default 600 000). */
+  idleKeyMs?: number;
+  /** Longest argv+stdin header the launcher is given, in bytes; larger jobs run cold (default 65 536: dash reads it byte by byte). */
+  maxHeaderBytes?: number;
+}
+
+/** The launcher script: argc line, then one escaped line per argument, then `exec`. */
+export const LAUNCHER_SCRIPT = [
+  'IFS= read -r n || exit 126',
+  'case $n in ""|*[!0-9]*) exit 126;; esac',
+  'set --',
+  'while [ "$n" -gt 0 ]; do',
+  '  IFS= read -r a || exit 126',
+  "  a=$(printf '%bx' \"$a\")",
+  '  set -- "$@" "${a%x}"',
+  '  n=$((n-1))',
+  'done',
+  'exec "$@"',
+].join('\n');
+
+/** Command of a warm-pool member. */
+export const LAUNCHER_ARGV = ['/bin/sh', '-c', LAUNCHER_SCRIPT, 'toolcell-launcher'];
+
+/** Escapes one argv element for the launcher: `\` → `\\`, newline → `\n` (decoded by `printf %b`). */
+export function escapeArg(arg: string): string {
+  return arg.replaceAll('\\', '\\\\').replaceAll('\n', '\\n');
+}
+
+/** The bytes a launcher reads: `argc\n`, one escaped line per argument, then `stdin` verbatim. */
+export function encodeLaunch(argv: readonly string[], stdin?: string): Buffer {
+  const header = `${argv.length}\n${argv.map((a) => `${escapeArg(a)}\n`).join('')}`;
+  return stdin === undefined ? Buffer.from(header, 'utf8') : Buffer.concat([Buffer.from(header, 'utf8'), Buffer.from(stdin, 'utf8')]);
+}
+
+/** The settings hash of a job: SHA-256 of the create options of its pool member (owner-independent). */
+export function poolKey(job: ContainerJob): string {
+  const options = toCreateOptions(job, {owner: '', command: LAUNCHER_ARGV, pool: ''});
+  return createHash('sha256').update(JSON.stringify(options)).digest('hex').slice(0, 32);
+}
+
+interface Member {
+  sandbox: Sandbox;
+  memoryMb: number;
+  createdAt: number;
+  exited: boolean;
+}
+
+interface Slot {
+  key: string;
+  template: ContainerJob;
+  ready: Member[];
+  creating: number;
+  lastUsed: number;
+  /** performance.now() until which the key is not refilled (launcher failed to start). */
+  brokenUntil: number;
+}
+
+/** The warm pool; owned by a ContainerBackend. */
+export class ContainerPool {
+  readonly #docker: Docker;
+  readonly #owner: string;
+  readonly #size: number;
+  readonly #maxTotal: number;
+  readonly #maxMemoryMb: number;
+  readonly #maxAgeMs: number;
+  readonly #idleKeyMs: number;
+  readonly #maxHeaderBytes: number;
+  readonly #slots = new Map<string, Slot>();
+  /** Containers being created right now (so close() can remove them too). */
+  readonly #pending = new Set<Docker.Container>();
+  /** Member creations in flight (close() waits for them). */
+  readonly #inflight = new Set<Promise<void>>();
+  readonly #sweeper: NodeJS.Timeout;
+  #closed = false;
+
+  constructor(docker: Docker, owner: string, options: PoolOptions) {
+    this.#docker = docker;
+    this.#owner = owner;
+    this.#size = Math.max(0, Math.floor(options.size ?? 2));
+    this.#maxTotal = Math.max(0, Math.floor(options.maxTotal ?? 8));
+    this.#maxMemoryMb = options.maxMemoryMb ?? 2048;
+    this.#maxAgeMs = options.maxAgeMs ?? 120_000;
+    this.#idleKeyMs = options.idleKeyMs ?? 600_000;
+    this.#maxHeaderBytes = options.maxHeaderBytes ?? 65_536;
+    this.#sweeper = setInterval(() => this.#sweep(), Math.max(1_000, Math.min(this.#maxAgeMs / 2, 30_000)));
+    this.#sweeper.unref();
+  }
+
+  /** Members ready now, in total and per key (for metrics and tests). */
+  stats(): {ready: number; creating: number; keys: number} {
+    let ready = 0;
+    let creating = 0;
+    for (const s of this.#slots.values()) {
+      ready += s.ready.length;
+      creating += s.creating;
+    }
+    return {ready, creating, keys: this.#slots.size};
+  }
+
+  /** Starts keeping members ready for jobs with the settings of `template`. */
+  register(template: ContainerJob): Slot | undefined {
+    if (this.#closed || this.#size === 0) return undefined;
+    let key: string;
+    try {
+      key = poolKey(template);
+    } catch {
+      return undefined;
+    }
+    let slot = this.#slots.get(key);
+    if (!slot) {
+      slot = {key, template: {...template, argv: ['/bin/true'], stdin: undefined}, ready: [], creating: 0, lastUsed: performance.now(), brokenUntil: 0};
+      this.#slots.set(key, slot);
+    }
+    this.#fill(slot);
+    return slot;
+  }
+
+  /**
+   * A ready member for `job`, removed from the pool (the caller now owns and must remove it),
+   * or undefined (no member ready, aged out, settings differ, or the job's argv is too large
+   * for the launcher): then the caller creates a cold container. Schedules a refill.
+   */
+  take(job: ContainerJob): Sandbox | undefined {
+    if (this.#closed || this.#size === 0) return undefined;
+    if (encodeLaunch(job.argv).length > this.#maxHeaderBytes) return undefined;
+    const slot = this.register(job);
+    if (!slot) return undefined;
+    slot.lastUsed = performance.now();
+    let member: Member | undefined;
+    while ((member = slot.ready.shift())) {
+      if (!member.exited && performance.now() - member.createdAt < this.#maxAgeMs) break;
+      void this.#discard(member.sandbox);
+    }
+    this.#fill(slot);
+    return member?.sandbox;
+  }
+
+  /** The stdin bytes of a member for `job` (launcher header, then `job.stdin`). */
+  launchInput(job: ContainerJob): Buffer {
+    return encodeLaunch(job.argv, job.stdin);
+  }
+
+  #totals(): {count: number; memoryMb: number} {
+    let count = 0;
+    let memoryMb = 0;
+    for (const s of this.#slots.values()) {
+      count += s.ready.length + s.creating;
+      memoryMb += (s.ready.length + s.creating) * s.template.limits.memoryMb;
+    }
+    return {count, memoryMb};
+  }
+
+  #fill(slot: Slot): void {
+    if (this.#closed || performance.now() < slot.brokenUntil) return;
+    while (slot.ready.length + slot.creating < this.#size) {
+      const totals = this.#totals();
+      if (totals.count >= this.#maxTotal || totals.memoryMb + slot.template.limits.memoryMb > this.#maxMemoryMb) return;
+      slot.creating++;
+      const creation: Promise<void> = this.#create(slot).finally(() => {
+        slot.creating--;
+        this.#inflight.delete(creation);
+      });
+      this.#inflight.add(creation);
+    }
+  }
+
+  async #create(slot: Slot): Promise<void> {
+    let created: Docker.Container | undefined;
+    try {
+      const options = toCreateOptions(slot.template, {owner: this.#owner, command: LAUNCHER_ARGV, pool: slot.key});
+      const sandbox = await prepareSandbox(this.#docker, options, {
+        image: slot.template.image, runtime: slot.template.runtime, signal: AbortSignal.timeout(30_000),
+        onCreated: (c) => {
+          created = c;
+          this.#pending.add(c);
+        },
+      });
+      if (this.#closed || !this.#slots.has(slot.key)) {
+        await this.#discard(sandbox);
+        return;
+      }
+      const member: Member = {sandbox, memoryMb: slot.template.limits.memoryMb, createdAt: performance.now(), exited: false};
+      void sandbox.exited.then(() => {
+        member.exited = true;
+        const i = slot.ready.indexOf(member);
+        if (i >= 0) {
+          slot.ready.splice(i, 1);
+          void this.#discard(sandbox);
+        }
+      });
+      slot.ready.push(member);
+    } catch (err) {
+      slot.brokenUntil = performance.now() + 60_000;
+      log.warn({err, image: slot.template.image, profile: slot.template.profile}, 'warm pool member could not be started; these calls run cold for a minute');
+      if (created) await this.#removeQuietly(created);
+    } finally {
+      if (created) this.#pending.delete(created);
+    }
+  }
+
+  #sweep(): void {
+    const now = performance.now();
+    for (const slot of this.#slots.values()) {
+      slot.ready = slot.ready.filter((m) => {
+        if (!m.exited && now - m.createdAt < this.#maxAgeMs) return true;
+        void this.#discard(m.sandbox);
+        return false;
+      });
+      if (now - slot.lastUsed > this.#idleKeyMs) {
+        for (const m of slot.ready) void this.#discard(m.sandbox);
+        if (slot.creating === 0) this.#slots.delete(slot.key);
+        slot.ready = [];
+      } else {
+        this.#fill(slot);
+      }
+    }
+  }
+
+  async #discard(sandbox: Sandbox): Promise<void> {
+    sandbox.socket.destroy();
+    await this.#removeQuietly(sandbox.container);
+  }
+
+  async #removeQuietly(container: Docker.Container): Promise<void> {
+    try {
+      await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
+    } catch (err) {
+      if (!isNoSuchContainer(err)) log.warn({err, containerId: container.id}, 'warm pool member remove failed; the reaper will retry');
+    }
+  }
+
+  /** Stops refilling and removes every member, ready or being created. Idempotent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    const members = [...this.#slots.values()].flatMap((s) => s.ready.splice(0));
+    this.#slots.clear();
+    await Promise.all([
+      ...members.map((m) => this.#discard(m.sandbox)),
+      ...[...this.#pending].map((c) => this.#removeQuietly(c)),
+      ...this.#inflight,
+    ]);
+  }
+}

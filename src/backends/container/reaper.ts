@@ -1,0 +1,164 @@
+import {execFile} from 'node:child_process';
+import {readdir, readFile} from 'node:fs/promises';
+import {promisify} from 'node:util';
+import type Docker from 'dockerode';
+import {log as rootLog} from '../../log.ts';
+import {isNoSuchContainer} from './docker-errors.ts';
+import {JOB_LABEL, MANAGED_LABEL, OWNER_LABEL} from './host-config.ts';
+
+const log = rootLog.child({component: 'container-reaper'});
+const execFileP = promisify(execFile);
+
+/** Time allowed for one forced removal, in ms; a removal that takes longer is left for the next reap. */
+export const REMOVE_TIMEOUT_MS = 10_000;
+
+/** What a reap did. */
+export interface ReapResult {
+  /** Ids of containers removed. */
+  removed: string[];
+  /** Ids of containers that could not be removed (logged at WARN). */
+  failed: string[];
+}
+
+/**
+ * Removes (forced: killed first) every container labelled `toolcell.managed=true`, or only
+ * those of one backend instance (`owner`) or one job (`job`).
+ *
+ * Call it at start-up (no filter: every toolcell container on this engine is a leftover of a
+ * previous process, unless several toolcell servers share one engine; then pass `owner`)
+ * and at shutdown (`owner` of the closing backend). Never touches unlabelled containers.
+ * @throws the engine's error when the list itself fails (e.g. engine unreachable).
+ */
+export async function reapContainers(docker: Docker, scope: {owner?: string; job?: string} = {}): Promise<ReapResult> {
+  const label = [`${MANAGED_LABEL}=true`];
+  if (scope.owner !== undefined) label.push(`${OWNER_LABEL}=${scope.owner}`);
+  if (scope.job !== undefined) label.push(`${JOB_LABEL}=${scope.job}`);
+  const list = await docker.listContainers({all: true, filters: {label}});
+  const result: ReapResult = {removed: [], failed: []};
+  await Promise.all(list.map(async ({Id}) => {
+    try {
+      await docker.getContainer(Id).remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
+      result.removed.push(Id);
+    } catch (err) {
+      if (isNoSuchContainer(err)) {
+        result.removed.push(Id);
+        return;
+      }
+      result.failed.push(Id);
+      log.warn({err, containerId: Id}, 'container remove failed; the next reap will retry');
+    }
+  }));
+  if (result.removed.length > 0) log.debug({count: result.removed.length, scope}, 'reaped containers');
+  return result;
+}
+
+/** An orphaned runtime process tree: a containerd shim whose container the engine no longer knows. */
+export interface OrphanShim {
+  /** Container id (64 hex) the shim was started for. */
+  id: string;
+  /** PID of the shim. */
+  pid: number;
+  /** PIDs of other processes whose command line names the id (runsc gofer/sandbox, runtime wrappers). */
+  children: number[];
+  /** `--root` of a runsc process for the id, when one was found (for `runsc delete -force`). */
+  runscRoot?: string;
+}
+
+const SHIM_ID = /(?:^|\0)-id\0([0-9a-f]{64})(?:\0|$)/;
+/** argv[0] or argv[1] (a runtime wrapper script run by /bin/sh) names a container runtime. */
+const RUNTIME_PROCESS = /^(?:[^\0]*\0)?[^\0]*(runsc|runc|containerd)/;
+const ROOT_ARG = /(?:^|\0)--root(?:=|\0)([^\0]+)/;
+
+/** Age in ms of a process, from /proc/PID/stat (start time in clock ticks since boot). */
+async function processAgeMs(pid: number): Promise<number> {
+  const [stat, uptime] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), readFile('/proc/uptime', 'utf8')]);
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const startTicks = Number(fields[19]);
+  const ticksPerSecond = 100; // USER_HZ on Linux x86-64 and arm64
+  return (Number(uptime.split(' ')[0]) - startTicks / ticksPerSecond) * 1000;
+}
+
+/**
+ * Finds containerd shims (`containerd-shim* -namespace moby -id ID`) on this host whose ID the
+ * engine does not list, with the processes that belong to them. Reads /proc: it finds
+ * nothing when toolcell does not run on the engine's host (remote engine, Docker Desktop)
+ * or cannot read other users' /proc entries.
+ *
+ * Why: a runsc start that fails (design/MACHINE.md: the network-namespace refusal) leaves its
+ * shim and the runsc gofer/sandbox processes running although `docker ps -a` lists nothing.
+ * @param options.ids only these container ids (e.g. those this process created and failed to remove).
+ * @param options.minAgeMs ignore shims younger than this (default 30 000): a container that is
+ *   being created or removed right now may briefly have a shim the list does not show.
+ */
+export async function findOrphanShims(docker: Docker, options: {ids?: Iterable<string>; minAgeMs?: number} = {}): Promise<OrphanShim[]> {
+  if (process.platform !== 'linux') return [];
+  const only = options.ids ? new Set(options.ids) : undefined;
+  if (only && only.size === 0) return [];
+  const minAgeMs = options.minAgeMs ?? 30_000;
+  let entries: string[];
+  try {
+    entries = (await readdir('/proc')).filter((e) => /^\d+$/.test(e));
+  } catch {
+    return [];
+  }
+  const procs: Array<{pid: number; cmdline: string}> = [];
+  await Promise.all(entries.map(async (e) => {
+    try {
+      const cmdline = await readFile(`/proc/${e}/cmdline`, 'latin1');
+      if (cmdline.length > 0) procs.push({pid: Number(e), cmdline});
+    } catch { /* process ended or not readable */ }
+  }));
+  const shims = procs.filter((p) => /(^|\/)containerd-shim[^\0]*\0/.test(p.cmdline) && p.cmdline.includes('\0-namespace\0moby\0'));
+  if (shims.length === 0) return [];
+  const known = new Set((await docker.listContainers({all: true})).map((c) => c.Id));
+  const orphans: OrphanShim[] = [];
+  for (const shim of shims) {
+    const id = SHIM_ID.exec(shim.cmdline)?.[1];
+    if (!id || known.has(id) || (only && !only.has(id))) continue;
+    try {
+      if (!only && (await processAgeMs(shim.pid)) < minAgeMs) continue;
+    } catch {
+      continue;
+    }
+    const related = procs.filter((p) => p.pid !== shim.pid && p.cmdline.includes(id) && RUNTIME_PROCESS.test(p.cmdline));
+    const runsc = related.find((p) => /runsc/.test(p.cmdline) && ROOT_ARG.test(p.cmdline));
+    const runscRoot = runsc ? ROOT_ARG.exec(runsc.cmdline)?.[1] : undefined;
+    orphans.push({id, pid: shim.pid, children: related.map((p) => p.pid), ...(runscRoot ? {runscRoot} : {})});
+  }
+  return orphans;
+}
+
+/**
+ * Ends orphaned shims found by {@link findOrphanShims}: `runsc --root ROOT delete -force ID`
+ * when a runsc process belongs to it, SIGKILL to the remaining processes naming the id, then
+ * SIGTERM to the shim. Needs to run as root on the engine's host; otherwise it logs and does
+ * nothing. A shim ended this way may stay a zombie until its parent (containerd or PID 1) reaps it.
+ * Only processes whose program name contains runsc, runc or containerd are signalled.
+ * @returns the container ids whose shims were signalled.
+ */
+export async function reapOrphanShims(docker: Docker, options: {ids?: Iterable<string>; minAgeMs?: number} = {}): Promise<string[]> {
+  let orphans: OrphanShim[];
+  try {
+    orphans = await findOrphanShims(docker, options);
+  } catch (err) {
+    log.debug({err}, 'orphan shim scan failed');
+    return [];
+  }
+  const done: string[] = [];
+  for (const o of orphans) {
+    log.warn({containerId: o.id, shimPid: o.pid}, 'ending orphaned runtime processes of a removed container');
+    if (o.runscRoot) {
+      await execFileP('runsc', [`--root=${o.runscRoot}`, 'delete', '-force', o.id], {timeout: 5_000}).catch((err: unknown) => log.debug({err, containerId: o.id}, 'runsc delete failed'));
+    }
+    for (const pid of o.children) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    try {
+      process.kill(o.pid, 'SIGTERM');
+      done.push(o.id);
+    } catch (err) {
+      log.debug({err, containerId: o.id}, 'could not signal shim');
+    }
+  }
+  return done;
+}

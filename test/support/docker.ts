@@ -1,0 +1,74 @@
+/**
+ * Gate for tests that need a Docker engine (and images, and runsc).
+ *
+ * - With an engine (and what was asked for): resolves `true`.
+ * - Without, when `CI` is set: throws, so the test FAILS with a message saying what is missing
+ *   and how to get it (`.ci/setup-docker.sh`, `toolcell images build`).
+ * - Without, locally: resolves `false`, and prints ONE loud line to stderr per test run (not
+ *   per file) saying why container tests are skipped.
+ *
+ * Usage:
+ *   const ok = await dockerAvailable({images: ['toolcell/python']});
+ *   describe('…', {skip: !ok && 'no Docker engine'}, () => { … });
+ */
+import {closeSync, openSync} from 'node:fs';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import Docker from 'dockerode';
+
+export interface DockerRequirements {
+  /** Image references that must be present, e.g. `toolcell/python`. */
+  images?: string[];
+  /** The engine must offer the gVisor runtime `runsc`. */
+  runsc?: boolean;
+}
+
+/** A client for the engine the tests use (DOCKER_HOST or /var/run/docker.sock). */
+export const docker = new Docker();
+
+async function missing(req: DockerRequirements): Promise<string | undefined> {
+  let info: {Runtimes?: Record<string, unknown>};
+  try {
+    await (docker.ping as (o: object) => Promise<unknown>).call(docker, {abortSignal: AbortSignal.timeout(3_000)});
+    info = await docker.info();
+  } catch (err) {
+    return `no Docker engine answers (${(err as Error).message.split('\n')[0]}); run .ci/setup-docker.sh as root`;
+  }
+  if (req.runsc && !Object.hasOwn(info.Runtimes ?? {}, 'runsc')) {
+    return 'the Docker engine has no "runsc" runtime; run .ci/setup-docker.sh as root to register gVisor';
+  }
+  const absent: string[] = [];
+  for (const image of req.images ?? []) {
+    try {
+      await docker.getImage(image).inspect();
+    } catch {
+      absent.push(image);
+    }
+  }
+  if (absent.length > 0) {
+    return `image(s) ${absent.join(', ')} missing; build them with \`node dist/cli.js images build\` (or sandboxes/base/build.sh, then docker build sandboxes/<name>)`;
+  }
+  return undefined;
+}
+
+/** See the module comment. @throws Error in CI when the requirements are not met. */
+export async function dockerAvailable(req: DockerRequirements = {}): Promise<boolean> {
+  const why = await missing(req);
+  if (why === undefined) return true;
+  if (process.env.CI) {
+    throw new Error(`container tests cannot run in CI: ${why}`);
+  }
+  announceOnce(`container tests SKIPPED: ${why}`);
+  return false;
+}
+
+/** Prints `line` once per test run: the first test process of this runner (same parent pid) to claim a marker file prints. */
+function announceOnce(line: string): void {
+  const marker = join(tmpdir(), `toolcell-docker-skip-${process.ppid}`);
+  try {
+    closeSync(openSync(marker, 'wx'));
+  } catch {
+    return;
+  }
+  process.stderr.write(`\n*** ${line} ***\n\n`);
+}
