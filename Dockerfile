@@ -26,10 +26,17 @@ ARG BASE=toolcell/base
 # ---- build: Debian's npm installs the locked dependencies, which bring Node 24 (npm package
 # "node") and isolated-vm's prebuilt binary; `npm ci` runs `prepare` (tsc + tool bundles) on
 # Node 24 from node_modules/.bin. Dev dependencies are pruned afterwards.
+# EXTRA_CA_CERTS: PEM text of extra CA certificates the build must trust to reach the npm
+# registry (a TLS-intercepting egress proxy), e.g.
+#   --build-arg EXTRA_CA_CERTS="$(cat /usr/local/share/ca-certificates/*.crt)"
+# Used in this build stage only; the runtime image does not carry it.
 FROM ${BASE} AS build
+ARG EXTRA_CA_CERTS=""
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nodejs npm ca-certificates \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
+ && if [ -n "$EXTRA_CA_CERTS" ]; then printf '%s\n' "$EXTRA_CA_CERTS" > /usr/local/share/ca-certificates/build-extra.crt && update-ca-certificates; fi
+ENV npm_config_cafile=/etc/ssl/certs/ca-certificates.crt
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.json ./
 COPY scripts ./scripts
