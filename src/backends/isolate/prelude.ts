@@ -1,0 +1,547 @@
+/**
+ * The prelude: JavaScript that runs inside every isolate before the tool's module, in
+ * the same context. It installs `console` (pure JavaScript, collected inside the
+ * isolate) and returns the *entry* function that the worker calls. The entry is
+ * reachable only from the host side (as an isolated-vm `Reference` held by the worker),
+ * never from tool code: the prelude defines no global but `console`.
+ *
+ * Nothing of the host crosses into the isolate: no `Reference`, no `Callback`, no host
+ * function. The worker passes only copies (the argument JSON text, the output limit) and
+ * the module namespace of the tool itself; the entry returns a plain object of strings
+ * and booleans, copied out with isolated-vm's `{copy: true}`.
+ *
+ * The prelude captures the built-ins it needs ("primordials") before tool code runs,
+ * so a tool that replaces `JSON.stringify`, `String.prototype.slice` or
+ * `Array.prototype[Symbol.iterator]` cannot make the prelude exceed the output limit or
+ * misreport the result. It avoids array iteration, `push` and regular expressions for
+ * the same reason. What a tool does to its own built-ins can only change how its own
+ * console lines are formatted, and the isolate is disposed after the call.
+ *
+ * `isolatePrelude` is written as TypeScript that compiles to plain JavaScript (type
+ * annotations only, no runtime TS features) and is sent to the isolate as source text
+ * via `Function.prototype.toString`; it must not refer to anything outside its body.
+ */
+
+/** Operations of the entry function; see `isolatePrelude`. */
+export type EntryOp = 'init' | 'run' | 'drain';
+
+/** What the entry returns for `run`, copied out of the isolate. */
+export interface RunnerResult {
+  /** JSON text of the returned value ('' for undefined), cut to the output limit. */
+  stdout: string;
+  /** Console text, cut to the output limit. */
+  stderr: string;
+  /** The console or the result exceeded the output limit. */
+  truncated: boolean;
+  /** What the tool threw, or why its value could not be serialised. */
+  error?: {name: string; message: string};
+}
+
+/** What the entry returns for `drain`: the console text collected so far. */
+export interface DrainResult {
+  stderr: string;
+  truncated: boolean;
+}
+
+/**
+ * Runs inside the isolate (see the module docstring). Returns the entry function:
+ * - `entry('init', outputBytes)`: sets the byte cap (UTF-8) of the console text and of
+ *   the result JSON, each. Called before the tool module is evaluated.
+ * - `entry('run', namespace, argsJson)`: parses `argsJson` (a string, or null for
+ *   undefined arguments) inside the isolate, calls the module's default export with it,
+ *   awaits the result, serialises it with `JSON.stringify` and resolves a `RunnerResult`.
+ *   A module whose top-level await has not settled resolves never (the caller's wall
+ *   clock ends it: there are no timers in an isolate, so it cannot settle later).
+ * - `entry('drain')`: the console text so far (after a timeout), as a `DrainResult`.
+ *
+ * Console: `log`, `info`, `debug`, `warn`, `error`, `trace`, `dir`, `table`, `assert`,
+ * `group`/`groupCollapsed`/`groupEnd`, `count`/`countReset`, `time`/`timeLog`/`timeEnd`.
+ * Arguments are formatted like Node's `util.format` in a reduced form (`%s %d %i %f %j
+ * %o %O %c %%`; objects to depth 2, 100 entries each; getters shown as `[Getter]`).
+ * One line per call. When the text would exceed the cap it is cut at the cap (on a
+ * UTF-8 boundary) and that call and every later one throw a `RangeError`, which stops a
+ * tool that does not catch it; the call is reported `truncated`.
+ *
+ * Does NOT guarantee: that formatting matches Node's exactly, or that a tool cannot
+ * make its own lines ugly (e.g. a Proxy with traps runs tool code while formatted).
+ */
+export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: unknown, b?: unknown) => unknown {
+  'use strict';
+  const G: any = globalThis;
+  // Primordials, captured before any tool code runs.
+  const ReflectApply = Reflect.apply;
+  const ObjectDefineProperty = Object.defineProperty;
+  const ObjectKeys = Object.keys;
+  const ObjectCreate = Object.create;
+  const ObjectIs = Object.is;
+  const ObjectGetOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
+  const ObjectProtoToString = Object.prototype.toString;
+  const ArrayIsArray = Array.isArray;
+  const JSONStringify = JSON.stringify;
+  const JSONParse = JSON.parse;
+  const StringCtor = String;
+  const NumberCtor = Number;
+  const ParseInt = parseInt;
+  const ParseFloat = parseFloat;
+  const StringSlice = String.prototype.slice;
+  const StringCharCodeAt = String.prototype.charCodeAt;
+  const SymbolToString = Symbol.prototype.toString;
+  const DateToISOString = Date.prototype.toISOString;
+  const DateNow = Date.now;
+  const RegExpToString = RegExp.prototype.toString;
+  const MapForEach = Map.prototype.forEach;
+  const SetForEach = Set.prototype.forEach;
+  const MapSize = (ObjectGetOwnPropertyDescriptor(Map.prototype, 'size') as PropertyDescriptor).get as () => number;
+  const SetSize = (ObjectGetOwnPropertyDescriptor(Set.prototype, 'size') as PropertyDescriptor).get as () => number;
+  const PromiseCtor = Promise;
+  const RangeErrorCtor = RangeError;
+  const TypeErrorCtor = TypeError;
+
+  const MAX_DEPTH = 2;
+  const MAX_ENTRIES = 100;
+  const MAX_ERROR_NAME_CHARS = 200;
+  const MAX_ERROR_MESSAGE_CHARS = 4096;
+  const STOP = {};
+
+  let limit = 65536;
+  let collected = '';
+  let collectedBytes = 0;
+  let truncated = false;
+  let indent = '';
+  const counts: Record<string, number> = ObjectCreate(null);
+  const timers: Record<string, number> = ObjectCreate(null);
+
+  if (removeWebAssembly) delete G.WebAssembly;
+
+  const slice = (s: string, start: number, end?: number): string =>
+    ReflectApply(StringSlice, s, end === undefined ? [start] : [start, end]);
+  const code = (s: string, i: number): number => ReflectApply(StringCharCodeAt, s, [i]);
+
+  /** UTF-8 length of `s` (a lone surrogate counts 3 bytes, as U+FFFD). */
+  function utf8Length(s: string): number {
+    let bytes = 0;
+    const n = s.length;
+    for (let i = 0; i < n; i++) {
+      const c = code(s, i);
+      if (c < 0x80) bytes += 1;
+      else if (c < 0x800) bytes += 2;
+      else if (c >= 0xd800 && c <= 0xdbff && i + 1 < n && code(s, i + 1) >= 0xdc00 && code(s, i + 1) <= 0xdfff) {
+        bytes += 4;
+        i++;
+      } else bytes += 3;
+    }
+    return bytes;
+  }
+
+  /** The longest prefix of `s` whose UTF-8 length is at most `maxBytes`; never splits a pair. */
+  function cutToBytes(s: string, maxBytes: number): string {
+    if (s.length * 3 <= maxBytes) return s;
+    let bytes = 0;
+    const n = s.length;
+    for (let i = 0; i < n; i++) {
+      const c = code(s, i);
+      let size = 3;
+      let units = 1;
+      if (c < 0x80) size = 1;
+      else if (c < 0x800) size = 2;
+      else if (c >= 0xd800 && c <= 0xdbff && i + 1 < n && code(s, i + 1) >= 0xdc00 && code(s, i + 1) <= 0xdfff) {
+        size = 4;
+        units = 2;
+      }
+      if (bytes + size > maxBytes) return slice(s, 0, i);
+      bytes += size;
+      i += units - 1;
+    }
+    return s;
+  }
+
+  // The line being formatted; `put` stops formatting once it exceeds `budget` chars
+  // (a char is at least one UTF-8 byte, so a longer line cannot fit).
+  let line = '';
+  let budget = 0;
+  function put(s: string): void {
+    if (line.length + s.length > budget) {
+      line += slice(s, 0, budget - line.length + 1);
+      throw STOP;
+    }
+    line += s;
+  }
+
+  function isIdentifier(key: string): boolean {
+    if (key.length === 0) return false;
+    for (let i = 0; i < key.length; i++) {
+      const c = code(key, i);
+      const letter = (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 36 || c === 95;
+      if (!letter && !(i > 0 && c >= 48 && c <= 57)) return false;
+    }
+    return true;
+  }
+
+  function primitiveText(v: unknown): string {
+    switch (typeof v) {
+      case 'number': return ObjectIs(v, -0) ? '-0' : '' + v;
+      case 'bigint': return '' + v + 'n';
+      case 'symbol': return ReflectApply(SymbolToString, v, []);
+      default: return '' + (v as string);
+    }
+  }
+
+  interface Seen { value: object; next: Seen | undefined }
+
+  function inspect(v: unknown, depth: number, seen: Seen | undefined, top: boolean): void {
+    if (typeof v === 'string') {
+      put(top ? v : JSONStringify(v));
+      return;
+    }
+    if (typeof v === 'function') {
+      const desc = ObjectGetOwnPropertyDescriptor(v, 'name');
+      const name = desc && typeof desc.value === 'string' && desc.value !== '' ? desc.value : '(anonymous)';
+      put('[Function: ' + name + ']');
+      return;
+    }
+    if (typeof v !== 'object' || v === null) {
+      put(primitiveText(v));
+      return;
+    }
+    for (let s = seen; s !== undefined; s = s.next) {
+      if (s.value === v) {
+        put('[Circular]');
+        return;
+      }
+    }
+    const here: Seen = {value: v, next: seen};
+    const tag: string = ReflectApply(ObjectProtoToString, v, []);
+    if (tag === '[object Error]') {
+      const stack = (v as {stack?: unknown}).stack;
+      if (typeof stack === 'string') put(stack);
+      else put(primitiveText((v as {name?: unknown}).name) + ': ' + primitiveText((v as {message?: unknown}).message));
+      return;
+    }
+    if (tag === '[object Date]') {
+      try {
+        put(ReflectApply(DateToISOString, v, []));
+      } catch (e) {
+        if (e === STOP) throw e;
+        put('Invalid Date');
+      }
+      return;
+    }
+    if (tag === '[object RegExp]') {
+      put(ReflectApply(RegExpToString, v, []));
+      return;
+    }
+    if (tag === '[object Promise]') {
+      put('Promise {}');
+      return;
+    }
+    if (tag === '[object Map]' || tag === '[object Set]') {
+      const isMap = tag === '[object Map]';
+      const size: number = ReflectApply(isMap ? MapSize : SetSize, v, []);
+      put((isMap ? 'Map(' : 'Set(') + size + ') ');
+      if (depth > MAX_DEPTH) {
+        put(isMap ? '[Map]' : '[Set]');
+        return;
+      }
+      put('{');
+      let i = 0;
+      ReflectApply(isMap ? MapForEach : SetForEach, v, [(value: unknown, key: unknown) => {
+        if (i < MAX_ENTRIES) {
+          put(i === 0 ? ' ' : ', ');
+          if (isMap) {
+            inspect(key, depth + 1, here, false);
+            put(' => ');
+          }
+          inspect(value, depth + 1, here, false);
+        }
+        i++;
+      }]);
+      if (i > MAX_ENTRIES) put(', ... ' + (i - MAX_ENTRIES) + ' more items');
+      put(i === 0 ? '}' : ' }');
+      return;
+    }
+    if (ArrayIsArray(v)) {
+      if (depth > MAX_DEPTH) {
+        put('[Array]');
+        return;
+      }
+      const length = (v as unknown[]).length;
+      if (length === 0) {
+        put('[]');
+        return;
+      }
+      put('[ ');
+      const shown = length < MAX_ENTRIES ? length : MAX_ENTRIES;
+      for (let i = 0; i < shown; i++) {
+        if (i > 0) put(', ');
+        const desc = ObjectGetOwnPropertyDescriptor(v, i);
+        if (desc === undefined) put('<empty>');
+        else if (desc.get || desc.set) put(desc.set && !desc.get ? '[Setter]' : desc.set ? '[Getter/Setter]' : '[Getter]');
+        else inspect(desc.value, depth + 1, here, false);
+      }
+      if (length > shown) put(', ... ' + (length - shown) + ' more items');
+      put(' ]');
+      return;
+    }
+    if (depth > MAX_DEPTH) {
+      put('[Object]');
+      return;
+    }
+    const keys = ObjectKeys(v);
+    if (keys.length === 0) {
+      put('{}');
+      return;
+    }
+    put('{ ');
+    const shown = keys.length < MAX_ENTRIES ? keys.length : MAX_ENTRIES;
+    for (let i = 0; i < shown; i++) {
+      const key = keys[i] as string;
+      if (i > 0) put(', ');
+      put(isIdentifier(key) ? key : JSONStringify(key));
+      put(': ');
+      const desc = ObjectGetOwnPropertyDescriptor(v, key);
+      if (desc === undefined) put('undefined');
+      else if (desc.get || desc.set) put(desc.set && !desc.get ? '[Setter]' : desc.set ? '[Getter/Setter]' : '[Getter]');
+      else inspect(desc.value, depth + 1, here, false);
+    }
+    if (keys.length > shown) put(', ... ' + (keys.length - shown) + ' more items');
+    put(' }');
+  }
+
+  function formatArgs(args: unknown[]): void {
+    let next = 0;
+    const first = args[0];
+    if (typeof first === 'string' && args.length > 1) {
+      next = 1;
+      let plainFrom = 0;
+      for (let i = 0; i < first.length - 1; i++) {
+        if (code(first, i) !== 37 /* % */) continue;
+        const spec = code(first, i + 1);
+        if (spec === 37) {
+          put(slice(first, plainFrom, i));
+          put('%');
+        } else {
+          // s d i f j o O c
+          const known = spec === 115 || spec === 100 || spec === 105 || spec === 102 || spec === 106
+            || spec === 111 || spec === 79 || spec === 99;
+          if (!known || next >= args.length) continue;
+          put(slice(first, plainFrom, i));
+          const arg = args[next];
+          next++;
+          if (spec === 115) {
+            if (typeof arg === 'string') put(arg);
+            else inspect(arg, MAX_DEPTH, undefined, false);
+          } else if (spec === 100 || spec === 105) {
+            put(typeof arg === 'bigint' ? '' + arg + 'n'
+              : typeof arg === 'symbol' ? 'NaN'
+              : primitiveText(spec === 105 ? ParseInt(arg as string) : NumberCtor(arg)));
+          } else if (spec === 102) {
+            put(typeof arg === 'symbol' ? 'NaN' : primitiveText(ParseFloat(arg as string)));
+          } else if (spec === 106) {
+            let json: string;
+            try {
+              json = '' + JSONStringify(arg);
+            } catch {
+              json = '[Circular]';
+            }
+            put(json);
+          } else if (spec === 111 || spec === 79) {
+            inspect(arg, 0, undefined, false);
+          }
+          // %c: the CSS argument is consumed and nothing is printed.
+        }
+        plainFrom = i + 2;
+        i++;
+      }
+      put(slice(first, plainFrom));
+    }
+    for (let i = next; i < args.length; i++) {
+      if (i > 0) put(' ');
+      inspect(args[i], 0, undefined, true);
+    }
+  }
+
+  function overflowError(): RangeError {
+    return new RangeErrorCtor('Console output exceeded the limit of ' + limit + ' bytes; the call is stopped.');
+  }
+
+  /** Appends one console line, or cuts it at the limit and throws. */
+  function write(args: unknown[], prefix: string): void {
+    if (truncated) throw overflowError();
+    const remaining = limit - collectedBytes;
+    line = '';
+    budget = remaining;
+    let over = false;
+    try {
+      put(indent);
+      put(prefix);
+      formatArgs(args);
+      put('\n');
+    } catch (e) {
+      if (e !== STOP) {
+        line = '';
+        throw e;
+      }
+      over = true;
+    }
+    const text = line;
+    line = '';
+    if (!over) {
+      const bytes = utf8Length(text);
+      if (bytes <= remaining) {
+        collected += text;
+        collectedBytes += bytes;
+        return;
+      }
+    }
+    const cut = cutToBytes(text, remaining);
+    collected += cut;
+    collectedBytes += utf8Length(cut);
+    truncated = true;
+    throw overflowError();
+  }
+
+  const label = (value: unknown): string => (value === undefined ? 'default' : typeof value === 'symbol' ? ReflectApply(SymbolToString, value, []) : StringCtor(value));
+
+  const consoleObject = {
+    log(...args: unknown[]): void { write(args, ''); },
+    info(...args: unknown[]): void { write(args, ''); },
+    debug(...args: unknown[]): void { write(args, ''); },
+    warn(...args: unknown[]): void { write(args, ''); },
+    error(...args: unknown[]): void { write(args, ''); },
+    trace(...args: unknown[]): void { write(args, 'Trace: '); },
+    dir(value: unknown): void { write([value], ''); },
+    table(...args: unknown[]): void { write(args, ''); },
+    assert(condition: unknown, ...args: unknown[]): void {
+      if (!condition) write(args, args.length > 0 ? 'Assertion failed: ' : 'Assertion failed');
+    },
+    group(...args: unknown[]): void {
+      if (args.length > 0) write(args, '');
+      indent += '  ';
+    },
+    groupCollapsed(...args: unknown[]): void {
+      if (args.length > 0) write(args, '');
+      indent += '  ';
+    },
+    groupEnd(): void { indent = slice(indent, 2); },
+    count(name?: unknown): void {
+      const key = label(name);
+      const n = (counts[key] ?? 0) + 1;
+      counts[key] = n;
+      write([key + ': ' + n], '');
+    },
+    countReset(name?: unknown): void { counts[label(name)] = 0; },
+    time(name?: unknown): void { timers[label(name)] = DateNow(); },
+    timeLog(name?: unknown, ...args: unknown[]): void {
+      const key = label(name);
+      const start = timers[key];
+      write(args, start === undefined ? 'No such label: ' + key : key + ': ' + (DateNow() - start) + 'ms' + (args.length > 0 ? ' ' : ''));
+    },
+    timeEnd(name?: unknown): void {
+      const key = label(name);
+      const start = timers[key];
+      write([], start === undefined ? 'No such label: ' + key : key + ': ' + (DateNow() - start) + 'ms');
+      delete timers[key];
+    },
+  };
+  ObjectDefineProperty(G, 'console', {value: consoleObject, writable: true, configurable: true, enumerable: false});
+
+  function cutChars(s: string, max: number): string {
+    return s.length > max ? slice(s, 0, max) : s;
+  }
+
+  /** Name and message of a thrown value, bounded; runs tool getters (under the caller's timeout). */
+  function describe(e: unknown): {name: string; message: string} {
+    let name = 'Error';
+    let message: string;
+    try {
+      if ((typeof e === 'object' && e !== null) || typeof e === 'function') {
+        const n = (e as {name?: unknown}).name;
+        const m = (e as {message?: unknown}).message;
+        if (typeof n === 'string' && n !== '') name = n;
+        if (typeof m === 'string') message = m;
+        else {
+          try {
+            message = StringCtor(e);
+          } catch {
+            message = 'A value that is not an Error was thrown.';
+          }
+        }
+      } else message = primitiveText(e);
+    } catch {
+      message = 'A value that could not be described was thrown.';
+    }
+    return {name: cutChars(name, MAX_ERROR_NAME_CHARS), message: cutChars(message, MAX_ERROR_MESSAGE_CHARS)};
+  }
+
+  function notSerialisable(detail: string): {name: string; message: string} {
+    return {name: 'TypeError', message: 'The tool returned a value that is not JSON-serialisable: ' + cutChars(detail, MAX_ERROR_MESSAGE_CHARS)};
+  }
+
+  async function run(namespace: unknown, argsJson: unknown): Promise<RunnerResult> {
+    let error: {name: string; message: string} | undefined;
+    let value: unknown;
+    try {
+      let fn: unknown;
+      try {
+        fn = (namespace as {default?: unknown}).default;
+      } catch {
+        // The default export is still in its temporal dead zone: the module's top-level
+        // await has not settled, and without timers or host callbacks it never will.
+        await new PromiseCtor<never>(() => {});
+      }
+      if (typeof fn !== 'function') throw new TypeErrorCtor('The tool module has no default export function.');
+      const args: unknown = typeof argsJson === 'string' ? JSONParse(argsJson) : undefined;
+      value = await ReflectApply(fn, undefined, [args]);
+    } catch (e) {
+      error = describe(e);
+    }
+    let stdout = '';
+    let resultTruncated = false;
+    if (error === undefined && value !== undefined) {
+      let json: unknown;
+      try {
+        // A string longer than the cap cannot fit (each char is at least one byte):
+        // serialise only its head rather than quoting all of it (a 200 MB string would
+        // take another 200+ MB and about half a second).
+        json = typeof value === 'string' && value.length > limit
+          ? JSONStringify(slice(value, 0, limit))
+          : JSONStringify(value);
+      } catch (e) {
+        const d = describe(e);
+        error = d.name === 'TypeError' ? notSerialisable(d.message) : d;
+      }
+      if (error === undefined) {
+        if (typeof json !== 'string') {
+          error = notSerialisable(typeof value === 'function' ? 'a function' : typeof value === 'symbol' ? 'a symbol' : 'JSON cannot represent it');
+        } else if (json.length > limit || utf8Length(json) > limit) {
+          stdout = cutToBytes(json, limit);
+          resultTruncated = true;
+        } else stdout = json;
+      }
+    }
+    const result: RunnerResult = {stdout, stderr: collected, truncated: truncated || resultTruncated};
+    if (error !== undefined) result.error = error;
+    return result;
+  }
+
+  return function entry(op: EntryOp, a?: unknown, b?: unknown): unknown {
+    if (op === 'init') {
+      if (typeof a === 'number' && a >= 0) limit = a;
+      return undefined;
+    }
+    if (op === 'run') return run(a, b);
+    if (op === 'drain') {
+      const result: DrainResult = {stderr: collected, truncated};
+      return result;
+    }
+    return undefined;
+  };
+}
+
+/**
+ * Source text of a script whose completion value is the entry function; evaluate it
+ * with isolated-vm's `context.eval(source, {reference: true})`.
+ */
+export function preludeSource(removeWebAssembly: boolean): string {
+  return `(${isolatePrelude.toString()})(${removeWebAssembly ? 'true' : 'false'})`;
+}

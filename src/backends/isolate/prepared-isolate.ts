@@ -1,0 +1,65 @@
+import ivm from 'isolated-vm';
+import {preludeSource, type EntryOp} from './prelude.ts';
+
+/**
+ * A new isolate with one context in which the prelude has run: ready for exactly one
+ * call, then disposed. Never reused (MACHINE.md: sharing a context across calls gave
+ * one call another call's result).
+ */
+export interface PreparedIsolate {
+  readonly isolate: ivm.Isolate;
+  readonly context: ivm.Context;
+  /** Host-side handle to the prelude's entry function; never passed into the isolate. */
+  readonly entry: ivm.Reference<(op: EntryOp, a?: unknown, b?: unknown) => unknown>;
+  /** The isolate's `memoryLimit`, in MB. */
+  readonly memoryMb: number;
+  /** `isolate.cpuTime` (ns) once the prelude had run, so a call counts only its own CPU time. */
+  readonly cpuTimeAtReady: bigint;
+}
+
+/** Options of `prepareIsolate`. */
+export interface PrepareOptions {
+  /** isolated-vm `memoryLimit` in MB (minimum 8; a guideline that hostile code may exceed 2-3x). */
+  memoryMb: number;
+  /** Delete `WebAssembly` from the global (wasm memory is not counted by `memoryLimit`). */
+  removeWebAssembly: boolean;
+  /**
+   * isolated-vm's `onCatastrophicError`: V8 lost control of the isolate. The worker ends
+   * its own process when this fires (isolated-vm README: "end the process").
+   */
+  onCatastrophicError: (message: string) => void;
+}
+
+const PRELUDE_TIMEOUT_MS = 2000;
+const preludeCache = new Map<boolean, string>();
+
+/**
+ * Creates an isolate (`new ivm.Isolate({memoryLimit})`), a context and runs the prelude
+ * in it. The prelude's script runs under a 2 s timeout; nothing of the tool is involved.
+ * @throws whatever isolated-vm throws; the isolate is disposed first.
+ */
+export async function prepareIsolate(options: PrepareOptions): Promise<PreparedIsolate> {
+  const isolate = new ivm.Isolate({memoryLimit: options.memoryMb, onCatastrophicError: options.onCatastrophicError});
+  try {
+    const context = await isolate.createContext();
+    let source = preludeCache.get(options.removeWebAssembly);
+    if (source === undefined) {
+      source = preludeSource(options.removeWebAssembly);
+      preludeCache.set(options.removeWebAssembly, source);
+    }
+    const entry = await context.eval(source, {reference: true, timeout: PRELUDE_TIMEOUT_MS, filename: 'toolcell-prelude.js'});
+    return {isolate, context, entry, memoryMb: options.memoryMb, cpuTimeAtReady: isolate.cpuTime};
+  } catch (error) {
+    if (!isolate.isDisposed) isolate.dispose();
+    throw error;
+  }
+}
+
+/** Disposes the isolate of `prepared` unless already disposed; never throws. */
+export function disposePrepared(prepared: PreparedIsolate): void {
+  try {
+    if (!prepared.isolate.isDisposed) prepared.isolate.dispose();
+  } catch {
+    // Already disposed by isolated-vm (e.g. after hitting its memory limit).
+  }
+}

@@ -1,0 +1,246 @@
+import {performance} from 'node:perf_hooks';
+import type ivm from 'isolated-vm';
+import {CodeCache} from './code-cache.ts';
+import type {DrainResult, RunnerResult} from './prelude.ts';
+import {disposePrepared, prepareIsolate, type PreparedIsolate} from './prepared-isolate.ts';
+import {cutUtf8} from './utf8-cut.ts';
+import type {WarmPool} from './warm-pool.ts';
+import type {RunRequest, ToolError, WorkerOutcome} from './worker-protocol.ts';
+
+/** What `runInIsolate` needs from the worker process. */
+export interface RunDeps {
+  /** Warm isolates; undefined when the pool is off. */
+  pool: WarmPool | undefined;
+  /** V8 code cache; undefined when off. */
+  codeCache: CodeCache | undefined;
+  removeWebAssembly: boolean;
+  /** Given to every isolate as isolated-vm's `onCatastrophicError`. */
+  onCatastrophicError: (message: string) => void;
+  /** Called when an isolate's work did not stop within 1 s of its disposal (see `WorkerMessage` 'wedged'). */
+  onWedged: () => void;
+}
+
+/** How long a drain of the console may take after a timeout, in ms. */
+const DRAIN_WAIT_MS = 100;
+/** After this long (ms) past its disposal, a call's work that has not settled is reported as wedged. */
+const WEDGED_AFTER_MS = 1000;
+/** Poll interval (ms) of `isolate.cpuTime` when the CPU limit is below the wall-clock limit. */
+const CPU_POLL_MS = 10;
+const MAX_ERROR_NAME_CHARS = 200;
+const MAX_ERROR_MESSAGE_CHARS = 4096;
+const TIMED_OUT_MESSAGE = 'Script execution timed out.';
+const NOT_AN_ERROR_MESSAGE = 'An object was thrown from supplied code within isolated-vm, but that object was not an instance of `Error`.';
+const ARRAY_BUFFER_FAILED = 'Array buffer allocation failed';
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function importRefusal(specifier: string): string {
+  const shown = JSON.stringify(specifier.length > 200 ? `${specifier.slice(0, 200)}…` : specifier);
+  return `Imports are not available to isolate tools (the module imports ${shown}); bundle the tool into one self-contained ES module.`;
+}
+
+function boundedError(name: string, message: string): ToolError {
+  return {name: name.slice(0, MAX_ERROR_NAME_CHARS) || 'Error', message: message.slice(0, MAX_ERROR_MESSAGE_CHARS)};
+}
+
+/**
+ * Name and message of an error that isolated-vm raised on the host side for the tool
+ * (a SyntaxError at compile time, a throw during module evaluation, an unhandled
+ * rejection): only `name` and `message`, never the host stack.
+ */
+function describeHostError(error: unknown): ToolError {
+  if (error instanceof Error) {
+    const message = error.message === NOT_AN_ERROR_MESSAGE ? 'A value that is not an Error was thrown.' : error.message;
+    return boundedError(typeof error.name === 'string' ? error.name : 'Error', message);
+  }
+  if (error === null || error === undefined || typeof error === 'object' || typeof error === 'function') {
+    return boundedError('Error', 'A value that is not an Error was thrown.');
+  }
+  return boundedError('Error', String(error));
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : '';
+}
+
+const base = (pooled: boolean, codeCacheHit: boolean): WorkerOutcome => ({
+  failed: true, timedOut: false, outOfMemory: false, truncated: false, stdout: '', stderr: '', pooled, codeCacheHit,
+});
+
+/**
+ * Runs one job in a fresh isolate (from the warm pool, else newly created) and disposes
+ * it. Resolves a `WorkerOutcome` for anything the tool did; rejects only when no
+ * isolate could be created.
+ *
+ * Order: `init` the prelude with the output cap → `compileModule` (with cached code data
+ * when the source's sha256 is in the code cache) → `instantiate` with a resolver that
+ * refuses every specifier → `evaluate({timeout})` → the prelude's `run` with the module
+ * namespace and the argument JSON, `{timeout, result: {copy: true, promise: true}}`.
+ *
+ * Time: a wall-clock timer at `timeoutMs` from the start of this function ends the call
+ * even when isolated-vm's own `timeout` does not apply (a promise that never settles)
+ * or does not fire; the console text is then drained (≤ 100 ms) and the isolate
+ * disposed. CPU time (`isolate.cpuTime`) is polled every 10 ms when `cpuTimeMs` is below
+ * `timeoutMs`. Aborting `signal` disposes the isolate at once.
+ *
+ * Does NOT guarantee: that the isolate's thread stops when disposed (isolated-vm can
+ * hang copying a hostile thrown value out); that case is reported via `deps.onWedged`.
+ */
+export async function runInIsolate(request: RunRequest, signal: AbortSignal, deps: RunDeps): Promise<WorkerOutcome> {
+  const {limits} = request;
+  const started = performance.now();
+  const deadline = started + limits.timeoutMs;
+  let prepared = deps.pool?.take(limits.memoryMb);
+  const pooled = prepared !== undefined;
+  prepared ??= await prepareIsolate({
+    memoryMb: limits.memoryMb, removeWebAssembly: deps.removeWebAssembly, onCatastrophicError: deps.onCatastrophicError,
+  });
+  if (signal.aborted) {
+    disposePrepared(prepared);
+    return base(pooled, false);
+  }
+  return await execute(request, signal, deps, prepared, pooled, deadline);
+}
+
+async function execute(
+  request: RunRequest, signal: AbortSignal, deps: RunDeps, prepared: PreparedIsolate, pooled: boolean, deadline: number,
+): Promise<WorkerOutcome> {
+  const {limits} = request;
+  const {isolate, context, entry} = prepared;
+  let stop: 'timeout' | 'cancel' | undefined;
+  let disposedByUs = false;
+  let codeCacheHit = false;
+  const dispose = (): void => {
+    if (!isolate.isDisposed) disposedByUs = true;
+    disposePrepared(prepared);
+  };
+
+  let onStop: () => void = () => {};
+  const stopped = new Promise<void>((resolve) => {
+    onStop = resolve;
+  });
+  const halt = (reason: 'timeout' | 'cancel'): void => {
+    if (stop !== undefined) return;
+    stop = reason;
+    if (reason === 'cancel') dispose();
+    onStop();
+  };
+  const wallTimer = setTimeout(() => halt('timeout'), Math.max(0, deadline - performance.now()));
+  let cpuTimer: NodeJS.Timeout | undefined;
+  if (limits.cpuTimeMs < limits.timeoutMs) {
+    const cpuLimitNs = BigInt(Math.ceil(limits.cpuTimeMs)) * 1_000_000n;
+    cpuTimer = setInterval(() => {
+      try {
+        if (isolate.cpuTime - prepared.cpuTimeAtReady > cpuLimitNs) halt('timeout');
+      } catch {
+        // Disposed meanwhile.
+      }
+    }, CPU_POLL_MS);
+  }
+  const onAbort = (): void => halt('cancel');
+  signal.addEventListener('abort', onAbort, {once: true});
+
+  const remaining = (): number => Math.max(1, Math.ceil(deadline - performance.now()));
+  const work = (async (): Promise<unknown> => {
+    await entry.apply(undefined, ['init', limits.outputBytes], {timeout: remaining()});
+    const cache = deps.codeCache;
+    const key = cache ? CodeCache.keyOf(request.source) : '';
+    const cached = cache?.get(key);
+    const module = await isolate.compileModule(request.source, cached
+      ? {filename: request.filename, cachedData: cached}
+      : {filename: request.filename, produceCachedData: cache !== undefined});
+    // isolated-vm sets these on the returned object (README, CachedDataOptions); its .d.ts omits them on Module.
+    const cacheInfo = module as unknown as {cachedData?: ivm.ExternalCopy<ArrayBuffer>; cachedDataRejected?: boolean};
+    if (cache && cached) {
+      if (cacheInfo.cachedDataRejected === true) cache.delete(key);
+      else codeCacheHit = true;
+    } else if (cache && cacheInfo.cachedData) cache.set(key, cacheInfo.cachedData);
+    await module.instantiate(context, (specifier) => {
+      throw new Error(importRefusal(String(specifier)));
+    });
+    await module.evaluate({timeout: remaining()});
+    return await entry.apply(undefined, ['run', module.namespace.derefInto(), request.argsJson], {
+      timeout: remaining(), result: {copy: true, promise: true},
+    });
+  })();
+
+  type First = {kind: 'done'; value: unknown} | {kind: 'error'; error: unknown} | {kind: 'stop'};
+  const first = await Promise.race<First>([
+    work.then((value) => ({kind: 'done', value}), (error: unknown) => ({kind: 'error', error})),
+    stopped.then(() => ({kind: 'stop'})),
+  ]);
+  clearTimeout(wallTimer);
+  if (cpuTimer) clearInterval(cpuTimer);
+  signal.removeEventListener('abort', onAbort);
+
+  const drain = async (): Promise<DrainResult | undefined> => {
+    if (isolate.isDisposed) return undefined;
+    const drained = entry.apply(undefined, ['drain'], {timeout: DRAIN_WAIT_MS, result: {copy: true}})
+      .then((value) => value as DrainResult, () => undefined);
+    return await Promise.race([drained, sleep(DRAIN_WAIT_MS + 20).then(() => undefined)]);
+  };
+  const withConsole = async (outcome: WorkerOutcome): Promise<WorkerOutcome> => {
+    const drained = await drain();
+    if (drained && typeof drained.stderr === 'string') {
+      const {text, cut} = cutUtf8(drained.stderr, limits.outputBytes);
+      outcome.stderr = text;
+      outcome.truncated ||= cut || drained.truncated === true;
+    }
+    return outcome;
+  };
+
+  try {
+    if (stop === 'cancel') return base(pooled, codeCacheHit);
+    if (stop === 'timeout') return await withConsole({...base(pooled, codeCacheHit), timedOut: true});
+    if (first.kind === 'done') return fromRunner(first.value, limits.outputBytes, pooled, codeCacheHit);
+    const error = first.kind === 'error' ? first.error : undefined;
+    const message = messageOf(error);
+    if ((isolate.isDisposed && !disposedByUs) || message.includes('due to memory limit')) {
+      return {...base(pooled, codeCacheHit), outOfMemory: true};
+    }
+    if (message === TIMED_OUT_MESSAGE) return await withConsole({...base(pooled, codeCacheHit), timedOut: true});
+    const toolError = describeHostError(error);
+    return await withConsole({
+      ...base(pooled, codeCacheHit),
+      outOfMemory: toolError.name === 'RangeError' && toolError.message === ARRAY_BUFFER_FAILED,
+      error: toolError,
+    });
+  } finally {
+    dispose();
+    if (first.kind === 'stop') {
+      let settled = false;
+      work.then(() => { settled = true; }, () => { settled = true; });
+      setTimeout(() => {
+        if (!settled) deps.onWedged();
+      }, WEDGED_AFTER_MS).unref();
+    }
+  }
+}
+
+/** Turns the prelude's `run` result into an outcome, re-checking its shape and sizes. */
+function fromRunner(value: unknown, outputBytes: number, pooled: boolean, codeCacheHit: boolean): WorkerOutcome {
+  const r = value as Partial<RunnerResult> | null;
+  if (typeof r !== 'object' || r === null || typeof r.stdout !== 'string' || typeof r.stderr !== 'string') {
+    return {...base(pooled, codeCacheHit), error: {name: 'Error', message: 'The isolate returned no result.'}};
+  }
+  const stdout = cutUtf8(r.stdout, outputBytes);
+  const stderr = cutUtf8(r.stderr, outputBytes);
+  const truncated = r.truncated === true || stdout.cut || stderr.cut;
+  const outcome: WorkerOutcome = {
+    ...base(pooled, codeCacheHit),
+    failed: truncated,
+    truncated,
+    stdout: stdout.text,
+    stderr: stderr.text,
+  };
+  const e = r.error;
+  if (e !== undefined) {
+    const error = typeof e === 'object' && e !== null && typeof e.name === 'string' && typeof e.message === 'string'
+      ? boundedError(e.name, e.message)
+      : {name: 'Error', message: 'A value that could not be described was thrown.'};
+    outcome.error = error;
+    outcome.failed = true;
+    outcome.outOfMemory = error.name === 'RangeError' && error.message === ARRAY_BUFFER_FAILED;
+  }
+  return outcome;
+}
