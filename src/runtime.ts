@@ -10,7 +10,8 @@ import {loadPackages, type LoadedPackage, type RejectedPackage} from './policy/l
 import {loadProfiles} from './policy/load-profiles.ts';
 import {resolveMounts} from './policy/mounts.ts';
 import type {Profile} from './policy/profile-schema.ts';
-import type {ContainerGrants} from './policy/to-job.ts';
+import {toJob, type ContainerGrants} from './policy/to-job.ts';
+import type {ContainerBackend} from './backends/container/container-backend.ts';
 import type {ToolDefinition} from './policy/tool-definition.ts';
 import {containerSupport} from './container-support.ts';
 import {BUNDLED_PROFILES, BUNDLED_TOOLS} from './paths.ts';
@@ -39,6 +40,19 @@ export interface RuntimeOptions {
   containerPool?: number;
   admission?: Admission;
   onCallFinished?: ToolRuntime['onCallFinished'];
+}
+
+/**
+ * Asks the warm pool to keep containers ready for `tool`. A template needs no real arguments
+ * (pool members wait for their argv); when the command's argv[0] is itself a placeholder the
+ * pool warms on first use instead.
+ */
+function prewarm(backend: ContainerBackend, tool: ToolDefinition, grants: ContainerGrants): void {
+  try {
+    backend.prewarm(toJob(tool, {}, `prewarm-${tool.name}`, grants) as ContainerJob);
+  } catch {
+    log.debug({tool: tool.name}, 'no prewarm template: argv[0] comes from the arguments');
+  }
 }
 
 /** A tool that loaded but cannot be served on this host, and why. */
@@ -99,8 +113,10 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         if (profile.backend !== 'container') continue;
         try {
           const commands = await support.resolveCommands(tool.container!.image, profile.commands);
-          containerGrants.set(tool.name, {commands, mounts: mountsByProfile.get(profile.name) ?? []});
+          const grants = {commands, mounts: mountsByProfile.get(profile.name) ?? []};
+          containerGrants.set(tool.name, grants);
           served.set(tool.name, tool);
+          if ((options.containerPool ?? 0) > 0) prewarm(support.backend, tool, grants);
         } catch (err) {
           const reason = (err as Error).message;
           unavailable.push({tool: tool.name, reason});
