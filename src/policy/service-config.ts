@@ -192,7 +192,7 @@ export async function loadServiceConfig(file: string): Promise<ServiceConfig> {
 
 /**
  * The value to put in `apiKeys[].sha256` for an API key: SHA-256 of its UTF-8 bytes, lower-case
- * hex. From a shell: `node -e "console.log(require('crypto').createHash('sha256').update(process.argv[1]).digest('hex'))" "$KEY"`.
+ * hex. From a shell: `node -p "require('crypto').createHash('sha256').update(process.argv[1]).digest('hex')" "$KEY"`.
  * A plain hash is adequate only for high-entropy keys: generate them randomly (at least 32
  * random bytes, e.g. `openssl rand -base64 32`); never use a human-chosen password.
  */

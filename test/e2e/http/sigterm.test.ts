@@ -65,6 +65,7 @@ async function writeConfig(drainMs: number): Promise<string> {
   await writeFile(file, JSON.stringify({
     apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}],
     grants: [{principal: 'key:alice', packages: '*'}],
+    quotas: {principals: {'key:alice': {ratePerSec: 10_000, burst: 10_000}}},
     shutdown: {drainMs},
   }));
   return file;
