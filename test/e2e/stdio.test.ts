@@ -16,7 +16,7 @@ import {tempDir} from '../support/temp.ts';
 const HOSTILE_TIMEOUT_MS = 1000;
 const hostile: Record<string, string> = {
   spin: 'export default () => { for (;;) {} }',
-  microtasks: 'export default () => new Promise(() => { const f = () => Promise.resolve().then(f); f(); })',
+  microtasks: 'export default () => new Promise(() => { const f = () => { Promise.resolve().then(f); }; f(); })',
   heap: 'export default () => { const a = []; for (;;) a.push(new Array(1e6).fill(1.5)); }',
   flood: 'export default () => { for (let i = 0; i < 1e6; i++) console.log("x".repeat(1000)); return 1; }',
   bigresult: 'export default () => "y".repeat(10 * 1024 * 1024)',
@@ -24,7 +24,7 @@ const hostile: Record<string, string> = {
   pollute: 'export default () => JSON.parse(\'{"__proto__": {"polluted": true}, "constructor": {"prototype": {"polluted": true}}}\')',
   stdout: 'export default () => { console.log("{\\"jsonrpc\\":\\"2.0\\",\\"id\\":999,\\"result\\":{}}"); return "done"; }',
   slow: 'export default async () => { await new Promise(() => {}); }',
-  double: 'export default (a) => a.n * 2',
+  double: 'export default (a) => ({value: a.n * 2})',
 };
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
@@ -56,7 +56,7 @@ after(async () => {
 async function assertStillServing() {
   const result = await server.client.callTool({name: 'hostile__double', arguments: {n: 21}});
   assert.equal(result.isError, undefined, textOf(result));
-  assert.deepEqual(result.structuredContent, 42);
+  assert.deepEqual(result.structuredContent, {value: 42});
 }
 
 describe('bundled tools over stdio', () => {
@@ -130,7 +130,10 @@ describe('a hostile package cannot hurt the server', () => {
 
   test('escape: process, require and the Function-constructor trick find nothing', async () => {
     const result = await server.client.callTool({name: 'hostile__escape', arguments: {}});
-    assert.deepEqual(result.structuredContent, ['undefined', 'undefined', 'undefined']);
+    const [proc, req, viaFunction] = JSON.parse(textOf(result));
+    assert.equal(proc, 'undefined');
+    assert.equal(req, 'undefined');
+    assert.ok(viaFunction === 'threw' || viaFunction === 'undefined', `Function("return process")() gave ${viaFunction}`);
     await assertStillServing();
   });
 
@@ -185,7 +188,7 @@ describe('cancellation and load', () => {
         assert.equal(errorCode(r), 'BUSY');
         busy++;
       } else {
-        assert.deepEqual(r.structuredContent, i * 2, 'each call gets its own result');
+        assert.deepEqual(r.structuredContent, {value: i * 2}, 'each call gets its own result');
         ok++;
       }
     });
