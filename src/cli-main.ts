@@ -19,6 +19,7 @@ interface LoadFlags {
   isolateWorkers?: number;
   isolatePool?: number;
   containerPool?: number;
+  unprefixed?: string[];
 }
 
 function nonNegativeInt(value: string): number {
@@ -43,6 +44,7 @@ function runtimeOptions(flags: LoadFlags, extra: RuntimeOptions = {}): RuntimeOp
     ...(flags.workspace ? {workspace: flags.workspace} : {}),
     ...(flags.mountRoot ? {mountRoots: flags.mountRoot} : {}),
     ...(flags.containers === false ? {containers: false} : {}),
+    ...(flags.unprefixed ? {unprefixed: flags.unprefixed} : {}),
     ...extra,
   };
 }
@@ -53,7 +55,8 @@ function addLoadOptions(command: Command): Command {
     .option('--profiles <dir>', 'profile directory (repeatable; default: the bundled profiles/)', collect)
     .option('--workspace <dir>', 'directory that "${workspace}" means in mount grants (default: the current directory)')
     .option('--mount-root <dir>', 'directory under which profile mounts may lie (repeatable; default: the workspace)', collect)
-    .option('--no-containers', 'do not use the Docker engine; container tools are left out');
+    .option('--no-containers', 'do not use the Docker engine; container tools are left out')
+    .option('--unprefixed <package>', 'serve this package\'s tools under their bare names, not <package>__<tool> (repeatable)', collect);
 }
 
 /** Writes one line to stdout (only for commands whose stdout is not a protocol). */

@@ -30,6 +30,8 @@ export interface RuntimeOptions {
   /** Audit target: a file path, `stderr`, or `off`. Default `stderr`. */
   audit?: string;
   dispatch?: DispatcherOptions;
+  /** Packages served under their bare tool names (serve --unprefixed). */
+  unprefixed?: readonly string[];
   /** Whether to try the container backend (default true); false leaves container tools out. */
   containers?: boolean;
   /** Isolate worker processes (default 1). */
@@ -89,7 +91,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       mountsByProfile.set(profile.name, await resolveMounts(profile, {workspace, mountRoots: options.mountRoots?.length ? options.mountRoots : [workspace]}));
     }
   }
-  const loaded = await loadPackages(toolDirs, profiles);
+  const loaded = await loadPackages(toolDirs, profiles, {unprefixed: options.unprefixed ?? []});
   for (const r of loaded.rejected) log.warn({dir: r.dir, package: r.name}, `package rejected: ${r.reason}`);
 
   const served = new Map<string, ToolDefinition>();

@@ -48,17 +48,24 @@ class PackageRejection extends Error {}
  *
  * @param dirs tool directories
  * @param profiles the operator's profiles (from `loadProfiles`)
+ * @param options.unprefixed packages whose tools the operator serves under their bare tool
+ *   names instead of `<package>__<tool>` (e.g. fixtures a test suite calls by fixed names).
+ *   A bare name that collides with another loaded tool rejects the later package.
  */
-export async function loadPackages(dirs: readonly string[], profiles: ReadonlyMap<string, Profile>): Promise<LoadedPackages> {
+export async function loadPackages(dirs: readonly string[], profiles: ReadonlyMap<string, Profile>,
+  options: {unprefixed?: readonly string[]} = {}): Promise<LoadedPackages> {
+  const unprefixed = new Set(options.unprefixed ?? []);
   const tools = new Map<string, ToolDefinition>();
   const packages: LoadedPackage[] = [];
   const rejected: RejectedPackage[] = [];
   const owners = new Map<string, string>();
   for (const dir of await packageDirs(dirs, rejected)) {
     try {
-      const pkg = await loadPackage(dir, profiles);
+      const pkg = await loadPackage(dir, profiles, unprefixed);
       const owner = owners.get(pkg.name);
       if (owner !== undefined) throw new PackageRejection(`a package named "${pkg.name}" is already loaded from ${owner}`);
+      const taken = pkg.tools.find((t) => tools.has(t.name));
+      if (taken) throw new PackageRejection(`tool name "${taken.name}" is already served by package "${tools.get(taken.name)!.packageName}"`);
       owners.set(pkg.name, dir);
       packages.push(pkg);
       for (const tool of pkg.tools) tools.set(tool.name, tool);
@@ -104,7 +111,7 @@ async function isFile(path: string): Promise<boolean> {
  * Loads and validates one package directory.
  * @throws PackageRejection with a one-line reason.
  */
-async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>): Promise<LoadedPackage> {
+async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>, unprefixed: ReadonlySet<string>): Promise<LoadedPackage> {
   let raw: unknown;
   try {
     raw = JSON.parse(await readFile(join(dir, MANIFEST), 'utf8'));
@@ -123,7 +130,8 @@ async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>):
     if (seen.has(tool.name)) throw fail(`tool "${tool.name}" is defined twice`);
     seen.add(tool.name);
     try {
-      tools.push(await loadTool(dir, manifest.name, manifest.version, tool, profiles));
+      const name = unprefixed.has(manifest.name) ? tool.name : mcpToolName(manifest.name, tool.name);
+      tools.push(await loadTool(dir, name, manifest.name, manifest.version, tool, profiles));
     } catch (err) {
       throw fail(`tool "${tool.name}": ${(err as Error).message}`);
     }
@@ -148,7 +156,7 @@ function deepFreezeShallowTools(pkg: LoadedPackage): LoadedPackage {
   return Object.freeze(pkg);
 }
 
-async function loadTool(dir: string, packageName: string, version: string, tool: ToolManifest,
+async function loadTool(dir: string, name: string, packageName: string, version: string, tool: ToolManifest,
   profiles: ReadonlyMap<string, Profile>): Promise<ToolDefinition> {
   const profile = profiles.get(tool.profile);
   if (profile === undefined) {
@@ -171,7 +179,7 @@ async function loadTool(dir: string, packageName: string, version: string, tool:
     throw new Error(`invalid outputSchema: ${(err as Error).message}`);
   }
   const base = {
-    name: mcpToolName(packageName, tool.name),
+    name,
     packageName,
     packageVersion: version,
     toolName: tool.name,

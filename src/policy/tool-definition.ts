@@ -7,7 +7,7 @@ import type {Profile} from './profile-schema.ts';
  * Built once when packages load; immutable afterwards.
  */
 export interface ToolDefinition {
-  /** MCP name, `<package>__<tool>`. */
+  /** MCP name: `<package>__<tool>`, or the bare tool name for a package the operator serves unprefixed. */
   readonly name: string;
   readonly packageName: string;
   readonly packageVersion: string;

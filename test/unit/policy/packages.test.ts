@@ -123,3 +123,19 @@ test('a directory that is itself a package loads', async () => {
   const result = await loadPackages([join(dir.path, 'a-good')], profiles);
   assert.deepEqual([...result.tools.keys()], ['good__count']);
 });
+
+test('an operator may serve a package unprefixed; a bare name that collides rejects the later package', async () => {
+  const extra = await tempDir();
+  try {
+    await extra.write('one/toolcell.json', pkg('one', [isolateTool({name: 'good__count'.replace('good__', '')})]));
+    await extra.write('one/count.js', 'export default () => 1');
+    await extra.write('two/toolcell.json', pkg('two', [isolateTool()]));
+    await extra.write('two/count.js', 'export default () => 2');
+    const result = await loadPackages([extra.path], profiles, {unprefixed: ['one', 'two']});
+    assert.deepEqual([...result.tools.keys()], ['count']);
+    assert.equal(result.tools.get('count')!.packageName, 'one');
+    assert.match(result.rejected[0]!.reason, /tool name "count" is already served by package "one"/);
+  } finally {
+    await extra.dispose();
+  }
+});
