@@ -30,6 +30,7 @@ writeFileSync(config, JSON.stringify({
   apiKeys: [{name: 'bench', sha256: createHash('sha256').update(key).digest('hex')}],
   grants: [{principal: 'key:bench', packages: ['bench']}],
   quotas: {principals: {'key:bench': {ratePerSec: 1e6, burst: 1e6, maxInFlight: Math.min(CLIENTS, 60)}}},
+  sessions: {maxPerPrincipal: CLIENTS + 8},
 }));
 
 const server = spawn(process.execPath, ['--no-node-snapshot', cli, 'serve', '--http', '127.0.0.1:0', '--config', config,
@@ -72,7 +73,7 @@ try {
       try {
         const result = await client.callTool({name: 'bench__double', arguments: {n}});
         latencies.push(performance.now() - t);
-        if (result.isError || result.content?.[0]?.text !== String(n * 2)) errors.push(`client ${c} call ${i}: ${JSON.stringify(result).slice(0, 200)}`);
+        if (result.isError || result.structuredContent?.value !== n * 2) errors.push(`client ${c} call ${i}: ${JSON.stringify(result).slice(0, 200)}`);
       } catch (err) {
         errors.push(`client ${c} call ${i}: ${err.message}`);
       }

@@ -28,6 +28,7 @@ for (const kind of RUNTIME_KINDS) {
       apiKeys: [{name: 'load', sha256: hashApiKey(KEYS.alice)}],
       grants: [{principal: 'key:load', packages: ['fixture']}],
       quotas: {principals: {'key:load': {ratePerSec: 100_000, burst: 100_000, maxInFlight: CLIENTS}}},
+      sessions: {maxPerPrincipal: CLIENTS},
     });
     try {
       const clients = await Promise.all(Array.from({length: CLIENTS}, (_, i) => connectHttp(service.url, {token: KEYS.alice, era: i % 2 === 0 ? 'legacy' : 'modern'})));

@@ -4,18 +4,13 @@
  * sandbox worker is left behind, exit code 0. Start-up refusals exit 2 with a clear message.
  */
 import assert from 'node:assert/strict';
-import {spawn, type ChildProcess} from 'node:child_process';
-import {existsSync} from 'node:fs';
 import {after, before, test} from 'node:test';
 import {childPids} from '../../support/mcp-stdio.ts';
-import {connectHttp, errorCode, HAVE_ISOLATE_BACKEND, KEYS, REPO, writeFixtures} from './support.ts';
+import {connectHttp, errorCode, HAVE_ISOLATE_BACKEND, KEYS, spawnCli, writeFixtures} from './support.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
 
 const skip = HAVE_ISOLATE_BACKEND ? false : 'SKIPPED: src/backends/isolate/isolate-backend.ts does not exist yet; the CLI cannot start without it';
 if (skip) process.stderr.write(`\n*** sigterm.test.ts ${skip} ***\n\n`);
-
-/** The CLI under test: $TOOLCELL_CLI, else the build (npm test builds first), else the sources. */
-const CLI = process.env.TOOLCELL_CLI ?? (existsSync(`${REPO}dist/cli.js`) ? `${REPO}dist/cli.js` : `${REPO}src/cli.ts`);
 
 let fixtures: Awaited<ReturnType<typeof writeFixtures>>;
 before(async () => {
@@ -25,39 +20,7 @@ after(async () => {
   await fixtures.dispose();
 });
 
-interface Served {
-  child: ChildProcess;
-  url: string;
-  stderr: () => string;
-  exited: Promise<{code: number | null; signal: NodeJS.Signals | null}>;
-}
-
-/** Starts `serve --http` and waits for the line that names the endpoint. */
-async function serve(args: string[], options: {expectUrl?: boolean} = {}): Promise<Served> {
-  const child = spawn(process.execPath, ['--no-node-snapshot', CLI, 'serve', ...args], {
-    env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn'},
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  const exited = new Promise<{code: number | null; signal: NodeJS.Signals | null}>((resolve) => child.once('exit', (code, signal) => resolve({code, signal})));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no endpoint line after 20 s; stderr:\n${stderr}`)), 20_000);
-    child.stderr!.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      const match = /serving MCP over Streamable HTTP at (\S+)/.exec(stderr);
-      if (match) {
-        clearTimeout(timer);
-        resolve(match[1]!);
-      }
-    });
-    void exited.then(() => {
-      clearTimeout(timer);
-      if (options.expectUrl === false) resolve('');
-      else reject(new Error(`server exited early; stderr:\n${stderr}`));
-    });
-  });
-  return {child, url, stderr: () => stderr, exited};
-}
+const serve = spawnCli;
 
 async function writeConfig(drainMs: number): Promise<string> {
   const {writeFile} = await import('node:fs/promises');

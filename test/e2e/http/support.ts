@@ -3,6 +3,7 @@
  * profiles written into a temp dir, a runtime over them (a counting test-double isolate backend,
  * or the real one through createRuntime), JWT keys and a loopback JWKS server, and SDK clients.
  */
+import {spawn, type ChildProcess} from 'node:child_process';
 import {existsSync} from 'node:fs';
 import {createServer, type Server} from 'node:http';
 import type {AddressInfo} from 'node:net';
@@ -306,3 +307,45 @@ export async function until(check: () => boolean | Promise<boolean>, ms = 5000, 
 
 /** The `toolcell/error` code of a result. */
 export const errorCode = (r: unknown): string | undefined => ((r as {_meta?: Record<string, {code?: string}>})._meta?.['toolcell/error'])?.code;
+
+/** The CLI under test: $TOOLCELL_CLI, else the build (npm test builds first), else the sources. */
+export const CLI = process.env.TOOLCELL_CLI ?? (existsSync(`${REPO}dist/cli.js`) ? `${REPO}dist/cli.js` : `${REPO}src/cli.ts`);
+
+/** A `toolcell serve` process started by `spawnCli`. */
+export interface SpawnedServer {
+  child: ChildProcess;
+  /** The endpoint URL the server printed ('' when it exited first and `expectUrl` was false). */
+  url: string;
+  stderr: () => string;
+  exited: Promise<{code: number | null; signal: NodeJS.Signals | null}>;
+}
+
+/**
+ * Starts `node --no-node-snapshot CLI serve ARGS` and waits for the line naming the endpoint
+ * (hazard bound 20 s). With `expectUrl: false`, an early exit resolves instead of failing.
+ */
+export async function spawnCli(args: string[], options: {expectUrl?: boolean; env?: Record<string, string>} = {}): Promise<SpawnedServer> {
+  const child = spawn(process.execPath, ['--no-node-snapshot', CLI, 'serve', ...args], {
+    env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn', ...options.env},
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  const exited = new Promise<{code: number | null; signal: NodeJS.Signals | null}>((resolve) => child.once('exit', (code, signal) => resolve({code, signal})));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no endpoint line after 20 s; stderr:\n${stderr}`)), 20_000);
+    child.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      const match = /serving MCP over Streamable HTTP at (\S+)/.exec(stderr);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]!);
+      }
+    });
+    void exited.then(() => {
+      clearTimeout(timer);
+      if (options.expectUrl === false) resolve('');
+      else reject(new Error(`server exited early; stderr:\n${stderr}`));
+    });
+  });
+  return {child, url, stderr: () => stderr, exited};
+}
