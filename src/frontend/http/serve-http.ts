@@ -81,15 +81,20 @@ export interface HttpService {
   shutdown(options?: {drainMs?: number}): Promise<void>;
 }
 
+/** Address bound when `--http` names only a port. */
+export const DEFAULT_HOST = '127.0.0.1';
+
 /**
- * Parses `HOST:PORT` (`[::1]:8080` for IPv6). Port 0 asks for any free port.
+ * Parses `HOST:PORT` (`[::1]:8080` for IPv6), or `PORT` / `:PORT`, which bind 127.0.0.1.
+ * Port 0 asks for any free port.
  * @throws ConfigError on anything else
  */
 export function parseListenAddress(hostPort: string): {host: string; port: number} {
-  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(hostPort.trim());
+  const text = hostPort.trim();
+  const match = /^(?:(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+))?:)?(\d{1,5})$/.exec(text);
   const port = match ? Number(match[3]) : NaN;
-  if (!match || port > 65_535) throw new ConfigError('--http', `"${hostPort}" is not HOST:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)`);
-  return {host: match[1] ?? match[2]!, port};
+  if (!match || port > 65_535) throw new ConfigError('--http', `"${hostPort}" is not HOST:PORT or PORT (e.g. 127.0.0.1:8080, [::1]:8080, 8080)`);
+  return {host: match[1] ?? match[2] ?? DEFAULT_HOST, port};
 }
 
 /**
@@ -217,9 +222,10 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
     }
   }
 
-  function refusal(auth: AuthRefused): Response {
+  /** The answer to a refused authentication. `unreadBody`: the request body was not read, so the connection is closed rather than drained. */
+  function refusal(auth: AuthRefused, unreadBody = false): Response {
     metrics.authFailure(auth.reason);
-    return jsonResponse(auth.status, auth.body, auth.headers);
+    return jsonResponse(auth.status, auth.body, {...auth.headers, ...(unreadBody ? {Connection: 'close'} : {})});
   }
 
   async function mcp(req: IncomingMessage, url: URL, closed: AbortSignal): Promise<Response> {
@@ -230,10 +236,10 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
     }
     if ([...url.searchParams.keys()].some((k) => CREDENTIAL_PARAMS.has(k.toLowerCase()))) {
       httpLog.info('request refused: credential in the query string');
-      return refusal(authenticator.queryTokenRefusal());
+      return refusal(authenticator.queryTokenRefusal(), method === 'POST');
     }
     const auth = await authenticator.authenticate(req.headers.authorization);
-    if (!auth.ok) return refusal(auth);
+    if (!auth.ok) return refusal(auth, method === 'POST');
     const principal = auth.principal;
 
     let text: string | undefined;

@@ -213,3 +213,35 @@ test('an unsupported MCP-Protocol-Version header gets 400', async () => {
   assert.equal(response.status, 400);
   await response.text();
 });
+
+test('2025 SSE streams start with a priming event and resume only inside their own session and stream', async () => {
+  const sid = await openRawSession(service.url, ALICE);
+  const response = await post(service.url, {jsonrpc: '2.0', id: 7, method: 'tools/call', params: {name: 'fixture__double', arguments: {x: 2}, _meta: {progressToken: 5}}},
+    {...ALICE, ...LEGACY, 'mcp-session-id': sid});
+  const text = await response.text();
+  assert.match(text, /^id: \S+\nretry: 1000\ndata: \n\n/, 'priming event: an id, a retry hint, empty data');
+  const ids = [...text.matchAll(/^id: (\S+)$/gm)].map((m) => m[1]!);
+  assert.equal(ids.length, 4, 'priming, two progress notifications, the result');
+
+  // Resume after the priming event: the three later events of that stream are replayed.
+  const controller = new AbortController();
+  const resumed = await fetch(service.url, {headers: {...ALICE, ...LEGACY, Accept: 'text/event-stream', 'mcp-session-id': sid, 'last-event-id': ids[0]!}, signal: controller.signal});
+  assert.equal(resumed.status, 200);
+  const reader = resumed.body!.getReader();
+  let replay = '';
+  while (!replay.includes('"id":7')) {
+    const {value, done} = await reader.read();
+    if (done) break;
+    replay += new TextDecoder().decode(value);
+  }
+  controller.abort();
+  assert.deepEqual([...replay.matchAll(/^id: (\S+)$/gm)].map((m) => m[1]), ids.slice(1));
+
+  // Another principal cannot resume it, and an id the session never issued is refused.
+  const foreign = await fetch(service.url, {headers: {...BOB, ...LEGACY, Accept: 'text/event-stream', 'mcp-session-id': sid, 'last-event-id': ids[0]!}});
+  assert.equal(foreign.status, 404);
+  await foreign.text();
+  const forged = await fetch(service.url, {headers: {...ALICE, ...LEGACY, Accept: 'text/event-stream', 'mcp-session-id': sid, 'last-event-id': 'forged.1'}});
+  assert.ok(forged.status >= 400, `forged event id: ${forged.status}`);
+  await forged.text();
+});

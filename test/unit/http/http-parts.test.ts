@@ -6,11 +6,14 @@ import {parseListenAddress} from '../../../src/frontend/http/serve-http.ts';
 import {ServiceMetrics} from '../../../src/frontend/metrics.ts';
 import {hashApiKey, parseServiceConfig} from '../../../src/policy/service-config.ts';
 
-test('parseListenAddress takes HOST:PORT and [IPv6]:PORT only', () => {
+test('parseListenAddress takes HOST:PORT, [IPv6]:PORT, or a port alone, which binds 127.0.0.1', () => {
   assert.deepEqual(parseListenAddress('127.0.0.1:8080'), {host: '127.0.0.1', port: 8080});
   assert.deepEqual(parseListenAddress('[::1]:0'), {host: '::1', port: 0});
   assert.deepEqual(parseListenAddress('localhost:3000'), {host: 'localhost', port: 3000});
-  for (const bad of ['8080', '127.0.0.1', '127.0.0.1:99999', ':80', 'a b:1', '::1:80']) {
+  assert.deepEqual(parseListenAddress('0.0.0.0:8080'), {host: '0.0.0.0', port: 8080});
+  assert.deepEqual(parseListenAddress('8080'), {host: '127.0.0.1', port: 8080});
+  assert.deepEqual(parseListenAddress(':8080'), {host: '127.0.0.1', port: 8080});
+  for (const bad of ['127.0.0.1', '127.0.0.1:99999', 'a b:1', '::1:80', '[::1]', 'host:', '']) {
     assert.throws(() => parseListenAddress(bad), ConfigError, bad);
   }
 });
