@@ -1,0 +1,151 @@
+/**
+ * The isolate worker process: killed mid-call, frozen, several workers, shutdown, and
+ * its stdout never reaching the server's stdout.
+ */
+import assert from 'node:assert/strict';
+import {spawn} from 'node:child_process';
+import {fileURLToPath} from 'node:url';
+import {after, before, describe, test} from 'node:test';
+import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
+import {assertStillServes, LIMITS, run, startBackend, waitFor, type CapturedLog} from './helpers.ts';
+
+const STOPPED = 'The isolate worker stopped during this call and was restarted; the call did not complete.';
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe('isolate worker supervision', () => {
+  let backend: IsolateBackend;
+  let log: CapturedLog;
+  before(async () => {
+    ({backend, log} = await startBackend({backstopGraceMs: 300}));
+  });
+  after(() => backend.close());
+
+  test('killing the worker mid-call rejects every call in flight with BACKEND_UNAVAILABLE at once; the worker is restarted', async () => {
+    const [pid] = backend.workerPids();
+    assert.ok(pid);
+    const calls = Array.from({length: 3}, () => run(backend, 'export default () => { for (;;); }', {limits: {timeoutMs: 10_000}})
+      .then(() => assert.fail('resolved'), (error: unknown) => ({error, at: performance.now()})));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const killedAt = performance.now();
+    process.kill(pid, 'SIGKILL');
+    for (const {error, at} of await Promise.all(calls)) {
+      assert.equal((error as {code?: string}).code, 'BACKEND_UNAVAILABLE');
+      assert.equal((error as Error).message, STOPPED);
+      assert.ok(at - killedAt < 500, `rejected ${Math.round(at - killedAt)} ms after the kill`);
+    }
+    const warning = log.lines.find((line) => line.msg === 'isolate worker stopped; restarting it' && line.pid === pid);
+    assert.ok(warning, 'the restart is logged at warn');
+    assert.equal(warning.level, 40);
+    assert.equal(warning.signal, 'SIGKILL');
+    assert.equal(warning.inflight, 3);
+    await assertStillServes(backend);
+    assert.notEqual(backend.workerPids()[0], pid);
+    assert.equal(backend.stats().restarts >= 1, true);
+  });
+
+  test('a worker killed while idle is replaced and the next call succeeds', async () => {
+    const [pid] = backend.workerPids();
+    assert.ok(pid);
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => !backend.workerPids().includes(pid), 2000, 'the exit to be noticed');
+    await assertStillServes(backend);
+  });
+
+  test('a frozen worker is backstopped: the call resolves timedOut shortly after its deadline and the worker is replaced', async () => {
+    const [pid] = backend.workerPids();
+    assert.ok(pid);
+    const call = run(backend, 'export default () => 1', {limits: {timeoutMs: 500}});
+    process.kill(pid, 'SIGSTOP');
+    const result = await call;
+    assert.equal(result.timedOut, true);
+    assert.equal(result.failed, true);
+    assert.ok(result.elapsedMs < 500 + 300 + 300, `took ${Math.round(result.elapsedMs)} ms`);
+    await waitFor(() => !isAlive(pid), 2000, 'the frozen worker to be killed');
+    const warning = log.lines.find((line) => line.msg === 'isolate worker stopped; restarting it' && line.pid === pid);
+    assert.match(String(warning?.reason), /^unresponsive/);
+    await assertStillServes(backend);
+  });
+
+  test('a malformed job is refused before it reaches the worker', async () => {
+    await assert.rejects(backend.run({kind: 'isolate', id: 'bad', source: '', filename: 'x.js', args: {}, limits: {...LIMITS, timeoutMs: Number.NaN}}, {signal: new AbortController().signal}),
+      (error: unknown) => (error as {code?: string}).code === 'INTERNAL');
+    await assert.rejects(backend.run({kind: 'isolate', id: 'bad', source: '', filename: 'x.js', args: {big: 1n}, limits: LIMITS}, {signal: new AbortController().signal}),
+      (error: unknown) => (error as {code?: string}).code === 'INVALID_ARGUMENTS');
+    await assertStillServes(backend);
+  });
+});
+
+describe('several isolate workers', () => {
+  let backend: IsolateBackend;
+  before(async () => {
+    ({backend} = await startBackend({workers: 2}));
+  });
+  after(() => backend.close());
+
+  test('calls spread over the workers and a killed worker fails only its own calls', async () => {
+    const pids = backend.workerPids();
+    assert.equal(pids.length, 2);
+    const calls = Array.from({length: 2}, () => run(backend, 'export default () => { for (;;); }', {limits: {timeoutMs: 1500}})
+      .then((result) => ({result}), (error: unknown) => ({error})));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    process.kill(pids[0] as number, 'SIGKILL');
+    const outcomes = await Promise.all(calls);
+    assert.equal(outcomes.filter((o) => 'error' in o && (o.error as {code?: string}).code === 'BACKEND_UNAVAILABLE').length, 1);
+    assert.equal(outcomes.filter((o) => 'result' in o && o.result.timedOut).length, 1);
+    await assertStillServes(backend);
+    await waitFor(() => backend.workerPids().length === 2 && !backend.workerPids().includes(pids[0] as number), 2000, 'a replacement');
+  });
+});
+
+describe('isolate backend shutdown', () => {
+  test('close() ends calls in flight with BACKEND_UNAVAILABLE, kills the workers and refuses later calls', async () => {
+    const {backend} = await startBackend({workers: 2});
+    const pids = backend.workerPids();
+    const call = run(backend, 'export default () => { for (;;); }', {limits: {timeoutMs: 10_000}});
+    const rejected = assert.rejects(call, (error: unknown) => (error as {code?: string}).code === 'BACKEND_UNAVAILABLE');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await backend.close();
+    await rejected;
+    for (const pid of pids) assert.equal(isAlive(pid), false, `worker ${pid} is gone`);
+    await assert.rejects(run(backend, 'export default () => 1'), (error: unknown) => (error as {code?: string}).code === 'BACKEND_UNAVAILABLE');
+    await backend.close();
+  });
+
+  test('an idle backend does not keep the process alive, and tool output never reaches its stdout', async () => {
+    // A child process that uses the backend and then simply returns from its module: it
+    // must exit on its own, with exactly its own stdout.
+    const backendUrl = new URL('../../../src/backends/isolate/isolate-backend.ts', import.meta.url).href;
+    const script = `
+      import {IsolateBackend} from ${JSON.stringify(backendUrl)};
+      const backend = new IsolateBackend({logger: (await import('pino')).pino({level: 'silent'})});
+      const limits = {timeoutMs: 1000, memoryMb: 32, outputBytes: 65536};
+      const result = await backend.run({kind: 'isolate', id: 'x', source: 'export default () => { console.log("TOOL-CONSOLE"); return "TOOL-RESULT"; }', filename: 't.js', args: {}, limits}, {signal: new AbortController().signal});
+      process.stdout.write(result.stderr.includes('TOOL-CONSOLE') && result.stdout === '"TOOL-RESULT"' ? 'ok\\n' : 'bad\\n');
+    `;
+    const child = spawn(process.execPath, ['--no-node-snapshot', '--input-type=module', '-e', script], {
+      cwd: fileURLToPath(new URL('../../..', import.meta.url)),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    clearTimeout(timer);
+    assert.equal(code, 0, `exit code ${code}; stderr: ${stderr}`);
+    assert.equal(stdout, 'ok\n');
+  });
+});
