@@ -256,8 +256,10 @@ export async function buildTools(toolsDir, options = {}) {
 const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href;
 if (invokedDirectly) {
   const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-  const toolsDir = path.resolve(process.argv[2] ?? path.join(repo, 'tools'));
-  const {errors} = await buildTools(toolsDir);
+  // Default: the bundled tools/ and the test-only fixture packages (test/fixtures/tools).
+  const dirs = process.argv[2] ? [path.resolve(process.argv[2])] : [path.join(repo, 'tools'), path.join(repo, 'test', 'fixtures', 'tools')];
+  const errors = [];
+  for (const dir of dirs) errors.push(...(await buildTools(dir)).errors);
   for (const error of errors) process.stderr.write(`build-tools: ERROR ${error}\n`);
   if (errors.length > 0) {
     process.stderr.write(`build-tools: ${errors.length} error(s)\n`);

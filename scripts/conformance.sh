@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MCP conformance suite (server scenarios) against `toolcell serve --http`:
 #   1. starts `toolcell serve --http 127.0.0.1:0 --unprefixed conformance` with the fixture package
-#      (tools/conformance, bundled profiles; no authentication: loopback only);
+#      (test/fixtures/tools/conformance, bundled profiles; no authentication: loopback only);
 #   2. runs `conformance server --url … --suite all -o OUT/results`
 #      (node_modules/.bin/conformance when installed, else `npx -y` of the pinned version);
 #   3. reads every scenario's checks.json (not just the summary: a missing fixture can make a
@@ -31,7 +31,7 @@ LOG="$OUT/server.log"
 [ -f "$CLI" ] || { echo "conformance: $CLI missing; run npm run build (or set TOOLCELL_CLI)" >&2; exit 2; }
 
 TOOLCELL_LOG_LEVEL=${TOOLCELL_LOG_LEVEL:-warn} "$NODE" --no-node-snapshot "$CLI" serve --http 127.0.0.1:0 \
-  --tools tools/conformance --unprefixed conformance --no-containers --audit-log off 2>"$LOG" &
+  --tools test/fixtures/tools/conformance --unprefixed conformance --no-containers --audit-log off 2>"$LOG" &
 SERVER=$!
 stop_server() {
   if kill -0 "$SERVER" 2>/dev/null; then kill -TERM "$SERVER" 2>/dev/null || true; fi

@@ -74,13 +74,14 @@ export class Dispatcher {
    * Queues `job` on its backend and runs it.
    *
    * @param callerSignal aborts when the client cancels the call
+   * @param onStart called when the call leaves its queue and its sandbox starts
    * @returns the backend's result; `isCanceled` is true when the client cancelled a running
    *   call, `timedOut` when the backstop deadline stopped it.
    * @throws ToolcellError `BUSY` (queue full, at once), `CANCELLED` (cancelled while waiting),
    *   `TIMEOUT` (waited longer than `queueWaitMs`), `BACKEND_UNAVAILABLE` (no such backend, or the
    *   backend failed).
    */
-  async run(job: Job, callerSignal: AbortSignal): Promise<ExecutionResult> {
+  async run(job: Job, callerSignal: AbortSignal, onStart?: () => void): Promise<ExecutionResult> {
     const backend = this.#backends[job.kind] as Backend<Job> | undefined;
     if (backend === undefined) {
       throw new ToolcellError('BACKEND_UNAVAILABLE', `The ${job.kind} backend is not available on this server.`, {backend: job.kind});
@@ -101,6 +102,7 @@ export class Dispatcher {
       return await queue.add(async () => {
         started = true;
         waiting.dispose();
+        onStart?.();
         const running = withDeadline(callerSignal, job.limits.timeoutMs + this.#options.graceMs);
         try {
           const result = await backend.run(job, {signal: running.signal});

@@ -38,7 +38,13 @@ export interface CallContext {
   /** Aborts when the client cancels. */
   signal: AbortSignal;
   /** Reports progress (MCP progress notifications) when the client asked for it. */
-  progress?: (progress: number, total: number, message: string) => void;
+  progress?: (progress: number, total: number, message: string) => Promise<void>;
+  /**
+   * Receives what the tool wrote to its console (isolate) or stderr (container), already
+   * bounded by the profile's `outputBytes`, before the result is returned; MCP transports
+   * forward it as log notifications related to the request.
+   */
+  console?: (text: string) => Promise<void>;
 }
 
 /** The tool is unknown to this principal: not loaded, not available, or not granted. */
@@ -85,10 +91,11 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     release = runtime.admission?.admit(context.principal, tool);
     const job = toJob(tool, input, jobId, runtime.containerGrants.get(name));
     callLog.debug({backend}, 'job queued');
-    context.progress?.(0, 2, 'queued');
-    const execution = await runtime.dispatcher.run(job, context.signal);
+    void context.progress?.(0, 2, 'queued');
+    const execution = await runtime.dispatcher.run(job, context.signal, () => void context.progress?.(1, 2, 'running in a fresh sandbox'));
     sandboxMs = execution.durationMs;
-    context.progress?.(1, 2, 'finished');
+    await context.progress?.(2, 2, 'finished');
+    if (execution.stderr !== '' && !execution.isCanceled) await context.console?.(execution.stderr);
     const failure = failureOf(tool, execution);
     if (failure) throw failure;
     result = successResult(tool, execution);

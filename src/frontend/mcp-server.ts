@@ -38,6 +38,23 @@ export function toMcpTool(tool: ToolDefinition): Tool {
   };
 }
 
+/** Most console lines forwarded per call as log notifications (MCP logging §Security: rate-limit log messages). */
+export const MAX_LOG_LINES = 100;
+/** Longest forwarded line, in characters; longer lines are cut with an ellipsis. */
+export const MAX_LOG_LINE = 4096;
+
+/**
+ * Splits a tool's console output into the lines forwarded as `notifications/message`
+ * (at most MAX_LOG_LINES, each at most MAX_LOG_LINE characters, the last one saying how
+ * many were left out).
+ */
+export function consoleLines(text: string): string[] {
+  const lines = text.replace(/\n$/, '').split('\n');
+  const kept = lines.slice(0, MAX_LOG_LINES).map((l) => (l.length > MAX_LOG_LINE ? `${l.slice(0, MAX_LOG_LINE)}…` : l));
+  if (lines.length > MAX_LOG_LINES) kept.push(`… ${lines.length - MAX_LOG_LINES} more line(s) not forwarded`);
+  return kept;
+}
+
 /**
  * Builds the MCP server for one connection (stdio) or one request (HTTP): `tools/list` shows
  * the principal its granted tools; `tools/call` runs the call spine. Uses the SDK's low-level
@@ -45,24 +62,38 @@ export function toMcpTool(tool: ToolDefinition): Tool {
  * the spine, and so that cancellation (`ctx.mcpReq.signal`) reaches the sandbox.
  *
  * Unknown tools (and tools not granted, which look the same) are JSON-RPC errors -32602.
+ * A tool's console/stderr output is forwarded as `notifications/message` (level info, logger =
+ * tool name) related to the request, before its result, subject to the client's
+ * `logging/setLevel` and bounded by `consoleLines`.
  */
 export function createMcpServer(runtime: ToolRuntime, principal: Principal, transport: CallContext['transport']): Server {
   const server = new Server(SERVER_INFO, {
-    capabilities: {tools: {listChanged: false}},
+    capabilities: {tools: {listChanged: false}, logging: {}},
     instructions: 'Every tool runs in a fresh sandbox (V8 isolate or container) under a least-privilege profile. Failures come back as isError results with _meta["toolcell/error"].code.',
   });
   server.setRequestHandler('tools/list', async () => ({tools: visibleTools(runtime, principal).map(toMcpTool)}));
   server.setRequestHandler('tools/call', async (request, ctx) => {
     const {name, arguments: args, _meta} = request.params;
     const token = _meta?.progressToken;
-    const progress = token === undefined ? undefined : (value: number, total: number, message: string) => {
+    const progress = token === undefined ? undefined : async (value: number, total: number, message: string) => {
       if (ctx.mcpReq.signal.aborted) return;
-      ctx.mcpReq.notify({method: 'notifications/progress', params: {progressToken: token, progress: value, total, message}})
+      await ctx.mcpReq.notify({method: 'notifications/progress', params: {progressToken: token, progress: value, total, message}})
         .catch((err: unknown) => log.debug({err}, 'progress notification not sent'));
+    };
+    const forwardConsole = async (text: string) => {
+      for (const line of consoleLines(text)) {
+        if (ctx.mcpReq.signal.aborted) return;
+        try {
+          await ctx.mcpReq.log('info', line, name);
+        } catch (err) {
+          log.debug({err}, 'log notification not sent');
+          return;
+        }
+      }
     };
     let result: CallToolResult;
     try {
-      result = await callTool(runtime, name, args, {principal, transport, signal: ctx.mcpReq.signal, ...(progress ? {progress} : {})});
+      result = await callTool(runtime, name, args, {principal, transport, signal: ctx.mcpReq.signal, console: forwardConsole, ...(progress ? {progress} : {})});
     } catch (err) {
       if (err instanceof UnknownToolError) throw new ProtocolError(ProtocolErrorCode.InvalidParams, `Unknown tool: ${name}`);
       throw err;

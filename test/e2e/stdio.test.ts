@@ -196,6 +196,18 @@ describe('cancellation and load', () => {
     assert.ok(ok > 0);
   });
 
+  test('progress notifications report the call\'s stages; console output arrives as log notifications before the result', async () => {
+    const logs: unknown[] = [];
+    server.client.setNotificationHandler('notifications/message', (n) => {
+      logs.push(n.params.data);
+    });
+    const progress: number[] = [];
+    const result = await server.client.callTool({name: 'hostile__stdout', arguments: {}}, {onprogress: (p) => progress.push(p.progress)});
+    assert.equal(textOf(result), 'done');
+    assert.deepEqual(progress, [0, 1, 2]);
+    assert.ok(logs.some((l) => String(l).includes('"id\\":999') || String(l).includes('"id":999')), `log notifications: ${JSON.stringify(logs)}`);
+  });
+
   test('a 2026-07-28 client is served too', async () => {
     const modern = await connectStdio([], {era: 'modern'});
     try {

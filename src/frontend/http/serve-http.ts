@@ -380,7 +380,7 @@ function withStopSignal(runtime: ToolRuntime, stop: AbortSignal): ToolRuntime {
   const dispatcher = new Proxy(runtime.dispatcher, {
     get(target, prop) {
       if (prop === 'run') {
-        return (job: Parameters<Dispatcher['run']>[0], signal: AbortSignal) => target.run(job, AbortSignal.any([signal, stop]));
+        return (job: Parameters<Dispatcher['run']>[0], signal: AbortSignal, onStart?: () => void) => target.run(job, AbortSignal.any([signal, stop]), onStart);
       }
       const value: unknown = Reflect.get(target, prop, target);
       return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;

@@ -13,6 +13,10 @@ import {runInIsolate, type IsolateRun} from '../../support/run-in-isolate.ts';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const TOOLS_DIR = path.join(REPO, 'tools');
+/** Test-only packages (the conformance fixtures), built like the bundled ones but never served by default. */
+export const FIXTURE_TOOLS_DIR = path.join(REPO, 'test', 'fixtures', 'tools');
+/** The folder of a package: bundled, or a test fixture. */
+export const packageDir = (pkg: string): string => path.join(pkg === 'conformance' ? FIXTURE_TOOLS_DIR : TOOLS_DIR, pkg);
 
 /** The parts of a manifest tool these tests use. */
 export interface ManifestTool {
@@ -44,7 +48,7 @@ export function ensureBuilt(): Promise<void> {
   built ??= (async () => {
     const script = path.join(REPO, 'scripts/build-tools.mjs');
     const {buildTools} = await import(script) as {buildTools: (dir: string, o: {log: (l: string) => void}) => Promise<{errors: string[]}>};
-    const {errors} = await buildTools(TOOLS_DIR, {log: () => {}});
+    const errors = [...(await buildTools(TOOLS_DIR, {log: () => {}})).errors, ...(await buildTools(FIXTURE_TOOLS_DIR, {log: () => {}})).errors];
     if (errors.length > 0) throw new Error(`build-tools failed:\n${errors.join('\n')}`);
   })();
   return built;
@@ -52,7 +56,7 @@ export function ensureBuilt(): Promise<void> {
 
 /** Parses tools/<pkg>/toolcell.json. */
 export function manifest(pkg: string): Manifest {
-  return JSON.parse(readFileSync(path.join(TOOLS_DIR, pkg, 'toolcell.json'), 'utf8')) as Manifest;
+  return JSON.parse(readFileSync(path.join(packageDir(pkg), 'toolcell.json'), 'utf8')) as Manifest;
 }
 
 /** The manifest entry of one tool. @throws Error when the package has no such tool */
@@ -72,7 +76,7 @@ export async function bundle(pkg: string, tool: string): Promise<string> {
   await ensureBuilt();
   const entry = toolOf(pkg, tool).isolate?.entry;
   if (!entry) throw new Error(`${pkg}/${tool} is not an isolate tool`);
-  return readFileSync(path.join(TOOLS_DIR, pkg, entry), 'utf8');
+  return readFileSync(path.join(packageDir(pkg), entry), 'utf8');
 }
 
 /**

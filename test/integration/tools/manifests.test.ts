@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import {existsSync} from 'node:fs';
 import path from 'node:path';
 import {before, describe, test} from 'node:test';
-import {TOOLS_DIR, ensureBuilt, isolateProfile, manifest, validator} from './helpers.ts';
+import {ensureBuilt, packageDir, isolateProfile, manifest, validator} from './helpers.ts';
 
 /**
  * The bundled isolate packages follow the manifest contract of ARCHITECTURE.md ("Tool
@@ -59,8 +59,8 @@ describe('bundled isolate tool packages', () => {
         }
         assert.equal(isolateProfile(tool.profile).backend, 'isolate', `${where}: names a valid isolate profile`);
         assert.equal(tool.isolate?.entry, `dist/${tool.name}.js`, `${where}: entry follows the dist/<tool>.js convention`);
-        assert.ok(existsSync(path.join(TOOLS_DIR, pkg, 'src', `${tool.name}.js`)), `${where}: has its source`);
-        assert.ok(existsSync(path.join(TOOLS_DIR, pkg, tool.isolate.entry)), `${where}: bundle built`);
+        assert.ok(existsSync(path.join(packageDir(pkg), 'src', `${tool.name}.js`)), `${where}: has its source`);
+        assert.ok(existsSync(path.join(packageDir(pkg), tool.isolate.entry)), `${where}: bundle built`);
       }
     });
   }
