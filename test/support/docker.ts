@@ -15,6 +15,7 @@ import {closeSync, openSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import Docker from 'dockerode';
+import type {ContainerJob} from '../../src/backends/backend.ts';
 
 export interface DockerRequirements {
   /** Image references that must be present, e.g. `toolcell/python`. */
@@ -72,3 +73,52 @@ function announceOnce(line: string): void {
   }
   process.stderr.write(`\n*** ${line} ***\n\n`);
 }
+
+
+let seq = 0;
+/** A small container job for tests: python image, 64 MB, 32 pids, 5 s, 64 KiB output, /tmp 8m. */
+export function containerJob(argv: string[], overrides: Partial<ContainerJob> = {}): ContainerJob {
+  return {
+    kind: 'container',
+    id: `test-${process.pid}-${++seq}`,
+    image: 'toolcell/python',
+    argv,
+    limits: {timeoutMs: 5_000, memoryMb: 64, outputBytes: 65_536, cpus: 0.5, pids: 32, ...overrides.limits},
+    network: 'none',
+    readOnlyRoot: true,
+    tmpfs: {'/tmp': '8m'},
+    mounts: [],
+    runtime: 'runc',
+    profile: 'test',
+    ...overrides,
+    ...(overrides.limits ? {limits: {timeoutMs: 5_000, memoryMb: 64, outputBytes: 65_536, cpus: 0.5, pids: 32, ...overrides.limits}} : {}),
+  };
+}
+
+/** `python3 -c CODE` with extra argv. */
+export function python(code: string, extraArgs: string[] = [], overrides: Partial<ContainerJob> = {}): ContainerJob {
+  return containerJob(['/usr/bin/python3', '-c', code, ...extraArgs], overrides);
+}
+
+/** Ids of containers carrying `toolcell.managed=true` (and these extra labels, e.g. `toolcell.owner=…`). */
+export async function managedContainers(...labels: string[]): Promise<string[]> {
+  const list = await docker.listContainers({all: true, filters: {label: ['toolcell.managed=true', ...labels]}});
+  return list.map((c) => c.Id);
+}
+
+/** A never-aborted signal. */
+export const noSignal = (): AbortSignal => new AbortController().signal;
+
+/** Asserts that `backend` still runs a normal call correctly (after a hazard). */
+export async function assertHealthy(backend: {run(job: ContainerJob, o: {signal: AbortSignal}): Promise<{failed: boolean; stdout: string; exitCode?: number}>}, overrides: Partial<ContainerJob> = {}): Promise<void> {
+  const r = await backend.run(python('print(6 * 7)', [], overrides), {signal: noSignal()});
+  if (r.failed || r.stdout !== '42\n' || r.exitCode !== 0) {
+    throw new Error(`a normal call after the hazard did not work: ${JSON.stringify(r)}`);
+  }
+}
+
+/** Arguments that a shell would interpret: each must arrive as one literal argv element. */
+export const HOSTILE_ARGS = [
+  '; rm -rf /', '$(id)', '`id`', 'a\nb', 'line\n', '\n', '"double"', "'single'", '&& echo pwned', '| cat /etc/passwd',
+  '> /tmp/x', '*', '~', '$HOME', '${PATH}', '\\', '\\n', '%s%n', 'ünïcödé ✓', '--help', '-c', '', ' ', '\t', 'a b  c',
+];

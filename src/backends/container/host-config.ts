@@ -44,6 +44,9 @@ export const FSIZE_FLOOR_BYTES = 64 * 2 ** 20;
 export const RUNSC_PIDS_BASE = 64;
 export const RUNSC_PIDS_PER_TASK = 8;
 
+/** Mounted at /tmp under runsc when the profile grants no /tmp: empty, read-only, tiny. */
+export const RUNSC_EMPTY_TMP = 'ro,noexec,nosuid,nodev,size=4k,mode=755';
+
 const MB = 2 ** 20;
 const TMPFS_PATH = /^\/[A-Za-z0-9._/-]*$/;
 const TMPFS_SIZE = /^([1-9][0-9]*)([kmg])$/;
@@ -82,7 +85,9 @@ export function hostPidsLimit(job: Pick<ContainerJob, 'limits' | 'runtime'>): nu
  * - `NanoCpus` = `limits.cpus` × 10^9 (a CFS quota; not a CPU-time budget).
  * - `PidsLimit`: see {@link hostPidsLimit}. Under runc the init process counts as one pid.
  * - tmpfs: each `job.tmpfs` entry mounted `rw,noexec,nosuid,nodev,size=…,mode=1777`; its
- *   pages count against the memory limit.
+ *   pages count against the memory limit. Under runsc without a granted `/tmp`, an empty
+ *   read-only tmpfs is mounted there ({@link RUNSC_EMPTY_TMP}): runsc would otherwise add
+ *   its own writable `/tmp`.
  * - mounts: `Mounts` of type bind (not `Binds` strings: no `:` parsing, and a missing source
  *   is an error instead of being created on the host), read-only unless `readOnly: false`,
  *   non-recursive (mounts below the source are not exposed), private propagation.
@@ -107,6 +112,11 @@ export function toHostConfig(job: ContainerJob): ToolcellHostConfig {
     if (!TMPFS_PATH.test(path) || path.split('/').includes('..')) throw invalid(`tmpfs path ${JSON.stringify(path)} is not absolute`);
     largestTmpfs = Math.max(largestTmpfs, tmpfsBytes(size));
     tmpfs[path] = `rw,noexec,nosuid,nodev,size=${size},mode=1777`;
+  }
+  if (job.runtime === 'runsc' && !Object.hasOwn(tmpfs, '/tmp')) {
+    // runsc mounts its own writable, exec-allowed, unsized tmpfs at /tmp when the container has
+    // none (seen with Debian's runsc 2022-12); an empty read-only one keeps "absent means denied".
+    tmpfs['/tmp'] = RUNSC_EMPTY_TMP;
   }
   const fsize = Math.max(FSIZE_FLOOR_BYTES, largestTmpfs);
 

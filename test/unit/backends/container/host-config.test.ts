@@ -4,7 +4,7 @@ import {describe, test} from 'node:test';
 import type {ContainerJob} from '../../../../src/backends/backend.ts';
 import {ToolcellError} from '../../../../src/errors.ts';
 import {
-  FSIZE_FLOOR_BYTES, MANAGED_LABEL, NOFILE_LIMIT, RUNSC_PIDS_BASE, RUNSC_PIDS_PER_TASK, SANDBOX_USER,
+  FSIZE_FLOOR_BYTES, MANAGED_LABEL, NOFILE_LIMIT, RUNSC_EMPTY_TMP, RUNSC_PIDS_BASE, RUNSC_PIDS_PER_TASK, SANDBOX_USER,
   toCreateOptions, toHostConfig, tmpfsBytes, type ToolcellHostConfig,
 } from '../../../../src/backends/container/host-config.ts';
 
@@ -65,6 +65,11 @@ const rows: Row[] = [
     for (const o of ['noexec', 'nosuid', 'nodev', 'size=64m']) assert.ok(opts.includes(o), o);
   }],
   ['no tmpfs is mounted that the profile does not grant', job({tmpfs: {}}), (hc) => assert.deepEqual(hc.Tmpfs, {})],
+  ['under gVisor, /tmp does not become writable when the profile grants none (runsc adds its own /tmp)', job({tmpfs: {}, runtime: 'runsc'}), (hc) => {
+    assert.deepEqual(hc.Tmpfs, {'/tmp': RUNSC_EMPTY_TMP});
+    assert.ok(RUNSC_EMPTY_TMP.split(',').includes('ro'));
+  }],
+  ['under gVisor a granted /tmp is kept as granted', job({runtime: 'runsc'}), (hc) => assert.match(hc.Tmpfs!['/tmp']!, /^rw,noexec,nosuid,nodev,size=64m/)],
   ['too many open files are refused (RLIMIT_NOFILE)', job(), (hc) => assert.deepEqual(ulimit(hc, 'nofile'), {Name: 'nofile', Soft: NOFILE_LIMIT, Hard: NOFILE_LIMIT})],
   ['one file cannot grow past the file-size limit (RLIMIT_FSIZE)', job(), (hc) => {
     assert.deepEqual(ulimit(hc, 'fsize'), {Name: 'fsize', Soft: FSIZE_FLOOR_BYTES, Hard: FSIZE_FLOOR_BYTES});

@@ -1,0 +1,94 @@
+// Hazards: writing to the image (read-only root), to any place the profile did not grant
+// (/dev/shm, /var/tmp, $HOME), and filling the granted tmpfs.
+import assert from 'node:assert/strict';
+import {after, before, describe, test} from 'node:test';
+import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
+import {assertHealthy, dockerAvailable, noSignal, python} from '../../support/docker.ts';
+
+const ok = await dockerAvailable({images: ['toolcell/python']});
+
+const TRY_WRITES = `
+import errno, json, os
+out = {}
+for path in ["/x", "/etc/passwd", "/usr/bin/python3", "/root/x", "/var/tmp/x", "/dev/shm/x", "/home/x", "/tmp/ok"]:
+    try:
+        with open(path, "ab") as f:
+            f.write(b"pwned")
+        out[path] = "written"
+    except OSError as e:
+        out[path] = errno.errorcode[e.errno]
+print(json.dumps(out))
+`;
+
+describe('filesystem', {skip: !ok && 'no Docker engine'}, () => {
+  let backend: ContainerBackend;
+  before(() => {
+    backend = new ContainerBackend();
+  });
+  after(() => backend.close());
+
+  test('writing to / and every place the profile did not grant fails; only the tmpfs is writable', async () => {
+    const r = await backend.run(python(TRY_WRITES), {signal: noSignal()});
+    assert.equal(r.failed, false, r.stderr);
+    const out = JSON.parse(r.stdout) as Record<string, string>;
+    for (const [path, outcome] of Object.entries(out)) {
+      if (path === '/tmp/ok') assert.equal(outcome, 'written');
+      else assert.match(outcome, /^(EROFS|EACCES|ENOENT)$/, `${path}: ${outcome}`);
+    }
+    assert.equal(out['/x'], 'EROFS');
+    await assertHealthy(backend);
+  });
+
+  test('a program written to the tmpfs cannot be executed (noexec)', async () => {
+    const r = await backend.run(python(`
+import os, shutil, subprocess
+shutil.copy("/usr/bin/true", "/tmp/t"); os.chmod("/tmp/t", 0o755)
+try:
+    subprocess.run(["/tmp/t"]); print("executed")
+except PermissionError as e:
+    print("refused", e.errno)
+`), {signal: noSignal()});
+    assert.equal(r.stdout, 'refused 13\n');
+    await assertHealthy(backend);
+  });
+
+  test('filling the tmpfs ends in ENOSPC at its size, contained to the call', async () => {
+    const job = python(`
+import errno
+n = 0
+try:
+    with open("/tmp/fill", "wb") as f:
+        while True:
+            f.write(b"x" * 65536); f.flush(); n += 65536
+except OSError as e:
+    print(n, errno.errorcode[e.errno])
+`, [], {tmpfs: {'/tmp': '8m'}, limits: {timeoutMs: 10_000, memoryMb: 128, outputBytes: 65_536, cpus: 0.5, pids: 32}});
+    const r = await backend.run(job, {signal: noSignal()});
+    assert.equal(r.failed, false, r.stderr);
+    const [written, code] = r.stdout.trim().split(' ');
+    assert.equal(code, 'ENOSPC');
+    assert.ok(Number(written) <= 8 * 2 ** 20, `wrote ${written} bytes into an 8m tmpfs`);
+    // The next call gets a fresh, empty tmpfs.
+    const next = await backend.run(python('import os; print(os.listdir("/tmp"))'), {signal: noSignal()});
+    assert.equal(next.stdout, '[]\n');
+    await assertHealthy(backend);
+  });
+
+  test('a file cannot grow past RLIMIT_FSIZE even in a large tmpfs', async () => {
+    const r = await backend.run(python(`
+import errno, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+n = 0
+try:
+    with open("/tmp/big", "wb") as f:
+        while True:
+            f.write(b"x" * (1 << 20)); f.flush(); n += 1
+except OSError as e:
+    print(n, errno.errorcode[e.errno])
+`, [], {tmpfs: {'/tmp': '100m'}, limits: {timeoutMs: 10_000, memoryMb: 256, outputBytes: 65_536, cpus: 0.5, pids: 32}}), {signal: noSignal()});
+    // fsize = max(64 MiB, largest tmpfs) = 100 MiB, so the tmpfs size or the rlimit stops it first.
+    assert.match(r.stdout, /^(\d+) (EFBIG|ENOSPC)\n$/);
+    assert.ok(Number(r.stdout.split(' ')[0]) <= 100);
+    await assertHealthy(backend);
+  });
+});

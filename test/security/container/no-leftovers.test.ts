@@ -1,0 +1,63 @@
+// Hazard: containers (or their runtime processes) pile up. After 200 calls, a quarter of them
+// hostile (timeouts, OOM, output floods, fork bombs, cancellations, crashes, runsc), no
+// container with our label and no orphaned runtime shim remains.
+import assert from 'node:assert/strict';
+import {after, before, describe, test} from 'node:test';
+import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
+import {findOrphanShims} from '../../../src/backends/container/reaper.ts';
+import type {ContainerJob} from '../../../src/backends/backend.ts';
+import {assertHealthy, containerJob, docker, dockerAvailable, managedContainers, python} from '../../support/docker.ts';
+
+const ok = await dockerAvailable({images: ['toolcell/python', 'toolcell/shell'], runsc: true});
+
+const small = {timeoutMs: 1_500, memoryMb: 48, outputBytes: 4_096, cpus: 0.25, pids: 16};
+
+type Case = {name: string; job: () => ContainerJob; cancelAfterMs?: number; check: (r: Awaited<ReturnType<ContainerBackend['run']>>) => boolean};
+
+const CASES: Case[] = [
+  {name: 'sleep forever', job: () => containerJob(['/usr/bin/sleep', 'infinity'], {image: 'toolcell/shell', limits: {...small, timeoutMs: 800}}), check: (r) => r.timedOut},
+  {name: 'memory bomb', job: () => python('a = []\nwhile True: a.append(bytearray(1 << 20))', [], {limits: small}), check: (r) => r.outOfMemory},
+  {name: 'output flood', job: () => python('import sys\nwhile True: sys.stdout.write("x" * 65536)', [], {limits: small}), check: (r) => r.truncated},
+  {name: 'fork bomb', job: () => python('import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)', [], {limits: {...small, timeoutMs: 1_000}}), check: (r) => r.failed},
+  {name: 'cancelled', job: () => python('import time; time.sleep(30)', [], {limits: small}), cancelAfterMs: 300, check: (r) => r.isCanceled},
+  {name: 'crash', job: () => python('import os; os.abort()', [], {limits: small}), check: (r) => r.failed && r.exitCode === 134},
+  {name: 'missing command', job: () => containerJob(['/nope'], {limits: small}), check: (r) => r.exitCode === 127},
+  {name: 'runsc sleep forever', job: () => python('import time; time.sleep(30)', [], {runtime: 'runsc', limits: {...small, timeoutMs: 1_000, memoryMb: 64}}), check: (r) => r.timedOut},
+];
+
+describe('no leftovers', {skip: !ok && 'no Docker engine'}, () => {
+  let backend: ContainerBackend;
+  before(() => {
+    backend = new ContainerBackend();
+  });
+  after(() => backend.close());
+
+  test('after 200 calls including hostile ones, no labelled container and no orphaned shim remains', async () => {
+    const plan: Array<Case | undefined> = [];
+    for (let i = 0; i < 200; i++) plan.push(i % 4 === 0 ? CASES[(i / 4) % CASES.length] : undefined);
+    const failures: string[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < plan.length) {
+        const c = plan[next++];
+        const job = c ? c.job() : python('import sys; print(sum(range(int(sys.argv[1]))))', ['1000'], {limits: small});
+        const ac = new AbortController();
+        const timer = c?.cancelAfterMs ? setTimeout(() => ac.abort(), c.cancelAfterMs) : undefined;
+        try {
+          const r = await backend.run(job, {signal: ac.signal});
+          if (c ? !c.check(r) : r.stdout !== '499500\n') failures.push(`${c?.name ?? 'normal'}: ${JSON.stringify({...r, stdout: r.stdout.slice(0, 80)})}`);
+        } catch (err) {
+          failures.push(`${c?.name ?? 'normal'} rejected: ${(err as Error).message}`);
+        } finally {
+          clearTimeout(timer);
+        }
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    assert.deepEqual(failures, []);
+    assert.deepEqual(await managedContainers(`toolcell.owner=${backend.owner}`), [], 'docker ps -a --filter label=toolcell.managed (ours)');
+    const orphans = await findOrphanShims(docker, {minAgeMs: 5_000});
+    assert.deepEqual(orphans.map((o) => o.id), [], 'no containerd shim outlives its container');
+    await assertHealthy(backend);
+  });
+});
