@@ -31,23 +31,33 @@ export interface PrepareOptions {
 }
 
 const PRELUDE_TIMEOUT_MS = 2000;
-const preludeCache = new Map<boolean, string>();
+const PRELUDE_FILENAME = 'toolcell-prelude.js';
+
+/** Prelude source and its V8 code cache data, per `removeWebAssembly` value (produced by this process). */
+const preludes = new Map<boolean, {source: string; cachedData?: ivm.ExternalCopy<ArrayBuffer>}>();
 
 /**
  * Creates an isolate (`new ivm.Isolate({memoryLimit})`), a context and runs the prelude
  * in it. The prelude's script runs under a 2 s timeout; nothing of the tool is involved.
+ * The prelude is compiled from V8 code cache data after its first compilation in this
+ * process (compiled code only; every isolate still runs the prelude itself).
  * @throws whatever isolated-vm throws; the isolate is disposed first.
  */
 export async function prepareIsolate(options: PrepareOptions): Promise<PreparedIsolate> {
   const isolate = new ivm.Isolate({memoryLimit: options.memoryMb, onCatastrophicError: options.onCatastrophicError});
   try {
     const context = await isolate.createContext();
-    let source = preludeCache.get(options.removeWebAssembly);
-    if (source === undefined) {
-      source = preludeSource(options.removeWebAssembly);
-      preludeCache.set(options.removeWebAssembly, source);
+    let prelude = preludes.get(options.removeWebAssembly);
+    if (prelude === undefined) {
+      prelude = {source: preludeSource(options.removeWebAssembly)};
+      preludes.set(options.removeWebAssembly, prelude);
     }
-    const entry = await context.eval(source, {reference: true, timeout: PRELUDE_TIMEOUT_MS, filename: 'toolcell-prelude.js'});
+    const script = await isolate.compileScript(prelude.source, prelude.cachedData
+      ? {filename: PRELUDE_FILENAME, cachedData: prelude.cachedData}
+      : {filename: PRELUDE_FILENAME, produceCachedData: true});
+    // isolated-vm sets `cachedData` on the returned Script (README, CachedDataOptions); its .d.ts omits it.
+    if (prelude.cachedData === undefined) prelude.cachedData = (script as unknown as ivm.CachedDataResult).cachedData;
+    const entry = await script.run(context, {reference: true, timeout: PRELUDE_TIMEOUT_MS, release: true});
     return {isolate, context, entry, memoryMb: options.memoryMb, cpuTimeAtReady: isolate.cpuTime};
   } catch (error) {
     if (!isolate.isDisposed) isolate.dispose();

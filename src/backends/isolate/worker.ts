@@ -33,6 +33,8 @@ function onCatastrophicError(message: string): void {
 }
 
 const config = parseWorkerConfig(process.argv[2]);
+/** Calls in flight, by call id. */
+const calls = new Map<string, AbortController>();
 
 const pool = config.poolSize > 0
   ? new WarmPool({
@@ -40,13 +42,13 @@ const pool = config.poolSize > 0
     maxKeys: config.poolMaxKeys,
     create: (memoryMb) => prepareIsolate({memoryMb, removeWebAssembly: config.removeWebAssembly, onCatastrophicError}),
     onError: (error, memoryMb) => log('warn', 'warm pool refill failed', {memoryMb, err: String(error)}),
+    busy: () => calls.size > 0,
   })
   : undefined;
 
 const codeCache = config.codeCacheBytes > 0 ? new CodeCache(config.codeCacheBytes) : undefined;
 
 let wedgedReported = false;
-const calls = new Map<string, AbortController>();
 
 function runDeps(id: string): RunDeps {
   return {
@@ -72,7 +74,10 @@ function startRun(request: RunRequest): void {
       log('error', 'isolate call could not run', {jobId: request.jobId, err: error instanceof Error ? error.stack : String(error)});
       send({type: 'failure', id: request.id, message: 'The isolate could not be created.'});
     },
-  ).finally(() => calls.delete(request.id));
+  ).finally(() => {
+    calls.delete(request.id);
+    if (calls.size === 0) pool?.resume();
+  });
 }
 
 process.on('message', (raw: unknown) => {

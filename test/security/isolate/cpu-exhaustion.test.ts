@@ -70,8 +70,10 @@ describe('cpu and time exhaustion', () => {
   });
 
   test('a busy loop is stopped at cpuTimeMs when it is below timeoutMs', async () => {
-    const result = await expectTimedOut('export default () => { for (;;); }', {timeoutMs: 10_000, cpuTimeMs: 300}, 300);
-    assert.ok(result.elapsedMs < 10_000);
+    // CPU time accrues more slowly than wall time on a busy machine, so the bound is the
+    // wall-clock limit; the CPU limit must act long before it.
+    const result = await expectTimedOut('export default () => { for (;;); }', {timeoutMs: 10_000, cpuTimeMs: 300});
+    assert.ok(result.elapsedMs < 5000, `stopped after ${Math.round(result.elapsedMs)} ms`);
   });
 
   test('an endless loop in a getter of the thrown error is stopped at timeoutMs', async () => {
