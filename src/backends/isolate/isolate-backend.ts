@@ -119,10 +119,16 @@ function resolveLimits(job: IsolateJob): WorkerLimits {
  * `outputBytes` caps the result JSON and the console text each → `truncated`. All of
  * these set `failed`.
  *
- * Does NOT guarantee: that `memoryMb` is exact (isolated-vm: "a determined attacker
- * could use 2-3 times this limit"); the worker's RSS ceiling is the hard bound, and
- * hitting it fails every call in flight in that worker, not only the guilty one. A
- * timed-out call's console text is kept only when the isolate could still be drained.
+ * Concurrency: calls run in parallel (each isolate on isolated-vm's thread pool). The
+ * backend has no concurrency cap or queue of its own; dispatch bounds it.
+ *
+ * Does NOT guarantee: that `memoryMb` is exact. isolated-vm calls it a guideline, and
+ * seen here with isolated-vm 7.0.1: `keep.push(new Array(n))` in a loop ignores both the
+ * limit and termination (isolated-vm #107/#186), and a growing `Map` makes V8 abort the
+ * isolate (#527). The worker's RSS ceiling and `onCatastrophicError` are the hard bound,
+ * and hitting either fails every call in flight in that worker, not only the guilty one
+ * (use several `workers` to narrow that). A timed-out call's console text is kept only
+ * when the isolate could still be drained.
  */
 export class IsolateBackend implements Backend<IsolateJob> {
   readonly kind = 'isolate' as const;
@@ -203,9 +209,17 @@ export class IsolateBackend implements Backend<IsolateJob> {
     if (signal.aborted) return emptyResult(performance.now() - started, {isCanceled: true});
     const worker = this.#pick();
     if (!worker.isReady) {
-      const aborted = new Promise<'aborted'>((resolve) => signal.addEventListener('abort', () => resolve('aborted'), {once: true}));
-      const outcome = await Promise.race([worker.whenReady().then(() => 'ready' as const), aborted]);
-      if (outcome === 'aborted') return emptyResult(performance.now() - started, {isCanceled: true});
+      let onAbort = (): void => {};
+      const aborted = new Promise<'aborted'>((resolve) => {
+        onAbort = () => resolve('aborted');
+        signal.addEventListener('abort', onAbort, {once: true});
+      });
+      try {
+        const outcome = await Promise.race([worker.whenReady().then(() => 'ready' as const), aborted]);
+        if (outcome === 'aborted') return emptyResult(performance.now() - started, {isCanceled: true});
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+      }
     }
     if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The isolate backend is closed.');
     return await worker.call(job, argsJson, limits, signal, started);
@@ -290,7 +304,6 @@ export class IsolateBackend implements Backend<IsolateJob> {
     const delayMs = times.length <= 3 ? 0 : Math.min(5000, 100 * 2 ** (times.length - 3));
     this.#stats.restarts++;
     this.#slots[index] = this.#spawn(index, delayMs);
-    return;
   }
 
   #onExit(index: number, worker: WorkerProcess, info: WorkerExitInfo): void {
@@ -299,6 +312,15 @@ export class IsolateBackend implements Backend<IsolateJob> {
       return;
     }
     if (this.#closed || this.#slots[index] !== worker) return;
+    if (!info.wasReady) {
+      // It never started: do not respawn in a loop while idle; the next call spawns
+      // again (and fails fast while the cause persists).
+      this.#log.warn({
+        pid: info.pid, code: info.code, signal: info.signal, reason: info.reason, stderrTail: info.stderrTail,
+      }, 'isolate worker failed to start; the next call will try again');
+      this.#slots[index] = undefined;
+      return;
+    }
     this.#log.warn({
       pid: info.pid, code: info.code, signal: info.signal, reason: info.reason,
       inflight: info.inflight, stderrTail: info.stderrTail,

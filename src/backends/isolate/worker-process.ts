@@ -64,6 +64,8 @@ export interface WorkerExitInfo {
   inflight: number;
   /** Last lines the worker wrote to stderr (V8 / isolated-vm fatal messages). */
   stderrTail: string[];
+  /** The worker had reported ready before it ended. */
+  wasReady: boolean;
 }
 
 interface Pending {
@@ -377,6 +379,7 @@ export class WorkerProcess {
     const reason = this.#killReason ?? 'exited on its own';
     const info: WorkerExitInfo = {
       pid: this.#child?.pid, code, signal, reason, inflight: inflight.length, stderrTail: [...this.#stderrTail],
+      wasReady: this.#isReady,
     };
     for (const pending of inflight) {
       pending.finish();
@@ -390,9 +393,11 @@ export class WorkerProcess {
   }
 
   #updateRef(): void {
+    const busy = !this.#hasExited && (this.#pending.size > 0 || this.#holds > 0);
+    if (busy) this.#spawnTimer?.ref();
+    else this.#spawnTimer?.unref();
     const child = this.#child;
     if (child === undefined) return;
-    const busy = !this.#hasExited && (this.#pending.size > 0 || this.#holds > 0);
     const stderr = child.stderr as unknown as {ref?: () => void; unref?: () => void} | null;
     if (busy) {
       child.ref();

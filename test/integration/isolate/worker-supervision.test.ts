@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import {spawn} from 'node:child_process';
 import {fileURLToPath} from 'node:url';
 import {after, before, describe, test} from 'node:test';
-import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
-import {assertStillServes, LIMITS, run, startBackend, waitFor, type CapturedLog} from './helpers.ts';
+import {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
+import {assertStillServes, captureLog, LIMITS, run, sleep, startBackend, waitFor, type CapturedLog} from './helpers.ts';
 
 const STOPPED = 'The isolate worker stopped during this call and was restarted; the call did not complete.';
 
@@ -102,6 +102,28 @@ describe('several isolate workers', () => {
     assert.equal(outcomes.filter((o) => 'result' in o && o.result.timedOut).length, 1);
     await assertStillServes(backend);
     await waitFor(() => backend.workerPids().length === 2 && !backend.workerPids().includes(pids[0] as number), 2000, 'a replacement');
+  });
+});
+
+describe('isolate worker that cannot start', () => {
+  test('calls reject BACKEND_UNAVAILABLE at once and the backend does not respawn in a loop while idle', async () => {
+    const log = captureLog();
+    const backend = new IsolateBackend({logger: log.logger, nodePath: '/nonexistent/bin/node'});
+    try {
+      const started = performance.now();
+      await assert.rejects(run(backend, 'export default () => 1'), (error: unknown) => {
+        assert.equal((error as {code?: string}).code, 'BACKEND_UNAVAILABLE');
+        assert.equal((error as Error).message, 'The isolate worker could not be started.');
+        return true;
+      });
+      assert.ok(performance.now() - started < 2000);
+      await sleep(300);
+      assert.equal(log.lines.filter((line) => line.msg === 'isolate worker failed to start; the next call will try again').length, 1);
+      await assert.rejects(backend.start(), (error: unknown) => (error as {code?: string}).code === 'BACKEND_UNAVAILABLE');
+      assert.deepEqual(backend.workerPids(), []);
+    } finally {
+      await backend.close();
+    }
   });
 });
 
