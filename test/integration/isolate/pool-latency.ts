@@ -2,7 +2,7 @@
  * Prints per-call latency of a trivial tool through the isolate backend with the warm
  * pool and code cache on and off. Measures only; asserts nothing (not a test file).
  *
- *   node_modules/.bin/node --no-node-snapshot test/integration/isolate/pool-latency.ts [calls]
+ *   node_modules/.bin/node --no-node-snapshot test/integration/isolate/pool-latency.ts [calls] [gapMs]
  *
  * Calls are sequential, with a short pause between them so that the pool can refill
  * (the pool's purpose: an idle server answering one call at a time), and then as a
@@ -13,6 +13,8 @@ import {pino} from 'pino';
 import {IsolateBackend, type IsolateBackendOptions} from '../../../src/backends/isolate/isolate-backend.ts';
 
 const CALLS = Number(process.argv[2] ?? 300);
+/** Pause between sequential calls, in ms (default 2). */
+const GAP_MS = Number(process.argv[3] ?? 2);
 const TOOL = 'export default (args) => ({sum: args.a + args.b})';
 const LIMITS = {timeoutMs: 2000, memoryMb: 32, outputBytes: 65536};
 
@@ -36,7 +38,7 @@ async function measure(label: string, options: IsolateBackendOptions): Promise<v
   const sequential: number[] = [];
   for (let n = 0; n < CALLS; n++) {
     sequential.push(await call(n));
-    await new Promise((resolve) => setTimeout(resolve, 2));
+    await new Promise((resolve) => setTimeout(resolve, GAP_MS));
   }
   const burstStarted = performance.now();
   const burst = await Promise.all(Array.from({length: 50}, (_, n) => call(n)));
@@ -49,7 +51,7 @@ async function measure(label: string, options: IsolateBackendOptions): Promise<v
   console.log(`  pooled ${stats.pooled}/${stats.completed}, code cache hits ${stats.codeCacheHits}`);
 }
 
-console.log(`node ${process.version}, ${CALLS} sequential calls of a trivial tool, memoryMb ${LIMITS.memoryMb}`);
+console.log(`node ${process.version}, ${CALLS} sequential calls of a trivial tool ${GAP_MS} ms apart, memoryMb ${LIMITS.memoryMb}`);
 await measure('pool off, code cache off', {poolSize: 0, codeCacheBytes: 0});
 await measure('pool off, code cache on ', {poolSize: 0});
 await measure('pool on (4), code cache on', {poolSize: 4});
