@@ -121,6 +121,11 @@ export class ContainerBackend implements Backend<ContainerJob> {
     if (this.#pool && !this.#closed) this.#pool.register(template);
   }
 
+  /** Warm-pool members ready and being created, and settings keys kept warm (all 0 without a pool). */
+  poolStats(): {ready: number; creating: number; keys: number} {
+    return this.#pool?.stats() ?? {ready: 0, creating: 0, keys: 0};
+  }
+
   /** Runtimes the engine offers (cached for 30 s). @throws ToolcellError `BACKEND_UNAVAILABLE` when unreachable. */
   async runtimes(): Promise<Set<string>> {
     const now = performance.now();
@@ -225,6 +230,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
         sandbox!.socket.once('end', resolve);
         sandbox!.socket.once('close', resolve);
       });
+      sandbox.socket.resume(); // a warm member's socket was paused after its readiness signal
 
       // 3. Input, then close stdin.
       const input = warm ? this.#pool!.launchInput(job) : job.stdin === undefined ? undefined : Buffer.from(job.stdin, 'utf8');

@@ -21,10 +21,10 @@ export function isUnreachable(err: unknown): boolean {
   return typeof code === 'string' && UNREACHABLE_CODES.has(code);
 }
 
-/** True when the engine answered 404 for a container (already gone). */
+/** True when the engine answered 404 for a container (already gone), or 409 because its removal is already in progress. */
 export function isNoSuchContainer(err: unknown): boolean {
   const e = err as DockerError;
-  return e?.statusCode === 404 || /no such container/i.test(dockerMessage(err));
+  return e?.statusCode === 404 || /no such container|removal of container .* is already in progress/i.test(dockerMessage(err));
 }
 
 /** The `toolcell images build` name of a toolcell image reference, e.g. `toolcell/python:latest` → `python`. */

@@ -15,7 +15,7 @@ const log = rootLog.child({component: 'container-pool'});
  *
  * A member is created with exactly the create options of a cold container for the same job
  * (`toCreateOptions`: same image, user, env, workdir, HostConfig, labels but the job id), except
- * that its command is {@link LAUNCHER_ARGV}: a fixed `/bin/sh` script that reads the job's argv
+ * that its command is {@link launcherArgv}: a fixed `/bin/sh` script that reads the job's argv
  * from stdin, then `exec`s it, so the tool process replaces the launcher (same PID, same
  * limits, same init as PID 1) and reads the rest of stdin as its own. The argv is data for the
  * script, never code: each element is one line, with only `\` and newline escaped and decoded
@@ -44,22 +44,71 @@ export interface PoolOptions {
   maxHeaderBytes?: number;
 }
 
-/** The launcher script: argc line, then one escaped line per argument, then `exec`. */
-export const LAUNCHER_SCRIPT = [
-  'IFS= read -r n || exit 126',
-  'case $n in ""|*[!0-9]*) exit 126;; esac',
-  'set --',
-  'while [ "$n" -gt 0 ]; do',
-  '  IFS= read -r a || exit 126',
-  "  a=$(printf '%bx' \"$a\")",
-  '  set -- "$@" "${a%x}"',
-  '  n=$((n-1))',
-  'done',
-  'exec "$@"',
-].join('\n');
+/** The byte the launcher writes to stderr once it runs and waits for its input (a readiness signal, consumed by the pool). */
+export const READY_BYTE = 'R';
+/** How long a new member may take to signal readiness, in ms. */
+const READY_TIMEOUT_MS = 15_000;
 
-/** Command of a warm-pool member. */
-export const LAUNCHER_ARGV = ['/bin/sh', '-c', LAUNCHER_SCRIPT, 'toolcell-launcher'];
+/**
+ * Waits for the launcher's readiness frame on the attach socket: stderr, length 1, READY_BYTE.
+ * Bytes after it (none expected: the launcher then blocks on stdin) are put back.
+ * @throws Error when the first frame is anything else (e.g. init could not exec /bin/sh), the
+ *   socket ends, or it takes longer than READY_TIMEOUT_MS.
+ */
+function awaitReady(socket: Sandbox['socket']): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let got = Buffer.alloc(0);
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.pause();
+      if (err) reject(err);
+      else resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk]);
+      if (got.length < 9) return;
+      const ok = got[0] === 2 && got.readUInt32BE(4) === 1 && got.subarray(8, 9).toString('latin1') === READY_BYTE;
+      // Stop listening first: unshift() would otherwise hand the same bytes to this handler again.
+      done(ok ? undefined : new Error(`launcher did not start: ${got.subarray(8, 200).toString('utf8')}`));
+      if (ok && got.length > 9) socket.unshift(got.subarray(9));
+    };
+    const onEnd = () => done(new Error('launcher exited before it was ready'));
+    const timer = setTimeout(() => done(new Error('launcher was not ready in time')), READY_TIMEOUT_MS);
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+  });
+}
+
+/**
+ * The launcher script: signals readiness on stderr, reads the argc line, then one escaped line
+ * per argument, then `exec`s them.
+ * dash exports `PWD` (and `OLDPWD` after a cd) on its own; they are unset so that the tool's
+ * environment is exactly the one a cold container gets, unless the job grants them itself.
+ */
+export function launcherScript(keep: ReadonlySet<string> = new Set()): string {
+  const unset = ['PWD', 'OLDPWD'].filter((v) => !keep.has(v));
+  return [
+    `printf ${READY_BYTE} >&2`,
+    'IFS= read -r n || exit 126',
+    'case $n in ""|*[!0-9]*) exit 126;; esac',
+    'set --',
+    'while [ "$n" -gt 0 ]; do',
+    '  IFS= read -r a || exit 126',
+    "  a=$(printf '%bx' \"$a\")",
+    '  set -- "$@" "${a%x}"',
+    '  n=$((n-1))',
+    'done',
+    ...(unset.length > 0 ? [`unset ${unset.join(' ')}`] : []),
+    'exec "$@"',
+  ].join('\n');
+}
+
+/** Command of a warm-pool member for `job` (`/bin/sh -c LAUNCHER`). */
+export function launcherArgv(job: Pick<ContainerJob, 'env'>): string[] {
+  return ['/bin/sh', '-c', launcherScript(new Set(Object.keys(job.env ?? {}))), 'toolcell-launcher'];
+}
 
 /** Escapes one argv element for the launcher: `\` → `\\`, newline → `\n` (decoded by `printf %b`). */
 export function escapeArg(arg: string): string {
@@ -74,7 +123,7 @@ export function encodeLaunch(argv: readonly string[], stdin?: string): Buffer {
 
 /** The settings hash of a job: SHA-256 of the create options of its pool member (owner-independent). */
 export function poolKey(job: ContainerJob): string {
-  const options = toCreateOptions(job, {owner: '', command: LAUNCHER_ARGV, pool: ''});
+  const options = toCreateOptions(job, {owner: '', command: launcherArgv(job), pool: ''});
   return createHash('sha256').update(JSON.stringify(options)).digest('hex').slice(0, 32);
 }
 
@@ -207,7 +256,7 @@ export class ContainerPool {
   async #create(slot: Slot): Promise<void> {
     let created: Docker.Container | undefined;
     try {
-      const options = toCreateOptions(slot.template, {owner: this.#owner, command: LAUNCHER_ARGV, pool: slot.key});
+      const options = toCreateOptions(slot.template, {owner: this.#owner, command: launcherArgv(slot.template), pool: slot.key});
       const sandbox = await prepareSandbox(this.#docker, options, {
         image: slot.template.image, runtime: slot.template.runtime, signal: AbortSignal.timeout(30_000),
         onCreated: (c) => {
@@ -215,6 +264,12 @@ export class ContainerPool {
           this.#pending.add(c);
         },
       });
+      try {
+        await awaitReady(sandbox.socket);
+      } catch (err) {
+        await this.#discard(sandbox);
+        throw err;
+      }
       if (this.#closed || !this.#slots.has(slot.key)) {
         await this.#discard(sandbox);
         return;
@@ -230,6 +285,11 @@ export class ContainerPool {
       });
       slot.ready.push(member);
     } catch (err) {
+      if (this.#closed) {
+        log.debug({err}, 'warm pool member creation stopped by close()');
+        if (created) await this.#removeQuietly(created);
+        return;
+      }
       slot.brokenUntil = performance.now() + 60_000;
       log.warn({err, image: slot.template.image, profile: slot.template.profile}, 'warm pool member could not be started; these calls run cold for a minute');
       if (created) await this.#removeQuietly(created);

@@ -1,0 +1,184 @@
+// Warm pool (issue 4): containers started ahead of demand, each used by exactly one call and
+// then removed; nothing a call did is visible to the next; bursts degrade to cold starts;
+// close() leaves nothing behind.
+import assert from 'node:assert/strict';
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import {after, before, describe, test} from 'node:test';
+import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
+import type {ContainerJob} from '../../../src/backends/backend.ts';
+import {HOSTILE_ARGS, assertHealthy, docker, dockerAvailable, managedContainers, noSignal, python} from '../../support/docker.ts';
+
+const ok = await dockerAvailable({images: ['toolcell/python']});
+
+/** Prints the id of the container the code runs in (from the source of Docker's /etc/hostname bind mount), then runs `code`. */
+const WHOAMI = 'import re\ncid = re.search(r"/containers/([0-9a-f]{64})/hostname", open("/proc/self/mountinfo").read()).group(1)\nprint(cid)\n';
+
+const limits = {timeoutMs: 5_000, memoryMb: 64, outputBytes: 65_536, cpus: 0.5, pids: 32};
+const job = (code: string, extra: string[] = [], o: Partial<ContainerJob> = {}) => python(WHOAMI + code, extra, {limits, ...o});
+
+async function until(predicate: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!(await predicate())) {
+    if (performance.now() > end) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function poolMembers(owner: string): Promise<string[]> {
+  const list = await docker.listContainers({all: true, filters: {label: ['toolcell.managed=true', `toolcell.owner=${owner}`, 'toolcell.job=pool']}});
+  return list.map((c) => c.Id);
+}
+
+describe('container warm pool', {skip: !ok && 'no Docker engine'}, () => {
+  let backend: ContainerBackend;
+  let cold: ContainerBackend;
+  before(async () => {
+    backend = new ContainerBackend({pool: {size: 2, maxTotal: 4}});
+    cold = new ContainerBackend();
+    backend.prewarm(job(''));
+    await until(() => backend.poolStats().ready === 2);
+  });
+  after(async () => {
+    await backend.close();
+    await cold.close();
+    assert.deepEqual(await managedContainers(`toolcell.owner=${backend.owner}`), []);
+  });
+
+  test('a warm call runs in a member created ahead of demand, and the member is removed after the call', async () => {
+    const members = await poolMembers(backend.owner);
+    assert.equal(members.length, 2);
+    const r = await backend.run(job('print("hello")'), {signal: noSignal()});
+    assert.equal(r.failed, false, r.stderr);
+    const [cid, out] = r.stdout.trim().split('\n');
+    assert.ok(members.includes(cid!), 'the call used a pool member');
+    assert.equal(out, 'hello');
+    await until(async () => !(await managedContainers(`toolcell.owner=${backend.owner}`)).includes(cid!));
+    await until(() => backend.poolStats().ready === 2); // refilled in the background
+  });
+
+  test('argv with shell metacharacters and stdin pass through the launcher exactly', async () => {
+    const r = await backend.run(job('import json, sys\nprint(json.loads(sys.stdin.readline()) == sys.argv[1:])\nprint(repr(sys.stdin.read()))', HOSTILE_ARGS,
+      {stdin: `${JSON.stringify(HOSTILE_ARGS)}\nrest \\ of\nstdin`}), {signal: noSignal()});
+    assert.equal(r.failed, false, r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n').slice(1), ['True', "'rest \\\\ of\\nstdin'"]);
+  });
+
+  test('a warm call sees exactly the environment, user, limits and mounts of a cold call', async () => {
+    const probe = 'import json, os\nst = {l.split(":")[0]: l.split(":")[1].strip() for l in open("/proc/self/status")}\n'
+      + 'print(json.dumps({"env": dict(os.environ), "uid": os.getuid(), "cwd": os.getcwd(), "caps": st["CapEff"], "nnp": st["NoNewPrivs"], '
+      + '"mem": open("/sys/fs/cgroup/memory/memory.limit_in_bytes").read().strip() if os.path.exists("/sys/fs/cgroup/memory/memory.limit_in_bytes") else open("/sys/fs/cgroup/memory.max").read().strip(), '
+      + '"mounts": sorted(l.split()[4] for l in open("/proc/self/mountinfo")), "ppid": os.getppid()}))';
+    await until(() => backend.poolStats().ready > 0);
+    const warm = await backend.run(job(probe), {signal: noSignal()});
+    const coldRun = await cold.run(job(probe), {signal: noSignal()});
+    const w = JSON.parse(warm.stdout.trim().split('\n')[1]!);
+    const c = JSON.parse(coldRun.stdout.trim().split('\n')[1]!);
+    assert.deepEqual(w, c);
+  });
+
+  test('no state crosses calls: a file in tmpfs and a background process of call N are gone in call N+1', async () => {
+    await until(() => backend.poolStats().ready === 2);
+    const first = await backend.run(job('import os, subprocess\nopen("/tmp/state", "w").write("left")\n'
+      + 'subprocess.Popen(["/usr/bin/sleep", "300"], start_new_session=True)\nprint(os.path.exists("/tmp/state"))'), {signal: noSignal()});
+    assert.equal(first.failed, false, first.stderr);
+    const second = await backend.run(job('import os\nprint(os.path.exists("/tmp/state"), sorted(os.listdir("/tmp")))\n'
+      + 'cmds = [open(f"/proc/{p}/cmdline", "rb").read() for p in os.listdir("/proc") if p.isdigit()]\nprint(any(c.startswith(b"/usr/bin/" + b"sleep") for c in cmds))'), {signal: noSignal()});
+    const [cid1] = first.stdout.split('\n');
+    const [cid2, exists, sleeping] = second.stdout.trim().split('\n');
+    assert.notEqual(cid1, cid2, 'a different container');
+    assert.equal(exists, 'False []');
+    assert.equal(sleeping, 'False');
+  });
+
+  test('a burst larger than the pool degrades to cold starts, never to reuse', async () => {
+    await until(() => backend.poolStats().ready === 2);
+    const results = await Promise.all(Array.from({length: 6}, (_, i) => backend.run(job(`print(${i})`), {signal: noSignal()})));
+    const ids = results.map((r) => r.stdout.split('\n')[0]);
+    assert.ok(results.every((r, i) => !r.failed && r.stdout.split('\n')[1] === String(i)));
+    assert.equal(new Set(ids).size, 6, 'six calls, six containers');
+  });
+
+  test('hazards on a warm member: sleep forever times out and the member is removed; OOM is reported', async () => {
+    await until(() => backend.poolStats().ready === 2);
+    const r = await backend.run(job('import time; time.sleep(100)', [], {limits: {...limits, timeoutMs: 1_000}}), {signal: noSignal()});
+    assert.equal(r.timedOut, true);
+    const cid = r.stdout.split('\n')[0]!;
+    assert.ok(!(await managedContainers(`toolcell.owner=${backend.owner}`)).includes(cid));
+    await until(() => backend.poolStats().ready > 0);
+    const oom = await backend.run(job('a = []\nwhile True: a.append(bytearray(1 << 20))'), {signal: noSignal()});
+    assert.equal(oom.outOfMemory, true);
+    await assertHealthy(backend, {limits});
+  });
+
+  test('a member whose settings differ is not used', async () => {
+    await until(() => backend.poolStats().ready === 2);
+    const members = await poolMembers(backend.owner);
+    const r = await backend.run(job('print(open("/sys/fs/cgroup/memory/memory.limit_in_bytes").read().strip())', [], {limits: {...limits, memoryMb: 96}}), {signal: noSignal()});
+    const [cid, mem] = r.stdout.trim().split('\n');
+    assert.ok(!members.includes(cid!), 'a cold container, not a member with other settings');
+    assert.equal(mem, String(96 * 2 ** 20));
+  });
+});
+
+describe('container warm pool lifecycle', {skip: !ok && 'no Docker engine'}, () => {
+  test('a member that aged out is discarded, not used', async () => {
+    const b = new ContainerBackend({pool: {size: 1, maxAgeMs: 1_000}});
+    try {
+      b.prewarm(job(''));
+      await until(() => b.poolStats().ready === 1);
+      const old = await poolMembers(b.owner);
+      await new Promise((r) => setTimeout(r, 1_200));
+      const r = await b.run(job('print(1)'), {signal: noSignal()});
+      assert.ok(!old.includes(r.stdout.split('\n')[0]!), 'the aged member was not used');
+      await until(async () => !(await managedContainers(`toolcell.owner=${b.owner}`)).includes(old[0]!));
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('close() with a full pool leaves no labelled container', async () => {
+    const b = new ContainerBackend({pool: {size: 3, maxTotal: 3}});
+    b.prewarm(job(''));
+    await until(() => b.poolStats().ready === 3);
+    assert.equal((await managedContainers(`toolcell.owner=${b.owner}`)).length, 3);
+    await b.close();
+    assert.deepEqual(await managedContainers(`toolcell.owner=${b.owner}`), []);
+  });
+
+  test('close() while members are still being created leaves no labelled container', async () => {
+    const b = new ContainerBackend({pool: {size: 3, maxTotal: 3}});
+    b.prewarm(job(''));
+    await new Promise((r) => setTimeout(r, 20));
+    await b.close();
+    assert.deepEqual(await managedContainers(`toolcell.owner=${b.owner}`), []);
+  });
+
+  test('an image without /bin/sh cannot host the launcher: the pool stops trying and calls run cold', async () => {
+    const tag = `toolcell-test/nosh:${process.pid}`;
+    const dir = mkdtempSync(join(tmpdir(), 'toolcell-nosh-'));
+    writeFileSync(join(dir, 'Dockerfile'), 'FROM toolcell/python\nUSER root\nRUN rm -f /usr/bin/sh /usr/bin/dash /bin/sh /bin/dash\nUSER 65534:65534\n');
+    const stream = await docker.buildImage({context: dir, src: ['Dockerfile']}, {t: tag});
+    const events = await new Promise<Array<{error?: string}>>((resolve, reject) => docker.modem.followProgress(stream, (err, out) => (err ? reject(err) : resolve(out))));
+    assert.equal(events.find((e) => e.error)?.error, undefined, 'test image built');
+    rmSync(dir, {recursive: true, force: true});
+    const b = new ContainerBackend({pool: {size: 2}});
+    try {
+      const noShell = (code: string) => job(code, [], {image: tag});
+      b.prewarm(noShell(''));
+      await until(async () => b.poolStats().creating === 0 && (await managedContainers(`toolcell.owner=${b.owner}`)).length === 0);
+      assert.equal(b.poolStats().ready, 0);
+      for (let i = 0; i < 3; i++) {
+        const r = await b.run(noShell('print("cold")'), {signal: noSignal()});
+        assert.equal(r.failed, false, r.stderr);
+        assert.equal(r.stdout.split('\n')[1], 'cold');
+      }
+      assert.equal(b.poolStats().ready, 0, 'no member is retried for a minute');
+    } finally {
+      await b.close();
+      await docker.getImage(tag).remove({force: true}).catch(() => undefined);
+    }
+    assert.deepEqual(await managedContainers(`toolcell.owner=${b.owner}`), []);
+  });
+});
