@@ -80,6 +80,19 @@ function dockerUsable() {
   }
 }
 
+/** RSS of the direct children (isolate workers) of `pid`, in MB, summed. */
+function childRss(pid) {
+  try {
+    const kids = execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], {encoding: 'utf8'}).split('\n').map((x) => Number(x.trim())).filter(Boolean);
+    return round(kids.reduce((sum, k) => sum + (rssMb(k) || 0), 0), 1);
+  } catch {
+    return NaN;
+  }
+}
+
+/** Isolate worker and pool settings for the toolcell runs (BENCH_ISOLATE_FLAGS overrides). */
+const isolateFlags = (process.env.BENCH_ISOLATE_FLAGS ?? '--isolate-workers 2 --isolate-pool 8').split(' ').filter(Boolean);
+
 const serveArgs = (extra) => [
   'dist/cli.js', 'serve', '--tools', 'bench/fixtures/tools', '--profiles', 'bench/fixtures/profiles', '--audit-log', 'off', ...extra,
 ];
@@ -98,31 +111,38 @@ log('floor: in-process tool behind the MCP SDK over stdio …');
   await floor.close();
 }
 
-// 2. isolate tool through toolcell, and RSS
+// 2. isolate tool through toolcell
 log('isolate: a fresh isolate per call through toolcell serve …');
 {
-  const server = await connect(process.execPath, serveArgs(['--no-containers']));
-  await server.client.listTools();
-  await new Promise((r) => setTimeout(r, 500));
-  const idle = rssMb(server.pid);
+  const server = await connect(process.execPath, serveArgs(['--no-containers', ...isolateFlags]));
   results.isolate = await measure(server.client, 'bench__double', (i) => ({n: i}), N_SEQ, N_PAR);
-  // RSS after the first 1,000 and after 10,000 calls in all (16 in flight).
-  let done = N_SEQ + N_PAR + Math.min(200, N_SEQ);
+  await server.close();
+}
+
+// RSS of the server process (the isolate worker is a separate process, reported beside it):
+// idle, after the first 1,000 calls, after 10,000 calls (16 in flight) on a fresh server.
+log('rss: 10,000 isolate calls on a fresh server …');
+{
+  const server = await connect(process.execPath, serveArgs(['--no-containers', ...isolateFlags]));
+  await server.client.listTools();
+  await new Promise((r) => setTimeout(r, 1000));
+  const idle = rssMb(server.pid);
+  let done = 0;
   const drive = async (target) => {
-    let next = done;
     await Promise.all(Array.from({length: 16}, async () => {
-      while (next < target) {
-        next++;
-        await check(server.client, 'bench__double', {n: next});
+      while (done < target) {
+        done++;
+        await check(server.client, 'bench__double', {n: done});
       }
     }));
-    done = Math.max(done, target);
   };
   await drive(1000);
   const after1k = rssMb(server.pid);
+  const workers1k = childRss(server.pid);
   await drive(10_000);
   const after10k = rssMb(server.pid);
-  results.rss = {idleMb: idle, after1000Mb: after1k, after10000Mb: after10k, growthPct: round(((after10k - after1k) / after1k) * 100, 1), calls: done};
+  results.rss = {idleMb: idle, after1000Mb: after1k, after10000Mb: after10k, growthPct: round(((after10k - after1k) / after1k) * 100, 1), calls: done,
+    workerAfter1000Mb: workers1k, workerAfter10000Mb: childRss(server.pid)};
   await server.close();
 }
 
@@ -182,7 +202,8 @@ const table = [
   row('toolcell container, pool on (fresh container per call)', r.containerWarm),
   row('`docker run --rm` per call, hardened flags', r.dockerRun),
   '',
-  `Server RSS: idle ${r.rss.idleMb} MB; after 1,000 calls ${r.rss.after1000Mb} MB; after ${r.rss.calls} calls ${r.rss.after10000Mb} MB (${r.rss.growthPct}%).`,
+  `Server RSS: idle ${r.rss.idleMb} MB; after 1,000 calls ${r.rss.after1000Mb} MB; after ${r.rss.calls} calls ${r.rss.after10000Mb} MB (${r.rss.growthPct}%). Isolate workers: ${r.rss.workerAfter1000Mb} MB after 1,000, ${r.rss.workerAfter10000Mb} MB after ${r.rss.calls}.`,
+  `toolcell flags: ${isolateFlags.join(' ')}`,
   `Ratios: isolate p50 / floor p50 = ${r.ratios.isolateP50OverFloor}` + (r.containerWarm ? `; docker run p50 / toolcell container p50 = ${r.ratios.dockerRunOverContainerWarmP50} (pool on), ${r.ratios.dockerRunOverContainerColdP50} (pool off)` : ''),
   '',
   ...Object.entries(r.targets).map(([k, v]) => `- ${v ? 'met' : 'MISSED'}: ${k}`),
