@@ -204,6 +204,9 @@ describe('cancellation and load', () => {
     const progress: number[] = [];
     const result = await server.client.callTool({name: 'hostile__stdout', arguments: {}}, {onprogress: (p) => progress.push(p.progress)});
     assert.equal(textOf(result), 'done');
+    // The SDK client may resolve the call before it has run the handler of a notification that
+    // arrived in the same chunk just ahead of the response; let its handlers run first.
+    for (let i = 0; i < 20 && progress.length < 3; i++) await new Promise((r) => setTimeout(r, 5));
     assert.deepEqual(progress, [0, 1, 2]);
     assert.ok(logs.some((l) => String(l).includes('"id\\":999') || String(l).includes('"id":999')), `log notifications: ${JSON.stringify(logs)}`);
   });

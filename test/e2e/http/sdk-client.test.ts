@@ -57,7 +57,7 @@ for (const kind of RUNTIME_KINDS) {
           assert.deepEqual(result.content, [{type: 'text', text: 'hi'}]);
           assert.ok(progress.length >= 1, 'at least one progress notification');
           for (let i = 1; i < progress.length; i++) assert.ok(progress[i]!.progress > progress[i - 1]!.progress, 'progress increases');
-          assert.deepEqual(progress.map((p) => p.message), ['queued', 'finished']);
+          assert.deepEqual(progress.map((p) => p.message), ['queued', 'running in a fresh sandbox', 'finished']);
         } finally {
           await close();
         }

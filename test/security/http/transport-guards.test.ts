@@ -221,9 +221,9 @@ test('2025 SSE streams start with a priming event and resume only inside their o
   const text = await response.text();
   assert.match(text, /^id: \S+\nretry: 1000\ndata: \n\n/, 'priming event: an id, a retry hint, empty data');
   const ids = [...text.matchAll(/^id: (\S+)$/gm)].map((m) => m[1]!);
-  assert.equal(ids.length, 4, 'priming, two progress notifications, the result');
+  assert.equal(ids.length, 5, 'priming, three progress notifications (queued, running, finished), the result');
 
-  // Resume after the priming event: the three later events of that stream are replayed.
+  // Resume after the priming event: the later events of that stream are replayed.
   const controller = new AbortController();
   const resumed = await fetch(service.url, {headers: {...ALICE, ...LEGACY, Accept: 'text/event-stream', 'mcp-session-id': sid, 'last-event-id': ids[0]!}, signal: controller.signal});
   assert.equal(resumed.status, 200);
