@@ -68,5 +68,5 @@ EXPOSE 8080
 LABEL org.opencontainers.image.title="toolcell/service" \
       org.opencontainers.image.description="toolcell: sandboxed MCP tool execution over Streamable HTTP"
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "--no-node-snapshot", "dist/cli.js"]
+ENTRYPOINT ["node", "--no-node-snapshot", "--max-semi-space-size=4", "--max-old-space-size=512", "dist/cli.js"]
 CMD ["serve", "--http", "0.0.0.0:8080", "--config", "/etc/toolcell/config.json"]

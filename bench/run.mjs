@@ -93,8 +93,9 @@ function childRss(pid) {
 /** Isolate worker and pool settings for the toolcell runs (BENCH_ISOLATE_FLAGS overrides). */
 const isolateFlags = (process.env.BENCH_ISOLATE_FLAGS ?? '--isolate-workers 2 --isolate-pool 8').split(' ').filter(Boolean);
 
+/** The server is started as `npm start` and the `toolcell` bin start it: with the heap flags of src/cli.ts. */
 const serveArgs = (extra) => [
-  'dist/cli.js', 'serve', '--tools', 'bench/fixtures/tools', '--profiles', 'bench/fixtures/profiles', '--audit-log', 'off', ...extra,
+  '--max-semi-space-size=4', '--max-old-space-size=512', 'dist/cli.js', 'serve', '--tools', 'bench/fixtures/tools', '--profiles', 'bench/fixtures/profiles', '--audit-log', 'off', ...extra,
 ];
 
 const results = {
