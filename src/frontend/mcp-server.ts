@@ -12,7 +12,8 @@ export const SERVER_INFO = {name: 'toolcell', version: '0.1.0'} as const;
  * schema.ts `ToolAnnotations`: hints, untrusted by clients). No profile grants egress yet,
  * so `openWorldHint` is false; `readOnlyHint` is true only when nothing on the host can be
  * written: isolates (no filesystem at all) and containers with a read-only root and only
- * read-only mounts (tmpfs writes vanish with the container).
+ * read-only mounts (tmpfs writes vanish with the container). `destructiveHint` is left at its
+ * default (true) for a tool that can write to the host: the profile cannot tell otherwise.
  */
 export function annotationsOf(tool: ToolDefinition): ToolAnnotations {
   const p = tool.profile;
@@ -20,7 +21,6 @@ export function annotationsOf(tool: ToolDefinition): ToolAnnotations {
   return {
     ...(tool.title === undefined ? {} : {title: tool.title}),
     readOnlyHint: readOnly,
-    ...(readOnly ? {} : {destructiveHint: false}),
     openWorldHint: false,
   };
 }
