@@ -53,7 +53,7 @@ function addLoadOptions(command: Command): Command {
   return command
     .option('--tools <dir>', 'tool package directory (repeatable; default: the bundled tools/)', collect)
     .option('--profiles <dir>', 'profile directory (repeatable; default: the bundled profiles/)', collect)
-    .option('--workspace <dir>', 'directory that "${workspace}" means in mount grants (default: the current directory)')
+    .option('--workspace <dir>', 'directory that "${workspace}" means in mount grants (no default: tools that mount it are left out without it)')
     .option('--mount-root <dir>', 'directory under which profile mounts may lie (repeatable; default: the workspace)', collect)
     .option('--no-containers', 'do not use the Docker engine; container tools are left out')
     .option('--unprefixed <package>', 'serve this package\'s tools under their bare names, not <package>__<tool> (repeatable)', collect);

@@ -23,9 +23,13 @@ export interface RuntimeOptions {
   toolDirs?: readonly string[];
   /** Profile directories; default: the bundled `profiles/`. */
   profileDirs?: readonly string[];
-  /** Directory `${workspace}` means in mount grants; default: the current directory. */
+  /**
+   * Directory `${workspace}` means in mount grants. No default: without it, tools whose profile
+   * mounts `${workspace}` are left out (least privilege: the current directory of whoever
+   * launched the server may be `/` or a home directory).
+   */
   workspace?: string;
-  /** Roots under which mounts may lie; default: `[workspace]`. */
+  /** Roots under which mounts may lie; default: `[workspace]`, or none without a workspace. */
   mountRoots?: readonly string[];
   /** Audit target: a file path, `stderr`, or `off`. Default `stderr`. */
   audit?: string;
@@ -83,13 +87,19 @@ export interface Runtime extends ToolRuntime {
 export async function createRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
   const profileDirs = options.profileDirs?.length ? options.profileDirs : [BUNDLED_PROFILES];
   const toolDirs = options.toolDirs?.length ? options.toolDirs : [BUNDLED_TOOLS];
-  const workspace = resolve(options.workspace ?? process.cwd());
+  const workspace = options.workspace === undefined ? undefined : resolve(options.workspace);
   const profiles = await loadProfiles(profileDirs);
   const mountsByProfile = new Map<string, ContainerGrants['mounts']>();
+  /** Container profiles that cannot be used as started, with the reason. */
+  const profileProblems = new Map<string, string>();
   for (const profile of profiles.values()) {
-    if (profile.backend === 'container') {
-      mountsByProfile.set(profile.name, await resolveMounts(profile, {workspace, mountRoots: options.mountRoots?.length ? options.mountRoots : [workspace]}));
+    if (profile.backend !== 'container') continue;
+    if (workspace === undefined && profile.filesystem.mounts.some((m) => m.source.startsWith('${workspace}'))) {
+      profileProblems.set(profile.name, `its profile "${profile.name}" mounts \${workspace}, and serve was started without --workspace DIR`);
+      continue;
     }
+    const mountRoots = options.mountRoots?.length ? options.mountRoots : workspace === undefined ? [] : [workspace];
+    mountsByProfile.set(profile.name, await resolveMounts(profile, {workspace: workspace ?? '', mountRoots}));
   }
   const loaded = await loadPackages(toolDirs, profiles, {unprefixed: options.unprefixed ?? []});
   for (const r of loaded.rejected) log.warn({dir: r.dir, package: r.name}, `package rejected: ${r.reason}`);
@@ -113,6 +123,12 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       for (const tool of containerTools) {
         const profile = tool.profile;
         if (profile.backend !== 'container') continue;
+        const problem = profileProblems.get(profile.name);
+        if (problem !== undefined) {
+          unavailable.push({tool: tool.name, reason: problem});
+          process.stderr.write(`toolcell: tool ${tool.name} left out: ${problem}\n`);
+          continue;
+        }
         try {
           const commands = await support.resolveCommands(tool.container!.image, profile.commands);
           const grants = {commands, mounts: mountsByProfile.get(profile.name) ?? []};
