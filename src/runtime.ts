@@ -1,7 +1,7 @@
 import {resolve} from 'node:path';
 import {JsonlAuditSink} from './audit/audit-log.ts';
 import type {AuditSink} from './audit/audit-event.ts';
-import type {Backend, ContainerJob, IsolateJob} from './backends/backend.ts';
+import type {ContainerJob} from './backends/backend.ts';
 import {IsolateBackend} from './backends/isolate/isolate-backend.ts';
 import {DEFAULT_DISPATCH, Dispatcher, type DispatcherOptions} from './dispatch/dispatcher.ts';
 import type {Admission, ToolRuntime} from './frontend/call-tool.ts';
@@ -75,6 +75,10 @@ export interface Runtime extends ToolRuntime {
   readonly unavailable: readonly UnavailableTool[];
   /** Every loaded tool, served or not. */
   readonly allTools: ReadonlyMap<string, ToolDefinition>;
+  /** Warm sandboxes ready now, by backend (for metrics). */
+  poolSizes(): Record<string, number>;
+  /** Whether the container backend, when tools need it, answers now (a Docker ping, at most 2 s). */
+  containersReachable(): Promise<boolean>;
   /** Stops the backends (sandboxes are destroyed and reaped) and flushes the audit log. */
   close(): Promise<void>;
 }
@@ -110,7 +114,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const containerTools = [...loaded.tools.values()].filter((t) => t.container !== undefined);
   for (const tool of loaded.tools.values()) if (tool.isolate) served.set(tool.name, tool);
 
-  let container: Backend<ContainerJob> | undefined;
+  let container: ContainerBackend | undefined;
   if (containerTools.length > 0) {
     const support = options.containers === false
       ? {backend: undefined, reason: 'container tools are turned off (--no-containers)'}
@@ -144,7 +148,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     }
   }
 
-  const isolate: Backend<IsolateJob> = new IsolateBackend({
+  const isolate = new IsolateBackend({
     workers: options.isolateWorkers ?? 1,
     poolSize: options.isolatePool ?? 0,
   });
@@ -163,6 +167,16 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     containerGrants,
     ...(options.admission ? {admission: options.admission} : {}),
     ...(options.onCallFinished ? {onCallFinished: options.onCallFinished} : {}),
+    poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {})}),
+    containersReachable: async () => {
+      if (container === undefined) return options.containers === false || containerTools.length === 0;
+      try {
+        await (container.docker.ping as (options: object) => Promise<unknown>).call(container.docker, {abortSignal: AbortSignal.timeout(2000)});
+        return true;
+      } catch {
+        return false;
+      }
+    },
     close: () => (closing ??= (async () => {
       await dispatcher.close();
       await audit.close();

@@ -438,7 +438,8 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     const runtime = await createRuntime({...options, admission: quota, onCallFinished: metrics.onCallFinished});
     close = () => runtime.close();
     for (const r of runtime.rejected) say(`package ${r.name ?? r.dir} rejected: ${r.reason}`);
-    service = await startHttpService({runtime, config, host, port, metrics});
+    metrics.watchPools(() => runtime.poolSizes());
+    service = await startHttpService({runtime, config, host, port, metrics, readinessCheck: () => runtime.containersReachable()});
   } catch (err) {
     await close?.().catch(() => {});
     if (err instanceof ConfigError) {
