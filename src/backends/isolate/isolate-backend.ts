@@ -5,6 +5,7 @@ import {fileURLToPath} from 'node:url';
 import type {Backend, ExecutionResult, IsolateJob} from '../backend.ts';
 import {ToolcellError} from '../../errors.ts';
 import {log as rootLog, type Logger} from '../../log.ts';
+import {SourceDigests} from './source-cache.ts';
 import {emptyResult, WorkerProcess, type WorkerExitInfo} from './worker-process.ts';
 import type {WorkerConfig, WorkerLimits, WorkerOutcome} from './worker-protocol.ts';
 
@@ -37,6 +38,13 @@ export interface IsolateBackendOptions {
    */
   codeCacheBytes?: number;
   /**
+   * Byte budget (UTF-8) of each worker's source cache: module sources kept by their
+   * sha256 so that each distinct source crosses the IPC channel once per worker, not
+   * with every call. Only source text is kept (code as data). 0 sends the source with
+   * every call. Default 32 MiB.
+   */
+  sourceCacheBytes?: number;
+  /**
    * Keep `WebAssembly` in the isolates. Default false: WebAssembly memory is not counted
    * by isolated-vm's `memoryLimit` (seen here: 640 MB of wasm memory in a 32 MB isolate),
    * so it is removed from the global before tool code runs.
@@ -68,9 +76,14 @@ export interface IsolateBackendStats {
   codeCacheHits: number;
   /** Worker processes started to replace one that stopped or was retired. */
   restarts: number;
+  /** Requests sent again with their source because a worker no longer had it (`need-source`). */
+  sourceResends: number;
 }
 
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+/** Bounds of the supervisor's memo of source digests (entries; total UTF-16 code units). */
+const DIGEST_MEMO_ENTRIES = 256;
+const DIGEST_MEMO_CHARS = 64 * 2 ** 20;
 /** Restarts within this window (ms) count towards the back-off. */
 const RESTART_WINDOW_MS = 30_000;
 
@@ -137,9 +150,13 @@ export class IsolateBackend implements Backend<IsolateJob> {
   readonly #config: WorkerConfig;
   readonly #slots: (WorkerProcess | undefined)[];
   readonly #retiring = new Set<WorkerProcess>();
+  /** sha256 of each source seen, so a source is hashed once, not per call. */
+  readonly #digests = new SourceDigests(DIGEST_MEMO_ENTRIES, DIGEST_MEMO_CHARS);
   readonly #restartTimes: number[][];
-  readonly #stats: IsolateBackendStats = {completed: 0, pooled: 0, codeCacheHits: 0, restarts: 0};
+  readonly #stats: IsolateBackendStats = {completed: 0, pooled: 0, codeCacheHits: 0, restarts: 0, sourceResends: 0};
   #closed = false;
+  /** Where the next `#pick` starts looking (round-robin among equally loaded workers). */
+  #next = 0;
   #closing: Promise<void> | undefined;
 
   /**
@@ -161,6 +178,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
       poolMaxKeys: int(options.poolMaxKeys, 4, 1, 'poolMaxKeys'),
       poolMemoryMb: (options.poolMemoryMb ?? []).map((mb) => int(mb, 0, 8, 'poolMemoryMb[]')),
       codeCacheBytes: int(options.codeCacheBytes, 32 * 2 ** 20, 0, 'codeCacheBytes'),
+      sourceCacheBytes: int(options.sourceCacheBytes, 32 * 2 ** 20, 0, 'sourceCacheBytes'),
       allowWebAssembly: options.allowWebAssembly ?? false,
       startTimeoutMs: int(options.startTimeoutMs, 15_000, 100, 'startTimeoutMs'),
       backstopGraceMs: int(options.backstopGraceMs, 1000, 50, 'backstopGraceMs'),
@@ -171,6 +189,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
       poolMaxKeys: this.#options.poolMaxKeys,
       poolMemoryMb: this.#options.poolMemoryMb,
       codeCacheBytes: this.#options.codeCacheBytes,
+      sourceCacheBytes: this.#options.sourceCacheBytes,
       removeWebAssembly: !this.#options.allowWebAssembly,
     };
     this.#slots = Array.from({length: this.#options.workers}, () => undefined);
@@ -222,7 +241,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
       }
     }
     if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The isolate backend is closed.');
-    return await worker.call(job, argsJson, limits, signal, started);
+    return await worker.call(job, this.#digests.of(job.source), argsJson, limits, signal, started);
   }
 
   /** PIDs of the running worker processes (retiring ones included), for tests and diagnostics. */
@@ -252,11 +271,17 @@ export class IsolateBackend implements Backend<IsolateJob> {
     return this.#closing;
   }
 
-  /** The worker for the next call: the live one with the fewest calls in flight, ready ones first. */
+  /**
+   * The worker for the next call: the live one with the fewest calls in flight, ready
+   * ones first; ties go round-robin, so that sequential calls alternate between workers
+   * and each has the gap between its calls to refill its warm pool.
+   */
   #pick(): WorkerProcess {
     let best: WorkerProcess | undefined;
-    for (let index = 0; index < this.#slots.length; index++) {
-      const worker = this.#slot(index);
+    const count = this.#slots.length;
+    const first = this.#next++ % count;
+    for (let offset = 0; offset < count; offset++) {
+      const worker = this.#slot((first + offset) % count);
       if (best === undefined
         || (worker.isReady && !best.isReady)
         || (worker.isReady === best.isReady && worker.inflight < best.inflight)) best = worker;
@@ -286,6 +311,9 @@ export class IsolateBackend implements Backend<IsolateJob> {
       onExit: (worker, info) => this.#onExit(index, worker, info),
       onWedged: (worker) => this.#onWedged(index, worker),
       onOutcome: (outcome) => this.#count(outcome),
+      onSourceResend: () => {
+        this.#stats.sourceResends++;
+      },
     });
   }
 

@@ -23,7 +23,7 @@
  */
 
 /** Operations of the entry function; see `isolatePrelude`. */
-export type EntryOp = 'init' | 'run' | 'drain';
+export type EntryOp = 'init' | 'run' | 'drain' | 'warm';
 
 /** What the entry returns for `run`, copied out of the isolate. */
 export interface RunnerResult {
@@ -53,6 +53,12 @@ export interface DrainResult {
  *   A module whose top-level await has not settled resolves never (the caller's wall
  *   clock ends it: there are no timers in an isolate, so it cannot settle later).
  * - `entry('drain')`: the console text so far (after a timeout), as a `DrainResult`.
+ * - `entry('warm')`: runs `run` once on a module-like object made here (`default` returns
+ *   its argument), before any tool code exists in the isolate, so that V8 compiles the
+ *   prelude's own functions ahead of demand (they are compiled lazily, on first call,
+ *   in every new isolate). It writes no console line and changes no state a tool can
+ *   observe (`limit`, the console text and its flag stay as they were). Used only by
+ *   the warm pool, off a call's critical path.
  *
  * Console: `log`, `info`, `debug`, `warn`, `error`, `trace`, `dir`, `table`, `assert`,
  * `group`/`groupCollapsed`/`groupEnd`, `count`/`countReset`, `time`/`timeLog`/`timeEnd`.
@@ -530,6 +536,10 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
       return undefined;
     }
     if (op === 'run') return run(a, b);
+    if (op === 'warm') {
+      void run({default: function warm(value: unknown): unknown { return value; }}, '{"warm":[1,"x",true,null]}');
+      return undefined;
+    }
     if (op === 'drain') {
       const result: DrainResult = {stderr: collected, truncated};
       return result;

@@ -1,11 +1,11 @@
 import {performance} from 'node:perf_hooks';
 import type ivm from 'isolated-vm';
-import {CodeCache} from './code-cache.ts';
+import type {CodeCache} from './code-cache.ts';
 import type {DrainResult, RunnerResult} from './prelude.ts';
 import {disposePrepared, prepareIsolate, type PreparedIsolate} from './prepared-isolate.ts';
 import {cutUtf8} from './utf8-cut.ts';
 import type {WarmPool} from './warm-pool.ts';
-import type {RunRequest, ToolError, WorkerOutcome} from './worker-protocol.ts';
+import type {ResolvedRun, ToolError, WorkerOutcome} from './worker-protocol.ts';
 
 /** What `runInIsolate` needs from the worker process. */
 export interface RunDeps {
@@ -18,6 +18,14 @@ export interface RunDeps {
   onCatastrophicError: (message: string) => void;
   /** Called when an isolate's work did not stop within 1 s of its disposal (see `WorkerMessage` 'wedged'). */
   onWedged: () => void;
+  /**
+   * Optional: receives the disposal of an isolate whose call completed normally, so the
+   * worker can send the reply first and dispose right after (the isolate is still never
+   * reused; nothing can reach it meanwhile). The receiver must run `task` soon, in the
+   * same turn after the reply. Without it the isolate is disposed before this resolves.
+   * Calls that timed out, were cancelled or failed are always disposed at once.
+   */
+  afterReply?: (task: () => void) => void;
 }
 
 /** How long a drain of the console may take after a timeout, in ms. */
@@ -31,6 +39,13 @@ const MAX_ERROR_MESSAGE_CHARS = 4096;
 const TIMED_OUT_MESSAGE = 'Script execution timed out.';
 const NOT_AN_ERROR_MESSAGE = 'An object was thrown from supplied code within isolated-vm, but that object was not an instance of `Error`.';
 const ARRAY_BUFFER_FAILED = 'Array buffer allocation failed';
+
+/**
+ * Sources up to this many UTF-16 units are compiled with the synchronous `compileModuleSync`
+ * (no thread hop); larger ones, unless their compiled code is cached, compile on the
+ * isolate's thread so the worker's main thread stays free for other calls.
+ */
+const SYNC_COMPILE_MAX_CHARS = 64 * 1024;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -86,13 +101,13 @@ const base = (pooled: boolean, codeCacheHit: boolean): WorkerOutcome => ({
  * Does NOT guarantee: that the isolate's thread stops when disposed (isolated-vm can
  * hang copying a hostile thrown value out); that case is reported via `deps.onWedged`.
  */
-export async function runInIsolate(request: RunRequest, signal: AbortSignal, deps: RunDeps): Promise<WorkerOutcome> {
+export async function runInIsolate(request: ResolvedRun, signal: AbortSignal, deps: RunDeps): Promise<WorkerOutcome> {
   const {limits} = request;
   const started = performance.now();
   const deadline = started + limits.timeoutMs;
   let prepared = deps.pool?.take(limits.memoryMb);
   const pooled = prepared !== undefined;
-  prepared ??= await prepareIsolate({
+  prepared ??= prepareIsolate({
     memoryMb: limits.memoryMb, removeWebAssembly: deps.removeWebAssembly, onCatastrophicError: deps.onCatastrophicError,
   });
   if (signal.aborted) {
@@ -103,7 +118,7 @@ export async function runInIsolate(request: RunRequest, signal: AbortSignal, dep
 }
 
 async function execute(
-  request: RunRequest, signal: AbortSignal, deps: RunDeps, prepared: PreparedIsolate, pooled: boolean, deadline: number,
+  request: ResolvedRun, signal: AbortSignal, deps: RunDeps, prepared: PreparedIsolate, pooled: boolean, deadline: number,
 ): Promise<WorkerOutcome> {
   const {limits} = request;
   const {isolate, context, entry} = prepared;
@@ -142,20 +157,27 @@ async function execute(
 
   const remaining = (): number => Math.max(1, Math.ceil(deadline - performance.now()));
   const work = (async (): Promise<unknown> => {
-    await entry.apply(undefined, ['init', limits.outputBytes], {timeout: remaining()});
+    // Steps that run no tool code (the prelude's `init`, compilation, instantiation with a
+    // resolver that refuses everything) are synchronous: no hop to the isolate's thread.
+    // Evaluation and the call itself run tool code and stay asynchronous, so a slow tool
+    // never blocks the worker's main thread (other calls, deadlines, cancellation).
+    entry.applySync(undefined, ['init', limits.outputBytes], {timeout: remaining()});
     const cache = deps.codeCache;
-    const key = cache ? CodeCache.keyOf(request.source) : '';
+    const key = request.sourceHash;
     const cached = cache?.get(key);
-    const module = await isolate.compileModule(request.source, cached
+    const compileOptions = cached
       ? {filename: request.filename, cachedData: cached}
-      : {filename: request.filename, produceCachedData: cache !== undefined});
+      : {filename: request.filename, produceCachedData: cache !== undefined};
+    const module = cached !== undefined || request.source.length <= SYNC_COMPILE_MAX_CHARS
+      ? isolate.compileModuleSync(request.source, compileOptions)
+      : await isolate.compileModule(request.source, compileOptions);
     // isolated-vm sets these on the returned object (README, CachedDataOptions); its .d.ts omits them on Module.
     const cacheInfo = module as unknown as {cachedData?: ivm.ExternalCopy<ArrayBuffer>; cachedDataRejected?: boolean};
     if (cache && cached) {
       if (cacheInfo.cachedDataRejected === true) cache.delete(key);
       else codeCacheHit = true;
     } else if (cache && cacheInfo.cachedData) cache.set(key, cacheInfo.cachedData);
-    await module.instantiate(context, (specifier) => {
+    module.instantiateSync(context, (specifier) => {
       throw new Error(importRefusal(String(specifier)));
     });
     await module.evaluate({timeout: remaining()});
@@ -206,7 +228,8 @@ async function execute(
       error: toolError,
     });
   } finally {
-    dispose();
+    if (first.kind === 'done' && stop === undefined && deps.afterReply) deps.afterReply(dispose);
+    else dispose();
     if (first.kind === 'stop') {
       let settled = false;
       work.then(() => { settled = true; }, () => { settled = true; });

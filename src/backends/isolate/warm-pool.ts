@@ -6,8 +6,12 @@ export interface WarmPoolOptions {
   size: number;
   /** Distinct `memoryMb` values kept warm at most; the least recently used is evicted. */
   maxKeys: number;
-  /** Creates one prepared isolate (isolate + context + prelude) with the given memory limit in MB. */
-  create: (memoryMb: number) => Promise<PreparedIsolate>;
+  /**
+   * Creates one prepared isolate (isolate + context + prelude) with the given memory
+   * limit in MB, synchronously (about a millisecond; the pool yields to the event loop
+   * between two creations).
+   */
+  create: (memoryMb: number) => PreparedIsolate;
   /** Reports a failed refill (the pool then stays short until the next `take`). */
   onError: (error: unknown, memoryMb: number) => void;
   /**
@@ -25,7 +29,8 @@ export interface WarmPoolOptions {
  * Keyed by `memoryMb`, because isolated-vm fixes `memoryLimit` when the isolate is
  * created. `take` never waits: an empty pool returns undefined and the caller creates a
  * cold isolate, so a burst larger than the pool degrades to cold isolates and never
- * to reuse. Refills run one isolate at a time, after the current turn (`setImmediate`).
+ * to reuse. Refills create one isolate per event-loop turn (`setImmediate`), so a call
+ * that arrives meanwhile waits for at most one creation.
  *
  * Does NOT guarantee: a warm isolate for the first call of a new `memoryMb` value (that
  * call starts its warming), or for calls beyond `size` in quick succession.
@@ -97,27 +102,23 @@ export class WarmPool {
   #scheduleRefill(memoryMb: number): void {
     if (this.#closed || this.#options.size <= 0 || this.#filling.has(memoryMb)) return;
     this.#filling.add(memoryMb);
-    setImmediate(() => {
-      void this.#refill(memoryMb).finally(() => this.#filling.delete(memoryMb));
-    });
+    setImmediate(() => this.#refillOne(memoryMb));
   }
 
-  async #refill(memoryMb: number): Promise<void> {
-    try {
-      for (;;) {
-        const list = this.#idle.get(memoryMb);
-        if (this.#closed || list === undefined || list.length >= this.#options.size || this.#options.busy()) return;
-        const prepared = await this.#options.create(memoryMb);
-        // The key may have been evicted, or the pool closed, while this one was created.
-        const current = this.#idle.get(memoryMb);
-        if (this.#closed || current === undefined || current.length >= this.#options.size) {
-          disposePrepared(prepared);
-          return;
-        }
-        current.push(prepared);
-      }
-    } catch (error) {
-      this.#options.onError(error, memoryMb);
+  /** Adds one isolate for `memoryMb` and schedules the next turn while short and idle. */
+  #refillOne(memoryMb: number): void {
+    const list = this.#idle.get(memoryMb);
+    if (this.#closed || list === undefined || list.length >= this.#options.size || this.#options.busy()) {
+      this.#filling.delete(memoryMb);
+      return;
     }
+    try {
+      list.push(this.#options.create(memoryMb));
+    } catch (error) {
+      this.#filling.delete(memoryMb);
+      this.#options.onError(error, memoryMb);
+      return;
+    }
+    setImmediate(() => this.#refillOne(memoryMb));
   }
 }

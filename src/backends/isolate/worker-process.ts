@@ -5,6 +5,7 @@ import type {ExecutionResult, IsolateJob} from '../backend.ts';
 import {ToolcellError} from '../../errors.ts';
 import type {Logger} from '../../log.ts';
 import {watchRss} from './rss-watchdog.ts';
+import {SentSources, type SourceDigest} from './source-cache.ts';
 import {cutUtf8} from './utf8-cut.ts';
 import {
   parseWorkerMessage, type RunRequest, type SupervisorMessage, type WorkerConfig, type WorkerLimits, type WorkerOutcome,
@@ -22,6 +23,8 @@ const BACKEND_CLOSED_MESSAGE = 'The isolate backend was shut down during this ca
 const NOT_CREATED_MESSAGE = 'The isolate sandbox could not be created for this call.';
 const NOT_STARTED_MESSAGE = 'The isolate worker could not be started.';
 const MAX_STDERR_LINE = 1000;
+/** Source hashes remembered per worker as sent (the worker's own cache is bounded in bytes). */
+const SENT_SOURCES_MAX = 1024;
 const STDERR_TAIL_LINES = 10;
 
 /** Options of one worker process. */
@@ -51,6 +54,8 @@ export interface WorkerProcessOptions {
   onWedged: (worker: WorkerProcess) => void;
   /** Called for every call that completed in the worker. */
   onOutcome: (outcome: WorkerOutcome) => void;
+  /** Called when a request is sent again with its source after the worker asked for it. */
+  onSourceResend?: () => void;
 }
 
 /** Why and how a worker process ended. */
@@ -69,7 +74,12 @@ export interface WorkerExitInfo {
 }
 
 interface Pending {
+  /** The request as sent without its source. */
   request: RunRequest;
+  source: string;
+  onSendError: (error: Error) => void;
+  /** The request was already sent again with its source after a `need-source`. */
+  resent: boolean;
   resolve: (result: ExecutionResult) => void;
   reject: (error: ToolcellError) => void;
   finish: () => void;
@@ -108,6 +118,7 @@ export class WorkerProcess {
   readonly #options: WorkerProcessOptions;
   readonly #pending = new Map<string, Pending>();
   readonly #stderrTail: string[] = [];
+  readonly #sent = new SentSources(SENT_SOURCES_MAX);
   #child: ChildProcess | undefined;
   #stopWatch: (() => void) | undefined;
   #spawnTimer: NodeJS.Timeout | undefined;
@@ -174,16 +185,24 @@ export class WorkerProcess {
   /**
    * Sends one job to the worker. Resolves the call's `ExecutionResult`; an abort of
    * `signal` resolves `isCanceled` at once and tells the worker to dispose the isolate.
+   * The source goes along only when this worker has not been sent it yet (or cannot keep
+   * it); a worker that lacks it asks again (`need-source`) and gets the full request.
+   * @param digest sha256 and UTF-8 size of `job.source`.
    * @param argsJson JSON text of the arguments, or null for undefined.
    * @param started `performance.now()` when the backend received the call, for `durationMs`.
    * @throws ToolcellError BACKEND_UNAVAILABLE when the worker dies during the call or
    *   could not create an isolate.
    */
-  call(job: IsolateJob, argsJson: string | null, limits: WorkerLimits, signal: AbortSignal, started: number): Promise<ExecutionResult> {
+  call(
+    job: IsolateJob, digest: SourceDigest, argsJson: string | null, limits: WorkerLimits, signal: AbortSignal, started: number,
+  ): Promise<ExecutionResult> {
     const id = String(++this.#seq);
     const request: RunRequest = {
-      type: 'run', id, jobId: job.id, source: job.source, filename: job.filename, argsJson, limits,
+      type: 'run', id, jobId: job.id, sourceHash: digest.hash, filename: job.filename, argsJson, limits,
     };
+    const keepable = digest.bytes <= this.#options.config.sourceCacheBytes;
+    const send = keepable && this.#sent.has(digest.hash) ? request : {...request, source: job.source};
+    if (keepable) this.#sent.add(digest.hash);
     return new Promise<ExecutionResult>((resolve, reject) => {
       const duration = (): number => performance.now() - started;
       const finish = (): void => {
@@ -205,14 +224,15 @@ export class WorkerProcess {
         resolve(emptyResult(duration(), {timedOut: true}));
         this.kill(`unresponsive: no answer ${this.#options.backstopGraceMs} ms after a call's deadline`);
       }, limits.timeoutMs + this.#options.backstopGraceMs);
-      this.#pending.set(id, {request, resolve, reject, finish, started});
-      signal.addEventListener('abort', onAbort, {once: true});
-      this.#updateRef();
-      this.#send(request, (error) => {
+      const onSendError = (error: Error): void => {
         if (!this.#pending.has(id)) return;
         finish();
         reject(new ToolcellError('BACKEND_UNAVAILABLE', WORKER_STOPPED_MESSAGE, {}, {cause: error}));
-      });
+      };
+      this.#pending.set(id, {request, source: job.source, resolve, reject, finish, onSendError, resent: false, started});
+      signal.addEventListener('abort', onAbort, {once: true});
+      this.#updateRef();
+      this.#send(send, onSendError);
     });
   }
 
@@ -346,6 +366,22 @@ export class WorkerProcess {
         this.#options.log.warn({pid: this.#child?.pid}, 'an isolate thread did not stop after its isolate was disposed; replacing the worker');
         this.#options.onWedged(this);
         return;
+      case 'need-source': {
+        const pending = this.#pending.get(message.id);
+        if (pending === undefined) return; // cancelled or timed out meanwhile
+        if (pending.resent) {
+          // A resent request carries its source: a second ask is not legitimate. The
+          // call's backstop ends it if the worker never answers.
+          this.#options.log.warn({pid: this.#child?.pid, jobId: pending.request.jobId}, 'isolate worker asked twice for a source; ignored');
+          return;
+        }
+        pending.resent = true;
+        this.#options.onSourceResend?.();
+        this.#send({...pending.request, source: pending.source}, pending.onSendError);
+        if (Buffer.byteLength(pending.source, 'utf8') <= this.#options.config.sourceCacheBytes) this.#sent.add(pending.request.sourceHash);
+        else this.#sent.delete(pending.request.sourceHash);
+        return;
+      }
       case 'failure': {
         const pending = this.#pending.get(message.id);
         if (pending === undefined) return;

@@ -27,7 +27,15 @@ export interface RunRequest {
   id: string;
   /** Job id, only for the worker's log lines. */
   jobId: string;
-  source: string;
+  /** Lower-case hex sha256 of the UTF-8 source text; the key of the worker's source and code caches. */
+  sourceHash: string;
+  /**
+   * The module's source text. Omitted when the supervisor believes the worker still has
+   * it (sent for an earlier call); a worker without it answers `need-source` and the
+   * supervisor sends the request again with it. A worker recomputes the sha256 of every
+   * source it receives and refuses one that does not match `sourceHash`.
+   */
+  source?: string;
   filename: string;
   /** JSON text of the arguments, or null when the arguments are undefined. */
   argsJson: string | null;
@@ -41,6 +49,13 @@ export interface CancelRequest {
 }
 
 export type SupervisorMessage = RunRequest | CancelRequest;
+
+/** A `RunRequest` whose source is known (received with it, or found in the worker's source cache). */
+export interface ResolvedRun extends RunRequest {
+  source: string;
+}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 /** What the tool threw: name and message only, never a stack or a host path. */
 export interface ToolError {
@@ -71,6 +86,8 @@ export type WorkerMessage =
   | {type: 'result'; id: string; outcome: WorkerOutcome}
   /** The worker could not run the call at all (e.g. creating an isolate failed). */
   | {type: 'failure'; id: string; message: string}
+  /** The worker does not have the source of call `id` (never received, or evicted): send the request again with it. */
+  | {type: 'need-source'; id: string}
   /** A log line for the supervisor's logger (the worker has no logger of its own). */
   | {type: 'log'; level: LogLevel; msg: string; data?: Record<string, unknown>}
   /**
@@ -92,6 +109,12 @@ export interface WorkerConfig {
   poolMemoryMb: number[];
   /** Byte budget of the V8 code cache (compiled code data keyed by sha256 of the source); 0 turns it off. */
   codeCacheBytes: number;
+  /**
+   * Budget of the worker's source cache (module source texts keyed by their sha256, so a
+   * source crosses the channel once rather than with every call), in UTF-8 bytes. 0 keeps
+   * no source: every request then carries it.
+   */
+  sourceCacheBytes: number;
   /** Remove `WebAssembly` from each isolate's global (its memory is not counted by `memoryLimit`). */
   removeWebAssembly: boolean;
 }
@@ -113,14 +136,18 @@ export function parseSupervisorMessage(raw: unknown): SupervisorMessage | undefi
   if (!isRecord(raw) || typeof raw.id !== 'string') return undefined;
   if (raw.type === 'cancel') return {type: 'cancel', id: raw.id};
   if (raw.type !== 'run') return undefined;
-  if (typeof raw.jobId !== 'string' || typeof raw.source !== 'string' || typeof raw.filename !== 'string') return undefined;
+  if (typeof raw.jobId !== 'string' || typeof raw.filename !== 'string') return undefined;
+  if (typeof raw.sourceHash !== 'string' || !SHA256_HEX.test(raw.sourceHash)) return undefined;
+  if (raw.source !== undefined && typeof raw.source !== 'string') return undefined;
   if (raw.argsJson !== null && typeof raw.argsJson !== 'string') return undefined;
   if (!isLimits(raw.limits)) return undefined;
   const {timeoutMs, cpuTimeMs, memoryMb, outputBytes} = raw.limits;
-  return {
-    type: 'run', id: raw.id, jobId: raw.jobId, source: raw.source, filename: raw.filename,
+  const request: RunRequest = {
+    type: 'run', id: raw.id, jobId: raw.jobId, sourceHash: raw.sourceHash, filename: raw.filename,
     argsJson: raw.argsJson, limits: {timeoutMs, cpuTimeMs, memoryMb, outputBytes},
   };
+  if (raw.source !== undefined) request.source = raw.source;
+  return request;
 }
 
 const isToolError = (value: unknown): value is ToolError =>
@@ -161,6 +188,8 @@ export function parseWorkerMessage(raw: unknown): WorkerMessage | undefined {
         ? {type: 'failure', id: raw.id, message: raw.message} : undefined;
     case 'wedged':
       return typeof raw.id === 'string' ? {type: 'wedged', id: raw.id} : undefined;
+    case 'need-source':
+      return typeof raw.id === 'string' ? {type: 'need-source', id: raw.id} : undefined;
     case 'log': {
       if (typeof raw.level !== 'string' || !LOG_LEVELS.includes(raw.level) || typeof raw.msg !== 'string') return undefined;
       const message: WorkerMessage = {type: 'log', level: raw.level as LogLevel, msg: raw.msg};
@@ -191,6 +220,7 @@ export function parseWorkerConfig(text: string | undefined): WorkerConfig {
     poolMaxKeys: int('poolMaxKeys', 1),
     poolMemoryMb: memoryList as number[],
     codeCacheBytes: int('codeCacheBytes', 0),
+    sourceCacheBytes: int('sourceCacheBytes', 0),
     removeWebAssembly: raw.removeWebAssembly,
   };
 }

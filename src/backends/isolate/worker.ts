@@ -12,8 +12,11 @@ import {writeSync} from 'node:fs';
 import {CodeCache} from './code-cache.ts';
 import {prepareIsolate} from './prepared-isolate.ts';
 import {runInIsolate, type RunDeps} from './run-in-isolate.ts';
+import {SourceCache} from './source-cache.ts';
 import {WarmPool} from './warm-pool.ts';
-import {parseSupervisorMessage, parseWorkerConfig, type LogLevel, type RunRequest, type WorkerMessage} from './worker-protocol.ts';
+import {
+  parseSupervisorMessage, parseWorkerConfig, type LogLevel, type ResolvedRun, type RunRequest, type WorkerMessage,
+} from './worker-protocol.ts';
 
 function send(message: WorkerMessage): void {
   if (process.connected) process.send?.(message);
@@ -40,18 +43,20 @@ const pool = config.poolSize > 0
   ? new WarmPool({
     size: config.poolSize,
     maxKeys: config.poolMaxKeys,
-    create: (memoryMb) => prepareIsolate({memoryMb, removeWebAssembly: config.removeWebAssembly, onCatastrophicError}),
+    create: (memoryMb) => prepareIsolate({memoryMb, removeWebAssembly: config.removeWebAssembly, onCatastrophicError, warm: true}),
     onError: (error, memoryMb) => log('warn', 'warm pool refill failed', {memoryMb, err: String(error)}),
     busy: () => calls.size > 0,
   })
   : undefined;
 
 const codeCache = config.codeCacheBytes > 0 ? new CodeCache(config.codeCacheBytes) : undefined;
+const sourceCache = new SourceCache(config.sourceCacheBytes);
 
 let wedgedReported = false;
 
-function runDeps(id: string): RunDeps {
+function runDeps(id: string, afterReply: (task: () => void) => void): RunDeps {
   return {
+    afterReply,
     pool,
     codeCache,
     removeWebAssembly: config.removeWebAssembly,
@@ -64,17 +69,54 @@ function runDeps(id: string): RunDeps {
   };
 }
 
-function startRun(request: RunRequest): void {
-  if (calls.has(request.id)) return;
+/**
+ * The request with its source: the one it carries (checked against its sha256 and kept
+ * for later calls), else the cached one. Undefined after answering `need-source` or
+ * `failure`.
+ */
+function resolveSource(request: RunRequest): ResolvedRun | undefined {
+  if (request.source !== undefined) {
+    if (!sourceCache.put(request.sourceHash, request.source)) {
+      log('warn', 'isolate worker refused a source whose sha256 does not match its key', {jobId: request.jobId});
+      send({type: 'failure', id: request.id, message: 'The source does not match its digest.'});
+      return undefined;
+    }
+    return request as ResolvedRun;
+  }
+  const source = sourceCache.get(request.sourceHash);
+  if (source === undefined) {
+    send({type: 'need-source', id: request.id});
+    return undefined;
+  }
+  return {...request, source};
+}
+
+function startRun(received: RunRequest): void {
+  if (calls.has(received.id)) return;
+  const request = resolveSource(received);
+  if (request === undefined) return;
   const controller = new AbortController();
   calls.set(request.id, controller);
-  runInIsolate(request, controller.signal, runDeps(request.id)).then(
-    (outcome) => send({type: 'result', id: request.id, outcome}),
+  // Disposal of a completed call's isolate waits until its reply is on its way.
+  let cleanup: (() => void) | undefined;
+  const runCleanup = (): void => {
+    const task = cleanup;
+    cleanup = undefined;
+    task?.();
+  };
+  runInIsolate(request, controller.signal, runDeps(request.id, (task) => {
+    cleanup = task;
+  })).then(
+    (outcome) => {
+      send({type: 'result', id: request.id, outcome});
+      runCleanup();
+    },
     (error: unknown) => {
       log('error', 'isolate call could not run', {jobId: request.jobId, err: error instanceof Error ? error.stack : String(error)});
       send({type: 'failure', id: request.id, message: 'The isolate could not be created.'});
     },
   ).finally(() => {
+    runCleanup();
     calls.delete(request.id);
     if (calls.size === 0) pool?.resume();
   });

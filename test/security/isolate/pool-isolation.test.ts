@@ -84,6 +84,21 @@ describe('warm pool isolation', () => {
     assert.equal(result.stdout, '"undefined"');
   });
 
+  test('a pooled isolate, pre-warmed by the prelude, starts with an empty console and the call\'s own output cap', async () => {
+    const before = backend.stats();
+    for (let n = 1; n <= 4; n++) {
+      await sleep(10); // let the pool refill
+      const result = await run(backend, 'export default (args) => { console.log("line", args.n); return "y".repeat(args.n * 50); }', {
+        args: {n}, limits: {outputBytes: 120},
+      });
+      assert.equal(result.stderr, `line ${n}\n`, 'console text of the warm-up or of another call leaked');
+      // n * 50 + 2 quote characters: fits for n = 1 and 2, cut at 120 bytes for n >= 3.
+      assert.equal(result.truncated, n >= 3, JSON.stringify(result));
+      assert.ok(Buffer.byteLength(result.stdout) <= 120);
+    }
+    assert.ok(backend.stats().pooled - before.pooled >= 3, `pooled: ${backend.stats().pooled - before.pooled}`);
+  });
+
   test('a pooled isolate has the memory limit of the call that takes it', async () => {
     const {backend: mixed} = await startBackend({poolSize: 2, poolMemoryMb: [16, 256]});
     try {
