@@ -9,13 +9,15 @@ import {dockerMessage, isNoSuchContainer, isUnreachable, toBackendError} from '.
 import {toCreateOptions} from './host-config.ts';
 import {OutputCollector} from './output.ts';
 import {ContainerPool, type PoolOptions} from './pool.ts';
-import {REMOVE_TIMEOUT_MS, reapContainers, reapOrphanShims} from './reaper.ts';
+import {REMOVE_TIMEOUT_MS, killStuckRuntime, reapContainers, reapOrphanShims} from './reaper.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
 
 const log = rootLog.child({component: 'container-backend'});
 
 /** Removal after a cancellation must finish within this many ms (the issue allows 2 s in all). */
 const CANCEL_REMOVE_TIMEOUT_MS = 1_500;
+/** Removal after a deadline or the output cap: the call waits at most this long, in ms, then the reaper takes over. */
+const STOP_REMOVE_TIMEOUT_MS = 5_000;
 /** After the process exited, how long to wait for the rest of its output to arrive, in ms. */
 const OUTPUT_DRAIN_MS = 1_000;
 /** How long a successful `docker info` runtime list is trusted, in ms. */
@@ -285,7 +287,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
     elapsed: () => number,
     pids?: ReturnType<typeof readPidsState>,
   ): Promise<ExecutionResult> {
-    if (container) await this.#destroy(container, reason === 'cancel' ? CANCEL_REMOVE_TIMEOUT_MS : REMOVE_TIMEOUT_MS);
+    if (container) await this.#destroy(container, reason === 'cancel' ? CANCEL_REMOVE_TIMEOUT_MS : STOP_REMOVE_TIMEOUT_MS);
     const result: ExecutionResult = {
       ...emptyResult(0),
       failed: true,
@@ -320,11 +322,15 @@ export class ContainerBackend implements Backend<ContainerJob> {
     this.#retrying ??= (async () => {
       await new Promise((r) => setTimeout(r, 2_000).unref());
       for (const id of [...this.#leaked]) {
-        try {
-          await this.docker.getContainer(id).remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
-          this.#leaked.delete(id);
-        } catch (err) {
-          if (isNoSuchContainer(err)) this.#leaked.delete(id);
+        for (let attempt = 0; attempt < 2 && this.#leaked.has(id); attempt++) {
+          try {
+            await this.docker.getContainer(id).remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
+            this.#leaked.delete(id);
+          } catch (err) {
+            if (isNoSuchContainer(err)) this.#leaked.delete(id);
+            // A removal that hangs waits for a runtime process that hangs (runsc start): end those, then retry once.
+            else if (attempt === 0) await killStuckRuntime(id);
+          }
         }
       }
       await reapOrphanShims(this.docker, {ids: this.#leakedAndGone()}).catch(() => undefined);

@@ -70,8 +70,8 @@ const RUNTIME_PROCESS = /^(?:[^\0]*\0)?[^\0]*(runsc|runc|containerd)/;
 const ROOT_ARG = /(?:^|\0)--root(?:=|\0)([^\0]+)/;
 
 /** Age in ms of a process, from /proc/PID/stat (start time in clock ticks since boot). */
-async function processAgeMs(pid: number): Promise<number> {
-  const [stat, uptime] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), readFile('/proc/uptime', 'utf8')]);
+async function processAgeMs(pid: number, proc: string): Promise<number> {
+  const [stat, uptime] = await Promise.all([readFile(`${proc}/${pid}/stat`, 'utf8'), readFile(`${proc}/uptime`, 'utf8')]);
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const startTicks = Number(fields[19]);
   const ticksPerSecond = 100; // USER_HZ on Linux x86-64 and arm64
@@ -89,25 +89,28 @@ async function processAgeMs(pid: number): Promise<number> {
  * @param options.ids only these container ids (e.g. those this process created and failed to remove).
  * @param options.minAgeMs ignore shims younger than this (default 30 000): a container that is
  *   being created or removed right now may briefly have a shim the list does not show.
+ * @param options.procRoot the proc filesystem to read (default /proc; tests pass a fake tree).
  */
-export async function findOrphanShims(docker: Docker, options: {ids?: Iterable<string>; minAgeMs?: number} = {}): Promise<OrphanShim[]> {
-  if (process.platform !== 'linux') return [];
+export async function findOrphanShims(docker: Pick<Docker, 'listContainers'>, options: {ids?: Iterable<string>; minAgeMs?: number; procRoot?: string} = {}): Promise<OrphanShim[]> {
+  const proc = options.procRoot ?? '/proc';
+  if (process.platform !== 'linux' && options.procRoot === undefined) return [];
   const only = options.ids ? new Set(options.ids) : undefined;
   if (only && only.size === 0) return [];
   const minAgeMs = options.minAgeMs ?? 30_000;
   let entries: string[];
   try {
-    entries = (await readdir('/proc')).filter((e) => /^\d+$/.test(e));
+    entries = (await readdir(proc)).filter((e) => /^\d+$/.test(e));
   } catch {
     return [];
   }
   const procs: Array<{pid: number; cmdline: string}> = [];
   await Promise.all(entries.map(async (e) => {
     try {
-      const cmdline = await readFile(`/proc/${e}/cmdline`, 'latin1');
+      const cmdline = await readFile(`${proc}/${e}/cmdline`, 'latin1');
       if (cmdline.length > 0) procs.push({pid: Number(e), cmdline});
     } catch { /* process ended or not readable */ }
   }));
+  procs.sort((a, b) => a.pid - b.pid);
   const shims = procs.filter((p) => /(^|\/)containerd-shim[^\0]*\0/.test(p.cmdline) && p.cmdline.includes('\0-namespace\0moby\0'));
   if (shims.length === 0) return [];
   const known = new Set((await docker.listContainers({all: true})).map((c) => c.Id));
@@ -116,11 +119,11 @@ export async function findOrphanShims(docker: Docker, options: {ids?: Iterable<s
     const id = SHIM_ID.exec(shim.cmdline)?.[1];
     if (!id || known.has(id) || (only && !only.has(id))) continue;
     try {
-      if (!only && (await processAgeMs(shim.pid)) < minAgeMs) continue;
+      if (!only && (await processAgeMs(shim.pid, proc)) < minAgeMs) continue;
     } catch {
       continue;
     }
-    const related = procs.filter((p) => p.pid !== shim.pid && p.cmdline.includes(id) && RUNTIME_PROCESS.test(p.cmdline));
+    const related = procs.filter((p) => p.pid !== shim.pid && p.cmdline.includes(id) && RUNTIME_PROCESS.test(p.cmdline) && !/(^|\/)containerd-shim/.test(p.cmdline));
     const runsc = related.find((p) => /runsc/.test(p.cmdline) && ROOT_ARG.test(p.cmdline));
     const runscRoot = runsc ? ROOT_ARG.exec(runsc.cmdline)?.[1] : undefined;
     orphans.push({id, pid: shim.pid, children: related.map((p) => p.pid), ...(runscRoot ? {runscRoot} : {})});
@@ -161,4 +164,35 @@ export async function reapOrphanShims(docker: Docker, options: {ids?: Iterable<s
     }
   }
   return done;
+}
+
+/**
+ * Kills (SIGKILL) the runtime processes of container `id` other than its containerd shim:
+ * runsc gofer/sandbox/start processes and runtime wrappers whose command line names the id.
+ * For a container whose start or removal hangs (seen with runsc: a start that never returns
+ * keeps `docker rm -f` waiting); once they are gone the engine can finish the removal.
+ * Reads /proc and needs root on the engine's host; elsewhere it does nothing. With
+ * `procRoot` (tests) it only reports what it would signal.
+ * @returns the PIDs signalled.
+ */
+export async function killStuckRuntime(id: string, options: {procRoot?: string} = {}): Promise<number[]> {
+  if (!/^[0-9a-f]{64}$/.test(id)) return [];
+  const proc = options.procRoot ?? '/proc';
+  let entries: string[];
+  try {
+    entries = (await readdir(proc)).filter((e) => /^\d+$/.test(e));
+  } catch {
+    return [];
+  }
+  const killed: number[] = [];
+  for (const e of entries.sort((a, b) => Number(a) - Number(b))) {
+    try {
+      const cmdline = await readFile(`${proc}/${e}/cmdline`, 'latin1');
+      if (!cmdline.includes(id) || !RUNTIME_PROCESS.test(cmdline) || /(^|\/)containerd-shim/.test(cmdline)) continue;
+      if (options.procRoot === undefined) process.kill(Number(e), 'SIGKILL');
+      killed.push(Number(e));
+    } catch { /* gone or not ours to signal */ }
+  }
+  if (killed.length > 0 && options.procRoot === undefined) log.warn({containerId: id, pids: killed}, 'killed stuck runtime processes of a container that could not be removed');
+  return killed;
 }
