@@ -1,5 +1,6 @@
 import {execFile} from 'node:child_process';
 import {readdir, readFile} from 'node:fs/promises';
+import {hostname} from 'node:os';
 import {promisify} from 'node:util';
 import type Docker from 'dockerode';
 import {log as rootLog} from '../../log.ts';
@@ -29,11 +30,12 @@ export interface ReapResult {
  * and at shutdown (`owner` of the closing backend). Never touches unlabelled containers.
  * @throws the engine's error when the list itself fails (e.g. engine unreachable).
  */
-export async function reapContainers(docker: Docker, scope: {owner?: string; job?: string} = {}): Promise<ReapResult> {
+export async function reapContainers(docker: Docker, scope: {owner?: string; job?: string; orphansOnly?: boolean} = {}): Promise<ReapResult> {
   const label = [`${MANAGED_LABEL}=true`];
   if (scope.owner !== undefined) label.push(`${OWNER_LABEL}=${scope.owner}`);
   if (scope.job !== undefined) label.push(`${JOB_LABEL}=${scope.job}`);
-  const list = await docker.listContainers({all: true, filters: {label}});
+  const all = await docker.listContainers({all: true, filters: {label}});
+  const list = scope.orphansOnly ? all.filter((c) => isOrphan(c.Labels?.[OWNER_LABEL])) : all;
   const result: ReapResult = {removed: [], failed: []};
   await Promise.all(list.map(async ({Id}) => {
     try {
@@ -50,6 +52,26 @@ export async function reapContainers(docker: Docker, scope: {owner?: string; job
   }));
   if (result.removed.length > 0) log.debug({count: result.removed.length, scope}, 'reaped containers');
   return result;
+}
+
+/**
+ * Whether a container's owner (label `toolcell.owner` = `HOST/PID/UUID`) is gone: it was created
+ * on this host by a process that no longer exists, or it carries no owner at all. Containers of
+ * live processes, and of other hosts sharing the engine, are not orphans. A reused pid makes a
+ * dead owner look alive: the container is then left for a later reap, never removed early.
+ */
+export function isOrphan(owner: string | undefined, host: string = hostname()): boolean {
+  if (owner === undefined || owner === '') return true;
+  const [ownerHost, pidText] = owner.split('/');
+  if (ownerHost !== host) return false;
+  const pid = Number(pidText);
+  if (!Number.isInteger(pid) || pid <= 0) return true;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
 
 /** An orphaned runtime process tree: a containerd shim whose container the engine no longer knows. */
