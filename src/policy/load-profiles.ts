@@ -47,19 +47,30 @@ export async function loadProfiles(dirs: readonly string[]): Promise<Map<string,
  * @throws ConfigError naming the file and each invalid field.
  */
 export function parseProfile(file: string, text: string): Profile {
+  const profile = parseJsonConfig(file, text, Profile, 'profile');
+  const expected = basename(file, '.json');
+  if (profile.name !== expected) {
+    throw new ConfigError(file, `→ at name: "${profile.name}" must equal the file name "${expected}"`);
+  }
+  return profile;
+}
+
+/**
+ * Parses JSON text and validates it with a strict zod schema; the result is deeply frozen.
+ * @param source file name (or another label) for messages
+ * @param what what the text is, e.g. `profile`, for the message
+ * @throws ConfigError naming the source and, for each invalid field, its path and the rule
+ */
+export function parseJsonConfig<S extends z.ZodType>(source: string, text: string, schema: S, what: string): z.infer<S> {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new ConfigError(file, `is not valid JSON: ${(err as Error).message}`, {cause: err});
+    throw new ConfigError(source, `is not valid JSON: ${(err as Error).message}`, {cause: err});
   }
-  const result = Profile.safeParse(raw);
+  const result = schema.safeParse(raw);
   if (!result.success) {
-    throw new ConfigError(file, `invalid profile: ${z.prettifyError(result.error).replaceAll('\n', '; ')}`);
-  }
-  const expected = basename(file, '.json');
-  if (result.data.name !== expected) {
-    throw new ConfigError(file, `→ at name: "${result.data.name}" must equal the file name "${expected}"`);
+    throw new ConfigError(source, `invalid ${what}: ${z.prettifyError(result.error).replaceAll('\n', '; ')}`);
   }
   return deepFreeze(result.data);
 }

@@ -3,7 +3,7 @@ import {readFile} from 'node:fs/promises';
 import {isAbsolute, resolve} from 'node:path';
 import * as z from 'zod';
 import {ConfigError} from '../errors.ts';
-import {deepFreeze} from './load-profiles.ts';
+import {deepFreeze, parseJsonConfig} from './load-profiles.ts';
 import type {Principal} from './principal.ts';
 
 /**
@@ -161,15 +161,7 @@ export function defaultServiceConfig(): ServiceConfig {
  * @throws ConfigError naming the source and each invalid field
  */
 export function parseServiceConfig(source: string, text: string): ServiceConfig {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new ConfigError(source, `is not valid JSON: ${(err as Error).message}`, {cause: err});
-  }
-  const result = ServiceConfig.safeParse(raw);
-  if (!result.success) throw new ConfigError(source, `invalid service configuration: ${z.prettifyError(result.error).replaceAll('\n', '; ')}`);
-  return deepFreeze(result.data);
+  return parseJsonConfig(source, text, ServiceConfig, 'service configuration');
 }
 
 /**
