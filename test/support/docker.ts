@@ -122,3 +122,21 @@ export const HOSTILE_ARGS = [
   '; rm -rf /', '$(id)', '`id`', 'a\nb', 'line\n', '\n', '"double"', "'single'", '&& echo pwned', '| cat /etc/passwd',
   '> /tmp/x', '*', '~', '$HOME', '${PATH}', '\\', '\\n', '%s%n', 'ünïcödé ✓', '--help', '-c', '', ' ', '\t', 'a b  c',
 ];
+
+/**
+ * Watches the engine's event stream (GET /events) for containers created with `label`
+ * (e.g. `toolcell.owner=…`) from now on. The engine keeps only its last 256 events, so a
+ * live subscription is the only way to see every container of a long run.
+ */
+export async function watchCreated(label: string): Promise<{ids: () => string[]; stop: () => void}> {
+  const ids = new Set<string>();
+  const stream = (await docker.getEvents({filters: {type: ['container'], event: ['create'], label: [label]}})) as NodeJS.ReadableStream & {destroy(): void};
+  let rest = '';
+  stream.on('data', (chunk: Buffer) => {
+    const lines = (rest + chunk.toString('utf8')).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) if (line.trim()) ids.add((JSON.parse(line) as {id: string}).id);
+  });
+  stream.on('error', () => undefined);
+  return {ids: () => [...ids], stop: () => stream.destroy()};
+}

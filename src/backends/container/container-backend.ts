@@ -79,6 +79,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
   readonly owner: string;
   readonly docker: Docker;
   readonly #pool: ContainerPool | undefined;
+  /** Cancel functions of calls in flight. */
+  readonly #running = new Set<() => void>();
   /** Containers of calls in flight, by id. */
   readonly #live = new Map<string, Docker.Container>();
   /** Ids whose removal failed or timed out; retried by close() and the orphan-shim reaper. */
@@ -94,17 +96,20 @@ export class ContainerBackend implements Backend<ContainerJob> {
   }
 
   /**
-   * Start-up: removes every container labelled `toolcell.managed=true` left on this engine by
-   * earlier processes (`scope: 'all'`, the default), or none (`'none'`, when several toolcell
-   * servers share one engine), and ends orphaned runtime shims older than 30 s.
+   * Start-up: removes containers labelled `toolcell.managed=true` left on this engine by
+   * earlier processes — by default (`scope: 'orphans'`) those whose owner process on this host
+   * is gone (see `isOrphan`), so that several toolcell servers (or test files) can share one
+   * engine without reaping each other's live sandboxes; `'all'` removes every labelled
+   * container; `'none'` removes nothing. Then ends orphaned runtime shims older than 30 s.
    * Idempotent; `run` does not call it.
    * @throws ToolcellError `BACKEND_UNAVAILABLE` when the engine is unreachable.
    */
-  start(options: {scope?: 'all' | 'none'} = {}): Promise<void> {
+  start(options: {scope?: 'orphans' | 'all' | 'none'} = {}): Promise<void> {
     this.#started ??= (async () => {
       try {
-        if ((options.scope ?? 'all') === 'all') {
-          await reapContainers(this.docker);
+        const scope = options.scope ?? 'orphans';
+        if (scope !== 'none') {
+          await reapContainers(this.docker, scope === 'orphans' ? {orphansOnly: true} : {});
           await reapOrphanShims(this.docker);
         }
       } catch (err) {
@@ -182,11 +187,13 @@ export class ContainerBackend implements Backend<ContainerJob> {
     const timer = setTimeout(() => terminate('timeout'), Math.max(0, remaining));
     const onAbort = () => terminate('cancel');
     signal.addEventListener('abort', onAbort, {once: true});
+    this.#running.add(onAbort); // close() cancels calls in flight
     const stopped = new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), {once: true}));
 
     let container: Docker.Container | undefined;
     let sandbox: Sandbox | undefined;
     let warm = false;
+    let finished = false;
     try {
       // 1. A container: a warm-pool member for these exact settings, else a cold one.
       const lease = this.#pool?.take(job);
@@ -194,20 +201,28 @@ export class ContainerBackend implements Backend<ContainerJob> {
         sandbox = lease;
         warm = true;
       } else {
-        try {
-          sandbox = await prepareSandbox(this.docker, createOptions, {
-            image: job.image, runtime: job.runtime, signal: stop.signal,
-            onCreated: (c) => {
-              container = c;
-              this.#live.set(c.id, c);
-            },
-          });
-        } catch (err) {
-          if (reason) {
-            // Deadline or cancellation while creating/starting: the container may exist without our knowing its id yet.
-            if (!container) void reapContainers(this.docker, {job: job.id}).catch(() => undefined);
-            return await this.#stoppedResult(reason, container, undefined, elapsed);
-          }
+        const preparing = prepareSandbox(this.docker, createOptions, {
+          image: job.image, runtime: job.runtime, signal: stop.signal,
+          onCreated: (c) => {
+            container = c;
+            if (!finished) this.#live.set(c.id, c);
+          },
+        });
+        const prepared = await Promise.race([
+          preparing.then((s) => ({s}), (e: unknown) => ({e})),
+          stopped.then(() => ({stopped: true as const})),
+        ]);
+        if ('stopped' in prepared || reason) {
+          // Deadline or cancellation while the container was being created or started: answer now,
+          // and remove the container as soon as the engine has it (the create request is not aborted).
+          void preparing.then(
+            (s) => this.#destroy(s.container, REMOVE_TIMEOUT_MS).finally(() => s.release()),
+            () => (container ? this.#destroy(container, REMOVE_TIMEOUT_MS) : undefined),
+          );
+          return await this.#stoppedResult(reason ?? 'cancel', container, undefined, elapsed);
+        }
+        if ('e' in prepared) {
+          const err = prepared.e;
           if (container) {
             await this.#destroy(container, REMOVE_TIMEOUT_MS);
             // A failed runsc start can leave its shim and sandbox processes behind (MACHINE.md).
@@ -219,6 +234,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
           }
           throw err;
         }
+        sandbox = prepared.s;
       }
       container = sandbox.container;
       sandboxId = sandbox.id;
@@ -272,9 +288,11 @@ export class ContainerBackend implements Backend<ContainerJob> {
       result.durationMs = elapsed();
       return result;
     } finally {
+      finished = true;
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
-      sandbox?.socket.destroy();
+      this.#running.delete(onAbort);
+      sandbox?.release();
       if (container) this.#live.delete(container.id);
     }
   }
@@ -355,15 +373,19 @@ export class ContainerBackend implements Backend<ContainerJob> {
   }
 
   /**
-   * Stops everything this instance started: drains the warm pool, kills and removes calls in
-   * flight (their `run` resolves as stopped), reaps every container with this owner label and
+   * Stops everything this instance started: cancels calls in flight (their `run` resolves with
+   * `isCanceled: true` after removing its container; close waits up to 2 s for them), drains the
+   * warm pool, removes whatever is left, reaps every container with this owner label and
    * ends orphaned runtime shims of containers whose removal failed. Idempotent.
    */
   async close(): Promise<void> {
     if (this.#closed) return this.#closing;
     this.#closed = true;
     this.#closing = (async () => {
+      // Calls in flight end as cancelled (each removes its own container), not as tool failures.
+      for (const cancel of this.#running) cancel();
       await this.#pool?.close();
+      for (let i = 0; i < 40 && this.#running.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
       await Promise.all([...this.#live.values()].map((c) => this.#destroy(c, REMOVE_TIMEOUT_MS)));
       try {
         await reapContainers(this.docker, {owner: this.owner});

@@ -317,8 +317,8 @@ export class ContainerPool {
   }
 
   async #discard(sandbox: Sandbox): Promise<void> {
-    sandbox.socket.destroy();
     await this.#removeQuietly(sandbox.container);
+    sandbox.release();
   }
 
   async #removeQuietly(container: Docker.Container): Promise<void> {

@@ -12,6 +12,8 @@ const execFileP = promisify(execFile);
 
 /** Time allowed for one forced removal, in ms; a removal that takes longer is left for the next reap. */
 export const REMOVE_TIMEOUT_MS = 10_000;
+/** Time allowed for listing containers, in ms. */
+const LIST_TIMEOUT_MS = 10_000;
 
 /** What a reap did. */
 export interface ReapResult {
@@ -135,7 +137,7 @@ export async function findOrphanShims(docker: Pick<Docker, 'listContainers'>, op
   procs.sort((a, b) => a.pid - b.pid);
   const shims = procs.filter((p) => /(^|\/)containerd-shim[^\0]*\0/.test(p.cmdline) && p.cmdline.includes('\0-namespace\0moby\0'));
   if (shims.length === 0) return [];
-  const known = new Set((await docker.listContainers({all: true})).map((c) => c.Id));
+  const known = new Set((await docker.listContainers({all: true, abortSignal: AbortSignal.timeout(LIST_TIMEOUT_MS)})).map((c) => c.Id));
   const orphans: OrphanShim[] = [];
   for (const shim of shims) {
     const id = SHIM_ID.exec(shim.cmdline)?.[1];

@@ -12,17 +12,29 @@ export interface Sandbox {
   exited: Promise<number | undefined>;
   /** performance.now() when the container was started. */
   startedAt: number;
+  /**
+   * Drops this process's connections to the container (the attach socket and the pending
+   * `wait` request), so that nothing keeps the event loop alive once the container is being
+   * removed. Does not remove the container. Idempotent.
+   */
+  release(): void;
 }
+
+/** Longest wait for the engine to create a container, in ms (the create request is not cancelled by the caller's signal). */
+export const CREATE_TIMEOUT_MS = 30_000;
 
 /**
  * Creates a container, attaches to its stdio (before start, so no output is lost) and starts it.
  *
  * The socket stays paused until a reader attaches, so output written before that is kept by
- * the socket and the engine (backpressure), not dropped. `onCreated` is called with the id as
- * soon as the container exists, so that the caller can destroy it if a later step fails.
+ * the socket and the engine (backpressure), not dropped. `onCreated` is called with the
+ * container as soon as it exists, so that the caller can destroy it if a later step fails or
+ * the call was stopped meanwhile. The create request itself is not aborted by `signal` (an
+ * aborted request may still create a container whose id nobody learns); `signal` aborts the
+ * attach and start requests, and is checked right after the create.
  * @throws ToolcellError `BACKEND_UNAVAILABLE` (engine unreachable, image missing, unknown
  *   runtime, start refused); the container, if created, is NOT removed here.
- * @throws the AbortError of `signal` when it aborted a request.
+ * @throws the reason of `signal` when it was aborted.
  */
 export async function prepareSandbox(
   docker: Docker,
@@ -31,20 +43,29 @@ export async function prepareSandbox(
 ): Promise<Sandbox> {
   const {signal} = context;
   let phase: 'create' | 'attach' | 'start' = 'create';
+  let socket: Duplex | undefined;
   try {
-    const container = await docker.createContainer({...options, abortSignal: signal});
+    const container = await docker.createContainer({...options, abortSignal: AbortSignal.timeout(CREATE_TIMEOUT_MS)});
     context.onCreated(container);
+    signal.throwIfAborted();
     phase = 'attach';
-    const socket = (await container.attach({
+    socket = (await container.attach({
       stream: true, stdin: true, stdout: true, stderr: true, hijack: true, abortSignal: signal,
     })) as unknown as Duplex;
     socket.on('error', () => { /* EPIPE/ECONNRESET after the container ended: the result says why */ });
     phase = 'start';
     await container.start({abortSignal: signal});
     const startedAt = performance.now();
-    const exited = container.wait().then((r: {StatusCode?: number}) => r?.StatusCode, () => undefined);
-    return {container, id: container.id, socket, exited, startedAt};
+    const waiting = new AbortController();
+    const exited = container.wait({abortSignal: waiting.signal}).then((r: {StatusCode?: number}) => r?.StatusCode, () => undefined);
+    const attached = socket;
+    const release = () => {
+      attached.destroy();
+      waiting.abort();
+    };
+    return {container, id: container.id, socket, exited, startedAt, release};
   } catch (err) {
+    socket?.destroy(); // an open attach connection would keep the process alive
     if (signal.aborted) throw signal.reason ?? err;
     throw toBackendError(err, {image: context.image, runtime: context.runtime, phase});
   }

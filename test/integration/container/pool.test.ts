@@ -159,7 +159,7 @@ describe('container warm pool lifecycle', {skip: !ok && 'no Docker engine'}, () 
     const tag = `toolcell-test/nosh:${process.pid}`;
     const dir = mkdtempSync(join(tmpdir(), 'toolcell-nosh-'));
     writeFileSync(join(dir, 'Dockerfile'), 'FROM toolcell/python\nUSER root\nRUN rm -f /usr/bin/sh /usr/bin/dash /bin/sh /bin/dash\nUSER 65534:65534\n');
-    const stream = await docker.buildImage({context: dir, src: ['Dockerfile']}, {t: tag});
+    const stream = await docker.buildImage({context: dir, src: ['Dockerfile']}, {t: tag, rm: true, forcerm: true});
     const events = await new Promise<Array<{error?: string}>>((resolve, reject) => docker.modem.followProgress(stream, (err, out) => (err ? reject(err) : resolve(out))));
     assert.equal(events.find((e) => e.error)?.error, undefined, 'test image built');
     rmSync(dir, {recursive: true, force: true});

@@ -6,7 +6,7 @@ import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
 import {findOrphanShims} from '../../../src/backends/container/reaper.ts';
 import type {ContainerJob} from '../../../src/backends/backend.ts';
-import {assertHealthy, containerJob, docker, dockerAvailable, managedContainers, python} from '../../support/docker.ts';
+import {assertHealthy, containerJob, docker, dockerAvailable, managedContainers, python, watchCreated} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python', 'toolcell/shell'], runsc: true});
 
@@ -33,6 +33,7 @@ describe('no leftovers', {skip: !ok && 'no Docker engine'}, () => {
   after(() => backend.close());
 
   test('after 200 calls including hostile ones, no labelled container and no orphaned shim remains', async () => {
+    const watch = await watchCreated(`toolcell.owner=${backend.owner}`);
     const plan: Array<Case | undefined> = [];
     for (let i = 0; i < 200; i++) plan.push(i % 4 === 0 ? CASES[(i / 4) % CASES.length] : undefined);
     const failures: string[] = [];
@@ -56,7 +57,12 @@ describe('no leftovers', {skip: !ok && 'no Docker engine'}, () => {
     await Promise.all([worker(), worker(), worker(), worker()]);
     assert.deepEqual(failures, []);
     assert.deepEqual(await managedContainers(`toolcell.owner=${backend.owner}`), [], 'docker ps -a --filter label=toolcell.managed (ours)');
-    const orphans = await findOrphanShims(docker, {minAgeMs: 5_000});
+    // Every container this backend created (from the engine's event log), and no shim left for any.
+    const created = watch.ids();
+    watch.stop();
+    assert.ok(created.length >= 200, `${created.length} containers created`);
+    await new Promise((r) => setTimeout(r, 1_000));
+    const orphans = await findOrphanShims(docker, {ids: created});
     assert.deepEqual(orphans.map((o) => o.id), [], 'no containerd shim outlives its container');
     await assertHealthy(backend);
   });
