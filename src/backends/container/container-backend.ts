@@ -7,6 +7,7 @@ import type {Backend, ContainerJob, ExecutionResult} from '../backend.ts';
 import {readPidsState} from './cgroup.ts';
 import {dockerMessage, isNoSuchContainer, isUnreachable, toBackendError} from './docker-errors.ts';
 import {toCreateOptions} from './host-config.ts';
+import {OomWatch} from './oom-watch.ts';
 import {OutputCollector} from './output.ts';
 import {ContainerPool, type PoolOptions} from './pool.ts';
 import {REMOVE_TIMEOUT_MS, killStuckRuntime, reapContainers, reapOrphanShims} from './reaper.ts';
@@ -59,7 +60,8 @@ function emptyResult(durationMs: number): ExecutionResult {
  * - deadline `limits.timeoutMs`, measured from the call's entry into `run` (container creation
  *   counts): killed and removed, `timedOut: true`;
  * - `options.signal` aborted: killed and removed within 2 s, `isCanceled: true`;
- * - OOM kill (`State.OOMKilled` from inspect): `outOfMemory: true`;
+ * - OOM kill (`State.OOMKilled` from inspect, or the engine's `oom` event for the container
+ *   when it exited non-zero: see OomWatch): `outOfMemory: true`;
  * - non-zero exit: `failed: true` with `exitCode`; `exitCode` is undefined when toolcell killed
  *   the container or the kernel OOM-killed it;
  * - `pidsLimited` (best effort): when a running container is stopped, its pids cgroup is read
@@ -79,6 +81,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
   readonly owner: string;
   readonly docker: Docker;
   readonly #pool: ContainerPool | undefined;
+  readonly #oom: OomWatch;
   /** Cancel functions of calls in flight. */
   readonly #running = new Set<() => void>();
   /** Containers of calls in flight, by id. */
@@ -93,6 +96,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
     this.docker = options.docker ?? new Docker();
     this.owner = `${hostname()}/${process.pid}/${randomUUID()}`;
     this.#pool = options.pool ? new ContainerPool(this.docker, this.owner, options.pool) : undefined;
+    this.#oom = new OomWatch(this.docker, this.owner);
   }
 
   /**
@@ -172,6 +176,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
     if (signal.aborted) return {...emptyResult(elapsed()), failed: true, isCanceled: true};
     const createOptions = toCreateOptions(job, {owner: this.owner});
     await this.#ensureRuntime(job);
+    await this.#oom.ensure();
 
     const stop = new AbortController();
     let reason: StopReason | undefined;
@@ -272,6 +277,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
       } catch (err) {
         log.debug({err, jobId: job.id}, 'inspect after exit failed');
       }
+      // OOMKilled can be missing (seen under runsc); the engine's oom event is the second witness.
+      if (!oomKilled && exitCode !== undefined && exitCode !== 0) oomKilled = await this.#oom.saw(sandbox.id, exitCode === 137 ? 500 : 0);
       const stderr = collector.stderr.text();
       const failed = oomKilled || exitCode !== 0;
       const result: ExecutionResult = {
@@ -393,6 +400,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
         if (!isUnreachable(err)) log.warn({err}, 'reap at close failed');
       }
       await reapOrphanShims(this.docker, {ids: this.#leakedAndGone()}).catch(() => undefined);
+      this.#oom.close();
     })();
     return this.#closing;
   }

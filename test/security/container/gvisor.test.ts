@@ -71,6 +71,13 @@ print(json.dumps(out))
     await assertHealthy(backend, RUNSC);
   });
 
+  test('concurrent memory bombs under runsc are all reported as outOfMemory (even when inspect misses OOMKilled)', async () => {
+    const bomb = () => python('a = []\nwhile True: a.append(bytearray(1 << 20))', [], {...RUNSC, ...limits({memoryMb: 96})});
+    const results = await Promise.all(Array.from({length: 8}, () => backend.run(bomb(), {signal: noSignal()})));
+    assert.deepEqual(results.map((r) => r.outOfMemory), Array(8).fill(true), JSON.stringify(results.map((r) => [r.exitCode, r.outOfMemory])));
+    await assertHealthy(backend, RUNSC);
+  });
+
   test('fork bomb under runsc is contained and the call ends', async () => {
     const job = python(`
 import os, time
