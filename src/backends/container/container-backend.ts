@@ -278,7 +278,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
         log.debug({err, jobId: job.id}, 'inspect after exit failed');
       }
       // OOMKilled can be missing (seen under runsc); the engine's oom event is the second witness.
-      if (!oomKilled && exitCode !== undefined && exitCode !== 0) oomKilled = await this.#oom.saw(sandbox.id, exitCode === 137 ? 500 : 0);
+      if (!oomKilled && exitCode !== undefined && exitCode !== 0) oomKilled = await this.#oom.saw(sandbox.id, exitCode === 137 ? 1_500 : 0);
       const stderr = collector.stderr.text();
       const failed = oomKilled || exitCode !== 0;
       const result: ExecutionResult = {
