@@ -61,7 +61,10 @@ function emptyResult(durationMs: number): ExecutionResult {
  *   counts): killed and removed, `timedOut: true`;
  * - `options.signal` aborted: killed and removed within 2 s, `isCanceled: true`;
  * - OOM kill (`State.OOMKilled` from inspect, or the engine's `oom` event for the container
- *   when it exited non-zero: see OomWatch): `outOfMemory: true`;
+ *   when it exited non-zero: see OomWatch; under runsc also any exit 137 that toolcell did not
+ *   cause, since gVisor's sentry SIGKILLs tasks itself at the memory limit without a host OOM
+ *   event — a tool that SIGKILLs itself under runsc is then reported as out of memory):
+ *   `outOfMemory: true`;
  * - non-zero exit: `failed: true` with `exitCode`; `exitCode` is undefined when toolcell killed
  *   the container or the kernel OOM-killed it;
  * - `pidsLimited` (best effort): when a running container is stopped, its pids cgroup is read
@@ -279,6 +282,9 @@ export class ContainerBackend implements Backend<ContainerJob> {
       }
       // OOMKilled can be missing (seen under runsc); the engine's oom event is the second witness.
       if (!oomKilled && exitCode !== undefined && exitCode !== 0) oomKilled = await this.#oom.saw(sandbox.id, exitCode === 137 ? 1_500 : 0);
+      // gVisor's sentry also kills a task itself (SIGKILL, exit 137) when the sandbox runs out of
+      // its memory limit, with no host OOM at all: under runsc an unexplained 137 is taken as OOM.
+      if (!oomKilled && exitCode === 137 && job.runtime === 'runsc') oomKilled = true;
       const stderr = collector.stderr.text();
       const failed = oomKilled || exitCode !== 0;
       const result: ExecutionResult = {
