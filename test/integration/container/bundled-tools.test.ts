@@ -118,6 +118,8 @@ describe('bundled container tools', {skip: !ok && 'no Docker engine'}, () => {
     assert.equal(r.stdout, 'lamp\ndesk\n');
     const c = await call('json', 'query', {filter: '[.items[].price] | add', document});
     assert.equal(c.stdout, '152\n');
+    const text = await call('json', 'query', {filter: '.items | length', document: JSON.stringify(document)});
+    assert.equal(text.stdout, '3\n', 'a string document is JSON text');
   });
 
   test('json__query: a filter that does not compile is a failed call with jq\'s message', async () => {
