@@ -75,8 +75,14 @@ function emptyResult(durationMs: number): ExecutionResult {
  *
  * Rejects (`ToolcellError` `BACKEND_UNAVAILABLE`) when the engine is unreachable, the image is
  * missing, or the profile asks for runsc and the engine has no runsc (never run under runc
- * instead). Every container carries `toolcell.managed=true` and this instance's owner label;
- * {@link ContainerBackend.start} and {@link ContainerBackend.close} reap leftovers.
+ * instead). Every container carries `toolcell.managed=true` and this instance's owner label
+ * (`toolcell.job` is the job id for a cold container, `pool` for a warm-pool member, which
+ * also carries `toolcell.pool` = its settings hash); {@link ContainerBackend.start} and
+ * {@link ContainerBackend.close} reap leftovers.
+ * Does NOT guarantee: that the engine itself stays within limits (image pulls, layer storage),
+ * or isolation stronger than the kernel's namespaces/cgroups/seccomp under runc (use runsc).
+ * A tool may ptrace other processes of its own container (same uid; Docker's default seccomp
+ * allows it on kernels >= 4.8); nothing outside the container is reachable that way.
  */
 export class ContainerBackend implements Backend<ContainerJob> {
   readonly kind = 'container' as const;
