@@ -177,7 +177,11 @@ describe('container warm pool lifecycle', {skip: !ok && 'no Docker engine'}, () 
       assert.equal(b.poolStats().ready, 0, 'no member is retried for a minute');
     } finally {
       await b.close();
-      await docker.getImage(tag).remove({force: true}).catch(() => undefined);
+      for (let i = 0; i < 5; i++) {
+        const removed = await docker.getImage(tag).remove({force: true}).then(() => true, (err: {statusCode?: number}) => err.statusCode === 404);
+        if (removed) break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
     }
     assert.deepEqual(await managedContainers(`toolcell.owner=${b.owner}`), []);
   });
