@@ -61,9 +61,10 @@ function emptyResult(durationMs: number): ExecutionResult {
  *   counts): killed and removed, `timedOut: true`;
  * - `options.signal` aborted: killed and removed within 2 s, `isCanceled: true`;
  * - OOM kill (`State.OOMKilled` from inspect, or the engine's `oom` event for the container
- *   when it exited non-zero: see OomWatch; under runsc also any exit 137 that toolcell did not
- *   cause, since gVisor's sentry SIGKILLs tasks itself at the memory limit without a host OOM
- *   event — a tool that SIGKILLs itself under runsc is then reported as out of memory):
+ *   when it exited non-zero: see OomWatch; also any exit 137 that toolcell did not cause, since
+ *   gVisor's sentry SIGKILLs tasks itself at the memory limit without a host OOM event, and under
+ *   runc both witnesses were seen missing on a loaded machine — a tool that SIGKILLs itself is
+ *   then reported as out of memory; the reason changes, no limit does):
  *   `outOfMemory: true`;
  * - non-zero exit: `failed: true` with `exitCode`; `exitCode` is undefined when toolcell killed
  *   the container or the kernel OOM-killed it;
@@ -289,8 +290,11 @@ export class ContainerBackend implements Backend<ContainerJob> {
       // OOMKilled can be missing (seen under runsc); the engine's oom event is the second witness.
       if (!oomKilled && exitCode !== undefined && exitCode !== 0) oomKilled = await this.#oom.saw(sandbox.id, exitCode === 137 ? 1_500 : 0);
       // gVisor's sentry also kills a task itself (SIGKILL, exit 137) when the sandbox runs out of
-      // its memory limit, with no host OOM at all: under runsc an unexplained 137 is taken as OOM.
-      if (!oomKilled && exitCode === 137 && job.runtime === 'runsc') oomKilled = true;
+      // its memory limit, with no host OOM at all; and under runc, with the machine loaded, both
+      // witnesses above were seen missing for a tmpfs-filling tool the kernel had OOM-killed (the
+      // init process reports its child's SIGKILL as 137). So an exit 137 toolcell did not cause
+      // (this path: not timed out, cancelled or truncated) is taken as OOM under either runtime.
+      if (!oomKilled && exitCode === 137) oomKilled = true;
       const stderr = collector.stderr.text();
       const failed = oomKilled || exitCode !== 0;
       const result: ExecutionResult = {

@@ -30,7 +30,13 @@ describe('cancellation', {skip: !ok && 'no Docker engine'}, () => {
     assert.equal(r.failed, true);
     assert.equal(r.timedOut, false);
     assert.ok(took < 2_000, `resolved ${Math.round(took)} ms after the abort`);
-    assert.deepEqual(await managedContainers(`toolcell.job=${job.id}`), [], 'container removed');
+    // Removed within 2 s of the abort (the engine may still be finishing the removal when the call resolves).
+    let left = await managedContainers(`toolcell.job=${job.id}`);
+    while (left.length > 0 && performance.now() - abortedAt < 2_000) {
+      await new Promise((r) => setTimeout(r, 50));
+      left = await managedContainers(`toolcell.job=${job.id}`);
+    }
+    assert.deepEqual(left, [], 'container removed within 2 s of the abort');
     await assertHealthy(backend);
   });
 
