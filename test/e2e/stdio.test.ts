@@ -197,18 +197,29 @@ describe('cancellation and load', () => {
   });
 
   test('progress notifications report the call\'s stages; console output arrives as log notifications before the result', async () => {
-    const logs: unknown[] = [];
-    server.client.setNotificationHandler('notifications/message', (n) => {
-      logs.push(n.params.data);
-    });
-    const progress: number[] = [];
-    const result = await server.client.callTool({name: 'hostile__stdout', arguments: {}}, {onprogress: (p) => progress.push(p.progress)});
-    assert.equal(textOf(result), 'done');
-    // The SDK client may resolve the call before it has run the handler of a notification that
-    // arrived in the same chunk just ahead of the response; let its handlers run first.
-    for (let i = 0; i < 20 && progress.length < 3; i++) await new Promise((r) => setTimeout(r, 5));
-    assert.deepEqual(progress, [0, 1, 2]);
-    assert.ok(logs.some((l) => String(l).includes('"id\\":999') || String(l).includes('"id":999')), `log notifications: ${JSON.stringify(logs)}`);
+    // Read the wire itself: the SDK client drops a progress notification it processes after the
+    // response it belongs to, so only the raw stream shows what the server sent, and in what order.
+    const child = spawn(process.execPath, [CLI, 'serve', '--tools', join(dir.path, 'tools'), '--profiles', join(dir.path, 'profiles'), '--audit-log', 'off'],
+      {stdio: ['pipe', 'pipe', 'ignore']});
+    let stdout = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    const send = (m: object) => child.stdin.write(`${JSON.stringify(m)}\n`);
+    send({jsonrpc: '2.0', id: 1, method: 'initialize', params: {protocolVersion: '2025-11-25', capabilities: {}, clientInfo: {name: 'raw', version: '1'}}});
+    send({jsonrpc: '2.0', method: 'notifications/initialized'});
+    send({jsonrpc: '2.0', id: 2, method: 'tools/call', params: {name: 'hostile__stdout', arguments: {}, _meta: {progressToken: 'p1'}}});
+    const deadline = Date.now() + 10_000;
+    while (!stdout.includes('"id":2') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    child.stdin.end();
+    await new Promise((r) => child.once('exit', r));
+    const messages = stdout.trim().split('\n').map((l) => JSON.parse(l) as {id?: number; method?: string; params?: {progress?: number; progressToken?: string; data?: unknown}});
+    const answer = messages.findIndex((m) => m.id === 2);
+    assert.ok(answer > 0, 'the call was answered');
+    const before = messages.slice(0, answer);
+    assert.deepEqual(before.filter((m) => m.method === 'notifications/progress').map((m) => [m.params!.progressToken, m.params!.progress]),
+      [['p1', 0], ['p1', 1], ['p1', 2]], 'queued, running, finished — all before the result');
+    const logs = before.filter((m) => m.method === 'notifications/message').map((m) => String(m.params!.data));
+    assert.ok(logs.some((l) => l.includes('"id":999')), `the tool's console line, as a log notification: ${JSON.stringify(logs)}`);
+    assert.equal(messages.filter((m) => m.method === 'notifications/progress').length, 3, 'nothing after the result');
   });
 
   test('a 2026-07-28 client is served too', async () => {
