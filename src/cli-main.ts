@@ -4,6 +4,7 @@ import {callTool, UnknownToolError} from './frontend/call-tool.ts';
 import {serveStdioTransport} from './frontend/stdio.ts';
 import {log} from './log.ts';
 import {localPrincipal} from './policy/principal.ts';
+import type {Profile} from './policy/profile-schema.ts';
 import {createRuntime, type Runtime, type RuntimeOptions} from './runtime.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -181,7 +182,7 @@ async function listCommand(flags: LoadFlags & {json?: boolean}): Promise<number>
 }
 
 /** A one-line summary of what a profile grants, for `list`. */
-export function grantsOf(profile: Runtime['profiles'] extends ReadonlyMap<string, infer P> ? P : never): string {
+export function grantsOf(profile: Profile): string {
   const l = profile.limits;
   if (profile.backend === 'isolate') {
     return `memory ${l.memoryMb} MB, timeout ${l.timeoutMs} ms, output ${l.outputBytes} B, no network, no filesystem`;

@@ -11,6 +11,7 @@
  */
 import {spawn} from 'node:child_process';
 import {existsSync} from 'node:fs';
+import {constants} from 'node:os';
 import {dirname, join} from 'node:path';
 import {fileURLToPath} from 'node:url';
 
@@ -27,7 +28,7 @@ if (major < 24) {
     env: {...process.env, TOOLCELL_REEXEC: '1'},
   });
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => child.kill(signal));
-  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 + 15 : 1)));
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 + constants.signals[signal] : 1)));
 } else {
   const {main} = await import('./cli-main.ts');
   process.exitCode = await main(process.argv.slice(2));

@@ -1,5 +1,8 @@
 import {createHash, randomUUID} from 'node:crypto';
 
+/** How a call ended, as the audit stream records it. */
+export type AuditOutcome = 'ok' | 'failed' | 'timed-out' | 'canceled' | 'oom' | 'output-limit' | 'denied' | 'rate-limited' | 'busy' | 'invalid-arguments' | 'unavailable' | 'error';
+
 /**
  * Audit event, version 1: one event per decision that refused a call and one per call
  * outcome. Separate from the debug log; never carries the raw arguments, only their
@@ -24,7 +27,7 @@ export interface AuditEventV1 {
   profile?: string;
   backend?: 'isolate' | 'container';
   /** Outcome of the call. */
-  outcome: 'ok' | 'failed' | 'timed-out' | 'canceled' | 'oom' | 'output-limit' | 'denied' | 'rate-limited' | 'busy' | 'invalid-arguments' | 'unavailable' | 'error';
+  outcome: AuditOutcome;
   /** The error code when the outcome is not `ok`. */
   code?: string;
   /** Which policy rule decided a denial (e.g. `commands`, `grants`). */

@@ -1,4 +1,5 @@
 import {isCallToolResult, type CallToolResult} from '@modelcontextprotocol/server';
+import type {AuditOutcome} from '../audit/audit-event.ts';
 import type {ExecutionResult} from '../backends/backend.ts';
 import {ToolcellError, type ErrorCode} from '../errors.ts';
 import {describeSchemaErrors} from '../policy/json-schema.ts';
@@ -134,7 +135,7 @@ export function withUsage(result: CallToolResult, usage: Usage): CallToolResult 
 }
 
 /** The audit outcome for an error code (or `ok`). */
-export function outcomeOf(code: ErrorCode | undefined): 'ok' | 'failed' | 'timed-out' | 'canceled' | 'oom' | 'output-limit' | 'denied' | 'rate-limited' | 'busy' | 'invalid-arguments' | 'unavailable' | 'error' {
+export function outcomeOf(code: ErrorCode | undefined): AuditOutcome {
   switch (code) {
     case undefined: return 'ok';
     case 'TIMEOUT': return 'timed-out';

@@ -136,7 +136,7 @@ async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>, 
       throw fail(`tool "${tool.name}": ${(err as Error).message}`);
     }
   }
-  return deepFreezeShallowTools({
+  return freezePackage({
     name: manifest.name,
     version: manifest.version,
     ...(manifest.description === undefined ? {} : {description: manifest.description}),
@@ -145,7 +145,7 @@ async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>, 
   });
 }
 
-function deepFreezeShallowTools(pkg: LoadedPackage): LoadedPackage {
+function freezePackage(pkg: LoadedPackage): LoadedPackage {
   // Validators are functions with mutable `errors`; freeze the data, not them.
   for (const tool of pkg.tools) {
     deepFreeze(tool.inputSchema);
