@@ -9,7 +9,7 @@ import {dockerMessage, isNoSuchContainer, isUnreachable, toBackendError} from '.
 import {toCreateOptions} from './host-config.ts';
 import {OomWatch} from './oom-watch.ts';
 import {OutputCollector} from './output.ts';
-import {ContainerPool, type PoolOptions} from './pool.ts';
+import {ContainerPool, EXIT_REPORT_MAX_BYTES, exitMarkers, newLaunchToken, type PoolOptions} from './pool.ts';
 import {REMOVE_TIMEOUT_MS, killStuckRuntime, reapContainers, reapOrphanShims} from './reaper.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
 
@@ -209,6 +209,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
     let sandbox: Sandbox | undefined;
     let warm = false;
     let finished = false;
+    /** The call was answered before its container was removed: remove it in the background. */
+    let removeAfter = false;
     try {
       // 1. A container: a warm-pool member for these exact settings, else a cold one.
       const lease = this.#pool?.take(job);
@@ -256,8 +258,13 @@ export class ContainerBackend implements Backend<ContainerJob> {
       this.#live.set(sandbox.id, container);
       if (reason) return await this.#stoppedResult(reason, container, undefined, elapsed);
 
-      // 2. Output: bounded capture; over the cap, stop the call.
+      // 2. Output: bounded capture; over the cap, stop the call. A warm member's launcher reports
+      // the tool's exit at the end of both streams (pool.ts `exitMarkers`).
       const collector = new OutputCollector(job.limits.outputBytes, () => terminate('truncated'));
+      const token = warm ? newLaunchToken() : undefined;
+      let onReport: (status: number) => void = () => {};
+      const reported = new Promise<number>((resolve) => (onReport = resolve));
+      if (token !== undefined) collector.expectExitReport(exitMarkers(token), EXIT_REPORT_MAX_BYTES, (status) => onReport(status));
       const streamDone = new Promise<void>((resolve) => {
         sandbox!.socket.on('data', (chunk: Buffer) => collector.push(chunk));
         sandbox!.socket.once('end', resolve);
@@ -266,14 +273,26 @@ export class ContainerBackend implements Backend<ContainerJob> {
       sandbox.socket.resume(); // a warm member's socket was paused after its readiness signal
 
       // 3. Input, then close stdin.
-      const input = warm ? this.#pool!.launchInput(job) : job.stdin === undefined ? undefined : Buffer.from(job.stdin, 'utf8');
+      const input = token !== undefined ? this.#pool!.launchInput(job, token) : job.stdin === undefined ? undefined : Buffer.from(job.stdin, 'utf8');
       if (input !== undefined && input.length > 0) sandbox.socket.end(input);
       else sandbox.socket.end();
 
-      // 4. Exit or termination, whichever is first.
-      const outcome = await Promise.race([sandbox.exited.then((code) => ({code})), stopped.then(() => undefined)]);
+      // 4. Exit (reported by the launcher, or seen by the engine) or termination, whichever is first.
+      const outcome = await Promise.race([
+        reported.then((code) => ({code, reported: true})),
+        sandbox.exited.then((code) => ({code, reported: false})),
+        stopped.then(() => undefined),
+      ]);
       if (reason || outcome === undefined) {
         return await this.#stoppedResult(reason ?? 'timeout', container, collector, elapsed, pidsAtStop);
+      }
+      if (outcome.reported) {
+        // The tool has exited and its output is complete: answer now; the container (its launcher
+        // is exiting too) is removed right after, off the call's path.
+        const status = outcome.code;
+        const oomKilled = status === 137 || (status !== 0 && await this.#oom.saw(sandbox.id, 0));
+        removeAfter = true;
+        return this.#exitResult(collector, status, oomKilled, elapsed);
       }
       // Exited by itself: collect the rest of the output, then read why it ended.
       await Promise.race([streamDone, new Promise((r) => setTimeout(r, OUTPUT_DRAIN_MS).unref())]);
@@ -295,30 +314,52 @@ export class ContainerBackend implements Backend<ContainerJob> {
       // init process reports its child's SIGKILL as 137). So an exit 137 toolcell did not cause
       // (this path: not timed out, cancelled or truncated) is taken as OOM under either runtime.
       if (!oomKilled && exitCode === 137) oomKilled = true;
-      const stderr = collector.stderr.text();
-      const failed = oomKilled || exitCode !== 0;
-      const result: ExecutionResult = {
-        ...emptyResult(0),
-        failed,
-        outOfMemory: oomKilled,
-        truncated: collector.truncated,
-        stdout: collector.stdout.text(),
-        stderr,
-        pidsLimited: failed && !oomKilled && FORK_FAILED.test(stderr.slice(-4096)),
-      };
-      if (!oomKilled && exitCode !== undefined) result.exitCode = exitCode;
       await this.#destroy(container, REMOVE_TIMEOUT_MS);
-      result.durationMs = elapsed();
-      return result;
+      return this.#exitResult(collector, exitCode, oomKilled, elapsed);
     } finally {
       finished = true;
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
       this.#running.delete(onAbort);
       sandbox?.release();
-      if (container) this.#live.delete(container.id);
+      if (container && removeAfter) this.#removeInBackground(container);
+      else if (container) this.#live.delete(container.id);
     }
   }
+
+  /** Result of a call whose tool exited by itself with `exitCode` (undefined: unknown). */
+  #exitResult(collector: OutputCollector, exitCode: number | undefined, oomKilled: boolean, elapsed: () => number): ExecutionResult {
+    collector.finish();
+    const stderr = collector.stderr.text();
+    const failed = oomKilled || exitCode !== 0 || collector.truncated;
+    const result: ExecutionResult = {
+      ...emptyResult(0),
+      failed,
+      outOfMemory: oomKilled,
+      truncated: collector.truncated,
+      stdout: collector.stdout.text(),
+      stderr,
+      pidsLimited: failed && !oomKilled && FORK_FAILED.test(stderr.slice(-4096)),
+    };
+    if (!oomKilled && exitCode !== undefined) result.exitCode = exitCode;
+    result.durationMs = elapsed();
+    return result;
+  }
+
+  /**
+   * Removes a container whose call has been answered, off the call's path. It stays in `#live`
+   * until removed, and `close()` waits for these removals; a failed one goes to the reaper.
+   */
+  #removeInBackground(container: Docker.Container): void {
+    const removal: Promise<void> = this.#destroy(container, REMOVE_TIMEOUT_MS).finally(() => {
+      this.#live.delete(container.id);
+      this.#removing.delete(removal);
+    });
+    this.#removing.add(removal);
+  }
+
+  /** Removals of answered calls' containers still in flight. */
+  readonly #removing = new Set<Promise<void>>();
 
   /** Result of a call that toolcell stopped (deadline, cancellation, output cap), after removing its container. */
   async #stoppedResult(
@@ -409,6 +450,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
       for (const cancel of this.#running) cancel();
       await this.#pool?.close();
       for (let i = 0; i < 40 && this.#running.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      await Promise.all(this.#removing);
       await Promise.all([...this.#live.values()].map((c) => this.#destroy(c, REMOVE_TIMEOUT_MS)));
       try {
         await reapContainers(this.docker, {owner: this.owner});

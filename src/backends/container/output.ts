@@ -8,25 +8,56 @@
  * Memory stays bounded: at most `capBytes` per stream are kept; once a stream passes its cap
  * the rest of its frames are parsed and dropped (the backend kills the container at once,
  * so little more arrives).
+ *
+ * A warm-pool launcher appends an exit report to each stream once the tool has exited
+ * (pool.ts `exitMarkers`); {@link OutputCollector.expectExitReport} makes the collector watch
+ * for it, keep room for it beyond the cap, and strip it from the text.
  */
 
 const STDOUT = 1;
 const STDERR = 2;
 
+/** Bytes of each stream's end kept apart from the capture, to find an exit report in. */
+const TAIL_BYTES = 128;
+
 /** One captured stream: a single buffer that grows by doubling up to the cap (no per-frame objects). */
 class Capture {
-  readonly #cap: number;
+  #cap: number;
   #buf: Buffer = Buffer.alloc(0);
   #kept = 0;
+  /** The last bytes seen (up to TAIL_BYTES), kept or not. */
+  #tail: Buffer = Buffer.alloc(0);
   /** Bytes seen in total, kept or not. */
   seen = 0;
   overflowed = false;
   constructor(cap: number) {
     this.#cap = cap;
   }
+  /** Raises the cap by `bytes` (room for an exit report); only before anything was added. */
+  widen(bytes: number): void {
+    if (this.seen === 0) this.#cap += bytes;
+  }
+  /** The last bytes seen (at most 128). */
+  get tail(): Buffer {
+    return this.#tail;
+  }
+  /**
+   * Drops the last `suffixBytes` kept bytes (an exit report), then cuts what is kept to
+   * `cap` bytes, marking the stream overflowed when that cut anything.
+   */
+  finish(suffixBytes: number, cap: number): void {
+    if (!this.overflowed) this.#kept = Math.max(0, this.#kept - suffixBytes);
+    if (this.#kept > cap) {
+      this.#kept = cap;
+      this.overflowed = true;
+    }
+  }
   /** Copies what fits under the cap; returns true when this chunk made the stream overflow. */
   add(chunk: Buffer): boolean {
     this.seen += chunk.length;
+    this.#tail = chunk.length >= TAIL_BYTES
+      ? Buffer.from(chunk.subarray(chunk.length - TAIL_BYTES))
+      : Buffer.concat([this.#tail, chunk]).subarray(-TAIL_BYTES);
     if (this.overflowed) return false;
     const room = this.#cap - this.#kept;
     const take = Math.min(room, chunk.length);
@@ -78,11 +109,62 @@ export class OutputCollector {
   #remaining = 0;
   #type = 0;
   #overflowSignalled = false;
+  readonly #capBytes: number;
+  #report: {stdout: Buffer; stderrPrefix: Buffer; onReport: (status: number) => void} | undefined;
+  /** The exit status reported, once both reports arrived. */
+  #status: number | undefined;
+  /** Byte lengths of the two reports found, for stripping them. */
+  #reportBytes = {stdout: 0, stderr: 0};
 
   constructor(capBytes: number, onOverflow: () => void) {
+    this.#capBytes = capBytes;
     this.stdout = new Capture(capBytes);
     this.stderr = new Capture(capBytes);
     this.#onOverflow = onOverflow;
+  }
+
+  /**
+   * Watches for a launcher's exit report (pool.ts `exitMarkers`): `markers.stdout` ending
+   * stdout and `markers.stderrPrefix` + decimal status + 0x1e ending stderr. Calls `onReport`
+   * once, with the status, when both streams end with their report; the reports are then left
+   * out of `stdout`/`stderr` by {@link finish}. Each stream's cap grows by `roomBytes` so that a
+   * report after output of exactly the cap does not count as overflow. Call before any `push`.
+   */
+  expectExitReport(markers: {stdout: Buffer; stderrPrefix: Buffer}, roomBytes: number, onReport: (status: number) => void): void {
+    this.#report = {...markers, onReport};
+    this.stdout.widen(roomBytes);
+    this.stderr.widen(roomBytes);
+  }
+
+  /** The exit status of a report that arrived on both streams, else undefined. */
+  get reportedStatus(): number | undefined {
+    return this.#status;
+  }
+
+  /**
+   * Leaves the exit reports (when they arrived) out of the captured text and enforces the cap
+   * the collector was made with. Call once, when the call ends.
+   */
+  finish(): void {
+    if (this.#report === undefined) return;
+    this.stdout.finish(this.#reportBytes.stdout, this.#capBytes);
+    this.stderr.finish(this.#reportBytes.stderr, this.#capBytes);
+  }
+
+  #checkReport(): void {
+    const report = this.#report;
+    if (report === undefined || this.#status !== undefined) return;
+    const out = this.stdout.tail;
+    if (out.length < report.stdout.length || !out.subarray(out.length - report.stdout.length).equals(report.stdout)) return;
+    const err = this.stderr.tail;
+    if (err.length === 0 || err[err.length - 1] !== 0x1e) return;
+    const at = err.lastIndexOf(report.stderrPrefix);
+    if (at < 0) return;
+    const digits = err.subarray(at + report.stderrPrefix.length, err.length - 1).toString('latin1');
+    if (!/^\d{1,3}$/.test(digits)) return;
+    this.#status = Number(digits);
+    this.#reportBytes = {stdout: report.stdout.length, stderr: err.length - at};
+    report.onReport(this.#status);
   }
 
   /** True once either stream passed its cap. */
@@ -115,5 +197,6 @@ export class OutputCollector {
         this.#onOverflow();
       }
     }
+    this.#checkReport();
   }
 }

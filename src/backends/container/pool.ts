@@ -1,4 +1,4 @@
-import {createHash} from 'node:crypto';
+import {createHash, randomBytes} from 'node:crypto';
 import type Docker from 'dockerode';
 import {log as rootLog} from '../../log.ts';
 import type {ContainerJob} from '../backend.ts';
@@ -15,11 +15,17 @@ const log = rootLog.child({component: 'container-pool'});
  *
  * A member is created with exactly the create options of a cold container for the same job
  * (`toCreateOptions`: same image, user, env, workdir, HostConfig, labels but the job id), except
- * that its command is {@link launcherArgv}: a fixed `/bin/sh` script that reads the job's argv
- * from stdin, then `exec`s it, so the tool process replaces the launcher (same PID, same
- * limits, same init as PID 1) and reads the rest of stdin as its own. The argv is data for the
- * script, never code: each element is one line, with only `\` and newline escaped and decoded
- * by `printf %b`. The allowlist check on argv[0] happens in policy before `run`, unchanged.
+ * that its command is {@link launcherArgv}: a fixed `/bin/sh` script that reads a per-call
+ * token and the job's argv from stdin, runs the argv as its child (same limits, same init as
+ * PID 1; the tool reads the rest of stdin as its own) and, once the child has exited, writes
+ * an *exit report* (see {@link exitMarkers}) at the end of stdout and of stderr. The backend
+ * answers the call as soon as both reports arrived, instead of waiting for the engine to notice
+ * the container's exit (about 30-40 ms here), and removes the container after answering. The
+ * argv is data for the script, never code: each element is one line, with only `\` and newline
+ * escaped and decoded by `printf %b`. The launcher stays as the tool's parent, so a warm call
+ * has one more process under the profile's pids limit than a cold one (the only difference a
+ * tool can see: its parent is the launcher, not init). The allowlist check on argv[0] happens in policy before
+ * `run`, unchanged.
  *
  * Members are keyed by a SHA-256 of their create options (the settings hash); a job takes only
  * a member with its own key. Members older than `maxAgeMs`, or whose container stopped, are
@@ -81,16 +87,49 @@ function awaitReady(socket: Sandbox['socket']): Promise<void> {
   });
 }
 
+/** Bytes of the per-call token the launcher is given (as 2 hex digits each). */
+const TOKEN_BYTES = 16;
+/** A token of the real length, for sizing a launch header. */
+const SIZING_TOKEN = '0'.repeat(TOKEN_BYTES * 2);
+/** Record separator (0x1e): brackets an exit report. */
+const RS = '\x1e';
+/** Longest exit report on one stream, in bytes (stderr: RS toolcell: token : code RS). */
+export const EXIT_REPORT_MAX_BYTES = 64;
+
+/** A new random per-call token for the launcher's exit report (hex). */
+export function newLaunchToken(): string {
+  return randomBytes(TOKEN_BYTES).toString('hex');
+}
+
 /**
- * The launcher script: signals readiness on stderr, reads the argc line, then one escaped line
- * per argument, then `exec`s them.
+ * The exit report the launcher writes once its child (the tool) has exited: `stdout` is
+ * appended to the container's stdout, and `stderrPrefix` + the exit status (decimal) + RS to
+ * its stderr. Each pipe is a FIFO, so a report arrives after everything the tool wrote to that
+ * stream before it exited.
+ *
+ * The report is the tool's own word about itself, like its output: a tool that learnt the
+ * token (it is read by the launcher from stdin before the tool starts, and never passed to
+ * it) could end its call early with an exit status of its choosing, which it can do anyway by
+ * exiting. It cannot extend its call: the deadline, the output cap and removal apply as before.
+ */
+export function exitMarkers(token: string): {stdout: Buffer; stderrPrefix: Buffer} {
+  return {stdout: Buffer.from(`${RS}toolcell:${token}${RS}`, 'latin1'), stderrPrefix: Buffer.from(`${RS}toolcell:${token}:`, 'latin1')};
+}
+
+/**
+ * The launcher script: signals readiness on stderr, reads the token line, the argc line, then
+ * one escaped line per argument, runs them as its child, then writes the exit report (see
+ * {@link exitMarkers}) to stdout and stderr and exits with the child's status.
  * dash exports `PWD` (and `OLDPWD` after a cd) on its own; they are unset so that the tool's
  * environment is exactly the one a cold container gets, unless the job grants them itself.
+ * The launcher's own variables (`t n a c`) are not exported, so the tool never sees them.
  */
 export function launcherScript(keep: ReadonlySet<string> = new Set()): string {
   const unset = ['PWD', 'OLDPWD'].filter((v) => !keep.has(v));
   return [
     `printf ${READY_BYTE} >&2`,
+    'IFS= read -r t || exit 126',
+    'case $t in ""|*[!0-9a-f]*) exit 126;; esac',
     'IFS= read -r n || exit 126',
     'case $n in ""|*[!0-9]*) exit 126;; esac',
     'set --',
@@ -101,7 +140,11 @@ export function launcherScript(keep: ReadonlySet<string> = new Set()): string {
     '  n=$((n-1))',
     'done',
     ...(unset.length > 0 ? [`unset ${unset.join(' ')}`] : []),
-    'exec "$@"',
+    '"$@"',
+    'c=$?',
+    "printf '\\036toolcell:%s\\036' \"$t\"",
+    "printf '\\036toolcell:%s:%s\\036' \"$t\" \"$c\" >&2",
+    'exit "$c"',
   ].join('\n');
 }
 
@@ -115,9 +158,9 @@ export function escapeArg(arg: string): string {
   return arg.replaceAll('\\', '\\\\').replaceAll('\n', '\\n');
 }
 
-/** The bytes a launcher reads: `argc\n`, one escaped line per argument, then `stdin` verbatim. */
-export function encodeLaunch(argv: readonly string[], stdin?: string): Buffer {
-  const header = `${argv.length}\n${argv.map((a) => `${escapeArg(a)}\n`).join('')}`;
+/** The bytes a launcher reads: `token\n`, `argc\n`, one escaped line per argument, then `stdin` verbatim. */
+export function encodeLaunch(token: string, argv: readonly string[], stdin?: string): Buffer {
+  const header = `${token}\n${argv.length}\n${argv.map((a) => `${escapeArg(a)}\n`).join('')}`;
   return stdin === undefined ? Buffer.from(header, 'utf8') : Buffer.concat([Buffer.from(header, 'utf8'), Buffer.from(stdin, 'utf8')]);
 }
 
@@ -211,7 +254,7 @@ export class ContainerPool {
    */
   take(job: ContainerJob): Sandbox | undefined {
     if (this.#closed || this.#size === 0) return undefined;
-    if (encodeLaunch(job.argv).length > this.#maxHeaderBytes) return undefined;
+    if (encodeLaunch(SIZING_TOKEN, job.argv).length > this.#maxHeaderBytes) return undefined;
     const slot = this.register(job);
     if (!slot) return undefined;
     slot.lastUsed = performance.now();
@@ -224,9 +267,9 @@ export class ContainerPool {
     return member?.sandbox;
   }
 
-  /** The stdin bytes of a member for `job` (launcher header, then `job.stdin`). */
-  launchInput(job: ContainerJob): Buffer {
-    return encodeLaunch(job.argv, job.stdin);
+  /** The stdin bytes of a member for `job` (launcher header with `token`, then `job.stdin`). */
+  launchInput(job: ContainerJob, token: string): Buffer {
+    return encodeLaunch(token, job.argv, job.stdin);
   }
 
   #totals(): {count: number; memoryMb: number} {

@@ -69,12 +69,22 @@ describe('container warm pool', {skip: !ok && 'no Docker engine'}, () => {
     const probe = 'import json, os\nst = {l.split(":")[0]: l.split(":")[1].strip() for l in open("/proc/self/status")}\n'
       + 'print(json.dumps({"env": dict(os.environ), "uid": os.getuid(), "cwd": os.getcwd(), "caps": st["CapEff"], "nnp": st["NoNewPrivs"], '
       + '"mem": open("/sys/fs/cgroup/memory/memory.limit_in_bytes").read().strip() if os.path.exists("/sys/fs/cgroup/memory/memory.limit_in_bytes") else open("/sys/fs/cgroup/memory.max").read().strip(), '
-      + '"mounts": sorted(l.split()[4] for l in open("/proc/self/mountinfo")), "ppid": os.getppid()}))';
+      + '"mounts": sorted(l.split()[4] for l in open("/proc/self/mountinfo")), "ppid": os.getppid(), '
+      + '"gppid": int([l for l in open(f"/proc/{os.getppid()}/status") if l.startswith("PPid:")][0].split()[1])}))';
     await until(() => backend.poolStats().ready > 0);
     const warm = await backend.run(job(probe), {signal: noSignal()});
     const coldRun = await cold.run(job(probe), {signal: noSignal()});
     const w = JSON.parse(warm.stdout.trim().split('\n')[1]!);
     const c = JSON.parse(coldRun.stdout.trim().split('\n')[1]!);
+    // Only the parent differs: a cold tool is init's child; a warm tool is the launcher's child,
+    // and the launcher is init's child (it stays to report the tool's exit).
+    assert.equal(c.ppid, 1);
+    assert.equal(w.gppid, 1);
+    assert.notEqual(w.ppid, 1);
+    for (const v of [w, c]) {
+      delete v.ppid;
+      delete v.gppid;
+    }
     assert.deepEqual(w, c);
   });
 
@@ -110,6 +120,41 @@ describe('container warm pool', {skip: !ok && 'no Docker engine'}, () => {
     const oom = await backend.run(job('a = []\nwhile True: a.append(bytearray(1 << 20))'), {signal: noSignal()});
     assert.equal(oom.outOfMemory, true);
     await assertHealthy(backend, {limits});
+  });
+
+  test('exit report: the status comes back, the report is not in the output, a forged report does not end the call', async () => {
+    await until(() => backend.poolStats().ready > 0);
+    const three = await backend.run(job('import sys\nprint("out", end="")\nsys.stderr.write("err")\nsys.exit(3)'), {signal: noSignal()});
+    assert.equal(three.exitCode, 3);
+    assert.equal(three.failed, true);
+    assert.equal(three.stdout.split('\n')[1], 'out');
+    assert.equal(three.stderr, 'err');
+    // A report with a token the tool made up, on both streams, then more output: the call goes on.
+    await until(() => backend.poolStats().ready > 0);
+    const fake = '\\x1etoolcell:' + 'ab'.repeat(16);
+    const forged = await backend.run(job(`import sys, time\nsys.stdout.write("${fake}\\x1e"); sys.stdout.flush()\n`
+      + `sys.stderr.write("${fake}:0\\x1e"); sys.stderr.flush()\ntime.sleep(0.3)\nprint("after")\nsys.exit(4)`), {signal: noSignal()});
+    assert.equal(forged.exitCode, 4);
+    assert.match(forged.stdout, /\x1etoolcell:(ab){16}\x1eafter\n$/);
+  });
+
+  test('a tool that ends its launcher still gets an answer, from the engine', async () => {
+    await until(() => backend.poolStats().ready > 0);
+    const r = await backend.run(job('import os, signal, time\nprint("before", flush=True)\nos.kill(os.getppid(), signal.SIGTERM)\ntime.sleep(2)'), {signal: noSignal()});
+    assert.equal(r.timedOut, false);
+    assert.equal(r.failed, true);
+    assert.equal(r.stdout.split('\n')[1], 'before');
+    await assertHealthy(backend, {limits});
+  });
+
+  test('close() right after a warm call was answered (its removal still in flight) leaves nothing behind', async () => {
+    const b = new ContainerBackend({pool: {size: 1}});
+    b.prewarm(job(''));
+    await until(() => b.poolStats().ready === 1);
+    const r = await b.run(job('print("done")'), {signal: noSignal()});
+    assert.equal(r.stdout.split('\n')[1], 'done');
+    await b.close(); // right after the answer: the removal in the background is awaited
+    assert.deepEqual(await managedContainers(`toolcell.owner=${b.owner}`), []);
   });
 
   test('a member whose settings differ is not used', async () => {

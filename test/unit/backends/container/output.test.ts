@@ -1,7 +1,8 @@
 // Bounded capture of Docker's multiplexed attach stream.
 import assert from 'node:assert/strict';
-import {test} from 'node:test';
+import {describe, test} from 'node:test';
 import {OutputCollector, utf8Boundary} from '../../../../src/backends/container/output.ts';
+import {EXIT_REPORT_MAX_BYTES, exitMarkers} from '../../../../src/backends/container/pool.ts';
 
 function frame(stream: 1 | 2, payload: Buffer | string): Buffer {
   const body = Buffer.isBuffer(payload) ? payload : Buffer.from(payload);
@@ -71,4 +72,61 @@ test('utf8Boundary keeps complete sequences', () => {
   assert.equal(utf8Boundary(Buffer.from('a€').subarray(0, 3)), 1);
   assert.equal(utf8Boundary(Buffer.from('😀').subarray(0, 2)), 0);
   assert.equal(utf8Boundary(Buffer.alloc(0)), 0);
+});
+
+describe('exit report of a warm-pool launcher', () => {
+  const token = 'ab'.repeat(16);
+  const markers = exitMarkers(token);
+  const reportFrames = (status: number) => [frame(1, markers.stdout), frame(2, Buffer.concat([markers.stderrPrefix, Buffer.from(`${status}\x1e`)]))];
+
+  test('both reports, split at every byte, give the status once and are left out of the text', () => {
+    const raw = Buffer.concat([frame(1, 'result'), frame(2, 'warn\n'), ...reportFrames(3)]);
+    const seen: number[] = [];
+    const c = new OutputCollector(100, () => assert.fail('no overflow'));
+    c.expectExitReport(markers, EXIT_REPORT_MAX_BYTES, (s) => seen.push(s));
+    for (const byte of raw) c.push(Buffer.from([byte]));
+    c.finish();
+    assert.deepEqual(seen, [3]);
+    assert.equal(c.reportedStatus, 3);
+    assert.equal(c.stdout.text(), 'result');
+    assert.equal(c.stderr.text(), 'warn\n');
+  });
+
+  test('one stream alone, a report with another token, output after the report or a bad status is not an exit', () => {
+    const other = exitMarkers('cd'.repeat(16));
+    const cases: Buffer[][] = [
+      [frame(1, markers.stdout)],
+      [frame(2, Buffer.concat([markers.stderrPrefix, Buffer.from('0\x1e')]))],
+      [frame(1, markers.stdout), frame(2, Buffer.concat([other.stderrPrefix, Buffer.from('0\x1e')]))],
+      [frame(1, other.stdout), frame(2, Buffer.concat([markers.stderrPrefix, Buffer.from('0\x1e')]))],
+      [frame(1, markers.stdout), frame(1, 'late output'), frame(2, Buffer.concat([markers.stderrPrefix, Buffer.from('0\x1e')]))],
+      [frame(1, markers.stdout), frame(2, Buffer.concat([markers.stderrPrefix, Buffer.from('9999\x1e')]))],
+      [frame(1, markers.stdout), frame(2, Buffer.concat([markers.stderrPrefix, Buffer.from('0\x1e'), Buffer.from('more')]))],
+    ];
+    for (const frames of cases) {
+      const c = new OutputCollector(100, () => undefined);
+      c.expectExitReport(markers, EXIT_REPORT_MAX_BYTES, () => assert.fail('not an exit'));
+      for (const f of frames) c.push(f);
+      assert.equal(c.reportedStatus, undefined);
+    }
+  });
+
+  test('output of exactly the cap, then the report: complete, not truncated', () => {
+    const c = new OutputCollector(8, () => assert.fail('no overflow'));
+    c.expectExitReport(markers, EXIT_REPORT_MAX_BYTES, () => undefined);
+    c.push(Buffer.concat([frame(1, '12345678'), ...reportFrames(0)]));
+    c.finish();
+    assert.equal(c.reportedStatus, 0);
+    assert.equal(c.stdout.text(), '12345678');
+    assert.equal(c.truncated, false);
+  });
+
+  test('output over the cap but within the room kept for the report is still cut and truncated', () => {
+    const c = new OutputCollector(8, () => undefined);
+    c.expectExitReport(markers, EXIT_REPORT_MAX_BYTES, () => undefined);
+    c.push(Buffer.concat([frame(1, '123456789A'), ...reportFrames(0)]));
+    c.finish();
+    assert.equal(c.stdout.text(), '12345678');
+    assert.equal(c.truncated, true);
+  });
 });

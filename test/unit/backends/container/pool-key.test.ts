@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import {describe, test} from 'node:test';
 import type {ContainerJob} from '../../../../src/backends/backend.ts';
-import {encodeLaunch, escapeArg, launcherScript, poolKey} from '../../../../src/backends/container/pool.ts';
+import {encodeLaunch, escapeArg, exitMarkers, launcherScript, newLaunchToken, poolKey} from '../../../../src/backends/container/pool.ts';
 
 const base: ContainerJob = {
   kind: 'container', id: 'a', image: 'toolcell/python', argv: ['/usr/bin/python3', '-c', 'print(1)'],
@@ -39,16 +39,28 @@ describe('launcher encoding', () => {
     assert.equal(escapeArg('a\\b\nc'), 'a\\\\b\\nc');
     assert.equal(escapeArg('$(id) `id` ; "\' %s \\c'), '$(id) `id` ; "\' %s \\\\c');
   });
-  test('the header is argc, one line per argument, then stdin verbatim', () => {
-    assert.equal(encodeLaunch(['/bin/echo', 'a\nb', ''], 'in\nput').toString(), '3\n/bin/echo\na\\nb\n\nin\nput');
-    assert.equal(encodeLaunch(['/bin/true']).toString(), '1\n/bin/true\n');
+  test('the header is the token, argc, one line per argument, then stdin verbatim', () => {
+    assert.equal(encodeLaunch('ab12', ['/bin/echo', 'a\nb', ''], 'in\nput').toString(), 'ab12\n3\n/bin/echo\na\\nb\n\nin\nput');
+    assert.equal(encodeLaunch('ab12', ['/bin/true']).toString(), 'ab12\n1\n/bin/true\n');
+  });
+  test('each call gets its own 128-bit hex token, and the reports carry it', () => {
+    const a = newLaunchToken();
+    assert.match(a, /^[0-9a-f]{32}$/);
+    assert.notEqual(a, newLaunchToken());
+    const m = exitMarkers(a);
+    assert.equal(m.stdout.toString('latin1'), `\x1etoolcell:${a}\x1e`);
+    assert.equal(m.stderrPrefix.toString('latin1'), `\x1etoolcell:${a}:`);
+  });
+  test('the launcher runs the argv as its child, then reports its status on both streams and exits with it', () => {
+    assert.match(launcherScript(), /\n"\$@"\nc=\$\?\nprintf '\\036toolcell:%s\\036' "\$t"\nprintf '\\036toolcell:%s:%s\\036' "\$t" "\$c" >&2\nexit "\$c"$/);
+    assert.match(launcherScript(), /case \$t in ""\|\*\[!0-9a-f\]\*\) exit 126;; esac/);
   });
   test('the launcher unsets the variables dash adds, unless the job grants them', () => {
-    assert.match(launcherScript(), /unset PWD OLDPWD\nexec "\$@"$/);
+    assert.match(launcherScript(), /unset PWD OLDPWD\n"\$@"\n/);
     assert.match(launcherScript(new Set(['PWD'])), /unset OLDPWD\n/);
     assert.doesNotMatch(launcherScript(new Set(['PWD', 'OLDPWD'])), /unset/);
   });
-  test('the launcher never evaluates its input: no eval, only read/printf %b/exec "$@"', () => {
+  test('the launcher never evaluates its input: no eval, only read/printf %b/"$@"', () => {
     assert.doesNotMatch(launcherScript(), /\beval\b|\$\(\s*\$a|source|\. /);
   });
 });
