@@ -142,9 +142,12 @@ export class ContainerBackend implements Backend<ContainerJob> {
     if (this.#pool && !this.#closed) this.#pool.register(template);
   }
 
-  /** Warm-pool members ready and being created, and settings keys kept warm (all 0 without a pool). */
-  poolStats(): {ready: number; creating: number; keys: number} {
-    return this.#pool?.stats() ?? {ready: 0, creating: 0, keys: 0};
+  /**
+   * Warm-pool members ready and being created, settings keys kept warm, and members handed
+   * straight from their creation to a call that waited for them (all 0 without a pool).
+   */
+  poolStats(): {ready: number; creating: number; keys: number; handed: number} {
+    return this.#pool?.stats() ?? {ready: 0, creating: 0, keys: 0, handed: 0};
   }
 
   /** Runtimes the engine offers (cached for 30 s). @throws ToolcellError `BACKEND_UNAVAILABLE` when unreachable. */
@@ -202,6 +205,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
     const timer = setTimeout(() => terminate('timeout'), Math.max(0, remaining));
     const onAbort = () => terminate('cancel');
     signal.addEventListener('abort', onAbort, {once: true});
+    if (signal.aborted) terminate('cancel'); // aborted while the runtime and OOM watch were checked
     this.#running.add(onAbort); // close() cancels calls in flight
     const stopped = new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), {once: true}));
 
@@ -213,7 +217,11 @@ export class ContainerBackend implements Backend<ContainerJob> {
     let removeAfter = false;
     try {
       // 1. A container: a warm-pool member for these exact settings, else a cold one.
-      const lease = this.#pool?.take(job);
+      const lease = this.#pool ? await this.#pool.acquire(job, stop.signal) : undefined;
+      if (reason) {
+        if (lease) void this.#destroy(lease.container, REMOVE_TIMEOUT_MS).finally(() => lease.release());
+        return await this.#stoppedResult(reason, undefined, undefined, elapsed);
+      }
       if (lease) {
         sandbox = lease;
         warm = true;

@@ -164,6 +164,15 @@ export function encodeLaunch(token: string, argv: readonly string[], stdin?: str
   return stdin === undefined ? Buffer.from(header, 'utf8') : Buffer.concat([Buffer.from(header, 'utf8'), Buffer.from(stdin, 'utf8')]);
 }
 
+/** `poolKey`, or undefined when the job cannot have one. */
+function poolKeyOrUndefined(job: ContainerJob): string | undefined {
+  try {
+    return poolKey(job);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The settings hash of a job: SHA-256 of the create options of its pool member (owner-independent). */
 export function poolKey(job: ContainerJob): string {
   const options = toCreateOptions(job, {owner: '', command: launcherArgv(job), pool: ''});
@@ -185,6 +194,8 @@ interface Slot {
   lastUsed: number;
   /** performance.now() until which the key is not refilled (launcher failed to start). */
   brokenUntil: number;
+  /** Calls waiting for a member being created, first come first served; never more than `creating`. */
+  waiters: Array<(sandbox: Sandbox | undefined) => void>;
 }
 
 /** The warm pool; owned by a ContainerBackend. */
@@ -218,15 +229,18 @@ export class ContainerPool {
     this.#sweeper.unref();
   }
 
-  /** Members ready now, in total and per key (for metrics and tests). */
-  stats(): {ready: number; creating: number; keys: number} {
+  /** Members handed straight from their creation to a waiting call (see `acquire`). */
+  #handed = 0;
+
+  /** Members ready now, being created, keys, and members handed to waiting calls so far (for metrics and tests). */
+  stats(): {ready: number; creating: number; keys: number; handed: number} {
     let ready = 0;
     let creating = 0;
     for (const s of this.#slots.values()) {
       ready += s.ready.length;
       creating += s.creating;
     }
-    return {ready, creating, keys: this.#slots.size};
+    return {ready, creating, keys: this.#slots.size, handed: this.#handed};
   }
 
   /** Starts keeping members ready for jobs with the settings of `template`. */
@@ -240,7 +254,7 @@ export class ContainerPool {
     }
     let slot = this.#slots.get(key);
     if (!slot) {
-      slot = {key, template: {...template, argv: ['/bin/true'], stdin: undefined}, ready: [], creating: 0, lastUsed: performance.now(), brokenUntil: 0};
+      slot = {key, template: {...template, argv: ['/bin/true'], stdin: undefined}, ready: [], creating: 0, lastUsed: performance.now(), brokenUntil: 0, waiters: []};
       this.#slots.set(key, slot);
     }
     this.#fill(slot);
@@ -267,6 +281,34 @@ export class ContainerPool {
     return member?.sandbox;
   }
 
+  /**
+   * Like {@link take}, but when no member is ready and more members are being created for this
+   * key than calls already wait for them, waits for the next one (created after the call
+   * arrived or before it, never used by anyone). A member being created is always further along
+   * than a cold container the caller would start now, and waiting adds no work to an engine that
+   * is already the bottleneck. Resolves undefined (the caller then starts a cold container) when
+   * nothing is being created, that creation fails, the pool closes, or `signal` aborts.
+   */
+  async acquire(job: ContainerJob, signal: AbortSignal): Promise<Sandbox | undefined> {
+    const ready = this.take(job);
+    if (ready || this.#closed || signal.aborted) return ready;
+    const slot = this.#slots.get(poolKeyOrUndefined(job) ?? '');
+    if (!slot || slot.creating <= slot.waiters.length) return undefined;
+    return await new Promise<Sandbox | undefined>((resolve) => {
+      const waiter = (sandbox: Sandbox | undefined): void => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(sandbox);
+      };
+      const onAbort = (): void => {
+        const i = slot.waiters.indexOf(waiter);
+        if (i >= 0) slot.waiters.splice(i, 1);
+        resolve(undefined);
+      };
+      signal.addEventListener('abort', onAbort, {once: true});
+      slot.waiters.push(waiter);
+    });
+  }
+
   /** The stdin bytes of a member for `job` (launcher header with `token`, then `job.stdin`). */
   launchInput(job: ContainerJob, token: string): Buffer {
     return encodeLaunch(token, job.argv, job.stdin);
@@ -291,6 +333,10 @@ export class ContainerPool {
       const creation: Promise<void> = this.#create(slot).finally(() => {
         slot.creating--;
         this.#inflight.delete(creation);
+        // Waiters beyond the creations still in flight would wait for nothing: they go cold.
+        while (slot.waiters.length > slot.creating) slot.waiters.pop()!(undefined);
+        // A member handed to a waiter left the slot short: refill it (a live slot only).
+        if (this.#slots.get(slot.key) === slot) this.#fill(slot);
       });
       this.#inflight.add(creation);
     }
@@ -315,6 +361,12 @@ export class ContainerPool {
       }
       if (this.#closed || !this.#slots.has(slot.key)) {
         await this.#discard(sandbox);
+        return;
+      }
+      const waiter = slot.waiters.shift();
+      if (waiter) {
+        this.#handed++;
+        waiter(sandbox); // straight to a waiting call: fresh, never used
         return;
       }
       const member: Member = {sandbox, memoryMb: slot.template.limits.memoryMb, createdAt: performance.now(), exited: false};
@@ -376,6 +428,7 @@ export class ContainerPool {
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#sweeper);
+    for (const slot of this.#slots.values()) for (const waiter of slot.waiters.splice(0)) waiter(undefined);
     const members = [...this.#slots.values()].flatMap((s) => s.ready.splice(0));
     this.#slots.clear();
     await Promise.all([

@@ -183,6 +183,44 @@ describe('container warm pool lifecycle', {skip: !ok && 'no Docker engine'}, () 
     }
   });
 
+  test('an empty pool with a member being created: the next call waits for that fresh member instead of starting a cold one', async () => {
+    const b = new ContainerBackend({pool: {size: 1, maxTotal: 1}});
+    try {
+      b.prewarm(job(''));
+      await until(() => b.poolStats().ready === 1);
+      const [first, second] = await Promise.all([b.run(job('print(1)'), {signal: noSignal()}), b.run(job('print(2)'), {signal: noSignal()})]);
+      assert.deepEqual([first.stdout.split('\n')[1], second.stdout.split('\n')[1]], ['1', '2']);
+      assert.notEqual(first.stdout.split('\n')[0], second.stdout.split('\n')[0], 'two calls, two containers');
+      assert.equal(b.poolStats().handed, 1, 'the second call got the member created when the first took the ready one');
+    } finally {
+      await b.close();
+    }
+    assert.deepEqual(await managedContainers(`toolcell.owner=${b.owner}`), []);
+  });
+
+  test('a call cancelled while it waits for a member ends at once; the member it waited for stays in the pool', async () => {
+    const b = new ContainerBackend({pool: {size: 1, maxTotal: 1}});
+    try {
+      b.prewarm(job(''));
+      await until(() => b.poolStats().ready === 1);
+      const first = b.run(job('print(1)'), {signal: noSignal()});
+      const abort = new AbortController();
+      const waiting = b.run(job('print(2)'), {signal: abort.signal});
+      await new Promise((r) => setTimeout(r, 5));
+      const t0 = performance.now();
+      abort.abort();
+      const cancelled = await waiting;
+      assert.equal(cancelled.isCanceled, true);
+      assert.ok(performance.now() - t0 < 500, 'ended at once');
+      assert.equal((await first).failed, false);
+      await until(() => b.poolStats().ready === 1);
+      assert.equal(b.poolStats().handed, 0);
+    } finally {
+      await b.close();
+    }
+    assert.deepEqual(await managedContainers(`toolcell.owner=${b.owner}`), []);
+  });
+
   test('close() with a full pool leaves no labelled container', async () => {
     const b = new ContainerBackend({pool: {size: 3, maxTotal: 3}});
     b.prewarm(job(''));
