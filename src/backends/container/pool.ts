@@ -29,8 +29,9 @@ const log = rootLog.child({component: 'container-pool'});
  *
  * Members are keyed by a SHA-256 of their create options (the settings hash); a job takes only
  * a member with its own key. Members older than `maxAgeMs`, or whose container stopped, are
- * discarded, never used. When no member is ready the call creates its container cold (a burst
- * larger than the pool degrades to cold starts, never to reuse). Images without `/bin/sh`
+ * discarded, never used. When no member is ready, the call waits for a member being created
+ * that no other call waits for (`acquire`), else creates its container cold (a burst larger
+ * than the pool degrades to fresh members and cold starts, never to reuse). Images without `/bin/sh`
  * fail to start a member; their key is then marked unpoolable for a while and runs cold.
  */
 
