@@ -93,7 +93,7 @@ export class Dispatcher {
         `The ${job.kind} backend is busy (${queue.pending} running, ${queue.size} waiting, at most ${limits.maxQueued} may wait). Retry shortly.`,
         {backend: job.kind, running: queue.pending, queued: queue.size, maxQueued: limits.maxQueued});
     }
-    if (callerSignal.aborted) throw cancelled();
+    if (callerSignal.aborted) throw cancelled(callerSignal);
 
     // Waiting: the caller's cancellation or the queue-wait deadline removes the call.
     const waiting = withDeadline(callerSignal, this.#options.queueWaitMs);
@@ -114,7 +114,7 @@ export class Dispatcher {
       }, {signal: waiting.signal});
     } catch (err) {
       if (!started && waiting.signal.aborted) {
-        if (waiting.reason() === 'cancel') throw cancelled();
+        if (waiting.reason() === 'cancel') throw cancelled(callerSignal);
         throw new ToolcellError('TIMEOUT',
           `The call waited ${this.#options.queueWaitMs} ms for a free ${job.kind} sandbox and was dropped. Retry later.`,
           {backend: job.kind, queueWaitMs: this.#options.queueWaitMs});
@@ -134,4 +134,11 @@ export class Dispatcher {
   }
 }
 
-const cancelled = () => new ToolcellError('CANCELLED', 'The call was cancelled by the client before it started.');
+/**
+ * The error of a call cancelled before it started: the caller's abort reason when that is a
+ * `CANCELLED` ToolcellError (e.g. the HTTP service stopping calls at shutdown), else the
+ * client's cancellation.
+ */
+const cancelled = (signal: AbortSignal): ToolcellError => signal.reason instanceof ToolcellError && signal.reason.code === 'CANCELLED'
+  ? signal.reason
+  : new ToolcellError('CANCELLED', 'The call was cancelled by the client before it started.');

@@ -15,7 +15,7 @@ import {
 } from '@modelcontextprotocol/server';
 import type {JWTVerifyGetKey} from 'jose';
 import {DEFAULT_DISPATCH, type Dispatcher} from '../../dispatch/dispatcher.ts';
-import {ConfigError} from '../../errors.ts';
+import {ConfigError, ToolcellError} from '../../errors.ts';
 import {log} from '../../log.ts';
 import type {Principal} from '../../policy/principal.ts';
 import {QuotaAdmission, quotaQueueProblems} from '../../policy/quota.ts';
@@ -353,7 +353,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
         while (activeExchanges > 0 && performance.now() < deadline) await sleep(20);
         if (activeExchanges > 0) {
           httpLog.warn({inFlight: activeExchanges, drainMs}, 'shutdown: cancelling calls still in flight after the drain deadline');
-          stopCalls.abort();
+          stopCalls.abort(new ToolcellError('CANCELLED', 'The server is shutting down; the call was stopped.'));
           const answered = performance.now() + CANCEL_GRACE_MS;
           while (activeExchanges > 0 && performance.now() < answered) await sleep(20);
         }

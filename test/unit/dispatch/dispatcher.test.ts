@@ -74,6 +74,20 @@ test('a call cancelled while queued never starts and ends CANCELLED', async () =
   assert.equal(state.started, 1);
 });
 
+test('a queued call stopped with a CANCELLED reason (server shutdown) ends with that reason, not as a client cancellation', async () => {
+  const {backend, state} = fakeBackend(100);
+  const d = new Dispatcher({isolate: backend}, options(1, 10));
+  const first = d.run(job(), new AbortController().signal);
+  const stop = new AbortController();
+  const second = d.run(job(), AbortSignal.any([new AbortController().signal, stop.signal]));
+  stop.abort(new ToolcellError('CANCELLED', 'The server is shutting down; the call was stopped.'));
+  await assert.rejects(second, (e: unknown) => e instanceof ToolcellError && e.code === 'CANCELLED' && /shutting down/.test(e.message));
+  const third = d.run(job(), stop.signal);
+  await assert.rejects(third, (e: unknown) => e instanceof ToolcellError && /shutting down/.test(e.message));
+  await first;
+  assert.equal(state.started, 1);
+});
+
 test('a call that waits longer than queueWaitMs ends TIMEOUT without starting', async () => {
   const {backend, state} = fakeBackend(200);
   const d = new Dispatcher({isolate: backend}, options(1, 10, 50));
