@@ -75,6 +75,7 @@ function announceOnce(line: string): void {
 }
 
 
+const TEST_LIMITS: ContainerJob['limits'] = {timeoutMs: 5_000, memoryMb: 64, outputBytes: 65_536, cpus: 0.5, pids: 32};
 let seq = 0;
 /** A small container job for tests: python image, 64 MB, 32 pids, 5 s, 64 KiB output, /tmp 8m. */
 export function containerJob(argv: string[], overrides: Partial<ContainerJob> = {}): ContainerJob {
@@ -83,7 +84,6 @@ export function containerJob(argv: string[], overrides: Partial<ContainerJob> = 
     id: `test-${process.pid}-${++seq}`,
     image: 'toolcell/python',
     argv,
-    limits: {timeoutMs: 5_000, memoryMb: 64, outputBytes: 65_536, cpus: 0.5, pids: 32, ...overrides.limits},
     network: 'none',
     readOnlyRoot: true,
     tmpfs: {'/tmp': '8m'},
@@ -91,7 +91,7 @@ export function containerJob(argv: string[], overrides: Partial<ContainerJob> = 
     runtime: 'runc',
     profile: 'test',
     ...overrides,
-    ...(overrides.limits ? {limits: {timeoutMs: 5_000, memoryMb: 64, outputBytes: 65_536, cpus: 0.5, pids: 32, ...overrides.limits}} : {}),
+    limits: {...TEST_LIMITS, ...overrides.limits},
   };
 }
 

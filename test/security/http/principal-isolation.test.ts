@@ -26,7 +26,7 @@ before(async () => {
     principals: {'key:alice': {ratePerSec: 5, burst: 5, maxInFlight: 3}},
     onLimited: (_p, limit) => metrics.rateLimited(limit),
   });
-  assert.deepEqual(quotaQueueProblems(quota, ['key:alice'], DISPATCH), [], 'the quotas fit the queues (the service refuses them otherwise)');
+  assert.deepEqual(quotaQueueProblems(quota, ['key:alice'], {isolate: DISPATCH.isolate, container: DISPATCH.container}), [], 'the quotas fit the queues (the service refuses them otherwise)');
   env = await fakeRuntime(fixtures, {admission: quota, dispatch: DISPATCH, onCallFinished: metrics.onCallFinished});
   service = await startService(env.runtime, {
     apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}, {name: 'bob', sha256: hashApiKey(KEYS.bob)}],

@@ -44,7 +44,7 @@ for (const [title, value, field] of [
   ['an unknown backend is an error', {...isolate, backend: 'vm'}, 'backend'],
 ] as const) {
   test(`profile: ${title}`, () => {
-    assert.throws(() => parse(String((value as {name: string}).name), value), (e: unknown) => {
+    assert.throws(() => parse(String((value as unknown as {name: string}).name), value), (e: unknown) => {
       assert.ok(e instanceof ConfigError);
       assert.match(e.message, /\/p\/\w+\.json/);
       assert.match(e.message, new RegExp(field));
