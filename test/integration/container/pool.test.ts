@@ -1,6 +1,9 @@
 // Warm pool (issue 4): containers started ahead of demand, each used by exactly one call and
 // then removed; nothing a call did is visible to the next; bursts degrade to cold starts;
 // close() leaves nothing behind.
+// invariant: pool:no-state-crosses-calls
+// invariant: pool:burst-never-reuses
+// invariant: container:argv:no-shell
 import assert from 'node:assert/strict';
 import {mkdtempSync, rmSync, writeFileSync} from 'node:fs';
 import {tmpdir} from 'node:os';

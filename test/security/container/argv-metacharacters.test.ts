@@ -1,5 +1,6 @@
 // Hazard: shell metacharacters in arguments run commands. There is no shell: every argument
 // arrives as one literal argv element.
+// invariant: container:argv:no-shell
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';

@@ -1,5 +1,6 @@
 // Hazard: a cancelled call keeps running (and keeps its resources). Aborting the signal kills
 // and removes the container within 2 s, and the result says isCanceled.
+// invariant: dispatch:cancel:kills-sandbox
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';

@@ -1,5 +1,6 @@
 // Hazards: writing to the image (read-only root), to any place the profile did not grant
 // (/dev/shm, /var/tmp, $HOME), and filling the granted tmpfs.
+// invariant: container:filesystem:only-grants-writable
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';

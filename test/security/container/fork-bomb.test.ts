@@ -1,5 +1,6 @@
 // Hazard: a fork bomb exhausts the host's process table. The pids limit contains it, the host
 // can still start processes, the call ends at its deadline, and nothing of it survives.
+// invariant: container:pids:contained
 import assert from 'node:assert/strict';
 import {execFileSync} from 'node:child_process';
 import {readdirSync, readFileSync} from 'node:fs';

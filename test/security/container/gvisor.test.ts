@@ -1,5 +1,6 @@
 // Hazards under gVisor (runsc): the same hostile programs as under runc are contained, the call
 // really runs under runsc, and a normal call still works afterwards.
+// invariant: container:runtime:no-fallback
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';

@@ -1,5 +1,6 @@
 // Hazard: reading the host's environment or files. Nothing is passed into a container but
 // what the job names.
+// invariant: container:host:nothing-passed-in
 import assert from 'node:assert/strict';
 import {randomUUID} from 'node:crypto';
 import {rmSync, writeFileSync} from 'node:fs';

@@ -1,5 +1,6 @@
 // Hazard: unbounded allocation takes the host's memory. The container's memory limit (swap
 // equal) ends it with the kernel OOM killer, reported as outOfMemory.
+// invariant: container:memory:contained
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';

@@ -1,5 +1,6 @@
 // Hazard: a tool reaches the network. Servers started by this test on the host (loopback and
 // the docker0 bridge address) must be unreachable from a container; nothing else is tried.
+// invariant: container:network:none-by-default
 import assert from 'node:assert/strict';
 import {createServer, type Server} from 'node:http';
 import {networkInterfaces} from 'node:os';

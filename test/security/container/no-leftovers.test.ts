@@ -1,6 +1,7 @@
 // Hazard: containers (or their runtime processes) pile up. After 200 calls, a quarter of them
 // hostile (timeouts, OOM, output floods, fork bombs, cancellations, crashes, runsc), no
 // container with our label and no orphaned runtime shim remains.
+// invariant: container:lifecycle:nothing-left-behind
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';

@@ -1,5 +1,6 @@
 // Hazard: a tool prints 100 MB to exhaust the server's memory. Output is capped per stream,
 // the container is killed at the cap, and the server's memory stays bounded.
+// invariant: container:output:capped
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';

@@ -1,5 +1,6 @@
 // Hazards: raising privileges (setuid binaries, setuid(0), capabilities), mounting, new
 // namespaces, and ptrace beyond the container.
+// invariant: container:privileges:none
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';

@@ -1,5 +1,6 @@
 // Hazard: a tool never ends (sleep forever, busy loop). The deadline kills it, the result says
 // timedOut, and the container is gone when the call returns.
+// invariant: container:time:killed-at-deadline
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';

@@ -5,6 +5,7 @@
  * stream stay empty). Then the positive controls prove the same request runs the tool with a
  * valid credential, i.e. the server still answers normal calls after the attacks.
  */
+// invariant: http:auth:required
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
 import {UnsecuredJWT} from 'jose';

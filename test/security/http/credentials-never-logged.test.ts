@@ -4,6 +4,7 @@
  * with valid and invalid API keys and JWTs, in the header and in the query string. Not one
  * credential, nor the signature of one, may appear anywhere in the server's stderr.
  */
+// invariant: http:credentials:never-logged
 import assert from 'node:assert/strict';
 import {writeFile} from 'node:fs/promises';
 import {after, before, test} from 'node:test';

@@ -3,6 +3,7 @@
  * exactly like an unknown tool), and one principal's flood only rate-limits that principal:
  * the other's calls keep succeeding, never BUSY, never RATE_LIMITED.
  */
+// invariant: http:principals:isolated
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
 import {ProtocolError} from '@modelcontextprotocol/client';

@@ -2,6 +2,7 @@
  * Session exhaustion: one principal opening sessions without end only evicts its own least
  * recently used sessions; the total cap answers 503 instead of growing memory without bound.
  */
+// invariant: http:sessions:bounded
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
 import type {HttpService} from '../../../src/frontend/http/serve-http.ts';

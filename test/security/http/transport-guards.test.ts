@@ -4,6 +4,7 @@
  * bodies, JSON-RPC batches, and session ids that are unknown, expired, or another principal's.
  * Each attack must fail, no tool may run, and a normal call must still work afterwards.
  */
+// invariant: http:transport:guarded
 import assert from 'node:assert/strict';
 import {request as httpRequest} from 'node:http';
 import {after, before, test} from 'node:test';

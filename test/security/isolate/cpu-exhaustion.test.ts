@@ -2,6 +2,7 @@
  * Attacks on time: code that never ends must be stopped at the wall-clock or CPU limit,
  * reported `timedOut`, and the backend must answer the next call.
  */
+// invariant: isolate:time:stopped-at-limit
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';

@@ -2,6 +2,7 @@
  * Stack exhaustion: deep recursion must fail the call with a RangeError inside the
  * isolate, never crash the worker.
  */
+// invariant: isolate:stack:contained
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';

@@ -3,6 +3,7 @@
  * constructor trick, the prelude's entry, references in the arguments. Each must find
  * nothing of the host, and the backend must answer the next call.
  */
+// invariant: isolate:host:unreachable
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';

@@ -5,6 +5,7 @@
  * stop the thread (seen with isolated-vm 7.0.1). The call must still end at its deadline,
  * and the worker, which now burns a thread, must be replaced.
  */
+// invariant: isolate:errors:hostile-values-contained
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';

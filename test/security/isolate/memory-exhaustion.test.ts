@@ -3,6 +3,7 @@
  * result, `truncated`), never grow the server, and the backend must answer the next
  * call. The worker's RSS ceiling is the hard bound behind isolated-vm's soft limit.
  */
+// invariant: isolate:heap:contained
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';

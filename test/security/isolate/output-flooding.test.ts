@@ -3,6 +3,7 @@
  * reported `truncated` (and `failed`), and never carry more than the cap out of the
  * isolate.
  */
+// invariant: isolate:output:capped
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';

@@ -4,6 +4,8 @@
  * a burst larger than the pool gets cold isolates rather than reused ones, and a pooled
  * isolate always has the memory limit its call asked for.
  */
+// invariant: pool:no-state-crosses-calls
+// invariant: pool:burst-never-reuses
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';

@@ -3,6 +3,7 @@
  * error name and message. The host parses the result as it would for a client, and
  * its own prototypes must stay clean.
  */
+// invariant: isolate:prototypes:host-clean
 import assert from 'node:assert/strict';
 import {after, afterEach, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
