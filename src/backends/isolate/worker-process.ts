@@ -124,6 +124,7 @@ export class WorkerProcess {
   #spawnTimer: NodeJS.Timeout | undefined;
   #seq = 0;
   #holds = 0;
+  #lastFinishedAt = performance.now();
   #isReady = false;
   #hasExited = false;
   #killReason: string | undefined;
@@ -157,6 +158,17 @@ export class WorkerProcess {
   /** Calls in flight. */
   get inflight(): number {
     return this.#pending.size;
+  }
+
+  /**
+   * `performance.now()` (ms) when a call in this worker last ended (result, failure,
+   * cancellation, backstop or exit), or when the worker was created if none has yet.
+   * A worker that finished a call has work of its own right after it (disposing that
+   * call's isolate, refilling its warm pool), so the backend prefers the one that
+   * finished longest ago.
+   */
+  get lastFinishedAt(): number {
+    return this.#lastFinishedAt;
   }
 
   get isReady(): boolean {
@@ -209,6 +221,7 @@ export class WorkerProcess {
         clearTimeout(backstop);
         signal.removeEventListener('abort', onAbort);
         this.#pending.delete(id);
+        this.#lastFinishedAt = performance.now();
         this.#updateRef();
         if (this.#retiring && this.#pending.size === 0) this.kill('retired after reporting a wedged isolate thread');
       };
