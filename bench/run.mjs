@@ -4,6 +4,8 @@
 //   container   bench__echo through `toolcell serve`: a fresh container per call, pool off and on
 //   docker run  `docker run --rm` per call with the same hardened flags (the per-call-container baseline)
 //   rss         server RSS idle, after 1,000 and after 10,000 isolate calls
+//   lifecycle   CPU per fresh isolate (create + context + prelude + dispose) in this process, and the
+//               calls/s ceiling it implies for one fresh isolate per call on this machine's CPUs
 // Prints a table with ratios and writes bench/results/latest.json. Targets are checked here, in the
 // benchmark, never in timed tests. Options: BENCH_QUICK=1 for a short run; BENCH_SKIP_DOCKER=1.
 import {execFileSync, execFile} from 'node:child_process';
@@ -13,12 +15,14 @@ import {promisify} from 'node:util';
 import {fileURLToPath} from 'node:url';
 import {Client} from '@modelcontextprotocol/client';
 import {StdioClientTransport} from '@modelcontextprotocol/client/stdio';
+import {disposePrepared, prepareIsolate, POOL_PREPARE_OPTIONS} from '../dist/backends/isolate/prepared-isolate.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const quick = process.env.BENCH_QUICK === '1';
 const N_SEQ = quick ? 300 : 2000;
 const N_PAR = quick ? 1000 : 4000;
 const N_CONTAINER = quick ? 15 : 60;
+const N_LIFECYCLE = 2000;
 const run = promisify(execFile);
 
 const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -42,8 +46,11 @@ async function check(client, name, args) {
   return r;
 }
 
-/** Sequential latencies (ms) and calls/s at 1 and 16 in flight. */
-async function measure(client, name, argsOf, nSeq, nPar, inFlight = 16) {
+/**
+ * Sequential latencies (ms) and calls/s at 1 and 16 in flight. With `cpuMs` (a function returning CPU
+ * ms used so far), also the CPU ms per call while `inFlight` calls were in flight.
+ */
+async function measure(client, name, argsOf, nSeq, nPar, inFlight = 16, cpuMs = undefined) {
   for (let i = 0; i < Math.min(200, nSeq); i++) await check(client, name, argsOf(i));
   const lat = [];
   const t0 = performance.now();
@@ -54,6 +61,7 @@ async function measure(client, name, argsOf, nSeq, nPar, inFlight = 16) {
   }
   const seqSeconds = (performance.now() - t0) / 1000;
   let next = 0;
+  const cpu1 = cpuMs?.();
   const t1 = performance.now();
   await Promise.all(Array.from({length: inFlight}, async () => {
     while (next < nPar) {
@@ -62,7 +70,8 @@ async function measure(client, name, argsOf, nSeq, nPar, inFlight = 16) {
     }
   }));
   const parSeconds = (performance.now() - t1) / 1000;
-  return {...stats(lat), callsPerSecSequential: round(nSeq / seqSeconds, 0), callsPerSecInFlight: round(nPar / parSeconds, 0), inFlight};
+  const cpu = cpu1 === undefined ? {} : {cpuMsPerCallInFlight: round((cpuMs() - cpu1) / nPar, 3)};
+  return {...stats(lat), callsPerSecSequential: round(nSeq / seqSeconds, 0), callsPerSecInFlight: round(nPar / parSeconds, 0), inFlight, ...cpu};
 }
 
 const rssMb = (pid) => {
@@ -79,6 +88,28 @@ function dockerUsable() {
     return false;
   }
 }
+
+const clockTicksPerSec = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], {encoding: 'utf8'}).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+const cpuMsOf = (pid) => {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicksPerSec; // utime + stime
+  } catch {
+    return 0; // exited meanwhile
+  }
+};
+const childPids = (pid) => execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], {encoding: 'utf8'}).split('\n').map((x) => Number(x.trim())).filter(Boolean);
+/** CPU ms used so far by the server `pid`, its direct children (isolate workers) and this process (the client). */
+const serverTreeCpuMs = (pid) => () => {
+  const own = process.cpuUsage();
+  return [pid, ...childPids(pid)].reduce((sum, p) => sum + cpuMsOf(p), 0) + (own.user + own.system) / 1000;
+};
 
 /** RSS of the direct children (isolate workers) of `pid`, in MB, summed. */
 function childRss(pid) {
@@ -104,6 +135,31 @@ const results = {
 };
 const log = (s) => process.stderr.write(`${s}\n`);
 
+// 0. the isolate lifecycle floor: CPU (all threads of this process, process.cpuUsage) per fresh isolate
+// prepared as a call without a pooled isolate prepares one (isolate, context, prelude) and then disposed,
+// here without IPC or MCP. Every call costs at least this much CPU somewhere, so cpus * 1000 /
+// cpuMsPerIsolate bounds calls/s from above even if nothing else cost anything (the server, the client
+// and the call itself come on top). Also measured: the same with the pool's options (the prelude's warm op).
+log(`isolate lifecycle: ${N_LIFECYCLE} x prepareIsolate + disposePrepared in this process …`);
+{
+  const cpuMsPer = (options) => {
+    for (let i = 0; i < 200; i++) disposePrepared(prepareIsolate(options));
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (let i = 0; i < N_LIFECYCLE; i++) disposePrepared(prepareIsolate(options));
+    const wallMs = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    return {cpuMs: (cpu.user + cpu.system) / 1000 / N_LIFECYCLE, wallMs: wallMs / N_LIFECYCLE};
+  };
+  const base = {memoryMb: 32, removeWebAssembly: true, onCatastrophicError: () => {}};
+  const cold = cpuMsPer(base);
+  const pool = cpuMsPer({...base, ...POOL_PREPARE_OPTIONS});
+  results.isolateLifecycle = {
+    iterations: N_LIFECYCLE, cpuMsPerIsolate: round(cold.cpuMs, 3), wallMsPerIsolate: round(cold.wallMs, 3),
+    ceilingCallsPerSec: round((results.machine.cpus * 1000) / cold.cpuMs, 0), cpuMsPerPoolIsolate: round(pool.cpuMs, 3),
+  };
+}
+
 // 1. the in-process floor
 log('floor: in-process tool behind the MCP SDK over stdio …');
 {
@@ -116,7 +172,7 @@ log('floor: in-process tool behind the MCP SDK over stdio …');
 log('isolate: a fresh isolate per call through toolcell serve …');
 {
   const server = await connect(process.execPath, serveArgs(['--no-containers', ...isolateFlags]));
-  results.isolate = await measure(server.client, 'bench__double', (i) => ({n: i}), N_SEQ, N_PAR);
+  results.isolate = await measure(server.client, 'bench__double', (i) => ({n: i}), N_SEQ, N_PAR, 16, serverTreeCpuMs(server.pid));
   await server.close();
 }
 
@@ -204,6 +260,7 @@ const table = [
   row('`docker run --rm` per call, hardened flags', r.dockerRun),
   '',
   `Server RSS: idle ${r.rss.idleMb} MB; after 1,000 calls ${r.rss.after1000Mb} MB; after ${r.rss.calls} calls ${r.rss.after10000Mb} MB (${r.rss.growthPct}%). Isolate workers: ${r.rss.workerAfter1000Mb} MB after 1,000, ${r.rss.workerAfter10000Mb} MB after ${r.rss.calls}.`,
+  `Isolate lifecycle floor: ${r.isolateLifecycle.cpuMsPerIsolate} ms CPU per fresh isolate (create, context, prelude, dispose; ${r.isolateLifecycle.cpuMsPerPoolIsolate} ms as the warm pool prepares them), so at most ${r.isolateLifecycle.ceilingCallsPerSec} calls/s on ${r.machine.cpus} vCPU with one fresh isolate per call even if nothing else cost CPU. At 16 in flight a call cost ${r.isolate.cpuMsPerCallInFlight} ms CPU in all (client, server, workers): at most ${round((r.machine.cpus * 1000) / r.isolate.cpuMsPerCallInFlight, 0)} calls/s.`,
   `toolcell flags: ${isolateFlags.join(' ')}`,
   `Ratios: isolate p50 / floor p50 = ${r.ratios.isolateP50OverFloor}` + (r.containerWarm ? `; docker run p50 / toolcell container p50 = ${r.ratios.dockerRunOverContainerWarmP50} (pool on), ${r.ratios.dockerRunOverContainerColdP50} (pool off)` : ''),
   '',

@@ -30,7 +30,7 @@ export interface PrepareOptions {
   onCatastrophicError: (message: string) => void;
   /**
    * Also run the prelude's `warm` op (compiles the prelude's functions in this isolate
-   * ahead of demand, about 0.25-0.35 ms of CPU here, so that the call that gets the
+   * ahead of demand, about 0.25-0.5 ms of CPU here, so that the call that gets the
    * isolate does not). For the warm pool, whose isolates are made off the critical path.
    */
   warm?: boolean;
