@@ -62,9 +62,10 @@ describe('isolate worker supervision', () => {
   test('a frozen worker is backstopped: the call resolves timedOut shortly after its deadline and the worker is replaced', async () => {
     const [pid] = backend.workerPids();
     assert.ok(pid);
-    const call = run(backend, 'export default () => 1', {limits: {timeoutMs: 500}});
+    // Frozen before the call is sent: stopping it right after the send raced with the
+    // worker, which (woken by the send, on a loaded machine) could answer first.
     process.kill(pid, 'SIGSTOP');
-    const result = await call;
+    const result = await run(backend, 'export default () => 1', {limits: {timeoutMs: 500}});
     assert.equal(result.timedOut, true);
     assert.equal(result.failed, true);
     assert.ok(result.elapsedMs < 500 + 300 + 300, `took ${Math.round(result.elapsedMs)} ms`);
