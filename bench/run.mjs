@@ -2,6 +2,8 @@
 //   floor       the same trivial tool in-process behind the same MCP SDK over stdio
 //   isolate     bench__double through `toolcell serve` over stdio: a fresh isolate per call
 //   container   bench__echo through `toolcell serve`: a fresh container per call, pool off and on
+//               (on: back to back, 4 in flight with the machine's CPU split toolcell/engine, and
+//               paced one call every 300 ms so that the pool keeps up)
 //   docker run  `docker run --rm` per call with the same hardened flags (the per-call-container baseline)
 //   rss         server RSS idle, after 1,000 and after 10,000 isolate calls
 //   lifecycle   CPU per fresh isolate (create + context + prelude + dispose) in this process, and the
@@ -48,9 +50,10 @@ async function check(client, name, args) {
 
 /**
  * Sequential latencies (ms) and calls/s at 1 and 16 in flight. With `cpuMs` (a function returning CPU
- * ms used so far), also the CPU ms per call while `inFlight` calls were in flight.
+ * ms used so far), also the CPU ms per call while `inFlight` calls were in flight; with `machineMs`
+ * (the same for the whole machine), the machine's CPU ms per call over that phase too.
  */
-async function measure(client, name, argsOf, nSeq, nPar, inFlight = 16, cpuMs = undefined) {
+async function measure(client, name, argsOf, nSeq, nPar, inFlight = 16, cpuMs = undefined, machineMs = undefined) {
   for (let i = 0; i < Math.min(200, nSeq); i++) await check(client, name, argsOf(i));
   const lat = [];
   const t0 = performance.now();
@@ -62,6 +65,7 @@ async function measure(client, name, argsOf, nSeq, nPar, inFlight = 16, cpuMs = 
   const seqSeconds = (performance.now() - t0) / 1000;
   let next = 0;
   const cpu1 = cpuMs?.();
+  const machine1 = machineMs?.();
   const t1 = performance.now();
   await Promise.all(Array.from({length: inFlight}, async () => {
     while (next < nPar) {
@@ -70,7 +74,10 @@ async function measure(client, name, argsOf, nSeq, nPar, inFlight = 16, cpuMs = 
     }
   }));
   const parSeconds = (performance.now() - t1) / 1000;
-  const cpu = cpu1 === undefined ? {} : {cpuMsPerCallInFlight: round((cpuMs() - cpu1) / nPar, 3)};
+  const cpu = {
+    ...(cpu1 === undefined ? {} : {cpuMsPerCallInFlight: round((cpuMs() - cpu1) / nPar, 3)}),
+    ...(machine1 === undefined ? {} : {machineCpuMsPerCallInFlight: round((machineMs() - machine1) / nPar, 3), machineBusyPct: round(((machineMs() - machine1) / (parSeconds * 1000 * cpus().length)) * 100, 0)}),
+  };
   return {...stats(lat), callsPerSecSequential: round(nSeq / seqSeconds, 0), callsPerSecInFlight: round(nPar / parSeconds, 0), inFlight, ...cpu};
 }
 
@@ -104,11 +111,24 @@ const cpuMsOf = (pid) => {
     return 0; // exited meanwhile
   }
 };
-const childPids = (pid) => execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], {encoding: 'utf8'}).split('\n').map((x) => Number(x.trim())).filter(Boolean);
+const childPids = (pid) => {
+  try {
+    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], {encoding: 'utf8'}).split('\n').map((x) => Number(x.trim())).filter(Boolean);
+  } catch {
+    return []; // ps exits 1 when there is no child
+  }
+};
 /** CPU ms used so far by the server `pid`, its direct children (isolate workers) and this process (the client). */
 const serverTreeCpuMs = (pid) => () => {
   const own = process.cpuUsage();
   return [pid, ...childPids(pid)].reduce((sum, p) => sum + cpuMsOf(p), 0) + (own.user + own.system) / 1000;
+};
+
+/** CPU ms the whole machine has been busy so far (all CPUs; /proc/stat minus idle and iowait). */
+const machineCpuMs = () => {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const busy = f.reduce((a, b) => a + b, 0) - f[3] - f[4];
+  return (busy * 1000) / clockTicksPerSec;
 };
 
 /** RSS of the direct children (isolate workers) of `pid`, in MB, summed. */
@@ -208,7 +228,20 @@ if (dockerUsable()) {
   for (const [label, pool] of [['containerCold', 0], ['containerWarm', 4]]) {
     log(`${label}: bench__echo through toolcell serve, container pool ${pool} …`);
     const server = await connect(process.execPath, serveArgs(['--container-pool', String(pool)]));
-    results[label] = await measure(server.client, 'bench__echo', (i) => ({n: i}), N_CONTAINER, N_CONTAINER * 2, 4);
+    results[label] = await measure(server.client, 'bench__echo', (i) => ({n: i}), N_CONTAINER, N_CONTAINER * 2, 4,
+      serverTreeCpuMs(server.pid), machineCpuMs);
+    if (pool > 0) {
+      // One call at a time with a pause that lets the pool refill: the latency of a warm call when
+      // the engine keeps up (back-to-back calls above are bound by how fast members are replaced).
+      const lat = [];
+      for (let i = 0; i < Math.max(10, Math.floor(N_CONTAINER / 2)); i++) {
+        await new Promise((res) => setTimeout(res, 300));
+        const t = performance.now();
+        await check(server.client, 'bench__echo', {n: i});
+        lat.push(performance.now() - t);
+      }
+      results.containerWarmPaced = stats(lat);
+    }
     await server.close();
   }
   log('docker run --rm per call, hardened flags …');
@@ -232,6 +265,7 @@ r.ratios = {
   isolateP50OverFloor: round(r.isolate.p50 / r.floor.p50),
   ...(r.containerWarm ? {
     dockerRunOverContainerWarmP50: round(r.dockerRun.p50 / r.containerWarm.p50),
+    dockerRunOverContainerWarmPacedP50: round(r.dockerRun.p50 / r.containerWarmPaced.p50),
     dockerRunOverContainerColdP50: round(r.dockerRun.p50 / r.containerCold.p50),
   } : {}),
 };
@@ -257,12 +291,14 @@ const table = [
   row('toolcell isolate (fresh isolate per call)', r.isolate),
   row('toolcell container, pool off (fresh container per call)', r.containerCold),
   row('toolcell container, pool on (fresh container per call)', r.containerWarm),
+  row('toolcell container, pool on, one call every 300 ms (pool keeps up)', r.containerWarmPaced),
   row('`docker run --rm` per call, hardened flags', r.dockerRun),
   '',
   `Server RSS: idle ${r.rss.idleMb} MB; after 1,000 calls ${r.rss.after1000Mb} MB; after ${r.rss.calls} calls ${r.rss.after10000Mb} MB (${r.rss.growthPct}%). Isolate workers: ${r.rss.workerAfter1000Mb} MB after 1,000, ${r.rss.workerAfter10000Mb} MB after ${r.rss.calls}.`,
   `Isolate lifecycle floor: ${r.isolateLifecycle.cpuMsPerIsolate} ms CPU per fresh isolate (create, context, prelude, dispose; ${r.isolateLifecycle.cpuMsPerPoolIsolate} ms as the warm pool prepares them), so at most ${r.isolateLifecycle.ceilingCallsPerSec} calls/s on ${r.machine.cpus} vCPU with one fresh isolate per call even if nothing else cost CPU. At 16 in flight a call cost ${r.isolate.cpuMsPerCallInFlight} ms CPU in all (client, server, workers): at most ${round((r.machine.cpus * 1000) / r.isolate.cpuMsPerCallInFlight, 0)} calls/s.`,
+  ...(r.containerWarm ? [`Containers, pool on, 4 in flight: the machine was ${r.containerWarm.machineBusyPct}% busy, ${r.containerWarm.machineCpuMsPerCallInFlight} ms CPU per call in all, of which toolcell (server and client) ${r.containerWarm.cpuMsPerCallInFlight} ms; the rest is the engine (dockerd, containerd, runc, shims, kernel) creating, starting and removing one container per call.`] : []),
   `toolcell flags: ${isolateFlags.join(' ')}`,
-  `Ratios: isolate p50 / floor p50 = ${r.ratios.isolateP50OverFloor}` + (r.containerWarm ? `; docker run p50 / toolcell container p50 = ${r.ratios.dockerRunOverContainerWarmP50} (pool on), ${r.ratios.dockerRunOverContainerColdP50} (pool off)` : ''),
+  `Ratios: isolate p50 / floor p50 = ${r.ratios.isolateP50OverFloor}` + (r.containerWarm ? `; docker run p50 / toolcell container p50 = ${r.ratios.dockerRunOverContainerWarmP50} (pool on, back to back), ${r.ratios.dockerRunOverContainerWarmPacedP50} (pool on, paced), ${r.ratios.dockerRunOverContainerColdP50} (pool off)` : ''),
   '',
   ...Object.entries(r.targets).map(([k, v]) => `- ${v ? 'met' : 'MISSED'}: ${k}`),
 ].join('\n');
