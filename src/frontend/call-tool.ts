@@ -29,6 +29,12 @@ export interface ToolRuntime {
   readonly admission?: Admission;
   /** Observes each finished call (metrics). */
   readonly onCallFinished?: (event: {tool: ToolDefinition; outcome: string; durationMs: number}) => void;
+  /**
+   * Stops every call of this runtime when it aborts, as if each client had cancelled (the HTTP
+   * service at its drain deadline). A `CANCELLED` ToolcellError as the abort reason becomes the
+   * answer of calls that had not started yet.
+   */
+  readonly stopSignal?: AbortSignal;
 }
 
 /** The caller's side of one call. */
@@ -92,7 +98,8 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     const job = toJob(tool, input, jobId, runtime.containerGrants.get(name));
     callLog.debug({backend}, 'job queued');
     void context.progress?.(0, 2, 'queued');
-    const execution = await runtime.dispatcher.run(job, context.signal, () => void context.progress?.(1, 2, 'running in a fresh sandbox'));
+    const signal = runtime.stopSignal ? AbortSignal.any([context.signal, runtime.stopSignal]) : context.signal;
+    const execution = await runtime.dispatcher.run(job, signal, () => void context.progress?.(1, 2, 'running in a fresh sandbox'));
     sandboxMs = execution.durationMs;
     await context.progress?.(2, 2, 'finished');
     if (execution.stderr !== '' && !execution.isCanceled) await context.console?.(execution.stderr);

@@ -1,4 +1,4 @@
-import {createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse} from 'node:http';
+import {createServer, type IncomingMessage, type ServerResponse} from 'node:http';
 import type {AddressInfo} from 'node:net';
 import {
   buildOAuthProtectedResourceMetadata,
@@ -14,7 +14,7 @@ import {
   type OAuthMetadata,
 } from '@modelcontextprotocol/server';
 import type {JWTVerifyGetKey} from 'jose';
-import {DEFAULT_DISPATCH, type Dispatcher} from '../../dispatch/dispatcher.ts';
+import {DEFAULT_DISPATCH} from '../../dispatch/dispatcher.ts';
 import {ConfigError, ToolcellError} from '../../errors.ts';
 import {log} from '../../log.ts';
 import type {Principal} from '../../policy/principal.ts';
@@ -122,7 +122,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   // At the drain deadline this signal stops every call still in flight; each call then ends
   // with its own CANCELLED result, which the client receives before the streams are closed.
   const stopCalls = new AbortController();
-  const served = withStopSignal(runtime, stopCalls.signal);
+  const served: ToolRuntime = {...runtime, stopSignal: stopCalls.signal};
   const sessions = new LegacySessions(served, {
     idleMs: config.sessions.idleSeconds * 1000,
     maxPerPrincipal: config.sessions.maxPerPrincipal,
@@ -371,23 +371,6 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
 
 /** How long cancelled calls get to send their CANCELLED results before the streams are closed, in ms. */
 const CANCEL_GRACE_MS = 3000;
-
-/**
- * The runtime as the MCP servers of this service see it: every dispatch also stops when
- * `stop` aborts (graceful shutdown). Everything else is the runtime itself.
- */
-function withStopSignal(runtime: ToolRuntime, stop: AbortSignal): ToolRuntime {
-  const dispatcher = new Proxy(runtime.dispatcher, {
-    get(target, prop) {
-      if (prop === 'run') {
-        return (job: Parameters<Dispatcher['run']>[0], signal: AbortSignal, onStart?: () => void) => target.run(job, AbortSignal.any([signal, stop]), onStart);
-      }
-      const value: unknown = Reflect.get(target, prop, target);
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-    },
-  });
-  return {...runtime, dispatcher};
-}
 
 /** The principal the transport attached to a request (`authInfo.extra.principal`). */
 function principalOf(authInfo: AuthInfo | undefined): Principal {
