@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import {execFileSync} from 'node:child_process';
 import {chmod} from 'node:fs/promises';
+import {hostname} from 'node:os';
 import {after, before, describe, test} from 'node:test';
 import {dockerAvailable} from '../support/docker.ts';
 import {connectStdio, errorCode, textOf} from '../support/mcp-stdio.ts';
@@ -13,9 +14,18 @@ import {tempDir} from '../support/temp.ts';
  */
 const ready = await dockerAvailable({images: ['toolcell/python', 'toolcell/shell']});
 
-describe('bundled container tools over stdio', {skip: !ready && 'no Docker engine or sandbox images'}, () => {
+/** Labels of the containers that the toolcell server with PID `pid` on this host created (its owner label starts with host/pid/). */
+function containersOfServer(pid: number): Array<Record<string, string>> {
+  const out = execFileSync('docker', ['ps', '-a', '--filter', 'label=toolcell.managed=true', '--format', '{{json .Labels}}'], {encoding: 'utf8'}).trim();
+  const prefix = `${hostname()}/${pid}/`;
+  return out === '' ? [] : out.split('\n').map((line) => Object.fromEntries(JSON.parse(line).split(',').map((kv: string) => kv.split('=')) as [string, string][]))
+    .filter((labels) => labels['toolcell.owner']?.startsWith(prefix));
+}
+
+for (const pool of [0, 2]) describe(`bundled container tools over stdio, container pool ${pool}`, {skip: !ready && 'no Docker engine or sandbox images'}, () => {
   let workspace: Awaited<ReturnType<typeof tempDir>>;
   let server: Awaited<ReturnType<typeof connectStdio>>;
+  let serverPid: number | undefined;
 
   before(async () => {
     workspace = await tempDir();
@@ -24,11 +34,15 @@ describe('bundled container tools over stdio', {skip: !ready && 'no Docker engin
     await workspace.write('README.md', 'nothing to do here\n');
     // Tools run as uid 65534: the workspace must be world-readable (mkdtemp makes it 0700).
     await chmod(workspace.path, 0o755);
-    server = await connectStdio(['--workspace', workspace.path, '--audit-log', 'off']);
+    server = await connectStdio(['--workspace', workspace.path, '--audit-log', 'off', '--container-pool', String(pool)]);
+    serverPid = server.pid();
   });
   after(async () => {
     await server?.close();
     await workspace?.dispose();
+    // The server removes its containers (pool members included) when its client goes away.
+    for (let i = 0; i < 100 && serverPid !== undefined && containersOfServer(serverPid).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    if (serverPid !== undefined) assert.deepEqual(containersOfServer(serverPid), [], 'no container of this server is left after it stopped');
   });
 
   test('python__run computes statistics over a CSV given on stdin', async () => {
@@ -76,6 +90,13 @@ describe('bundled container tools over stdio', {skip: !ready && 'no Docker engin
     const result = await server.client.callTool({name: 'json__query', arguments: {filter: '[.items[] | select(.price > 10) | .name]', document, options: ['--compact-output']}});
     assert.equal(result.isError, undefined, textOf(result));
     assert.deepEqual(JSON.parse(textOf(result)), ['lamp', 'desk']);
+  });
+
+  test(pool > 0 ? 'the warm pool keeps started containers ready for these tools' : 'without a pool, no container waits ahead of demand', async () => {
+    const members = () => containersOfServer(serverPid!).filter((labels) => labels['toolcell.job'] === 'pool');
+    for (let i = 0; i < 150 && pool > 0 && members().length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    if (pool > 0) assert.ok(members().length > 0, 'pool members exist');
+    else assert.equal(members().length, 0);
   });
 
   test('no container with our label is left behind by these calls', async () => {
