@@ -165,15 +165,6 @@ export function encodeLaunch(token: string, argv: readonly string[], stdin?: str
   return stdin === undefined ? Buffer.from(header, 'utf8') : Buffer.concat([Buffer.from(header, 'utf8'), Buffer.from(stdin, 'utf8')]);
 }
 
-/** `poolKey`, or undefined when the job cannot have one. */
-function poolKeyOrUndefined(job: ContainerJob): string | undefined {
-  try {
-    return poolKey(job);
-  } catch {
-    return undefined;
-  }
-}
-
 /** The settings hash of a job: SHA-256 of the create options of its pool member (owner-independent). */
 export function poolKey(job: ContainerJob): string {
   const options = toCreateOptions(job, {owner: '', command: launcherArgv(job), pool: ''});
@@ -268,10 +259,15 @@ export class ContainerPool {
    * for the launcher): then the caller creates a cold container. Schedules a refill.
    */
   take(job: ContainerJob): Sandbox | undefined {
-    if (this.#closed || this.#size === 0) return undefined;
-    if (encodeLaunch(SIZING_TOKEN, job.argv).length > this.#maxHeaderBytes) return undefined;
+    return this.#take(job).sandbox;
+  }
+
+  /** `take`, also returning the slot of the job's settings (undefined when the job cannot use the pool). */
+  #take(job: ContainerJob): {sandbox?: Sandbox; slot?: Slot} {
+    if (this.#closed || this.#size === 0) return {};
+    if (encodeLaunch(SIZING_TOKEN, job.argv).length > this.#maxHeaderBytes) return {};
     const slot = this.register(job);
-    if (!slot) return undefined;
+    if (!slot) return {};
     slot.lastUsed = performance.now();
     let member: Member | undefined;
     while ((member = slot.ready.shift())) {
@@ -279,7 +275,7 @@ export class ContainerPool {
       void this.#discard(member.sandbox);
     }
     this.#fill(slot);
-    return member?.sandbox;
+    return member ? {sandbox: member.sandbox, slot} : {slot};
   }
 
   /**
@@ -291,9 +287,8 @@ export class ContainerPool {
    * nothing is being created, that creation fails, the pool closes, or `signal` aborts.
    */
   async acquire(job: ContainerJob, signal: AbortSignal): Promise<Sandbox | undefined> {
-    const ready = this.take(job);
+    const {sandbox: ready, slot} = this.#take(job);
     if (ready || this.#closed || signal.aborted) return ready;
-    const slot = this.#slots.get(poolKeyOrUndefined(job) ?? '');
     if (!slot || slot.creating <= slot.waiters.length) return undefined;
     return await new Promise<Sandbox | undefined>((resolve) => {
       const waiter = (sandbox: Sandbox | undefined): void => {
