@@ -25,21 +25,26 @@ class Capture {
   #cap: number;
   #buf: Buffer = Buffer.alloc(0);
   #kept = 0;
-  /** The last bytes seen (up to TAIL_BYTES), kept or not. */
-  #tail: Buffer = Buffer.alloc(0);
+  /** The last bytes seen (up to TAIL_BYTES), kept or not; tracked only once a report is expected. */
+  #tail: Buffer | undefined;
   /** Bytes seen in total, kept or not. */
   seen = 0;
   overflowed = false;
   constructor(cap: number) {
     this.#cap = cap;
   }
-  /** Raises the cap by `bytes` (room for an exit report); only before anything was added. */
-  widen(bytes: number): void {
-    if (this.seen === 0) this.#cap += bytes;
+  /**
+   * Expects an exit report at the end of the stream: raises the cap by `roomBytes` and starts
+   * keeping the stream's last bytes apart. Only before anything was added.
+   */
+  expectReport(roomBytes: number): void {
+    if (this.seen !== 0) return;
+    this.#cap += roomBytes;
+    this.#tail = Buffer.alloc(0);
   }
-  /** The last bytes seen (at most 128). */
+  /** The last bytes seen (at most 128); empty unless a report is expected. */
   get tail(): Buffer {
-    return this.#tail;
+    return this.#tail ?? Buffer.alloc(0);
   }
   /**
    * Drops the last `suffixBytes` kept bytes (an exit report), then cuts what is kept to
@@ -55,9 +60,11 @@ class Capture {
   /** Copies what fits under the cap; returns true when this chunk made the stream overflow. */
   add(chunk: Buffer): boolean {
     this.seen += chunk.length;
-    this.#tail = chunk.length >= TAIL_BYTES
-      ? Buffer.from(chunk.subarray(chunk.length - TAIL_BYTES))
-      : Buffer.concat([this.#tail, chunk]).subarray(-TAIL_BYTES);
+    if (this.#tail !== undefined) {
+      this.#tail = chunk.length >= TAIL_BYTES
+        ? Buffer.from(chunk.subarray(chunk.length - TAIL_BYTES))
+        : Buffer.concat([this.#tail, chunk]).subarray(-TAIL_BYTES);
+    }
     if (this.overflowed) return false;
     const room = this.#cap - this.#kept;
     const take = Math.min(room, chunk.length);
@@ -132,8 +139,8 @@ export class OutputCollector {
    */
   expectExitReport(markers: {stdout: Buffer; stderrPrefix: Buffer}, roomBytes: number, onReport: (status: number) => void): void {
     this.#report = {...markers, onReport};
-    this.stdout.widen(roomBytes);
-    this.stderr.widen(roomBytes);
+    this.stdout.expectReport(roomBytes);
+    this.stderr.expectReport(roomBytes);
   }
 
   /** The exit status of a report that arrived on both streams, else undefined. */
