@@ -218,10 +218,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
     try {
       // 1. A container: a warm-pool member for these exact settings, else a cold one.
       const lease = this.#pool ? await this.#pool.acquire(job, stop.signal) : undefined;
-      if (reason) {
-        if (lease) void this.#destroy(lease.container, REMOVE_TIMEOUT_MS).finally(() => lease.release());
-        return await this.#stoppedResult(reason, undefined, undefined, elapsed);
-      }
+      // Stopped while waiting for a member: no cold container (a lease is removed below, with the others).
+      if (reason && !lease) return await this.#stoppedResult(reason, undefined, undefined, elapsed);
       if (lease) {
         sandbox = lease;
         warm = true;
@@ -270,9 +268,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
       // the tool's exit at the end of both streams (pool.ts `exitMarkers`).
       const collector = new OutputCollector(job.limits.outputBytes, () => terminate('truncated'));
       const token = warm ? newLaunchToken() : undefined;
-      let onReport: (status: number) => void = () => {};
-      const reported = new Promise<number>((resolve) => (onReport = resolve));
-      if (token !== undefined) collector.expectExitReport(exitMarkers(token), EXIT_REPORT_MAX_BYTES, (status) => onReport(status));
+      const reported = Promise.withResolvers<number>();
+      if (token !== undefined) collector.expectExitReport(exitMarkers(token), EXIT_REPORT_MAX_BYTES, reported.resolve);
       const streamDone = new Promise<void>((resolve) => {
         sandbox!.socket.on('data', (chunk: Buffer) => collector.push(chunk));
         sandbox!.socket.once('end', resolve);
@@ -287,7 +284,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
 
       // 4. Exit (reported by the launcher, or seen by the engine) or termination, whichever is first.
       const outcome = await Promise.race([
-        reported.then((code) => ({code, reported: true})),
+        reported.promise.then((code) => ({code, reported: true})),
         sandbox.exited.then((code) => ({code, reported: false})),
         stopped.then(() => undefined),
       ]);
