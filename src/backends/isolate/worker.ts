@@ -42,9 +42,9 @@ function onCatastrophicError(message: string): void {
  * 1.9-2.1 ms with the sleep, 2.2-2.4 ms without it (as with the former all-at-once
  * refill); lengths from 0.02 to 0.5 ms gave the same p50 (measured with that former
  * refill); the same sleep placed right after sending a reply made it worse. Why the
- * kernel then serves the next call faster is not established (it packs tasks onto vCPUs). The sleep costs no CPU, and a call that
- * arrives during it waits at most this long. Does NOT guarantee any effect under another
- * kernel or scheduler.
+ * kernel then serves the next call faster is not established (it packs tasks onto
+ * vCPUs). The sleep costs no CPU, and a call that arrives during it waits at most this
+ * long. Does NOT guarantee any effect under another kernel or scheduler.
  */
 const NAP_BEFORE_PREPARE_MS = 0.05;
 const napCell = new Int32Array(new SharedArrayBuffer(4));
