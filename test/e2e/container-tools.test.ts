@@ -14,12 +14,11 @@ import {tempDir} from '../support/temp.ts';
  */
 const ready = await dockerAvailable({images: ['toolcell/python', 'toolcell/shell']});
 
-/** Labels of the containers that the toolcell server with PID `pid` on this host created (its owner label starts with host/pid/). */
-function containersOfServer(pid: number): Array<Record<string, string>> {
-  const out = execFileSync('docker', ['ps', '-a', '--filter', 'label=toolcell.managed=true', '--format', '{{json .Labels}}'], {encoding: 'utf8'}).trim();
+/** The `toolcell.job` label of each container that the toolcell server with PID `pid` on this host created (its owner label starts with host/pid/). */
+function containersOfServer(pid: number): string[] {
+  const out = execFileSync('docker', ['ps', '-a', '--filter', 'label=toolcell.managed=true', '--format', '{{.Label "toolcell.owner"}} {{.Label "toolcell.job"}}'], {encoding: 'utf8'}).trim();
   const prefix = `${hostname()}/${pid}/`;
-  return out === '' ? [] : out.split('\n').map((line) => Object.fromEntries(JSON.parse(line).split(',').map((kv: string) => kv.split('=')) as [string, string][]))
-    .filter((labels) => labels['toolcell.owner']?.startsWith(prefix));
+  return out === '' ? [] : out.split('\n').filter((line) => line.startsWith(prefix)).map((line) => line.slice(line.indexOf(' ') + 1));
 }
 
 for (const pool of [0, 2]) describe(`bundled container tools over stdio, container pool ${pool}`, {skip: !ready && 'no Docker engine or sandbox images'}, () => {
@@ -93,7 +92,7 @@ for (const pool of [0, 2]) describe(`bundled container tools over stdio, contain
   });
 
   test(pool > 0 ? 'the warm pool keeps started containers ready for these tools' : 'without a pool, no container waits ahead of demand', async () => {
-    const members = () => containersOfServer(serverPid!).filter((labels) => labels['toolcell.job'] === 'pool');
+    const members = () => containersOfServer(serverPid!).filter((job) => job === 'pool');
     for (let i = 0; i < 150 && pool > 0 && members().length === 0; i++) await new Promise((r) => setTimeout(r, 100));
     if (pool > 0) assert.ok(members().length > 0, 'pool members exist');
     else assert.equal(members().length, 0);
