@@ -4,21 +4,15 @@
  * its own result, every call audited once. Latency numbers belong to bench/http-load.mjs.
  */
 import assert from 'node:assert/strict';
-import {after, before, test} from 'node:test';
+import {test} from 'node:test';
 import {QuotaAdmission} from '../../../src/policy/quota.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
-import {anyRuntime, connectHttp, KEYS, RUNTIME_KINDS, startService, until, writeFixtures} from './support.ts';
+import {anyRuntime, connectHttp, KEYS, RUNTIME_KINDS, startService, until, useFixtures} from './support.ts';
 
 const CLIENTS = 50;
 const CALLS = 20;
 
-let fixtures: Awaited<ReturnType<typeof writeFixtures>>;
-before(async () => {
-  fixtures = await writeFixtures();
-});
-after(async () => {
-  await fixtures.dispose();
-});
+const fixtures = useFixtures();
 
 for (const kind of RUNTIME_KINDS) {
   test(`${kind} runtime: ${CLIENTS} clients x ${CALLS} calls: zero errors, no call lost, each result its own`, {timeout: 300_000}, async () => {

@@ -5,19 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import {request as httpRequest} from 'node:http';
-import {after, before, test} from 'node:test';
+import {test} from 'node:test';
 import {ServiceMetrics} from '../../../src/frontend/metrics.ts';
 import {QuotaAdmission} from '../../../src/policy/quota.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
-import {connectHttp, fakeRuntime, KEYS, startService, writeFixtures} from './support.ts';
+import {connectHttp, fakeRuntime, KEYS, startService, useFixtures} from './support.ts';
 
-let fixtures: Awaited<ReturnType<typeof writeFixtures>>;
-before(async () => {
-  fixtures = await writeFixtures();
-});
-after(async () => {
-  await fixtures.dispose();
-});
+const fixtures = useFixtures();
 
 const KEYED = {apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}], grants: [{principal: 'key:alice', packages: '*'}]};
 

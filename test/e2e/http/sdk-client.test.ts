@@ -8,15 +8,9 @@ import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {HttpService} from '../../../src/frontend/http/serve-http.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
-import {anyRuntime, connectHttp, KEYS, RUNTIME_KINDS, startService, until, writeFixtures} from './support.ts';
+import {anyRuntime, connectHttp, KEYS, RUNTIME_KINDS, startService, until, useFixtures} from './support.ts';
 
-let fixtures: Awaited<ReturnType<typeof writeFixtures>>;
-before(async () => {
-  fixtures = await writeFixtures();
-});
-after(async () => {
-  await fixtures.dispose();
-});
+const fixtures = useFixtures();
 
 for (const kind of RUNTIME_KINDS) {
   describe(`${kind} runtime`, () => {

@@ -5,17 +5,11 @@
  * The SIGTERM path of the real CLI process is in sigterm.test.ts.
  */
 import assert from 'node:assert/strict';
-import {after, before, test} from 'node:test';
+import {test} from 'node:test';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
-import {connectHttp, errorCode, fakeRuntime, KEYS, startService, writeFixtures} from './support.ts';
+import {connectHttp, errorCode, fakeRuntime, KEYS, startService, useFixtures} from './support.ts';
 
-let fixtures: Awaited<ReturnType<typeof writeFixtures>>;
-before(async () => {
-  fixtures = await writeFixtures();
-});
-after(async () => {
-  await fixtures.dispose();
-});
+const fixtures = useFixtures();
 
 const CONFIG = {apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}], grants: [{principal: 'key:alice', packages: '*'}]};
 /** Client-side hazard bound on each call: a call must settle long before this. */

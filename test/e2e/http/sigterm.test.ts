@@ -4,21 +4,15 @@
  * sandbox worker is left behind, exit code 0. Start-up refusals exit 2 with a clear message.
  */
 import assert from 'node:assert/strict';
-import {after, before, test} from 'node:test';
+import {test} from 'node:test';
 import {childPids} from '../../support/mcp-stdio.ts';
-import {connectHttp, errorCode, HAVE_ISOLATE_BACKEND, KEYS, spawnCli, writeFixtures} from './support.ts';
+import {connectHttp, errorCode, HAVE_ISOLATE_BACKEND, KEYS, spawnCli, useFixtures} from './support.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
 
 const skip = HAVE_ISOLATE_BACKEND ? false : 'SKIPPED: src/backends/isolate/isolate-backend.ts does not exist yet; the CLI cannot start without it';
 if (skip) process.stderr.write(`\n*** sigterm.test.ts ${skip} ***\n\n`);
 
-let fixtures: Awaited<ReturnType<typeof writeFixtures>>;
-before(async () => {
-  fixtures = await writeFixtures();
-});
-after(async () => {
-  await fixtures.dispose();
-});
+const fixtures = useFixtures();
 
 const serve = spawnCli;
 

@@ -3,6 +3,7 @@
  * profiles written into a temp dir, a runtime over them (a counting test-double isolate backend,
  * or the real one through createRuntime), JWT keys and a loopback JWKS server, and SDK clients.
  */
+import {after, before} from 'node:test';
 import {spawn, type ChildProcess} from 'node:child_process';
 import {existsSync} from 'node:fs';
 import {createServer, type Server} from 'node:http';
@@ -55,6 +56,24 @@ export async function writeFixtures(): Promise<{toolDir: string; profileDir: str
   });
   await tmp.write('tools/other/shout.js', 'export default (a) => a.text.toUpperCase();\n');
   return {toolDir: `${tmp.path}/tools`, profileDir: `${tmp.path}/profiles`, dir: tmp.path, dispose: tmp.dispose};
+}
+
+/** The fixture packages and profiles of `writeFixtures`. */
+export type Fixtures = Awaited<ReturnType<typeof writeFixtures>>;
+
+/**
+ * `writeFixtures` for the whole calling file: written in a `before` hook and removed in an
+ * `after` hook (node:test). The returned object is filled in when `before` has run.
+ */
+export function useFixtures(): Fixtures {
+  const fixtures = {} as Fixtures;
+  before(async () => {
+    Object.assign(fixtures, await writeFixtures());
+  });
+  after(async () => {
+    await fixtures.dispose?.();
+  });
+  return fixtures;
 }
 
 /** What the test-double backend saw. */
