@@ -287,8 +287,9 @@ export class ContainerPool {
    * nothing is being created, that creation fails, the pool closes, or `signal` aborts.
    */
   async acquire(job: ContainerJob, signal: AbortSignal): Promise<Sandbox | undefined> {
+    if (signal.aborted) return undefined; // keep the members for calls that still want them
     const {sandbox: ready, slot} = this.#take(job);
-    if (ready || this.#closed || signal.aborted) return ready;
+    if (ready || this.#closed) return ready;
     if (!slot || slot.creating <= slot.waiters.length) return undefined;
     return await new Promise<Sandbox | undefined>((resolve) => {
       const waiter = (sandbox: Sandbox | undefined): void => {
