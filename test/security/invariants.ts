@@ -17,6 +17,9 @@ export const INVARIANTS = {
   'pool:burst-never-reuses': {behaviour: 'A burst larger than a warm pool gets fresh members or cold sandboxes, never a used one.'},
   'container:network:none-by-default': {behaviour: 'A container from a profile without a network grant cannot reach the host (loopback, docker0) or anything else.'},
   'container:filesystem:only-grants-writable': {behaviour: 'The image is read-only; only granted tmpfs/mounts are writable, and tmpfs is capped.'},
+  // h-mounts (issue 11: mounts, per-call uids, /dev/mqueue)
+  'container:filesystem:no-mqueue': {behaviour: '/dev/mqueue is an empty read-only tmpfs, and under runc no POSIX message queue can be created (RLIMIT_MSGQUEUE 0).',
+    note: 'gVisor ignores RLIMIT_MSGQUEUE: under runsc mq_open still creates queues, in the sandbox\'s own IPC namespace and memory.'},
   'container:privileges:none': {behaviour: 'No capabilities, no setuid escalation, no mounts or new namespaces, no ptrace beyond the container.',
     note: 'ptrace between processes of the same user inside the container is allowed by Docker\'s default seccomp.'},
   'container:host:nothing-passed-in': {behaviour: 'Neither the host environment nor host files reach a container beyond what the job names.'},

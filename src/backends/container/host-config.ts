@@ -47,6 +47,12 @@ export const RUNSC_PIDS_PER_TASK = 8;
 /** Mounted at /tmp under runsc when the profile grants no /tmp: empty, read-only, tiny. */
 export const RUNSC_EMPTY_TMP = 'ro,noexec,nosuid,nodev,size=4k,mode=755';
 
+/**
+ * Mounted over `/dev/mqueue` (where Docker mounts the IPC namespace's writable POSIX message
+ * queue filesystem, mode 1777) unless a profile grants a tmpfs there itself: empty, read-only.
+ */
+export const MQUEUE_MASK = 'ro,noexec,nosuid,nodev,size=4k,mode=555';
+
 const MB = 2 ** 20;
 const TMPFS_PATH = /^\/[A-Za-z0-9._/-]*$/;
 const TMPFS_SIZE = /^([1-9][0-9]*)([kmg])$/;
@@ -87,7 +93,9 @@ export function hostPidsLimit(job: Pick<ContainerJob, 'limits' | 'runtime'>): nu
  * - tmpfs: each `job.tmpfs` entry mounted `rw,noexec,nosuid,nodev,size=…,mode=1777`; its
  *   pages count against the memory limit. Under runsc without a granted `/tmp`, an empty
  *   read-only tmpfs is mounted there ({@link RUNSC_EMPTY_TMP}): runsc would otherwise add
- *   its own writable `/tmp`.
+ *   its own writable `/tmp`. `/dev/mqueue` gets an empty read-only tmpfs
+ *   ({@link MQUEUE_MASK}) and RLIMIT_MSGQUEUE is 0, so no message queue can be created
+ *   (under runc; gVisor ignores that rlimit and keeps queues in the sandbox's memory).
  * - mounts: `Mounts` of type bind (not `Binds` strings: no `:` parsing, and a missing source
  *   is an error instead of being created on the host), read-only unless `readOnly: false`,
  *   non-recursive (mounts below the source are not exposed), private propagation.
@@ -118,6 +126,10 @@ export function toHostConfig(job: ContainerJob): ToolcellHostConfig {
     // none (seen with Debian's runsc 2022-12); an empty read-only one keeps "absent means denied".
     tmpfs['/tmp'] = RUNSC_EMPTY_TMP;
   }
+  // Docker mounts the mqueue filesystem at /dev/mqueue writable by everyone; nothing writable
+  // that the profile did not grant. `mq_open` does not go through that mount (it uses the IPC
+  // namespace's internal one): RLIMIT_MSGQUEUE 0 below refuses new queues under runc.
+  if (!Object.hasOwn(tmpfs, '/dev/mqueue')) tmpfs['/dev/mqueue'] = MQUEUE_MASK;
   const fsize = Math.max(FSIZE_FLOOR_BYTES, largestTmpfs);
 
   const mounts = (job.mounts ?? []).map((m) => {
@@ -152,6 +164,9 @@ export function toHostConfig(job: ContainerJob): ToolcellHostConfig {
       {Name: 'nofile', Soft: NOFILE_LIMIT, Hard: NOFILE_LIMIT},
       {Name: 'fsize', Soft: fsize, Hard: fsize},
       {Name: 'core', Soft: 0, Hard: 0},
+      // No POSIX message queue can be created (mq_open O_CREAT fails with EMFILE). gVisor does
+      // not enforce this limit; its queues live in the sandbox's own memory.
+      {Name: 'msgqueue', Soft: 0, Hard: 0},
     ],
     Init: true,
     Runtime: job.runtime,

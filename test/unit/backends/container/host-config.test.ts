@@ -4,7 +4,7 @@ import {describe, test} from 'node:test';
 import type {ContainerJob} from '../../../../src/backends/backend.ts';
 import {ToolcellError} from '../../../../src/errors.ts';
 import {
-  FSIZE_FLOOR_BYTES, MANAGED_LABEL, NOFILE_LIMIT, RUNSC_EMPTY_TMP, RUNSC_PIDS_BASE, RUNSC_PIDS_PER_TASK, SANDBOX_USER,
+  FSIZE_FLOOR_BYTES, MANAGED_LABEL, MQUEUE_MASK, NOFILE_LIMIT, RUNSC_EMPTY_TMP, RUNSC_PIDS_BASE, RUNSC_PIDS_PER_TASK, SANDBOX_USER,
   toCreateOptions, toHostConfig, tmpfsBytes, type ToolcellHostConfig,
 } from '../../../../src/backends/container/host-config.ts';
 
@@ -60,13 +60,18 @@ const rows: Row[] = [
     assert.equal(hc.Runtime, 'runsc');
   }],
   ['tmpfs cannot hold executables, setuid files or devices, and has a size', job(), (hc) => {
-    assert.deepEqual(Object.keys(hc.Tmpfs ?? {}), ['/tmp']);
+    assert.deepEqual(Object.keys(hc.Tmpfs ?? {}), ['/tmp', '/dev/mqueue']);
     const opts = hc.Tmpfs!['/tmp']!.split(',');
     for (const o of ['noexec', 'nosuid', 'nodev', 'size=64m']) assert.ok(opts.includes(o), o);
   }],
-  ['no tmpfs is mounted that the profile does not grant', job({tmpfs: {}}), (hc) => assert.deepEqual(hc.Tmpfs, {})],
+  ['no writable tmpfs is mounted that the profile does not grant', job({tmpfs: {}}), (hc) => assert.deepEqual(hc.Tmpfs, {'/dev/mqueue': MQUEUE_MASK})],
+  ['/dev/mqueue is not writable (an empty read-only tmpfs over Docker\'s mode-1777 mqueue mount)', job(), (hc) => {
+    assert.equal(hc.Tmpfs!['/dev/mqueue'], MQUEUE_MASK);
+    assert.ok(MQUEUE_MASK.split(',').includes('ro'));
+  }],
+  ['no POSIX message queue can be created (RLIMIT_MSGQUEUE 0)', job(), (hc) => assert.deepEqual(ulimit(hc, 'msgqueue'), {Name: 'msgqueue', Soft: 0, Hard: 0})],
   ['under gVisor, /tmp does not become writable when the profile grants none (runsc adds its own /tmp)', job({tmpfs: {}, runtime: 'runsc'}), (hc) => {
-    assert.deepEqual(hc.Tmpfs, {'/tmp': RUNSC_EMPTY_TMP});
+    assert.deepEqual(hc.Tmpfs, {'/tmp': RUNSC_EMPTY_TMP, '/dev/mqueue': MQUEUE_MASK});
     assert.ok(RUNSC_EMPTY_TMP.split(',').includes('ro'));
   }],
   ['under gVisor a granted /tmp is kept as granted', job({runtime: 'runsc'}), (hc) => assert.match(hc.Tmpfs!['/tmp']!, /^rw,noexec,nosuid,nodev,size=64m/)],
