@@ -1,6 +1,8 @@
 import type {Duplex} from 'node:stream';
 import type Docker from 'dockerode';
 import {toBackendError} from './docker-errors.ts';
+import {PROFILE_LABEL} from './host-config.ts';
+import {bindMounts, checkBindSources, verifyMountedInodes, verifyReportedMounts, type InspectedMounts} from './mount-check.ts';
 
 /** A created, attached and started container, waiting for its input on stdin. */
 export interface Sandbox {
@@ -23,8 +25,19 @@ export interface Sandbox {
 /** Longest wait for the engine to create a container, in ms (the create request is not cancelled by the caller's signal). */
 export const CREATE_TIMEOUT_MS = 30_000;
 
+/** Longest wait for an inspect that checks mounts, in ms. */
+const INSPECT_TIMEOUT_MS = 10_000;
+
 /**
  * Creates a container, attaches to its stdio (before start, so no output is lost) and starts it.
+ *
+ * Bind mounts (`HostConfig.Mounts` of type bind) are re-checked at every create (see
+ * mount-check.ts): each source right before create (no symlink on its path, same object at
+ * that path), the engine's reported mounts after create and the sources again before start,
+ * and under runc, right after start, the device and inode mounted at each target. A failure
+ * rejects with `BACKEND_UNAVAILABLE` (`reason: 'mount-changed'`, the target, never the host
+ * path); a container already created is left to the caller to remove, like any other failure.
+ * Jobs without bind mounts pay nothing for this.
  *
  * The socket stays paused until a reader attaches, so output written before that is kept by
  * the socket and the engine (backpressure), not dropped. `onCreated` is called with the
@@ -44,10 +57,19 @@ export async function prepareSandbox(
   const {signal} = context;
   let phase: 'create' | 'attach' | 'start' = 'create';
   let socket: Duplex | undefined;
+  const binds = bindMounts((options.HostConfig as {Mounts?: Parameters<typeof bindMounts>[0]} | undefined)?.Mounts);
+  const profile = options.Labels?.[PROFILE_LABEL];
   try {
+    // Mount sources as they are now, right before the engine sees them.
+    const checked = binds.length > 0 ? await checkBindSources(binds, profile) : [];
     const container = await docker.createContainer({...options, abortSignal: AbortSignal.timeout(CREATE_TIMEOUT_MS)});
     context.onCreated(container);
     signal.throwIfAborted();
+    if (binds.length > 0) {
+      // What the engine will mount, by its own account; then the sources again, unchanged.
+      verifyReportedMounts(await container.inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)}) as InspectedMounts, binds, profile);
+      await checkBindSources(binds, profile, checked);
+    }
     phase = 'attach';
     socket = (await container.attach({
       stream: true, stdin: true, stdout: true, stderr: true, hijack: true, abortSignal: signal,
@@ -56,6 +78,7 @@ export async function prepareSandbox(
     phase = 'start';
     await container.start({abortSignal: signal});
     const startedAt = performance.now();
+    if (binds.length > 0 && context.runtime === 'runc') await verifyStarted(container, checked, profile);
     const waiting = new AbortController();
     const exited = container.wait({abortSignal: waiting.signal}).then((r: {StatusCode?: number}) => r?.StatusCode, () => undefined);
     const attached = socket;
@@ -68,5 +91,24 @@ export async function prepareSandbox(
     socket?.destroy(); // an open attach connection would keep the process alive
     if (signal.aborted) throw signal.reason ?? err;
     throw toBackendError(err, {image: context.image, runtime: context.runtime, phase});
+  }
+}
+
+/**
+ * After start (runc): the objects mounted at the targets are the checked ones. A container that
+ * has already exited, or whose pid changed meanwhile, is not checked (see mount-check.ts).
+ * @throws ToolcellError `BACKEND_UNAVAILABLE` `mount-changed` on a mismatch while it still runs.
+ */
+async function verifyStarted(container: Docker.Container, checked: Parameters<typeof verifyMountedInodes>[1], profile: string | undefined): Promise<void> {
+  const state = async () => (await container.inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)})).State;
+  const before = await state();
+  if (!before.Running) return;
+  try {
+    await verifyMountedInodes(before.Pid, checked, profile);
+  } catch (err) {
+    // A mismatch seen through a pid the container no longer has (it exited, the pid was reused) is no evidence.
+    const after = await state().catch(() => undefined);
+    if (after !== undefined && (!after.Running || after.Pid !== before.Pid)) return;
+    throw err;
   }
 }

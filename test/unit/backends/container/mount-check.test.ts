@@ -1,0 +1,110 @@
+// The use-time checks of a bind source: canonical path, no symlink anywhere on it, same object, same report from the engine.
+import assert from 'node:assert/strict';
+import {execFileSync} from 'node:child_process';
+import {mkdir, rename, stat, symlink, writeFile} from 'node:fs/promises';
+import {join} from 'node:path';
+import {after, before, describe, test} from 'node:test';
+import {
+  bindMounts, checkBindSource, checkBindSources, isCanonicalPath, pathPrefixes, verifyMountedInodes, verifyReportedMounts,
+} from '../../../../src/backends/container/mount-check.ts';
+import {ToolcellError} from '../../../../src/errors.ts';
+import {tempDir} from '../../../support/temp.ts';
+
+const changed = (target: string) => (e: unknown) => e instanceof ToolcellError && e.code === 'BACKEND_UNAVAILABLE' && e.data.reason === 'mount-changed' && e.data.target === target;
+
+describe('pure path checks', () => {
+  for (const [path, ok] of [
+    ['/srv/ws', true], ['/', true], ['srv/ws', false], ['/srv/../etc', false], ['/srv/./ws', false], ['/srv//ws', false], ['/srv/ws/', false], ['/srv\0/ws', false],
+  ] as const) {
+    test(`isCanonicalPath(${JSON.stringify(path)}) is ${ok}`, () => assert.equal(isCanonicalPath(path), ok));
+  }
+  test('pathPrefixes lists every component to check, shortest first', () => {
+    assert.deepEqual(pathPrefixes('/a/b/c'), ['/a', '/a/b', '/a/b/c']);
+    assert.deepEqual(pathPrefixes('/'), []);
+  });
+  test('bindMounts keeps only binds (tmpfs and volumes are not host paths)', () => {
+    assert.deepEqual(bindMounts([{Type: 'bind', Source: '/a', Target: '/w', ReadOnly: true}, {Type: 'tmpfs', Target: '/t'}]), [{Source: '/a', Target: '/w', ReadOnly: true}]);
+    assert.deepEqual(bindMounts(undefined), []);
+  });
+});
+
+describe('verifyReportedMounts: the engine must report exactly the checked binds', () => {
+  const want = [{Source: '/srv/ws', Target: '/workspace', ReadOnly: true}];
+  const info = (source = '/srv/ws', rw = false, extra: object[] = []) => ({
+    Mounts: [{Type: 'bind', Source: source, Destination: '/workspace', RW: rw}, ...extra],
+    HostConfig: {Mounts: [{Type: 'bind', Source: source, Target: '/workspace', ReadOnly: !rw}], Binds: null},
+  });
+  test('the same source, target and mode pass', () => verifyReportedMounts(info(), want));
+  test('a different source is refused', () => assert.throws(() => verifyReportedMounts(info('/etc'), want), changed('/workspace')));
+  test('a read-write mount where read-only was asked is refused', () => assert.throws(() => verifyReportedMounts(info('/srv/ws', true), want), changed('/workspace')));
+  test('an extra bind mount is refused', () => {
+    assert.throws(() => verifyReportedMounts(info('/srv/ws', false, [{Type: 'bind', Source: '/', Destination: '/host', RW: true}]), want), changed('/workspace'));
+  });
+  test('Binds strings are refused', () => {
+    assert.throws(() => verifyReportedMounts({...info(), HostConfig: {...info().HostConfig, Binds: ['/:/host']}}, want), changed('/workspace'));
+  });
+});
+
+describe('checkBindSource on real files', () => {
+  let root: Awaited<ReturnType<typeof tempDir>>;
+  before(async () => {
+    root = await tempDir();
+    await mkdir(join(root.path, 'ws/data'), {recursive: true});
+    await writeFile(join(root.path, 'ws/file.txt'), 'x');
+    await symlink(join(root.path, 'ws'), join(root.path, 'link'));
+    await symlink('/proc', join(root.path, 'ws/proc'));
+    execFileSync('mkfifo', [join(root.path, 'ws/fifo')]);
+  });
+  after(() => root.dispose());
+
+  test('a directory and a regular file pass, with their device and inode', async () => {
+    const dir = await checkBindSource(join(root.path, 'ws/data'), '/data');
+    const st = await stat(join(root.path, 'ws/data'), {bigint: true});
+    assert.equal(dir.ino, st.ino);
+    assert.equal(dir.dev, st.dev);
+    await checkBindSource(join(root.path, 'ws/file.txt'), '/f');
+  });
+  test('a symlink as the last component is refused', () => assert.rejects(checkBindSource(join(root.path, 'ws/proc'), '/p'), changed('/p')));
+  test('a symlink as an intermediate component is refused', () => assert.rejects(checkBindSource(join(root.path, 'link/data'), '/data'), changed('/data')));
+  test('a FIFO is refused without hanging', () => assert.rejects(checkBindSource(join(root.path, 'ws/fifo'), '/q'), changed('/q')));
+  test('a missing source is refused', () => assert.rejects(checkBindSource(join(root.path, 'ws/none'), '/n'), changed('/n')));
+  test('a non-canonical path is refused', () => assert.rejects(checkBindSource(`${root.path}/ws/../ws/data`, '/d'), changed('/d')));
+  test('the refusal names the target, never the host path (that is in the cause, for the log)', async () => {
+    const err = await checkBindSource(join(root.path, 'ws/proc'), '/p', 'prof').catch((e: unknown) => e as ToolcellError);
+    assert.ok(err instanceof ToolcellError);
+    assert.ok(!err.message.includes(root.path));
+    assert.ok(!JSON.stringify(err.data).includes(root.path));
+    assert.match(String((err.cause as Error).message), /is a symlink/);
+  });
+  test('a source replaced by another directory between two checks is refused', async () => {
+    const path = join(root.path, 'ws/swap');
+    await mkdir(path);
+    const first = await checkBindSources([{Source: path, Target: '/s'}]);
+    await rename(path, `${path}.old`);
+    await mkdir(path);
+    await assert.rejects(checkBindSources([{Source: path, Target: '/s'}], undefined, first), changed('/s'));
+  });
+});
+
+describe('verifyMountedInodes (through /proc/<pid>/root)', () => {
+  let root: Awaited<ReturnType<typeof tempDir>>;
+  before(async () => {
+    root = await tempDir();
+    await mkdir(join(root.path, 'a'));
+    await mkdir(join(root.path, 'b'));
+  });
+  after(() => root.dispose());
+  // This process's root is the host's /, so a target is seen at its host path.
+  test('the checked object at the target passes', async () => {
+    const a = await checkBindSource(join(root.path, 'a'), join(root.path, 'a'));
+    assert.equal(await verifyMountedInodes(process.pid, [a]), true);
+  });
+  test('another object at the target is refused', async () => {
+    const a = await checkBindSource(join(root.path, 'a'), join(root.path, 'b'));
+    await assert.rejects(verifyMountedInodes(process.pid, [a]), changed(join(root.path, 'b')));
+  });
+  test('a process that is gone is not checked (false), not refused', async () => {
+    const a = await checkBindSource(join(root.path, 'a'), '/x');
+    assert.equal(await verifyMountedInodes(0, [a]), false);
+  });
+});
