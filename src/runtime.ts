@@ -8,8 +8,8 @@ import type {Admission, ToolRuntime} from './frontend/call-tool.ts';
 import {log} from './log.ts';
 import {loadPackages, type LoadedPackage, type RejectedPackage} from './policy/load-packages.ts';
 import {loadProfiles} from './policy/load-profiles.ts';
-import {resolveMounts} from './policy/mounts.ts';
-import type {Profile} from './policy/profile-schema.ts';
+import {resolveAllMounts} from './policy/mounts.ts';
+import type {ContainerProfile, Profile} from './policy/profile-schema.ts';
 import {toJob, type ContainerGrants} from './policy/to-job.ts';
 import type {ContainerBackend} from './backends/container/container-backend.ts';
 import type {ToolDefinition} from './policy/tool-definition.ts';
@@ -96,15 +96,20 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const mountsByProfile = new Map<string, ContainerGrants['mounts']>();
   /** Container profiles that cannot be used as started, with the reason. */
   const profileProblems = new Map<string, string>();
+  const mountable: ContainerProfile[] = [];
   for (const profile of profiles.values()) {
     if (profile.backend !== 'container') continue;
     if (workspace === undefined && profile.filesystem.mounts.some((m) => m.source.startsWith('${workspace}'))) {
       profileProblems.set(profile.name, `its profile "${profile.name}" mounts \${workspace}, and serve was started without --workspace DIR`);
       continue;
     }
-    const mountRoots = options.mountRoots?.length ? options.mountRoots : workspace === undefined ? [] : [workspace];
-    mountsByProfile.set(profile.name, await resolveMounts(profile, {workspace: workspace ?? '', mountRoots}));
+    mountable.push(profile);
   }
+  // One profile's bad or planted mount leaves out that profile's tools, not the server.
+  const mountRoots = options.mountRoots?.length ? options.mountRoots : workspace === undefined ? [] : [workspace];
+  const resolved = await resolveAllMounts(mountable, {workspace: workspace ?? '', mountRoots});
+  for (const [name, list] of resolved.mounts) mountsByProfile.set(name, list);
+  for (const [name, problem] of resolved.problems) profileProblems.set(name, problem);
   const loaded = await loadPackages(toolDirs, profiles, {unprefixed: options.unprefixed ?? []});
   for (const r of loaded.rejected) log.warn({dir: r.dir, package: r.name}, `package rejected: ${r.reason}`);
 

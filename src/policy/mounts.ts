@@ -1,3 +1,4 @@
+// Mount grants → canonical host paths at load time, each profile on its own, and no source inside another grant's writable mount.
 import {realpath, stat} from 'node:fs/promises';
 import {isAbsolute, normalize, resolve} from 'node:path';
 import type {Mount} from '../backends/backend.ts';
@@ -23,6 +24,8 @@ export interface MountPolicy {
  * Does not guarantee: that the directory's contents stay put after load; a mount is as safe as
  * what the operator keeps under the root (a symlink created inside a mounted directory later
  * points at the container's own filesystem, not the host's, since Docker binds the directory).
+ * That the source itself stays put is re-checked by the container backend at every create
+ * (`backends/container/mount-check.ts`); {@link resolveAllMounts} refuses sources a tool could move.
  */
 export async function resolveMounts(profile: ContainerProfile, policy: MountPolicy): Promise<Mount[]> {
   const roots = await Promise.all(policy.mountRoots.map(async (root) => {
@@ -53,4 +56,62 @@ export async function resolveMounts(profile: ContainerProfile, policy: MountPoli
     mounts.push({source, target: normalize(grant.target), readOnly: grant.readOnly});
   }
   return mounts;
+}
+
+/** Every container profile's mounts as {@link resolveMounts} resolved them, and the profiles left out with the reason. */
+export interface ResolvedMounts {
+  /** Profile name → its canonical mounts; only profiles with no problem. */
+  mounts: Map<string, Mount[]>;
+  /** Profile name → why its tools cannot be served (names the profile and the grant, never hides the cause). */
+  problems: Map<string, string>;
+}
+
+/** True when `path` lies strictly below `dir` (not equal). Pure. */
+export function isStrictlyWithin(dir: string, path: string): boolean {
+  return dir !== path && isWithin(dir, path);
+}
+
+/**
+ * Resolves the mounts of every container profile, each on its own: a profile whose grant cannot
+ * be resolved (a symlink planted under the workspace, a missing source, a path out of the roots)
+ * is left out with the reason, and the others are served, so a planted symlink cannot stop a
+ * server from starting. Then refuses, across all profiles, every grant whose canonical source
+ * lies strictly inside another grant's **writable** mount source (its own profile's or
+ * another's): a tool with that writable mount could rename the source away and put a symlink
+ * (to `/proc`, to `/etc`, out of the root) in its place between two calls. Such a profile is
+ * left out too, with a reason naming both grants. A source equal to a writable source, or
+ * containing one, is allowed: a tool cannot replace its own mount point or anything above it.
+ *
+ * @param profiles the container profiles, in load order
+ * @returns the mounts of the usable profiles and the problems of the others; never throws for a
+ *   single profile's grant (a mount root that does not exist is reported per profile as well).
+ * Does NOT guarantee: that a source stays what it was on the host after load (someone with
+ * write access to its parent can swap it); the container backend re-checks it at every create.
+ */
+export async function resolveAllMounts(profiles: Iterable<ContainerProfile>, policy: MountPolicy): Promise<ResolvedMounts> {
+  const mounts = new Map<string, Mount[]>();
+  const problems = new Map<string, string>();
+  /** Profile → its grants' config text, same order as its resolved mounts, for messages. */
+  const grants = new Map<string, string[]>();
+  for (const profile of profiles) {
+    try {
+      mounts.set(profile.name, await resolveMounts(profile, policy));
+      grants.set(profile.name, profile.filesystem.mounts.map((m) => m.source));
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.set(profile.name, err.message);
+    }
+  }
+  const writable = [...mounts].flatMap(([name, list]) => list.flatMap((m, i) => (m.readOnly ? [] : [{name, mount: m, grant: grants.get(name)![i]!}])));
+  for (const [name, list] of mounts) {
+    for (const [i, m] of list.entries()) {
+      const outer = writable.find((w) => isStrictlyWithin(w.mount.source, m.source));
+      if (outer === undefined) continue;
+      const whose = outer.name === name ? 'its own' : `profile ${outer.name}'s`;
+      problems.set(name, `profile ${name}: mount source "${grants.get(name)![i]}" (at ${m.target}) lies inside ${whose} writable mount "${outer.grant}" (at ${outer.mount.target}); a tool with that mount could replace it with a symlink. Mount it from outside every writable grant, or make that grant read-only.`);
+      break;
+    }
+  }
+  for (const name of problems.keys()) mounts.delete(name);
+  return {mounts, problems};
 }

@@ -22,6 +22,8 @@ export const INVARIANTS = {
     note: 'gVisor ignores RLIMIT_MSGQUEUE: under runsc mq_open still creates queues, in the sandbox\'s own IPC namespace and memory.'},
   'container:mounts:rechecked-at-create': {behaviour: 'A mount source replaced after load (a symlink planted by a tool or on the host, or another directory) is refused at the next create, cold or warm-pool, with BACKEND_UNAVAILABLE naming the target; no container is left.',
     note: 'The engine resolves the path itself at start: a host user who can write the source\'s parent can still swap it between the last check and the mount. Under runc the mounted inode is checked right after start (a cold container\'s tool already runs then, for milliseconds; one that has exited is not checked); under runsc it is not.'},
+  'container:mounts:load-refuses-redirectable': {behaviour: 'At load, a grant inside another grant\'s writable mount is refused, and a planted symlink leaves out only the tools of the profile that mounts it (named in the reason); the server starts and serves the others.',
+    note: 'Decided on canonical paths at load; sources that change later are the backend\'s re-check (container:mounts:rechecked-at-create).'},
   'container:privileges:none': {behaviour: 'No capabilities, no setuid escalation, no mounts or new namespaces, no ptrace beyond the container.',
     note: 'ptrace between processes of the same user inside the container is allowed by Docker\'s default seccomp.'},
   'container:host:nothing-passed-in': {behaviour: 'Neither the host environment nor host files reach a container beyond what the job names.'},
