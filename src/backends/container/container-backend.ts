@@ -12,6 +12,7 @@ import {OutputCollector} from './output.ts';
 import {ContainerPool, EXIT_REPORT_MAX_BYTES, exitMarkers, newLaunchToken, type PoolOptions} from './pool.ts';
 import {REMOVE_TIMEOUT_MS, killStuckRuntime, reapContainers, reapOrphanShims} from './reaper.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
+import {uidLeases} from './uid-leases.ts';
 
 const log = rootLog.child({component: 'container-backend'});
 
@@ -395,8 +396,9 @@ export class ContainerBackend implements Backend<ContainerJob> {
     try {
       await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(timeoutMs)} as Docker.ContainerRemoveOptions);
       this.#leaked.delete(container.id);
+      uidLeases.releaseContainer(container.id); // uid lease: the container is gone
     } catch (err) {
-      if (isNoSuchContainer(err)) return;
+      if (isNoSuchContainer(err)) return uidLeases.releaseContainer(container.id);
       this.#leaked.add(container.id);
       log.warn({err, containerId: container.id}, 'container remove failed; reaper will retry');
       void this.#retryLeaked();
@@ -413,8 +415,12 @@ export class ContainerBackend implements Backend<ContainerJob> {
           try {
             await this.docker.getContainer(id).remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
             this.#leaked.delete(id);
+            uidLeases.releaseContainer(id); // uid lease: the container is gone
           } catch (err) {
-            if (isNoSuchContainer(err)) this.#leaked.delete(id);
+            if (isNoSuchContainer(err)) {
+              this.#leaked.delete(id);
+              uidLeases.releaseContainer(id);
+            }
             // A removal that hangs waits for a runtime process that hangs (runsc start): end those, then retry once.
             else if (attempt === 0) await killStuckRuntime(id);
           }
@@ -463,6 +469,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
         if (!isUnreachable(err)) log.warn({err}, 'reap at close failed');
       }
       await reapOrphanShims(this.docker, {ids: this.#leakedAndGone()}).catch(() => undefined);
+      // uid leases of containers the reaper removed; those that may still exist keep theirs.
+      await uidLeases.releaseGone((id) => this.docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(5_000)}).then(() => false, isNoSuchContainer));
       this.#oom.close();
     })();
     return this.#closing;

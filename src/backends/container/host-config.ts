@@ -27,7 +27,11 @@ export const OWNER_LABEL = 'toolcell.owner';
 /** Label with the settings hash of a warm-pool member (see pool.ts). */
 export const POOL_LABEL = 'toolcell.pool';
 
-/** uid:gid of every tool process: `nobody:nogroup` in Debian images. Never root. */
+/**
+ * uid:gid in the create options built here (`nobody:nogroup`), never root. It is a placeholder:
+ * `prepareSandbox` replaces it with a uid:gid leased for that one container (uid-leases.ts),
+ * so that the warm pool's settings hash (`poolKey`) does not change with the uid.
+ */
 export const SANDBOX_USER = '65534:65534';
 /** RLIMIT_NOFILE (soft = hard): open file descriptors per process. */
 export const NOFILE_LIMIT = 1024;

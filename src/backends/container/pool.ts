@@ -6,6 +6,7 @@ import {isNoSuchContainer} from './docker-errors.ts';
 import {toCreateOptions} from './host-config.ts';
 import {REMOVE_TIMEOUT_MS} from './reaper.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
+import {uidLeases} from './uid-leases.ts';
 
 const log = rootLog.child({component: 'container-pool'});
 
@@ -416,8 +417,10 @@ export class ContainerPool {
   async #removeQuietly(container: Docker.Container): Promise<void> {
     try {
       await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
+      uidLeases.releaseContainer(container.id); // uid lease: the container is gone
     } catch (err) {
-      if (!isNoSuchContainer(err)) log.warn({err, containerId: container.id}, 'warm pool member remove failed; the reaper will retry');
+      if (isNoSuchContainer(err)) uidLeases.releaseContainer(container.id);
+      else log.warn({err, containerId: container.id}, 'warm pool member remove failed; the reaper will retry');
     }
   }
 

@@ -1,8 +1,9 @@
 import type {Duplex} from 'node:stream';
 import type Docker from 'dockerode';
-import {toBackendError} from './docker-errors.ts';
+import {isNoSuchContainer, toBackendError} from './docker-errors.ts';
 import {PROFILE_LABEL} from './host-config.ts';
 import {bindMounts, checkBindSources, verifyMountedInodes, verifyReportedMounts, type InspectedMounts} from './mount-check.ts';
+import {uidLeases, type UidLeases} from './uid-leases.ts';
 
 /** A created, attached and started container, waiting for its input on stdin. */
 export interface Sandbox {
@@ -39,6 +40,12 @@ const INSPECT_TIMEOUT_MS = 10_000;
  * path); a container already created is left to the caller to remove, like any other failure.
  * Jobs without bind mounts pay nothing for this.
  *
+ * User: the container runs as a uid and gid leased for it alone (uid-leases.ts), replacing
+ * `options.User`, so that no two live sandboxes share a host uid (one cannot read another's
+ * `/proc/<pid>/root` or `environ` even with a path to it). The lease is bound to the container
+ * and released by whoever removes it: `uidLeases.releaseContainer(id)`; when the create itself
+ * fails (no container), it is released here.
+ *
  * The socket stays paused until a reader attaches, so output written before that is kept by
  * the socket and the engine (backpressure), not dropped. `onCreated` is called with the
  * container as soon as it exists, so that the caller can destroy it if a later step fails or
@@ -52,7 +59,7 @@ const INSPECT_TIMEOUT_MS = 10_000;
 export async function prepareSandbox(
   docker: Docker,
   options: Docker.ContainerCreateOptions,
-  context: {image: string; runtime: string; signal: AbortSignal; onCreated: (container: Docker.Container) => void},
+  context: {image: string; runtime: string; signal: AbortSignal; onCreated: (container: Docker.Container) => void; leases?: UidLeases},
 ): Promise<Sandbox> {
   const {signal} = context;
   let phase: 'create' | 'attach' | 'start' = 'create';
@@ -62,7 +69,7 @@ export async function prepareSandbox(
   try {
     // Mount sources as they are now, right before the engine sees them.
     const checked = binds.length > 0 ? await checkBindSources(binds, profile) : [];
-    const container = await docker.createContainer({...options, abortSignal: AbortSignal.timeout(CREATE_TIMEOUT_MS)});
+    const container = await createAsLeasedUser(docker, options, context.leases ?? uidLeases);
     context.onCreated(container);
     signal.throwIfAborted();
     if (binds.length > 0) {
@@ -109,6 +116,25 @@ async function verifyStarted(container: Docker.Container, checked: Parameters<ty
     // A mismatch seen through a pid the container no longer has (it exited, the pid was reused) is no evidence.
     const after = await state().catch(() => undefined);
     if (after !== undefined && (!after.Running || after.Pid !== before.Pid)) return;
+    throw err;
+  }
+}
+
+/**
+ * Creates the container as a freshly leased uid:gid. The lease is bound to the container (its
+ * remover releases it) or, when no container was created, released at once. A create request
+ * that timed out may still create a container nobody learns of: it was never started, so no
+ * process of it runs as that uid, and the reaper removes it.
+ */
+async function createAsLeasedUser(docker: Docker, options: Docker.ContainerCreateOptions, leases: UidLeases): Promise<Docker.Container> {
+  const isGone = (id: string) => docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)}).then(() => false, (err: unknown) => isNoSuchContainer(err));
+  const lease = await leases.acquire(isGone);
+  try {
+    const container = await docker.createContainer({...options, User: `${lease.uid}:${lease.gid}`, abortSignal: AbortSignal.timeout(CREATE_TIMEOUT_MS)});
+    lease.bind(container.id);
+    return container;
+  } catch (err) {
+    lease.release();
     throw err;
   }
 }

@@ -10,6 +10,7 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
+import {UID_BASE, UID_COUNT} from '../../../src/backends/container/uid-leases.ts';
 import type {ContainerJob} from '../../../src/backends/backend.ts';
 import {HOSTILE_ARGS, assertHealthy, docker, dockerAvailable, managedContainers, noSignal, python} from '../../support/docker.ts';
 
@@ -84,9 +85,13 @@ describe('container warm pool', {skip: !ok && 'no Docker engine'}, () => {
     assert.equal(c.ppid, 1);
     assert.equal(w.gppid, 1);
     assert.notEqual(w.ppid, 1);
+    // Each container runs as its own leased uid (uid-leases.ts): same range, never the same uid.
+    assert.ok(w.uid >= UID_BASE && w.uid < UID_BASE + UID_COUNT && c.uid >= UID_BASE && c.uid < UID_BASE + UID_COUNT);
+    assert.notEqual(w.uid, c.uid);
     for (const v of [w, c]) {
       delete v.ppid;
       delete v.gppid;
+      delete v.uid;
     }
     assert.deepEqual(w, c);
   });

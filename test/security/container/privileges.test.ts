@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
+import {UID_BASE, UID_COUNT} from '../../../src/backends/container/uid-leases.ts';
 import {assertHealthy, dockerAvailable, noSignal, python} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python']});
@@ -24,14 +25,17 @@ describe('privileges', {skip: !ok && 'no Docker engine'}, () => {
   });
   after(() => backend.close());
 
-  test('the tool runs as nobody with no capability at all, NoNewPrivs 1 and seccomp filtering', async () => {
+  test('the tool runs as its own unprivileged uid with no capability at all, NoNewPrivs 1 and seccomp filtering', async () => {
     const r = await backend.run(python(STATUS), {signal: noSignal()});
     const st = JSON.parse(r.stdout) as Record<string, string>;
     for (const cap of ['CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb']) assert.equal(st[cap], '0000000000000000', cap);
     assert.equal(st.NoNewPrivs, '1');
     assert.equal(st.Seccomp, '2', 'Docker\'s default seccomp filter is in force');
-    assert.match(st.Uid!, /^65534\s+65534\s+65534\s+65534$/);
-    assert.match(st.Gid!, /^65534\s+65534\s+65534\s+65534$/);
+    // A uid:gid leased for this sandbox alone (uid-leases.ts), never root; real = effective = saved = fs.
+    const [uid, ...uids] = st.Uid!.split(/\s+/).map(Number);
+    assert.ok(uid! >= UID_BASE && uid! < UID_BASE + UID_COUNT, `uid ${uid} is in toolcell's range`);
+    assert.deepEqual(uids, [uid, uid, uid]);
+    assert.deepEqual(st.Gid!.split(/\s+/).map(Number), [uid, uid, uid, uid]);
     await assertHealthy(backend);
   });
 
@@ -45,7 +49,7 @@ except OSError as e:
     out["setuid"] = e.errno
 p = subprocess.run(["/usr/bin/su", "-c", "id -u", "root"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
 out["su"] = [p.returncode, p.stdout]
-# A setuid binary runs with the caller's ids under no-new-privileges: it reports uid 65534.
+# A setuid binary runs with the caller's ids under no-new-privileges: it reports the leased uid.
 p = subprocess.run(["/usr/bin/mount", "--version"], capture_output=True, text=True)
 out["mount_runs"] = p.returncode
 print(json.dumps(out))
@@ -98,7 +102,8 @@ print(json.dumps(out))
 `, [String(process.pid)]), {signal: noSignal()});
     const out = JSON.parse(r.stdout) as {host_pid_visible: boolean; attach_host_pid: number; init: string[]; pids: number[]};
     assert.equal(out.attach_host_pid, 3, 'ESRCH: host processes do not exist in the container\'s PID namespace');
-    assert.deepEqual(out.init, ['65534', '0000000000000000', '1']);
+    assert.ok(Number(out.init[0]) >= UID_BASE && Number(out.init[0]) < UID_BASE + UID_COUNT, `init runs as the leased uid, not ${out.init[0]}`);
+    assert.deepEqual(out.init.slice(1), ['0000000000000000', '1']);
     assert.ok(out.pids.every((p) => p < 100), `only the container's own processes are visible: ${out.pids.join(',')}`);
     await assertHealthy(backend);
   });

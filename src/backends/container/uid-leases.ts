@@ -1,0 +1,275 @@
+// Each live sandbox gets a host uid and gid no other live sandbox has, leased through O_EXCL files shared by every toolcell process on the host.
+import {closeSync, constants, lstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync} from 'node:fs';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import {ToolcellError} from '../../errors.ts';
+import {log as rootLog} from '../../log.ts';
+
+const log = rootLog.child({component: 'uid-leases'});
+
+/**
+ * First uid (and gid) of the range toolcell owns. Chosen above systemd's container range
+ * (524288-1879048191, `systemd-nspawn --private-users=pick`) and below its foreign range
+ * (2147352576) and 2^31 (tools that read uids as signed 32-bit numbers); no Debian user or
+ * group is there. Source: systemd, docs/UIDS-GIDS.md.
+ */
+export const UID_BASE = 1_900_000_000;
+/** Number of uids in the range: at most this many sandboxes can be live on one host at once. */
+export const UID_COUNT = 65_536;
+
+/** One leased uid; the same number is the gid. */
+export interface UidLease {
+  readonly uid: number;
+  readonly gid: number;
+  /** Records the container that runs as this uid, so that a reclaimer checks it is gone. */
+  bind(containerId: string): void;
+  /** Gives the uid back (its container is removed, or was never created). Idempotent. */
+  release(): void;
+}
+
+/** Options of a {@link UidLeases}. */
+export interface UidLeasesOptions {
+  /** Directory of the lease files; default {@link defaultLeaseDir}. */
+  dir?: string;
+  base?: number;
+  count?: number;
+}
+
+/**
+ * The lease directory: `/run/toolcell/uid-leases` when running as root, else
+ * `$XDG_RUNTIME_DIR/toolcell-uid-leases` or `<tmpdir>/toolcell-uid-leases-<euid>`;
+ * `TOOLCELL_UID_LEASE_DIR` overrides it. Every toolcell process that shares a Docker engine
+ * must use the same directory (same user, same host), or their leases do not see each other.
+ */
+export function defaultLeaseDir(): string {
+  if (process.env.TOOLCELL_UID_LEASE_DIR) return process.env.TOOLCELL_UID_LEASE_DIR;
+  const euid = process.geteuid?.() ?? -1;
+  if (euid === 0) return '/run/toolcell/uid-leases';
+  if (process.env.XDG_RUNTIME_DIR) return join(process.env.XDG_RUNTIME_DIR, 'toolcell-uid-leases');
+  return join(tmpdir(), `toolcell-uid-leases-${euid}`);
+}
+
+/** Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22), or undefined when it does not exist. Source: proc(5). */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // Field 2 (comm) may contain spaces and parentheses: count fields after its closing parenthesis.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** A lease file's content: `<pid> <start time> [<container id>]`. Pure. */
+export function parseLease(text: string): {pid: number; start: string; container?: string} | undefined {
+  const m = /^(\d+) (\d+)(?: ([0-9a-f]{12,64}))?\n?$/.exec(text);
+  if (!m) return undefined;
+  return {pid: Number(m[1]), start: m[2]!, ...(m[3] === undefined ? {} : {container: m[3]})};
+}
+
+/**
+ * Leases uids from a range toolcell owns, so that two live sandboxes never share a host uid,
+ * even across several toolcell processes (servers, test files) on one engine.
+ *
+ * A lease is a file named after the uid in a private directory (mode 0700, owned by this
+ * user, no symlink), created with `O_CREAT|O_EXCL` (the kernel decides who gets it) and holding
+ * the owner's pid, the owner's start time (so a reused pid is not mistaken for the owner) and,
+ * once created, the container's id. A lease whose owner process is gone is stale; it is
+ * reclaimed only if its container is gone too (`isGone`), under a per-uid `O_EXCL` reclaim lock,
+ * re-reading the lease under the lock before removing it. The owner removes its own lease.
+ *
+ * Limits: {@link UID_COUNT} live sandboxes per host; `acquire` then fails. A process that dies
+ * while holding a reclaim lock (a few system calls long) leaves that one uid unusable until the
+ * lock file is removed by hand. Processes in different pid namespaces, or under different host
+ * users, must not share an engine (their leases do not see each other). A uid is reused after
+ * release (round robin from a random start), so files a call left in a writable mount may be
+ * owned by the uid of a later call.
+ */
+export class UidLeases {
+  readonly dir: string;
+  readonly #base: number;
+  readonly #count: number;
+  readonly #pid = process.pid;
+  #start: string | undefined;
+  #next: number;
+  #dirChecked = false;
+  /** Uids this process holds, → container id when bound. */
+  readonly #held = new Map<number, string | undefined>();
+
+  constructor(options: UidLeasesOptions = {}) {
+    this.dir = options.dir ?? defaultLeaseDir();
+    this.#base = options.base ?? UID_BASE;
+    this.#count = options.count ?? UID_COUNT;
+    this.#next = Math.floor(Math.random() * this.#count);
+  }
+
+  /** Uids held by this process now (for tests and metrics). */
+  held(): number[] {
+    return [...this.#held.keys()];
+  }
+
+  /**
+   * Leases a uid no other live sandbox on this host has.
+   * @param isGone tells whether a container of a dead process is gone (e.g. the engine answers
+   *   404 for it); a stale lease whose container may still exist is not reclaimed.
+   * @throws ToolcellError `BACKEND_UNAVAILABLE` (`reason: 'uid-leases'`) when the lease
+   *   directory is unusable (not ours, group/world-writable, a symlink) or every uid is taken.
+   */
+  async acquire(isGone: (containerId: string) => Promise<boolean> = async () => false): Promise<UidLease> {
+    this.#ensureDir();
+    this.#start ??= processStartTime(this.#pid) ?? '0';
+    for (let tried = 0; tried < this.#count; tried++) {
+      const index = this.#next;
+      this.#next = (this.#next + 1) % this.#count;
+      const uid = this.#base + index;
+      if (this.#held.has(uid)) continue;
+      if (this.#create(uid) || (await this.#reclaim(uid, isGone) && this.#create(uid))) {
+        this.#held.set(uid, undefined);
+        return this.#lease(uid);
+      }
+    }
+    throw new ToolcellError('BACKEND_UNAVAILABLE', `Every sandbox user id of this host is in use (${this.#count} sandboxes); retry when calls have finished.`, {reason: 'uid-leases'});
+  }
+
+  /** Releases the lease of the container `containerId`, if this process holds one. Idempotent. */
+  releaseContainer(containerId: string): void {
+    for (const [uid, id] of this.#held) if (id === containerId) this.#release(uid);
+  }
+
+  /**
+   * Releases the leases of bound containers that `isGone` reports gone (e.g. after a reaper
+   * removed them without telling anyone). Leases of containers that may still exist are kept.
+   */
+  async releaseGone(isGone: (containerId: string) => Promise<boolean>): Promise<void> {
+    for (const [uid, id] of [...this.#held]) {
+      if (id !== undefined && await isGone(id).catch(() => false)) this.#release(uid);
+    }
+  }
+
+  #lease(uid: number): UidLease {
+    let released = false;
+    return {
+      uid, gid: uid,
+      bind: (containerId: string) => {
+        if (released || !/^[0-9a-f]{12,64}$/.test(containerId)) return;
+        this.#held.set(uid, containerId);
+        try {
+          // Rewritten in place: only this process ever writes its own lease file.
+          const fd = openSync(this.#path(uid), constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW);
+          try {
+            writeSync(fd, `${this.#pid} ${this.#start} ${containerId}\n`);
+          } finally {
+            closeSync(fd);
+          }
+        } catch (err) {
+          log.warn({err, uid}, 'could not record the container of a uid lease');
+        }
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#release(uid);
+      },
+    };
+  }
+
+  #release(uid: number): void {
+    if (!this.#held.has(uid)) return;
+    this.#held.delete(uid);
+    try {
+      unlinkSync(this.#path(uid));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({err, uid}, 'could not remove a uid lease file');
+    }
+  }
+
+  #path(uid: number): string {
+    return join(this.dir, String(uid));
+  }
+
+  /** Creates the lease file of `uid` exclusively; false when it exists. */
+  #create(uid: number): boolean {
+    let fd: number;
+    try {
+      fd = openSync(this.#path(uid), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw this.#unusable(err);
+    }
+    try {
+      writeSync(fd, `${this.#pid} ${this.#start}\n`);
+    } finally {
+      closeSync(fd);
+    }
+    return true;
+  }
+
+  /** True when the lease of `uid` is stale (owner gone, container gone); its file is then removed. */
+  async #reclaim(uid: number, isGone: (containerId: string) => Promise<boolean>): Promise<boolean> {
+    const seen = this.#read(uid);
+    if (seen === undefined || !(await this.#stale(seen, isGone))) return false;
+    const lock = `${this.#path(uid)}.reclaim`;
+    let fd: number;
+    try {
+      fd = openSync(lock, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    } catch {
+      return false; // someone else is reclaiming it
+    }
+    try {
+      writeSync(fd, `${this.#pid} ${this.#start}\n`);
+      closeSync(fd);
+      // Under the lock nobody but the (dead) owner could have changed it: read it again.
+      const now = this.#read(uid);
+      if (now === undefined || now !== seen) return false;
+      unlinkSync(this.#path(uid));
+      log.debug({uid}, 'reclaimed a stale uid lease');
+      return true;
+    } catch {
+      return false;
+    } finally {
+      try {
+        unlinkSync(lock);
+      } catch { /* already gone */ }
+    }
+  }
+
+  async #stale(text: string, isGone: (containerId: string) => Promise<boolean>): Promise<boolean> {
+    const lease = parseLease(text);
+    if (lease === undefined) return false; // half-written by a live creator, or not ours: leave it
+    if (processStartTime(lease.pid) === lease.start) return false;
+    if (lease.container === undefined) return true;
+    return await isGone(lease.container).catch(() => false);
+  }
+
+  #read(uid: number): string | undefined {
+    try {
+      return readFileSync(this.#path(uid), 'latin1');
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Creates the lease directory (0700) once and checks it is ours: a directory, not a symlink, not writable by others. */
+  #ensureDir(): void {
+    if (this.#dirChecked) return;
+    try {
+      mkdirSync(this.dir, {recursive: true, mode: 0o700});
+      const st = lstatSync(this.dir);
+      const euid = process.geteuid?.();
+      if (!st.isDirectory()) throw new Error('not a directory');
+      if (euid !== undefined && st.uid !== euid) throw new Error(`owned by uid ${st.uid}, not ${euid}`);
+      if ((st.mode & 0o077) !== 0) throw new Error(`mode ${(st.mode & 0o777).toString(8)} lets others in (0700 required)`);
+    } catch (err) {
+      throw this.#unusable(err);
+    }
+    this.#dirChecked = true;
+  }
+
+  #unusable(err: unknown): ToolcellError {
+    log.error({err, dir: this.dir}, 'the uid lease directory is unusable; container tools cannot run');
+    return new ToolcellError('BACKEND_UNAVAILABLE', 'Sandbox user ids cannot be leased on this host, so container tools cannot run now.', {reason: 'uid-leases'}, {cause: err});
+  }
+}
+
+/** The leases of this process, shared by every container backend in it. */
+export const uidLeases = new UidLeases();
