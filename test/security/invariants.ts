@@ -10,9 +10,12 @@ export const INVARIANTS = {
   'isolate:host:unreachable': {behaviour: 'Tool code finds nothing of the host: no Node globals, no module loading, no Reference or host function, not the prelude entry.'},
   'isolate:errors:hostile-values-contained': {behaviour: 'Hostile thrown values (looping Proxies, getters) cannot hang the worker or leak host stacks; a wedged isolate thread retires its worker.'},
   'isolate:heap:contained': {behaviour: 'Unbounded allocation ends with outOfMemory (or truncated) and the server keeps serving.',
-    note: 'isolated-vm memoryLimit is a guideline; hostile code may reach 2-3x. The worker RSS ceiling is the hard bound, and it fails every call in flight in that worker.'},
+    note: 'isolated-vm memoryLimit is a guideline; hostile code may reach 2-3x. The worker RSS ceiling is the hard bound; the calls that shared the worker are re-run (isolate:crash:neighbours-unharmed).'},
   'isolate:output:capped': {behaviour: 'Console floods and huge results stop at outputBytes, are reported truncated, and never carry more than the cap out.'},
   'isolate:prototypes:host-clean': {behaviour: 'What crosses out of the isolate (result JSON, error name and message) cannot pollute host prototypes.'},
+  // Isolate tier hardening (issue 11 items 7-11).
+  'isolate:crash:neighbours-unharmed': {behaviour: 'A call that kills its isolate worker (V8 abort on a growing Map, the RSS ceiling) or wedges an isolate thread fails no other call in flight there: those run again alone in a quarantine worker and complete; the cause ends with its own code (MEMORY_LIMIT, TIMEOUT or a failure naming the crash).',
+    note: 'Costs the neighbours latency (each re-run waits for a quarantine worker). Re-running is sound only because isolate calls have no side effects outside the isolate (no egress in isolates today). Each call runs at most twice.'},
   'pool:no-state-crosses-calls': {behaviour: 'With warm pools on, nothing a call writes (globals, prototypes, module state, tmpfs files, background processes) is visible to a later call.'},
   'pool:burst-never-reuses': {behaviour: 'A burst larger than a warm pool gets fresh members or cold sandboxes, never a used one.'},
   'container:network:none-by-default': {behaviour: 'A container from a profile without a network grant cannot reach the host (loopback, docker0) or anything else.'},
