@@ -16,6 +16,8 @@ export const INVARIANTS = {
   // Isolate tier hardening (issue 11 items 7-11).
   'isolate:crash:neighbours-unharmed': {behaviour: 'A call that kills its isolate worker (V8 abort on a growing Map, the RSS ceiling) or wedges an isolate thread fails no other call in flight there: those run again alone in a quarantine worker and complete; the cause ends with its own code (MEMORY_LIMIT, TIMEOUT or a failure naming the crash).',
     note: 'Costs the neighbours latency (each re-run waits for a quarantine worker). Re-running is sound only because isolate calls have no side effects outside the isolate (no egress in isolates today). Each call runs at most twice.'},
+  'isolate:memory:resizable-buffers-refused': {behaviour: 'No tool can create a resizable ArrayBuffer or growable SharedArrayBuffer (memory isolated-vm does not count) by any constructor route; trying is an error, and the worker keeps answering.',
+    note: 'Covers the routes to the built-in constructor that JavaScript offers (global, prototype.constructor, species, Reflect.construct, subclassing); WebAssembly.Memory, when allowWebAssembly is set, stays uncounted.'},
   'pool:no-state-crosses-calls': {behaviour: 'With warm pools on, nothing a call writes (globals, prototypes, module state, tmpfs files, background processes) is visible to a later call.'},
   'pool:burst-never-reuses': {behaviour: 'A burst larger than a warm pool gets fresh members or cold sandboxes, never a used one.'},
   'container:network:none-by-default': {behaviour: 'A container from a profile without a network grant cannot reach the host (loopback, docker0) or anything else.'},

@@ -76,6 +76,8 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
   const G: any = globalThis;
   // Primordials, captured before any tool code runs.
   const ReflectApply = Reflect.apply;
+  const ReflectConstruct = Reflect.construct;
+  const ReflectOwnKeys = Reflect.ownKeys;
   const ObjectDefineProperty = Object.defineProperty;
   const ObjectKeys = Object.keys;
   const ObjectCreate = Object.create;
@@ -118,6 +120,41 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
   const timers: Record<string, number> = ObjectCreate(null);
 
   if (removeWebAssembly) delete G.WebAssembly;
+  fixedLengthOnly(G.ArrayBuffer, 'ArrayBuffer', 'resize');
+  if (typeof G.SharedArrayBuffer === 'function') fixedLengthOnly(G.SharedArrayBuffer, 'SharedArrayBuffer', 'grow');
+
+  /**
+   * Resizable `ArrayBuffer`s and growable `SharedArrayBuffer`s are not counted by
+   * isolated-vm's `memoryLimit` (seen with isolated-vm 7.0.1: four 30 MB resizable
+   * buffers, filled, in a 32 MB isolate returned success), and filling them cannot be
+   * interrupted. So the constructor that tool code can reach (the global, and
+   * `prototype.constructor`, which `buffer.constructor` and species lookups read) is
+   * replaced by one that refuses a `maxByteLength` option and passes only the length to
+   * the built-in, and the prototype's `resize`/`grow` is removed. The built-in itself
+   * stays captured in this closure only. Fixed-length buffers are unchanged (counted).
+   */
+  function fixedLengthOnly(Intrinsic: any, name: string, growMethod: string): void {
+    const proto = Intrinsic.prototype;
+    const wrapper = function (this: unknown, length?: unknown, options?: unknown): object {
+      if (new.target === undefined) throw new TypeErrorCtor('Constructor ' + name + " requires 'new'");
+      if ((typeof options === 'object' && options !== null) || typeof options === 'function') {
+        if ((options as {maxByteLength?: unknown}).maxByteLength !== undefined) {
+          throw new RangeErrorCtor('A resizable ' + name + ' (maxByteLength) is not available to isolate tools: its memory is not counted by the memory limit.');
+        }
+      }
+      return ReflectConstruct(Intrinsic, [length], new.target);
+    };
+    const keys = ReflectOwnKeys(Intrinsic);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i] as PropertyKey;
+      if (key === 'prototype' || key === 'arguments' || key === 'caller') continue;
+      ObjectDefineProperty(wrapper, key, ObjectGetOwnPropertyDescriptor(Intrinsic, key) as PropertyDescriptor);
+    }
+    ObjectDefineProperty(wrapper, 'prototype', {value: proto, writable: false, enumerable: false, configurable: false});
+    ObjectDefineProperty(proto, 'constructor', {value: wrapper, writable: true, enumerable: false, configurable: true});
+    delete proto[growMethod];
+    ObjectDefineProperty(G, name, {value: wrapper, writable: true, enumerable: false, configurable: true});
+  }
 
   const slice = (s: string, start: number, end?: number): string =>
     ReflectApply(StringSlice, s, end === undefined ? [start] : [start, end]);
