@@ -18,6 +18,8 @@ export const INVARIANTS = {
     note: 'Costs the neighbours latency (each re-run waits for a quarantine worker). Re-running is sound only because isolate calls have no side effects outside the isolate (no egress in isolates today). Each call runs at most twice.'},
   'isolate:memory:resizable-buffers-refused': {behaviour: 'No tool can create a resizable ArrayBuffer or growable SharedArrayBuffer (memory isolated-vm does not count) by any constructor route; trying is an error, and the worker keeps answering.',
     note: 'Covers the routes to the built-in constructor that JavaScript offers (global, prototype.constructor, species, Reflect.construct, subclassing); WebAssembly.Memory, when allowWebAssembly is set, stays uncounted.'},
+  'isolate:memory:admitted-by-budget': {behaviour: 'Calls that each respect memoryMb also fit their worker together: a worker takes calls only while the sum of their memoryMb (plus a per-isolate overhead) fits its budget below the RSS ceiling; others wait, within their deadline.',
+    note: 'Counts declared limits, not use: a call over its limit (isolated-vm lets hostile code reach 2-3x) is stopped by the RSS ceiling (isolate:crash:neighbours-unharmed). First come first served: a large call at the head makes smaller ones wait.'},
   'pool:no-state-crosses-calls': {behaviour: 'With warm pools on, nothing a call writes (globals, prototypes, module state, tmpfs files, background processes) is visible to a later call.'},
   'pool:burst-never-reuses': {behaviour: 'A burst larger than a warm pool gets fresh members or cold sandboxes, never a used one.'},
   'container:network:none-by-default': {behaviour: 'A container from a profile without a network grant cannot reach the host (loopback, docker0) or anything else.'},
