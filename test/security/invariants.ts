@@ -20,6 +20,8 @@ export const INVARIANTS = {
     note: 'Covers the routes to the built-in constructor that JavaScript offers (global, prototype.constructor, species, Reflect.construct, subclassing); WebAssembly.Memory, when allowWebAssembly is set, stays uncounted.'},
   'isolate:memory:admitted-by-budget': {behaviour: 'Calls that each respect memoryMb also fit their worker together: a worker takes calls only while the sum of their memoryMb (plus a per-isolate overhead) fits its budget below the RSS ceiling; others wait, within their deadline.',
     note: 'Counts declared limits, not use: a call over its limit (isolated-vm lets hostile code reach 2-3x) is stopped by the RSS ceiling (isolate:crash:neighbours-unharmed). First come first served: a large call at the head makes smaller ones wait.'},
+  'isolate:worker:frozen-replaced': {behaviour: 'A frozen isolate worker is killed and replaced once a call in it passes its deadline plus the backstop grace, or a cancel is not acknowledged within that grace, whoever cancelled; later calls succeed.',
+    note: 'Calls sent to the frozen worker before it is killed are lost to it (those not yet past their deadline run again elsewhere); detection takes up to timeoutMs + backstopGraceMs.'},
   'pool:no-state-crosses-calls': {behaviour: 'With warm pools on, nothing a call writes (globals, prototypes, module state, tmpfs files, background processes) is visible to a later call.'},
   'pool:burst-never-reuses': {behaviour: 'A burst larger than a warm pool gets fresh members or cold sandboxes, never a used one.'},
   'container:network:none-by-default': {behaviour: 'A container from a profile without a network grant cannot reach the host (loopback, docker0) or anything else.'},
