@@ -9,6 +9,8 @@ export interface QueueLimits {
   concurrency: number;
   /** Calls waiting at most; one more is refused at once with `BUSY`. */
   maxQueued: number;
+  /** Overrides `DispatcherOptions.graceMs` for this backend, in ms. */
+  graceMs?: number;
 }
 
 export interface DispatcherOptions {
@@ -17,14 +19,23 @@ export interface DispatcherOptions {
   /** How long a call may wait in its queue before it ends with `TIMEOUT`, in ms. */
   queueWaitMs: number;
   /**
-   * Slack added to a job's `timeoutMs` for the backstop deadline, in ms. Backends enforce
-   * `timeoutMs` themselves; the backstop aborts the sandbox if one does not.
+   * Slack added to a job's `timeoutMs` for the last-resort deadline of a running call,
+   * in ms, measured from the moment it leaves its queue. Backends enforce `timeoutMs`
+   * themselves; this deadline aborts the call (reported `timedOut`) if one does not.
    */
   graceMs: number;
 }
 
+/**
+ * Defaults. The isolate backend's slack is long on purpose: that backend measures
+ * `timeoutMs` in its worker from the start of the tool's own execution and owns the
+ * backstop that kills a frozen worker (`IsolateBackendOptions.backstopGraceMs`), and
+ * inside this slack a call may wait for memory budget or be re-run alone after a
+ * neighbour crashed its worker. A short slack here would turn a busy host's delays
+ * into TIMEOUTs of calls whose tools never ran out of time.
+ */
 export const DEFAULT_DISPATCH: DispatcherOptions = {
-  isolate: {concurrency: 16, maxQueued: 256},
+  isolate: {concurrency: 16, maxQueued: 256, graceMs: 30_000},
   container: {concurrency: 4, maxQueued: 64},
   queueWaitMs: 30_000,
   graceMs: 400,
@@ -103,7 +114,7 @@ export class Dispatcher {
         started = true;
         waiting.dispose();
         onStart?.();
-        const running = withDeadline(callerSignal, job.limits.timeoutMs + this.#options.graceMs);
+        const running = withDeadline(callerSignal, job.limits.timeoutMs + (limits.graceMs ?? this.#options.graceMs));
         try {
           const result = await backend.run(job, {signal: running.signal});
           if (running.reason() === 'timeout' && !result.timedOut) return {...result, timedOut: true, isCanceled: false, failed: true};

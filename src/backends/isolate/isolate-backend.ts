@@ -2,11 +2,12 @@ import {existsSync} from 'node:fs';
 import {dirname, join} from 'node:path';
 import {performance} from 'node:perf_hooks';
 import {fileURLToPath} from 'node:url';
+import PQueue from 'p-queue';
 import type {Backend, ExecutionResult, IsolateJob} from '../backend.ts';
 import {ToolcellError} from '../../errors.ts';
 import {log as rootLog, type Logger} from '../../log.ts';
-import {SourceDigests} from './source-cache.ts';
-import {emptyResult, WorkerProcess, type WorkerExitInfo} from './worker-process.ts';
+import {SourceDigests, type SourceDigest} from './source-cache.ts';
+import {emptyResult, WorkerProcess, WorkerStoppedError, type WorkerDeath, type WorkerExitInfo} from './worker-process.ts';
 import type {WorkerConfig, WorkerLimits, WorkerOutcome} from './worker-protocol.ts';
 
 /** Options of `IsolateBackend`; every field is optional. */
@@ -17,15 +18,30 @@ export interface IsolateBackendOptions {
    */
   workers?: number;
   /**
+   * Quarantine workers (spawned on first need): each re-runs one suspect at a time, alone,
+   * after a worker died under several calls (see the class docstring). More of them
+   * shorten the innocent calls' wait after a crash; each is one more process. Default 2.
+   */
+  quarantineWorkers?: number;
+  /**
    * Hard ceiling of each worker's resident memory, in MB (default 1024). An RSS watchdog
-   * reads `/proc/<pid>/status` every `rssPollMs` and kills the worker above it; every call
-   * in flight in that worker then rejects with BACKEND_UNAVAILABLE. Needed because
+   * reads `/proc/<pid>/status` every `rssPollMs` and kills the worker above it; the calls
+   * in flight there are then re-run or blamed (see the class docstring). Needed because
    * isolated-vm's `memoryLimit` is a guideline (hostile code may use 2-3x, and
    * allocations such as huge strings are not always counted). Linux only (procfs).
    */
   workerMemoryCeilingMb?: number;
   /** RSS poll interval of the watchdog, in ms. Default 50. */
   rssPollMs?: number;
+  /**
+   * Memory budget of each worker for admission, in MB: a call is sent to a worker only
+   * while the sum of the admission costs of the calls it holds (each `memoryMb` plus
+   * `ISOLATE_OVERHEAD_MB`) stays within this; other calls wait in the backend (bounded
+   * by their signal) until one fits. A call whose cost alone exceeds the budget runs
+   * only in an otherwise empty worker. Default: the ceiling minus 256 MB (the worker's
+   * own Node heap, its warm pool, code and source caches), at least half the ceiling.
+   */
+  workerMemoryBudgetMb?: number;
   /**
    * Warm pool: isolates (with context and prelude) created ahead of demand, per
    * `memoryMb` value, each used by exactly one call. 0 turns the pool off. Default 2.
@@ -81,6 +97,10 @@ export interface IsolateBackendStats {
   restarts: number;
   /** Requests sent again with their source because a worker no longer had it (`need-source`). */
   sourceResends: number;
+  /** Calls re-run alone in a quarantine worker because their worker died under them. */
+  reruns: number;
+  /** Calls taken as the cause of a worker's death (they killed a worker when alone in it). */
+  causes: number;
 }
 
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
@@ -89,6 +109,19 @@ const DIGEST_MEMO_ENTRIES = 256;
 const DIGEST_MEMO_CHARS = 64 * 2 ** 20;
 /** Restarts within this window (ms) count towards the back-off. */
 const RESTART_WINDOW_MS = 30_000;
+/**
+ * Resident memory an isolate costs beyond its V8 heap limit, in MB, for admission: the
+ * context, the prelude and its compiled code, and isolated-vm's per-isolate state (an
+ * idle isolate with one context is about 1 MiB RSS here, MACHINE.md), with headroom.
+ */
+export const ISOLATE_OVERHEAD_MB = 4;
+/** Message of a call that stopped its worker when it ran alone there for a reason other than memory. */
+export const CAUSE_MESSAGE = 'The isolate worker stopped while running this call alone, so the call is taken as the cause of that; it did not complete.';
+
+/** Admission cost of a call in MB (see `IsolateBackendOptions.workerMemoryBudgetMb`). */
+export function admissionCostMb(memoryMb: number): number {
+  return memoryMb + ISOLATE_OVERHEAD_MB;
+}
 
 function defaultNodePath(): string {
   const major = Number(process.versions.node.split('.')[0]);
@@ -135,28 +168,58 @@ function resolveLimits(job: IsolateJob): WorkerLimits {
  * `outputBytes` caps the result JSON and the console text each → `truncated`. All of
  * these set `failed`.
  *
- * Concurrency: calls run in parallel (each isolate on isolated-vm's thread pool). The
- * backend has no concurrency cap or queue of its own; dispatch bounds it.
+ * Admission (memory): each worker takes calls only while the sum of their admission
+ * costs (`memoryMb + ISOLATE_OVERHEAD_MB`) fits its `workerMemoryBudgetMb`, so that
+ * calls that each respect their `memoryMb` also fit the worker together; a call that
+ * fits nowhere waits here, first come first served, until its signal aborts (it then
+ * resolves `isCanceled`; dispatch reports a deadline as TIMEOUT). Otherwise calls run
+ * in parallel (each isolate on isolated-vm's thread pool); dispatch bounds concurrency.
+ *
+ * A worker that dies under calls (V8 aborting on a growing `Map`, isolated-vm #527; the
+ * RSS ceiling; a kill from outside) does not fail its innocent calls. Every call in
+ * flight there is a *suspect*; isolate calls have no side effects, so each suspect is
+ * run again, alone, in a quarantine worker (`quarantineWorkers` of them, each running one
+ * call at a time). A suspect that completes there returns its result as if nothing
+ * happened; one that kills its quarantine worker too is the cause and ends with `outOfMemory` (memory) or a failure
+ * naming the crash (`CAUSE_MESSAGE`). A call that was alone in its worker when that
+ * died of memory is the cause at once. Each call runs at most twice, so one hostile
+ * call costs at most one re-run of each call that shared its worker, one at a time. A
+ * re-run gets its full `timeoutMs` again (the deadline measures the tool's own
+ * execution, and the first run was cut short by a neighbour); the caller's signal still
+ * bounds the whole call.
+ *
+ * Time: `timeoutMs` and `cpuTimeMs` are measured in the worker from the start of the
+ * tool's own execution (after its isolate is ready), not from dispatch, so time spent
+ * waiting for a busy host, for memory budget or for the quarantine worker is not the
+ * tool's. The backstop (one owner: `WorkerProcess`) kills a worker that does not answer
+ * `backstopGraceMs` after a call's deadline or after a cancel.
  *
  * Does NOT guarantee: that `memoryMb` is exact. isolated-vm calls it a guideline, and
  * seen here with isolated-vm 7.0.1: `keep.push(new Array(n))` in a loop ignores both the
  * limit and termination (isolated-vm #107/#186), and a growing `Map` makes V8 abort the
- * isolate (#527). The worker's RSS ceiling and `onCatastrophicError` are the hard bound,
- * and hitting either fails every call in flight in that worker, not only the guilty one
- * (use several `workers` to narrow that). A timed-out call's console text is kept only
- * when the isolate could still be drained.
+ * isolate (#527). The worker's RSS ceiling and `onCatastrophicError` are the hard bound;
+ * the quarantine re-run above keeps that from failing the neighbours' calls, at the
+ * price of their latency (a re-run waits for the suspects before it). A timed-out
+ * call's console text is kept only when the isolate could still be drained.
  */
 export class IsolateBackend implements Backend<IsolateJob> {
   readonly kind = 'isolate' as const;
   readonly #log: Logger;
   readonly #options: Required<Omit<IsolateBackendOptions, 'logger' | 'nodePath'>> & {nodePath: string};
   readonly #config: WorkerConfig;
+  /** The shared workers (indexes 0 to workers - 1), then the quarantine workers. */
   readonly #slots: (WorkerProcess | undefined)[];
   readonly #retiring = new Set<WorkerProcess>();
   /** sha256 of each source seen, so a source is hashed once, not per call. */
   readonly #digests = new SourceDigests(DIGEST_MEMO_ENTRIES, DIGEST_MEMO_CHARS);
   readonly #restartTimes: number[][];
-  readonly #stats: IsolateBackendStats = {completed: 0, pooled: 0, codeCacheHits: 0, restarts: 0, sourceResends: 0};
+  readonly #stats: IsolateBackendStats = {completed: 0, pooled: 0, codeCacheHits: 0, restarts: 0, sourceResends: 0, reruns: 0, causes: 0};
+  /** Calls waiting for memory budget, first come first served. */
+  readonly #waiting: Array<{costMb: number; grant: (worker: WorkerProcess) => void}> = [];
+  /** Suspects waiting for, or running in, a quarantine worker: one per worker at a time. */
+  readonly #quarantine: PQueue;
+  /** Quarantine slot indexes running a suspect. */
+  readonly #quarantineBusy = new Set<number>();
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -171,9 +234,12 @@ export class IsolateBackend implements Backend<IsolateJob> {
       if (!Number.isInteger(v) || v < min) throw new RangeError(`IsolateBackend option ${name} must be an integer >= ${min}`);
       return v;
     };
+    const ceilingMb = int(options.workerMemoryCeilingMb, 1024, 64, 'workerMemoryCeilingMb');
     this.#options = {
       workers: int(options.workers, 1, 1, 'workers'),
-      workerMemoryCeilingMb: int(options.workerMemoryCeilingMb, 1024, 64, 'workerMemoryCeilingMb'),
+      quarantineWorkers: int(options.quarantineWorkers, 2, 1, 'quarantineWorkers'),
+      workerMemoryCeilingMb: ceilingMb,
+      workerMemoryBudgetMb: int(options.workerMemoryBudgetMb, Math.max(Math.floor(ceilingMb / 2), ceilingMb - 256), 8, 'workerMemoryBudgetMb'),
       rssPollMs: int(options.rssPollMs, 50, 5, 'rssPollMs'),
       poolSize: int(options.poolSize, 2, 0, 'poolSize'),
       poolMaxKeys: int(options.poolMaxKeys, 4, 1, 'poolMaxKeys'),
@@ -185,6 +251,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
       backstopGraceMs: int(options.backstopGraceMs, 1000, 50, 'backstopGraceMs'),
       nodePath: options.nodePath ?? defaultNodePath(),
     };
+    if (this.#options.workerMemoryBudgetMb > ceilingMb) throw new RangeError('IsolateBackend option workerMemoryBudgetMb must not exceed workerMemoryCeilingMb');
     this.#config = {
       poolSize: this.#options.poolSize,
       poolMaxKeys: this.#options.poolMaxKeys,
@@ -193,27 +260,31 @@ export class IsolateBackend implements Backend<IsolateJob> {
       sourceCacheBytes: this.#options.sourceCacheBytes,
       removeWebAssembly: !this.#options.allowWebAssembly,
     };
-    this.#slots = Array.from({length: this.#options.workers}, () => undefined);
-    this.#restartTimes = Array.from({length: this.#options.workers}, () => []);
+    const slots = this.#options.workers + this.#options.quarantineWorkers;
+    this.#slots = Array.from({length: slots}, () => undefined);
+    this.#restartTimes = Array.from({length: slots}, () => []);
+    this.#quarantine = new PQueue({concurrency: this.#options.quarantineWorkers});
   }
 
   /**
-   * Spawns the workers (if not yet running) and waits until all are ready.
+   * Spawns the shared workers (if not yet running) and waits until all are ready. The
+   * quarantine workers are spawned on first need.
    * @throws ToolcellError BACKEND_UNAVAILABLE when a worker cannot start; the backend
    *   keeps trying on later calls.
    */
   async start(): Promise<void> {
     if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The isolate backend is closed.');
-    await Promise.all(this.#slots.map((_, index) => this.#slot(index).whenReady()));
+    await Promise.all(Array.from({length: this.#options.workers}, (_, index) => this.#slot(index).whenReady()));
   }
 
   /**
    * Runs `job` in a fresh isolate in a worker process; see the class docstring.
-   * Aborting `options.signal` disposes the isolate at once and resolves `isCanceled: true`.
-   * @throws ToolcellError BACKEND_UNAVAILABLE when the worker died during the call (it
-   *   is restarted; later calls work), could not start or could not create an isolate,
-   *   or the backend is closed; INTERNAL when the job's limits are unusable;
-   *   INVALID_ARGUMENTS when `args` cannot be written as JSON.
+   * Aborting `options.signal` disposes the isolate at once (or takes the call out of the
+   * admission wait) and resolves `isCanceled: true`.
+   * @throws ToolcellError BACKEND_UNAVAILABLE when a worker could not start or could not
+   *   create an isolate, when the call's re-run could not complete for a reason other
+   *   than the call itself, or the backend is closed; INTERNAL when the job's limits are
+   *   unusable; INVALID_ARGUMENTS when `args` cannot be written as JSON.
    */
   async run(job: IsolateJob, options: {signal: AbortSignal}): Promise<ExecutionResult> {
     const started = performance.now();
@@ -227,32 +298,33 @@ export class IsolateBackend implements Backend<IsolateJob> {
       throw new ToolcellError('INVALID_ARGUMENTS', 'The arguments cannot be written as JSON.', {}, {cause: error});
     }
     if (signal.aborted) return emptyResult(performance.now() - started, {isCanceled: true});
-    const worker = this.#pick();
-    if (!worker.isReady) {
-      let onAbort = (): void => {};
-      const aborted = new Promise<'aborted'>((resolve) => {
-        onAbort = () => resolve('aborted');
-        signal.addEventListener('abort', onAbort, {once: true});
-      });
-      try {
-        const outcome = await Promise.race([worker.whenReady().then(() => 'ready' as const), aborted]);
-        if (outcome === 'aborted') return emptyResult(performance.now() - started, {isCanceled: true});
-      } finally {
-        signal.removeEventListener('abort', onAbort);
+    const digest = this.#digests.of(job.source);
+    const costMb = admissionCostMb(limits.memoryMb);
+    try {
+      return await this.#admit(costMb, signal, started, (worker) => worker.call(job, digest, argsJson, limits, signal, started, costMb));
+    } catch (error) {
+      if (!(error instanceof WorkerStoppedError) || this.#closed || error.death.kind === 'closed') throw error;
+      if (error.death.inflight <= 1 && error.death.kind === 'memory') {
+        // Alone in its worker, which died of memory: nobody else can have caused it.
+        return this.#asCause(job, error.death, started);
       }
+      return await this.#rerunAlone(job, digest, argsJson, limits, signal, started, error.death);
     }
-    if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The isolate backend is closed.');
-    return await worker.call(job, this.#digests.of(job.source), argsJson, limits, signal, started);
   }
 
-  /** PIDs of the running worker processes (retiring ones included), for tests and diagnostics. */
+  /** PIDs of the running shared worker processes (retiring ones included), for tests and diagnostics. */
   workerPids(): number[] {
     const pids: number[] = [];
-    for (const worker of [...this.#slots, ...this.#retiring]) {
+    for (const worker of [...this.#slots.slice(0, this.#options.workers), ...this.#retiring]) {
       const pid = worker?.pid;
       if (pid !== undefined) pids.push(pid);
     }
     return pids;
+  }
+
+  /** PIDs of the running quarantine workers (see the class docstring). */
+  quarantinePids(): number[] {
+    return this.#slots.slice(this.#options.workers).map((w) => w?.pid).filter((pid): pid is number => pid !== undefined);
   }
 
   /** A snapshot of the backend's counters. */
@@ -267,28 +339,125 @@ export class IsolateBackend implements Backend<IsolateJob> {
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closed = true;
+    this.#quarantine.clear();
     const workers = [...this.#slots, ...this.#retiring].filter((w): w is WorkerProcess => w !== undefined);
     this.#closing = Promise.all(workers.map((w) => w.close())).then(() => undefined);
     return this.#closing;
   }
 
   /**
-   * The worker for the next call: the live one with the fewest calls in flight, ready
-   * ones first; ties go to the one that finished a call longest ago (`lastFinishedAt`).
-   * A worker spends about 1.5 ms of CPU after each call on disposing its isolate and
-   * refilling its warm pool, so sequential calls rotate over the workers and each
-   * gets the time of the others' calls for that.
+   * Starts `call` on a shared worker with room for `costMb` (synchronously, so the
+   * reservation is made before anything else is admitted), or waits for one, first come
+   * first served. An abort while waiting resolves `isCanceled`.
    */
-  #pick(): WorkerProcess {
+  #admit(
+    costMb: number, signal: AbortSignal, started: number, call: (worker: WorkerProcess) => Promise<ExecutionResult>,
+  ): Promise<ExecutionResult> {
+    if (this.#waiting.length === 0) {
+      const worker = this.#fit(costMb);
+      if (worker !== undefined) return call(worker);
+    }
+    return new Promise<ExecutionResult>((resolve, reject) => {
+      const onAbort = (): void => {
+        const at = this.#waiting.indexOf(waiter);
+        if (at < 0) return;
+        this.#waiting.splice(at, 1);
+        resolve(emptyResult(performance.now() - started, {isCanceled: true}));
+        this.#pump(); // the head may have changed
+      };
+      const waiter = {
+        costMb,
+        grant: (worker: WorkerProcess): void => {
+          signal.removeEventListener('abort', onAbort);
+          call(worker).then(resolve, reject);
+        },
+      };
+      this.#waiting.push(waiter);
+      signal.addEventListener('abort', onAbort, {once: true});
+    });
+  }
+
+  /** Admits waiting calls in order while the first one fits somewhere. */
+  #pump(): void {
+    while (!this.#closed) {
+      const head = this.#waiting[0];
+      if (head === undefined) return;
+      const worker = this.#fit(head.costMb);
+      if (worker === undefined) return;
+      this.#waiting.shift();
+      head.grant(worker);
+    }
+  }
+
+  /**
+   * The shared worker for a call of `costMb`: among those with room for it (or holding
+   * nothing at all), ready ones first, then the one with the fewest calls in flight, then
+   * the one that finished a call longest ago (`lastFinishedAt`). A worker spends about
+   * 1.5 ms of CPU after each call on disposing its isolate and refilling its warm pool,
+   * so sequential calls rotate over the workers and each gets the time of the others'
+   * calls for that. Undefined when no worker has room.
+   */
+  #fit(costMb: number): WorkerProcess | undefined {
+    const budget = this.#options.workerMemoryBudgetMb;
     let best: WorkerProcess | undefined;
-    for (let index = 0; index < this.#slots.length; index++) {
+    for (let index = 0; index < this.#options.workers; index++) {
       const worker = this.#slot(index);
+      if (worker.isRetiring || (worker.inflight > 0 && worker.reservedMb + costMb > budget)) continue;
       if (best === undefined || (worker.isReady && !best.isReady)) best = worker;
       else if (worker.isReady === best.isReady
         && (worker.inflight < best.inflight
           || (worker.inflight === best.inflight && worker.lastFinishedAt < best.lastFinishedAt))) best = worker;
     }
-    return best as WorkerProcess;
+    return best;
+  }
+
+  /**
+   * Runs a suspect again, alone in a quarantine worker, after the suspects queued
+   * before it. Resolves its result when it completes; when it stops that worker too, it
+   * is the cause (`#asCause`).
+   */
+  async #rerunAlone(
+    job: IsolateJob, digest: SourceDigest, argsJson: string | null, limits: WorkerLimits, signal: AbortSignal,
+    started: number, death: WorkerDeath,
+  ): Promise<ExecutionResult> {
+    this.#stats.reruns++;
+    this.#log.info({jobId: job.id, pid: death.pid, death: death.kind, inflight: death.inflight},
+      'isolate call was in flight in a worker that stopped; running it again alone in a quarantine worker');
+    try {
+      return await this.#quarantine.add(async () => {
+        if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The isolate backend is closed.');
+        if (signal.aborted) return emptyResult(performance.now() - started, {isCanceled: true});
+        let index = this.#options.workers;
+        while (this.#quarantineBusy.has(index)) index++;
+        this.#quarantineBusy.add(index);
+        const worker = this.#slot(index);
+        try {
+          return await worker.call(job, digest, argsJson, limits, signal, started);
+        } catch (error) {
+          if (!(error instanceof WorkerStoppedError) || this.#closed || error.death.kind === 'closed') throw error;
+          return this.#asCause(job, error.death, started);
+        } finally {
+          // The next suspect must not share this worker with a call that is still running
+          // there after its caller got an answer (a cancelled one).
+          if (!worker.hasExited && worker.inflight > 0) await Promise.race([worker.exited, worker.drained()]);
+          this.#quarantineBusy.delete(index);
+        }
+      }, {signal});
+    } catch (error) {
+      if (signal.aborted && !(error instanceof ToolcellError)) return emptyResult(performance.now() - started, {isCanceled: true});
+      throw error;
+    }
+  }
+
+  /** The result of a call taken as the cause of its worker's death. */
+  #asCause(job: IsolateJob, death: WorkerDeath, started: number): ExecutionResult {
+    this.#stats.causes++;
+    this.#log.warn({jobId: job.id, pid: death.pid, death: death.kind, reason: death.reason},
+      'isolate call stopped its worker when it ran alone there; it is taken as the cause');
+    const durationMs = performance.now() - started;
+    if (death.kind === 'memory') return emptyResult(durationMs, {outOfMemory: true});
+    if (death.kind === 'unresponsive') return emptyResult(durationMs, {timedOut: true});
+    return emptyResult(durationMs, {error: {name: 'Error', message: CAUSE_MESSAGE}});
   }
 
   #slot(index: number): WorkerProcess {
@@ -316,6 +485,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
       onSourceResend: () => {
         this.#stats.sourceResends++;
       },
+      onRelease: () => this.#pump(),
     });
   }
 
@@ -352,8 +522,8 @@ export class IsolateBackend implements Backend<IsolateJob> {
       return;
     }
     this.#log.warn({
-      pid: info.pid, code: info.code, signal: info.signal, reason: info.reason,
-      inflight: info.inflight, stderrTail: info.stderrTail,
+      pid: info.pid, code: info.code, signal: info.signal, reason: info.reason, kind: info.kind,
+      inflight: info.inflight, stderrTail: info.stderrTail, quarantine: index >= this.#options.workers,
     }, 'isolate worker stopped; restarting it');
     this.#replace(index);
   }

@@ -76,11 +76,15 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
   const G: any = globalThis;
   // Primordials, captured before any tool code runs.
   const ReflectApply = Reflect.apply;
+  const ReflectConstruct = Reflect.construct;
+  const ReflectOwnKeys = Reflect.ownKeys;
   const ObjectDefineProperty = Object.defineProperty;
   const ObjectKeys = Object.keys;
   const ObjectCreate = Object.create;
   const ObjectIs = Object.is;
   const ObjectGetOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
+  const ObjectGetPrototypeOf = Object.getPrototypeOf;
+  const ObjectHasOwn = Object.hasOwn;
   const ObjectProtoToString = Object.prototype.toString;
   const ArrayIsArray = Array.isArray;
   const JSONStringify = JSON.stringify;
@@ -102,6 +106,7 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
   const PromiseCtor = Promise;
   const RangeErrorCtor = RangeError;
   const TypeErrorCtor = TypeError;
+  const ErrorStackGetter = (ObjectGetOwnPropertyDescriptor(new Error(), 'stack') as PropertyDescriptor | undefined)?.get;
 
   const MAX_DEPTH = 2;
   const MAX_ENTRIES = 100;
@@ -118,10 +123,79 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
   const timers: Record<string, number> = ObjectCreate(null);
 
   if (removeWebAssembly) delete G.WebAssembly;
+  fixedLengthOnly(G.ArrayBuffer, 'ArrayBuffer', 'resize');
+  if (typeof G.SharedArrayBuffer === 'function') fixedLengthOnly(G.SharedArrayBuffer, 'SharedArrayBuffer', 'grow');
+
+  /**
+   * Resizable `ArrayBuffer`s and growable `SharedArrayBuffer`s are not counted by
+   * isolated-vm's `memoryLimit` (seen with isolated-vm 7.0.1: four 30 MB resizable
+   * buffers, filled, in a 32 MB isolate returned success), and filling them cannot be
+   * interrupted. So the constructor that tool code can reach (the global, and
+   * `prototype.constructor`, which `buffer.constructor` and species lookups read) is
+   * replaced by one that refuses a `maxByteLength` option and passes only the length to
+   * the built-in, and the prototype's `resize`/`grow` is removed. The built-in itself
+   * stays captured in this closure only. Fixed-length buffers are unchanged (counted).
+   */
+  function fixedLengthOnly(Intrinsic: any, name: string, growMethod: string): void {
+    const proto = Intrinsic.prototype;
+    const wrapper = function (this: unknown, length?: unknown, options?: unknown): object {
+      if (new.target === undefined) throw new TypeErrorCtor('Constructor ' + name + " requires 'new'");
+      if ((typeof options === 'object' && options !== null) || typeof options === 'function') {
+        if ((options as {maxByteLength?: unknown}).maxByteLength !== undefined) {
+          throw new RangeErrorCtor('A resizable ' + name + ' (maxByteLength) is not available to isolate tools: its memory is not counted by the memory limit.');
+        }
+      }
+      return ReflectConstruct(Intrinsic, [length], new.target);
+    };
+    const keys = ReflectOwnKeys(Intrinsic);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i] as PropertyKey;
+      if (key === 'prototype' || key === 'arguments' || key === 'caller') continue;
+      ObjectDefineProperty(wrapper, key, ObjectGetOwnPropertyDescriptor(Intrinsic, key) as PropertyDescriptor);
+    }
+    ObjectDefineProperty(wrapper, 'prototype', {value: proto, writable: false, enumerable: false, configurable: false});
+    ObjectDefineProperty(proto, 'constructor', {value: wrapper, writable: true, enumerable: false, configurable: true});
+    delete proto[growMethod];
+    ObjectDefineProperty(G, name, {value: wrapper, writable: true, enumerable: false, configurable: true});
+  }
 
   const slice = (s: string, start: number, end?: number): string =>
     ReflectApply(StringSlice, s, end === undefined ? [start] : [start, end]);
   const code = (s: string, i: number): number => ReflectApply(StringCharCodeAt, s, [i]);
+
+  /** An object with no prototype: writing to it never reaches an inherited setter. */
+  const record = <T>(): T => ObjectCreate(null) as T;
+
+  /**
+   * Own descriptor of `key` on `o`, as a null-prototype record of the fields it owns, so
+   * that reading `.value`/`.get`/`.set` never reaches an accessor a tool put on
+   * `Object.prototype`. Undefined when `o` has no own `key`. (A Proxy's trap still runs:
+   * no JavaScript can tell a Proxy apart; that is the tool's own code, under its deadline.)
+   */
+  function ownDescriptor(o: object, key: PropertyKey): {value?: unknown; get?: unknown; set?: unknown; data: boolean} | undefined {
+    const d = ObjectGetOwnPropertyDescriptor(o, key);
+    if (d === undefined) return undefined;
+    const out = record<{value?: unknown; get?: unknown; set?: unknown; data: boolean}>();
+    out.data = ObjectHasOwn(d, 'value');
+    if (out.data) out.value = d.value;
+    if (ObjectHasOwn(d, 'get')) out.get = d.get;
+    if (ObjectHasOwn(d, 'set')) out.set = d.set;
+    return out;
+  }
+
+  /**
+   * The value of `key` on `o` or its prototypes when it is a data property; undefined for
+   * an accessor (never called) or a missing key. Walks at most 32 prototypes.
+   */
+  function dataProperty(o: unknown, key: PropertyKey): unknown {
+    let current = o;
+    for (let depth = 0; depth < 32 && ((typeof current === 'object' && current !== null) || typeof current === 'function'); depth++) {
+      const desc = ownDescriptor(current as object, key);
+      if (desc !== undefined) return desc.data ? desc.value : undefined;
+      current = ObjectGetPrototypeOf(current);
+    }
+    return undefined;
+  }
 
   /** UTF-8 length of `s` (a lone surrogate counts 3 bytes, as U+FFFD). */
   function utf8Length(s: string): number {
@@ -200,8 +274,8 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
       return;
     }
     if (typeof v === 'function') {
-      const desc = ObjectGetOwnPropertyDescriptor(v, 'name');
-      const name = desc && typeof desc.value === 'string' && desc.value !== '' ? desc.value : '(anonymous)';
+      const desc = ownDescriptor(v, 'name');
+      const name = desc !== undefined && typeof desc.value === 'string' && desc.value !== '' ? desc.value : '(anonymous)';
       put('[Function: ' + name + ']');
       return;
     }
@@ -218,9 +292,14 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
     const here: Seen = {value: v, next: seen};
     const tag: string = ReflectApply(ObjectProtoToString, v, []);
     if (tag === '[object Error]') {
-      const stack = (v as {stack?: unknown}).stack;
+      // `stack` is an own accessor of V8's (the same getter for every error); one a tool
+      // defined is not called, nor are getters of `name` or `message`.
+      const stackDesc = ownDescriptor(v, 'stack');
+      const stack = stackDesc === undefined ? undefined
+        : stackDesc.data ? stackDesc.value
+        : stackDesc.get === ErrorStackGetter ? ReflectApply(ErrorStackGetter as () => unknown, v, []) : undefined;
       if (typeof stack === 'string') put(stack);
-      else put(primitiveText((v as {name?: unknown}).name) + ': ' + primitiveText((v as {message?: unknown}).message));
+      else put(primitiveText(dataProperty(v, 'name')) + ': ' + primitiveText(dataProperty(v, 'message')));
       return;
     }
     if (tag === '[object Date]') {
@@ -279,9 +358,9 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
       const shown = length < MAX_ENTRIES ? length : MAX_ENTRIES;
       for (let i = 0; i < shown; i++) {
         if (i > 0) put(', ');
-        const desc = ObjectGetOwnPropertyDescriptor(v, i);
+        const desc = ownDescriptor(v, i);
         if (desc === undefined) put('<empty>');
-        else if (desc.get || desc.set) put(desc.set && !desc.get ? '[Setter]' : desc.set ? '[Getter/Setter]' : '[Getter]');
+        else if (!desc.data) put(desc.set && !desc.get ? '[Setter]' : desc.set ? '[Getter/Setter]' : '[Getter]');
         else inspect(desc.value, depth + 1, here, false);
       }
       if (length > shown) put(', ... ' + (length - shown) + ' more items');
@@ -304,9 +383,9 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
       if (i > 0) put(', ');
       put(isIdentifier(key) ? key : JSONStringify(key));
       put(': ');
-      const desc = ObjectGetOwnPropertyDescriptor(v, key);
+      const desc = ownDescriptor(v, key);
       if (desc === undefined) put('undefined');
-      else if (desc.get || desc.set) put(desc.set && !desc.get ? '[Setter]' : desc.set ? '[Getter/Setter]' : '[Getter]');
+      else if (!desc.data) put(desc.set && !desc.get ? '[Setter]' : desc.set ? '[Getter/Setter]' : '[Getter]');
       else inspect(desc.value, depth + 1, here, false);
     }
     if (keys.length > shown) put(', ... ' + (keys.length - shown) + ' more items');
@@ -455,32 +534,37 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
     return s.length > max ? slice(s, 0, max) : s;
   }
 
-  /** Name and message of a thrown value, bounded; runs tool getters (under the caller's timeout). */
+  /**
+   * Name and message of a thrown value, bounded. Reads only data properties (own or
+   * inherited, `dataProperty`): a getter of `name`, `message` or anything else is never
+   * called, and `toString` is not either, so a hostile thrown value cannot spin here or
+   * pick what is reported. (A Proxy's traps still run, as the tool's own code under its
+   * deadline.)
+   */
   function describe(e: unknown): {name: string; message: string} {
     let name = 'Error';
-    let message: string;
+    let message = 'A value without a message (a string data property) was thrown.';
     try {
       if ((typeof e === 'object' && e !== null) || typeof e === 'function') {
-        const n = (e as {name?: unknown}).name;
-        const m = (e as {message?: unknown}).message;
+        const n = dataProperty(e, 'name');
+        const m = dataProperty(e, 'message');
         if (typeof n === 'string' && n !== '') name = n;
         if (typeof m === 'string') message = m;
-        else {
-          try {
-            message = StringCtor(e);
-          } catch {
-            message = 'A value that is not an Error was thrown.';
-          }
-        }
       } else message = primitiveText(e);
     } catch {
       message = 'A value that could not be described was thrown.';
     }
-    return {name: cutChars(name, MAX_ERROR_NAME_CHARS), message: cutChars(message, MAX_ERROR_MESSAGE_CHARS)};
+    const out = record<{name: string; message: string}>();
+    out.name = cutChars(name, MAX_ERROR_NAME_CHARS);
+    out.message = cutChars(message, MAX_ERROR_MESSAGE_CHARS);
+    return out;
   }
 
   function notSerialisable(detail: string): {name: string; message: string} {
-    return {name: 'TypeError', message: 'The tool returned a value that is not JSON-serialisable: ' + cutChars(detail, MAX_ERROR_MESSAGE_CHARS)};
+    const out = record<{name: string; message: string}>();
+    out.name = 'TypeError';
+    out.message = 'The tool returned a value that is not JSON-serialisable: ' + cutChars(detail, MAX_ERROR_MESSAGE_CHARS);
+    return out;
   }
 
   async function run(namespace: unknown, argsJson: unknown): Promise<RunnerResult> {
@@ -525,7 +609,12 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
         } else stdout = json;
       }
     }
-    const result: RunnerResult = {stdout, stderr: collected, truncated: truncated || resultTruncated};
+    // A null-prototype record: an `error` (or other) setter a tool put on
+    // Object.prototype cannot swallow the failure or run here.
+    const result = record<RunnerResult>();
+    result.stdout = stdout;
+    result.stderr = collected;
+    result.truncated = truncated || resultTruncated;
     if (error !== undefined) result.error = error;
     return result;
   }
@@ -541,7 +630,9 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
       return undefined;
     }
     if (op === 'drain') {
-      const result: DrainResult = {stderr: collected, truncated};
+      const result = record<DrainResult>();
+      result.stderr = collected;
+      result.truncated = truncated;
       return result;
     }
     return undefined;

@@ -92,10 +92,11 @@ const base = (pooled: boolean, codeCacheHit: boolean): WorkerOutcome => ({
  * refuses every specifier → `evaluate({timeout})` → the prelude's `run` with the module
  * namespace and the argument JSON, `{timeout, result: {copy: true, promise: true}}`.
  *
- * Time: a wall-clock timer at `timeoutMs` from the start of this function ends the call
- * even when isolated-vm's own `timeout` does not apply (a promise that never settles)
- * or does not fire; the console text is then drained (≤ 100 ms) and the isolate
- * disposed. CPU time (`isolate.cpuTime`) is polled every 10 ms when `cpuTimeMs` is below
+ * Time: a wall-clock timer at `timeoutMs` from the moment the isolate is ready (taken
+ * from the pool or created: the tool's own execution, not the time the request waited
+ * for this process) ends the call even when isolated-vm's own `timeout` does not apply
+ * (a promise that never settles) or does not fire; the console text is then drained
+ * (≤ 100 ms) and the isolate disposed. CPU time (`isolate.cpuTime`) is polled every 10 ms when `cpuTimeMs` is below
  * `timeoutMs`. Aborting `signal` disposes the isolate at once.
  *
  * Does NOT guarantee: that the isolate's thread stops when disposed (isolated-vm can
@@ -103,8 +104,6 @@ const base = (pooled: boolean, codeCacheHit: boolean): WorkerOutcome => ({
  */
 export async function runInIsolate(request: ResolvedRun, signal: AbortSignal, deps: RunDeps): Promise<WorkerOutcome> {
   const {limits} = request;
-  const started = performance.now();
-  const deadline = started + limits.timeoutMs;
   let prepared = deps.pool?.take(limits.memoryMb);
   const pooled = prepared !== undefined;
   prepared ??= prepareIsolate({
@@ -114,6 +113,8 @@ export async function runInIsolate(request: ResolvedRun, signal: AbortSignal, de
     disposePrepared(prepared);
     return base(pooled, false);
   }
+  // The deadline measures the tool's own execution: it starts once its isolate is ready.
+  const deadline = performance.now() + limits.timeoutMs;
   return await execute(request, signal, deps, prepared, pooled, deadline);
 }
 

@@ -27,6 +27,48 @@ const MAX_STDERR_LINE = 1000;
 const SENT_SOURCES_MAX = 1024;
 const STDERR_TAIL_LINES = 10;
 
+/**
+ * Why a worker process ended, as far as the supervisor can tell:
+ * - `memory`: the RSS watchdog killed it above its ceiling, or isolated-vm reported a
+ *   catastrophic out-of-memory error (V8 gave up on an isolate, e.g. a growing `Map`,
+ *   isolated-vm #527) and the worker killed itself;
+ * - `catastrophic`: another isolated-vm catastrophic error;
+ * - `unresponsive`: a call's backstop (or a cancel that was never acknowledged) found it
+ *   frozen and killed it;
+ * - `closed`: the backend is shutting down;
+ * - `other`: it exited or was killed by something else (a signal from outside, a crash).
+ */
+export type WorkerDeathKind = 'memory' | 'catastrophic' | 'unresponsive' | 'closed' | 'other';
+
+/** The end of a worker as seen by the calls that were in flight in it. */
+export interface WorkerDeath {
+  kind: WorkerDeathKind;
+  /** Why the supervisor killed it, or 'exited on its own'; for the log only. */
+  reason: string;
+  pid: number | undefined;
+  /**
+   * Calls it held when it ended: those whose callers still waited, and those already
+   * answered (cancelled) whose isolates it had not yet reported stopped.
+   */
+  inflight: number;
+}
+
+/**
+ * The rejection of a call whose worker ended under it (code BACKEND_UNAVAILABLE, message
+ * `WORKER_STOPPED_MESSAGE` or the shutdown message). `death` says how; it is for the
+ * backend's decision (re-run or not) and the log, never for the client.
+ */
+export class WorkerStoppedError extends ToolcellError {
+  readonly death: WorkerDeath;
+  constructor(message: string, death: WorkerDeath, options?: ErrorOptions) {
+    super('BACKEND_UNAVAILABLE', message, {}, options);
+    this.death = death;
+  }
+}
+
+/** The line the worker writes to stderr before it kills itself on a catastrophic error (see worker.ts). */
+export const CATASTROPHIC_PREFIX = 'toolcell isolate worker: isolated-vm catastrophic error: ';
+
 /** Options of one worker process. */
 export interface WorkerProcessOptions {
   /** Node 24 binary that runs the worker. */
@@ -56,6 +98,11 @@ export interface WorkerProcessOptions {
   onOutcome: (outcome: WorkerOutcome) => void;
   /** Called when a request is sent again with its source after the worker asked for it. */
   onSourceResend?: () => void;
+  /**
+   * Called whenever the worker is done with a call (answered, acknowledged a cancel,
+   * never got it, or exited), i.e. when `inflight` and `reservedMb` went down.
+   */
+  onRelease?: (worker: WorkerProcess) => void;
 }
 
 /** Why and how a worker process ended. */
@@ -65,6 +112,7 @@ export interface WorkerExitInfo {
   signal: NodeJS.Signals | null;
   /** Why the supervisor killed it, or 'exited on its own'. */
   reason: string;
+  kind: WorkerDeathKind;
   /** Calls that were in flight and were rejected. */
   inflight: number;
   /** Last lines the worker wrote to stderr (V8 / isolated-vm fatal messages). */
@@ -73,17 +121,24 @@ export interface WorkerExitInfo {
   wasReady: boolean;
 }
 
+/** A call sent (or about to be sent) to the worker, until the worker is done with it. */
 interface Pending {
   /** The request as sent without its source. */
   request: RunRequest;
   source: string;
-  onSendError: (error: Error) => void;
+  /** Admission cost of the call in MB (see `reservedMb`), held until the worker is done with it. */
+  costMb: number;
   /** The request was already sent again with its source after a `need-source`. */
   resent: boolean;
-  resolve: (result: ExecutionResult) => void;
-  reject: (error: ToolcellError) => void;
-  finish: () => void;
+  /** `performance.now()` when the backend received the call, for `durationMs`. */
   started: number;
+  /** The caller's promise, until it is settled; the call may stay here after that (see `#abandon`). */
+  caller: {resolve: (result: ExecutionResult) => void; reject: (error: ToolcellError) => void} | undefined;
+  /** Removes the caller's abort listener. */
+  unlisten: () => void;
+  /** The backstop timer (set once the request is sent) and when it fires (`performance.now()` ms). */
+  backstop: NodeJS.Timeout | undefined;
+  due: number;
 }
 
 /** A result for a call that ended without an outcome from the worker. */
@@ -103,10 +158,11 @@ export function emptyResult(durationMs: number, flags: Partial<ExecutionResult>)
  * server's environment reaches the process that runs tool code).
  *
  * Supervision: an RSS watchdog (`watchRss`) kills it above `memoryCeilingMb`; a
- * per-call backstop kills it when it does not answer after the call's deadline. When
- * it exits for any reason, every call in flight is rejected at once with
- * `ToolcellError('BACKEND_UNAVAILABLE', WORKER_STOPPED_MESSAGE)` and `onExit` lets the
- * backend start a replacement.
+ * per-call backstop kills it when it does not answer after the call's deadline or does
+ * not acknowledge a cancel (see `call`). When it exits for any reason, every call whose
+ * caller still waits is rejected at once with a `WorkerStoppedError`
+ * (BACKEND_UNAVAILABLE, `WORKER_STOPPED_MESSAGE`) saying how it died, and `onExit` lets
+ * the backend start a replacement.
  *
  * The child, its IPC channel and its stderr pipe are ref'd only while calls are in
  * flight (or a caller waits for readiness), so an idle backend never keeps the
@@ -128,6 +184,9 @@ export class WorkerProcess {
   #isReady = false;
   #hasExited = false;
   #killReason: string | undefined;
+  #killKind: WorkerDeathKind | undefined;
+  #reservedMb = 0;
+  readonly #onDrained: Array<() => void> = [];
   #closing = false;
   #retiring = false;
   #resolveReady: () => void = () => {};
@@ -195,58 +254,146 @@ export class WorkerProcess {
   }
 
   /**
-   * Sends one job to the worker. Resolves the call's `ExecutionResult`; an abort of
-   * `signal` resolves `isCanceled` at once and tells the worker to dispose the isolate.
-   * The source goes along only when this worker has not been sent it yet (or cannot keep
-   * it); a worker that lacks it asks again (`need-source`) and gets the full request.
+   * Sends one job to the worker (once it is ready). Resolves the call's
+   * `ExecutionResult`; an abort of `signal` resolves `isCanceled` at once and tells the
+   * worker to dispose the isolate. The source goes along only when this worker has not
+   * been sent it yet (or cannot keep it); a worker that lacks it asks again
+   * (`need-source`) and gets the full request.
+   *
+   * Backstop (the one owner of "the worker is frozen"): from the moment the request is
+   * sent, the worker must answer within `timeoutMs + backstopGraceMs`; after an abort it
+   * must acknowledge the cancel within `backstopGraceMs`. Otherwise the caller (if still
+   * waiting) gets `timedOut` and the process is killed as unresponsive. An abort never
+   * clears this timer: the call stays counted here (`inflight`, `reservedMb`) until the
+   * worker has answered for it or is gone.
+   *
    * @param digest sha256 and UTF-8 size of `job.source`.
    * @param argsJson JSON text of the arguments, or null for undefined.
+   * @param costMb admission cost in MB, counted in `reservedMb` until the worker is done with the call.
    * @param started `performance.now()` when the backend received the call, for `durationMs`.
-   * @throws ToolcellError BACKEND_UNAVAILABLE when the worker dies during the call or
-   *   could not create an isolate.
+   * @throws WorkerStoppedError (BACKEND_UNAVAILABLE) when the worker dies during the call;
+   *   ToolcellError BACKEND_UNAVAILABLE when it could not start or create an isolate.
    */
   call(
-    job: IsolateJob, digest: SourceDigest, argsJson: string | null, limits: WorkerLimits, signal: AbortSignal, started: number,
+    job: IsolateJob, digest: SourceDigest, argsJson: string | null, limits: WorkerLimits, signal: AbortSignal,
+    started: number, costMb = 0,
   ): Promise<ExecutionResult> {
     const id = String(++this.#seq);
     const request: RunRequest = {
       type: 'run', id, jobId: job.id, sourceHash: digest.hash, filename: job.filename, argsJson, limits,
     };
-    const keepable = digest.bytes <= this.#options.config.sourceCacheBytes;
-    const send = keepable && this.#sent.has(digest.hash) ? request : {...request, source: job.source};
-    if (keepable) this.#sent.add(digest.hash);
     return new Promise<ExecutionResult>((resolve, reject) => {
-      const duration = (): number => performance.now() - started;
-      const finish = (): void => {
-        clearTimeout(backstop);
-        signal.removeEventListener('abort', onAbort);
-        this.#pending.delete(id);
-        this.#lastFinishedAt = performance.now();
-        this.#updateRef();
-        if (this.#retiring && this.#pending.size === 0) this.kill('retired after reporting a wedged isolate thread');
-      };
       const onAbort = (): void => {
-        if (!this.#pending.has(id)) return;
-        finish();
+        const pending = this.#pending.get(id);
+        if (pending?.caller === undefined) return;
+        this.#settle(pending, (caller) => caller.resolve(emptyResult(performance.now() - started, {isCanceled: true})));
+        if (pending.backstop === undefined) {
+          this.#release(id); // never sent: nothing runs in the worker
+          return;
+        }
         this.#send({type: 'cancel', id});
-        resolve(emptyResult(duration(), {isCanceled: true}));
+        this.#armBackstop(id, this.#options.backstopGraceMs, 'no acknowledgement of a cancel');
       };
-      const backstop = setTimeout(() => {
-        if (!this.#pending.has(id)) return;
-        finish();
-        resolve(emptyResult(duration(), {timedOut: true}));
-        this.kill(`unresponsive: no answer ${this.#options.backstopGraceMs} ms after a call's deadline`);
-      }, limits.timeoutMs + this.#options.backstopGraceMs);
-      const onSendError = (error: Error): void => {
-        if (!this.#pending.has(id)) return;
-        finish();
-        reject(new ToolcellError('BACKEND_UNAVAILABLE', WORKER_STOPPED_MESSAGE, {}, {cause: error}));
+      const pending: Pending = {
+        request, source: job.source, costMb, resent: false, started, caller: {resolve, reject},
+        unlisten: () => signal.removeEventListener('abort', onAbort), backstop: undefined, due: Infinity,
       };
-      this.#pending.set(id, {request, source: job.source, resolve, reject, finish, onSendError, resent: false, started});
+      this.#pending.set(id, pending);
+      this.#reservedMb += costMb;
       signal.addEventListener('abort', onAbort, {once: true});
       this.#updateRef();
-      this.#send(send, onSendError);
+      if (signal.aborted) {
+        onAbort();
+        return;
+      }
+      const sendNow = (): void => {
+        if (this.#pending.get(id)?.caller === undefined) return;
+        const keepable = digest.bytes <= this.#options.config.sourceCacheBytes;
+        const message = keepable && this.#sent.has(digest.hash) ? request : {...request, source: job.source};
+        if (keepable) this.#sent.add(digest.hash);
+        this.#armBackstop(id, limits.timeoutMs + this.#options.backstopGraceMs, `no answer ${this.#options.backstopGraceMs} ms after a call's deadline`);
+        this.#send(message, (error) => this.#onSendError(id, error));
+      };
+      if (this.#isReady) sendNow();
+      else {
+        this.ready.then(sendNow, (error: unknown) => {
+          const waiting = this.#pending.get(id);
+          if (waiting?.caller === undefined) return;
+          this.#settle(waiting, (caller) => caller.reject(error instanceof ToolcellError ? error
+            : new ToolcellError('BACKEND_UNAVAILABLE', NOT_STARTED_MESSAGE)));
+          this.#release(id);
+        });
+      }
     });
+  }
+
+  /**
+   * MB reserved by the calls this worker holds (running, or cancelled and not yet
+   * acknowledged): the sum of their `costMb`. The backend admits calls against it.
+   */
+  get reservedMb(): number {
+    return this.#reservedMb;
+  }
+
+  /**
+   * Resolves once the worker holds no call (every call answered or acknowledged), or
+   * has exited. Each call is bounded by its backstop, so this is too.
+   */
+  drained(): Promise<void> {
+    if (this.#pending.size === 0 || this.#hasExited) return Promise.resolve();
+    return new Promise((resolve) => this.#onDrained.push(resolve));
+  }
+
+  /** Settles the caller's promise once and stops listening to its signal. */
+  #settle(pending: Pending, settle: (caller: NonNullable<Pending['caller']>) => void): void {
+    const caller = pending.caller;
+    if (caller === undefined) return;
+    pending.caller = undefined;
+    pending.unlisten();
+    this.#lastFinishedAt = performance.now();
+    settle(caller);
+  }
+
+  /** The worker is done with call `id` (answered, never got it, or is gone): forget it. */
+  #release(id: string): void {
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    clearTimeout(pending.backstop);
+    pending.unlisten();
+    this.#pending.delete(id);
+    this.#reservedMb -= pending.costMb;
+    if (!this.#hasExited) this.#updateRef(); // #onExit updates once for all
+    if (this.#pending.size === 0) for (const resolve of this.#onDrained.splice(0)) resolve();
+    if (this.#retiring && this.#pending.size === 0) this.kill('retired after reporting a wedged isolate thread');
+    if (!this.#hasExited) this.#options.onRelease?.(this); // #onExit notifies once for all
+  }
+
+  /**
+   * (Re)sets the backstop of call `id` to fire in `ms` unless an earlier one is set. When
+   * it fires, a caller still waiting resolves `timedOut` and the worker is killed as
+   * unresponsive.
+   */
+  #armBackstop(id: string, ms: number, why: string): void {
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    const due = performance.now() + ms;
+    if (pending.backstop !== undefined && pending.due <= due) return;
+    pending.due = due;
+    clearTimeout(pending.backstop);
+    pending.backstop = setTimeout(() => {
+      if (this.#pending.get(id) !== pending) return;
+      this.#settle(pending, (caller) => caller.resolve(emptyResult(performance.now() - pending.started, {timedOut: true})));
+      this.kill(`unresponsive: ${why}`, 'unresponsive');
+    }, ms);
+  }
+
+  #onSendError(id: string, error: Error): void {
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    this.#settle(pending, (caller) => caller.reject(new WorkerStoppedError(WORKER_STOPPED_MESSAGE, {
+      kind: 'other', reason: 'its IPC channel failed', pid: this.pid, inflight: 1,
+    }, {cause: error})));
+    this.#release(id);
   }
 
   /**
@@ -258,9 +405,18 @@ export class WorkerProcess {
     if (this.#pending.size === 0) this.kill('retired after reporting a wedged isolate thread');
   }
 
-  /** Kills the process with SIGKILL; `reason` goes into the exit log. Idempotent. */
-  kill(reason: string): void {
+  /** Whether `retire()` was called. */
+  get isRetiring(): boolean {
+    return this.#retiring;
+  }
+
+  /**
+   * Kills the process with SIGKILL; `reason` goes into the exit log and `kind` into the
+   * `WorkerDeath` of the calls in flight. The first reason given wins. Idempotent.
+   */
+  kill(reason: string, kind: WorkerDeathKind = 'other'): void {
     this.#killReason ??= reason;
+    this.#killKind ??= kind;
     if (this.#spawnTimer) clearTimeout(this.#spawnTimer);
     if (this.#child === undefined) {
       this.#onExit(null, null);
@@ -327,7 +483,7 @@ export class WorkerProcess {
       this.#stopWatch = watchRss(pid, {
         ceilingBytes: this.#options.memoryCeilingMb * 2 ** 20,
         intervalMs: this.#options.rssPollMs,
-        onExceeded: (rss) => this.kill(`RSS ${Math.round(rss / 2 ** 20)} MB above the ceiling of ${this.#options.memoryCeilingMb} MB`),
+        onExceeded: (rss) => this.kill(`RSS ${Math.round(rss / 2 ** 20)} MB above the ceiling of ${this.#options.memoryCeilingMb} MB`, 'memory'),
       });
     }
     const startTimer = setTimeout(() => {
@@ -381,7 +537,7 @@ export class WorkerProcess {
         return;
       case 'need-source': {
         const pending = this.#pending.get(message.id);
-        if (pending === undefined) return; // cancelled or timed out meanwhile
+        if (pending?.caller === undefined) return; // cancelled or timed out meanwhile (its result or backstop will follow)
         if (pending.resent) {
           // A resent request carries its source: a second ask is not legitimate. The
           // call's backstop ends it if the worker never answers.
@@ -390,7 +546,7 @@ export class WorkerProcess {
         }
         pending.resent = true;
         this.#options.onSourceResend?.();
-        this.#send({...pending.request, source: pending.source}, pending.onSendError);
+        this.#send({...pending.request, source: pending.source}, (error) => this.#onSendError(message.id, error));
         if (Buffer.byteLength(pending.source, 'utf8') <= this.#options.config.sourceCacheBytes) this.#sent.add(pending.request.sourceHash);
         else this.#sent.delete(pending.request.sourceHash);
         return;
@@ -398,15 +554,21 @@ export class WorkerProcess {
       case 'failure': {
         const pending = this.#pending.get(message.id);
         if (pending === undefined) return;
-        pending.finish();
-        this.#options.log.warn({pid: this.#child?.pid, jobId: pending.request.jobId, detail: message.message}, 'isolate worker could not run a call');
-        pending.reject(new ToolcellError('BACKEND_UNAVAILABLE', NOT_CREATED_MESSAGE));
+        if (pending.caller !== undefined) {
+          this.#options.log.warn({pid: this.#child?.pid, jobId: pending.request.jobId, detail: message.message}, 'isolate worker could not run a call');
+        }
+        this.#settle(pending, (caller) => caller.reject(new ToolcellError('BACKEND_UNAVAILABLE', NOT_CREATED_MESSAGE)));
+        this.#release(message.id);
         return;
       }
       case 'result': {
         const pending = this.#pending.get(message.id);
-        if (pending === undefined) return; // cancelled or timed out by the backstop meanwhile
-        pending.finish();
+        if (pending === undefined) return;
+        if (pending.caller === undefined) {
+          // The caller already has its answer (cancelled or timed out): this acknowledges it.
+          this.#release(message.id);
+          return;
+        }
         this.#options.onOutcome(message.outcome);
         const result = toResult(message.outcome, pending.request.limits.outputBytes, performance.now() - pending.started);
         this.#options.log.debug({
@@ -414,7 +576,8 @@ export class WorkerProcess {
           timedOut: result.timedOut, outOfMemory: result.outOfMemory, truncated: result.truncated,
           pooled: message.outcome.pooled, codeCacheHit: message.outcome.codeCacheHit,
         }, 'isolate call finished');
-        pending.resolve(result);
+        this.#settle(pending, (caller) => caller.resolve(result));
+        this.#release(message.id);
       }
     }
   }
@@ -423,22 +586,35 @@ export class WorkerProcess {
     if (this.#hasExited) return;
     this.#hasExited = true;
     this.#stopWatch?.();
-    const inflight = [...this.#pending.values()];
-    const message = this.#closing ? BACKEND_CLOSED_MESSAGE : WORKER_STOPPED_MESSAGE;
     const reason = this.#killReason ?? 'exited on its own';
+    const kind: WorkerDeathKind = this.#closing ? 'closed' : this.#killKind ?? this.#deathFromStderr();
+    const waiting = [...this.#pending.values()].filter((p) => p.caller !== undefined);
     const info: WorkerExitInfo = {
-      pid: this.#child?.pid, code, signal, reason, inflight: inflight.length, stderrTail: [...this.#stderrTail],
+      pid: this.#child?.pid, code, signal, reason, kind, inflight: waiting.length, stderrTail: [...this.#stderrTail],
       wasReady: this.#isReady,
     };
-    for (const pending of inflight) {
-      pending.finish();
-      pending.reject(new ToolcellError('BACKEND_UNAVAILABLE', message, {}, {cause: new Error(`isolate worker ${info.pid ?? '?'} ended: ${reason} (code ${code}, signal ${signal})`)}));
+    const death: WorkerDeath = {kind, reason, pid: info.pid, inflight: this.#pending.size};
+    const message = this.#closing ? BACKEND_CLOSED_MESSAGE : WORKER_STOPPED_MESSAGE;
+    const cause = new Error(`isolate worker ${info.pid ?? '?'} ended: ${reason} (code ${code}, signal ${signal})`);
+    for (const pending of waiting) {
+      this.#settle(pending, (caller) => caller.reject(this.#isReady || pending.backstop !== undefined
+        ? new WorkerStoppedError(message, death, {cause})
+        : new ToolcellError('BACKEND_UNAVAILABLE', NOT_STARTED_MESSAGE, {}, {cause})));
     }
     this.#rejectReady(new ToolcellError('BACKEND_UNAVAILABLE', NOT_STARTED_MESSAGE));
     this.#child?.removeAllListeners('message');
+    for (const id of [...this.#pending.keys()]) this.#release(id);
     this.#updateRef();
     this.#options.onExit(this, info);
+    this.#options.onRelease?.(this);
     this.#resolveExited();
+  }
+
+  /** `memory` or `catastrophic` when the worker's last words were a catastrophic error (worker.ts), else `other`. */
+  #deathFromStderr(): WorkerDeathKind {
+    const last = this.#stderrTail.findLast((line) => line.startsWith(CATASTROPHIC_PREFIX));
+    if (last === undefined) return 'other';
+    return /out[- ]of[- ]memory|heap|allocation/i.test(last.slice(CATASTROPHIC_PREFIX.length)) ? 'memory' : 'catastrophic';
   }
 
   #updateRef(): void {

@@ -6,6 +6,7 @@
  * and the worker, which now burns a thread, must be replaced.
  */
 // invariant: isolate:errors:hostile-values-contained
+// invariant: isolate:prelude:owns-what-it-touches
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
@@ -40,9 +41,16 @@ describe('hostile thrown values', () => {
     await expectWorkerReplaced('export default () => { Promise.reject(new Proxy({}, {get() { for (;;); }})); return 1; }');
   });
 
-  test('a thrown Proxy caught by the prelude is described under the timeout', async () => {
+  test('a thrown Proxy caught by the prelude is described without running its get trap', async () => {
     const result = await run(backend, 'export default () => { throw new Proxy({}, {get() { for (;;); }}); }');
-    assert.equal(result.timedOut, true);
+    assert.equal(result.failed, true, JSON.stringify(result));
+    assertBounded(result);
+    await assertStillServes(backend);
+  });
+
+  test('a thrown Proxy whose descriptor traps loop is stopped at its deadline (the tool\'s own code)', async () => {
+    const result = await run(backend, 'export default () => { throw new Proxy({}, {getOwnPropertyDescriptor() { for (;;); }, getPrototypeOf() { for (;;); }}); }');
+    assert.equal(result.failed, true, JSON.stringify(result));
     assertBounded(result);
     await assertStillServes(backend);
   });
@@ -69,3 +77,73 @@ describe('hostile thrown values', () => {
     await assertStillServes(backend);
   });
 });
+
+/**
+ * Cheap wedges through accessors (issue 11 item 11): the prelude reads and writes only
+ * what it owns, so a tool's getters and inherited setters never run inside it. Each
+ * call must end promptly (far below its deadline) with the tool's own failure reported
+ * as a failure, and the worker must not be restarted.
+ */
+describe('accessors the prelude must not run', () => {
+  let backend: IsolateBackend;
+  before(async () => {
+    ({backend} = await startBackend());
+  });
+  after(() => backend.close());
+
+  /** A deadline the call must stay far below: reaching it would mean the prelude spun. */
+  const DEADLINE_MS = 10_000;
+  const expectPromptFailure = async (source: string, expected: {name: string; message: string}): Promise<void> => {
+    const pids = backend.workerPids();
+    const restarts = backend.stats().restarts;
+    const result = await run(backend, source, {limits: {timeoutMs: DEADLINE_MS}});
+    assert.equal(result.failed, true, JSON.stringify(result));
+    assert.equal(result.timedOut, false, JSON.stringify(result));
+    assert.ok(result.elapsedMs < DEADLINE_MS / 2, `took ${Math.round(result.elapsedMs)} ms`);
+    assert.deepEqual(result.error, expected);
+    await assertStillServes(backend);
+    assert.deepEqual(backend.workerPids(), pids, 'the worker was not restarted');
+    assert.equal(backend.stats().restarts, restarts);
+  };
+  const NO_MESSAGE = {name: 'Error', message: 'A value without a message (a string data property) was thrown.'};
+
+  test('a thrown Error whose message getter spins fails promptly', async () => {
+    await expectPromptFailure('export default () => { const e = new Error("x"); Object.defineProperty(e, "message", {get() { for (;;); }}); throw e; }', NO_MESSAGE);
+  });
+
+  test('a rejected Error whose name getter spins fails promptly, with its message', async () => {
+    await expectPromptFailure('export default async () => { await null; const e = new TypeError("x"); Object.defineProperty(e, "name", {get() { for (;;); }}); throw e; }', {name: 'Error', message: 'x'});
+  });
+
+  test('a thrown object whose toString spins fails promptly', async () => {
+    await expectPromptFailure('export default () => { throw {toString() { for (;;); }}; }', NO_MESSAGE);
+  });
+
+  test('an Object.prototype.error setter that spins cannot wedge the report of a failure', async () => {
+    await expectPromptFailure('export default async () => { Object.defineProperty(Object.prototype, "error", {set(v) { for (;;); }, configurable: true}); throw new Error("own failure"); }',
+      {name: 'Error', message: 'own failure'});
+  });
+
+  test('an Object.prototype.error setter that swallows cannot turn the tool\'s failure into success', async () => {
+    await expectPromptFailure('export default async () => { Object.defineProperty(Object.prototype, "error", {set(v) {}, configurable: true}); throw new Error("own failure"); }',
+      {name: 'Error', message: 'own failure'});
+  });
+
+  test('getters on Object.prototype named like descriptor fields (value, get, set) do not run', async () => {
+    await expectPromptFailure(`export default () => {
+      for (const key of ['value', 'get', 'set', 'name', 'message', 'stdout', 'stderr', 'truncated']) {
+        Object.defineProperty(Object.prototype, key, {__proto__: null, get() { for (;;); }, set(v) { for (;;); }, configurable: true});
+      }
+      throw new RangeError("own failure");
+    }`, {name: 'RangeError', message: 'own failure'});
+  });
+
+  test('console.log of an error whose stack getter spins prints name and message, promptly', async () => {
+    const pids = backend.workerPids();
+    const result = await run(backend, 'export default () => { const e = new Error("shown"); Object.defineProperty(e, "stack", {get() { for (;;); }}); console.log(e); return 1; }', {limits: {timeoutMs: DEADLINE_MS}});
+    assert.equal(result.failed, false, JSON.stringify(result));
+    assert.equal(result.stderr, 'Error: shown\n');
+    assert.deepEqual(backend.workerPids(), pids);
+  });
+});
+

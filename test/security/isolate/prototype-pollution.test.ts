@@ -35,7 +35,7 @@ describe('prototype pollution', () => {
 
   test('a result with constructor and prototype keys does not pollute the host when parsed', async () => {
     const result = await run(backend, 'export default () => ({constructor: {prototype: {polluted: 1}}, prototype: {polluted: 1}, __proto__: {polluted: 3}})');
-    assert.equal(result.failed, false);
+    assert.equal(result.failed, false, JSON.stringify(result));
     const parsed = JSON.parse(result.stdout) as Record<string, unknown>;
     assert.deepEqual(parsed.constructor, {prototype: {polluted: 1}});
     assertHostClean();
