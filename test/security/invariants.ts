@@ -36,6 +36,9 @@ export const INVARIANTS = {
     note: 'Many principals flooding together can still fill a backend queue (BUSY); the queue is FIFO, not fair-share.'},
   'http:sessions:bounded': {behaviour: 'Opening sessions without end evicts only the opener\'s own least recently used sessions; the total cap answers 503.'},
   'http:transport:guarded': {behaviour: 'Foreign Origin, DNS rebinding Host, oversized bodies, batches, and unknown/expired/foreign session ids are refused.'},
+  // Front end (stdio and HTTP), December 2026 hardening.
+  'audit:refusals:recorded': {behaviour: 'A call refused because its tool is not granted (or does not exist) answers exactly like an unknown tool, runs nothing, and writes tool.call.denied with principal, tool and rule, the arguments only as their SHA-256.',
+    note: 'Refusals before the call spine (authentication, transport guards) are counted in metrics and logged, not audited.'},
 } as const;
 
 /** An invariant id. */

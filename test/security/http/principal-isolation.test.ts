@@ -77,7 +77,11 @@ for (const era of ['legacy', 'modern'] as const) {
       assert.equal(reverse.code, unknown.code);
       assert.equal(reverse.message.replace('fixture__double', 'NAME'), unknown.message.replace('other__whisper', 'NAME'));
       assert.equal(env.backend.runs, runs, 'no sandbox ran');
-      assert.equal(env.audit.events.length, audited);
+      assert.deepEqual(env.audit.events.slice(audited).map((e) => [e.type, e.principal, e.tool, e.rule]), [
+        ['tool.call.denied', 'key:alice', 'other__shout', 'grants'],
+        ['tool.call.denied', 'key:alice', 'other__whisper', 'unknown-tool'],
+        ['tool.call.denied', 'key:bob', 'fixture__double', 'grants'],
+      ], 'each refusal is audited (and only the refusals: nothing ran)');
       const own = await bob.client.callTool({name: 'other__shout', arguments: {text: 'hi'}});
       assert.deepEqual(own.content, [{type: 'text', text: 'HI'}]);
     } finally {
