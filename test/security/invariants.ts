@@ -39,6 +39,8 @@ export const INVARIANTS = {
   // Front end (stdio and HTTP), December 2026 hardening.
   'audit:refusals:recorded': {behaviour: 'A call refused because its tool is not granted (or does not exist) answers exactly like an unknown tool, runs nothing, and writes tool.call.denied with principal, tool and rule, the arguments only as their SHA-256.',
     note: 'Refusals before the call spine (authentication, transport guards) are counted in metrics and logged, not audited.'},
+  'http:metrics:closed-by-default': {behaviour: '/metrics (which names every tool called, granted or not) answers 401 without credentials and 403 to a principal metrics.principals does not list, unless the operator sets metrics.public; /mcp keeps answering.',
+    note: 'With no authentication configured (loopback only) every local process is the local principal, granted every tool, and may read /metrics. A listed reader sees every principal\'s tool names.'},
 } as const;
 
 /** An invariant id. */

@@ -19,7 +19,7 @@ import {ConfigError, ToolcellError} from '../../errors.ts';
 import {log} from '../../log.ts';
 import type {Principal} from '../../policy/principal.ts';
 import {QuotaAdmission, quotaQueueProblems} from '../../policy/quota.ts';
-import {authConfigured, defaultServiceConfig, isLoopbackHostname, loadServiceConfig, type ServiceConfig} from '../../policy/service-config.ts';
+import {authConfigured, defaultServiceConfig, isLoopbackHostname, loadServiceConfig, mayReadMetrics, type ServiceConfig} from '../../policy/service-config.ts';
 import type {RuntimeOptions} from '../../runtime.ts';
 import type {ToolRuntime} from '../call-tool.ts';
 import {createMcpServer} from '../mcp-server.ts';
@@ -204,9 +204,13 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
         return {route: name, response: jsonResponse(report.ready ? 200 : 503, report)};
       }
       case 'metrics': {
-        if (config.metrics === 'authenticated') {
+        if (!config.metrics.public) {
           const auth = await authenticator.authenticate(req.headers.authorization);
           if (!auth.ok) return {route: name, response: refusal(auth)};
+          if (!mayReadMetrics(config, auth.principal)) {
+            httpLog.info({principal: auth.principal.id}, 'request refused: principal may not read /metrics');
+            return {route: name, response: jsonResponse(403, {error: 'forbidden', error_description: 'This principal may not read /metrics (the service configuration lists who may, in metrics.principals).'})};
+          }
         }
         const {contentType, body} = await metrics.render();
         return {route: name, response: new Response(body, {status: 200, headers: {'Content-Type': contentType, 'Cache-Control': 'no-store'}})};
@@ -334,6 +338,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   if (!authenticator.required) {
     httpLog.warn('no authentication configured: any process that can reach this loopback address can call every tool');
   }
+  if (config.metrics.public) httpLog.warn('/metrics is public (metrics.public): anyone who reaches it sees the name of every tool called');
   let stopping: Promise<void> | undefined;
   const closedListening = new Promise<void>((resolve) => server.once('close', () => resolve()));
   return {

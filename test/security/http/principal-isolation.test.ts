@@ -32,6 +32,7 @@ before(async () => {
   service = await startService(env.runtime, {
     apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}, {name: 'bob', sha256: hashApiKey(KEYS.bob)}],
     grants: [{principal: 'key:alice', packages: ['fixture']}, {principal: 'key:bob', packages: ['other']}],
+    metrics: {principals: ['key:alice']},
   }, {metrics});
 });
 
@@ -132,7 +133,7 @@ test("one principal flooding long calls gets RATE_LIMITED while the other princi
   assert.ok(retryAfter.length === limited && retryAfter.every((ms) => ms > 0), 'every refusal says when to retry');
   assert.ok(!aliceCodes.includes('BUSY'), 'alice never reached the dispatcher queue bound either');
   assert.ok(aliceCodes.every((c) => c === 'RATE_LIMITED' || c === 'TIMEOUT'), `alice: ${[...new Set(aliceCodes)].join(',')}`);
-  const text = await (await fetch(`${service.origin}/metrics`)).text();
+  const text = await (await fetch(`${service.origin}/metrics`, {headers: {Authorization: `Bearer ${KEYS.alice}`}})).text();
   assert.match(text, /toolcell_rate_limited_total\{limit="(rate|in-flight)"\} [1-9]/);
   assert.match(text, /toolcell_tool_calls_total\{tool="other__shout",outcome="ok"\} [1-9]/);
 });
