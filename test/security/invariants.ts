@@ -41,6 +41,8 @@ export const INVARIANTS = {
     note: 'Refusals before the call spine (authentication, transport guards) are counted in metrics and logged, not audited.'},
   'http:metrics:closed-by-default': {behaviour: '/metrics (which names every tool called, granted or not) answers 401 without credentials and 403 to a principal metrics.principals does not list, unless the operator sets metrics.public; /mcp keeps answering.',
     note: 'With no authentication configured (loopback only) every local process is the local principal, granted every tool, and may read /metrics. A listed reader sees every principal\'s tool names.'},
+  'http:body:refusal-readable': {behaviour: 'A client still sending an oversized (or otherwise refused) body reads the JSON-RPC error (413, 401, 415) instead of a connection reset; the rest of the body is discarded, never buffered, and the service answers the next request.',
+    note: 'The discarding is bounded (LINGER_MS 5 s, LINGER_MAX_BYTES 64 MiB): a client that neither reads nor stops sending by then is cut off, and may lose the answer.'},
 } as const;
 
 /** An invariant id. */

@@ -226,10 +226,10 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
     }
   }
 
-  /** The answer to a refused authentication. `unreadBody`: the request body was not read, so the connection is closed rather than drained. */
-  function refusal(auth: AuthRefused, unreadBody = false): Response {
+  /** The answer to a refused authentication (an unread body is then discarded by `writeResponse`, and the connection closed). */
+  function refusal(auth: AuthRefused): Response {
     metrics.authFailure(auth.reason);
-    return jsonResponse(auth.status, auth.body, {...auth.headers, ...(unreadBody ? {Connection: 'close'} : {})});
+    return jsonResponse(auth.status, auth.body, auth.headers);
   }
 
   async function mcp(req: IncomingMessage, url: URL, closed: AbortSignal): Promise<Response> {
@@ -240,10 +240,10 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
     }
     if ([...url.searchParams.keys()].some((k) => CREDENTIAL_PARAMS.has(k.toLowerCase()))) {
       httpLog.info('request refused: credential in the query string');
-      return refusal(authenticator.queryTokenRefusal(), method === 'POST');
+      return refusal(authenticator.queryTokenRefusal());
     }
     const auth = await authenticator.authenticate(req.headers.authorization);
-    if (!auth.ok) return refusal(auth, method === 'POST');
+    if (!auth.ok) return refusal(auth);
     const principal = auth.principal;
 
     let text: string | undefined;
@@ -260,7 +260,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
       }
       if (!read.ok) {
         httpLog.info({maxBodyBytes: config.maxBodyBytes}, 'request refused: body too large');
-        return jsonRpcError(413, JSONRPC.SERVER_ERROR, `Payload Too Large: the request body must not exceed ${config.maxBodyBytes} bytes`, {Connection: 'close'});
+        return jsonRpcError(413, JSONRPC.SERVER_ERROR, `Payload Too Large: the request body must not exceed ${config.maxBodyBytes} bytes`);
       }
       text = read.text;
       try {
@@ -316,7 +316,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
         const {route: name, response} = await route(req, res, controller.signal);
         routeName = name;
         status = response.status;
-        await writeResponse(res, response, controller.signal);
+        await writeResponse(res, response, controller.signal, req);
       } catch (err) {
         httpLog.error({err}, 'request failed');
         if (!res.headersSent) {
