@@ -38,16 +38,20 @@ const NEWLINE = Buffer.from('\n');
  */
 export class JsonRpcLineFilter extends Transform {
   readonly #maxBytes: number;
-  readonly #reply: (message: JSONRPCErrorResponse) => void;
+  readonly #reply: (message: JSONRPCErrorResponse) => Promise<void> | void;
+  /** Refusals of the current chunk still being written: stdin is not read on until they are (backpressure). */
+  #sending: Array<Promise<void>> = [];
   #pieces: Buffer[] = [];
   #length = 0;
   #discarding = false;
 
   /**
-   * @param reply sends an error response to the client (e.g. the stdio transport's `send`); must not throw
+   * @param reply sends an error response to the client (e.g. the stdio transport's `send`); must not
+   *   throw or reject. When it returns a promise, no more input is read until it settles, so a client
+   *   that floods refused lines without reading its answers stalls itself, not the server's memory.
    * @param options.maxBytes the line cap in bytes (default `MAX_STDIO_MESSAGE_BYTES`)
    */
-  constructor(reply: (message: JSONRPCErrorResponse) => void, options: {maxBytes?: number} = {}) {
+  constructor(reply: (message: JSONRPCErrorResponse) => Promise<void> | void, options: {maxBytes?: number} = {}) {
     super();
     this.#maxBytes = options.maxBytes ?? MAX_STDIO_MESSAGE_BYTES;
     this.#reply = reply;
@@ -77,7 +81,13 @@ export class JsonRpcLineFilter extends Transform {
       this.#length = 0;
       start = newline + 1;
     }
-    callback();
+    if (this.#sending.length === 0) {
+      callback();
+      return;
+    }
+    const sending = this.#sending;
+    this.#sending = [];
+    void Promise.allSettled(sending).then(() => callback());
   }
 
   override _flush(callback: TransformCallback): void {
@@ -110,7 +120,8 @@ export class JsonRpcLineFilter extends Transform {
   }
 
   #refuse(code: number, message: string, id: string | number | null): void {
-    this.#reply({jsonrpc: '2.0', id, error: {code, message}} as JSONRPCErrorResponse);
+    const sent = this.#reply({jsonrpc: '2.0', id, error: {code, message}} as JSONRPCErrorResponse);
+    if (sent !== undefined) this.#sending.push(sent);
   }
 }
 

@@ -22,9 +22,9 @@ import {createMcpServer} from './mcp-server.ts';
 export function serveStdioTransport(runtime: ToolRuntime, options: {maxMessageBytes?: number} = {}): {done: Promise<void>; stop: () => Promise<void>} {
   const maxBytes = options.maxMessageBytes ?? MAX_STDIO_MESSAGE_BYTES;
   let wire: StdioServerTransport | undefined;
-  const filter = new JsonRpcLineFilter((reply) => {
+  const filter = new JsonRpcLineFilter(async (reply) => {
     log.debug({code: reply.error.code}, 'stdio: message refused');
-    void wire?.send(reply).catch((err: unknown) => log.debug({err}, 'stdio: refusal not sent'));
+    await wire?.send(reply).catch((err: unknown) => log.debug({err}, 'stdio: refusal not sent'));
   }, {maxBytes});
   // The SDK's own read buffer never sees more than one line of at most maxBytes (plus its newline).
   wire = new StdioServerTransport(filter, process.stdout, {maxBufferSize: maxBytes + 2});

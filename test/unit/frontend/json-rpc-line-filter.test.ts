@@ -5,7 +5,7 @@ import {JsonRpcLineFilter, topLevelId} from '../../../src/frontend/json-rpc-line
 /** Feeds `chunks` through a filter with a small cap; returns the lines passed on and the refusals. */
 async function run(chunks: string[], maxBytes = 64): Promise<{passed: string[]; replies: Array<[unknown, number]>}> {
   const replies: Array<[unknown, number]> = [];
-  const filter = new JsonRpcLineFilter((r) => replies.push([r.id, r.error.code]), {maxBytes});
+  const filter = new JsonRpcLineFilter((r) => void replies.push([r.id, r.error.code]), {maxBytes});
   let out = '';
   filter.on('data', (b: Buffer) => (out += b.toString()));
   const ended = new Promise((resolve) => filter.on('end', resolve));
