@@ -212,6 +212,17 @@ export function authConfigured(config: ServiceConfig): boolean {
 }
 
 /**
+ * Refuses to serve on an address other than loopback without authentication: there, anyone who
+ * reaches the address could call every tool.
+ * @throws ConfigError (option `--http`) naming the address and what is required
+ */
+export function assertMayListen(host: string, config: ServiceConfig): void {
+  if (!isLoopbackHostname(host) && !authConfigured(config)) {
+    throw new ConfigError('--http', `refusing to listen on ${host}: binding an address other than loopback requires authentication (apiKeys or oauth in --config)`);
+  }
+}
+
+/**
  * The packages granted to a principal that is known by several names (`key:NAME`, or
  * `sub:SUBJECT` plus one `scope:SCOPE` per token scope): the union of every matching grant.
  * Deny by default: no matching grant → no packages.

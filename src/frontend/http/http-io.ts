@@ -1,9 +1,37 @@
+/**
+ * The bridge between Node's HTTP objects and the web-standard ones the SDK speaks: a capped body
+ * reader, `IncomingMessage` → `Request` without the client's credentials, `Response` →
+ * `ServerResponse` with a readable refusal, and the JSON(-RPC) error answers (never an HTML page).
+ */
 import type {IncomingMessage, ServerResponse} from 'node:http';
 
+/** Request headers never handed to the SDK: credentials stay here, hop-by-hop headers are Node's. */
+const DROPPED_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade']);
+
 /**
- * Small HTTP helpers of the service: JSON-RPC error answers (never an HTML page), a capped body
- * reader, and the bridge from a web-standard `Response` back to Node's `ServerResponse`.
+ * The web-standard `Request` the SDK's handlers take, for a request whose body (if any) was
+ * already read, size-checked and parsed: same method, path and query, the client's headers
+ * except credentials (`Authorization`, `Cookie`, `Proxy-Authorization`) and hop-by-hop ones,
+ * on a fixed origin (`http://localhost`: the client's Host header is checked by the router,
+ * never trusted to build URLs). `signal` aborts when the client goes away.
+ *
+ * This replaces `@modelcontextprotocol/node`'s `toWebRequest`, which forwards every header,
+ * credentials included, and builds the URL from the Host header.
  */
+export function toWebRequest(req: IncomingMessage, url: URL, options: {method: string; signal: AbortSignal; body?: string}): Request {
+  const headers = new Headers();
+  for (const [key, value] of Object.entries(req.headers)) {
+    if (value === undefined || DROPPED_HEADERS.has(key)) continue;
+    if (Array.isArray(value)) for (const v of value) headers.append(key, v);
+    else headers.set(key, value);
+  }
+  return new Request(`http://localhost${url.pathname}${url.search}`, {
+    method: options.method,
+    headers,
+    signal: options.signal,
+    ...(options.body === undefined ? {} : {body: options.body}),
+  });
+}
 
 /** JSON-RPC 2.0 error codes used by the transport guards. */
 export const JSONRPC = {
