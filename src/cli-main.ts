@@ -143,7 +143,7 @@ async function serveStdioCommand(flags: LoadFlags): Promise<number> {
 }
 
 async function serveHttpCommand(flags: LoadFlags & {http?: string; config?: string}): Promise<number> {
-  const {serveHttpCommand: serve} = await import('./frontend/http/serve-http.ts');
+  const {serveHttpCommand: serve} = await import('./frontend/http/serve-http-command.ts');
   return serve(flags.http!, runtimeOptions(flags, {audit: flags.auditLog ?? 'stderr'}), flags.config);
 }
 

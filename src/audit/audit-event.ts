@@ -21,16 +21,19 @@ export interface AuditEventV1 {
   principal: string;
   /** Transport the call came in on. */
   transport: 'stdio' | 'http' | 'cli';
-  /** What: the MCP tool name. */
+  /** What: the MCP tool name as the client sent it (cut at 128 characters, marked `…`, when no such tool is served). */
   tool: string;
-  /** Where: the profile and backend, when the tool was found. */
+  /** Where: the profile and backend, when the tool was found (granted or not). */
   profile?: string;
   backend?: 'isolate' | 'container';
   /** Outcome of the call. */
   outcome: AuditOutcome;
   /** The error code when the outcome is not `ok`. */
   code?: string;
-  /** Which policy rule decided a denial (e.g. `commands`, `grants`). */
+  /**
+   * Which policy rule decided a denial: `grants` (the tool is not granted to the principal),
+   * `unknown-tool` (no such tool is served), `commands` (argv[0] not allowlisted), ...
+   */
   rule?: string;
   /** Time from receipt to result, in ms. */
   durationMs: number;

@@ -38,7 +38,10 @@ export class JsonlAuditSink implements AuditSink {
   }
 }
 
-/** Keeps events in memory; for tests and for the `/metrics`-style introspection of a single process. */
+/**
+ * Keeps every event in memory, unbounded, in write order; for tests that assert what was
+ * audited. Not for a server: nothing is ever evicted.
+ */
 export class MemoryAuditSink implements AuditSink {
   readonly events: AuditEventV1[] = [];
   write(event: AuditEventV1): void {

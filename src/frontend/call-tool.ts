@@ -70,6 +70,37 @@ export function visibleTools(runtime: ToolRuntime, principal: Principal): ToolDe
   return [...runtime.tools.values()].filter((tool) => mayUseTool(principal, tool));
 }
 
+/** Longest tool name an audit event records, in characters (the SDK's limit for a tool name); a longer, client-chosen name is cut. */
+export const MAX_AUDITED_NAME = 128;
+
+/**
+ * Audits a call refused before it had a tool (ARCHITECTURE.md: every refusal on the spine is
+ * audited): `tool.call.denied`, outcome `denied`, code `DENIED`, with `rule: "grants"` when the
+ * tool is loaded but not granted to the principal (its profile and backend are recorded: the
+ * audit stream is the operator's) and `rule: "unknown-tool"` when no such tool is served. The
+ * arguments are recorded only as their SHA-256; a client-chosen name longer than
+ * `MAX_AUDITED_NAME` is cut (marked with `…`). Not counted in metrics (`onCallFinished`): a
+ * metric labelled with names a client made up would grow without bound.
+ */
+function auditRefusedName(runtime: ToolRuntime, name: string, args: unknown, context: CallContext, jobId: string, tool: ToolDefinition | undefined, started: number): void {
+  runtime.audit.write({
+    v: 1,
+    type: 'tool.call.denied',
+    at: new Date().toISOString(),
+    auditId: newAuditId(),
+    jobId,
+    principal: context.principal.id,
+    transport: context.transport,
+    tool: name.length > MAX_AUDITED_NAME ? `${name.slice(0, MAX_AUDITED_NAME)}…` : name,
+    ...(tool === undefined ? {} : {profile: tool.profile.name, backend: tool.profile.backend}),
+    outcome: 'denied',
+    code: 'DENIED',
+    rule: tool === undefined ? 'unknown-tool' : 'grants',
+    durationMs: Math.round((performance.now() - started) * 100) / 100,
+    inputSha256: sha256Json(args),
+  });
+}
+
 /**
  * The one spine every tool call goes through (ARCHITECTURE.md, "frontend"):
  * find → authorize → validate input → admit (quota) → build job (argv allowlist) → dispatch
@@ -78,12 +109,16 @@ export function visibleTools(runtime: ToolRuntime, principal: Principal): ToolDe
  *
  * @throws UnknownToolError when the tool does not exist or is not granted to the principal
  *   (the two are indistinguishable to the caller); the transport maps it to a JSON-RPC error.
+ *   The refusal is audited first (`tool.call.denied`, rule `grants` or `unknown-tool`).
  */
 export async function callTool(runtime: ToolRuntime, name: string, args: unknown, context: CallContext): Promise<CallToolResult> {
   const started = performance.now();
-  const tool = runtime.tools.get(name);
-  if (tool === undefined || !mayUseTool(context.principal, tool)) throw new UnknownToolError(name);
   const jobId = randomUUID();
+  const tool = runtime.tools.get(name);
+  if (tool === undefined || !mayUseTool(context.principal, tool)) {
+    auditRefusedName(runtime, name, args, context, jobId, tool, started);
+    throw new UnknownToolError(name);
+  }
   const callLog = log.child({component: 'call-tool', jobId, tool: name, principal: context.principal.id});
   const backend = tool.profile.backend;
   let sandboxMs: number | undefined;

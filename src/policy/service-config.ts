@@ -33,7 +33,8 @@ import type {Principal} from './principal.ts';
  *              "principals": {"key:ci-bot": {"ratePerSec": 100, "burst": 200}}},
  *   "allowedOrigins": ["app.example.com"],
  *   "allowedHosts": ["tools.example.com"],
- *   "maxBodyBytes": 1048576
+ *   "maxBodyBytes": 1048576,
+ *   "metrics": {"principals": ["key:prometheus"]}
  * }
  * ```
  */
@@ -97,6 +98,17 @@ export const Quotas = z.strictObject({
     QuotaLimits.partial()).default({}).describe('Per-principal overrides, by principal id.'),
 });
 
+/**
+ * Who may read `/metrics`. Its series name every tool that was called, granted to the reader
+ * or not, so by default a reader must authenticate like `/mcp` **and** be listed.
+ */
+export const MetricsAccess = z.strictObject({
+  public: z.boolean().default(false)
+    .describe('true serves /metrics to anyone who can reach it (no credentials); for a scraper on a private network only.'),
+  principals: z.array(z.string().regex(/^(key|sub|scope):.{1,256}$/, 'must be "key:NAME", "sub:SUBJECT" or "scope:SCOPE"')).max(1000).default([])
+    .describe('Principals (key:NAME, sub:SUBJECT, or scope:SCOPE for any token carrying that scope) that may read /metrics with their credentials.'),
+});
+
 export const ServiceConfig = z.strictObject({
   $schema: z.string().optional(),
   resourceUrl: SecureUrl.optional()
@@ -120,8 +132,8 @@ export const ServiceConfig = z.strictObject({
     drainMs: z.number().int().min(0).max(600_000).default(20_000)
       .describe('On SIGTERM, how long in-flight calls may run before they are cancelled, in ms.'),
   }).default({drainMs: 20_000}),
-  metrics: z.enum(['public', 'authenticated']).default('public')
-    .describe('Whether /metrics needs the same credentials as /mcp.'),
+  metrics: MetricsAccess.default({public: false, principals: []})
+    .describe('Who may read /metrics: by default only the principals listed here, authenticated like /mcp.'),
 }).superRefine((config, ctx) => {
   const names = new Set<string>();
   const hashes = new Set<string>();
@@ -134,14 +146,16 @@ export const ServiceConfig = z.strictObject({
   if (config.oauth !== undefined && config.resourceUrl === undefined) {
     ctx.addIssue({code: 'custom', path: ['resourceUrl'], message: 'is required when "oauth" is set: it is the audience tokens must name (RFC 8707) and the resource in the protected resource metadata'});
   }
-  for (const [index, grant] of config.grants.entries()) {
-    if (grant.principal.startsWith('key:') && !names.has(grant.principal.slice(4))) {
-      ctx.addIssue({code: 'custom', path: ['grants', index, 'principal'], message: `names API key "${grant.principal.slice(4)}", which is not in apiKeys`});
+  const checkPrincipal = (principal: string, path: (string | number)[]) => {
+    if (principal.startsWith('key:') && !names.has(principal.slice(4))) {
+      ctx.addIssue({code: 'custom', path, message: `names API key "${principal.slice(4)}", which is not in apiKeys`});
     }
-    if ((grant.principal.startsWith('sub:') || grant.principal.startsWith('scope:')) && config.oauth === undefined) {
-      ctx.addIssue({code: 'custom', path: ['grants', index, 'principal'], message: 'grants to token subjects or scopes need "oauth"'});
+    if ((principal.startsWith('sub:') || principal.startsWith('scope:')) && config.oauth === undefined) {
+      ctx.addIssue({code: 'custom', path, message: 'grants to token subjects or scopes need "oauth"'});
     }
-  }
+  };
+  for (const [index, grant] of config.grants.entries()) checkPrincipal(grant.principal, ['grants', index, 'principal']);
+  for (const [index, principal] of config.metrics.principals.entries()) checkPrincipal(principal, ['metrics', 'principals', index]);
 });
 
 /** A parsed, defaulted, frozen service configuration. */
@@ -198,6 +212,17 @@ export function authConfigured(config: ServiceConfig): boolean {
 }
 
 /**
+ * Refuses to serve on an address other than loopback without authentication: there, anyone who
+ * reaches the address could call every tool.
+ * @throws ConfigError (option `--http`) naming the address and what is required
+ */
+export function assertMayListen(host: string, config: ServiceConfig): void {
+  if (!isLoopbackHostname(host) && !authConfigured(config)) {
+    throw new ConfigError('--http', `refusing to listen on ${host}: binding an address other than loopback requires authentication (apiKeys or oauth in --config)`);
+  }
+}
+
+/**
  * The packages granted to a principal that is known by several names (`key:NAME`, or
  * `sub:SUBJECT` plus one `scope:SCOPE` per token scope): the union of every matching grant.
  * Deny by default: no matching grant → no packages.
@@ -210,6 +235,18 @@ export function grantedPackages(config: ServiceConfig, names: readonly string[])
     for (const name of grant.packages) packages.add(name);
   }
   return [...packages].sort();
+}
+
+/**
+ * Whether `principal` may read `/metrics` (after it authenticated like `/mcp`): when the config
+ * makes metrics public; when no authentication is configured (the loopback mode, where every
+ * caller is the `local` principal, granted every tool anyway); or when `metrics.principals`
+ * names the principal's id or one of its token scopes (`scope:SCOPE`). Deny by default.
+ */
+export function mayReadMetrics(config: ServiceConfig, principal: Principal): boolean {
+  if (config.metrics.public || principal.kind === 'local') return true;
+  const names = [principal.id, ...principal.scopes.map((s) => `scope:${s}`)];
+  return config.metrics.principals.some((p) => names.includes(p));
 }
 
 /** Whether a hostname is a loopback name or address (`localhost`, 127.0.0.0/8, `::1`). */

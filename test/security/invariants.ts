@@ -56,6 +56,15 @@ export const INVARIANTS = {
     note: 'Many principals flooding together can still fill a backend queue (BUSY); the queue is FIFO, not fair-share.'},
   'http:sessions:bounded': {behaviour: 'Opening sessions without end evicts only the opener\'s own least recently used sessions; the total cap answers 503.'},
   'http:transport:guarded': {behaviour: 'Foreign Origin, DNS rebinding Host, oversized bodies, batches, and unknown/expired/foreign session ids are refused.'},
+  // Front end (stdio and HTTP), December 2026 hardening.
+  'audit:refusals:recorded': {behaviour: 'A call refused because its tool is not granted (or does not exist) answers exactly like an unknown tool, runs nothing, and writes tool.call.denied with principal, tool and rule, the arguments only as their SHA-256.',
+    note: 'Refusals before the call spine (authentication, transport guards) are counted in metrics and logged, not audited.'},
+  'http:metrics:closed-by-default': {behaviour: '/metrics (which names every tool called, granted or not) answers 401 without credentials and 403 to a principal metrics.principals does not list, unless the operator sets metrics.public; /mcp keeps answering.',
+    note: 'With no authentication configured (loopback only) every local process is the local principal, granted every tool, and may read /metrics. A listed reader sees every principal\'s tool names.'},
+  'http:body:refusal-readable': {behaviour: 'A client still sending an oversized (or otherwise refused) body reads the JSON-RPC error (413, 401, 415) instead of a connection reset; the rest of the body is discarded, never buffered, and the service answers the next request.',
+    note: 'The discarding is bounded (LINGER_MS 5 s, LINGER_MAX_BYTES 64 MiB): a client that neither reads nor stops sending by then is cut off, and may lose the answer.'},
+  'stdio:framing:bad-input-answered': {behaviour: 'On stdio, a line that is not JSON is answered -32700, a batch or non-message -32600, a line over 4 MiB -32600 and discarded unbuffered; the server keeps serving the same connection.',
+    note: 'The id of an oversized message is found only when a top-level "id" comes within its first 4 MiB; otherwise the answer has id null and the client must time its request out.'},
 } as const;
 
 /** An invariant id. */

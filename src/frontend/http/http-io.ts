@@ -1,9 +1,37 @@
+/**
+ * The bridge between Node's HTTP objects and the web-standard ones the SDK speaks: a capped body
+ * reader, `IncomingMessage` → `Request` without the client's credentials, `Response` →
+ * `ServerResponse` with a readable refusal, and the JSON(-RPC) error answers (never an HTML page).
+ */
 import type {IncomingMessage, ServerResponse} from 'node:http';
 
+/** Request headers never handed to the SDK: credentials stay here, hop-by-hop headers are Node's. */
+const DROPPED_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade']);
+
 /**
- * Small HTTP helpers of the service: JSON-RPC error answers (never an HTML page), a capped body
- * reader, and the bridge from a web-standard `Response` back to Node's `ServerResponse`.
+ * The web-standard `Request` the SDK's handlers take, for a request whose body (if any) was
+ * already read, size-checked and parsed: same method, path and query, the client's headers
+ * except credentials (`Authorization`, `Cookie`, `Proxy-Authorization`) and hop-by-hop ones,
+ * on a fixed origin (`http://localhost`: the client's Host header is checked by the router,
+ * never trusted to build URLs). `signal` aborts when the client goes away.
+ *
+ * This replaces `@modelcontextprotocol/node`'s `toWebRequest`, which forwards every header,
+ * credentials included, and builds the URL from the Host header.
  */
+export function toWebRequest(req: IncomingMessage, url: URL, options: {method: string; signal: AbortSignal; body?: string}): Request {
+  const headers = new Headers();
+  for (const [key, value] of Object.entries(req.headers)) {
+    if (value === undefined || DROPPED_HEADERS.has(key)) continue;
+    if (Array.isArray(value)) for (const v of value) headers.append(key, v);
+    else headers.set(key, value);
+  }
+  return new Request(`http://localhost${url.pathname}${url.search}`, {
+    method: options.method,
+    headers,
+    signal: options.signal,
+    ...(options.body === undefined ? {} : {body: options.body}),
+  });
+}
 
 /** JSON-RPC 2.0 error codes used by the transport guards. */
 export const JSONRPC = {
@@ -37,15 +65,16 @@ export type BodyRead = {ok: true; text: string} | {ok: false; tooLarge: true};
 /**
  * Reads a request body as UTF-8 text, at most `maxBytes` bytes. A declared `Content-Length`
  * over the cap is refused before anything is read; otherwise reading stops as soon as more
- * than the cap has arrived (chunked bodies included). The rest of an oversized body is never
- * read: answer with `Connection: close`.
+ * than the cap has arrived (chunked bodies included), and what was read is dropped. The
+ * request stream is left open (not destroyed: that would reset the connection before the
+ * client could read the refusal); `writeResponse` answers and then discards the rest.
  */
 export async function readBody(req: IncomingMessage, maxBytes: number): Promise<BodyRead> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > maxBytes) return {ok: false, tooLarge: true};
   const chunks: Buffer[] = [];
   let received = 0;
-  for await (const chunk of req) {
+  for await (const chunk of req.iterator({destroyOnReturn: false})) {
     const buffer = chunk as Buffer;
     received += buffer.byteLength;
     if (received > maxBytes) return {ok: false, tooLarge: true};
@@ -55,12 +84,65 @@ export async function readBody(req: IncomingMessage, maxBytes: number): Promise<
 }
 
 /**
+ * After answering a request whose body was not read to the end (a refusal), how long the
+ * client may go on sending before the connection is closed under it, in ms. Closing a socket
+ * with unread data makes the kernel send a reset, which can discard the answer before the client
+ * reads it (EPIPE / ECONNRESET on its side); this is the "lingering close" of HTTP servers
+ * (RFC 9112 §9.6; Apache `lingering_close`).
+ */
+export const LINGER_MS = 5000;
+/** At most this many bytes of an unread body are discarded before the connection is closed anyway. */
+export const LINGER_MAX_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Reads and discards what remains of a request body, without buffering it, until the client
+ * has sent it all, or `maxBytes` more bytes arrived, or `maxMs` passed, or `signal` aborts.
+ * @returns whether the body was read to its end
+ */
+export function discardBody(req: IncomingMessage, options: {maxBytes: number; maxMs: number; signal?: AbortSignal}): Promise<boolean> {
+  if (req.complete || req.readableEnded) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    let discarded = 0;
+    const finish = (complete: boolean) => {
+      clearTimeout(timer);
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('close', onClose);
+      req.off('error', onClose);
+      options.signal?.removeEventListener('abort', onClose);
+      if (!complete) req.pause();
+      resolve(complete);
+    };
+    const onData = (chunk: Buffer) => {
+      discarded += chunk.byteLength;
+      if (discarded > options.maxBytes) finish(false);
+    };
+    const onEnd = () => finish(true);
+    const onClose = () => finish(false);
+    const timer = setTimeout(onClose, options.maxMs);
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('close', onClose);
+    req.once('error', onClose);
+    options.signal?.addEventListener('abort', onClose, {once: true});
+    req.resume();
+  });
+}
+
+/**
  * Writes a web-standard `Response` to Node's `res`, streaming its body (SSE included) with
  * backpressure. When the client goes away (`closed` aborts), the body is cancelled, which lets
  * the SDK transport release the stream.
+ *
+ * When the request body has not been read to its end (`req` incomplete: a refusal answered
+ * before or while reading it), the answer is sent whole with `Content-Length` and
+ * `Connection: close`, and the connection stays open while the rest of the body is discarded
+ * (`discardBody`, at most `LINGER_MS` and `LINGER_MAX_BYTES`), so that a client still sending
+ * reads the answer instead of a reset; only then is the response ended and the socket closed.
+ * Not guaranteed: a client that neither reads nor stops sending within the bounds is cut off.
  * @returns when the response has been written completely or the client is gone
  */
-export async function writeResponse(res: ServerResponse, response: Response, closed: AbortSignal): Promise<void> {
+export async function writeResponse(res: ServerResponse, response: Response, closed: AbortSignal, req?: IncomingMessage): Promise<void> {
   const headers: Record<string, string> = {};
   response.headers.forEach((value, name) => {
     headers[name] = value;
@@ -68,6 +150,22 @@ export async function writeResponse(res: ServerResponse, response: Response, clo
   if (res.headersSent || res.destroyed) {
     await response.body?.cancel().catch(() => {});
     return;
+  }
+  const stream = (response.headers.get('content-type') ?? '').startsWith('text/event-stream');
+  if (req !== undefined && !req.complete && !stream) {
+    const body = Buffer.from(await response.arrayBuffer());
+    res.writeHead(response.status, {...headers, connection: 'close', 'content-length': String(body.byteLength)});
+    res.write(body);
+    await discardBody(req, {maxBytes: LINGER_MAX_BYTES, maxMs: LINGER_MS, signal: closed});
+    res.end();
+    return;
+  }
+  if (req !== undefined && !req.complete) {
+    // A body nobody reads (e.g. on a GET stream): discard it within the same bounds, or close.
+    headers.connection = 'close';
+    void discardBody(req, {maxBytes: LINGER_MAX_BYTES, maxMs: LINGER_MS, signal: closed}).then((complete) => {
+      if (!complete && !closed.aborted) res.destroy();
+    });
   }
   res.writeHead(response.status, headers);
   if (response.body === null) {

@@ -1,6 +1,6 @@
 /**
  * Operations endpoints beside /mcp: /healthz (alive), /readyz (tools loaded, backends reachable,
- * not draining), /metrics (Prometheus; optionally behind the same credentials), the protected
+ * not draining), /metrics (Prometheus; behind the same credentials, for listed principals), the protected
  * resource metadata only when OAuth is configured, and JSON 404s elsewhere.
  */
 import assert from 'node:assert/strict';
@@ -68,11 +68,11 @@ test('/readyz is 503 when a loaded tool lacks its backend, or no tool is served'
   }
 });
 
-test('metrics: "authenticated" puts /metrics behind the same credentials; calls are counted by tool and outcome', async () => {
+test('metrics: /metrics needs the same credentials as /mcp and a listed principal; calls are counted by tool and outcome', async () => {
   const metrics = new ServiceMetrics({defaultMetrics: false});
   const quota = new QuotaAdmission({defaults: {ratePerSec: 1, burst: 1, maxInFlight: 4}, onLimited: (_p, limit) => metrics.rateLimited(limit)});
   const env = await fakeRuntime(fixtures, {admission: quota, onCallFinished: metrics.onCallFinished});
-  const service = await startService(env.runtime, {...KEYED, metrics: 'authenticated'}, {metrics});
+  const service = await startService(env.runtime, {...KEYED, metrics: {principals: ['key:alice']}}, {metrics});
   try {
     const anonymous = await fetch(`${service.origin}/metrics`);
     assert.equal(anonymous.status, 401);

@@ -21,6 +21,7 @@ for (const kind of RUNTIME_KINDS) {
       service = await startService(env.runtime, {
         apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}],
         grants: [{principal: 'key:alice', packages: '*'}],
+        metrics: {principals: ['key:alice']},
       });
     });
     after(async () => {
@@ -109,7 +110,7 @@ for (const kind of RUNTIME_KINDS) {
       assert.equal(report.ready, true);
       assert.equal(report.tools, 4);
       assert.equal(report.backends.isolate, 'ok');
-      const metrics = await fetch(`${service.origin}/metrics`);
+      const metrics = await fetch(`${service.origin}/metrics`, {headers: {Authorization: `Bearer ${KEYS.alice}`}});
       assert.equal(metrics.status, 200);
       const text = await metrics.text();
       assert.match(text, /toolcell_dispatch_queue_depth\{backend="isolate",state="running"\} \d/);

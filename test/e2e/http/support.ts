@@ -186,7 +186,7 @@ export async function realRuntime(fixtures: {toolDir: string; profileDir: string
     const text = await readFile(auditFile, 'utf8').catch(() => '');
     return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AuditEventV1);
   };
-  return {runtime, auditEvents};
+  return {runtime, auditEvents, auditFile};
 }
 
 /** Runtime kinds the e2e tests run against: always the test double; the real one once the isolate backend exists. */

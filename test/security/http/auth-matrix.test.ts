@@ -36,6 +36,7 @@ before(async () => {
     apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}],
     oauth: {issuer: kit.issuer, jwksUri: kit.jwksUri, algorithms: ['ES256'], requiredScopes: ['tools']},
     grants: [{principal: 'key:alice', packages: ['fixture']}, {principal: 'sub:alice', packages: ['fixture']}],
+    metrics: {principals: ['key:alice']},
   }, {metrics});
 });
 
@@ -146,7 +147,7 @@ test('the protected resource metadata (RFC 9728) is served at the path-aware and
 });
 
 test('auth failures are counted in /metrics by reason', async () => {
-  const text = await (await fetch(`${service.origin}/metrics`)).text();
+  const text = await (await fetch(`${service.origin}/metrics`, {headers: bearer(KEYS.alice)})).text();
   for (const reason of ['missing', 'malformed', 'invalid', 'expired', 'insufficient_scope', 'query_token']) {
     assert.match(text, new RegExp(`toolcell_auth_failures_total\\{reason="${reason}"\\} [1-9]`), reason);
   }

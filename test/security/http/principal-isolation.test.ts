@@ -32,6 +32,7 @@ before(async () => {
   service = await startService(env.runtime, {
     apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}, {name: 'bob', sha256: hashApiKey(KEYS.bob)}],
     grants: [{principal: 'key:alice', packages: ['fixture']}, {principal: 'key:bob', packages: ['other']}],
+    metrics: {principals: ['key:alice']},
   }, {metrics});
 });
 
@@ -77,7 +78,11 @@ for (const era of ['legacy', 'modern'] as const) {
       assert.equal(reverse.code, unknown.code);
       assert.equal(reverse.message.replace('fixture__double', 'NAME'), unknown.message.replace('other__whisper', 'NAME'));
       assert.equal(env.backend.runs, runs, 'no sandbox ran');
-      assert.equal(env.audit.events.length, audited);
+      assert.deepEqual(env.audit.events.slice(audited).map((e) => [e.type, e.principal, e.tool, e.rule]), [
+        ['tool.call.denied', 'key:alice', 'other__shout', 'grants'],
+        ['tool.call.denied', 'key:alice', 'other__whisper', 'unknown-tool'],
+        ['tool.call.denied', 'key:bob', 'fixture__double', 'grants'],
+      ], 'each refusal is audited (and only the refusals: nothing ran)');
       const own = await bob.client.callTool({name: 'other__shout', arguments: {text: 'hi'}});
       assert.deepEqual(own.content, [{type: 'text', text: 'HI'}]);
     } finally {
@@ -128,7 +133,7 @@ test("one principal flooding long calls gets RATE_LIMITED while the other princi
   assert.ok(retryAfter.length === limited && retryAfter.every((ms) => ms > 0), 'every refusal says when to retry');
   assert.ok(!aliceCodes.includes('BUSY'), 'alice never reached the dispatcher queue bound either');
   assert.ok(aliceCodes.every((c) => c === 'RATE_LIMITED' || c === 'TIMEOUT'), `alice: ${[...new Set(aliceCodes)].join(',')}`);
-  const text = await (await fetch(`${service.origin}/metrics`)).text();
+  const text = await (await fetch(`${service.origin}/metrics`, {headers: {Authorization: `Bearer ${KEYS.alice}`}})).text();
   assert.match(text, /toolcell_rate_limited_total\{limit="(rate|in-flight)"\} [1-9]/);
   assert.match(text, /toolcell_tool_calls_total\{tool="other__shout",outcome="ok"\} [1-9]/);
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {ConfigError} from '../../../src/errors.ts';
 import {canonicalResource, createAuthenticator, scopesOf} from '../../../src/frontend/http/authenticate.ts';
-import {parseListenAddress} from '../../../src/frontend/http/serve-http.ts';
+import {parseListenAddress} from '../../../src/frontend/http/serve-http-command.ts';
 import {ServiceMetrics} from '../../../src/frontend/metrics.ts';
 import {hashApiKey, parseServiceConfig} from '../../../src/policy/service-config.ts';
 

@@ -9,8 +9,10 @@ import {
   hashApiKey,
   isLoopbackHostname,
   loadServiceConfig,
+  mayReadMetrics,
   parseServiceConfig,
 } from '../../../src/policy/service-config.ts';
+import {localPrincipal, type Principal} from '../../../src/policy/principal.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const HASH = hashApiKey('k'.repeat(40));
@@ -83,6 +85,27 @@ test('grants must name configured keys, and token grants need oauth', () => {
   refused({grants: [{principal: 'sub:alice', packages: '*'}]}, /need "oauth"/);
   refused({apiKeys: [{name: 'a', sha256: HASH}], grants: [{principal: 'team:a', packages: ['x']}]}, /key:NAME/);
   refused({apiKeys: [{name: 'a', sha256: HASH}], grants: [{principal: 'key:a', packages: []}]}, /packages/);
+});
+
+test('/metrics is closed by default: only listed principals (or a token scope) may read it, unless the operator makes it public', () => {
+  const principal = (id: string, scopes: string[] = []): Principal => ({id, kind: id.startsWith('key:') ? 'api-key' : 'oauth', scopes, packages: '*'});
+  const base = {resourceUrl: 'https://t.example/mcp', apiKeys: [{name: 'prom', sha256: HASH}], oauth: {issuer: 'https://a.example', jwksUri: 'https://a.example/j'}};
+  const closed = parse(base);
+  assert.deepEqual(closed.metrics, {public: false, principals: []});
+  assert.equal(mayReadMetrics(closed, principal('key:prom')), false, 'authenticated is not enough');
+  assert.equal(mayReadMetrics(closed, localPrincipal), true, 'no authentication configured: the loopback local principal, granted every tool, may');
+  const listed = parse({...base, metrics: {principals: ['key:prom', 'scope:metrics.read']}});
+  assert.equal(mayReadMetrics(listed, principal('key:prom')), true);
+  assert.equal(mayReadMetrics(listed, principal('sub:alice', ['metrics.read'])), true, 'by token scope');
+  assert.equal(mayReadMetrics(listed, principal('sub:alice', ['tools'])), false);
+  assert.equal(mayReadMetrics(listed, principal('sub:key:prom')), false, 'ids are compared whole');
+  assert.equal(mayReadMetrics(parse({...base, metrics: {public: true}}), principal('sub:anyone')), true);
+  refused({metrics: 'public'}, /metrics/);
+  refused({metrics: {public: 'yes'}}, /metrics\.public/);
+  refused({metrics: {readers: []}}, /readers/);
+  refused({...base, metrics: {principals: ['key:ghost']}}, /not in apiKeys.*metrics\.principals\[0\]/);
+  refused({metrics: {principals: ['sub:alice']}}, /need "oauth"/);
+  refused({...base, metrics: {principals: ['prometheus']}}, /key:NAME/);
 });
 
 test('grantedPackages unions every matching grant and denies by default', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import type {JSONRPCMessage} from '@modelcontextprotocol/server';
-import {REPLAY_BYTES, REPLAY_EVENTS, REPLAY_TTL_MS, SessionEventStore} from '../../../src/frontend/http/legacy-sessions.ts';
+import {REPLAY_BYTES, REPLAY_EVENTS, REPLAY_TTL_MS, SessionEventStore} from '../../../src/frontend/http/session-event-store.ts';
 
 const note = (n: number): JSONRPCMessage => ({jsonrpc: '2.0', method: 'notifications/progress', params: {progressToken: 1, progress: n}});
 

@@ -1,0 +1,95 @@
+/** `toolcell serve --http`: parses the address, loads the service config, wires quotas and metrics into the runtime, serves until a signal. */
+import {DEFAULT_DISPATCH} from '../../dispatch/dispatcher.ts';
+import {ConfigError} from '../../errors.ts';
+import {log} from '../../log.ts';
+import {QuotaAdmission, quotaQueueProblems} from '../../policy/quota.ts';
+import {assertMayListen, defaultServiceConfig, loadServiceConfig} from '../../policy/service-config.ts';
+import type {RuntimeOptions} from '../../runtime.ts';
+import {ServiceMetrics} from '../metrics.ts';
+import {startHttpService, type HttpService} from './serve-http.ts';
+
+/** Address bound when `--http` names only a port. */
+export const DEFAULT_HOST = '127.0.0.1';
+
+/**
+ * Parses `HOST:PORT` (`[::1]:8080` for IPv6), or `PORT` / `:PORT`, which bind 127.0.0.1.
+ * Port 0 asks for any free port.
+ * @throws ConfigError on anything else
+ */
+export function parseListenAddress(hostPort: string): {host: string; port: number} {
+  const text = hostPort.trim();
+  const match = /^(?:(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+))?:)?(\d{1,5})$/.exec(text);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65_535) throw new ConfigError('--http', `"${hostPort}" is not HOST:PORT or PORT (e.g. 127.0.0.1:8080, [::1]:8080, 8080)`);
+  return {host: match[1] ?? match[2] ?? DEFAULT_HOST, port};
+}
+
+/**
+ * `toolcell serve --http HOST:PORT [--config FILE]`: loads the service configuration, builds
+ * the runtime with per-principal quotas and metrics, serves until SIGTERM or SIGINT, then shuts
+ * down gracefully (see `HttpService.shutdown`; a second signal exits at once). Prints the
+ * endpoint URL on stderr.
+ *
+ * @returns the exit code: 0 after a graceful shutdown, 2 for a configuration or address error
+ *   (message on stderr)
+ */
+export async function serveHttpCommand(hostPort: string, options: RuntimeOptions, configPath?: string): Promise<number> {
+  const say = (text: string) => process.stderr.write(`toolcell: ${text}\n`);
+  let service: HttpService;
+  let close: (() => Promise<void>) | undefined;
+  try {
+    const {host, port} = parseListenAddress(hostPort);
+    const config = configPath === undefined ? defaultServiceConfig() : await loadServiceConfig(configPath);
+    // Checked again by startHttpService; here it fails before any backend starts.
+    assertMayListen(host, config);
+    const metrics = new ServiceMetrics();
+    const quota = new QuotaAdmission({
+      defaults: {ratePerSec: config.quotas.ratePerSec, burst: config.quotas.burst, maxInFlight: config.quotas.maxInFlight},
+      principals: config.quotas.principals,
+      onLimited: (_principal, limit) => metrics.rateLimited(limit),
+    });
+    const dispatch = options.dispatch ?? DEFAULT_DISPATCH;
+    const problems = quotaQueueProblems(quota, Object.keys(config.quotas.principals), {isolate: dispatch.isolate, container: dispatch.container});
+    if (problems.length > 0) throw new ConfigError(configPath ?? '(defaults)', `quotas: ${problems.join('; ')}`);
+    const {createRuntime} = await import('../../runtime.ts');
+    const runtime = await createRuntime({...options, admission: quota, onCallFinished: metrics.onCallFinished});
+    close = () => runtime.close();
+    for (const r of runtime.rejected) say(`package ${r.name ?? r.dir} rejected: ${r.reason}`);
+    metrics.watchPools(() => runtime.poolSizes());
+    service = await startHttpService({runtime, config, host, port, metrics, readinessCheck: () => runtime.containersReachable()});
+  } catch (err) {
+    await close?.().catch(() => {});
+    if (err instanceof ConfigError) {
+      say(err.message);
+      return 2;
+    }
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL' || code === 'EACCES') {
+      say(`cannot listen on ${hostPort}: ${code}`);
+      return 2;
+    }
+    throw err;
+  }
+  say(`serving MCP over Streamable HTTP at ${service.url}`);
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      say(`${signal}: shutting down (in-flight calls may take up to the drain deadline)`);
+      process.once('SIGTERM', forceExit);
+      process.once('SIGINT', forceExit);
+      void service.shutdown().then(resolve, (err: unknown) => {
+        log.error({err}, 'shutdown failed');
+        resolve();
+      });
+    };
+    const forceExit = () => {
+      say('second signal: exiting now');
+      process.exit(1);
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+  say('stopped');
+  // Anything still holding the event loop (a stray socket) must not keep a stopped server alive.
+  setTimeout(() => process.exit(0), 3000).unref();
+  return 0;
+}

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import {test} from 'node:test';
+import {JsonRpcLineFilter, topLevelId} from '../../../src/frontend/json-rpc-line-filter.ts';
+
+/** Feeds `chunks` through a filter with a small cap; returns the lines passed on and the refusals. */
+async function run(chunks: string[], maxBytes = 64): Promise<{passed: string[]; replies: Array<[unknown, number]>}> {
+  const replies: Array<[unknown, number]> = [];
+  const filter = new JsonRpcLineFilter((r) => void replies.push([r.id, r.error.code]), {maxBytes});
+  let out = '';
+  filter.on('data', (b: Buffer) => (out += b.toString()));
+  const ended = new Promise((resolve) => filter.on('end', resolve));
+  for (const c of chunks) filter.write(Buffer.from(c));
+  filter.end();
+  await ended;
+  return {passed: out.split('\n').filter((l) => l !== ''), replies};
+}
+
+const list = (id: number) => JSON.stringify({jsonrpc: '2.0', id, method: 'tools/list'});
+
+test('whole messages pass unchanged, however stdin splits them; blank lines are ignored', async () => {
+  const text = `${list(1)}\n\n${list(2)}\r\n`;
+  for (const size of [1, 3, 7, text.length]) {
+    const chunks = text.match(new RegExp(`[\\s\\S]{1,${size}}`, 'g'))!;
+    const {passed, replies} = await run(chunks);
+    assert.deepEqual(passed.map((l) => (JSON.parse(l) as {id: number}).id), [1, 2], `chunks of ${size}`);
+    assert.deepEqual(replies, []);
+  }
+});
+
+for (const [title, line, expected] of [
+  ['not JSON → -32700, id null', '{"jsonrpc":"2.0","id":3,', [null, -32700]],
+  ['a batch → -32600, id null', `[${list(4)}]`, [null, -32600]],
+  ['an empty batch → -32600', '[]', [null, -32600]],
+  ['a scalar → -32600', '"tools/list"', [null, -32600]],
+  ['no jsonrpc member → -32600 with its id', '{"id":5,"method":"tools/list"}', [5, -32600]],
+  ['an object id is not echoed', '{"id":{"x":1},"method":"m"}', [null, -32600]],
+] as const) {
+  test(`refused: ${title}; the next message still passes`, async () => {
+    const {passed, replies} = await run([`${line}\n${list(9)}\n`], 1024);
+    assert.deepEqual(replies, [expected]);
+    assert.deepEqual(passed, [list(9)]);
+  });
+}
+
+test('a line over the cap is refused once, with its top-level id, discarded across chunks, and the next line passes', async () => {
+  const big = `{"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"text":"${'x'.repeat(500)}"}}`;
+  const {passed, replies} = await run([big.slice(0, 40), big.slice(40, 300), `${big.slice(300)}\n${list(10)}\n`]);
+  assert.deepEqual(replies, [['big', -32600]]);
+  assert.deepEqual(passed, [list(10)]);
+});
+
+test('a partial last line when stdin ends is dropped, not answered', async () => {
+  const {passed, replies} = await run([`${list(1)}\n{"jsonrpc":"2.0","id":2`]);
+  assert.deepEqual(passed, [list(1)]);
+  assert.deepEqual(replies, []);
+});
+
+for (const [prefix, id] of [
+  ['{"jsonrpc":"2.0","id":7,"method":"x","params":{"a":"', 7],
+  ['{ "id" : "abc" , "params": [', 'abc'],
+  ['{"jsonrpc":"2.0","method":"x","params":{"id":1,"t":"', null],
+  ['{"params":{"nested":{"id":2}},"id":3', null],
+  ['{"params":{"nested":{"id":2}},"id":3,', 3],
+  ['{"a":"\\"id\\":4","id":-1.5e3}', -1500],
+  ['{"id":null}', null],
+  ['{"id":true}', null],
+  ['[{"id":1}]', null],
+  ['{"params":"unterminated', null],
+] as const) {
+  test(`topLevelId(${JSON.stringify(prefix)}) = ${JSON.stringify(id)}`, () => {
+    assert.equal(topLevelId(prefix), id);
+  });
+}
