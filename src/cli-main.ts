@@ -1,3 +1,4 @@
+/** The `toolcell` command line: parses commands and flags (defaults from `RUNTIME_DEFAULTS`) and runs serve, list, call, doctor and images. */
 import {Command, CommanderError, InvalidArgumentError, Option} from 'commander';
 import {ConfigError} from './errors.ts';
 import {callTool, UnknownToolError} from './frontend/call-tool.ts';
@@ -5,7 +6,7 @@ import {serveStdioTransport} from './frontend/stdio.ts';
 import {log} from './log.ts';
 import {localPrincipal} from './policy/principal.ts';
 import type {Profile} from './policy/profile-schema.ts';
-import {createRuntime, type Runtime, type RuntimeOptions} from './runtime.ts';
+import {createRuntime, RUNTIME_DEFAULTS, type Runtime, type RuntimeOptions} from './runtime.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -81,10 +82,10 @@ export async function main(argv: string[]): Promise<number> {
     .addOption(new Option('--stdio', 'serve over stdio (default)'))
     .addOption(new Option('--http <host:port>', 'serve Streamable HTTP at http://HOST:PORT/mcp').conflicts('stdio'))
     .option('--config <file>', 'HTTP service configuration (authentication, grants, quotas): JSON')
-    .option('--audit-log <target>', 'audit events: a JSONL file path, "stderr" or "off"', 'stderr')
-    .option('--isolate-workers <n>', 'isolate worker processes', positiveInt, 1)
-    .option('--isolate-pool <n>', 'warm isolates kept ready per memory size (0: off)', nonNegativeInt, 4)
-    .option('--container-pool <n>', 'warm containers kept ready per (image, profile) (0: off)', nonNegativeInt, 0)
+    .option('--audit-log <target>', 'audit events: a JSONL file path, "stderr" or "off"', RUNTIME_DEFAULTS.audit)
+    .option('--isolate-workers <n>', 'isolate worker processes', positiveInt, RUNTIME_DEFAULTS.isolateWorkers)
+    .option('--isolate-pool <n>', 'warm isolates kept ready per memory size in each worker (0: off)', nonNegativeInt, RUNTIME_DEFAULTS.isolatePool)
+    .option('--container-pool <n>', 'warm containers kept ready per (image, profile) (0: off)', nonNegativeInt, RUNTIME_DEFAULTS.containerPool)
     .action(async (flags: LoadFlags & {http?: string; config?: string}) => {
       exitCode = flags.http ? await serveHttpCommand(flags) : await serveStdioCommand(flags);
     });
@@ -129,7 +130,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function serveStdioCommand(flags: LoadFlags): Promise<number> {
-  const runtime = await createRuntime(runtimeOptions(flags, {audit: flags.auditLog ?? 'stderr'}));
+  const runtime = await createRuntime(runtimeOptions(flags, {audit: flags.auditLog ?? RUNTIME_DEFAULTS.audit}));
   reportRejected(runtime);
   const server = serveStdioTransport(runtime);
   const shutdown = async () => {
@@ -144,7 +145,7 @@ async function serveStdioCommand(flags: LoadFlags): Promise<number> {
 
 async function serveHttpCommand(flags: LoadFlags & {http?: string; config?: string}): Promise<number> {
   const {serveHttpCommand: serve} = await import('./frontend/http/serve-http-command.ts');
-  return serve(flags.http!, runtimeOptions(flags, {audit: flags.auditLog ?? 'stderr'}), flags.config);
+  return serve(flags.http!, runtimeOptions(flags, {audit: flags.auditLog ?? RUNTIME_DEFAULTS.audit}), flags.config);
 }
 
 function reportRejected(runtime: Runtime): void {
@@ -152,7 +153,8 @@ function reportRejected(runtime: Runtime): void {
 }
 
 async function listCommand(flags: LoadFlags & {json?: boolean}): Promise<number> {
-  const runtime = await createRuntime(runtimeOptions(flags, {audit: 'off'}));
+  // One-shot commands make at most one call: no warm pool.
+  const runtime = await createRuntime(runtimeOptions(flags, {audit: 'off', isolatePool: 0}));
   try {
     const unavailable = new Map(runtime.unavailable.map((u) => [u.tool, u.reason]));
     const tools = [...runtime.allTools.values()].map((t) => ({
@@ -206,7 +208,7 @@ async function callCommand(name: string, flags: LoadFlags & {args: string}): Pro
     err('--args must be a JSON object, e.g. --args \'{"text": "hello"}\'');
     return 2;
   }
-  const runtime = await createRuntime(runtimeOptions(flags, {audit: flags.auditLog ?? 'off'}));
+  const runtime = await createRuntime(runtimeOptions(flags, {audit: flags.auditLog ?? 'off', isolatePool: 0}));
   const controller = new AbortController();
   const onSignal = () => controller.abort();
   process.once('SIGINT', onSignal);

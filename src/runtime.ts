@@ -1,3 +1,4 @@
+/** Assembles a runtime from the operator's directories: profiles, packages, backends, dispatcher and audit sink, with one set of defaults. */
 import {resolve} from 'node:path';
 import {JsonlAuditSink} from './audit/audit-log.ts';
 import type {AuditSink} from './audit/audit-event.ts';
@@ -16,8 +17,29 @@ import type {ToolDefinition} from './policy/tool-definition.ts';
 import {containerSupport} from './container-support.ts';
 import {BUNDLED_PROFILES, BUNDLED_TOOLS} from './paths.ts';
 
+/**
+ * The default of every runtime option, in one place: `createRuntime` applies them, the CLI shows
+ * and uses them as its flag defaults, and the README quotes them.
+ * - `isolateWorkers` 1: isolate worker processes (`--isolate-workers`).
+ * - `isolatePool` 4: warm isolates kept ready per memory size in each worker (`--isolate-pool`;
+ *   0 turns the pool off). The one-shot commands `list` and `call` pass 0.
+ * - `containerPool` 0: warm containers per (image, profile), off (`--container-pool`).
+ * - `containers` true: use the Docker engine when container tools are loaded (`--no-containers`).
+ * - `audit` `'stderr'`: where audit events go (`--audit-log`).
+ * - `dispatch`: queue bounds and deadlines per backend (`DEFAULT_DISPATCH`).
+ * `IsolateBackend` has fallbacks of its own (pool size 2) for code that constructs it directly;
+ * the runtime always passes these values, so that library default never applies here.
+ */
+export const RUNTIME_DEFAULTS = Object.freeze({
+  isolateWorkers: 1,
+  isolatePool: 4,
+  containerPool: 0,
+  containers: true,
+  audit: 'stderr',
+  dispatch: DEFAULT_DISPATCH,
+} as const);
 
-/** How to assemble a runtime. */
+/** How to assemble a runtime. Every option is optional; absent ones take `RUNTIME_DEFAULTS`. */
 export interface RuntimeOptions {
   /** Tool directories; default: the bundled `tools/`. */
   toolDirs?: readonly string[];
@@ -31,18 +53,19 @@ export interface RuntimeOptions {
   workspace?: string;
   /** Roots under which mounts may lie; default: `[workspace]`, or none without a workspace. */
   mountRoots?: readonly string[];
-  /** Audit target: a file path, `stderr`, or `off`. Default `stderr`. */
+  /** Audit target: a file path, `stderr`, or `off` (default: `RUNTIME_DEFAULTS.audit`). */
   audit?: string;
+  /** Queue bounds and deadlines (default: `RUNTIME_DEFAULTS.dispatch`). */
   dispatch?: DispatcherOptions;
   /** Packages served under their bare tool names (serve --unprefixed). */
   unprefixed?: readonly string[];
-  /** Whether to try the container backend (default true); false leaves container tools out. */
+  /** Whether to try the container backend (default: `RUNTIME_DEFAULTS.containers`, true); false leaves container tools out. */
   containers?: boolean;
-  /** Isolate worker processes (default 1). */
+  /** Isolate worker processes (default: `RUNTIME_DEFAULTS.isolateWorkers`). */
   isolateWorkers?: number;
-  /** Warm isolates kept ready per memory size (default 0: off). */
+  /** Warm isolates kept ready per memory size in each worker; 0 is off (default: `RUNTIME_DEFAULTS.isolatePool`). */
   isolatePool?: number;
-  /** Warm containers kept ready per (image, profile) (default 0: off). */
+  /** Warm containers kept ready per (image, profile); 0 is off (default: `RUNTIME_DEFAULTS.containerPool`). */
   containerPool?: number;
   admission?: Admission;
   onCallFinished?: ToolRuntime['onCallFinished'];
@@ -92,6 +115,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const profileDirs = options.profileDirs?.length ? options.profileDirs : [BUNDLED_PROFILES];
   const toolDirs = options.toolDirs?.length ? options.toolDirs : [BUNDLED_TOOLS];
   const workspace = options.workspace === undefined ? undefined : resolve(options.workspace);
+  const containerPool = options.containerPool ?? RUNTIME_DEFAULTS.containerPool;
   const profiles = await loadProfiles(profileDirs);
   const mountsByProfile = new Map<string, ContainerGrants['mounts']>();
   /** Container profiles that cannot be used as started, with the reason. */
@@ -121,9 +145,9 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
 
   let container: ContainerBackend | undefined;
   if (containerTools.length > 0) {
-    const support = options.containers === false
+    const support = !(options.containers ?? RUNTIME_DEFAULTS.containers)
       ? {backend: undefined, reason: 'container tools are turned off (--no-containers)'}
-      : await containerSupport({poolSize: options.containerPool ?? 0});
+      : await containerSupport({poolSize: containerPool});
     if (support.backend === undefined) {
       for (const tool of containerTools) unavailable.push({tool: tool.name, reason: support.reason});
       process.stderr.write(`toolcell: container tools left out (${containerTools.map((t) => t.name).join(', ')}): ${support.reason}\n`);
@@ -143,7 +167,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
           const grants = {commands, mounts: mountsByProfile.get(profile.name) ?? []};
           containerGrants.set(tool.name, grants);
           served.set(tool.name, tool);
-          if ((options.containerPool ?? 0) > 0) prewarm(support.backend, tool, grants);
+          if (containerPool > 0) prewarm(support.backend, tool, grants);
         } catch (err) {
           const reason = (err as Error).message;
           unavailable.push({tool: tool.name, reason});
@@ -154,11 +178,11 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   }
 
   const isolate = new IsolateBackend({
-    workers: options.isolateWorkers ?? 1,
-    poolSize: options.isolatePool ?? 0,
+    workers: options.isolateWorkers ?? RUNTIME_DEFAULTS.isolateWorkers,
+    poolSize: options.isolatePool ?? RUNTIME_DEFAULTS.isolatePool,
   });
-  const dispatcher = new Dispatcher({isolate, ...(container ? {container} : {})}, options.dispatch ?? DEFAULT_DISPATCH);
-  const audit: AuditSink = new JsonlAuditSink(options.audit ?? 'stderr');
+  const dispatcher = new Dispatcher({isolate, ...(container ? {container} : {})}, options.dispatch ?? RUNTIME_DEFAULTS.dispatch);
+  const audit: AuditSink = new JsonlAuditSink(options.audit ?? RUNTIME_DEFAULTS.audit);
   let closing: Promise<void> | undefined;
   return {
     tools: served,
@@ -174,7 +198,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     ...(options.onCallFinished ? {onCallFinished: options.onCallFinished} : {}),
     poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {})}),
     containersReachable: async () => {
-      if (container === undefined) return options.containers === false || containerTools.length === 0;
+      if (container === undefined) return !(options.containers ?? RUNTIME_DEFAULTS.containers) || containerTools.length === 0;
       try {
         await (container.docker.ping as (options: object) => Promise<unknown>).call(container.docker, {abortSignal: AbortSignal.timeout(2000)});
         return true;

@@ -1,3 +1,4 @@
+/** The audit event (v1): one per decision and outcome of a call, never the arguments; and the sink interface events go to. */
 import {createHash, randomUUID} from 'node:crypto';
 
 /** How a call ended, as the audit stream records it. */

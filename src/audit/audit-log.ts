@@ -1,3 +1,4 @@
+/** Where audit events go: JSON lines to a file or stderr (never stdout), or memory for tests. */
 import {createWriteStream, type WriteStream} from 'node:fs';
 import type {AuditEventV1, AuditSink} from './audit-event.ts';
 

@@ -1,3 +1,4 @@
+/** The call spine: every tool call, from every transport, goes find → authorize → validate → admit → build job → dispatch → map → audit here. */
 import {randomUUID} from 'node:crypto';
 import type {CallToolResult} from '@modelcontextprotocol/server';
 import {newAuditId, sha256Json, type AuditSink} from '../audit/audit-event.ts';
@@ -27,7 +28,11 @@ export interface ToolRuntime {
   /** Resolved command allowlists and mounts of container tools, by MCP tool name. */
   readonly containerGrants: ReadonlyMap<string, ContainerGrants>;
   readonly admission?: Admission;
-  /** Observes each finished call (metrics). */
+  /**
+   * Observes each call that reached a tool (metrics), whatever its outcome. Not called for a
+   * name that is unknown or not granted (those are audited only): a metric labelled with
+   * client-chosen names would grow without bound.
+   */
   readonly onCallFinished?: (event: {tool: ToolDefinition; outcome: string; durationMs: number}) => void;
   /**
    * Stops every call of this runtime when it aborts, as if each client had cancelled (the HTTP

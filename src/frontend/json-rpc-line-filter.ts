@@ -30,7 +30,8 @@ const NEWLINE = Buffer.from('\n');
  *   has a usable one (string or number), else null;
  * - a line longer than `maxBytes`: `-32600` as soon as the cap is passed, with the id when a
  *   top-level `"id"` could be read from the first `maxBytes` bytes; the rest of the line is
- *   discarded as it arrives, never buffered. Memory stays below about `maxBytes` per stream.
+ *   discarded as it arrives, never buffered. The filter holds at most about twice `maxBytes`
+ *   (the line being read and the last line passed on), however the input is chunked.
  *
  * Blank lines are ignored. A partial last line when stdin ends is dropped (it was never sent
  * whole). Not guaranteed: that `reply`s are ordered with the answers to the valid messages
@@ -41,7 +42,8 @@ export class JsonRpcLineFilter extends Transform {
   readonly #reply: (message: JSONRPCErrorResponse) => Promise<void> | void;
   /** Refusals of the current chunk still being written: stdin is not read on until they are (backpressure). */
   #sending: Array<Promise<void>> = [];
-  #pieces: Buffer[] = [];
+  /** The current line so far: `#buffer.subarray(0, #length)`; grows by doubling up to `maxBytes`. */
+  #buffer = Buffer.alloc(0);
   #length = 0;
   #discarding = false;
 
@@ -64,21 +66,19 @@ export class JsonRpcLineFilter extends Transform {
       const piece = chunk.subarray(start, newline === -1 ? chunk.length : newline);
       if (!this.#discarding && piece.length > 0) {
         if (this.#length + piece.length > this.#maxBytes) {
-          const prefix = Buffer.concat([...this.#pieces, piece.subarray(0, this.#maxBytes - this.#length)]);
-          this.#pieces = [];
-          this.#length = 0;
+          this.#append(piece.subarray(0, this.#maxBytes - this.#length));
+          const id = topLevelId(this.#buffer.subarray(0, this.#length));
+          this.#reset();
           this.#discarding = true;
-          this.#refuse(INVALID_REQUEST, `Invalid Request: the message is longer than ${this.#maxBytes} bytes (the stdio limit); it was discarded`, topLevelId(prefix));
+          this.#refuse(INVALID_REQUEST, `Invalid Request: the message is longer than ${this.#maxBytes} bytes (the stdio limit); it was discarded`, id);
         } else {
-          this.#pieces.push(piece);
-          this.#length += piece.length;
+          this.#append(piece);
         }
       }
       if (newline === -1) break;
       if (this.#discarding) this.#discarding = false;
-      else this.#line(this.#pieces.length === 1 ? this.#pieces[0]! : Buffer.concat(this.#pieces));
-      this.#pieces = [];
-      this.#length = 0;
+      else this.#line(Buffer.from(this.#buffer.subarray(0, this.#length)));
+      this.#reset();
       start = newline + 1;
     }
     if (this.#sending.length === 0) {
@@ -91,9 +91,26 @@ export class JsonRpcLineFilter extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
-    this.#pieces = [];
-    this.#length = 0;
+    this.#reset();
     callback();
+  }
+
+  /** Copies `piece` to the end of the current line (amortised O(1) per byte, whatever the chunking). */
+  #append(piece: Buffer): void {
+    const needed = this.#length + piece.length;
+    if (needed > this.#buffer.length) {
+      const grown = Buffer.allocUnsafe(Math.min(this.#maxBytes, Math.max(needed, 2 * this.#buffer.length, 4096)));
+      this.#buffer.copy(grown, 0, 0, this.#length);
+      this.#buffer = grown;
+    }
+    piece.copy(this.#buffer, this.#length);
+    this.#length = needed;
+  }
+
+  /** Forgets the current line; a buffer grown past 64 KiB is released rather than kept for the next one. */
+  #reset(): void {
+    this.#length = 0;
+    if (this.#buffer.length > 64 * 1024) this.#buffer = Buffer.alloc(0);
   }
 
   #line(line: Buffer): void {

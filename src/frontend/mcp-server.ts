@@ -1,3 +1,4 @@
+/** The MCP server of one connection or request: tools/list shows a principal its granted tools, tools/call runs the call spine. */
 import {ProtocolError, ProtocolErrorCode, Server, type CallToolResult, type Tool, type ToolAnnotations} from '@modelcontextprotocol/server';
 import {log} from '../log.ts';
 import type {Principal} from '../policy/principal.ts';

@@ -1,3 +1,4 @@
+/** Prometheus metrics of the HTTP service, in a registry of its own, with labels that never name a principal. */
 import {collectDefaultMetrics, Counter, Gauge, Histogram, Registry} from 'prom-client';
 import type {QueueStats} from '../dispatch/dispatcher.ts';
 import type {ToolDefinition} from '../policy/tool-definition.ts';
@@ -20,7 +21,9 @@ const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
  * Prometheus metrics of the HTTP service (prom-client, https://github.com/siimon/prom-client),
  * in a registry of its own (not prom-client's global one), so that several services can live
  * in one process. Labels never carry principals, tokens or arguments: only tool names,
- * backends, outcomes and reasons, which the operator controls.
+ * backends, outcomes and reasons, which the operator controls. The tool names are those of
+ * every principal's calls, so `/metrics` is served only to the readers the service config
+ * lists (`metrics.principals`) unless the operator makes it public.
  *
  * Series:
  * - `toolcell_tool_calls_total{tool, outcome}`: finished calls

@@ -1,3 +1,4 @@
+/** Maps a sandbox execution (or a refusal) to the MCP CallToolResult the client sees, with toolcell/usage and toolcell/error. */
 import {isCallToolResult, type CallToolResult} from '@modelcontextprotocol/server';
 import type {AuditOutcome} from '../audit/audit-event.ts';
 import type {ExecutionResult} from '../backends/backend.ts';

@@ -1,3 +1,4 @@
+/** The HTTP service configuration: its strict schema, loading, and the pure decisions on it (grants, metrics readers, who may listen where). */
 import {createHash} from 'node:crypto';
 import {readFile} from 'node:fs/promises';
 import {isAbsolute, resolve} from 'node:path';

@@ -1,3 +1,4 @@
+/** Authentication of HTTP requests: API keys and OAuth 2.1 JWT access tokens become a principal with its grants, or an RFC 6750 refusal. */
 import {createHash, timingSafeEqual} from 'node:crypto';
 import {readFile} from 'node:fs/promises';
 import {getOAuthProtectedResourceMetadataUrl} from '@modelcontextprotocol/server';

@@ -1,3 +1,4 @@
+/** `/readyz`: whether this instance should get traffic, from the tools it serves, a real isolate probe and the container engine's answer. */
 import {randomUUID} from 'node:crypto';
 import type {IsolateJob} from '../../backends/backend.ts';
 import {ToolcellError} from '../../errors.ts';
@@ -18,7 +19,11 @@ export interface ReadinessReport {
   draining: boolean;
 }
 
-/** Extra readiness check, e.g. a Docker engine ping; resolves false (or throws) when not ready. */
+/**
+ * Extra readiness check; resolves false (or throws) when not ready. `serve --http` passes the
+ * runtime's container engine ping (`Runtime.containersReachable`: a Docker ping bounded at 2 s,
+ * true when no container tool is served).
+ */
 export type ReadinessCheck = () => Promise<boolean>;
 
 /** How long an isolate probe result is reused, in ms (probes are cheap, but not free). */
@@ -36,11 +41,14 @@ const probeJob = (): IsolateJob => ({
 
 /**
  * Readiness of the service (`/readyz`): ready when at least one tool is served, no loaded tool
- * is left out for want of its backend, every backend a served tool needs is configured, and a
- * trivial isolate call completes through the real dispatcher (cached for `PROBE_CACHE_MS`).
+ * is left out for want of its backend, every backend a served tool needs is configured, a
+ * trivial isolate call completes through the real dispatcher (cached for `PROBE_CACHE_MS`), and
+ * the `extra` check passes (on every request, uncached). When `extra` fails and container tools
+ * are served, the report names the container backend `unavailable`.
  * A backend that is merely busy (queue full, or the probe waited too long) counts as ready:
- * overload is for the quotas, not a reason to drop the instance. Not guaranteed: that the
- * container engine still answers (the container backend exposes no ping; pass `extra`).
+ * overload is for the quotas, not a reason to drop the instance. Not guaranteed: that a
+ * container call would succeed (the ping shows the engine answers, not that it can start a
+ * sandbox now).
  */
 export class Readiness {
   readonly #runtime: ToolRuntime & {unavailable?: readonly unknown[]};
@@ -67,6 +75,7 @@ export class Readiness {
     if (unavailableTools > 0 && backends.container === undefined) backends.container = 'unavailable';
     let extraOk = true;
     if (this.#extra !== undefined) extraOk = await this.#extra().catch(() => false);
+    if (!extraOk && backends.container === 'ok') backends.container = 'unavailable';
     const ready = !this.draining && extraOk && tools.length > 0 && unavailableTools === 0
       && Object.values(backends).every((s) => s === 'ok' || s === 'busy');
     return {ready, tools: tools.length, unavailableTools, backends, draining: this.draining};

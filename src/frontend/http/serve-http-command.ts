@@ -1,10 +1,9 @@
 /** `toolcell serve --http`: parses the address, loads the service config, wires quotas and metrics into the runtime, serves until a signal. */
-import {DEFAULT_DISPATCH} from '../../dispatch/dispatcher.ts';
 import {ConfigError} from '../../errors.ts';
 import {log} from '../../log.ts';
 import {QuotaAdmission, quotaQueueProblems} from '../../policy/quota.ts';
 import {assertMayListen, defaultServiceConfig, loadServiceConfig} from '../../policy/service-config.ts';
-import type {RuntimeOptions} from '../../runtime.ts';
+import {createRuntime, RUNTIME_DEFAULTS, type RuntimeOptions} from '../../runtime.ts';
 import {ServiceMetrics} from '../metrics.ts';
 import {startHttpService, type HttpService} from './serve-http.ts';
 
@@ -48,10 +47,9 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
       principals: config.quotas.principals,
       onLimited: (_principal, limit) => metrics.rateLimited(limit),
     });
-    const dispatch = options.dispatch ?? DEFAULT_DISPATCH;
+    const dispatch = options.dispatch ?? RUNTIME_DEFAULTS.dispatch;
     const problems = quotaQueueProblems(quota, Object.keys(config.quotas.principals), {isolate: dispatch.isolate, container: dispatch.container});
     if (problems.length > 0) throw new ConfigError(configPath ?? '(defaults)', `quotas: ${problems.join('; ')}`);
-    const {createRuntime} = await import('../../runtime.ts');
     const runtime = await createRuntime({...options, admission: quota, onCallFinished: metrics.onCallFinished});
     close = () => runtime.close();
     for (const r of runtime.rejected) say(`package ${r.name ?? r.dir} rejected: ${r.reason}`);

@@ -68,6 +68,23 @@ test('/readyz is 503 when a loaded tool lacks its backend, or no tool is served'
   }
 });
 
+test('/readyz is 503 while the extra check (the container engine ping of serve --http) fails, and 200 once it passes', async () => {
+  const env = await fakeRuntime(fixtures);
+  let engineAnswers = false;
+  const service = await startService(env.runtime, KEYED, {readinessCheck: async () => engineAnswers});
+  try {
+    const down = await fetch(`${service.origin}/readyz`);
+    assert.equal(down.status, 503);
+    assert.equal((await down.json() as {ready: boolean}).ready, false);
+    engineAnswers = true;
+    const up = await fetch(`${service.origin}/readyz`);
+    assert.equal(up.status, 200);
+    await up.text();
+  } finally {
+    await service.shutdown({drainMs: 0});
+  }
+});
+
 test('metrics: /metrics needs the same credentials as /mcp and a listed principal; calls are counted by tool and outcome', async () => {
   const metrics = new ServiceMetrics({defaultMetrics: false});
   const quota = new QuotaAdmission({defaults: {ratePerSec: 1, burst: 1, maxInFlight: 4}, onLimited: (_p, limit) => metrics.rateLimited(limit)});

@@ -49,7 +49,7 @@ interface Exchange {
  * the server answers meanwhile. Ends when the whole body was sent and the server closed, or the
  * connection failed, or after 60 s (hazard bound).
  */
-function sendHuge(head: Record<string, string>, chunked: boolean, options: {bytes?: number; pauseMs?: number} = {}): Promise<Exchange> {
+function sendHuge(head: Record<string, string>, chunked: boolean, options: {bytes?: number; pauseMs?: number; path?: string} = {}): Promise<Exchange> {
   const total = options.bytes ?? BODY_BYTES;
   return new Promise((resolve) => {
     const socket: Socket = connect({host: '127.0.0.1', port: service.port});
@@ -74,7 +74,7 @@ function sendHuge(head: Record<string, string>, chunked: boolean, options: {byte
       Host: `127.0.0.1:${service.port}`, 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream',
       ...(chunked ? {'Transfer-Encoding': 'chunked'} : {'Content-Length': String(total)}), ...head,
     };
-    socket.write(`POST /mcp HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`);
+    socket.write(`POST ${options.path ?? '/mcp'} HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`);
     const piece = Buffer.alloc(CHUNK, 0x20);
     const pump = () => {
       while (!done && exchange.sent < total) {
@@ -138,13 +138,15 @@ for (const [label, head, chunked, status, code] of cases) {
   });
 }
 
-test('refusals before the body is read (no credentials: 401; wrong content type: 415) are readable too', async () => {
+test('refusals before the body is read (no credentials: 401; wrong content type: 415; no such route: 404) are readable too', async () => {
   const anonymous = firstResponse((await sendHuge({}, false)).received);
   assert.equal(anonymous.status, 401);
   assert.equal((JSON.parse(anonymous.body) as {error: string}).error, 'invalid_token');
   const wrongType = firstResponse((await sendHuge({Authorization: `Bearer ${KEYS.alice}`, 'Content-Type': 'text/plain'}, true)).received);
   assert.equal(wrongType.status, 415);
   assert.equal((JSON.parse(wrongType.body) as {error: {code: number}}).error.code, -32000);
+  const notFound = firstResponse((await sendHuge({}, false, {path: '/no-such-route'})).received);
+  assert.equal(notFound.status, 404, 'a route that never reads a body answers readably too');
   await callWorks();
 });
 

@@ -49,6 +49,13 @@ test('a line over the cap is refused once, with its top-level id, discarded acro
   assert.deepEqual(passed, [list(10)]);
 });
 
+test('an oversized line fed one byte at a time is refused once, and the next line (also byte by byte) passes', async () => {
+  const text = `{"id":77,"jsonrpc":"2.0","method":"m","params":{"t":"${'y'.repeat(300)}"}}\n${list(11)}\n`;
+  const {passed, replies} = await run([...text]);
+  assert.deepEqual(replies, [[77, -32600]]);
+  assert.deepEqual(passed, [list(11)]);
+});
+
 test('a partial last line when stdin ends is dropped, not answered', async () => {
   const {passed, replies} = await run([`${list(1)}\n{"jsonrpc":"2.0","id":2`]);
   assert.deepEqual(passed, [list(1)]);
