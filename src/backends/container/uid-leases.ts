@@ -17,6 +17,9 @@ export const UID_BASE = 1_900_000_000;
 /** Number of uids in the range: at most this many sandboxes can be live on one host at once. */
 export const UID_COUNT = 65_536;
 
+/** An empty lease file older than this (ms) was left by a creator that died before writing it. */
+const UNWRITTEN_LEASE_MS = 60_000;
+
 /** One leased uid; the same number is the gid. */
 export interface UidLease {
   readonly uid: number;
@@ -77,6 +80,8 @@ export function parseLease(text: string): {pid: number; start: string; container
  * once created, the container's id. A lease whose owner process is gone is stale; it is
  * reclaimed only if its container is gone too (`isGone`), under a per-uid `O_EXCL` reclaim lock,
  * re-reading the lease under the lock before removing it. The owner removes its own lease.
+ *
+ * An empty lease (its creator died between the create and the write) is stale after a minute.
  *
  * Limits: {@link UID_COUNT} live sandboxes per host; `acquire` then fails. A process that dies
  * while holding a reclaim lock (a few system calls long) leaves that one uid unusable until the
@@ -207,7 +212,7 @@ export class UidLeases {
   /** True when the lease of `uid` is stale (owner gone, container gone); its file is then removed. */
   async #reclaim(uid: number, isGone: (containerId: string) => Promise<boolean>): Promise<boolean> {
     const seen = this.#read(uid);
-    if (seen === undefined || !(await this.#stale(seen, isGone))) return false;
+    if (seen === undefined || !(await this.#stale(uid, seen, isGone))) return false;
     const lock = `${this.#path(uid)}.reclaim`;
     let fd: number;
     try {
@@ -233,9 +238,18 @@ export class UidLeases {
     }
   }
 
-  async #stale(text: string, isGone: (containerId: string) => Promise<boolean>): Promise<boolean> {
+  async #stale(uid: number, text: string, isGone: (containerId: string) => Promise<boolean>): Promise<boolean> {
     const lease = parseLease(text);
-    if (lease === undefined) return false; // half-written by a live creator, or not ours: leave it
+    if (lease === undefined) {
+      // A creator writes its line right after the exclusive create: an unreadable lease older than
+      // UNWRITTEN_LEASE_MS was left by a process that died in between (or is not ours: leave it then).
+      if (text !== '') return false;
+      try {
+        return Date.now() - lstatSync(this.#path(uid)).mtimeMs > UNWRITTEN_LEASE_MS;
+      } catch {
+        return false;
+      }
+    }
     if (processStartTime(lease.pid) === lease.start) return false;
     if (lease.container === undefined) return true;
     return await isGone(lease.container).catch(() => false);

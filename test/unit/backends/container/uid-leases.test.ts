@@ -1,7 +1,7 @@
 // uid leases: exclusive across instances sharing a directory, released on demand, stale ones reclaimed only when safe.
 import assert from 'node:assert/strict';
 import {spawnSync} from 'node:child_process';
-import {chmod, mkdir, readdir, readFile, symlink, writeFile} from 'node:fs/promises';
+import {chmod, mkdir, readdir, readFile, symlink, utimes, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import {after, before, describe, test} from 'node:test';
 import {parseLease, processStartTime, UidLeases} from '../../../../src/backends/container/uid-leases.ts';
@@ -91,6 +91,16 @@ describe('UidLeases', () => {
     await assert.rejects(leases.acquire(async () => false), unavailable, 'its container may still run as 5001');
     const second = await leases.acquire(async (id) => id === CONTAINER);
     assert.equal(second.uid, 5001, 'reclaimed once its container is gone');
+  });
+
+  test('an empty lease is left alone for a minute (its creator is writing it), then reclaimed', async () => {
+    const {dir} = await fresh(1);
+    await mkdir(dir, {recursive: true, mode: 0o700});
+    await writeFile(join(dir, '5000'), '');
+    await assert.rejects(new UidLeases({dir, base: 5000, count: 1}).acquire(), unavailable);
+    const old = new Date(Date.now() - 120_000);
+    await utimes(join(dir, '5000'), old, old);
+    assert.equal((await new UidLeases({dir, base: 5000, count: 1}).acquire()).uid, 5000);
   });
 
   test('a lease of a live process (this one, another instance) is never reclaimed', async () => {
