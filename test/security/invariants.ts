@@ -15,6 +15,8 @@ export const INVARIANTS = {
   'isolate:prototypes:host-clean': {behaviour: 'What crosses out of the isolate (result JSON, error name and message) cannot pollute host prototypes.'},
   'pool:no-state-crosses-calls': {behaviour: 'With warm pools on, nothing a call writes (globals, prototypes, module state, tmpfs files, background processes) is visible to a later call.'},
   'pool:burst-never-reuses': {behaviour: 'A burst larger than a warm pool gets fresh members or cold sandboxes, never a used one.'},
+  'pool:launcher:exit-report-unforgeable': {behaviour: 'A warm-pool tool cannot learn its launcher\'s per-call token (memory, environ, fds, ptrace, package env names), so a forged exit report ends nothing: the result is its real exit and output.',
+    note: 'runc only (runsc jobs never use the pool). The tool can still kill or stop its launcher; the call then ends by the engine\'s exit or the deadline. Relies on the image installing /opt/toolcell/sh unreadable; a member whose launcher is dumpable refuses to start.'},
   'container:network:none-by-default': {behaviour: 'A container from a profile without a network grant cannot reach the host (loopback, docker0) or anything else.'},
   'container:filesystem:only-grants-writable': {behaviour: 'The image is read-only; only granted tmpfs/mounts are writable, and tmpfs is capped.'},
   'container:privileges:none': {behaviour: 'No capabilities, no setuid escalation, no mounts or new namespaces, no ptrace beyond the container.',

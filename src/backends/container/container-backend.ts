@@ -9,7 +9,8 @@ import {dockerMessage, isNoSuchContainer, isUnreachable, toBackendError} from '.
 import {toCreateOptions} from './host-config.ts';
 import {OomWatch} from './oom-watch.ts';
 import {OutputCollector} from './output.ts';
-import {ContainerPool, EXIT_REPORT_MAX_BYTES, exitMarkers, newLaunchToken, type PoolOptions} from './pool.ts';
+import {EXIT_REPORT_MAX_BYTES, exitMarkers, newLaunchToken} from './launcher.ts';
+import {ContainerPool, type PoolOptions} from './pool.ts';
 import {REMOVE_TIMEOUT_MS, killStuckRuntime, reapContainers, reapOrphanShims} from './reaper.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
 
