@@ -31,6 +31,8 @@ export const INVARIANTS = {
   'container:argv:no-shell': {behaviour: 'Arguments reach the program as literal argv elements; no shell interprets them (warm launcher included).'},
   'dispatch:cancel:kills-sandbox': {behaviour: 'Aborting a call stops its sandbox and removes its container within 2 s; the result says isCanceled.'},
   'container:lifecycle:nothing-left-behind': {behaviour: 'After many calls (hostile ones included) and after close(), no labelled container and no orphaned runtime shim remains.'},
+  'container:reaper:only-ours': {behaviour: 'Start-up and close reaping remove only containers carrying a proof made with this installation\'s key for their name and owner, and end only shims of containers this installation recorded creating; look-alikes of others survive.',
+    note: 'Whoever can read the state directory\'s key (root, the same user) can make containers this installation will reap. Without a usable state directory, leftovers of earlier processes are not reaped at all.'},
   'container:runtime:no-fallback': {behaviour: 'A runsc profile runs under gVisor or not at all; hostile programs stay contained there too.'},
   'http:auth:required': {behaviour: 'Every MCP request without valid credentials is refused with the right challenge, and no tool runs.'},
   'http:credentials:never-logged': {behaviour: 'API keys and tokens never appear in logs or audit events, valid or not, in headers or query strings.'},

@@ -12,6 +12,7 @@ import {OutputCollector} from './output.ts';
 import {EXIT_REPORT_MAX_BYTES, exitMarkers, newLaunchToken} from './launcher.ts';
 import {ContainerPool, type PoolOptions} from './pool.ts';
 import {REMOVE_TIMEOUT_MS, killStuckRuntime, reapContainers, reapOrphanShims} from './reaper.ts';
+import {Provenance} from './provenance.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
 
 const log = rootLog.child({component: 'container-backend'});
@@ -33,6 +34,8 @@ export interface ContainerBackendOptions {
   docker?: Docker;
   /** Warm pool (issue 4); absent or `false`: every call creates its container cold. */
   pool?: PoolOptions | false;
+  /** State directory holding the installation's reaper key and container records (provenance.ts); default `defaultStateDir()`. */
+  stateDir?: string;
 }
 
 type StopReason = 'timeout' | 'cancel' | 'truncated';
@@ -91,6 +94,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
   /** Owner label value of this instance: `hostname/pid/uuid`. */
   readonly owner: string;
   readonly docker: Docker;
+  /** The installation key and records that mark containers as ours (provenance.ts). */
+  readonly provenance: Provenance;
   readonly #pool: ContainerPool | undefined;
   readonly #oom: OomWatch;
   /** Cancel functions of calls in flight. */
@@ -106,7 +111,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
   constructor(options: ContainerBackendOptions = {}) {
     this.docker = options.docker ?? new Docker();
     this.owner = `${hostname()}/${process.pid}/${randomUUID()}`;
-    this.#pool = options.pool ? new ContainerPool(this.docker, this.owner, options.pool) : undefined;
+    this.provenance = Provenance.of(options.stateDir);
+    this.#pool = options.pool ? new ContainerPool(this.docker, this.owner, this.provenance, options.pool) : undefined;
     this.#oom = new OomWatch(this.docker, this.owner);
   }
 
@@ -124,8 +130,9 @@ export class ContainerBackend implements Backend<ContainerJob> {
       try {
         const scope = options.scope ?? 'orphans';
         if (scope !== 'none') {
-          await reapContainers(this.docker, scope === 'orphans' ? {orphansOnly: true} : {});
-          await reapOrphanShims(this.docker);
+          await reapContainers(this.docker, {orphansOnly: scope === 'orphans', provenance: this.provenance});
+          await reapOrphanShims(this.docker, {provenance: this.provenance});
+          await this.provenance.prune(new Set((await this.docker.listContainers({all: true})).map((c) => c.Id)));
         }
       } catch (err) {
         this.#started = undefined;
@@ -188,7 +195,9 @@ export class ContainerBackend implements Backend<ContainerJob> {
     const {signal} = options;
     if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The container backend is shutting down.', {reason: 'closed'});
     if (signal.aborted) return {...emptyResult(elapsed()), failed: true, isCanceled: true};
-    const createOptions = toCreateOptions(job, {owner: this.owner});
+    const claim = this.provenance.claim(this.owner);
+    const base = toCreateOptions(job, {owner: this.owner});
+    const createOptions = {...base, name: claim.name, Labels: {...base.Labels, ...claim.labels}};
     await this.#ensureRuntime(job);
     await this.#oom.ensure();
 
@@ -229,6 +238,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
           image: job.image, runtime: job.runtime, signal: stop.signal,
           onCreated: (c) => {
             container = c;
+            this.provenance.record(c.id);
             if (!finished) this.#live.set(c.id, c);
           },
         });
@@ -248,6 +258,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
         if ('e' in prepared) {
           const err = prepared.e;
           if (container) {
+            this.#everLeaked.add(container.id); // keep its record until its shims were looked for
             await this.#destroy(container, REMOVE_TIMEOUT_MS);
             // A failed runsc start can leave its shim and sandbox processes behind (MACHINE.md).
             this.#watchForOrphans(container.id);
@@ -396,8 +407,12 @@ export class ContainerBackend implements Backend<ContainerJob> {
     try {
       await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(timeoutMs)} as Docker.ContainerRemoveOptions);
       this.#leaked.delete(container.id);
+      if (!this.#everLeaked.has(container.id)) void this.provenance.forget(container.id);
     } catch (err) {
-      if (isNoSuchContainer(err)) return;
+      if (isNoSuchContainer(err)) {
+        if (!this.#everLeaked.has(container.id)) void this.provenance.forget(container.id);
+        return;
+      }
       this.#leaked.add(container.id);
       log.warn({err, containerId: container.id}, 'container remove failed; reaper will retry');
       void this.#retryLeaked();
@@ -432,7 +447,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
   #watchForOrphans(id: string): void {
     this.#everLeaked.add(id);
     setTimeout(() => {
-      void reapOrphanShims(this.docker, {ids: [id]}).catch(() => undefined);
+      void reapOrphanShims(this.docker, {ids: [id]}).catch(() => undefined).then(() => this.provenance.forget(id));
     }, 1_000).unref();
   }
 
@@ -459,7 +474,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
       await Promise.all(this.#removing);
       await Promise.all([...this.#live.values()].map((c) => this.#destroy(c, REMOVE_TIMEOUT_MS)));
       try {
-        await reapContainers(this.docker, {owner: this.owner});
+        await reapContainers(this.docker, {owner: this.owner, provenance: this.provenance});
       } catch (err) {
         if (!isUnreachable(err)) log.warn({err}, 'reap at close failed');
       }

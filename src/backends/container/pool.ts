@@ -6,6 +6,7 @@ import {isNoSuchContainer} from './docker-errors.ts';
 import {toCreateOptions} from './host-config.ts';
 import {awaitReady, encodeLaunch, launcherArgv, launcherFits} from './launcher.ts';
 import {REMOVE_TIMEOUT_MS} from './reaper.ts';
+import type {Provenance} from './provenance.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
 
 const log = rootLog.child({component: 'container-pool'});
@@ -83,6 +84,7 @@ interface Slot {
 export class ContainerPool {
   readonly #docker: Docker;
   readonly #owner: string;
+  readonly #provenance: Provenance;
   readonly #size: number;
   readonly #maxTotal: number;
   readonly #maxMemoryMb: number;
@@ -97,9 +99,10 @@ export class ContainerPool {
   readonly #sweeper: NodeJS.Timeout;
   #closed = false;
 
-  constructor(docker: Docker, owner: string, options: PoolOptions) {
+  constructor(docker: Docker, owner: string, provenance: Provenance, options: PoolOptions) {
     this.#docker = docker;
     this.#owner = owner;
+    this.#provenance = provenance;
     this.#size = Math.max(0, Math.floor(options.size ?? 2));
     this.#maxTotal = Math.max(0, Math.floor(options.maxTotal ?? 8));
     this.#maxMemoryMb = options.maxMemoryMb ?? 2048;
@@ -232,11 +235,14 @@ export class ContainerPool {
   async #create(slot: Slot): Promise<void> {
     let created: Docker.Container | undefined;
     try {
-      const options = toCreateOptions(slot.template, {owner: this.#owner, command: launcherArgv(), pool: slot.key});
+      const base = toCreateOptions(slot.template, {owner: this.#owner, command: launcherArgv(), pool: slot.key});
+      const claim = this.#provenance.claim(this.#owner);
+      const options = {...base, name: claim.name, Labels: {...base.Labels, ...claim.labels}};
       const sandbox = await prepareSandbox(this.#docker, options, {
         image: slot.template.image, runtime: slot.template.runtime, signal: AbortSignal.timeout(30_000),
         onCreated: (c) => {
           created = c;
+          this.#provenance.record(c.id);
           this.#pending.add(c);
         },
       });
@@ -306,8 +312,10 @@ export class ContainerPool {
   async #removeQuietly(container: Docker.Container): Promise<void> {
     try {
       await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
+      void this.#provenance.forget(container.id);
     } catch (err) {
-      if (!isNoSuchContainer(err)) log.warn({err, containerId: container.id}, 'warm pool member remove failed; the reaper will retry');
+      if (isNoSuchContainer(err)) void this.#provenance.forget(container.id);
+      else log.warn({err, containerId: container.id}, 'warm pool member remove failed; the reaper will retry');
     }
   }
 
