@@ -100,6 +100,8 @@ export interface ExecutionResult {
   truncated: boolean;
   /** The container hit its pids limit (fork failed); best effort, see the backend. */
   pidsLimited?: boolean;
+  /** Container: the signal that killed the tool (e.g. 9), when its exit status says so and it was not an OOM kill. */
+  signal?: number;
   /**
    * Isolate: the JSON text of the tool's return value (empty when it returned undefined).
    * Container: the process's stdout. At most `limits.outputBytes` bytes.

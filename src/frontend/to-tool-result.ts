@@ -58,7 +58,7 @@ export function failureOf(tool: ToolDefinition, result: ExecutionResult): Toolce
       {error: result.error.name});
   }
   if (result.failed) {
-    const exit = result.exitCode === undefined ? 'was terminated' : `exited with code ${result.exitCode}`;
+    const exit = result.signal !== undefined ? `was killed by signal ${result.signal}` : result.exitCode === undefined ? 'was terminated' : `exited with code ${result.exitCode}`;
     return new ToolcellError('TOOL_FAILED', `${name} ${exit}.${tail(result.stderr, 'stderr')}`,
       result.exitCode === undefined ? {} : {exitCode: result.exitCode});
   }

@@ -34,7 +34,9 @@ export const ContainerEntry = z.strictObject({
     .describe('"json": the arguments as JSON on stdin; "{{field}}": that argument (a string as is, anything else as JSON).'),
   output: z.enum(['text', 'json']).default('text').describe('How stdout becomes the result.'),
   workdir: z.string().regex(/^\//, 'must be an absolute path inside the container').optional(),
-  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string().max(4096)).optional()
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+    // Reserved for the warm-pool launcher's own shell variables (backends/container/launcher.ts RESERVED_ENV_PREFIX).
+    .refine((k) => !k.startsWith('TOOLCELL_LAUNCHER_'), {message: 'names starting with TOOLCELL_LAUNCHER_ are reserved'}), z.string().max(4096)).optional()
     .describe('Fixed environment for the tool process. Nothing from the host environment is passed.'),
 });
 

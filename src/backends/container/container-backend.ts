@@ -4,13 +4,16 @@ import Docker from 'dockerode';
 import {ToolcellError} from '../../errors.ts';
 import {log as rootLog} from '../../log.ts';
 import type {Backend, ContainerJob, ExecutionResult} from '../backend.ts';
-import {readPidsState} from './cgroup.ts';
+import {CgroupSampler, readPidsState} from './cgroup.ts';
 import {dockerMessage, isNoSuchContainer, isUnreachable, toBackendError} from './docker-errors.ts';
 import {toCreateOptions} from './host-config.ts';
-import {OomWatch} from './oom-watch.ts';
+import {attributeExit, type ExitEvidence} from './exit-reason.ts';
+import {OomWatch, kernelLoggedOom} from './oom-watch.ts';
 import {OutputCollector} from './output.ts';
-import {ContainerPool, EXIT_REPORT_MAX_BYTES, exitMarkers, newLaunchToken, type PoolOptions} from './pool.ts';
+import {EXIT_REPORT_MAX_BYTES, exitMarkers, newLaunchToken} from './launcher.ts';
+import {ContainerPool, type PoolOptions} from './pool.ts';
 import {REMOVE_TIMEOUT_MS, killStuckRuntime, reapContainers, reapOrphanShims} from './reaper.ts';
+import {Provenance} from './provenance.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
 import {uidLeases} from './uid-leases.ts';
 
@@ -24,8 +27,6 @@ const STOP_REMOVE_TIMEOUT_MS = 5_000;
 const OUTPUT_DRAIN_MS = 1_000;
 /** How long a successful `docker info` runtime list is trusted, in ms. */
 const RUNTIMES_TTL_MS = 30_000;
-/** Stderr texts of a failed fork (glibc/EAGAIN in Python, dash, bash, busybox); see `pidsLimited`. */
-const FORK_FAILED = /Resource temporarily unavailable|can't fork|Cannot fork|fork: retry/i;
 
 /** Options of a {@link ContainerBackend}. */
 export interface ContainerBackendOptions {
@@ -33,6 +34,8 @@ export interface ContainerBackendOptions {
   docker?: Docker;
   /** Warm pool (issue 4); absent or `false`: every call creates its container cold. */
   pool?: PoolOptions | false;
+  /** State directory holding the installation's reaper key and container records (provenance.ts); default `defaultStateDir()`. */
+  stateDir?: string;
 }
 
 type StopReason = 'timeout' | 'cancel' | 'truncated';
@@ -61,20 +64,16 @@ function emptyResult(durationMs: number): ExecutionResult {
  * - deadline `limits.timeoutMs`, measured from the call's entry into `run` (container creation
  *   counts): killed and removed, `timedOut: true`;
  * - `options.signal` aborted: killed and removed within 2 s, `isCanceled: true`;
- * - OOM kill (`State.OOMKilled` from inspect, or the engine's `oom` event for the container
- *   when it exited non-zero: see OomWatch; also any exit 137 that toolcell did not cause, since
- *   gVisor's sentry SIGKILLs tasks itself at the memory limit without a host OOM event, and under
- *   runc both witnesses were seen missing on a loaded machine — a tool that SIGKILLs itself is
- *   then reported as out of memory; the reason changes, no limit does):
- *   `outOfMemory: true`;
- * - non-zero exit: `failed: true` with `exitCode`; `exitCode` is undefined when toolcell killed
- *   the container or the kernel OOM-killed it;
- * - `pidsLimited` (best effort): when a running container is stopped, its pids cgroup is read
- *   on the host (`pids.events` max > 0); after a natural failed exit, a fork-failure message in
- *   stderr (`Resource temporarily unavailable`, `can't fork`) is taken as the sign. The tool can
- *   fake that message; it only changes the reported reason, never a limit. Under runsc a fork
- *   bomb ends the whole gVisor sandbox instead (see `RUNSC_PIDS_BASE`).
- *
+ * - the tool's own end: attributed by {@link attributeExit} (exit-reason.ts) from the evidence
+ *   gathered before the container is removed: `outOfMemory` only with an OOM witness (the
+ *   engine's `OOMKilled` or `oom` event, a kernel `oom-kill:` record naming the container, the
+ *   memory cgroup's OOM-kill count); `pidsLimited` from the pids cgroup's refused forks (read
+ *   when a launcher reports, before a running container is killed, and sampled every 200 ms
+ *   while a cold container runs; a fork-failure message in stderr only where the cgroup cannot
+ *   be read); an exit 129-192 without OOM witness is `failed` with `signal` (e.g. 9); any other
+ *   non-zero exit is `failed` with `exitCode`. Under runsc a fork bomb ends the whole gVisor
+ *   sandbox instead (see `RUNSC_PIDS_BASE`), reported as killed by a signal.
+ *   Cgroup and kernel-log evidence needs toolcell on the engine's host with read access (root).
  * Rejects (`ToolcellError` `BACKEND_UNAVAILABLE`) when the engine is unreachable, the image is
  * missing, or the profile asks for runsc and the engine has no runsc (never run under runc
  * instead). Every container carries `toolcell.managed=true` and this instance's owner label
@@ -91,6 +90,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
   /** Owner label value of this instance: `hostname/pid/uuid`. */
   readonly owner: string;
   readonly docker: Docker;
+  /** The installation key and records that mark containers as ours (provenance.ts). */
+  readonly provenance: Provenance;
   readonly #pool: ContainerPool | undefined;
   readonly #oom: OomWatch;
   /** Cancel functions of calls in flight. */
@@ -106,7 +107,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
   constructor(options: ContainerBackendOptions = {}) {
     this.docker = options.docker ?? new Docker();
     this.owner = `${hostname()}/${process.pid}/${randomUUID()}`;
-    this.#pool = options.pool ? new ContainerPool(this.docker, this.owner, options.pool) : undefined;
+    this.provenance = Provenance.of(options.stateDir);
+    this.#pool = options.pool ? new ContainerPool(this.docker, this.owner, this.provenance, options.pool) : undefined;
     this.#oom = new OomWatch(this.docker, this.owner);
   }
 
@@ -124,8 +126,9 @@ export class ContainerBackend implements Backend<ContainerJob> {
       try {
         const scope = options.scope ?? 'orphans';
         if (scope !== 'none') {
-          await reapContainers(this.docker, scope === 'orphans' ? {orphansOnly: true} : {});
-          await reapOrphanShims(this.docker);
+          await reapContainers(this.docker, {orphansOnly: scope === 'orphans', provenance: this.provenance});
+          await reapOrphanShims(this.docker, {provenance: this.provenance});
+          await this.provenance.prune(new Set((await this.docker.listContainers({all: true})).map((c) => c.Id)));
         }
       } catch (err) {
         this.#started = undefined;
@@ -188,7 +191,9 @@ export class ContainerBackend implements Backend<ContainerJob> {
     const {signal} = options;
     if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The container backend is shutting down.', {reason: 'closed'});
     if (signal.aborted) return {...emptyResult(elapsed()), failed: true, isCanceled: true};
-    const createOptions = toCreateOptions(job, {owner: this.owner});
+    const claim = this.provenance.claim(this.owner);
+    const base = toCreateOptions(job, {owner: this.owner});
+    const createOptions = {...base, name: claim.name, Labels: {...base.Labels, ...claim.labels}};
     await this.#ensureRuntime(job);
     await this.#oom.ensure();
 
@@ -214,6 +219,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
     let sandbox: Sandbox | undefined;
     let warm = false;
     let finished = false;
+    let sampler: CgroupSampler | undefined;
     /** The call was answered before its container was removed: remove it in the background. */
     let removeAfter = false;
     try {
@@ -229,6 +235,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
           image: job.image, runtime: job.runtime, signal: stop.signal,
           onCreated: (c) => {
             container = c;
+            this.provenance.record(c.id);
             if (!finished) this.#live.set(c.id, c);
           },
         });
@@ -248,6 +255,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
         if ('e' in prepared) {
           const err = prepared.e;
           if (container) {
+            this.#everLeaked.add(container.id); // keep its record until its shims were looked for
             await this.#destroy(container, REMOVE_TIMEOUT_MS);
             // A failed runsc start can leave its shim and sandbox processes behind (MACHINE.md).
             this.#watchForOrphans(container.id);
@@ -263,6 +271,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
       container = sandbox.container;
       sandboxId = sandbox.id;
       this.#live.set(sandbox.id, container);
+      sampler = new CgroupSampler(sandbox.id);
       if (reason) return await this.#stoppedResult(reason, container, undefined, elapsed);
 
       // 2. Output: bounded capture; over the cap, stop the call. A warm member's launcher reports
@@ -296,34 +305,32 @@ export class ContainerBackend implements Backend<ContainerJob> {
         // The tool has exited and its output is complete: answer now; the container (its launcher
         // is exiting too) is removed right after, off the call's path.
         const status = outcome.code;
-        const oomKilled = status === 137 || (status !== 0 && await this.#oom.saw(sandbox.id, 0));
+        // The launcher still runs, so the container's cgroups are there to read.
+        const cgroup = status === 0 ? {} : sampler!.sample();
+        const evidence = await this.#witnesses(sandbox.id, {status, cgroup}, 0);
         removeAfter = true;
-        return this.#exitResult(collector, status, oomKilled, elapsed);
+        return this.#exitResult(collector, evidence, elapsed);
       }
       // Exited by itself: collect the rest of the output, then read why it ended.
       await Promise.race([streamDone, new Promise((r) => setTimeout(r, OUTPUT_DRAIN_MS).unref())]);
       if (reason) return await this.#stoppedResult(reason, container, collector, elapsed, pidsAtStop);
-      let oomKilled = false;
-      let exitCode = outcome.code;
+      sampler!.stop();
+      let engineOomKilled = false;
+      let status = outcome.code;
       try {
         const info = await container.inspect({abortSignal: AbortSignal.timeout(5_000)});
-        oomKilled = info.State.OOMKilled === true;
-        exitCode = info.State.ExitCode;
+        engineOomKilled = info.State.OOMKilled === true;
+        status = info.State.ExitCode;
       } catch (err) {
         log.debug({err, jobId: job.id}, 'inspect after exit failed');
       }
-      // OOMKilled can be missing (seen under runsc); the engine's oom event is the second witness.
-      if (!oomKilled && exitCode !== undefined && exitCode !== 0) oomKilled = await this.#oom.saw(sandbox.id, exitCode === 137 ? 1_500 : 0);
-      // gVisor's sentry also kills a task itself (SIGKILL, exit 137) when the sandbox runs out of
-      // its memory limit, with no host OOM at all; and under runc, with the machine loaded, both
-      // witnesses above were seen missing for a tmpfs-filling tool the kernel had OOM-killed (the
-      // init process reports its child's SIGKILL as 137). So an exit 137 toolcell did not cause
-      // (this path: not timed out, cancelled or truncated) is taken as OOM under either runtime.
-      if (!oomKilled && exitCode === 137) oomKilled = true;
+      // The engine's oom event can trail the exit (seen under runsc): wait for it a little on a SIGKILL.
+      const evidence = await this.#witnesses(sandbox.id, {status, engineOomKilled, cgroup: sampler!.evidence}, status === 137 ? 1_500 : 0);
       await this.#destroy(container, REMOVE_TIMEOUT_MS);
-      return this.#exitResult(collector, exitCode, oomKilled, elapsed);
+      return this.#exitResult(collector, evidence, elapsed);
     } finally {
       finished = true;
+      sampler?.stop();
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
       this.#running.delete(onAbort);
@@ -333,21 +340,35 @@ export class ContainerBackend implements Backend<ContainerJob> {
     }
   }
 
-  /** Result of a call whose tool exited by itself with `exitCode` (undefined: unknown). */
-  #exitResult(collector: OutputCollector, exitCode: number | undefined, oomKilled: boolean, elapsed: () => number): ExecutionResult {
+  /**
+   * Adds the engine's `oom` event and the kernel log to `evidence` for a failed exit (the
+   * event waited for up to `waitMs` when no other witness has spoken yet).
+   */
+  async #witnesses(id: string, evidence: ExitEvidence, waitMs: number): Promise<ExitEvidence> {
+    if (evidence.status === 0) return evidence;
+    const spoken = () => evidence.engineOomKilled === true || (evidence.cgroup?.memory?.oomKills ?? 0) > 0;
+    const oomEvent = await this.#oom.saw(id, spoken() ? 0 : waitMs);
+    const kernelOomLogged = !spoken() && !oomEvent && evidence.status === 137 && kernelLoggedOom(id);
+    return {...evidence, oomEvent, kernelOomLogged};
+  }
+
+  /** Result of a call whose tool ended by itself, attributed from `evidence` (exit-reason.ts). */
+  #exitResult(collector: OutputCollector, evidence: ExitEvidence, elapsed: () => number): ExecutionResult {
     collector.finish();
     const stderr = collector.stderr.text();
-    const failed = oomKilled || exitCode !== 0 || collector.truncated;
+    const why = attributeExit({...evidence, stderrTail: stderr.slice(-4096)});
+    if (why.witnesses.length > 0) log.debug({witnesses: why.witnesses, status: evidence.status}, 'exit attributed');
     const result: ExecutionResult = {
       ...emptyResult(0),
-      failed,
-      outOfMemory: oomKilled,
+      failed: why.failed || collector.truncated,
+      outOfMemory: why.outOfMemory,
       truncated: collector.truncated,
       stdout: collector.stdout.text(),
       stderr,
-      pidsLimited: failed && !oomKilled && FORK_FAILED.test(stderr.slice(-4096)),
+      pidsLimited: why.pidsLimited,
     };
-    if (!oomKilled && exitCode !== undefined) result.exitCode = exitCode;
+    if (why.exitCode !== undefined) result.exitCode = why.exitCode;
+    if (why.signal !== undefined) result.signal = why.signal;
     result.durationMs = elapsed();
     return result;
   }
@@ -397,8 +418,13 @@ export class ContainerBackend implements Backend<ContainerJob> {
       await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(timeoutMs)} as Docker.ContainerRemoveOptions);
       this.#leaked.delete(container.id);
       uidLeases.releaseContainer(container.id); // uid lease: the container is gone
+      if (!this.#everLeaked.has(container.id)) void this.provenance.forget(container.id);
     } catch (err) {
-      if (isNoSuchContainer(err)) return uidLeases.releaseContainer(container.id);
+      if (isNoSuchContainer(err)) {
+        uidLeases.releaseContainer(container.id);
+        if (!this.#everLeaked.has(container.id)) void this.provenance.forget(container.id);
+        return;
+      }
       this.#leaked.add(container.id);
       log.warn({err, containerId: container.id}, 'container remove failed; reaper will retry');
       void this.#retryLeaked();
@@ -437,7 +463,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
   #watchForOrphans(id: string): void {
     this.#everLeaked.add(id);
     setTimeout(() => {
-      void reapOrphanShims(this.docker, {ids: [id]}).catch(() => undefined);
+      void reapOrphanShims(this.docker, {ids: [id]}).catch(() => undefined).then(() => this.provenance.forget(id));
     }, 1_000).unref();
   }
 
@@ -464,7 +490,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
       await Promise.all(this.#removing);
       await Promise.all([...this.#live.values()].map((c) => this.#destroy(c, REMOVE_TIMEOUT_MS)));
       try {
-        await reapContainers(this.docker, {owner: this.owner});
+        await reapContainers(this.docker, {owner: this.owner, provenance: this.provenance});
       } catch (err) {
         if (!isUnreachable(err)) log.warn({err}, 'reap at close failed');
       }

@@ -1,3 +1,4 @@
+import {closeSync, constants, openSync, readSync} from 'node:fs';
 import type {Readable} from 'node:stream';
 import type Docker from 'dockerode';
 import {log as rootLog} from '../../log.ts';
@@ -117,5 +118,47 @@ export class OomWatch {
     this.#closed = true;
     this.#stream?.destroy();
     this.#stream = undefined;
+  }
+}
+
+/**
+ * Whether the kernel log holds an OOM kill in the memory cgroup of container `id`: a record of
+ * the kernel facility (not one written by a user program) starting `oom-kill:` and naming the
+ * id (`oom_memcg=/docker/ID`, `task_memcg=…`, or the systemd scope `docker-ID.scope`). A third
+ * witness, besides `OOMKilled` and the engine's `oom` event, that both were seen to miss on a
+ * loaded machine. Reads `/dev/kmsg` without blocking (kernel Documentation/ABI/testing/dev-kmsg);
+ * answers false where it cannot be read (not root, not the engine's host, dmesg_restrict).
+ * Records older than the kernel's ring buffer are gone, so call it right after the exit.
+ */
+export function kernelLoggedOom(id: string, path = '/dev/kmsg'): boolean {
+  if (!/^[0-9a-f]{64}$/.test(id)) return false;
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  const buf = Buffer.alloc(8192);
+  try {
+    for (let i = 0; i < 100_000; i++) {
+      let n: number;
+      try {
+        n = readSync(fd, buf, 0, buf.length, null);
+      } catch (err) {
+        // EPIPE: records were overwritten while reading; go on with the next one. EAGAIN: the end.
+        if ((err as NodeJS.ErrnoException).code === 'EPIPE') continue;
+        return false;
+      }
+      if (n <= 0) return false;
+      const record = buf.toString('latin1', 0, n);
+      const semi = record.indexOf(';');
+      const prio = Number(record.slice(0, record.indexOf(',')));
+      if (semi < 0 || !(prio >= 0 && prio < 8)) continue; // facility 0 (kernel) only
+      const message = record.slice(semi + 1);
+      if (message.startsWith('oom-kill:') && message.includes(id)) return true;
+    }
+    return false;
+  } finally {
+    closeSync(fd);
   }
 }

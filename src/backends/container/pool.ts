@@ -1,10 +1,12 @@
-import {createHash, randomBytes} from 'node:crypto';
+import {createHash} from 'node:crypto';
 import type Docker from 'dockerode';
 import {log as rootLog} from '../../log.ts';
 import type {ContainerJob} from '../backend.ts';
 import {isNoSuchContainer} from './docker-errors.ts';
 import {toCreateOptions} from './host-config.ts';
+import {awaitReady, encodeLaunch, launcherArgv, launcherFits} from './launcher.ts';
 import {REMOVE_TIMEOUT_MS} from './reaper.ts';
+import type {Provenance} from './provenance.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
 import {uidLeases} from './uid-leases.ts';
 
@@ -16,8 +18,8 @@ const log = rootLog.child({component: 'container-pool'});
  *
  * A member is created with exactly the create options of a cold container for the same job
  * (`toCreateOptions`: same image, user, env, workdir, HostConfig, labels but the job id), except
- * that its command is {@link launcherArgv}: a fixed `/bin/sh` script that reads a per-call
- * token and the job's argv from stdin, runs the argv as its child (same limits, same init as
+ * that its command is {@link launcherArgv} (launcher.ts): a fixed script run by a non-dumpable
+ * static shell, `/opt/toolcell/sh`, that reads a per-call token and the job's argv from stdin, runs the argv as its child (same limits, same init as
  * PID 1; the tool reads the rest of stdin as its own) and, once the child has exited, writes
  * an *exit report* (see {@link exitMarkers}) at the end of stdout and of stderr. The backend
  * answers the call as soon as both reports arrived, instead of waiting for the engine to notice
@@ -32,8 +34,10 @@ const log = rootLog.child({component: 'container-pool'});
  * a member with its own key. Members older than `maxAgeMs`, or whose container stopped, are
  * discarded, never used. When no member is ready, the call waits for a member being created
  * that no other call waits for (`acquire`), else creates its container cold (a burst larger
- * than the pool degrades to fresh members and cold starts, never to reuse). Images without `/bin/sh`
- * fail to start a member; their key is then marked unpoolable for a while and runs cold.
+ * than the pool degrades to fresh members and cold starts, never to reuse). Images without the
+ * launcher (or with a readable one) fail to start a member; their key is then marked unpoolable
+ * for a while and runs cold. Jobs the launcher cannot run exactly as cold (`launcherFits`: runsc,
+ * a bare argv[0], env naming a variable the shell rewrites) always run cold.
  */
 
 /** Options of the warm pool. */
@@ -52,123 +56,9 @@ export interface PoolOptions {
   maxHeaderBytes?: number;
 }
 
-/** The byte the launcher writes to stderr once it runs and waits for its input (a readiness signal, consumed by the pool). */
-export const READY_BYTE = 'R';
-/** How long a new member may take to signal readiness, in ms. */
-const READY_TIMEOUT_MS = 15_000;
-
-/**
- * Waits for the launcher's readiness frame on the attach socket: stderr, length 1, READY_BYTE.
- * Bytes after it (none expected: the launcher then blocks on stdin) are put back.
- * @throws Error when the first frame is anything else (e.g. init could not exec /bin/sh), the
- *   socket ends, or it takes longer than READY_TIMEOUT_MS.
- */
-function awaitReady(socket: Sandbox['socket']): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let got = Buffer.alloc(0);
-    const done = (err?: Error) => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('end', onEnd);
-      socket.pause();
-      if (err) reject(err);
-      else resolve();
-    };
-    const onData = (chunk: Buffer) => {
-      got = Buffer.concat([got, chunk]);
-      if (got.length < 9) return;
-      const ok = got[0] === 2 && got.readUInt32BE(4) === 1 && got.subarray(8, 9).toString('latin1') === READY_BYTE;
-      // Stop listening first: unshift() would otherwise hand the same bytes to this handler again.
-      done(ok ? undefined : new Error(`launcher did not start: ${got.subarray(8, 200).toString('utf8')}`));
-      if (ok && got.length > 9) socket.unshift(got.subarray(9));
-    };
-    const onEnd = () => done(new Error('launcher exited before it was ready'));
-    const timer = setTimeout(() => done(new Error('launcher was not ready in time')), READY_TIMEOUT_MS);
-    socket.on('data', onData);
-    socket.once('end', onEnd);
-  });
-}
-
-/** Bytes of the per-call token the launcher is given (as 2 hex digits each). */
-const TOKEN_BYTES = 16;
-/** A token of the real length, for sizing a launch header. */
-const SIZING_TOKEN = '0'.repeat(TOKEN_BYTES * 2);
-/** Record separator (0x1e): brackets an exit report. */
-const RS = '\x1e';
-/** Longest exit report on one stream, in bytes (stderr: RS toolcell: token : code RS). */
-export const EXIT_REPORT_MAX_BYTES = 64;
-
-/** A new random per-call token for the launcher's exit report (hex). */
-export function newLaunchToken(): string {
-  return randomBytes(TOKEN_BYTES).toString('hex');
-}
-
-/**
- * The exit report the launcher writes once its child (the tool) has exited: `stdout` is
- * appended to the container's stdout, and `stderrPrefix` + the exit status (decimal) + RS to
- * its stderr. Each pipe is a FIFO, so a report arrives after everything the tool wrote to that
- * stream before it exited.
- *
- * The report is the tool's own word about itself, like its output: a tool that learnt the
- * token (it is read by the launcher from stdin before the tool starts, and never passed to
- * it) could end its call early with an exit status of its choosing, which it can do anyway by
- * exiting. It cannot extend its call: the deadline, the output cap and removal apply as before.
- */
-export function exitMarkers(token: string): {stdout: Buffer; stderrPrefix: Buffer} {
-  return {stdout: Buffer.from(`${RS}toolcell:${token}${RS}`, 'latin1'), stderrPrefix: Buffer.from(`${RS}toolcell:${token}:`, 'latin1')};
-}
-
-/**
- * The launcher script: signals readiness on stderr, reads the token line, the argc line, then
- * one escaped line per argument, runs them as its child, then writes the exit report (see
- * {@link exitMarkers}) to stdout and stderr and exits with the child's status.
- * dash exports `PWD` (and `OLDPWD` after a cd) on its own; they are unset so that the tool's
- * environment is exactly the one a cold container gets, unless the job grants them itself.
- * The launcher's own variables (`t n a c`) are not exported, so the tool never sees them.
- */
-export function launcherScript(keep: ReadonlySet<string> = new Set()): string {
-  const unset = ['PWD', 'OLDPWD'].filter((v) => !keep.has(v));
-  return [
-    `printf ${READY_BYTE} >&2`,
-    'IFS= read -r t || exit 126',
-    'case $t in ""|*[!0-9a-f]*) exit 126;; esac',
-    'IFS= read -r n || exit 126',
-    'case $n in ""|*[!0-9]*) exit 126;; esac',
-    'set --',
-    'while [ "$n" -gt 0 ]; do',
-    '  IFS= read -r a || exit 126',
-    "  a=$(printf '%bx' \"$a\")",
-    '  set -- "$@" "${a%x}"',
-    '  n=$((n-1))',
-    'done',
-    ...(unset.length > 0 ? [`unset ${unset.join(' ')}`] : []),
-    '"$@"',
-    'c=$?',
-    "printf '\\036toolcell:%s\\036' \"$t\"",
-    "printf '\\036toolcell:%s:%s\\036' \"$t\" \"$c\" >&2",
-    'exit "$c"',
-  ].join('\n');
-}
-
-/** Command of a warm-pool member for `job` (`/bin/sh -c LAUNCHER`). */
-export function launcherArgv(job: Pick<ContainerJob, 'env'>): string[] {
-  return ['/bin/sh', '-c', launcherScript(new Set(Object.keys(job.env ?? {}))), 'toolcell-launcher'];
-}
-
-/** Escapes one argv element for the launcher: `\` → `\\`, newline → `\n` (decoded by `printf %b`). */
-export function escapeArg(arg: string): string {
-  return arg.replaceAll('\\', '\\\\').replaceAll('\n', '\\n');
-}
-
-/** The bytes a launcher reads: `token\n`, `argc\n`, one escaped line per argument, then `stdin` verbatim. */
-export function encodeLaunch(token: string, argv: readonly string[], stdin?: string): Buffer {
-  const header = `${token}\n${argv.length}\n${argv.map((a) => `${escapeArg(a)}\n`).join('')}`;
-  return stdin === undefined ? Buffer.from(header, 'utf8') : Buffer.concat([Buffer.from(header, 'utf8'), Buffer.from(stdin, 'utf8')]);
-}
-
 /** The settings hash of a job: SHA-256 of the create options of its pool member (owner-independent). */
 export function poolKey(job: ContainerJob): string {
-  const options = toCreateOptions(job, {owner: '', command: launcherArgv(job), pool: ''});
+  const options = toCreateOptions(job, {owner: '', command: launcherArgv(), pool: ''});
   return createHash('sha256').update(JSON.stringify(options)).digest('hex').slice(0, 32);
 }
 
@@ -195,6 +85,7 @@ interface Slot {
 export class ContainerPool {
   readonly #docker: Docker;
   readonly #owner: string;
+  readonly #provenance: Provenance;
   readonly #size: number;
   readonly #maxTotal: number;
   readonly #maxMemoryMb: number;
@@ -209,9 +100,10 @@ export class ContainerPool {
   readonly #sweeper: NodeJS.Timeout;
   #closed = false;
 
-  constructor(docker: Docker, owner: string, options: PoolOptions) {
+  constructor(docker: Docker, owner: string, provenance: Provenance, options: PoolOptions) {
     this.#docker = docker;
     this.#owner = owner;
+    this.#provenance = provenance;
     this.#size = Math.max(0, Math.floor(options.size ?? 2));
     this.#maxTotal = Math.max(0, Math.floor(options.maxTotal ?? 8));
     this.#maxMemoryMb = options.maxMemoryMb ?? 2048;
@@ -239,6 +131,7 @@ export class ContainerPool {
   /** Starts keeping members ready for jobs with the settings of `template`. */
   register(template: ContainerJob): Slot | undefined {
     if (this.#closed || this.#size === 0) return undefined;
+    if (!launcherFits({...template, argv: ['/bin/true']}, this.#maxHeaderBytes)) return undefined;
     let key: string;
     try {
       key = poolKey(template);
@@ -266,7 +159,7 @@ export class ContainerPool {
   /** `take`, also returning the slot of the job's settings (undefined when the job cannot use the pool). */
   #take(job: ContainerJob): {sandbox?: Sandbox; slot?: Slot} {
     if (this.#closed || this.#size === 0) return {};
-    if (encodeLaunch(SIZING_TOKEN, job.argv).length > this.#maxHeaderBytes) return {};
+    if (!launcherFits(job, this.#maxHeaderBytes)) return {};
     const slot = this.register(job);
     if (!slot) return {};
     slot.lastUsed = performance.now();
@@ -343,11 +236,14 @@ export class ContainerPool {
   async #create(slot: Slot): Promise<void> {
     let created: Docker.Container | undefined;
     try {
-      const options = toCreateOptions(slot.template, {owner: this.#owner, command: launcherArgv(slot.template), pool: slot.key});
+      const base = toCreateOptions(slot.template, {owner: this.#owner, command: launcherArgv(), pool: slot.key});
+      const claim = this.#provenance.claim(this.#owner);
+      const options = {...base, name: claim.name, Labels: {...base.Labels, ...claim.labels}};
       const sandbox = await prepareSandbox(this.#docker, options, {
         image: slot.template.image, runtime: slot.template.runtime, signal: AbortSignal.timeout(30_000),
         onCreated: (c) => {
           created = c;
+          this.#provenance.record(c.id);
           this.#pending.add(c);
         },
       });
@@ -418,8 +314,12 @@ export class ContainerPool {
     try {
       await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
       uidLeases.releaseContainer(container.id); // uid lease: the container is gone
+      void this.#provenance.forget(container.id);
     } catch (err) {
-      if (isNoSuchContainer(err)) uidLeases.releaseContainer(container.id);
+      if (isNoSuchContainer(err)) {
+        uidLeases.releaseContainer(container.id);
+        void this.#provenance.forget(container.id);
+      }
       else log.warn({err, containerId: container.id}, 'warm pool member remove failed; the reaper will retry');
     }
   }

@@ -6,6 +6,7 @@ import type Docker from 'dockerode';
 import {log as rootLog} from '../../log.ts';
 import {isNoSuchContainer} from './docker-errors.ts';
 import {JOB_LABEL, MANAGED_LABEL, OWNER_LABEL} from './host-config.ts';
+import {Provenance} from './provenance.ts';
 
 const log = rootLog.child({component: 'container-reaper'});
 const execFileP = promisify(execFile);
@@ -24,19 +25,23 @@ export interface ReapResult {
 }
 
 /**
- * Removes (forced: killed first) every container labelled `toolcell.managed=true`, or only
- * those of one backend instance (`owner`) or one job (`job`).
+ * Removes (forced: killed first) the containers this installation can prove it created
+ * (provenance.ts: a valid `toolcell.proof` for the container's name and owner label) among those
+ * labelled `toolcell.managed=true`, or only those of one backend instance (`owner`), one job
+ * (`job`), or whose owner process is gone (`orphansOnly`, see {@link isOrphan}).
  *
- * Call it at start-up (no filter: every toolcell container on this engine is a leftover of a
- * previous process, unless several toolcell servers share one engine; then pass `owner`)
- * and at shutdown (`owner` of the closing backend). Never touches unlabelled containers.
+ * Call it at start-up (`orphansOnly`, so that several toolcell servers can share one engine)
+ * and at shutdown (`owner` of the closing backend). Never touches unlabelled containers, nor
+ * look-alikes that carry toolcell's labels without a proof made with this installation's key.
+ * @param scope.provenance the installation's key (default `Provenance.of()`, the default state directory).
  * @throws the engine's error when the list itself fails (e.g. engine unreachable).
  */
-export async function reapContainers(docker: Docker, scope: {owner?: string; job?: string; orphansOnly?: boolean} = {}): Promise<ReapResult> {
+export async function reapContainers(docker: Docker, scope: {owner?: string; job?: string; orphansOnly?: boolean; provenance?: Provenance} = {}): Promise<ReapResult> {
+  const provenance = scope.provenance ?? Provenance.of();
   const label = [`${MANAGED_LABEL}=true`];
   if (scope.owner !== undefined) label.push(`${OWNER_LABEL}=${scope.owner}`);
   if (scope.job !== undefined) label.push(`${JOB_LABEL}=${scope.job}`);
-  const all = await docker.listContainers({all: true, filters: {label}});
+  const all = (await docker.listContainers({all: true, filters: {label}, abortSignal: AbortSignal.timeout(LIST_TIMEOUT_MS)})).filter((c) => provenance.proves(c));
   const list = scope.orphansOnly ? all.filter((c) => isOrphan(c.Labels?.[OWNER_LABEL])) : all;
   const result: ReapResult = {removed: [], failed: []};
   await Promise.all(list.map(async ({Id}) => {
@@ -52,7 +57,7 @@ export async function reapContainers(docker: Docker, scope: {owner?: string; job
       log.warn({err, containerId: Id}, 'container remove failed; the next reap will retry');
     }
   }));
-  if (result.removed.length > 0) log.debug({count: result.removed.length, scope}, 'reaped containers');
+  if (result.removed.length > 0) log.debug({count: result.removed.length, owner: scope.owner, job: scope.job}, 'reaped containers');
   return result;
 }
 
@@ -111,8 +116,9 @@ async function processAgeMs(pid: number, proc: string): Promise<number> {
  * Why: a runsc start that fails (design/MACHINE.md: the network-namespace refusal) leaves its
  * shim and the runsc gofer/sandbox processes running although `docker ps -a` lists nothing.
  * @param options.ids only these container ids (e.g. those this process created and failed to remove).
- * @param options.minAgeMs ignore shims younger than this (default 30 000): a container that is
- *   being created or removed right now may briefly have a shim the list does not show.
+ * @param options.minAgeMs ignore shims younger than this (default 30 000, and not checked for
+ *   `ids` unless given): a container that is being created or removed right now may briefly
+ *   have a shim the list does not show.
  * @param options.procRoot the proc filesystem to read (default /proc; tests pass a fake tree).
  */
 export async function findOrphanShims(docker: Pick<Docker, 'listContainers'>, options: {ids?: Iterable<string>; minAgeMs?: number; procRoot?: string} = {}): Promise<OrphanShim[]> {
@@ -143,7 +149,7 @@ export async function findOrphanShims(docker: Pick<Docker, 'listContainers'>, op
     const id = SHIM_ID.exec(shim.cmdline)?.[1];
     if (!id || known.has(id) || (only && !only.has(id))) continue;
     try {
-      if (!only && (await processAgeMs(shim.pid, proc)) < minAgeMs) continue;
+      if ((!only || options.minAgeMs !== undefined) && (await processAgeMs(shim.pid, proc)) < minAgeMs) continue;
     } catch {
       continue;
     }
@@ -156,17 +162,21 @@ export async function findOrphanShims(docker: Pick<Docker, 'listContainers'>, op
 }
 
 /**
- * Ends orphaned shims found by {@link findOrphanShims}: `runsc --root ROOT delete -force ID`
+ * Ends orphaned shims found by {@link findOrphanShims}, of `options.ids` or else of the
+ * containers this installation recorded creating (`provenance.recorded()`; shims 30 s old at least): `runsc --root ROOT delete -force ID`
  * when a runsc process belongs to it, SIGKILL to the remaining processes naming the id, then
  * SIGTERM to the shim. Needs to run as root on the engine's host; otherwise it logs and does
  * nothing. A shim ended this way may stay a zombie until its parent (containerd or PID 1) reaps it.
  * Only processes whose program name contains runsc, runc or containerd are signalled.
  * @returns the container ids whose shims were signalled.
  */
-export async function reapOrphanShims(docker: Docker, options: {ids?: Iterable<string>; minAgeMs?: number} = {}): Promise<string[]> {
+export async function reapOrphanShims(docker: Docker, options: {ids?: Iterable<string>; minAgeMs?: number; provenance?: Provenance} = {}): Promise<string[]> {
   let orphans: OrphanShim[];
   try {
-    orphans = await findOrphanShims(docker, options);
+    // Only shims of containers this installation recorded creating (provenance.ts), never others'.
+    const ids = options.ids ?? (options.provenance ?? Provenance.of()).recorded();
+    const minAgeMs = options.minAgeMs ?? (options.ids ? undefined : 30_000);
+    orphans = await findOrphanShims(docker, minAgeMs === undefined ? {ids} : {ids, minAgeMs});
   } catch (err) {
     log.debug({err}, 'orphan shim scan failed');
     return [];

@@ -246,22 +246,22 @@ describe('container warm pool lifecycle', {skip: !ok && 'no Docker engine'}, () 
     assert.deepEqual(await managedContainers(`toolcell.owner=${b.owner}`), []);
   });
 
-  test('an image without /bin/sh cannot host the launcher: the pool stops trying and calls run cold', async () => {
-    const tag = `toolcell-test/nosh:${process.pid}`;
-    const dir = mkdtempSync(join(tmpdir(), 'toolcell-nosh-'));
-    writeFileSync(join(dir, 'Dockerfile'), 'FROM toolcell/python\nUSER root\nRUN rm -f /usr/bin/sh /usr/bin/dash /bin/sh /bin/dash\nUSER 65534:65534\n');
+  test('an image whose launcher the tool user can read (so it would be dumpable) never hosts a warm call: the pool stops trying and calls run cold', async () => {
+    const tag = `toolcell-test/readable-launcher:${process.pid}`;
+    const dir = mkdtempSync(join(tmpdir(), 'toolcell-readable-launcher-'));
+    writeFileSync(join(dir, 'Dockerfile'), 'FROM toolcell/python\nUSER root\nRUN chmod 0555 /opt/toolcell/sh\nUSER 65534:65534\n');
     const stream = await docker.buildImage({context: dir, src: ['Dockerfile']}, {t: tag, rm: true, forcerm: true});
     const events = await new Promise<Array<{error?: string}>>((resolve, reject) => docker.modem.followProgress(stream, (err, out) => (err ? reject(err) : resolve(out))));
     assert.equal(events.find((e) => e.error)?.error, undefined, 'test image built');
     rmSync(dir, {recursive: true, force: true});
     const b = new ContainerBackend({pool: {size: 2}});
     try {
-      const noShell = (code: string) => job(code, [], {image: tag});
-      b.prewarm(noShell(''));
+      const readable = (code: string) => job(code, [], {image: tag});
+      b.prewarm(readable(''));
       await until(async () => b.poolStats().creating === 0 && (await managedContainers(`toolcell.owner=${b.owner}`)).length === 0);
       assert.equal(b.poolStats().ready, 0);
       for (let i = 0; i < 3; i++) {
-        const r = await b.run(noShell('print("cold")'), {signal: noSignal()});
+        const r = await b.run(readable('print("cold")'), {signal: noSignal()});
         assert.equal(r.failed, false, r.stderr);
         assert.equal(r.stdout.split('\n')[1], 'cold');
       }

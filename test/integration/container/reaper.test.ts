@@ -4,14 +4,18 @@ import assert from 'node:assert/strict';
 import {randomUUID} from 'node:crypto';
 import {describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
+import {Provenance} from '../../../src/backends/container/provenance.ts';
 import {findOrphanShims, killStuckRuntime, reapContainers, reapOrphanShims} from '../../../src/backends/container/reaper.ts';
 import {assertHealthy, docker, dockerAvailable, managedContainers} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/shell', 'toolcell/python']});
 const runsc = ok && await dockerAvailable({images: ['toolcell/shell', 'toolcell/python'], runsc: true});
 
-async function leftover(labels: Record<string, string>): Promise<string> {
-  const c = await docker.createContainer({Image: 'toolcell/shell', Cmd: ['/usr/bin/sleep', '60'], Labels: labels, HostConfig: {NetworkMode: 'none'}});
+/** A running container with `labels`; with the installation's proof of origin for its owner label unless `proven` is false. */
+async function leftover(labels: Record<string, string>, proven = true): Promise<string> {
+  const claim = proven ? Provenance.of().claim(labels['toolcell.owner'] ?? '') : undefined;
+  const c = await docker.createContainer({Image: 'toolcell/shell', Cmd: ['/usr/bin/sleep', '60'], Labels: {...labels, ...claim?.labels}, HostConfig: {NetworkMode: 'none'},
+    ...(claim ? {name: claim.name} : {})});
   await c.start();
   return c.id;
 }
@@ -50,9 +54,10 @@ describe('hung runsc start', {skip: !runsc && 'no runsc runtime'}, () => {
     // These settings made runsc 2022-12 hang in `start` on this kind of machine (a pids limit far
     // below what the sentry needs, with the hardened flags). toHostConfig never produces them.
     const owner = `test/${randomUUID()}`;
+    const claim = Provenance.of().claim(owner);
     const c = await docker.createContainer({
-      Image: 'toolcell/shell', Entrypoint: ['/usr/bin/echo'], Cmd: ['hi'], User: '65534:65534',
-      Labels: {'toolcell.managed': 'true', 'toolcell.owner': owner},
+      name: claim.name, Image: 'toolcell/shell', Entrypoint: ['/usr/bin/echo'], Cmd: ['hi'], User: '65534:65534',
+      Labels: {'toolcell.managed': 'true', 'toolcell.owner': owner, ...claim.labels},
       HostConfig: {
         Runtime: 'runsc', NetworkMode: 'none', ReadonlyRootfs: true, CapDrop: ['ALL'], SecurityOpt: ['no-new-privileges'],
         Tmpfs: {'/tmp': 'rw,noexec,nosuid,nodev,size=8m'}, Init: true, LogConfig: {Type: 'none', Config: {}},

@@ -5,13 +5,16 @@ import {spawnSync} from 'node:child_process';
 import {hostname} from 'node:os';
 import {test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
+import {Provenance} from '../../../src/backends/container/provenance.ts';
 import {docker, dockerAvailable} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/shell']});
 
+/** A container as this installation creates them: our labels and a proof of origin (provenance.ts). */
 async function labelled(owner: string): Promise<string> {
-  const c = await docker.createContainer({Image: 'toolcell/shell', Cmd: ['/usr/bin/sleep', '60'],
-    Labels: {'toolcell.managed': 'true', 'toolcell.owner': owner}, HostConfig: {NetworkMode: 'none'}});
+  const claim = Provenance.of().claim(owner);
+  const c = await docker.createContainer({name: claim.name, Image: 'toolcell/shell', Cmd: ['/usr/bin/sleep', '60'],
+    Labels: {'toolcell.managed': 'true', 'toolcell.owner': owner, ...claim.labels}, HostConfig: {NetworkMode: 'none'}});
   return c.id;
 }
 const exists = async (id: string) => docker.getContainer(id).inspect().then(() => true, () => false);

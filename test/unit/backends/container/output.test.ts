@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import {describe, test} from 'node:test';
 import {OutputCollector, utf8Boundary} from '../../../../src/backends/container/output.ts';
-import {EXIT_REPORT_MAX_BYTES, exitMarkers} from '../../../../src/backends/container/pool.ts';
+import {EXIT_REPORT_MAX_BYTES, exitMarkers} from '../../../../src/backends/container/launcher.ts';
 
 function frame(stream: 1 | 2, payload: Buffer | string): Buffer {
   const body = Buffer.isBuffer(payload) ? payload : Buffer.from(payload);

@@ -2,7 +2,9 @@
 import assert from 'node:assert/strict';
 import {describe, test} from 'node:test';
 import type {ContainerJob} from '../../../../src/backends/backend.ts';
-import {encodeLaunch, escapeArg, exitMarkers, launcherScript, newLaunchToken, poolKey} from '../../../../src/backends/container/pool.ts';
+import {RESERVED_ENV_PREFIX, encodeLaunch, escapeArg, exitMarkers, launcherFits, newLaunchToken} from '../../../../src/backends/container/launcher.ts';
+import {poolKey} from '../../../../src/backends/container/pool.ts';
+import {ContainerEntry} from '../../../../src/policy/manifest-schema.ts';
 
 const base: ContainerJob = {
   kind: 'container', id: 'a', image: 'toolcell/python', argv: ['/usr/bin/python3', '-c', 'print(1)'],
@@ -51,16 +53,18 @@ describe('launcher encoding', () => {
     assert.equal(m.stdout.toString('latin1'), `\x1etoolcell:${a}\x1e`);
     assert.equal(m.stderrPrefix.toString('latin1'), `\x1etoolcell:${a}:`);
   });
-  test('the launcher runs the argv as its child, then reports its status on both streams and exits with it', () => {
-    assert.match(launcherScript(), /\n"\$@"\nc=\$\?\nprintf '\\036toolcell:%s\\036' "\$t"\nprintf '\\036toolcell:%s:%s\\036' "\$t" "\$c" >&2\nexit "\$c"$/);
-    assert.match(launcherScript(), /case \$t in ""\|\*\[!0-9a-f\]\*\) exit 126;; esac/);
+  test('only jobs the launcher runs exactly as cold may use the pool', () => {
+    assert.equal(launcherFits(base, 65_536), true);
+    assert.equal(launcherFits({...base, runtime: 'runsc'}, 65_536), false, 'gVisor cannot exec the unreadable launcher');
+    assert.equal(launcherFits({...base, argv: ['python3', '-c', '1']}, 65_536), false, 'a bare name could be a busybox applet');
+    for (const name of ['PWD', 'OLDPWD', 'SHLVL', `${RESERVED_ENV_PREFIX}T`]) {
+      assert.equal(launcherFits({...base, env: {[name]: 'x'}}, 65_536), false, name);
+    }
+    assert.equal(launcherFits({...base, argv: ['/bin/echo', 'x'.repeat(100)]}, 64), false, 'header too large');
   });
-  test('the launcher unsets the variables dash adds, unless the job grants them', () => {
-    assert.match(launcherScript(), /unset PWD OLDPWD\n"\$@"\n/);
-    assert.match(launcherScript(new Set(['PWD'])), /unset OLDPWD\n/);
-    assert.doesNotMatch(launcherScript(new Set(['PWD', 'OLDPWD'])), /unset/);
-  });
-  test('the launcher never evaluates its input: no eval, only read/printf %b/"$@"', () => {
-    assert.doesNotMatch(launcherScript(), /\beval\b|\$\(\s*\$a|source|\. /);
+  test('a package env may not name the launcher\'s reserved variables', () => {
+    const entry = (env: Record<string, string>) => ContainerEntry.safeParse({image: 'toolcell/python', command: ['/usr/bin/python3'], env}).success;
+    assert.equal(entry({t: '1', PATH: '/bin'}), true);
+    assert.equal(entry({[`${RESERVED_ENV_PREFIX}T`]: '1'}), false);
   });
 });
