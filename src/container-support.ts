@@ -1,3 +1,4 @@
+// Decides whether container tools can run on this host (engine, images, runtimes) before serving.
 import Docker from 'dockerode';
 import type {Backend, ContainerJob} from './backends/backend.ts';
 import {ContainerBackend} from './backends/container/container-backend.ts';

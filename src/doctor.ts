@@ -1,3 +1,4 @@
+// `toolcell doctor`: what isolation this host offers for the loaded profiles; fails closed.
 import {probeDocker, type DockerProbe} from './backends/container/probe.ts';
 import {IsolateBackend} from './backends/isolate/isolate-backend.ts';
 import {loadPackages} from './policy/load-packages.ts';

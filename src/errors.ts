@@ -19,12 +19,6 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'INTERNAL';
 
-/** Every code, for tests and schemas. */
-export const ERROR_CODES: readonly ErrorCode[] = [
-  'TIMEOUT', 'MEMORY_LIMIT', 'OUTPUT_LIMIT', 'PIDS_LIMIT', 'DENIED', 'INVALID_ARGUMENTS',
-  'RATE_LIMITED', 'BUSY', 'TOOL_FAILED', 'CANCELLED', 'BACKEND_UNAVAILABLE', 'INTERNAL',
-];
-
 /**
  * A failure with a stable string `code`, a model-facing `message` and JSON `data` that is
  * safe to send to the client (e.g. `{profile, allowed}`); `options.cause` keeps the

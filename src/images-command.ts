@@ -1,3 +1,4 @@
+// `toolcell images build`: builds the sandbox images and prints progress.
 import {buildImages} from './backends/container/images.ts';
 import {ToolcellError} from './errors.ts';
 

@@ -1,3 +1,4 @@
+// The debug log: pino to stderr (on stdio, stdout is the protocol).
 import {pino, type Logger} from 'pino';
 
 /**

@@ -1,3 +1,4 @@
+// Where the installation's bundled tools and profiles are, from src/ or dist/.
 import {dirname, join, resolve} from 'node:path';
 import {fileURLToPath} from 'node:url';
 
@@ -7,5 +8,3 @@ export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..
 export const BUNDLED_TOOLS = join(PACKAGE_ROOT, 'tools');
 /** Bundled profiles. */
 export const BUNDLED_PROFILES = join(PACKAGE_ROOT, 'profiles');
-/** Sandbox image definitions. */
-export const SANDBOXES = join(PACKAGE_ROOT, 'sandboxes');

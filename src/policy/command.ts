@@ -1,3 +1,4 @@
+// Container argv: placeholder substitution and the commands allowlist.
 import {ToolcellError} from '../errors.ts';
 import {PLACEHOLDER} from './manifest-schema.ts';
 

@@ -1,3 +1,4 @@
+// JSON Schema (ajv) for third-party tool schemas: compile, validate arguments, describe errors.
 import {Ajv, type ErrorObject, type ValidateFunction} from 'ajv';
 import {Ajv2020} from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';

@@ -1,3 +1,4 @@
+// Loads tool packages from directories: manifests validated, entries kept inside their package.
 import {readdir, readFile, realpath, stat} from 'node:fs/promises';
 import {isAbsolute, join, relative, resolve, sep} from 'node:path';
 import * as z from 'zod';

@@ -1,3 +1,4 @@
+// The tool package manifest (toolcell.json) as a strict zod schema.
 import * as z from 'zod';
 
 /**

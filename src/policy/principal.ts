@@ -1,3 +1,4 @@
+// Who is calling, and which tools a principal may see and call.
 import type {ToolDefinition} from './tool-definition.ts';
 
 /**

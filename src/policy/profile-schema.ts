@@ -1,3 +1,4 @@
+// The profile format as a strict zod schema, and its generated JSON Schema.
 import * as z from 'zod';
 
 /**

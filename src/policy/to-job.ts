@@ -1,3 +1,4 @@
+// Tool + arguments + profile → the job a backend runs (argv, limits, mounts).
 import type {ContainerJob, IsolateJob, Job, Mount} from '../backends/backend.ts';
 import {argumentText, authorizeArgv, buildArgv} from './command.ts';
 import type {ToolDefinition} from './tool-definition.ts';

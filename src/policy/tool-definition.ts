@@ -1,3 +1,4 @@
+// A loaded tool: its manifest, profile, compiled schemas and MCP name.
 import type {ValidateFunction} from 'ajv';
 import type {ContainerEntry} from './manifest-schema.ts';
 import type {Profile} from './profile-schema.ts';
