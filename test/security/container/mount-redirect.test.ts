@@ -90,7 +90,7 @@ describe('mount sources are re-checked at every create', {skip: !ok && 'no Docke
     // Call 2 would list every host pid at /data and read /data/<pid>/root/... of other sandboxes.
     const second = job(LIST('/data'));
     await assertRefused(backend.run(second, {signal: noSignal()}), '/data', ws.path);
-    assert.deepEqual(await managedContainers(`toolcell.job=${second.id}`), [], 'no container is left behind');
+    assert.deepEqual(await managedContainers(`toolcell.job=${second.id}`, `toolcell.owner=${backend.owner}`), [], 'no container is left behind');
     await assertHealthy(backend);
   });
 

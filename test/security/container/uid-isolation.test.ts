@@ -62,10 +62,11 @@ time.sleep(12)
       // The victim's host pid, as an attacker with a /proc path and a pid would find it.
       let pid = 0;
       for (let i = 0; i < 150 && pid === 0; i++) {
-        const [id] = await managedContainers(`toolcell.job=${victimJob.id}`);
+        // Job ids repeat across processes (test-<pid>-<n>): the owner label makes it this backend's container.
+        const [id] = await managedContainers(`toolcell.job=${victimJob.id}`, `toolcell.owner=${backend.owner}`);
         if (id !== undefined) {
-          const info = await docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(5_000)});
-          if (info.State.Running) pid = info.State.Pid;
+          const info = await docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(5_000)}).catch(() => undefined);
+          if (info?.State.Running) pid = info.State.Pid;
         }
         if (pid === 0) await new Promise((r) => setTimeout(r, 100));
       }
