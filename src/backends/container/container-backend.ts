@@ -7,6 +7,7 @@ import type {Backend, ContainerJob, ExecutionResult} from '../backend.ts';
 import {CgroupSampler, readPidsState} from './cgroup.ts';
 import {dockerMessage, isNoSuchContainer, isUnreachable, toBackendError} from './docker-errors.ts';
 import {toCreateOptions} from './host-config.ts';
+import {DeadlineKeeper} from './deadline-keeper.ts';
 import {attributeExit, type ExitEvidence} from './exit-reason.ts';
 import {OomWatch, kernelLoggedOom} from './oom-watch.ts';
 import {OutputCollector} from './output.ts';
@@ -93,6 +94,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
   readonly provenance: Provenance;
   readonly #pool: ContainerPool | undefined;
   readonly #oom: OomWatch;
+  /** Removes containers at their deadline if this process dies (deadline-keeper.ts). */
+  readonly #keeper = new DeadlineKeeper();
   /** Cancel functions of calls in flight. */
   readonly #running = new Set<() => void>();
   /** Containers of calls in flight, by id. */
@@ -207,6 +210,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
       stop.abort(new Error(r));
     };
     const remaining = job.limits.timeoutMs - (performance.now() - t0);
+    /** The call's deadline in ms since the epoch, for the keeper that outlives this process. */
+    const deadlineAt = Date.now() + Math.max(0, remaining);
     const timer = setTimeout(() => terminate('timeout'), Math.max(0, remaining));
     const onAbort = () => terminate('cancel');
     signal.addEventListener('abort', onAbort, {once: true});
@@ -229,12 +234,14 @@ export class ContainerBackend implements Backend<ContainerJob> {
       if (lease) {
         sandbox = lease;
         warm = true;
+        this.#keeper.watch(lease.id, deadlineAt);
       } else {
         const preparing = prepareSandbox(this.docker, createOptions, {
           image: job.image, runtime: job.runtime, signal: stop.signal,
           onCreated: (c) => {
             container = c;
             this.provenance.record(c.id);
+            this.#keeper.watch(c.id, deadlineAt);
             if (!finished) this.#live.set(c.id, c);
           },
         });
@@ -416,9 +423,11 @@ export class ContainerBackend implements Backend<ContainerJob> {
     try {
       await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(timeoutMs)} as Docker.ContainerRemoveOptions);
       this.#leaked.delete(container.id);
+      this.#keeper.release(container.id);
       if (!this.#everLeaked.has(container.id)) void this.provenance.forget(container.id);
     } catch (err) {
       if (isNoSuchContainer(err)) {
+        this.#keeper.release(container.id);
         if (!this.#everLeaked.has(container.id)) void this.provenance.forget(container.id);
         return;
       }
@@ -483,12 +492,14 @@ export class ContainerBackend implements Backend<ContainerJob> {
       await Promise.all(this.#removing);
       await Promise.all([...this.#live.values()].map((c) => this.#destroy(c, REMOVE_TIMEOUT_MS)));
       try {
-        await reapContainers(this.docker, {owner: this.owner, provenance: this.provenance});
+        const reaped = await reapContainers(this.docker, {owner: this.owner, provenance: this.provenance});
+        if (reaped.failed.length === 0 && this.#leaked.size === 0) this.#keeper.releaseAll();
       } catch (err) {
         if (!isUnreachable(err)) log.warn({err}, 'reap at close failed');
       }
       await reapOrphanShims(this.docker, {ids: this.#leakedAndGone()}).catch(() => undefined);
       this.#oom.close();
+      this.#keeper.close();
     })();
     return this.#closing;
   }
