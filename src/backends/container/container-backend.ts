@@ -1,3 +1,8 @@
+/**
+ * The container backend: runs each job in a fresh hardened Docker container (cold or from the
+ * warm pool) and turns how it ended into an ExecutionResult; removal, reaping, exit attribution,
+ * the launcher and the pool live in their own modules next to this one.
+ */
 import {randomUUID} from 'node:crypto';
 import {hostname} from 'node:os';
 import Docker from 'dockerode';
@@ -13,7 +18,8 @@ import {OomWatch, kernelLoggedOom} from './oom-watch.ts';
 import {OutputCollector} from './output.ts';
 import {EXIT_REPORT_MAX_BYTES, exitMarkers, newLaunchToken} from './launcher.ts';
 import {ContainerPool, type PoolOptions} from './pool.ts';
-import {reapContainers, reapOrphanShims} from './reaper.ts';
+import {reapContainers} from './reaper.ts';
+import {reapOrphanShims} from './shims.ts';
 import {Provenance} from './provenance.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
 import {ContainerRemover, newTeardown} from './teardown.ts';

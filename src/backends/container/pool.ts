@@ -1,16 +1,3 @@
-import {createHash} from 'node:crypto';
-import type Docker from 'dockerode';
-import {log as rootLog} from '../../log.ts';
-import type {ContainerJob} from '../backend.ts';
-import {isNoSuchContainer} from './docker-errors.ts';
-import {toCreateOptions} from './host-config.ts';
-import {awaitReady, encodeLaunch, launcherArgv, launcherFits} from './launcher.ts';
-import {REMOVE_TIMEOUT_MS} from './reaper.ts';
-import type {Provenance} from './provenance.ts';
-import {prepareSandbox, type Sandbox} from './sandbox.ts';
-
-const log = rootLog.child({component: 'container-pool'});
-
 /**
  * Warm pool of containers (issue 4): containers created and started ahead of demand, each
  * waiting for the one job it will run, handed to exactly one call and removed after it.
@@ -38,6 +25,18 @@ const log = rootLog.child({component: 'container-pool'});
  * for a while and runs cold. Jobs the launcher cannot run exactly as cold (`launcherFits`: runsc,
  * a bare argv[0], env naming a variable the shell rewrites) always run cold.
  */
+import {createHash} from 'node:crypto';
+import type Docker from 'dockerode';
+import {log as rootLog} from '../../log.ts';
+import type {ContainerJob} from '../backend.ts';
+import {isNoSuchContainer} from './docker-errors.ts';
+import {toCreateOptions} from './host-config.ts';
+import {awaitReady, encodeLaunch, launcherArgv, launcherFits} from './launcher.ts';
+import {REMOVE_TIMEOUT_MS} from './reaper.ts';
+import type {Provenance} from './provenance.ts';
+import {prepareSandbox, type Sandbox} from './sandbox.ts';
+
+const log = rootLog.child({component: 'container-pool'});
 
 /** Options of the warm pool. */
 export interface PoolOptions {

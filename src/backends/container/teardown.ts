@@ -9,7 +9,8 @@ import {log as rootLog} from '../../log.ts';
 import type {DeadlineKeeper} from './deadline-keeper.ts';
 import {isNoSuchContainer} from './docker-errors.ts';
 import type {Provenance} from './provenance.ts';
-import {REMOVE_TIMEOUT_MS, killStuckRuntime, reapOrphanShims} from './reaper.ts';
+import {REMOVE_TIMEOUT_MS} from './reaper.ts';
+import {killStuckRuntime, reapOrphanShims} from './shims.ts';
 import type {Sandbox} from './sandbox.ts';
 
 const log = rootLog.child({component: 'container-teardown'});
