@@ -14,8 +14,9 @@
  * (its own `/proc/$$/mem` must not be readable to it, which holds exactly when it is
  * non-dumpable to its uid) and refuses to signal readiness otherwise, so an image without the
  * launcher, or with a readable one, never gets a warm call. Its variables carry the reserved
- * prefix {@link RESERVED_ENV_PREFIX}, which no package env may use (manifest schema, `toEnv`),
- * and are unset first, so none of them is ever exported into the tool's environment.
+ * prefix {@link RESERVED_ENV_PREFIX}, which no package env may use (the manifest schema refuses
+ * it; a job that names it anyway runs cold, see {@link launcherFits}), and are unset first, so
+ * none of them is ever exported into the tool's environment.
  * Does NOT hold under gVisor: runsc's sentry refuses to exec a file it cannot read ("exec
  * /opt/toolcell/sh failed: Permission denied"), so runsc jobs never use the pool.
  */
