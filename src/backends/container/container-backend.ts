@@ -115,9 +115,9 @@ export class ContainerBackend implements Backend<ContainerJob> {
     this.docker = options.docker ?? new Docker();
     this.owner = `${hostname()}/${process.pid}/${randomUUID()}`;
     this.provenance = Provenance.of(options.stateDir);
-    this.#pool = options.pool ? new ContainerPool(this.docker, this.owner, this.provenance, options.pool) : undefined;
-    this.#oom = new OomWatch(this.docker, this.owner);
     this.#remover = new ContainerRemover(this.docker, this.provenance, this.#keeper);
+    this.#pool = options.pool ? new ContainerPool(this.docker, this.owner, this.provenance, this.#remover, options.pool) : undefined;
+    this.#oom = new OomWatch(this.docker, this.owner);
   }
 
   /**

@@ -40,7 +40,8 @@ export function newTeardown(): Teardown {
 }
 
 /**
- * Removes the containers of one backend: each call's once ({@link finish}), failed removals
+ * Removes the containers of one backend: each call's once ({@link finish}), warm-pool members
+ * the pool discards unused ({@link destroy}, called by pool.ts), failed removals
  * retried in the background and then again at {@link close}, orphaned runtime shims of
  * containers whose removal or start failed ended (ids kept in a bounded set). Every removal
  * releases the container from the deadline keeper and drops its provenance record.

@@ -8,7 +8,9 @@ import {mkdtempSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {ContainerPool, poolKey} from '../../../../src/backends/container/pool.ts';
+import {DeadlineKeeper} from '../../../../src/backends/container/deadline-keeper.ts';
 import {Provenance} from '../../../../src/backends/container/provenance.ts';
+import {ContainerRemover} from '../../../../src/backends/container/teardown.ts';
 import {ContainerEntry} from '../../../../src/policy/manifest-schema.ts';
 
 const base: ContainerJob = {
@@ -74,7 +76,9 @@ describe('launcher encoding', () => {
   });
   test('gVisor jobs never get a pool slot (runsc cannot exec the unreadable launcher)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'toolcell-state-'));
-    const pool = new ContainerPool(new Docker(), 'o', Provenance.of(dir), {size: 1});
+    const docker = new Docker();
+    const provenance = Provenance.of(dir);
+    const pool = new ContainerPool(docker, 'o', provenance, new ContainerRemover(docker, provenance, new DeadlineKeeper()), {size: 1});
     try {
       assert.equal(pool.register({...base, runtime: 'runsc'}), undefined);
       assert.equal(pool.take({...base, runtime: 'runsc'}), undefined);
