@@ -102,7 +102,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
   readonly #pool: ContainerPool | undefined;
   readonly #oom: OomWatch;
   /** Removes containers at their deadline if this process dies (deadline-keeper.ts). */
-  readonly #keeper = new DeadlineKeeper();
+  readonly #keeper: DeadlineKeeper;
   /** Cancel functions of calls in flight. */
   readonly #running = new Set<() => void>();
   /** The one owner of container removal, leak retry and orphan watching (teardown.ts). */
@@ -115,6 +115,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
     this.docker = options.docker ?? new Docker();
     this.owner = `${hostname()}/${process.pid}/${randomUUID()}`;
     this.provenance = Provenance.of(options.stateDir);
+    this.#keeper = new DeadlineKeeper(this.docker);
     this.#remover = new ContainerRemover(this.docker, this.provenance, this.#keeper);
     this.#pool = options.pool ? new ContainerPool(this.docker, this.owner, this.provenance, this.#remover, options.pool) : undefined;
     this.#oom = new OomWatch(this.docker, this.owner);

@@ -4,6 +4,7 @@
  * to the server (issue 11 item 4).
  */
 import {spawn, type ChildProcess} from 'node:child_process';
+import type Docker from 'dockerode';
 import {fileURLToPath} from 'node:url';
 import {log as rootLog} from '../../log.ts';
 
@@ -21,19 +22,33 @@ const KEEPER = fileURLToPath(new URL(`./keeper${import.meta.url.endsWith('.ts') 
  * `release` lines. When the keeper died, the next `watch` starts a new one and hands it every
  * container still watched. If it cannot be started, calls run as before, without the guarantee
  * after a server crash (logged once at WARN).
+ * The keeper reaches the same engine as `docker` when that client names a unix socket or a plain
+ * host:port; otherwise (TLS or SSH clients) it uses the environment's engine (`DOCKER_HOST`).
  * Does NOT: stop the tool at its deadline while the server lives (the backend does that); the
  * keeper acts {@link KEEPER_GRACE_MS} later, and only removes containers named to it.
  */
 export class DeadlineKeeper {
+  readonly #engine: Record<string, string>;
   #child: ChildProcess | undefined;
   readonly #watched = new Map<string, number>();
   #warned = false;
   #closed = false;
 
+  /** @param docker the backend's client, whose engine the keeper should reach (see the class comment). */
+  constructor(docker?: Docker) {
+    const modem = (docker?.modem ?? {}) as {socketPath?: unknown; host?: unknown; port?: unknown; protocol?: unknown; ca?: unknown; cert?: unknown};
+    this.#engine = {};
+    if (typeof modem.socketPath === 'string') this.#engine.TOOLCELL_KEEPER_SOCKET = modem.socketPath;
+    else if (typeof modem.host === 'string' && (modem.protocol === 'http' || modem.protocol === undefined) && !modem.ca && !modem.cert) {
+      this.#engine.TOOLCELL_KEEPER_HOST = modem.host;
+      this.#engine.TOOLCELL_KEEPER_PORT = String(modem.port ?? 2375);
+    }
+  }
+
   #ensure(): ChildProcess | undefined {
     if (this.#child && this.#child.exitCode === null && this.#child.signalCode === null && this.#child.stdin?.writable) return this.#child;
     try {
-      const child = spawn(process.execPath, [KEEPER], {detached: true, stdio: ['pipe', 'ignore', 'ignore'], env: process.env});
+      const child = spawn(process.execPath, [KEEPER], {detached: true, stdio: ['pipe', 'ignore', 'ignore'], env: {...process.env, ...this.#engine}});
       child.on('error', (err) => this.#warn(err));
       child.stdin!.on('error', () => undefined);
       child.unref();

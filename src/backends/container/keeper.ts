@@ -21,7 +21,12 @@ const LINGER_MS = 60_000;
 const REMOVE_TIMEOUT_MS = 10_000;
 const ID = /^[0-9a-f]{64}$/;
 
-const docker = new Docker();
+// The server's engine when it passed one (deadline-keeper.ts), else the environment's (DOCKER_HOST).
+const docker = process.env.TOOLCELL_KEEPER_SOCKET
+  ? new Docker({socketPath: process.env.TOOLCELL_KEEPER_SOCKET})
+  : process.env.TOOLCELL_KEEPER_HOST
+    ? new Docker({host: process.env.TOOLCELL_KEEPER_HOST, port: Number(process.env.TOOLCELL_KEEPER_PORT), protocol: 'http'})
+    : new Docker();
 const timers = new Map<string, NodeJS.Timeout>();
 let ended = false;
 /** The latest deadline ever watched, in ms since the epoch. */
