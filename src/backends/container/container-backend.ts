@@ -122,11 +122,12 @@ export class ContainerBackend implements Backend<ContainerJob> {
   }
 
   /**
-   * Start-up: removes containers labelled `toolcell.managed=true` left on this engine by
-   * earlier processes — by default (`scope: 'orphans'`) those whose owner process on this host
-   * is gone (see `isOrphan`), so that several toolcell servers (or test files) can share one
-   * engine without reaping each other's live sandboxes; `'all'` removes every labelled
-   * container; `'none'` removes nothing. Then ends orphaned runtime shims older than 30 s.
+   * Start-up: removes containers left on this engine by earlier processes of this installation
+   * (only those with a valid proof of origin, provenance.ts) — by default (`scope: 'orphans'`)
+   * those whose owner process on this host is gone (see `isOrphan`), so that several toolcell
+   * servers (or test files) can share one engine without reaping each other's live sandboxes;
+   * `'all'` removes every container of this installation; `'none'` removes nothing. Then ends
+   * orphaned runtime shims (30 s old at least) of container ids this installation recorded.
    * Idempotent; `run` does not call it.
    * @throws ToolcellError `BACKEND_UNAVAILABLE` when the engine is unreachable.
    */

@@ -50,7 +50,7 @@ export interface PoolOptions {
   maxAgeMs?: number;
   /** A key not used for this long stops being refilled, in ms (default 600 000). */
   idleKeyMs?: number;
-  /** Longest argv+stdin header the launcher is given, in bytes; larger jobs run cold (default 65 536: dash reads it byte by byte). */
+  /** Longest argv+stdin header the launcher is given, in bytes; larger jobs run cold (default 65 536: the shell reads it byte by byte). */
   maxHeaderBytes?: number;
 }
 
