@@ -50,6 +50,8 @@ export const INVARIANTS = {
     note: 'Cgroup and kernel-log witnesses need toolcell on the engine host with read access (root); a cold container\'s cgroup is sampled every 200 ms, so a refused fork in its last 200 ms can be missed; without the cgroup, stderr fork-failure text is the fallback.'},
   'container:output:capped': {behaviour: 'Output is capped per stream, the container is killed at the cap, and server memory stays bounded.'},
   'container:time:killed-at-deadline': {behaviour: 'A tool that never ends is killed at its deadline, reported timedOut, and its container is gone when the call returns.'},
+  'container:time:deadline-survives-server': {behaviour: 'A container whose server dies (SIGKILL included) mid-call is removed at its deadline by a detached keeper process the tool cannot reach.',
+    note: 'The keeper acts 2 s after the deadline and does not survive a host reboot or its own SIGKILL; warm-pool members waiting for a call are not watched (their launcher exits when the server\'s attach connection closes).'},
   'container:argv:no-shell': {behaviour: 'Arguments reach the program as literal argv elements; no shell interprets them (warm launcher included).'},
   'dispatch:cancel:kills-sandbox': {behaviour: 'Aborting a call stops its sandbox and removes its container within 2 s; the result says isCanceled.'},
   'container:lifecycle:nothing-left-behind': {behaviour: 'After many calls (hostile ones included) and after close(), no labelled container and no orphaned runtime shim remains.'},

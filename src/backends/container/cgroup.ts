@@ -66,19 +66,23 @@ function defined<T extends object>(o: T): T {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }
 
+/** The first of `dirs` whose `file` can be read, with that file's text. */
+function firstReadable(dirs: string[], file: string): {dir: string; text: string} | undefined {
+  for (const dir of dirs) {
+    try {
+      return {dir, text: readFileSync(`${dir}/${file}`, 'utf8')};
+    } catch { /* next layout */ }
+  }
+  return undefined;
+}
+
 /** Reads the pids cgroup of container `id` on this host; undefined when not readable here. */
 export function readPidsState(id: string): PidsState | undefined {
   if (!CONTAINER_ID.test(id)) return undefined;
-  for (const dir of PIDS_DIRS.map((f) => f(id))) {
-    let events: string;
-    try {
-      events = readFileSync(`${dir}/pids.events`, 'utf8');
-    } catch {
-      continue;
-    }
-    return defined({refused: field(events, 'max') ?? 0, current: readNumber(`${dir}/pids.current`), max: readNumber(`${dir}/pids.max`)});
-  }
-  return undefined;
+  const found = firstReadable(PIDS_DIRS.map((f) => f(id)), 'pids.events');
+  if (!found) return undefined;
+  const {dir, text} = found;
+  return defined({refused: field(text, 'max') ?? 0, current: readNumber(`${dir}/pids.current`), max: readNumber(`${dir}/pids.max`)});
 }
 
 /** Reads the memory cgroup of container `id` on this host; undefined when not readable here. */
@@ -94,16 +98,10 @@ export function readMemoryState(id: string): MemoryState | undefined {
       limitBytes: readNumber(`${v1}/memory.limit_in_bytes`),
     });
   } catch { /* not v1 */ }
-  for (const dir of MEMORY_V2.map((f) => f(id))) {
-    let events: string;
-    try {
-      events = readFileSync(`${dir}/memory.events`, 'utf8');
-    } catch {
-      continue;
-    }
-    return defined({oomKills: field(events, 'oom_kill'), failcnt: field(events, 'max'), maxUsageBytes: readNumber(`${dir}/memory.peak`), limitBytes: readNumber(`${dir}/memory.max`)});
-  }
-  return undefined;
+  const found = firstReadable(MEMORY_V2.map((f) => f(id)), 'memory.events');
+  if (!found) return undefined;
+  const {dir, text} = found;
+  return defined({oomKills: field(text, 'oom_kill'), failcnt: field(text, 'max'), maxUsageBytes: readNumber(`${dir}/memory.peak`), limitBytes: readNumber(`${dir}/memory.max`)});
 }
 
 /** Both cgroups of container `id`, read now. */

@@ -1,3 +1,8 @@
+/**
+ * The container backend: runs each job in a fresh hardened Docker container (cold or from the
+ * warm pool) and turns how it ended into an ExecutionResult; removal, reaping, exit attribution,
+ * the launcher and the pool live in their own modules next to this one.
+ */
 import {randomUUID} from 'node:crypto';
 import {hostname} from 'node:os';
 import Docker from 'dockerode';
@@ -5,17 +10,20 @@ import {ToolcellError} from '../../errors.ts';
 import {log as rootLog} from '../../log.ts';
 import type {Backend, ContainerJob, ExecutionResult} from '../backend.ts';
 import {CgroupSampler, readPidsState} from './cgroup.ts';
-import {dockerMessage, isNoSuchContainer, isUnreachable, toBackendError} from './docker-errors.ts';
+import {dockerMessage, isNoSuchContainer, isUnreachable} from './docker-errors.ts';
 import {toCreateOptions} from './host-config.ts';
+import {DeadlineKeeper} from './deadline-keeper.ts';
 import {attributeExit, type ExitEvidence} from './exit-reason.ts';
 import {OomWatch, kernelLoggedOom} from './oom-watch.ts';
 import {OutputCollector} from './output.ts';
 import {EXIT_REPORT_MAX_BYTES, exitMarkers, newLaunchToken} from './launcher.ts';
 import {ContainerPool, type PoolOptions} from './pool.ts';
-import {REMOVE_TIMEOUT_MS, killStuckRuntime, reapContainers, reapOrphanShims} from './reaper.ts';
+import {reapContainers} from './reaper.ts';
+import {reapOrphanShims} from './shims.ts';
 import {Provenance} from './provenance.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
 import {uidLeases} from './uid-leases.ts';
+import {ContainerRemover, newTeardown} from './teardown.ts';
 
 const log = rootLog.child({component: 'container-backend'});
 
@@ -94,12 +102,12 @@ export class ContainerBackend implements Backend<ContainerJob> {
   readonly provenance: Provenance;
   readonly #pool: ContainerPool | undefined;
   readonly #oom: OomWatch;
+  /** Removes containers at their deadline if this process dies (deadline-keeper.ts). */
+  readonly #keeper: DeadlineKeeper;
   /** Cancel functions of calls in flight. */
   readonly #running = new Set<() => void>();
-  /** Containers of calls in flight, by id. */
-  readonly #live = new Map<string, Docker.Container>();
-  /** Ids whose removal failed or timed out; retried by close() and the orphan-shim reaper. */
-  readonly #leaked = new Set<string>();
+  /** The one owner of container removal, leak retry and orphan watching (teardown.ts). */
+  readonly #remover: ContainerRemover;
   #runtimes: {names: Set<string>; at: number} | undefined;
   #closed = false;
   #started: Promise<void> | undefined;
@@ -108,16 +116,19 @@ export class ContainerBackend implements Backend<ContainerJob> {
     this.docker = options.docker ?? new Docker();
     this.owner = `${hostname()}/${process.pid}/${randomUUID()}`;
     this.provenance = Provenance.of(options.stateDir);
-    this.#pool = options.pool ? new ContainerPool(this.docker, this.owner, this.provenance, options.pool) : undefined;
+    this.#keeper = new DeadlineKeeper(this.docker);
+    this.#remover = new ContainerRemover(this.docker, this.provenance, this.#keeper);
+    this.#pool = options.pool ? new ContainerPool(this.docker, this.owner, this.provenance, this.#remover, options.pool) : undefined;
     this.#oom = new OomWatch(this.docker, this.owner);
   }
 
   /**
-   * Start-up: removes containers labelled `toolcell.managed=true` left on this engine by
-   * earlier processes — by default (`scope: 'orphans'`) those whose owner process on this host
-   * is gone (see `isOrphan`), so that several toolcell servers (or test files) can share one
-   * engine without reaping each other's live sandboxes; `'all'` removes every labelled
-   * container; `'none'` removes nothing. Then ends orphaned runtime shims older than 30 s.
+   * Start-up: removes containers left on this engine by earlier processes of this installation
+   * (only those with a valid proof of origin, provenance.ts) — by default (`scope: 'orphans'`)
+   * those whose owner process on this host is gone (see `isOrphan`), so that several toolcell
+   * servers (or test files) can share one engine without reaping each other's live sandboxes;
+   * `'all'` removes every container of this installation; `'none'` removes nothing. Then ends
+   * orphaned runtime shims (30 s old at least) of container ids this installation recorded.
    * Idempotent; `run` does not call it.
    * @throws ToolcellError `BACKEND_UNAVAILABLE` when the engine is unreachable.
    */
@@ -208,6 +219,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
       stop.abort(new Error(r));
     };
     const remaining = job.limits.timeoutMs - (performance.now() - t0);
+    /** The call's deadline in ms since the epoch, for the keeper that outlives this process. */
+    const deadlineAt = Date.now() + Math.max(0, remaining);
     const timer = setTimeout(() => terminate('timeout'), Math.max(0, remaining));
     const onAbort = () => terminate('cancel');
     signal.addEventListener('abort', onAbort, {once: true});
@@ -215,129 +228,130 @@ export class ContainerBackend implements Backend<ContainerJob> {
     this.#running.add(onAbort); // close() cancels calls in flight
     const stopped = new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), {once: true}));
 
-    let container: Docker.Container | undefined;
     let sandbox: Sandbox | undefined;
     let warm = false;
     let finished = false;
     let sampler: CgroupSampler | undefined;
-    /** The call was answered before its container was removed: remove it in the background. */
-    let removeAfter = false;
+    /** How the container is removed; acted on once, in `finally` (teardown.ts). */
+    const teardown = newTeardown();
+    /** Builds the result once the container is removed (so output that arrived meanwhile counts). */
+    let build: () => ExecutionResult;
+    const stoppedAs = (r: StopReason, collector?: OutputCollector) => {
+      teardown.timeoutMs = r === 'cancel' ? CANCEL_REMOVE_TIMEOUT_MS : STOP_REMOVE_TIMEOUT_MS;
+      const pids = pidsAtStop;
+      return () => this.#stoppedResult(r, collector, elapsed, pids);
+    };
     try {
-      // 1. A container: a warm-pool member for these exact settings, else a cold one.
-      const lease = this.#pool ? await this.#pool.acquire(job, stop.signal) : undefined;
-      // Stopped while waiting for a member: no cold container (a lease is removed below, with the others).
-      if (reason && !lease) return await this.#stoppedResult(reason, undefined, undefined, elapsed);
-      if (lease) {
-        sandbox = lease;
-        warm = true;
-      } else {
-        const preparing = prepareSandbox(this.docker, createOptions, {
-          image: job.image, runtime: job.runtime, signal: stop.signal,
-          onCreated: (c) => {
-            container = c;
-            this.provenance.record(c.id);
-            if (!finished) this.#live.set(c.id, c);
-          },
+      build = await (async (): Promise<() => ExecutionResult> => {
+        // 1. A container: a warm-pool member for these exact settings, else a cold one.
+        const lease = this.#pool ? await this.#pool.acquire(job, stop.signal) : undefined;
+        // Stopped while waiting for a member: no cold container (a lease is removed with the others).
+        if (reason && !lease) return stoppedAs(reason);
+        if (lease) {
+          sandbox = lease;
+          warm = true;
+          this.#keeper.watch(lease.id, deadlineAt);
+        } else {
+          const preparing = prepareSandbox(this.docker, createOptions, {
+            image: job.image, runtime: job.runtime, signal: stop.signal,
+            onCreated: (c) => {
+              teardown.container = c;
+              this.provenance.record(c.id);
+              this.#keeper.watch(c.id, deadlineAt);
+              if (!finished) this.#remover.track(c);
+            },
+          });
+          const prepared = await Promise.race([
+            preparing.then((s) => ({s}), (e: unknown) => ({e})),
+            stopped.then(() => ({stopped: true as const})),
+          ]);
+          if ('stopped' in prepared || reason) {
+            // Deadline or cancellation while the container was being created or started: answer now.
+            teardown.preparing = preparing;
+            return stoppedAs(reason ?? 'cancel');
+          }
+          if ('e' in prepared) {
+            teardown.watchOrphans = true;
+            if (isCommandNotFound(prepared.e)) {
+              // Same outcome as the warm path, where the launcher's `exec` fails with 127.
+              return () => ({...emptyResult(elapsed()), failed: true, exitCode: 127, stderr: `${job.argv[0]}: not found in the image\n`});
+            }
+            const err = prepared.e;
+            return () => {
+              throw err;
+            };
+          }
+          sandbox = prepared.s;
+        }
+        teardown.container = sandbox.container;
+        teardown.sandbox = sandbox;
+        sandboxId = sandbox.id;
+        this.#remover.track(sandbox.container);
+        sampler = new CgroupSampler(sandbox.id);
+        if (reason) return stoppedAs(reason);
+
+        // 2. Output: bounded capture; over the cap, stop the call. A warm member's launcher reports
+        // the tool's exit at the end of both streams (launcher.ts `exitMarkers`).
+        const collector = new OutputCollector(job.limits.outputBytes, () => terminate('truncated'));
+        const token = warm ? newLaunchToken() : undefined;
+        const reported = Promise.withResolvers<number>();
+        if (token !== undefined) collector.expectExitReport(exitMarkers(token), EXIT_REPORT_MAX_BYTES, reported.resolve);
+        const streamDone = new Promise<void>((resolve) => {
+          sandbox!.socket.on('data', (chunk: Buffer) => collector.push(chunk));
+          sandbox!.socket.once('end', resolve);
+          sandbox!.socket.once('close', resolve);
         });
-        const prepared = await Promise.race([
-          preparing.then((s) => ({s}), (e: unknown) => ({e})),
-          stopped.then(() => ({stopped: true as const})),
+        sandbox.socket.resume(); // a warm member's socket was paused after its readiness signal
+
+        // 3. Input, then close stdin.
+        const input = token !== undefined ? this.#pool!.launchInput(job, token) : job.stdin === undefined ? undefined : Buffer.from(job.stdin, 'utf8');
+        if (input !== undefined && input.length > 0) sandbox.socket.end(input);
+        else sandbox.socket.end();
+
+        // 4. Exit (reported by the launcher, or seen by the engine) or termination, whichever is first.
+        const outcome = await Promise.race([
+          reported.promise.then((code) => ({code, reported: true})),
+          sandbox.exited.then((code) => ({code, reported: false})),
+          stopped.then(() => undefined),
         ]);
-        if ('stopped' in prepared || reason) {
-          // Deadline or cancellation while the container was being created or started: answer now,
-          // and remove the container as soon as the engine has it (the create request is not aborted).
-          void preparing.then(
-            (s) => this.#destroy(s.container, REMOVE_TIMEOUT_MS).finally(() => s.release()),
-            () => (container ? this.#destroy(container, REMOVE_TIMEOUT_MS) : undefined),
-          );
-          return await this.#stoppedResult(reason ?? 'cancel', container, undefined, elapsed);
+        if (reason || outcome === undefined) return stoppedAs(reason ?? 'timeout', collector);
+        if (outcome.reported) {
+          // The tool has exited and its output is complete: answer now; the container (its launcher
+          // is exiting too) is removed right after, off the call's path.
+          const status = outcome.code;
+          // The launcher still runs, so the container's cgroups are there to read.
+          const cgroup = status === 0 ? {} : sampler.sample();
+          const evidence = await this.#witnesses(sandbox.id, {status, cgroup}, 0);
+          teardown.mode = 'background';
+          return () => this.#exitResult(collector, evidence, elapsed);
         }
-        if ('e' in prepared) {
-          const err = prepared.e;
-          if (container) {
-            this.#everLeaked.add(container.id); // keep its record until its shims were looked for
-            await this.#destroy(container, REMOVE_TIMEOUT_MS);
-            // A failed runsc start can leave its shim and sandbox processes behind (MACHINE.md).
-            this.#watchForOrphans(container.id);
-          }
-          if (isCommandNotFound(err)) {
-            // Same outcome as the warm path, where the launcher's `exec` fails with 127.
-            return {...emptyResult(elapsed()), failed: true, exitCode: 127, stderr: `${job.argv[0]}: not found in the image\n`};
-          }
-          throw err;
+        // Exited by itself: collect the rest of the output, then read why it ended.
+        await Promise.race([streamDone, new Promise((r) => setTimeout(r, OUTPUT_DRAIN_MS).unref())]);
+        if (reason) return stoppedAs(reason, collector);
+        sampler.stop();
+        let engineOomKilled = false;
+        let status = outcome.code;
+        try {
+          const info = await sandbox.container.inspect({abortSignal: AbortSignal.timeout(5_000)});
+          engineOomKilled = info.State.OOMKilled === true;
+          status = info.State.ExitCode;
+        } catch (err) {
+          log.debug({err, jobId: job.id}, 'inspect after exit failed');
         }
-        sandbox = prepared.s;
-      }
-      container = sandbox.container;
-      sandboxId = sandbox.id;
-      this.#live.set(sandbox.id, container);
-      sampler = new CgroupSampler(sandbox.id);
-      if (reason) return await this.#stoppedResult(reason, container, undefined, elapsed);
-
-      // 2. Output: bounded capture; over the cap, stop the call. A warm member's launcher reports
-      // the tool's exit at the end of both streams (pool.ts `exitMarkers`).
-      const collector = new OutputCollector(job.limits.outputBytes, () => terminate('truncated'));
-      const token = warm ? newLaunchToken() : undefined;
-      const reported = Promise.withResolvers<number>();
-      if (token !== undefined) collector.expectExitReport(exitMarkers(token), EXIT_REPORT_MAX_BYTES, reported.resolve);
-      const streamDone = new Promise<void>((resolve) => {
-        sandbox!.socket.on('data', (chunk: Buffer) => collector.push(chunk));
-        sandbox!.socket.once('end', resolve);
-        sandbox!.socket.once('close', resolve);
-      });
-      sandbox.socket.resume(); // a warm member's socket was paused after its readiness signal
-
-      // 3. Input, then close stdin.
-      const input = token !== undefined ? this.#pool!.launchInput(job, token) : job.stdin === undefined ? undefined : Buffer.from(job.stdin, 'utf8');
-      if (input !== undefined && input.length > 0) sandbox.socket.end(input);
-      else sandbox.socket.end();
-
-      // 4. Exit (reported by the launcher, or seen by the engine) or termination, whichever is first.
-      const outcome = await Promise.race([
-        reported.promise.then((code) => ({code, reported: true})),
-        sandbox.exited.then((code) => ({code, reported: false})),
-        stopped.then(() => undefined),
-      ]);
-      if (reason || outcome === undefined) {
-        return await this.#stoppedResult(reason ?? 'timeout', container, collector, elapsed, pidsAtStop);
-      }
-      if (outcome.reported) {
-        // The tool has exited and its output is complete: answer now; the container (its launcher
-        // is exiting too) is removed right after, off the call's path.
-        const status = outcome.code;
-        // The launcher still runs, so the container's cgroups are there to read.
-        const cgroup = status === 0 ? {} : sampler!.sample();
-        const evidence = await this.#witnesses(sandbox.id, {status, cgroup}, 0);
-        removeAfter = true;
-        return this.#exitResult(collector, evidence, elapsed);
-      }
-      // Exited by itself: collect the rest of the output, then read why it ended.
-      await Promise.race([streamDone, new Promise((r) => setTimeout(r, OUTPUT_DRAIN_MS).unref())]);
-      if (reason) return await this.#stoppedResult(reason, container, collector, elapsed, pidsAtStop);
-      sampler!.stop();
-      let engineOomKilled = false;
-      let status = outcome.code;
-      try {
-        const info = await container.inspect({abortSignal: AbortSignal.timeout(5_000)});
-        engineOomKilled = info.State.OOMKilled === true;
-        status = info.State.ExitCode;
-      } catch (err) {
-        log.debug({err, jobId: job.id}, 'inspect after exit failed');
-      }
-      // The engine's oom event can trail the exit (seen under runsc): wait for it a little on a SIGKILL.
-      const evidence = await this.#witnesses(sandbox.id, {status, engineOomKilled, cgroup: sampler!.evidence}, status === 137 ? 1_500 : 0);
-      await this.#destroy(container, REMOVE_TIMEOUT_MS);
-      return this.#exitResult(collector, evidence, elapsed);
+        // The engine's oom event can trail the exit (seen under runsc): wait for it a little on a SIGKILL.
+        const evidence = await this.#witnesses(sandbox.id, {status, engineOomKilled, cgroup: sampler.evidence}, status === 137 ? 1_500 : 0);
+        return () => this.#exitResult(collector, evidence, elapsed);
+      })();
     } finally {
       finished = true;
       sampler?.stop();
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
       this.#running.delete(onAbort);
-      sandbox?.release();
-      if (container && removeAfter) this.#removeInBackground(container);
-      else if (container) this.#live.delete(container.id);
+      if (!teardown.container) sandbox?.release();
+      await this.#remover.finish(teardown);
     }
+    return build();
   }
 
   /**
@@ -373,30 +387,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
     return result;
   }
 
-  /**
-   * Removes a container whose call has been answered, off the call's path. It stays in `#live`
-   * until removed, and `close()` waits for these removals; a failed one goes to the reaper.
-   */
-  #removeInBackground(container: Docker.Container): void {
-    const removal: Promise<void> = this.#destroy(container, REMOVE_TIMEOUT_MS).finally(() => {
-      this.#live.delete(container.id);
-      this.#removing.delete(removal);
-    });
-    this.#removing.add(removal);
-  }
-
-  /** Removals of answered calls' containers still in flight. */
-  readonly #removing = new Set<Promise<void>>();
-
-  /** Result of a call that toolcell stopped (deadline, cancellation, output cap), after removing its container. */
-  async #stoppedResult(
-    reason: StopReason,
-    container: Docker.Container | undefined,
-    collector: OutputCollector | undefined,
-    elapsed: () => number,
-    pids?: ReturnType<typeof readPidsState>,
-  ): Promise<ExecutionResult> {
-    if (container) await this.#destroy(container, reason === 'cancel' ? CANCEL_REMOVE_TIMEOUT_MS : STOP_REMOVE_TIMEOUT_MS);
+  /** Result of a call that toolcell stopped (deadline, cancellation, output cap); built after its container's removal. */
+  #stoppedResult(reason: StopReason, collector: OutputCollector | undefined, elapsed: () => number, pids?: ReturnType<typeof readPidsState>): ExecutionResult {
     const result: ExecutionResult = {
       ...emptyResult(0),
       failed: true,
@@ -410,67 +402,6 @@ export class ContainerBackend implements Backend<ContainerJob> {
     if (pids) result.pidsLimited = pids.refused > 0 || (pids.max !== undefined && pids.current !== undefined && pids.current >= pids.max);
     result.durationMs = elapsed();
     return result;
-  }
-
-  /** Kills and removes a container, bounded by `timeoutMs`; on failure it is remembered for the reaper. */
-  async #destroy(container: Docker.Container, timeoutMs: number): Promise<void> {
-    try {
-      await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(timeoutMs)} as Docker.ContainerRemoveOptions);
-      this.#leaked.delete(container.id);
-      uidLeases.releaseContainer(container.id); // uid lease: the container is gone
-      if (!this.#everLeaked.has(container.id)) void this.provenance.forget(container.id);
-    } catch (err) {
-      if (isNoSuchContainer(err)) {
-        uidLeases.releaseContainer(container.id);
-        if (!this.#everLeaked.has(container.id)) void this.provenance.forget(container.id);
-        return;
-      }
-      this.#leaked.add(container.id);
-      log.warn({err, containerId: container.id}, 'container remove failed; reaper will retry');
-      void this.#retryLeaked();
-    }
-  }
-
-  #retrying: Promise<void> | undefined;
-  /** Background retry of failed removals, then of their orphaned runtime processes. */
-  #retryLeaked(): Promise<void> {
-    this.#retrying ??= (async () => {
-      await new Promise((r) => setTimeout(r, 2_000).unref());
-      for (const id of [...this.#leaked]) {
-        for (let attempt = 0; attempt < 2 && this.#leaked.has(id); attempt++) {
-          try {
-            await this.docker.getContainer(id).remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
-            this.#leaked.delete(id);
-            uidLeases.releaseContainer(id); // uid lease: the container is gone
-          } catch (err) {
-            if (isNoSuchContainer(err)) {
-              this.#leaked.delete(id);
-              uidLeases.releaseContainer(id);
-            }
-            // A removal that hangs waits for a runtime process that hangs (runsc start): end those, then retry once.
-            else if (attempt === 0) await killStuckRuntime(id);
-          }
-        }
-      }
-      await reapOrphanShims(this.docker, {ids: this.#leakedAndGone()}).catch(() => undefined);
-    })().finally(() => {
-      this.#retrying = undefined;
-    });
-    return this.#retrying;
-  }
-
-  /** Looks for orphaned shims of a removed container shortly after its failed start. */
-  #watchForOrphans(id: string): void {
-    this.#everLeaked.add(id);
-    setTimeout(() => {
-      void reapOrphanShims(this.docker, {ids: [id]}).catch(() => undefined).then(() => this.provenance.forget(id));
-    }, 1_000).unref();
-  }
-
-  #everLeaked = new Set<string>();
-  #leakedAndGone(): string[] {
-    for (const id of this.#leaked) this.#everLeaked.add(id);
-    return [...this.#everLeaked];
   }
 
   /**
@@ -487,17 +418,18 @@ export class ContainerBackend implements Backend<ContainerJob> {
       for (const cancel of this.#running) cancel();
       await this.#pool?.close();
       for (let i = 0; i < 40 && this.#running.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
-      await Promise.all(this.#removing);
-      await Promise.all([...this.#live.values()].map((c) => this.#destroy(c, REMOVE_TIMEOUT_MS)));
+      await this.#remover.close();
       try {
-        await reapContainers(this.docker, {owner: this.owner, provenance: this.provenance});
+        const reaped = await reapContainers(this.docker, {owner: this.owner, provenance: this.provenance});
+        if (reaped.failed.length === 0 && this.#remover.clean) this.#keeper.releaseAll();
       } catch (err) {
         if (!isUnreachable(err)) log.warn({err}, 'reap at close failed');
       }
-      await reapOrphanShims(this.docker, {ids: this.#leakedAndGone()}).catch(() => undefined);
+      await this.#remover.reapShims();
       // uid leases of containers the reaper removed; those that may still exist keep theirs.
       await uidLeases.releaseGone((id) => this.docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(5_000)}).then(() => false, isNoSuchContainer));
       this.#oom.close();
+      this.#keeper.close();
     })();
     return this.#closing;
   }

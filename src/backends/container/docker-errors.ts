@@ -1,3 +1,7 @@
+/**
+ * Engine errors → what toolcell says: classifying docker-modem errors (unreachable, no such
+ * container) and turning them into ToolcellErrors that never carry host details to the client.
+ */
 import {ToolcellError} from '../../errors.ts';
 
 /** The fields docker-modem puts on the errors it raises (HTTP status, JSON body, socket error code). */

@@ -14,13 +14,15 @@
  * (its own `/proc/$$/mem` must not be readable to it, which holds exactly when it is
  * non-dumpable to its uid) and refuses to signal readiness otherwise, so an image without the
  * launcher, or with a readable one, never gets a warm call. Its variables carry the reserved
- * prefix {@link RESERVED_ENV_PREFIX}, which no package env may use (manifest schema, `toEnv`),
- * and are unset first, so none of them is ever exported into the tool's environment.
+ * prefix {@link RESERVED_ENV_PREFIX}, which no package env may use (the manifest schema refuses
+ * it; a job that names it anyway runs cold, see {@link launcherFits}), and are unset first, so
+ * none of them is ever exported into the tool's environment.
  * Does NOT hold under gVisor: runsc's sentry refuses to exec a file it cannot read ("exec
  * /opt/toolcell/sh failed: Permission denied"), so runsc jobs never use the pool.
  */
 import {randomBytes} from 'node:crypto';
 import type {ContainerJob} from '../backend.ts';
+import {FrameParser, STDERR_STREAM} from './output.ts';
 import type {Sandbox} from './sandbox.ts';
 
 /** Where the images in `sandboxes/` install the launcher (static busybox, root:root, mode 0111). */
@@ -53,7 +55,12 @@ const READY_TIMEOUT_MS = 15_000;
  */
 export function awaitReady(socket: Sandbox['socket']): Promise<void> {
   return new Promise((resolve, reject) => {
-    let got = Buffer.alloc(0);
+    let verdict: Error | null | undefined; // null: ready
+    const frames = new FrameParser((stream, part, frameBytes) => {
+      const ok = stream === STDERR_STREAM && frameBytes === 1 && part.toString('latin1') === READY_BYTE;
+      verdict = ok ? null : new Error(`launcher did not start: ${part.subarray(0, 200).toString('utf8')}`);
+      return true; // only the first frame matters
+    });
     const done = (err?: Error) => {
       clearTimeout(timer);
       socket.off('data', onData);
@@ -63,12 +70,11 @@ export function awaitReady(socket: Sandbox['socket']): Promise<void> {
       else resolve();
     };
     const onData = (chunk: Buffer) => {
-      got = Buffer.concat([got, chunk]);
-      if (got.length < 9) return;
-      const ok = got[0] === 2 && got.readUInt32BE(4) === 1 && got.subarray(8, 9).toString('latin1') === READY_BYTE;
+      const used = frames.push(chunk);
+      if (verdict === undefined) return;
       // Stop listening first: unshift() would otherwise hand the same bytes to this handler again.
-      done(ok ? undefined : new Error(`launcher did not start: ${got.subarray(8, 200).toString('utf8')}`));
-      if (ok && got.length > 9) socket.unshift(got.subarray(9));
+      done(verdict ?? undefined);
+      if (verdict === null && used < chunk.length) socket.unshift(chunk.subarray(used));
     };
     const onEnd = () => done(new Error('launcher exited before it was ready'));
     const timer = setTimeout(() => done(new Error('launcher was not ready in time')), READY_TIMEOUT_MS);

@@ -1,3 +1,7 @@
+/**
+ * Witnesses of OOM kills besides `State.OOMKilled`: the engine's `oom` events for one backend's
+ * containers ({@link OomWatch}) and the kernel log's `oom-kill:` records ({@link kernelLoggedOom}).
+ */
 import {closeSync, constants, openSync, readSync} from 'node:fs';
 import type {Readable} from 'node:stream';
 import type Docker from 'dockerode';

@@ -103,6 +103,54 @@ export function utf8Boundary(buf: Buffer): number {
   return need > back + 1 ? leadIndex : i;
 }
 
+/** Stream id of stdout in a frame header. */
+export const STDOUT_STREAM = STDOUT;
+/** Stream id of stderr in a frame header. */
+export const STDERR_STREAM = STDERR;
+
+/**
+ * Incremental parser of the multiplexed attach stream (the frame format above): hands each
+ * piece of payload to `onPayload` with its stream id and the length of the frame it belongs
+ * to; a frame's payload may come in several pieces. `onPayload` returns true to stop: `push`
+ * then returns the offset in its chunk just after that piece (the rest is not parsed).
+ */
+export class FrameParser {
+  readonly #onPayload: (stream: number, part: Buffer, frameBytes: number) => boolean | void;
+  #header = Buffer.alloc(8);
+  #headerFill = 0;
+  #remaining = 0;
+  #type = 0;
+  #frameBytes = 0;
+
+  constructor(onPayload: (stream: number, part: Buffer, frameBytes: number) => boolean | void) {
+    this.#onPayload = onPayload;
+  }
+
+  /** Feeds one chunk; returns how many of its bytes were parsed (all, unless `onPayload` stopped). */
+  push(chunk: Buffer): number {
+    let off = 0;
+    while (off < chunk.length) {
+      if (this.#remaining === 0) {
+        const take = Math.min(8 - this.#headerFill, chunk.length - off);
+        chunk.copy(this.#header, this.#headerFill, off, off + take);
+        this.#headerFill += take;
+        off += take;
+        if (this.#headerFill < 8) return off;
+        this.#headerFill = 0;
+        this.#type = this.#header[0]!;
+        this.#remaining = this.#frameBytes = this.#header.readUInt32BE(4);
+        continue;
+      }
+      const take = Math.min(this.#remaining, chunk.length - off);
+      const part = chunk.subarray(off, off + take);
+      off += take;
+      this.#remaining -= take;
+      if (this.#onPayload(this.#type, part, this.#frameBytes) === true) return off;
+    }
+    return off;
+  }
+}
+
 /**
  * Parses the multiplexed stream incrementally and keeps at most `capBytes` of stdout and of
  * stderr. `onOverflow` is called once, when the first stream passes its cap.
@@ -111,10 +159,7 @@ export class OutputCollector {
   readonly stdout: Capture;
   readonly stderr: Capture;
   readonly #onOverflow: () => void;
-  #header = Buffer.alloc(8);
-  #headerFill = 0;
-  #remaining = 0;
-  #type = 0;
+  readonly #frames: FrameParser;
   #overflowSignalled = false;
   readonly #capBytes: number;
   #report: {stdout: Buffer; stderrPrefix: Buffer; onReport: (status: number) => void} | undefined;
@@ -128,6 +173,13 @@ export class OutputCollector {
     this.stdout = new Capture(capBytes);
     this.stderr = new Capture(capBytes);
     this.#onOverflow = onOverflow;
+    this.#frames = new FrameParser((stream, part) => {
+      const target = stream === STDERR ? this.stderr : stream === STDOUT ? this.stdout : undefined;
+      if (target?.add(part) && !this.#overflowSignalled) {
+        this.#overflowSignalled = true;
+        this.#onOverflow();
+      }
+    });
   }
 
   /**
@@ -181,29 +233,7 @@ export class OutputCollector {
 
   /** Feeds one chunk of the raw attach stream. */
   push(chunk: Buffer): void {
-    let off = 0;
-    while (off < chunk.length) {
-      if (this.#remaining === 0) {
-        const take = Math.min(8 - this.#headerFill, chunk.length - off);
-        chunk.copy(this.#header, this.#headerFill, off, off + take);
-        this.#headerFill += take;
-        off += take;
-        if (this.#headerFill < 8) return;
-        this.#headerFill = 0;
-        this.#type = this.#header[0]!;
-        this.#remaining = this.#header.readUInt32BE(4);
-        continue;
-      }
-      const take = Math.min(this.#remaining, chunk.length - off);
-      const part = chunk.subarray(off, off + take);
-      off += take;
-      this.#remaining -= take;
-      const target = this.#type === STDERR ? this.stderr : this.#type === STDOUT ? this.stdout : undefined;
-      if (target?.add(part) && !this.#overflowSignalled) {
-        this.#overflowSignalled = true;
-        this.#onOverflow();
-      }
-    }
+    this.#frames.push(chunk);
     this.#checkReport();
   }
 }

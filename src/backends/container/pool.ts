@@ -1,17 +1,3 @@
-import {createHash} from 'node:crypto';
-import type Docker from 'dockerode';
-import {log as rootLog} from '../../log.ts';
-import type {ContainerJob} from '../backend.ts';
-import {isNoSuchContainer} from './docker-errors.ts';
-import {toCreateOptions} from './host-config.ts';
-import {awaitReady, encodeLaunch, launcherArgv, launcherFits} from './launcher.ts';
-import {REMOVE_TIMEOUT_MS} from './reaper.ts';
-import type {Provenance} from './provenance.ts';
-import {prepareSandbox, type Sandbox} from './sandbox.ts';
-import {uidLeases} from './uid-leases.ts';
-
-const log = rootLog.child({component: 'container-pool'});
-
 /**
  * Warm pool of containers (issue 4): containers created and started ahead of demand, each
  * waiting for the one job it will run, handed to exactly one call and removed after it.
@@ -39,6 +25,18 @@ const log = rootLog.child({component: 'container-pool'});
  * for a while and runs cold. Jobs the launcher cannot run exactly as cold (`launcherFits`: runsc,
  * a bare argv[0], env naming a variable the shell rewrites) always run cold.
  */
+import {createHash} from 'node:crypto';
+import type Docker from 'dockerode';
+import {log as rootLog} from '../../log.ts';
+import type {ContainerJob} from '../backend.ts';
+import {toCreateOptions} from './host-config.ts';
+import {awaitReady, encodeLaunch, launcherArgv, launcherFits} from './launcher.ts';
+import {REMOVE_TIMEOUT_MS} from './reaper.ts';
+import type {ContainerRemover} from './teardown.ts';
+import type {Provenance} from './provenance.ts';
+import {prepareSandbox, type Sandbox} from './sandbox.ts';
+
+const log = rootLog.child({component: 'container-pool'});
 
 /** Options of the warm pool. */
 export interface PoolOptions {
@@ -52,7 +50,7 @@ export interface PoolOptions {
   maxAgeMs?: number;
   /** A key not used for this long stops being refilled, in ms (default 600 000). */
   idleKeyMs?: number;
-  /** Longest argv+stdin header the launcher is given, in bytes; larger jobs run cold (default 65 536: dash reads it byte by byte). */
+  /** Longest argv+stdin header the launcher is given, in bytes; larger jobs run cold (default 65 536: the shell reads it byte by byte). */
   maxHeaderBytes?: number;
 }
 
@@ -86,6 +84,7 @@ export class ContainerPool {
   readonly #docker: Docker;
   readonly #owner: string;
   readonly #provenance: Provenance;
+  readonly #remover: ContainerRemover;
   readonly #size: number;
   readonly #maxTotal: number;
   readonly #maxMemoryMb: number;
@@ -100,10 +99,15 @@ export class ContainerPool {
   readonly #sweeper: NodeJS.Timeout;
   #closed = false;
 
-  constructor(docker: Docker, owner: string, provenance: Provenance, options: PoolOptions) {
+  /**
+   * @param remover removes members that are never handed to a call (the backend's teardown.ts,
+   *   so that every removal, with its retry and bookkeeping, happens in one place).
+   */
+  constructor(docker: Docker, owner: string, provenance: Provenance, remover: ContainerRemover, options: PoolOptions) {
     this.#docker = docker;
     this.#owner = owner;
     this.#provenance = provenance;
+    this.#remover = remover;
     this.#size = Math.max(0, Math.floor(options.size ?? 2));
     this.#maxTotal = Math.max(0, Math.floor(options.maxTotal ?? 8));
     this.#maxMemoryMb = options.maxMemoryMb ?? 2048;
@@ -310,19 +314,11 @@ export class ContainerPool {
     sandbox.release();
   }
 
+  /** Removes a member's container (teardown.ts: bounded, retried on failure). Never throws. */
   async #removeQuietly(container: Docker.Container): Promise<void> {
-    try {
-      await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
-      uidLeases.releaseContainer(container.id); // uid lease: the container is gone
-      void this.#provenance.forget(container.id);
-    } catch (err) {
-      if (isNoSuchContainer(err)) {
-        uidLeases.releaseContainer(container.id);
-        void this.#provenance.forget(container.id);
-      }
-      else log.warn({err, containerId: container.id}, 'warm pool member remove failed; the reaper will retry');
-    }
+    await this.#remover.destroy(container, REMOVE_TIMEOUT_MS);
   }
+
 
   /** Stops refilling and removes every member, ready or being created. Idempotent. */
   async close(): Promise<void> {

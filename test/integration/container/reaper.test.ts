@@ -5,7 +5,8 @@ import {randomUUID} from 'node:crypto';
 import {describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
 import {Provenance} from '../../../src/backends/container/provenance.ts';
-import {findOrphanShims, killStuckRuntime, reapContainers, reapOrphanShims} from '../../../src/backends/container/reaper.ts';
+import {reapContainers} from '../../../src/backends/container/reaper.ts';
+import {findOrphanShims, killStuckRuntime, reapOrphanShims} from '../../../src/backends/container/shims.ts';
 import {assertHealthy, docker, dockerAvailable, managedContainers} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/shell', 'toolcell/python']});

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
-import {findOrphanShims} from '../../../src/backends/container/reaper.ts';
+import {findOrphanShims} from '../../../src/backends/container/shims.ts';
 import type {ContainerJob} from '../../../src/backends/backend.ts';
 import {assertHealthy, containerJob, docker, dockerAvailable, managedContainers, python, watchCreated} from '../../support/docker.ts';
 

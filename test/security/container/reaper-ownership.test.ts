@@ -12,7 +12,7 @@ import {join} from 'node:path';
 import {after, describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
 import {PROOF_LABEL, Provenance} from '../../../src/backends/container/provenance.ts';
-import {reapOrphanShims} from '../../../src/backends/container/reaper.ts';
+import {reapOrphanShims} from '../../../src/backends/container/shims.ts';
 import {assertHealthy, docker, dockerAvailable} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/shell']});

@@ -5,7 +5,7 @@ import {mkdirSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {after, test} from 'node:test';
-import {findOrphanShims, killStuckRuntime} from '../../../../src/backends/container/reaper.ts';
+import {findOrphanShims, killStuckRuntime} from '../../../../src/backends/container/shims.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'toolcell-fakeproc-'));
 after(() => rmSync(root, {recursive: true, force: true}));

@@ -3,7 +3,14 @@ import assert from 'node:assert/strict';
 import {describe, test} from 'node:test';
 import type {ContainerJob} from '../../../../src/backends/backend.ts';
 import {RESERVED_ENV_PREFIX, encodeLaunch, escapeArg, exitMarkers, launcherFits, newLaunchToken} from '../../../../src/backends/container/launcher.ts';
-import {poolKey} from '../../../../src/backends/container/pool.ts';
+import Docker from 'dockerode';
+import {mkdtempSync, rmSync} from 'node:fs';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import {ContainerPool, poolKey} from '../../../../src/backends/container/pool.ts';
+import {DeadlineKeeper} from '../../../../src/backends/container/deadline-keeper.ts';
+import {Provenance} from '../../../../src/backends/container/provenance.ts';
+import {ContainerRemover} from '../../../../src/backends/container/teardown.ts';
 import {ContainerEntry} from '../../../../src/policy/manifest-schema.ts';
 
 const base: ContainerJob = {
@@ -66,5 +73,19 @@ describe('launcher encoding', () => {
     const entry = (env: Record<string, string>) => ContainerEntry.safeParse({image: 'toolcell/python', command: ['/usr/bin/python3'], env}).success;
     assert.equal(entry({t: '1', PATH: '/bin'}), true);
     assert.equal(entry({[`${RESERVED_ENV_PREFIX}T`]: '1'}), false);
+  });
+  test('gVisor jobs never get a pool slot (runsc cannot exec the unreadable launcher)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'toolcell-state-'));
+    const docker = new Docker();
+    const provenance = Provenance.of(dir);
+    const pool = new ContainerPool(docker, 'o', provenance, new ContainerRemover(docker, provenance, new DeadlineKeeper()), {size: 1});
+    try {
+      assert.equal(pool.register({...base, runtime: 'runsc'}), undefined);
+      assert.equal(pool.take({...base, runtime: 'runsc'}), undefined);
+      assert.deepEqual(pool.stats(), {ready: 0, creating: 0, keys: 0, handed: 0});
+    } finally {
+      await pool.close();
+      rmSync(dir, {recursive: true, force: true});
+    }
   });
 });
