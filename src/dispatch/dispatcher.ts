@@ -27,16 +27,18 @@ export interface DispatcherOptions {
 }
 
 /**
- * Defaults. The isolate backend's slack is long on purpose: that backend measures
- * `timeoutMs` in its worker from the start of the tool's own execution and owns the
- * backstop that kills a frozen worker (`IsolateBackendOptions.backstopGraceMs`), and
- * inside this slack a call may wait for memory budget or be re-run alone after a
- * neighbour crashed its worker. A short slack here would turn a busy host's delays
- * into TIMEOUTs of calls whose tools never ran out of time.
+ * Defaults. Both backends' slack is long on purpose: each backend measures `timeoutMs` itself
+ * from the start of the tool's own execution, not from the moment the call left its queue.
+ * The isolate backend owns the backstop that kills a frozen worker
+ * (`IsolateBackendOptions.backstopGraceMs`), and inside this slack a call may wait for memory
+ * budget or be re-run alone after a neighbour crashed its worker. The container backend gives
+ * creating and starting a container its own budget (`START_TIMEOUT_MS`, 30 s) and removal a few
+ * seconds. A short slack here would turn a busy host's delays into TIMEOUTs of calls whose tools
+ * never ran out of time.
  */
 export const DEFAULT_DISPATCH: DispatcherOptions = {
   isolate: {concurrency: 16, maxQueued: 256, graceMs: 30_000},
-  container: {concurrency: 4, maxQueued: 64},
+  container: {concurrency: 4, maxQueued: 64, graceMs: 40_000},
   queueWaitMs: 30_000,
   graceMs: 400,
 };

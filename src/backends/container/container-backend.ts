@@ -46,7 +46,16 @@ export interface ContainerBackendOptions {
   stateDir?: string;
 }
 
-type StopReason = 'timeout' | 'cancel' | 'truncated';
+/** Why toolcell stopped a call: its own deadline, the caller, the output cap, or a sandbox that could not be started in time. */
+type StopReason = 'timeout' | 'cancel' | 'truncated' | 'start-timeout';
+
+/**
+ * How long a call may wait for its sandbox (a warm-pool member, or a cold container's create,
+ * attach and start) before the tool runs, in ms. Over it the call fails with
+ * `BACKEND_UNAVAILABLE` (reason `start-timeout`), never `TIMEOUT`: the tool did not run out of
+ * its time, the engine was too slow. The tool's own `timeoutMs` starts when it is handed its input.
+ */
+export const START_TIMEOUT_MS = 30_000;
 
 /** True for a start refused because argv[0] does not exist in the image (runc: "executable file not found"). */
 function isCommandNotFound(err: unknown): boolean {
@@ -69,8 +78,10 @@ function emptyResult(durationMs: number): ExecutionResult {
  * result has `truncated: true` (server memory stays bounded whatever the tool prints).
  *
  * Ends of a call (several flags may be true; dispatch picks the winner):
- * - deadline `limits.timeoutMs`, measured from the call's entry into `run` (container creation
- *   counts): killed and removed, `timedOut: true`;
+ * - deadline `limits.timeoutMs`, measured from the moment the started container is handed its
+ *   input (creation and start, or the wait for a warm-pool member, have their own budget,
+ *   {@link START_TIMEOUT_MS}; over it the call rejects with `BACKEND_UNAVAILABLE`): killed and
+ *   removed, `timedOut: true`;
  * - `options.signal` aborted: killed and removed within 2 s, `isCanceled: true`;
  * - the tool's own end: attributed by {@link attributeExit} (exit-reason.ts) from the evidence
  *   gathered before the container is removed: `outOfMemory` only with an OOM witness (the
@@ -218,10 +229,18 @@ export class ContainerBackend implements Backend<ContainerJob> {
       if (sandboxId && r !== 'cancel') pidsAtStop = readPidsState(sandboxId);
       stop.abort(new Error(r));
     };
-    const remaining = job.limits.timeoutMs - (performance.now() - t0);
-    /** The call's deadline in ms since the epoch, for the keeper that outlives this process. */
-    const deadlineAt = Date.now() + Math.max(0, remaining);
-    const timer = setTimeout(() => terminate('timeout'), Math.max(0, remaining));
+    // Until the tool runs, the call has the start budget; then `timeoutMs` of its own (a busy
+    // engine's slowness is not the tool's time).
+    /** The latest the container may exist, in ms since the epoch, for the keeper that outlives this process. */
+    let deadlineAt = Date.now() + START_TIMEOUT_MS + job.limits.timeoutMs;
+    let timer = setTimeout(() => terminate('start-timeout'), START_TIMEOUT_MS);
+    /** The tool is about to get its input: its own deadline starts now. */
+    const startToolClock = (id: string) => {
+      clearTimeout(timer);
+      deadlineAt = Date.now() + job.limits.timeoutMs;
+      this.#keeper.watch(id, deadlineAt);
+      timer = setTimeout(() => terminate('timeout'), job.limits.timeoutMs);
+    };
     const onAbort = () => terminate('cancel');
     signal.addEventListener('abort', onAbort, {once: true});
     if (signal.aborted) terminate('cancel'); // aborted while the runtime and OOM watch were checked
@@ -238,6 +257,13 @@ export class ContainerBackend implements Backend<ContainerJob> {
     let build: () => ExecutionResult;
     const stoppedAs = (r: StopReason, collector?: OutputCollector) => {
       teardown.timeoutMs = r === 'cancel' ? CANCEL_REMOVE_TIMEOUT_MS : STOP_REMOVE_TIMEOUT_MS;
+      if (r === 'start-timeout') {
+        return () => {
+          throw new ToolcellError('BACKEND_UNAVAILABLE',
+            `The sandbox could not be started within ${START_TIMEOUT_MS / 1000} s (the container engine is overloaded); the tool did not run.`,
+            {reason: 'start-timeout', startTimeoutMs: START_TIMEOUT_MS});
+        };
+      }
       const pids = pidsAtStop;
       return () => this.#stoppedResult(r, collector, elapsed, pids);
     };
@@ -289,6 +315,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
         this.#remover.track(sandbox.container);
         sampler = new CgroupSampler(sandbox.id);
         if (reason) return stoppedAs(reason);
+        startToolClock(sandbox.id);
 
         // 2. Output: bounded capture; over the cap, stop the call. A warm member's launcher reports
         // the tool's exit at the end of both streams (launcher.ts `exitMarkers`).
