@@ -374,9 +374,13 @@ export class ContainerBackend implements Backend<ContainerJob> {
       sampler?.stop();
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
-      this.#running.delete(onAbort);
       if (!teardown.container) sandbox?.release();
-      await this.#remover.finish(teardown);
+      try {
+        await this.#remover.finish(teardown);
+      } finally {
+        // Only now: close() waits for calls in flight, and a call is in flight until its container is removed.
+        this.#running.delete(onAbort);
+      }
     }
     return build();
   }

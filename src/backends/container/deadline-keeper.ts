@@ -18,8 +18,8 @@ const KEEPER = fileURLToPath(new URL(`./keeper${import.meta.url.endsWith('.ts') 
 
 /**
  * Starts the keeper process on first use (detached, its own session, stdin a pipe, no other
- * stdio; neither the process nor the pipe keeps this process alive) and sends it `watch` and
- * `release` lines. When the keeper died, the next `watch` starts a new one and hands it every
+ * stdio; neither the process nor the pipe keeps this process alive; one per engine, shared by
+ * the backends of this process) and sends it `watch` and `release` lines. When the keeper died, the next `watch` starts a new one and hands it every
  * container still watched. If it cannot be started, calls run as before, without the guarantee
  * after a server crash (logged once at WARN).
  * The keeper reaches the same engine as `docker` when that client names a unix socket or a plain
@@ -27,9 +27,16 @@ const KEEPER = fileURLToPath(new URL(`./keeper${import.meta.url.endsWith('.ts') 
  * Does NOT: stop the tool at its deadline while the server lives (the backend does that); the
  * keeper acts {@link KEEPER_GRACE_MS} later, and only removes containers named to it.
  */
+/** One keeper process per engine per toolcell process, shared by its backends. */
+interface Shared {
+  child: ChildProcess | undefined;
+  members: Set<DeadlineKeeper>;
+}
+const shared = new Map<string, Shared>();
+
 export class DeadlineKeeper {
   readonly #engine: Record<string, string>;
-  #child: ChildProcess | undefined;
+  readonly #shared: Shared;
   readonly #watched = new Map<string, number>();
   #warned = false;
   #closed = false;
@@ -43,18 +50,30 @@ export class DeadlineKeeper {
       this.#engine.TOOLCELL_KEEPER_HOST = modem.host;
       this.#engine.TOOLCELL_KEEPER_PORT = String(modem.port ?? 2375);
     }
+    const key = JSON.stringify(this.#engine);
+    let entry = shared.get(key);
+    if (!entry) {
+      entry = {child: undefined, members: new Set()};
+      shared.set(key, entry);
+    }
+    this.#shared = entry;
+    entry.members.add(this);
   }
 
+  /** The shared keeper process, started (again) when needed; a new one is told every member's containers. */
   #ensure(): ChildProcess | undefined {
-    if (this.#child && this.#child.exitCode === null && this.#child.signalCode === null && this.#child.stdin?.writable) return this.#child;
+    const current = this.#shared.child;
+    if (current && current.exitCode === null && current.signalCode === null && current.stdin?.writable) return current;
     try {
       const child = spawn(process.execPath, [KEEPER], {detached: true, stdio: ['pipe', 'ignore', 'ignore'], env: {...process.env, ...this.#engine}});
       child.on('error', (err) => this.#warn(err));
       child.stdin!.on('error', () => undefined);
       child.unref();
       (child.stdin as unknown as {unref?: () => void}).unref?.();
-      this.#child = child;
-      for (const [id, deadline] of this.#watched) child.stdin!.write(`watch ${id} ${deadline}\n`);
+      this.#shared.child = child;
+      for (const member of this.#shared.members) {
+        for (const [id, deadline] of member.#watched) child.stdin!.write(`watch ${id} ${deadline}\n`);
+      }
       return child;
     } catch (err) {
       this.#warn(err);
@@ -79,7 +98,7 @@ export class DeadlineKeeper {
   /** Container `id` is gone (or handled by the backend): the keeper forgets it. */
   release(id: string): void {
     if (!this.#watched.delete(id)) return;
-    const child = this.#child;
+    const child = this.#shared.child;
     if (child?.stdin?.writable) child.stdin.write(`release ${id}\n`);
   }
 
@@ -88,9 +107,17 @@ export class DeadlineKeeper {
     for (const id of [...this.#watched.keys()]) this.release(id);
   }
 
-  /** Ends the keeper's input: it enforces what it still holds, then exits. Idempotent. */
+  /**
+   * This backend is done. When it was the last one using the keeper, ends the keeper's input: it
+   * enforces what it still holds (containers not released), then exits. Idempotent.
+   */
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
-    this.#child?.stdin?.end();
+    this.#shared.members.delete(this);
+    if (this.#shared.members.size === 0) {
+      this.#shared.child?.stdin?.end();
+      this.#shared.child = undefined;
+    }
   }
 }

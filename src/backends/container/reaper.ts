@@ -5,7 +5,7 @@
 import {hostname} from 'node:os';
 import type Docker from 'dockerode';
 import {log as rootLog} from '../../log.ts';
-import {isNoSuchContainer} from './docker-errors.ts';
+import {dockerMessage, isNoSuchContainer} from './docker-errors.ts';
 import {JOB_LABEL, MANAGED_LABEL, OWNER_LABEL} from './host-config.ts';
 import {Provenance} from './provenance.ts';
 
@@ -15,6 +15,26 @@ const log = rootLog.child({component: 'container-reaper'});
 export const REMOVE_TIMEOUT_MS = 10_000;
 /** Time allowed for listing containers, in ms. */
 const LIST_TIMEOUT_MS = 10_000;
+
+/**
+ * Force-removes a container (killed first, volumes too), within `timeoutMs`. When another
+ * removal of it is already in progress (the engine answers 409), waits for that one to finish
+ * (`wait?condition=removed`), so that "removed" means gone, not "going".
+ * @throws the engine's error (404 included: callers treat it as gone), or an abort at `timeoutMs`.
+ */
+export async function forceRemove(container: Docker.Container, timeoutMs: number): Promise<void> {
+  const abortSignal = AbortSignal.timeout(timeoutMs);
+  try {
+    await container.remove({force: true, v: true, abortSignal} as Docker.ContainerRemoveOptions);
+  } catch (err) {
+    if (!/already in progress/i.test(dockerMessage(err))) throw err;
+    try {
+      await container.wait({condition: 'removed', abortSignal} as object);
+    } catch (waitErr) {
+      if (!isNoSuchContainer(waitErr) || /already in progress/i.test(dockerMessage(waitErr))) throw waitErr;
+    }
+  }
+}
 
 /** What a reap did. */
 export interface ReapResult {
@@ -46,7 +66,7 @@ export async function reapContainers(docker: Docker, scope: {owner?: string; job
   const result: ReapResult = {removed: [], failed: []};
   await Promise.all(list.map(async ({Id}) => {
     try {
-      await docker.getContainer(Id).remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
+      await forceRemove(docker.getContainer(Id), REMOVE_TIMEOUT_MS);
       result.removed.push(Id);
     } catch (err) {
       if (isNoSuchContainer(err)) {

@@ -10,7 +10,7 @@ import type {DeadlineKeeper} from './deadline-keeper.ts';
 import {isNoSuchContainer} from './docker-errors.ts';
 import {uidLeases} from './uid-leases.ts';
 import type {Provenance} from './provenance.ts';
-import {REMOVE_TIMEOUT_MS} from './reaper.ts';
+import {REMOVE_TIMEOUT_MS, forceRemove} from './reaper.ts';
 import {killStuckRuntime, reapOrphanShims} from './shims.ts';
 import type {Sandbox} from './sandbox.ts';
 
@@ -109,7 +109,7 @@ export class ContainerRemover {
   /** Kills and removes a container, bounded by `timeoutMs`; on failure it is remembered and retried. Never throws. */
   async destroy(container: Docker.Container, timeoutMs: number): Promise<void> {
     try {
-      await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(timeoutMs)} as Docker.ContainerRemoveOptions);
+      await forceRemove(container, timeoutMs);
       this.#gone(container.id);
     } catch (err) {
       if (isNoSuchContainer(err)) {
@@ -145,7 +145,7 @@ export class ContainerRemover {
       for (const id of [...this.#leaked]) {
         for (let attempt = 0; attempt < 2 && this.#leaked.has(id); attempt++) {
           try {
-            await this.#docker.getContainer(id).remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
+            await forceRemove(this.#docker.getContainer(id), REMOVE_TIMEOUT_MS);
             this.#leaked.delete(id);
             uidLeases.releaseContainer(id);
           } catch (err) {
