@@ -215,7 +215,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
   readonly #restartTimes: number[][];
   readonly #stats: IsolateBackendStats = {completed: 0, pooled: 0, codeCacheHits: 0, restarts: 0, sourceResends: 0, reruns: 0, causes: 0};
   /** Calls waiting for memory budget, first come first served. */
-  readonly #waiting: Array<{costMb: number; grant: (worker: WorkerProcess) => void}> = [];
+  readonly #waiting: Array<{costMb: number; grant: (worker: WorkerProcess) => void; refuse: (error: ToolcellError) => void}> = [];
   /** Suspects waiting for, or running in, a quarantine worker: one per worker at a time. */
   readonly #quarantine: PQueue;
   /** Quarantine slot indexes running a suspect. */
@@ -339,7 +339,9 @@ export class IsolateBackend implements Backend<IsolateJob> {
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closed = true;
-    this.#quarantine.clear();
+    // Calls waiting for memory budget end now; suspects queued for quarantine find the
+    // backend closed when their turn comes (at once: every quarantine worker is killed).
+    for (const waiter of this.#waiting.splice(0)) waiter.refuse(new ToolcellError('BACKEND_UNAVAILABLE', 'The isolate backend is closed.'));
     const workers = [...this.#slots, ...this.#retiring].filter((w): w is WorkerProcess => w !== undefined);
     this.#closing = Promise.all(workers.map((w) => w.close())).then(() => undefined);
     return this.#closing;
@@ -370,6 +372,10 @@ export class IsolateBackend implements Backend<IsolateJob> {
         grant: (worker: WorkerProcess): void => {
           signal.removeEventListener('abort', onAbort);
           call(worker).then(resolve, reject);
+        },
+        refuse: (error: ToolcellError): void => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
         },
       };
       this.#waiting.push(waiter);

@@ -165,7 +165,8 @@ describe('isolate backend shutdown', () => {
     child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
     });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    // Generous: on a busy host, starting Node, its worker and the first isolate takes seconds.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     clearTimeout(timer);
     assert.equal(code, 0, `exit code ${code}; stderr: ${stderr}`);

@@ -55,10 +55,14 @@ describe('memory exhaustion', () => {
     await assertStillServes(backend);
   });
 
-  test('a 200 MB string result is stopped by the memory or output limit and never reaches the server', async () => {
+  test('a 200 MB string result is stopped by the memory, output or time limit and never reaches the server', async () => {
     const rssBefore = process.memoryUsage().rss;
     const result = await run(backend, 'export default () => "x".repeat(200 * 2 ** 20)', {limits: {timeoutMs: OOM_TIMEOUT_MS}});
-    assert.ok(result.outOfMemory || result.truncated, `expected outOfMemory or truncated: ${JSON.stringify({...result, stdout: result.stdout.length})}`);
+    // Every one of these outcomes contains the attack (on a busy host, V8's last-resort
+    // GCs can outlast the deadline: timedOut); what matters is that nothing over the
+    // cap came out and the server did not grow.
+    assert.ok(result.outOfMemory || result.truncated || result.timedOut,
+      `expected outOfMemory, truncated or timedOut: ${JSON.stringify({...result, stdout: result.stdout.length})}`);
     assert.equal(result.failed, true);
     assert.ok(bytes(result.stdout) <= LIMITS.outputBytes);
     assertBounded(result, OOM_TIMEOUT_MS);
