@@ -189,6 +189,7 @@ export class WorkerProcess {
   readonly #onDrained: Array<() => void> = [];
   #closing = false;
   #retiring = false;
+  #retireReason = 'retired';
   #resolveReady: () => void = () => {};
   #rejectReady: (error: ToolcellError) => void = () => {};
   #resolveExited: () => void = () => {};
@@ -364,7 +365,7 @@ export class WorkerProcess {
     this.#reservedMb -= pending.costMb;
     if (!this.#hasExited) this.#updateRef(); // #onExit updates once for all
     if (this.#pending.size === 0) for (const resolve of this.#onDrained.splice(0)) resolve();
-    if (this.#retiring && this.#pending.size === 0) this.kill('retired after reporting a wedged isolate thread');
+    if (this.#retiring && this.#pending.size === 0) this.kill(this.#retireReason);
     if (!this.#hasExited) this.#options.onRelease?.(this); // #onExit notifies once for all
   }
 
@@ -398,11 +399,12 @@ export class WorkerProcess {
 
   /**
    * Stops routing work here: kills the process once its last call has finished (each
-   * call is bounded by its own deadline and backstop).
+   * call is bounded by its own deadline and backstop). `reason` goes into the exit log.
    */
-  retire(): void {
+  retire(reason: string): void {
     this.#retiring = true;
-    if (this.#pending.size === 0) this.kill('retired after reporting a wedged isolate thread');
+    this.#retireReason = reason;
+    if (this.#pending.size === 0) this.kill(reason);
   }
 
   /** Whether `retire()` was called. */
