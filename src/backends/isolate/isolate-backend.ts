@@ -72,8 +72,12 @@ export interface IsolateBackendOptions {
   /** A worker must report ready within this many ms of its spawn. Default 15000. */
   startTimeoutMs?: number;
   /**
-   * Grace after a call's `timeoutMs` before the backend stops waiting for its worker,
-   * resolves `timedOut` and kills the worker as unresponsive, in ms. Default 1000.
+   * Grace after a call's `timeoutMs` (or after a cancel) before the backend pings the
+   * worker, and how long it waits for the answer, in ms. A worker that does not answer
+   * is killed as unresponsive and the call resolves `timedOut` (so a frozen worker is
+   * replaced about `timeoutMs + 2 x backstopGraceMs` after a call was sent); one that
+   * answers gets another grace, up to 5 times, for its own deadline timer to end the
+   * call (a busy host makes answers late). Default 1000.
    */
   backstopGraceMs?: number;
   /**
