@@ -1,5 +1,5 @@
-import {createHash} from 'node:crypto';
 import type ivm from 'isolated-vm';
+import {LRUCache} from 'lru-cache';
 
 /**
  * V8 code cache data of compiled tool modules, keyed by the sha256 of the exact source
@@ -13,58 +13,46 @@ import type ivm from 'isolated-vm';
  *
  * The data never leaves the worker process and is produced by this process only
  * (isolated-vm: "you should not accept cachedData payloads from a user").
- * Bounded: least recently used entries are evicted once `maxBytes` is exceeded.
+ * Bounded in bytes by lru-cache (`maxSize`, least recently used evicted); every entry
+ * that leaves the cache, evicted, replaced or deleted, has its `ExternalCopy` released.
  */
 export class CodeCache {
-  readonly #maxBytes: number;
-  readonly #entries = new Map<string, {data: ivm.ExternalCopy<ArrayBuffer>; bytes: number}>();
-  #bytes = 0;
+  readonly #entries: LRUCache<string, ivm.ExternalCopy<ArrayBuffer>>;
+  /** Byte size of each entry, measured once when it is stored. */
+  readonly #bytes = new WeakMap<ivm.ExternalCopy<ArrayBuffer>, number>();
 
-  /** @param maxBytes total size of the cached data, in bytes. */
+  /** @param maxBytes total size of the cached data, in bytes (a positive integer). */
   constructor(maxBytes: number) {
-    this.#maxBytes = maxBytes;
-  }
-
-  /** The cache key of a module's source text: hex sha256. */
-  static keyOf(source: string): string {
-    return createHash('sha256').update(source).digest('hex');
+    this.#entries = new LRUCache({
+      maxSize: maxBytes,
+      sizeCalculation: (data) => Math.max(1, this.#bytes.get(data) ?? 1),
+      dispose: (data) => data.release(),
+    });
   }
 
   /** Cached data for `key`, marking it recently used; undefined when absent. */
   get(key: string): ivm.ExternalCopy<ArrayBuffer> | undefined {
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return undefined;
-    this.#entries.delete(key);
-    this.#entries.set(key, entry);
-    return entry.data;
+    return this.#entries.get(key);
   }
 
-  /** Stores data produced by `compileModule(..., {produceCachedData: true})`. */
+  /**
+   * Stores data produced by `compileModule(..., {produceCachedData: true})`, replacing
+   * (and releasing) an entry under the same key. Data larger than the whole budget is
+   * released at once instead of stored.
+   */
   set(key: string, data: ivm.ExternalCopy<ArrayBuffer>): void {
-    this.delete(key);
-    const bytes = data.copy().byteLength;
-    if (bytes > this.#maxBytes) return;
-    this.#entries.set(key, {data, bytes});
-    this.#bytes += bytes;
-    for (const [oldKey, entry] of this.#entries) {
-      if (this.#bytes <= this.#maxBytes) break;
-      this.#entries.delete(oldKey);
-      this.#bytes -= entry.bytes;
-      entry.data.release();
-    }
+    this.#bytes.set(data, data.copy().byteLength);
+    this.#entries.set(key, data);
+    if (this.#entries.peek(key) !== data) data.release();
   }
 
-  /** Drops `key` (e.g. after V8 rejected its data). */
+  /** Drops `key` (e.g. after V8 rejected its data), releasing its data. */
   delete(key: string): void {
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return;
     this.#entries.delete(key);
-    this.#bytes -= entry.bytes;
-    entry.data.release();
   }
 
   /** Number of entries and their total size in bytes. */
   get size(): {entries: number; bytes: number} {
-    return {entries: this.#entries.size, bytes: this.#bytes};
+    return {entries: this.#entries.size, bytes: this.#entries.calculatedSize};
   }
 }

@@ -72,8 +72,12 @@ export interface IsolateBackendOptions {
   /** A worker must report ready within this many ms of its spawn. Default 15000. */
   startTimeoutMs?: number;
   /**
-   * Grace after a call's `timeoutMs` before the backend stops waiting for its worker,
-   * resolves `timedOut` and kills the worker as unresponsive, in ms. Default 1000.
+   * Grace after a call's `timeoutMs` (or after a cancel) before the backend pings the
+   * worker, and how long it waits for the answer, in ms. A worker that does not answer
+   * is killed as unresponsive and the call resolves `timedOut` (so a frozen worker is
+   * replaced about `timeoutMs + 2 x backstopGraceMs` after a call was sent); one that
+   * answers gets another grace, up to 5 times, for its own deadline timer to end the
+   * call (a busy host makes answers late). Default 1000.
    */
   backstopGraceMs?: number;
   /**
@@ -180,9 +184,10 @@ function resolveLimits(job: IsolateJob): WorkerLimits {
  * flight there is a *suspect*; isolate calls have no side effects, so each suspect is
  * run again, alone, in a quarantine worker (`quarantineWorkers` of them, each running one
  * call at a time). A suspect that completes there returns its result as if nothing
- * happened; one that kills its quarantine worker too is the cause and ends with `outOfMemory` (memory) or a failure
- * naming the crash (`CAUSE_MESSAGE`). A call that was alone in its worker when that
- * died of memory is the cause at once. Each call runs at most twice, so one hostile
+ * happened; one that kills its quarantine worker too is the cause and ends with
+ * `outOfMemory` (memory) or a failure naming the crash (`CAUSE_MESSAGE`). A quarantine
+ * worker in which a call was stopped (deadline, cancel) is retired before the next
+ * suspect, since the stopped isolate's thread may still run. Each call runs at most twice, so one hostile
  * call costs at most one re-run of each call that shared its worker, one at a time. A
  * re-run gets its full `timeoutMs` again (the deadline measures the tool's own
  * execution, and the first run was cut short by a neighbour); the caller's signal still
@@ -209,13 +214,14 @@ export class IsolateBackend implements Backend<IsolateJob> {
   readonly #config: WorkerConfig;
   /** The shared workers (indexes 0 to workers - 1), then the quarantine workers. */
   readonly #slots: (WorkerProcess | undefined)[];
-  readonly #retiring = new Set<WorkerProcess>();
+  /** Retired workers still finishing their calls, with their slot index. */
+  readonly #retiring = new Map<WorkerProcess, number>();
   /** sha256 of each source seen, so a source is hashed once, not per call. */
   readonly #digests = new SourceDigests(DIGEST_MEMO_ENTRIES, DIGEST_MEMO_CHARS);
   readonly #restartTimes: number[][];
   readonly #stats: IsolateBackendStats = {completed: 0, pooled: 0, codeCacheHits: 0, restarts: 0, sourceResends: 0, reruns: 0, causes: 0};
   /** Calls waiting for memory budget, first come first served. */
-  readonly #waiting: Array<{costMb: number; grant: (worker: WorkerProcess) => void}> = [];
+  readonly #waiting: Array<{costMb: number; grant: (worker: WorkerProcess) => void; refuse: (error: ToolcellError) => void}> = [];
   /** Suspects waiting for, or running in, a quarantine worker: one per worker at a time. */
   readonly #quarantine: PQueue;
   /** Quarantine slot indexes running a suspect. */
@@ -304,10 +310,9 @@ export class IsolateBackend implements Backend<IsolateJob> {
       return await this.#admit(costMb, signal, started, (worker) => worker.call(job, digest, argsJson, limits, signal, started, costMb));
     } catch (error) {
       if (!(error instanceof WorkerStoppedError) || this.#closed || error.death.kind === 'closed') throw error;
-      if (error.death.inflight <= 1 && error.death.kind === 'memory') {
-        // Alone in its worker, which died of memory: nobody else can have caused it.
-        return this.#asCause(job, error.death, started);
-      }
+      // Even a call alone in its worker is run again rather than blamed: an isolate
+      // thread of an earlier call that was stopped (timed out, cancelled) can keep
+      // running after its disposal (isolated-vm #107/#186) and be the real cause.
       return await this.#rerunAlone(job, digest, argsJson, limits, signal, started, error.death);
     }
   }
@@ -315,7 +320,8 @@ export class IsolateBackend implements Backend<IsolateJob> {
   /** PIDs of the running shared worker processes (retiring ones included), for tests and diagnostics. */
   workerPids(): number[] {
     const pids: number[] = [];
-    for (const worker of [...this.#slots.slice(0, this.#options.workers), ...this.#retiring]) {
+    const retiringShared = [...this.#retiring].filter(([, index]) => index < this.#options.workers).map(([worker]) => worker);
+    for (const worker of [...this.#slots.slice(0, this.#options.workers), ...retiringShared]) {
       const pid = worker?.pid;
       if (pid !== undefined) pids.push(pid);
     }
@@ -339,8 +345,10 @@ export class IsolateBackend implements Backend<IsolateJob> {
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closed = true;
-    this.#quarantine.clear();
-    const workers = [...this.#slots, ...this.#retiring].filter((w): w is WorkerProcess => w !== undefined);
+    // Calls waiting for memory budget end now; suspects queued for quarantine find the
+    // backend closed when their turn comes (at once: every quarantine worker is killed).
+    for (const waiter of this.#waiting.splice(0)) waiter.refuse(new ToolcellError('BACKEND_UNAVAILABLE', 'The isolate backend is closed.'));
+    const workers = [...this.#slots, ...this.#retiring.keys()].filter((w): w is WorkerProcess => w !== undefined);
     this.#closing = Promise.all(workers.map((w) => w.close())).then(() => undefined);
     return this.#closing;
   }
@@ -370,6 +378,10 @@ export class IsolateBackend implements Backend<IsolateJob> {
         grant: (worker: WorkerProcess): void => {
           signal.removeEventListener('abort', onAbort);
           call(worker).then(resolve, reject);
+        },
+        refuse: (error: ToolcellError): void => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
         },
       };
       this.#waiting.push(waiter);
@@ -431,14 +443,19 @@ export class IsolateBackend implements Backend<IsolateJob> {
         while (this.#quarantineBusy.has(index)) index++;
         this.#quarantineBusy.add(index);
         const worker = this.#slot(index);
+        let clean = false;
         try {
-          return await worker.call(job, digest, argsJson, limits, signal, started);
+          const result = await worker.call(job, digest, argsJson, limits, signal, started);
+          clean = !result.timedOut && !result.isCanceled;
+          return result;
         } catch (error) {
           if (!(error instanceof WorkerStoppedError) || this.#closed || error.death.kind === 'closed') throw error;
           return this.#asCause(job, error.death, started);
         } finally {
-          // The next suspect must not share this worker with a call that is still running
-          // there after its caller got an answer (a cancelled one).
+          // The next suspect must run where nothing else does: a stopped call's isolate
+          // thread may keep running after its disposal (isolated-vm #107/#186), so its
+          // worker is retired (killed once it holds no call) and the next one is fresh.
+          if (!clean) this.#recycle(index, worker);
           if (!worker.hasExited && worker.inflight > 0) await Promise.race([worker.exited, worker.drained()]);
           this.#quarantineBusy.delete(index);
         }
@@ -447,6 +464,14 @@ export class IsolateBackend implements Backend<IsolateJob> {
       if (signal.aborted && !(error instanceof ToolcellError)) return emptyResult(performance.now() - started, {isCanceled: true});
       throw error;
     }
+  }
+
+  /** Retires the worker of slot `index` (killed once it holds no call); the slot spawns afresh on next use. */
+  #recycle(index: number, worker: WorkerProcess): void {
+    if (this.#slots[index] !== worker || worker.hasExited) return;
+    this.#retiring.set(worker, index);
+    this.#slots[index] = undefined;
+    worker.retire('retired from quarantine: a call stopped in it may have left its isolate thread running');
   }
 
   /** The result of a call taken as the cause of its worker's death. */
@@ -531,8 +556,8 @@ export class IsolateBackend implements Backend<IsolateJob> {
   #onWedged(index: number, worker: WorkerProcess): void {
     if (this.#closed || this.#slots[index] !== worker) return;
     this.#log.warn({pid: worker.pid}, 'isolate worker has a wedged isolate thread; starting a replacement and retiring it');
-    this.#retiring.add(worker);
+    this.#retiring.set(worker, index);
     this.#replace(index);
-    worker.retire();
+    worker.retire('retired after reporting a wedged isolate thread');
   }
 }

@@ -1,4 +1,5 @@
 import {createHash} from 'node:crypto';
+import {LRUCache} from 'lru-cache';
 
 /** Lower-case hex sha256 of `source` as UTF-8. */
 export function sha256Hex(source: string): string {
@@ -17,22 +18,19 @@ export function sha256Hex(source: string): string {
  * supervisor for the source again.
  */
 export class SourceCache {
-  readonly #maxBytes: number;
-  readonly #entries = new Map<string, {source: string; bytes: number}>();
-  #bytes = 0;
+  /** Undefined when the budget is 0 (lru-cache needs a positive `maxSize`): nothing is kept. */
+  readonly #entries: LRUCache<string, string> | undefined;
 
   /** @param maxBytes total size of the kept sources, in UTF-8 bytes; 0 keeps none. */
   constructor(maxBytes: number) {
-    this.#maxBytes = maxBytes;
+    this.#entries = maxBytes > 0
+      ? new LRUCache({maxSize: maxBytes, sizeCalculation: (source) => Math.max(1, Buffer.byteLength(source, 'utf8'))})
+      : undefined;
   }
 
   /** The source with sha256 `hash`, marking it recently used; undefined when absent. */
   get(hash: string): string | undefined {
-    const entry = this.#entries.get(hash);
-    if (entry === undefined) return undefined;
-    this.#entries.delete(hash);
-    this.#entries.set(hash, entry);
-    return entry.source;
+    return this.#entries?.get(hash);
   }
 
   /**
@@ -41,26 +39,13 @@ export class SourceCache {
    */
   put(hash: string, source: string): boolean {
     if (sha256Hex(source) !== hash) return false;
-    const bytes = Buffer.byteLength(source, 'utf8');
-    const old = this.#entries.get(hash);
-    if (old !== undefined) {
-      this.#entries.delete(hash);
-      this.#bytes -= old.bytes;
-    }
-    if (bytes > this.#maxBytes) return true;
-    this.#entries.set(hash, {source, bytes});
-    this.#bytes += bytes;
-    for (const [oldHash, entry] of this.#entries) {
-      if (this.#bytes <= this.#maxBytes) break;
-      this.#entries.delete(oldHash);
-      this.#bytes -= entry.bytes;
-    }
+    this.#entries?.set(hash, source);
     return true;
   }
 
   /** Number of entries and their total size in UTF-8 bytes. */
   get size(): {entries: number; bytes: number} {
-    return {entries: this.#entries.size, bytes: this.#bytes};
+    return {entries: this.#entries?.size ?? 0, bytes: this.#entries?.calculatedSize ?? 0};
   }
 }
 
@@ -79,37 +64,22 @@ export interface SourceDigest {
  * entries are evicted and simply hashed again when next seen.
  */
 export class SourceDigests {
-  readonly #maxEntries: number;
-  readonly #maxChars: number;
-  readonly #entries = new Map<string, SourceDigest>();
-  #chars = 0;
+  readonly #entries: LRUCache<string, SourceDigest>;
 
   /**
    * @param maxEntries distinct texts remembered at most.
    * @param maxChars total length of the remembered texts, in UTF-16 code units; a longer text is hashed on every call.
    */
   constructor(maxEntries: number, maxChars: number) {
-    this.#maxEntries = maxEntries;
-    this.#maxChars = maxChars;
+    this.#entries = new LRUCache({max: maxEntries, maxSize: maxChars, sizeCalculation: (_digest, source) => Math.max(1, source.length)});
   }
 
   /** The digest of `source`, computed on first sight and remembered. */
   of(source: string): SourceDigest {
     const known = this.#entries.get(source);
-    if (known !== undefined) {
-      this.#entries.delete(source);
-      this.#entries.set(source, known);
-      return known;
-    }
+    if (known !== undefined) return known;
     const digest: SourceDigest = {hash: sha256Hex(source), bytes: Buffer.byteLength(source, 'utf8')};
-    if (source.length > this.#maxChars) return digest;
     this.#entries.set(source, digest);
-    this.#chars += source.length;
-    for (const oldSource of this.#entries.keys()) {
-      if (this.#entries.size <= this.#maxEntries && this.#chars <= this.#maxChars) break;
-      this.#entries.delete(oldSource);
-      this.#chars -= oldSource.length;
-    }
     return digest;
   }
 }
@@ -121,30 +91,21 @@ export class SourceDigests {
  * round trip); it never makes a worker run a source other than the one hashed.
  */
 export class SentSources {
-  readonly #max: number;
-  readonly #hashes = new Set<string>();
+  readonly #hashes: LRUCache<string, true>;
 
   /** @param max hashes remembered at most. */
   constructor(max: number) {
-    this.#max = max;
+    this.#hashes = new LRUCache({max});
   }
 
   /** True when `hash` was sent (and marks it recently used). */
   has(hash: string): boolean {
-    if (!this.#hashes.has(hash)) return false;
-    this.#hashes.delete(hash);
-    this.#hashes.add(hash);
-    return true;
+    return this.#hashes.get(hash) === true;
   }
 
   /** Records that `hash` was sent with its source. */
   add(hash: string): void {
-    this.#hashes.delete(hash);
-    this.#hashes.add(hash);
-    for (const old of this.#hashes) {
-      if (this.#hashes.size <= this.#max) break;
-      this.#hashes.delete(old);
-    }
+    this.#hashes.set(hash, true);
   }
 
   /** Forgets `hash` (the worker said it does not have it). */

@@ -26,6 +26,8 @@ const MAX_STDERR_LINE = 1000;
 /** Source hashes remembered per worker as sent (the worker's own cache is bounded in bytes). */
 const SENT_SOURCES_MAX = 1024;
 const STDERR_TAIL_LINES = 10;
+/** Times a late call's backstop waits another `backstopGraceMs` because the worker still answers pings. */
+const MAX_LATE_PROBES = 5;
 
 /**
  * Why a worker process ended, as far as the supervisor can tell:
@@ -84,7 +86,9 @@ export interface WorkerProcessOptions {
   startTimeoutMs: number;
   /**
    * A call whose worker has not answered `backstopGraceMs` after the call's own
-   * `timeoutMs` resolves `timedOut` and the worker is killed as unresponsive.
+   * `timeoutMs` (or after a cancel) makes the supervisor ping the worker; without an
+   * answer within `backstopGraceMs` the call resolves `timedOut` and the worker is killed
+   * as unresponsive (see `call`).
    */
   backstopGraceMs: number;
   /** Spawn after this many ms (restart back-off). */
@@ -187,8 +191,12 @@ export class WorkerProcess {
   #killKind: WorkerDeathKind | undefined;
   #reservedMb = 0;
   readonly #onDrained: Array<() => void> = [];
+  /** Pings waiting for their pong, by ping id. */
+  readonly #pongs = new Map<string, (alive: boolean) => void>();
+  #probe: Promise<boolean> | undefined;
   #closing = false;
   #retiring = false;
+  #retireReason = 'retired';
   #resolveReady: () => void = () => {};
   #rejectReady: (error: ToolcellError) => void = () => {};
   #resolveExited: () => void = () => {};
@@ -261,11 +269,13 @@ export class WorkerProcess {
    * (`need-source`) and gets the full request.
    *
    * Backstop (the one owner of "the worker is frozen"): from the moment the request is
-   * sent, the worker must answer within `timeoutMs + backstopGraceMs`; after an abort it
-   * must acknowledge the cancel within `backstopGraceMs`. Otherwise the caller (if still
-   * waiting) gets `timedOut` and the process is killed as unresponsive. An abort never
-   * clears this timer: the call stays counted here (`inflight`, `reservedMb`) until the
-   * worker has answered for it or is gone.
+   * sent, the worker should answer within `timeoutMs + backstopGraceMs`; after an abort it
+   * should acknowledge the cancel within `backstopGraceMs`. When it does not, it is
+   * pinged: a worker that answers the ping gets more time (its own deadline timer ends
+   * the call; see `#armBackstop`); one that does not is killed as unresponsive and the
+   * caller (if still waiting) gets `timedOut`. An abort never clears this timer: the call
+   * stays counted here (`inflight`, `reservedMb`) until the worker has answered for it
+   * or is gone.
    *
    * @param digest sha256 and UTF-8 size of `job.source`.
    * @param argsJson JSON text of the arguments, or null for undefined.
@@ -364,14 +374,17 @@ export class WorkerProcess {
     this.#reservedMb -= pending.costMb;
     if (!this.#hasExited) this.#updateRef(); // #onExit updates once for all
     if (this.#pending.size === 0) for (const resolve of this.#onDrained.splice(0)) resolve();
-    if (this.#retiring && this.#pending.size === 0) this.kill('retired after reporting a wedged isolate thread');
+    if (this.#retiring && this.#pending.size === 0) this.kill(this.#retireReason);
     if (!this.#hasExited) this.#options.onRelease?.(this); // #onExit notifies once for all
   }
 
   /**
    * (Re)sets the backstop of call `id` to fire in `ms` unless an earlier one is set. When
-   * it fires, a caller still waiting resolves `timedOut` and the worker is killed as
-   * unresponsive.
+   * it fires, the worker is asked whether its main thread runs (`#ping`): if it answers
+   * within `backstopGraceMs`, its own deadline timer will end the call (a busy host made
+   * it late, or the call is draining), so the backstop waits another grace, at most
+   * `MAX_LATE_PROBES` times; if it does not, or after those, the caller (if still
+   * waiting) resolves `timedOut` and the worker is killed as unresponsive.
    */
   #armBackstop(id: string, ms: number, why: string): void {
     const pending = this.#pending.get(id);
@@ -380,11 +393,53 @@ export class WorkerProcess {
     if (pending.backstop !== undefined && pending.due <= due) return;
     pending.due = due;
     clearTimeout(pending.backstop);
-    pending.backstop = setTimeout(() => {
+    pending.backstop = setTimeout(() => this.#late(id, pending, why, 0), ms);
+  }
+
+  #late(id: string, pending: Pending, why: string, probes: number): void {
+    if (this.#pending.get(id) !== pending) return;
+    const giveUp = (): void => {
       if (this.#pending.get(id) !== pending) return;
       this.#settle(pending, (caller) => caller.resolve(emptyResult(performance.now() - pending.started, {timedOut: true})));
       this.kill(`unresponsive: ${why}`, 'unresponsive');
-    }, ms);
+    };
+    if (probes >= MAX_LATE_PROBES) {
+      giveUp();
+      return;
+    }
+    void this.#ping().then((alive) => {
+      if (this.#pending.get(id) !== pending) return;
+      if (!alive) {
+        giveUp();
+        return;
+      }
+      const grace = this.#options.backstopGraceMs;
+      pending.due = performance.now() + grace;
+      pending.backstop = setTimeout(() => this.#late(id, pending, why, probes + 1), grace);
+    });
+  }
+
+  /**
+   * Asks the worker to answer (`ping`/`pong`); resolves true when it does within
+   * `backstopGraceMs`, false otherwise (or when the message cannot be sent). One probe at
+   * a time is shared by every late call.
+   */
+  #ping(): Promise<boolean> {
+    if (this.#probe !== undefined) return this.#probe;
+    const id = `ping-${++this.#seq}`;
+    const probe = new Promise<boolean>((resolve) => {
+      const done = (alive: boolean): void => {
+        clearTimeout(timer);
+        this.#pongs.delete(id);
+        if (this.#probe === probe) this.#probe = undefined;
+        resolve(alive);
+      };
+      const timer = setTimeout(() => done(false), this.#options.backstopGraceMs);
+      this.#pongs.set(id, done);
+      this.#send({type: 'ping', id}, () => done(false));
+    });
+    this.#probe = probe;
+    return probe;
   }
 
   #onSendError(id: string, error: Error): void {
@@ -398,11 +453,12 @@ export class WorkerProcess {
 
   /**
    * Stops routing work here: kills the process once its last call has finished (each
-   * call is bounded by its own deadline and backstop).
+   * call is bounded by its own deadline and backstop). `reason` goes into the exit log.
    */
-  retire(): void {
+  retire(reason: string): void {
     this.#retiring = true;
-    if (this.#pending.size === 0) this.kill('retired after reporting a wedged isolate thread');
+    this.#retireReason = reason;
+    if (this.#pending.size === 0) this.kill(reason);
   }
 
   /** Whether `retire()` was called. */
@@ -531,6 +587,9 @@ export class WorkerProcess {
       case 'log':
         this.#options.log[message.level]({pid: this.#child?.pid, worker: message.data}, message.msg);
         return;
+      case 'pong':
+        this.#pongs.get(message.id)?.(true);
+        return;
       case 'wedged':
         this.#options.log.warn({pid: this.#child?.pid}, 'an isolate thread did not stop after its isolate was disposed; replacing the worker');
         this.#options.onWedged(this);
@@ -602,6 +661,7 @@ export class WorkerProcess {
         : new ToolcellError('BACKEND_UNAVAILABLE', NOT_STARTED_MESSAGE, {}, {cause})));
     }
     this.#rejectReady(new ToolcellError('BACKEND_UNAVAILABLE', NOT_STARTED_MESSAGE));
+    for (const done of [...this.#pongs.values()]) done(false);
     this.#child?.removeAllListeners('message');
     for (const id of [...this.#pending.keys()]) this.#release(id);
     this.#updateRef();

@@ -11,6 +11,8 @@ const ok = await dockerAvailable({images: ['toolcell/shell']});
 
 /** Milliseconds each container create is held back, standing in for an overloaded engine. */
 const SLOW_CREATE_MS = 2_500;
+/** Limits of the test jobs but the deadline. */
+const LIMITS = {memoryMb: 64, outputBytes: 65_536, cpus: 0.5, pids: 32};
 
 /** A real engine client whose createContainer answers SLOW_CREATE_MS late. */
 function slowEngine(): Docker {
@@ -34,7 +36,7 @@ describe('container deadline from the tool\'s start', {skip: !ok && 'no Docker e
   });
 
   test('a trivial call whose container takes longer to create than its whole timeoutMs still runs', async () => {
-    const job = containerJob(['/usr/bin/echo', 'ran'], {image: 'toolcell/shell', limits: {timeoutMs: 2_000}});
+    const job = containerJob(['/usr/bin/echo', 'ran'], {image: 'toolcell/shell', limits: {...LIMITS, timeoutMs: 2_000}});
     const r = await backend.run(job, {signal: noSignal()});
     assert.equal(r.timedOut, false, `the engine's slowness was counted against the tool: ${JSON.stringify(r)}`);
     assert.equal(r.exitCode, 0);
@@ -43,7 +45,7 @@ describe('container deadline from the tool\'s start', {skip: !ok && 'no Docker e
   });
 
   test('a tool that overruns is still stopped at its own deadline', async () => {
-    const job = containerJob(['/usr/bin/sleep', 'infinity'], {image: 'toolcell/shell', limits: {timeoutMs: 1_000}});
+    const job = containerJob(['/usr/bin/sleep', 'infinity'], {image: 'toolcell/shell', limits: {...LIMITS, timeoutMs: 1_000}});
     const r = await backend.run(job, {signal: noSignal()});
     assert.equal(r.timedOut, true);
     assert.equal(r.failed, true);

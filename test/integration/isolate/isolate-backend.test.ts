@@ -5,7 +5,11 @@
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
-import {assertBounded, assertStillServes, bytes, run, startBackend} from './helpers.ts';
+import {assertBounded, assertStillServes, bytes, GENEROUS_TIMEOUT_MS, run, startBackend} from './helpers.ts';
+
+/** `run` for calls that are not hostile: a deadline no busy host reaches (GENEROUS_TIMEOUT_MS) unless the test sets one. */
+const call = (backend: IsolateBackend, source: string, options: Parameters<typeof run>[2] = {}): ReturnType<typeof run> =>
+  run(backend, source, {...options, limits: {timeoutMs: GENEROUS_TIMEOUT_MS, ...options.limits}});
 
 describe('isolate backend: results', () => {
   let backend: IsolateBackend;
@@ -15,7 +19,7 @@ describe('isolate backend: results', () => {
   after(() => backend.close());
 
   test('the default export receives a copy of the arguments and its return value becomes JSON on stdout', async () => {
-    const result = await run(backend, 'export default (args) => ({sum: args.a + args.b, args})', {args: {a: 2, b: 3}});
+    const result = await call(backend, 'export default (args) => ({sum: args.a + args.b, args})', {args: {a: 2, b: 3}});
     assert.deepEqual(
       {failed: result.failed, timedOut: result.timedOut, isCanceled: result.isCanceled, outOfMemory: result.outOfMemory, truncated: result.truncated},
       {failed: false, timedOut: false, isCanceled: false, outOfMemory: false, truncated: false},
@@ -27,45 +31,45 @@ describe('isolate backend: results', () => {
   });
 
   test('an async default export is awaited', async () => {
-    const result = await run(backend, 'export default async (args) => { await null; return [args.text.toUpperCase()]; }', {args: {text: 'hé'}});
+    const result = await call(backend, 'export default async (args) => { await null; return [args.text.toUpperCase()]; }', {args: {text: 'hé'}});
     assert.equal(result.failed, false);
     assert.equal(result.stdout, '["HÉ"]');
   });
 
   test('undefined arguments and an undefined result give empty stdout', async () => {
-    const result = await run(backend, 'export default (args) => { if (args !== undefined) throw new Error("args"); }', {args: undefined});
+    const result = await call(backend, 'export default (args) => { if (args !== undefined) throw new Error("args"); }', {args: undefined});
     assert.equal(result.failed, false);
     assert.equal(result.stdout, '');
   });
 
   test('a string result is JSON text', async () => {
-    const result = await run(backend, 'export default () => "line\\n\\"quoted\\""');
+    const result = await call(backend, 'export default () => "line\\n\\"quoted\\""');
     assert.equal(JSON.parse(result.stdout), 'line\n"quoted"');
   });
 
   test('mutating the arguments inside the isolate does not touch the caller\'s object', async () => {
     const args = {list: [1, 2]};
-    const result = await run(backend, 'export default (args) => { args.list.push(3); args.added = true; return args; }', {args});
+    const result = await call(backend, 'export default (args) => { args.list.push(3); args.added = true; return args; }', {args});
     assert.deepEqual(JSON.parse(result.stdout), {list: [1, 2, 3], added: true});
     assert.deepEqual(args, {list: [1, 2]});
   });
 
   test('a module without a default export function fails with a TypeError', async () => {
-    const result = await run(backend, 'export const x = 1;');
+    const result = await call(backend, 'export const x = 1;');
     assert.equal(result.failed, true);
     assert.equal(result.error?.name, 'TypeError');
     assert.match(result.error?.message ?? '', /default export/);
   });
 
   test('a syntax error is reported as SyntaxError with the tool filename, not a host path', async () => {
-    const result = await run(backend, 'export default () => {');
+    const result = await call(backend, 'export default () => {');
     assert.equal(result.failed, true);
     assert.equal(result.error?.name, 'SyntaxError');
     assert.doesNotMatch(result.error?.message ?? '', /\/work\/|node_modules|src\/backends/);
   });
 
   test('a thrown error gives failed with name and message only', async () => {
-    const result = await run(backend, 'export default () => { console.log("before"); throw new RangeError("bad input"); }');
+    const result = await call(backend, 'export default () => { console.log("before"); throw new RangeError("bad input"); }');
     assert.equal(result.failed, true);
     assert.equal(result.timedOut, false);
     assert.deepEqual(result.error, {name: 'RangeError', message: 'bad input'});
@@ -73,16 +77,16 @@ describe('isolate backend: results', () => {
   });
 
   test('an error thrown while the module evaluates is reported and its console output kept', async () => {
-    const result = await run(backend, 'console.warn("loading"); throw new TypeError("no config"); export default () => 1;');
+    const result = await call(backend, 'console.warn("loading"); throw new TypeError("no config"); export default () => 1;');
     assert.equal(result.failed, true);
     assert.deepEqual(result.error, {name: 'TypeError', message: 'no config'});
     assert.equal(result.stderr, 'loading\n');
   });
 
   test('thrown non-Error values are described', async () => {
-    const thrownString = await run(backend, 'export default () => { throw "plain text"; }');
+    const thrownString = await call(backend, 'export default () => { throw "plain text"; }');
     assert.deepEqual(thrownString.error, {name: 'Error', message: 'plain text'});
-    const thrownObject = await run(backend, 'export default () => { throw {code: 42}; }');
+    const thrownObject = await call(backend, 'export default () => { throw {code: 42}; }');
     assert.equal(thrownObject.error?.name, 'Error');
     assert.equal(thrownObject.failed, true);
   });
@@ -100,7 +104,7 @@ describe('isolate backend: results', () => {
       console.count(); console.count();
       console.assert(1 === 2, 'math');
     }`;
-    const result = await run(backend, source);
+    const result = await call(backend, source);
     assert.equal(result.failed, false, JSON.stringify(result));
     assert.equal(result.stderr, [
       'a x b 42 c {"k":1}',
@@ -121,14 +125,14 @@ describe('isolate backend: results', () => {
   });
 
   test('an Error logged to the console shows its stack inside the isolate, without host paths', async () => {
-    const result = await run(backend, 'export default () => { console.error(new Error("shown")); }');
+    const result = await call(backend, 'export default () => { console.error(new Error("shown")); }');
     assert.match(result.stderr, /^Error: shown\n\s+at /);
     assert.doesNotMatch(result.stderr, /\/work\/|node_modules|src\/backends|file:\/\//);
   });
 
   test('stdout and stderr never exceed outputBytes, counting UTF-8 bytes', async () => {
     const outputBytes = 1000;
-    const result = await run(backend, 'export default () => { try { for (;;) console.log("é€😀"); } catch {} return "😀".repeat(1000); }', {limits: {outputBytes}});
+    const result = await call(backend, 'export default () => { try { for (;;) console.log("é€😀"); } catch {} return "😀".repeat(1000); }', {limits: {outputBytes}});
     assert.equal(result.truncated, true);
     assert.equal(result.failed, true);
     assert.ok(bytes(result.stdout) <= outputBytes, `stdout ${bytes(result.stdout)} bytes`);
@@ -165,7 +169,7 @@ describe('isolate backend: cancellation and concurrency', () => {
 
   test('50 parallel calls each get their own arguments back', async () => {
     const source = 'export default async (args) => { let x = 0; for (let i = 0; i < 1000 * (args.n % 7); i++) x += i; await null; return {n: args.n, square: args.n * args.n}; }';
-    const results = await Promise.all(Array.from({length: 50}, (_, n) => run(backend, source, {args: {n}, limits: {timeoutMs: 5000}})));
+    const results = await Promise.all(Array.from({length: 50}, (_, n) => call(backend, source, {args: {n}})));
     results.forEach((result, n) => {
       assert.equal(result.failed, false, JSON.stringify(result));
       assert.deepEqual(JSON.parse(result.stdout), {n, square: n * n});
@@ -174,7 +178,7 @@ describe('isolate backend: cancellation and concurrency', () => {
 
   test('parallel hostile and normal calls do not disturb each other', async () => {
     const hostile = run(backend, 'export default () => { for (;;); }', {limits: {timeoutMs: 600}});
-    const normal = await Promise.all(Array.from({length: 10}, (_, n) => run(backend, 'export default (a) => a.n', {args: {n}})));
+    const normal = await Promise.all(Array.from({length: 10}, (_, n) => call(backend, 'export default (a) => a.n', {args: {n}})));
     normal.forEach((result, n) => assert.equal(result.stdout, String(n)));
     const timedOut = await hostile;
     assert.equal(timedOut.timedOut, true);

@@ -9,7 +9,10 @@ import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
 import {sha256Hex, SentSources, SourceCache, SourceDigests} from '../../../src/backends/isolate/source-cache.ts';
 import {parseSupervisorMessage} from '../../../src/backends/isolate/worker-protocol.ts';
-import {assertStillServes, run, startBackend} from './helpers.ts';
+import {assertStillServes, GENEROUS_TIMEOUT_MS, run, startBackend} from './helpers.ts';
+
+/** These calls are not hostile (48 at once on 2 CPUs in one test): see GENEROUS_TIMEOUT_MS. */
+const GENEROUS = {timeoutMs: GENEROUS_TIMEOUT_MS};
 
 /** A tool whose answer names its own variant, padded to `padding` characters of comment. */
 const variant = (name: string, padding = 0): string =>
@@ -80,7 +83,7 @@ describe('source cache through the backend', () => {
     const sources = [variant('a'), variant('b'), variant('c')];
     for (let n = 0; n < 30; n++) {
       const name = ['a', 'b', 'c'][n % 3]!;
-      const result = await run(backend, sources[n % 3]!, {args: {n}});
+      const result = await run(backend, sources[n % 3]!, {args: {n}, limits: GENEROUS});
       assert.equal(result.failed, false, JSON.stringify(result));
       // `calls` is module state: 1 means a fresh module instance in a fresh isolate.
       assert.deepEqual(JSON.parse(result.stdout), {variant: name, n, calls: 1}, `call ${n}`);
@@ -92,7 +95,8 @@ describe('source cache through the backend', () => {
     const a = 'export default () => "A";';
     const b = 'export default () => "B";';
     for (let n = 0; n < 6; n++) {
-      const result = await run(backend, n % 2 === 0 ? a : b);
+      const result = await run(backend, n % 2 === 0 ? a : b, {limits: GENEROUS});
+      assert.equal(result.failed, false, JSON.stringify(result));
       assert.equal(result.stdout, n % 2 === 0 ? '"A"' : '"B"');
     }
   });
@@ -107,7 +111,7 @@ describe('source cache misses', () => {
     const {backend} = await startBackend({workers: 1, poolSize: 0, sourceCacheBytes: Buffer.byteLength(a) + 50});
     try {
       for (let n = 0; n < 8; n++) {
-        const result = await run(backend, n % 2 === 0 ? a : b, {args: {n}});
+        const result = await run(backend, n % 2 === 0 ? a : b, {args: {n}, limits: GENEROUS});
         assert.equal(result.failed, false, JSON.stringify(result));
         assert.deepEqual(JSON.parse(result.stdout), {variant: n % 2 === 0 ? 'a' : 'b', n, calls: 1});
       }
@@ -124,7 +128,8 @@ describe('source cache misses', () => {
       const {backend} = await startBackend({workers: 1, poolSize: 0, sourceCacheBytes});
       try {
         for (let n = 0; n < 4; n++) {
-          const result = await run(backend, big, {args: {n}});
+          const result = await run(backend, big, {args: {n}, limits: GENEROUS});
+          assert.equal(result.failed, false, JSON.stringify(result));
           assert.deepEqual(JSON.parse(result.stdout), {variant: 'big', n, calls: 1});
         }
         assert.equal(backend.stats().sourceResends, 0);
@@ -138,8 +143,10 @@ describe('source cache misses', () => {
     const {backend} = await startBackend({workers: 2, poolSize: 2, poolMemoryMb: [32], sourceCacheBytes: 2000});
     try {
       const sources = Array.from({length: 12}, (_, i) => variant(`v${i}`, 100));
-      const results = await Promise.all(Array.from({length: 48}, (_, n) => run(backend, sources[n % 12]!, {args: {n}})));
+      const results = await Promise.all(Array.from({length: 48}, (_, n) => run(backend, sources[n % 12]!, {args: {n}, limits: GENEROUS})));
       results.forEach((result, n) => {
+        // A failed call has no JSON to parse ("Unexpected end of JSON input" under load).
+        assert.equal(result.failed, false, `call ${n}: ${JSON.stringify(result)}`);
         assert.deepEqual(JSON.parse(result.stdout), {variant: `v${n % 12}`, n, calls: 1}, `call ${n}`);
       });
     } finally {

@@ -45,4 +45,26 @@ describe('memory-heavy neighbours', () => {
     assert.deepEqual(backend.workerPids(), [pid]);
     await assertStillServes(backend);
   });
+
+  test('a call waiting for budget ends at once when its signal aborts, and when the backend closes', async () => {
+    const {backend: small} = await startBackend({workerMemoryCeilingMb: 256, workerMemoryBudgetMb: 140});
+    try {
+      // One 128 MB call (cost 132 MB) fills the 140 MB budget; the next must wait.
+      const holding = run(small, HOLD, {args: {n: 0, mb: 1, ms: 1500}, limits: LIMITS});
+      const controller = new AbortController();
+      const waiting = run(small, HOLD, {args: {n: 1, mb: 1, ms: 0}, limits: LIMITS, signal: controller.signal});
+      setTimeout(() => controller.abort(), 200);
+      const aborted = await waiting;
+      assert.equal(aborted.isCanceled, true, JSON.stringify(aborted));
+      assert.ok(aborted.elapsedMs < 1200, `it waited for the budget after its abort: ${Math.round(aborted.elapsedMs)} ms`);
+      const unavailable = (error: unknown): boolean => (error as {code?: string}).code === 'BACKEND_UNAVAILABLE';
+      const refused = assert.rejects(run(small, HOLD, {args: {n: 2, mb: 1, ms: 0}, limits: LIMITS}), unavailable);
+      const stopped = assert.rejects(holding, unavailable);
+      await small.close();
+      await refused;
+      await stopped;
+    } finally {
+      await small.close();
+    }
+  });
 });

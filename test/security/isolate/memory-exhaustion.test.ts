@@ -55,10 +55,14 @@ describe('memory exhaustion', () => {
     await assertStillServes(backend);
   });
 
-  test('a 200 MB string result is stopped by the memory or output limit and never reaches the server', async () => {
+  test('a 200 MB string result is stopped by the memory, output or time limit and never reaches the server', async () => {
     const rssBefore = process.memoryUsage().rss;
     const result = await run(backend, 'export default () => "x".repeat(200 * 2 ** 20)', {limits: {timeoutMs: OOM_TIMEOUT_MS}});
-    assert.ok(result.outOfMemory || result.truncated, `expected outOfMemory or truncated: ${JSON.stringify({...result, stdout: result.stdout.length})}`);
+    // Every one of these outcomes contains the attack (on a busy host, V8's last-resort
+    // GCs can outlast the deadline: timedOut); what matters is that nothing over the
+    // cap came out and the server did not grow.
+    assert.ok(result.outOfMemory || result.truncated || result.timedOut,
+      `expected outOfMemory, truncated or timedOut: ${JSON.stringify({...result, stdout: result.stdout.length})}`);
     assert.equal(result.failed, true);
     assert.ok(bytes(result.stdout) <= LIMITS.outputBytes);
     assertBounded(result, OOM_TIMEOUT_MS);
@@ -110,7 +114,9 @@ describe('worker memory ceiling', () => {
     const result = await run(backend, source, {limits: {timeoutMs: 5000}});
     assert.equal(result.outOfMemory, true, JSON.stringify(result));
     assert.equal(result.failed, true);
-    assert.ok(result.elapsedMs < 5000, 'the watchdog acted before the call timeout');
+    // It ran twice (the second time alone, in a quarantine worker, where it is found to be
+    // the cause); outOfMemory says the watchdog, not the 5 s deadline, stopped each run.
+    assertBounded(result, 2 * 5000);
     const warning = log.lines.find((line) => line.msg === 'isolate worker stopped; restarting it');
     assert.ok(warning, 'a warning was logged');
     assert.match(String(warning.reason), /RSS \d+ MB above the ceiling of 256 MB/);
@@ -128,7 +134,7 @@ describe('worker memory ceiling', () => {
     assert.ok(pid);
     const result = await run(backend, 'export default () => { const keep = new Map(); for (let i = 0; ; i++) keep.set(i, {i, text: String(i)}); }', {limits: {timeoutMs: OOM_TIMEOUT_MS}});
     assert.equal(result.outOfMemory, true, JSON.stringify(result));
-    assert.ok(result.elapsedMs <= OOM_TIMEOUT_MS + 500);
+    assertBounded(result, 2 * OOM_TIMEOUT_MS); // it ran twice: the second time alone, in quarantine
     const warning = log.lines.findLast((line) => line.msg === 'isolate worker stopped; restarting it');
     assert.ok(warning);
     assert.match(JSON.stringify(warning.stderrTail), /catastrophic/);

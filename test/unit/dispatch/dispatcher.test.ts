@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import type {Backend, ExecutionResult, IsolateJob} from '../../../src/backends/backend.ts';
-import {Dispatcher} from '../../../src/dispatch/dispatcher.ts';
+import {DEFAULT_DISPATCH, Dispatcher} from '../../../src/dispatch/dispatcher.ts';
 import {ToolcellError} from '../../../src/errors.ts';
 
 const ok = (extra: Partial<ExecutionResult> = {}): ExecutionResult => ({
@@ -118,4 +118,18 @@ test('the backstop deadline stops a backend that ignores its own timeout and rep
 test('a missing backend is BACKEND_UNAVAILABLE', async () => {
   const d = new Dispatcher({}, options(1, 1));
   await assert.rejects(d.run(job(), new AbortController().signal), (e: unknown) => e instanceof ToolcellError && e.code === 'BACKEND_UNAVAILABLE');
+});
+
+test('a backend\'s own graceMs replaces the global one for the last-resort deadline', async () => {
+  const {backend} = fakeBackend(300);
+  // Global grace 50 ms would stop the 300 ms call of a 30 ms job; the isolate queue's 1 s does not.
+  const d = new Dispatcher({isolate: backend}, {...options(1, 1), isolate: {concurrency: 1, maxQueued: 1, graceMs: 1000}});
+  const result = await d.run(job(30), new AbortController().signal);
+  assert.equal(result.timedOut, false, JSON.stringify(result));
+  assert.equal(result.failed, false);
+});
+
+test('by default the isolate backend gets a long slack (it owns its deadline and backstop); containers keep the short one', () => {
+  assert.ok((DEFAULT_DISPATCH.isolate.graceMs ?? 0) >= DEFAULT_DISPATCH.queueWaitMs);
+  assert.equal(DEFAULT_DISPATCH.container.graceMs, undefined);
 });
