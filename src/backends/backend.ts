@@ -115,6 +115,21 @@ export interface ExecutionResult {
   durationMs: number;
 }
 
+/**
+ * The one result factory of the backends: no flag set, no output, then `fields` on top.
+ * `failed` is derived unless `fields` gives it: true when a termination flag (`timedOut`,
+ * `isCanceled`, `outOfMemory`, `truncated`), an `error` or a non-zero `exitCode` is given.
+ * @param durationMs wall-clock time inside the backend, in ms (rounded).
+ */
+export function makeResult(durationMs: number, fields: Partial<ExecutionResult> = {}): ExecutionResult {
+  const failed = fields.timedOut === true || fields.isCanceled === true || fields.outOfMemory === true || fields.truncated === true
+    || fields.error !== undefined || (fields.exitCode !== undefined && fields.exitCode !== 0);
+  return {
+    failed, timedOut: false, isCanceled: false, outOfMemory: false, truncated: false,
+    stdout: '', stderr: '', ...fields, durationMs: Math.round(durationMs),
+  };
+}
+
 /** A sandbox backend. */
 export interface Backend<J extends Job = Job> {
   readonly kind: J['kind'];

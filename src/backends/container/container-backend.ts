@@ -8,7 +8,7 @@ import {hostname} from 'node:os';
 import Docker from 'dockerode';
 import {ToolcellError} from '../../errors.ts';
 import {log as rootLog} from '../../log.ts';
-import type {Backend, ContainerJob, ExecutionResult} from '../backend.ts';
+import {makeResult, type Backend, type ContainerJob, type ExecutionResult} from '../backend.ts';
 import {CgroupSampler, readPidsState} from './cgroup.ts';
 import {dockerMessage, isNoSuchContainer, isUnreachable} from './docker-errors.ts';
 import {toCreateOptions} from './host-config.ts';
@@ -63,9 +63,6 @@ function isCommandNotFound(err: unknown): boolean {
   return /executable file not found|no such file or directory/i.test(dockerMessage(err.cause));
 }
 
-function emptyResult(durationMs: number): ExecutionResult {
-  return {failed: false, timedOut: false, isCanceled: false, outOfMemory: false, truncated: false, stdout: '', stderr: '', durationMs};
-}
 
 /**
  * Runs each {@link ContainerJob} in a fresh Docker container (dockerode, Docker Engine API),
@@ -212,7 +209,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
     const elapsed = () => Math.round(performance.now() - t0);
     const {signal} = options;
     if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The container backend is shutting down.', {reason: 'closed'});
-    if (signal.aborted) return {...emptyResult(elapsed()), failed: true, isCanceled: true};
+    if (signal.aborted) return makeResult(elapsed(), {isCanceled: true});
     const claim = this.provenance.claim(this.owner);
     const base = toCreateOptions(job, {owner: this.owner});
     const createOptions = {...base, name: claim.name, Labels: {...base.Labels, ...claim.labels}};
@@ -300,7 +297,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
             teardown.watchOrphans = true;
             if (isCommandNotFound(prepared.e)) {
               // Same outcome as the warm path, where the launcher's `exec` fails with 127.
-              return () => ({...emptyResult(elapsed()), failed: true, exitCode: 127, stderr: `${job.argv[0]}: not found in the image\n`});
+              return () => makeResult(elapsed(), {exitCode: 127, stderr: `${job.argv[0]}: not found in the image\n`});
             }
             const err = prepared.e;
             return () => {
@@ -404,7 +401,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
     const why = attributeExit({...evidence, stderrTail: stderr.slice(-4096)});
     if (why.witnesses.length > 0) log.debug({witnesses: why.witnesses, status: evidence.status}, 'exit attributed');
     const result: ExecutionResult = {
-      ...emptyResult(0),
+      ...makeResult(0),
       failed: why.failed || collector.truncated,
       outOfMemory: why.outOfMemory,
       truncated: collector.truncated,
@@ -421,7 +418,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
   /** Result of a call that toolcell stopped (deadline, cancellation, output cap); built after its container's removal. */
   #stoppedResult(reason: StopReason, collector: OutputCollector | undefined, elapsed: () => number, pids?: ReturnType<typeof readPidsState>): ExecutionResult {
     const result: ExecutionResult = {
-      ...emptyResult(0),
+      ...makeResult(0),
       failed: true,
       timedOut: reason === 'timeout',
       isCanceled: reason === 'cancel',

@@ -3,11 +3,11 @@ import {dirname, join} from 'node:path';
 import {performance} from 'node:perf_hooks';
 import {fileURLToPath} from 'node:url';
 import PQueue from 'p-queue';
-import type {Backend, ExecutionResult, IsolateJob} from '../backend.ts';
+import {makeResult, type Backend, type ExecutionResult, type IsolateJob} from '../backend.ts';
 import {ToolcellError} from '../../errors.ts';
 import {log as rootLog, type Logger} from '../../log.ts';
 import {SourceDigests, type SourceDigest} from './source-cache.ts';
-import {emptyResult, WorkerProcess, WorkerStoppedError, type WorkerDeath, type WorkerExitInfo} from './worker-process.ts';
+import {WorkerProcess, WorkerStoppedError, type WorkerDeath, type WorkerExitInfo} from './worker-process.ts';
 import type {WorkerConfig, WorkerLimits, WorkerOutcome} from './worker-protocol.ts';
 
 /** Options of `IsolateBackend`; every field is optional. */
@@ -303,7 +303,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
     } catch (error) {
       throw new ToolcellError('INVALID_ARGUMENTS', 'The arguments cannot be written as JSON.', {}, {cause: error});
     }
-    if (signal.aborted) return emptyResult(performance.now() - started, {isCanceled: true});
+    if (signal.aborted) return makeResult(performance.now() - started, {isCanceled: true});
     const digest = this.#digests.of(job.source);
     const costMb = admissionCostMb(limits.memoryMb);
     try {
@@ -370,7 +370,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
         const at = this.#waiting.indexOf(waiter);
         if (at < 0) return;
         this.#waiting.splice(at, 1);
-        resolve(emptyResult(performance.now() - started, {isCanceled: true}));
+        resolve(makeResult(performance.now() - started, {isCanceled: true}));
         this.#pump(); // the head may have changed
       };
       const waiter = {
@@ -438,7 +438,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
     try {
       return await this.#quarantine.add(async () => {
         if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The isolate backend is closed.');
-        if (signal.aborted) return emptyResult(performance.now() - started, {isCanceled: true});
+        if (signal.aborted) return makeResult(performance.now() - started, {isCanceled: true});
         let index = this.#options.workers;
         while (this.#quarantineBusy.has(index)) index++;
         this.#quarantineBusy.add(index);
@@ -461,7 +461,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
         }
       }, {signal});
     } catch (error) {
-      if (signal.aborted && !(error instanceof ToolcellError)) return emptyResult(performance.now() - started, {isCanceled: true});
+      if (signal.aborted && !(error instanceof ToolcellError)) return makeResult(performance.now() - started, {isCanceled: true});
       throw error;
     }
   }
@@ -480,9 +480,9 @@ export class IsolateBackend implements Backend<IsolateJob> {
     this.#log.warn({jobId: job.id, pid: death.pid, death: death.kind, reason: death.reason},
       'isolate call stopped its worker when it ran alone there; it is taken as the cause');
     const durationMs = performance.now() - started;
-    if (death.kind === 'memory') return emptyResult(durationMs, {outOfMemory: true});
-    if (death.kind === 'unresponsive') return emptyResult(durationMs, {timedOut: true});
-    return emptyResult(durationMs, {error: {name: 'Error', message: CAUSE_MESSAGE}});
+    if (death.kind === 'memory') return makeResult(durationMs, {outOfMemory: true});
+    if (death.kind === 'unresponsive') return makeResult(durationMs, {timedOut: true});
+    return makeResult(durationMs, {error: {name: 'Error', message: CAUSE_MESSAGE}});
   }
 
   #slot(index: number): WorkerProcess {

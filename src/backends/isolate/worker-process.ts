@@ -1,7 +1,7 @@
 import {fork, type ChildProcess} from 'node:child_process';
 import {performance} from 'node:perf_hooks';
 import {fileURLToPath} from 'node:url';
-import type {ExecutionResult, IsolateJob} from '../backend.ts';
+import {makeResult, type ExecutionResult, type IsolateJob} from '../backend.ts';
 import {ToolcellError} from '../../errors.ts';
 import type {Logger} from '../../log.ts';
 import {watchRss} from './rss-watchdog.ts';
@@ -143,14 +143,6 @@ interface Pending {
   /** The backstop timer (set once the request is sent) and when it fires (`performance.now()` ms). */
   backstop: NodeJS.Timeout | undefined;
   due: number;
-}
-
-/** A result for a call that ended without an outcome from the worker. */
-export function emptyResult(durationMs: number, flags: Partial<ExecutionResult>): ExecutionResult {
-  return {
-    failed: true, timedOut: false, isCanceled: false, outOfMemory: false, truncated: false,
-    stdout: '', stderr: '', durationMs, ...flags,
-  };
 }
 
 /**
@@ -296,7 +288,7 @@ export class WorkerProcess {
       const onAbort = (): void => {
         const pending = this.#pending.get(id);
         if (pending?.caller === undefined) return;
-        this.#settle(pending, (caller) => caller.resolve(emptyResult(performance.now() - started, {isCanceled: true})));
+        this.#settle(pending, (caller) => caller.resolve(makeResult(performance.now() - started, {isCanceled: true})));
         if (pending.backstop === undefined) {
           this.#release(id); // never sent: nothing runs in the worker
           return;
@@ -400,7 +392,7 @@ export class WorkerProcess {
     if (this.#pending.get(id) !== pending) return;
     const giveUp = (): void => {
       if (this.#pending.get(id) !== pending) return;
-      this.#settle(pending, (caller) => caller.resolve(emptyResult(performance.now() - pending.started, {timedOut: true})));
+      this.#settle(pending, (caller) => caller.resolve(makeResult(performance.now() - pending.started, {timedOut: true})));
       this.kill(`unresponsive: ${why}`, 'unresponsive');
     };
     if (probes >= MAX_LATE_PROBES) {
