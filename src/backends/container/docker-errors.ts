@@ -37,12 +37,15 @@ function buildHint(image: string): string {
   return m ? ` Build it with \`toolcell images build ${m[1]}\`.` : '';
 }
 
+/** What failed, in the model-facing message: attaching to a created container is not starting it. */
+const PHASE_VERB = {create: 'created', attach: 'attached to', start: 'started'} as const;
+
 /**
  * Maps an engine error raised while creating or starting a container to the model-facing
  * `ToolcellError('BACKEND_UNAVAILABLE')`. The message names the image or the runtime, never a
  * host path; the engine's own text stays in `cause` for the log.
  */
-export function toBackendError(err: unknown, context: {image: string; runtime: string; phase: 'create' | 'start' | 'attach' | 'run'}): ToolcellError {
+export function toBackendError(err: unknown, context: {image: string; runtime: string; phase: 'create' | 'attach' | 'start'}): ToolcellError {
   if (err instanceof ToolcellError) return err;
   const message = dockerMessage(err);
   const status = (err as DockerError)?.statusCode;
@@ -55,5 +58,5 @@ export function toBackendError(err: unknown, context: {image: string; runtime: s
   if (context.phase === 'create' && (status === 404 || /no such image/i.test(message))) {
     return new ToolcellError('BACKEND_UNAVAILABLE', `The container image "${context.image}" is not present on this host.${buildHint(context.image)}`, {reason: 'image-missing', image: context.image}, {cause: err});
   }
-  return new ToolcellError('BACKEND_UNAVAILABLE', `The sandbox container could not be ${context.phase === 'run' ? 'run' : context.phase === 'create' ? 'created' : 'started'} (runtime ${context.runtime}).`, {reason: `container-${context.phase}-failed`, runtime: context.runtime}, {cause: err});
+  return new ToolcellError('BACKEND_UNAVAILABLE', `The sandbox container could not be ${PHASE_VERB[context.phase]} (runtime ${context.runtime}).`, {reason: `container-${context.phase}-failed`, runtime: context.runtime}, {cause: err});
 }

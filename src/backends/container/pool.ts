@@ -62,7 +62,6 @@ export function poolKey(job: ContainerJob): string {
 
 interface Member {
   sandbox: Sandbox;
-  memoryMb: number;
   createdAt: number;
   exited: boolean;
 }
@@ -153,14 +152,10 @@ export class ContainerPool {
 
   /**
    * A ready member for `job`, removed from the pool (the caller now owns and must remove it),
-   * or undefined (no member ready, aged out, settings differ, or the job's argv is too large
-   * for the launcher): then the caller creates a cold container. Schedules a refill.
+   * with the slot of the job's settings; `sandbox` undefined when none is ready (aged out,
+   * exited), `slot` undefined when the job cannot use the pool (settings, launcher, argv too
+   * large). Schedules a refill.
    */
-  take(job: ContainerJob): Sandbox | undefined {
-    return this.#take(job).sandbox;
-  }
-
-  /** `take`, also returning the slot of the job's settings (undefined when the job cannot use the pool). */
   #take(job: ContainerJob): {sandbox?: Sandbox; slot?: Slot} {
     if (this.#closed || this.#size === 0) return {};
     if (!launcherFits(job, this.#maxHeaderBytes)) return {};
@@ -177,7 +172,7 @@ export class ContainerPool {
   }
 
   /**
-   * Like {@link take}, but when no member is ready and more members are being created for this
+   * A ready member for `job` (see `#take`); when none is ready and more members are being created for this
    * key than calls already wait for them, waits for the next one (created after the call
    * arrived or before it, never used by anyone). A member being created is always further along
    * than a cold container the caller would start now, and waiting adds no work to an engine that
@@ -267,7 +262,7 @@ export class ContainerPool {
         waiter(sandbox); // straight to a waiting call: fresh, never used
         return;
       }
-      const member: Member = {sandbox, memoryMb: slot.template.limits.memoryMb, createdAt: performance.now(), exited: false};
+      const member: Member = {sandbox, createdAt: performance.now(), exited: false};
       void sandbox.exited.then(() => {
         member.exited = true;
         const i = slot.ready.indexOf(member);

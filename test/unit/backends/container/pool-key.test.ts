@@ -81,7 +81,7 @@ describe('launcher encoding', () => {
     const pool = new ContainerPool(docker, 'o', provenance, new ContainerRemover(docker, provenance, new DeadlineKeeper()), {size: 1});
     try {
       assert.equal(pool.register({...base, runtime: 'runsc'}), undefined);
-      assert.equal(pool.take({...base, runtime: 'runsc'}), undefined);
+      assert.equal(await pool.acquire({...base, runtime: 'runsc'}, new AbortController().signal), undefined);
       assert.deepEqual(pool.stats(), {ready: 0, creating: 0, keys: 0, handed: 0});
     } finally {
       await pool.close();
