@@ -43,6 +43,8 @@ export const INVARIANTS = {
     note: 'With no authentication configured (loopback only) every local process is the local principal, granted every tool, and may read /metrics. A listed reader sees every principal\'s tool names.'},
   'http:body:refusal-readable': {behaviour: 'A client still sending an oversized (or otherwise refused) body reads the JSON-RPC error (413, 401, 415) instead of a connection reset; the rest of the body is discarded, never buffered, and the service answers the next request.',
     note: 'The discarding is bounded (LINGER_MS 5 s, LINGER_MAX_BYTES 64 MiB): a client that neither reads nor stops sending by then is cut off, and may lose the answer.'},
+  'http:body:memory-bounded': {behaviour: 'A request body is copied into one buffer of at most maxBodyBytes however it is chunked (1-byte chunks included), and body reads are admitted under BodyBudget (64 at once, 8 per principal, 64 MiB of buffers by default): past it the request is answered 429 (that principal) or 503 (the service) unread; the service keeps answering.',
+    note: 'Idle connections that send no body, and the 60 s requestTimeout a few principals can hold the slots for, are not bounded here (the OS and Node\'s headersTimeout bound them); the bound is not fair-share between principals.'},
   'stdio:framing:bad-input-answered': {behaviour: 'On stdio, a line that is not JSON is answered -32700, a batch or non-message -32600, a line over 4 MiB -32600 and discarded unbuffered; the server keeps serving the same connection.',
     note: 'The id of an oversized message is found only when a top-level "id" comes within its first 4 MiB; otherwise the answer has id null and the client must time its request out.'},
 } as const;

@@ -4,6 +4,7 @@
  * `ServerResponse` with a readable refusal, and the JSON(-RPC) error answers (never an HTML page).
  */
 import type {IncomingMessage, ServerResponse} from 'node:http';
+import type {BodyReservation} from './body-budget.ts';
 
 /** Request headers never handed to the SDK: credentials stay here, hop-by-hop headers are Node's. */
 const DROPPED_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade']);
@@ -59,8 +60,11 @@ export function jsonResponse(status: number, body: unknown, headers: Record<stri
   return new Response(JSON.stringify(body), {status, headers: {'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...headers}});
 }
 
-/** The outcome of reading a request body under a cap. */
-export type BodyRead = {ok: true; text: string} | {ok: false; tooLarge: true};
+/** The outcome of reading a request body under a cap: the text, or why it was refused (too large; or, with a `BodyReservation`, the service's body buffers are full). */
+export type BodyRead = {ok: true; text: string} | {ok: false; tooLarge: true} | {ok: false; busy: true};
+
+/** First allocation for a body of unknown length, in bytes; the buffer then doubles up to the cap. */
+const INITIAL_BODY_BUFFER = 16 * 1024;
 
 /**
  * Reads a request body as UTF-8 text, at most `maxBytes` bytes. A declared `Content-Length`
@@ -68,19 +72,36 @@ export type BodyRead = {ok: true; text: string} | {ok: false; tooLarge: true};
  * than the cap has arrived (chunked bodies included), and what was read is dropped. The
  * request stream is left open (not destroyed: that would reset the connection before the
  * client could read the refusal); `writeResponse` answers and then discards the rest.
+ *
+ * Memory: the body is copied into ONE buffer, allocated at the declared length or grown by
+ * doubling (16 KiB first) and never past `maxBytes`, so however the client chunks it (even a
+ * byte per chunk, each of which Node hands over as a slice of a larger socket read) the read
+ * holds at most `maxBytes` of its own plus the chunk in hand. Each allocation is first reserved
+ * from `reservation` when given; when it is refused, reading stops with `{busy: true}`.
  */
-export async function readBody(req: IncomingMessage, maxBytes: number): Promise<BodyRead> {
+export async function readBody(req: IncomingMessage, maxBytes: number, reservation?: BodyReservation): Promise<BodyRead> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > maxBytes) return {ok: false, tooLarge: true};
-  const chunks: Buffer[] = [];
+  let buffer = Buffer.alloc(0);
   let received = 0;
+  const grow = (needed: number, exact = false): boolean => {
+    const size = exact ? needed : Math.min(maxBytes, Math.max(needed, 2 * buffer.length, INITIAL_BODY_BUFFER));
+    if (reservation !== undefined && !reservation.reserve(size)) return false;
+    const grown = Buffer.allocUnsafe(size);
+    buffer.copy(grown, 0, 0, received);
+    buffer = grown;
+    return true;
+  };
+  if (Number.isFinite(declared) && declared > 0 && !grow(declared, true)) return {ok: false, busy: true};
   for await (const chunk of req.iterator({destroyOnReturn: false})) {
-    const buffer = chunk as Buffer;
-    received += buffer.byteLength;
-    if (received > maxBytes) return {ok: false, tooLarge: true};
-    chunks.push(buffer);
+    const piece = chunk as Buffer;
+    const needed = received + piece.byteLength;
+    if (needed > maxBytes) return {ok: false, tooLarge: true};
+    if (needed > buffer.length && !grow(needed)) return {ok: false, busy: true};
+    piece.copy(buffer, received);
+    received = needed;
   }
-  return {ok: true, text: Buffer.concat(chunks).toString('utf8')};
+  return {ok: true, text: buffer.toString('utf8', 0, received)};
 }
 
 /**

@@ -10,6 +10,7 @@ import type {ToolRuntime} from '../call-tool.ts';
 import {createMcpServer} from '../mcp-server.ts';
 import {ServiceMetrics} from '../metrics.ts';
 import {createAuthenticator, type Authenticator} from './authenticate.ts';
+import {BodyBudget, DEFAULT_BODY_LIMITS, type BodyLimits} from './body-budget.ts';
 import {drain, Exchanges} from './drain.ts';
 import {jsonRpcError, writeResponse} from './http-io.ts';
 import {LegacySessions} from './legacy-sessions.ts';
@@ -37,6 +38,8 @@ export interface HttpServiceOptions {
   metrics?: ServiceMetrics;
   /** Extra readiness check (e.g. a Docker ping). */
   readinessCheck?: ReadinessCheck;
+  /** Bounds on request-body reads (`BodyBudget`); missing fields take `DEFAULT_BODY_LIMITS` (whose byte total is raised to twice `maxBodyBytes` when that is larger). */
+  bodyLimits?: Partial<BodyLimits>;
   /** Key source that overrides the config's JWKS (tests). */
   jwks?: JWTVerifyGetKey;
 }
@@ -69,7 +72,8 @@ export interface HttpService {
  * `createRouter` (Origin, Host, credentials in the URL, authentication, body cap, batches) before
  * it reaches the SDK; sessions answer only the principal that opened them (`LegacySessions`).
  * Server timeouts: 60 s to receive a whole request, 15 s for its headers (Node's `requestTimeout`,
- * `headersTimeout`).
+ * `headersTimeout`). Request bodies are read under `BodyBudget` (by default 64 at once, 8 per
+ * principal, 64 MiB of buffers in total): over it a request is answered 429 or 503 unread.
  *
  * @throws ConfigError when `host` is not loopback and no authentication is configured
  */
@@ -118,7 +122,12 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
     throw err;
   }
   const exchanges = new Exchanges();
-  const route = createRouter({config, host, resourceUrl, authenticator, metrics, readiness, sessions, modern, draining: () => exchanges.draining});
+  const bodyBudget = new BodyBudget({
+    ...DEFAULT_BODY_LIMITS,
+    maxBufferedBytes: Math.max(DEFAULT_BODY_LIMITS.maxBufferedBytes, 2 * config.maxBodyBytes),
+    ...options.bodyLimits,
+  });
+  const route = createRouter({config, host, resourceUrl, authenticator, metrics, readiness, sessions, modern, bodyBudget, draining: () => exchanges.draining});
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const controller = new AbortController();
