@@ -46,7 +46,9 @@ export const INVARIANTS = {
   'http:body:memory-bounded': {behaviour: 'A request body is copied into one buffer of at most maxBodyBytes however it is chunked (1-byte chunks included), and body reads are admitted under BodyBudget (64 at once, 8 per principal, 64 MiB of buffers by default): past it the request is answered 429 (that principal) or 503 (the service) unread; the service keeps answering.',
     note: 'Idle connections that send no body, and the 60 s requestTimeout a few principals can hold the slots for, are not bounded here (the OS and Node\'s headersTimeout bound them); the bound is not fair-share between principals.'},
   'stdio:framing:bad-input-answered': {behaviour: 'On stdio, a line that is not JSON is answered -32700, a batch or non-message -32600, a line over 4 MiB -32600 and discarded unbuffered; the server keeps serving the same connection.',
-    note: 'The id of an oversized message is found only when a top-level "id" comes within its first 4 MiB; otherwise the answer has id null and the client must time its request out.'},
+    note: 'An oversized message is answered with id null (which "id" JSON.parse would take is past the cap), so the client must time that request out; a malformed client response is dropped unanswered.'},
+  'stdio:output:backpressure': {behaviour: 'On stdio, no more input is read while more than 64 KiB of answers (refusals of the line filter and the SDK\'s responses alike) wait to be written to stdout: a client that writes without reading stalls itself, the server\'s memory stays bounded, and every line is answered once it reads.',
+    note: 'Checked after each line and after each input chunk: the answers to one chunk (at most 64 KiB of messages) and the results of tool calls already running can pass the bound.'},
 } as const;
 
 /** An invariant id. */
