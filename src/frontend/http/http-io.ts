@@ -151,6 +151,13 @@ export function discardBody(req: IncomingMessage, options: {maxBytes: number; ma
 }
 
 /**
+ * Sockets whose current response closes the connection (`Connection: close` after a body that
+ * was not read to its end): a request pipelined behind it on the same socket must not run
+ * (Node still parses and emits it while the unread body is being discarded).
+ */
+export const closingSockets = new WeakSet<object>();
+
+/**
  * Writes a web-standard `Response` to Node's `res`, streaming its body (SSE included) with
  * backpressure. When the client goes away (`closed` aborts), the body is cancelled, which lets
  * the SDK transport release the stream.
@@ -160,6 +167,8 @@ export function discardBody(req: IncomingMessage, options: {maxBytes: number; ma
  * `Connection: close`, and the connection stays open while the rest of the body is discarded
  * (`discardBody`, at most `LINGER_MS` and `LINGER_MAX_BYTES`), so that a client still sending
  * reads the answer instead of a reset; only then is the response ended and the socket closed.
+ * The socket is marked in `closingSockets` first, so that a request pipelined behind the unread
+ * body is never run.
  * Not guaranteed: a client that neither reads nor stops sending within the bounds is cut off.
  * @returns when the response has been written completely or the client is gone
  */
@@ -173,6 +182,7 @@ export async function writeResponse(res: ServerResponse, response: Response, clo
     return;
   }
   const stream = (response.headers.get('content-type') ?? '').startsWith('text/event-stream');
+  if (req !== undefined && !req.complete) closingSockets.add(req.socket);
   if (req !== undefined && !req.complete && !stream) {
     const body = Buffer.from(await response.arrayBuffer());
     res.writeHead(response.status, {...headers, connection: 'close', 'content-length': String(body.byteLength)});

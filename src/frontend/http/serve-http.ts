@@ -12,7 +12,7 @@ import {ServiceMetrics} from '../metrics.ts';
 import {createAuthenticator, type Authenticator} from './authenticate.ts';
 import {BodyBudget, DEFAULT_BODY_LIMITS, type BodyLimits} from './body-budget.ts';
 import {drain, Exchanges} from './drain.ts';
-import {jsonRpcError, writeResponse} from './http-io.ts';
+import {closingSockets, jsonRpcError, writeResponse} from './http-io.ts';
 import {LegacySessions} from './legacy-sessions.ts';
 import {Readiness, type ReadinessCheck} from './readiness.ts';
 import {createRouter, MCP_PATH, type RouteName} from './router.ts';
@@ -130,6 +130,13 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   const route = createRouter({config, host, resourceUrl, authenticator, metrics, readiness, sessions, modern, bodyBudget, draining: () => exchanges.draining});
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (closingSockets.has(req.socket)) {
+      // Pipelined behind a refused body on a connection being closed: never run, never answered
+      // (Node closes the socket once the refusal is written).
+      httpLog.info('request refused: pipelined on a connection that is being closed');
+      res.shouldKeepAlive = false;
+      return;
+    }
     const controller = new AbortController();
     let finished = false;
     res.on('close', () => {
