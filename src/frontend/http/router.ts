@@ -28,6 +28,14 @@ export const PRM_PATH = '/.well-known/oauth-protected-resource';
 /** Query parameters that would carry a credential (RFC 6750 §2.3 and common variants); refused. */
 const CREDENTIAL_PARAMS = new Set(['access_token', 'token', 'id_token', 'api_key', 'apikey', 'key', 'auth', 'authorization', 'bearer', 'jwt']);
 
+/** Requests whose credentials were accepted (by `/mcp` or `/metrics`); the others linger less after a refusal (`Lingers`). */
+const authenticatedRequests = new WeakSet<IncomingMessage>();
+
+/** Whether `req` passed authentication (or the service has none configured, which is the local principal). */
+export function wasAuthenticated(req: IncomingMessage): boolean {
+  return authenticatedRequests.has(req);
+}
+
 /** Route names: fixed labels for metrics and logs, never the raw path. */
 export type RouteName = 'mcp' | 'healthz' | 'readyz' | 'metrics' | 'prm' | 'other';
 
@@ -104,6 +112,7 @@ export function createRouter(parts: RouterParts): Router {
     if (!config.metrics.public) {
       const auth = await authenticator.authenticate(req.headers.authorization);
       if (!auth.ok) return refusal(auth);
+      authenticatedRequests.add(req);
       if (!mayReadMetrics(config, auth.principal)) {
         httpLog.info({principal: auth.principal.id}, 'request refused: principal may not read /metrics');
         return jsonResponse(403, {error: 'forbidden', error_description: 'This principal may not read /metrics (the service configuration lists who may, in metrics.principals).'});
@@ -125,6 +134,7 @@ export function createRouter(parts: RouterParts): Router {
     }
     const auth = await authenticator.authenticate(req.headers.authorization);
     if (!auth.ok) return refusal(auth);
+    authenticatedRequests.add(req);
     const principal = auth.principal;
 
     let text: string | undefined;

@@ -12,10 +12,10 @@ import {ServiceMetrics} from '../metrics.ts';
 import {createAuthenticator, type Authenticator} from './authenticate.ts';
 import {BodyBudget, DEFAULT_BODY_LIMITS, type BodyLimits} from './body-budget.ts';
 import {drain, Exchanges} from './drain.ts';
-import {closingSockets, jsonRpcError, writeResponse} from './http-io.ts';
+import {closingSockets, jsonRpcError, Lingers, writeResponse} from './http-io.ts';
 import {LegacySessions} from './legacy-sessions.ts';
 import {Readiness, type ReadinessCheck} from './readiness.ts';
-import {createRouter, MCP_PATH, type RouteName} from './router.ts';
+import {createRouter, MCP_PATH, wasAuthenticated, type RouteName} from './router.ts';
 
 export {MCP_PATH, PRM_PATH} from './router.ts';
 
@@ -129,6 +129,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   });
   const route = createRouter({config, host, resourceUrl, authenticator, metrics, readiness, sessions, modern, bodyBudget, draining: () => exchanges.draining});
 
+  const lingers = new Lingers();
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     if (closingSockets.has(req.socket)) {
       // Pipelined behind a refused body on a connection being closed: never run, never answered
@@ -151,11 +152,11 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
         const answer = await route(req, controller.signal);
         routeName = answer.route;
         status = answer.response.status;
-        await writeResponse(res, answer.response, controller.signal, req);
+        await writeResponse(res, answer.response, controller.signal, req, () => lingers.take(wasAuthenticated(req)));
       } catch (err) {
         httpLog.error({err}, 'request failed');
         if (!res.headersSent) {
-          await writeResponse(res, jsonRpcError(500, -32603, 'Internal server error'), controller.signal, req).catch(() => {});
+          await writeResponse(res, jsonRpcError(500, -32603, 'Internal server error'), controller.signal, req, () => lingers.take(wasAuthenticated(req))).catch(() => {});
         } else if (!res.writableEnded) {
           res.end();
         }
