@@ -20,6 +20,8 @@ export const MAX_STDIO_MESSAGE_BYTES = 4 * 1024 * 1024;
  * a client that sends without reading stalls itself, not the server's memory.
  */
 export const MAX_PENDING_OUTPUT_BYTES = 64 * 1024;
+/** Messages passed on to the SDK before the filter yields a turn and checks the output again. */
+const MESSAGES_PER_TURN = 32;
 
 /** JSON-RPC 2.0 §5.1 error codes the guard answers with. */
 const PARSE_ERROR = -32700;
@@ -43,9 +45,9 @@ const NEWLINE = Buffer.from('\n');
  *
  * Output backpressure: with `options.output` (stdout), no more input is read while more than
  * `maxPendingOutput` bytes wait to be written there, checked after every line and again after
- * the SDK had a turn to answer a chunk's messages. So the answers in memory stay within about
- * that bound plus the answers to one input chunk (at most 64 KiB of messages) plus the results
- * of tool calls still running (bounded by quotas and each profile's output cap).
+ * the SDK had a turn to answer every 32 messages passed on. So the answers in memory stay within
+ * about that bound plus the answers to 32 messages plus the results of tool calls still running
+ * (bounded by quotas and each profile's output cap).
  *
  * Blank lines are ignored. A partial last line when stdin ends is dropped (it was never sent
  * whole). Not guaranteed: that `reply`s are ordered with the answers to the valid messages
@@ -91,6 +93,7 @@ export class JsonRpcLineFilter extends Transform {
    * (one macrotask), checks again, and only then asks for more input.
    */
   #consume(chunk: Buffer, start: number, callback: TransformCallback): void {
+    let passed = 0;
     while (start <= chunk.length) {
       const newline = chunk.indexOf(0x0a, start);
       const piece = chunk.subarray(start, newline === -1 ? chunk.length : newline);
@@ -108,9 +111,18 @@ export class JsonRpcLineFilter extends Transform {
       }
       if (newline === -1) break;
       if (this.#discarding) this.#discarding = false;
-      else this.#line(Buffer.from(this.#buffer.subarray(0, this.#length)));
+      else if (this.#line(Buffer.from(this.#buffer.subarray(0, this.#length)))) passed++;
       this.#reset();
       start = newline + 1;
+      if (start < chunk.length && this.#output !== undefined && passed >= MESSAGES_PER_TURN) {
+        // Let the SDK answer what was passed on before reading further, so the answers to one
+        // chunk cannot pile up past the bound (e.g. 1,500 tools/list in 64 KiB).
+        setImmediate(() => {
+          if (this.#backedUp()) this.#whenDrained(() => this.#consume(chunk, start, callback));
+          else this.#consume(chunk, start, callback);
+        });
+        return;
+      }
       if (start < chunk.length && this.#backedUp()) {
         this.#whenDrained(() => this.#consume(chunk, start, callback));
         return;
@@ -173,30 +185,32 @@ export class JsonRpcLineFilter extends Transform {
     if (this.#buffer.length > 64 * 1024) this.#buffer = Buffer.alloc(0);
   }
 
-  #line(line: Buffer): void {
+  /** Passes on one whole line, or answers (or drops) it; returns whether it was passed on. */
+  #line(line: Buffer): boolean {
     const text = line.toString('utf8');
-    if (text.trim() === '') return;
+    if (text.trim() === '') return false;
     let value: unknown;
     try {
       value = JSON.parse(text);
     } catch {
       this.#refuse(PARSE_ERROR, 'Parse error: the line is not valid JSON (one JSON-RPC message per line)', null);
-      return;
+      return false;
     }
     if (Array.isArray(value)) {
       this.#refuse(INVALID_REQUEST, 'Invalid Request: JSON-RPC batches are not supported (removed from MCP in 2025-06-18); send one message per line', null);
-      return;
+      return false;
     }
     if (!isJSONRPCRequest(value) && !isJSONRPCNotification(value) && !isJSONRPCResultResponse(value) && !isJSONRPCErrorResponse(value)) {
       // A malformed response of the client (no "method", a "result" or "error"): a response is
       // never answered (JSON-RPC 2.0 §5), least of all with an id from the client's id space.
-      if (looksLikeResponse(value)) return;
+      if (looksLikeResponse(value)) return false;
       const id = (value as {id?: unknown} | null)?.id;
       this.#refuse(INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 request, notification or response', typeof id === 'string' || typeof id === 'number' ? id : null);
-      return;
+      return false;
     }
     this.push(line);
     this.push(NEWLINE);
+    return true;
   }
 
   #refuse(code: number, message: string, id: string | number | null): void {

@@ -46,7 +46,7 @@ export const INVARIANTS = {
   'http:metrics:closed-by-default': {behaviour: '/metrics (which names every tool called, granted or not) answers 401 without credentials and 403 to a principal metrics.principals does not list, unless the operator sets metrics.public; /mcp keeps answering.',
     note: 'With no authentication configured (loopback only) every local process is the local principal, granted every tool, and may read /metrics. A listed reader sees every principal\'s tool names, so a reader granted only some packages is refused at config load; not checked: a token whose scope is a listed scope:SCOPE reader while its subject or other scopes carry partial grants.'},
   'http:body:refusal-readable': {behaviour: 'A client still sending an oversized (or otherwise refused) body reads the JSON-RPC error (413, 401, 415) instead of a connection reset; the rest of the body is discarded, never buffered, and the service answers the next request.',
-    note: 'The discarding is bounded (LINGER_MS 5 s, LINGER_MAX_BYTES 64 MiB): a client that neither reads nor stops sending by then is cut off, and may lose the answer.'},
+    note: 'The discarding is bounded (5 s, 64 MiB; 1 s, 256 KiB, 4096 chunks without valid credentials; 64 lingers at once, 16 unauthenticated): a client that neither reads nor stops sending by then, or refused past those bounds, is cut off and may lose the answer.'},
   'http:body:memory-bounded': {behaviour: 'A request body is copied into one buffer of at most maxBodyBytes however it is chunked (1-byte chunks included), and body reads are admitted under BodyBudget (64 at once, 8 per principal, 64 MiB of buffers by default): past it the request is answered 429 (that principal) or 503 (the service) unread; the service keeps answering.',
     note: 'Idle connections that send no body, and the 60 s requestTimeout a few principals can hold the slots for, are not bounded here (the OS and Node\'s headersTimeout bound them); the bound is not fair-share between principals.'},
   'http:connection:nothing-after-refusal': {behaviour: 'A request pipelined on a connection behind a body that was refused unread (413, 401, 415, 429, 503) is neither run nor answered: the connection is closed once the refusal is written.',
@@ -56,7 +56,7 @@ export const INVARIANTS = {
   'stdio:framing:bad-input-answered': {behaviour: 'On stdio, a line that is not JSON is answered -32700, a batch or non-message -32600, a line over 4 MiB -32600 and discarded unbuffered; the server keeps serving the same connection.',
     note: 'An oversized message is answered with id null (which "id" JSON.parse would take is past the cap), so the client must time that request out; a malformed client response is dropped unanswered.'},
   'stdio:output:backpressure': {behaviour: 'On stdio, no more input is read while more than 64 KiB of answers (refusals of the line filter and the SDK\'s responses alike) wait to be written to stdout: a client that writes without reading stalls itself, the server\'s memory stays bounded, and every line is answered once it reads.',
-    note: 'Checked after each line and after each input chunk: the answers to one chunk (at most 64 KiB of messages) and the results of tool calls already running can pass the bound.'},
+    note: 'Checked after each line and after every 32 messages passed on: the answers to those 32 messages and the results of tool calls already running can pass the bound.'},
 } as const;
 
 /** An invariant id. */
