@@ -42,6 +42,25 @@ export interface AuditEventV1 {
   inputSha256: string;
 }
 
+/**
+ * Written instead of refusal events a principal sent faster than the audit rate for refusals
+ * (`JsonlAuditSink`): how many events of each type were left out for that principal between
+ * `since` and `until`. At most one per principal per second.
+ */
+export interface AuditSuppressedV1 {
+  v: 1;
+  type: 'audit.suppressed';
+  /** ISO-8601 UTC time the summary was written. */
+  at: string;
+  auditId: string;
+  principal: string;
+  /** ISO-8601 UTC times of the first and the last event left out. */
+  since: string;
+  until: string;
+  /** Events left out, by event type (`tool.call.denied`, `tool.call.rate-limited`, `tool.call.rejected`). */
+  suppressed: Partial<Record<AuditEventV1['type'], number>>;
+}
+
 /** SHA-256 hex of `JSON.stringify(value)` (undefined hashes as `null`). */
 export function sha256Json(value: unknown): string {
   return createHash('sha256').update(JSON.stringify(value ?? null)).digest('hex');

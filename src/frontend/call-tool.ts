@@ -79,12 +79,25 @@ export function visibleTools(runtime: ToolRuntime, principal: Principal): ToolDe
 export const MAX_AUDITED_NAME = 128;
 
 /**
+ * A client-chosen tool name as an audit event records it: well-formed (a lone UTF-16 surrogate
+ * becomes U+FFFD) and cut at `MAX_AUDITED_NAME` UTF-16 code units, never inside a surrogate pair,
+ * marked with `…` when cut.
+ */
+export function auditedName(name: string): string {
+  if (name.length <= MAX_AUDITED_NAME) return name.toWellFormed();
+  let end = MAX_AUDITED_NAME;
+  const last = name.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  return `${name.slice(0, end).toWellFormed()}…`;
+}
+
+/**
  * Audits a call refused before it had a tool (ARCHITECTURE.md: every refusal on the spine is
  * audited): `tool.call.denied`, outcome `denied`, code `DENIED`, with `rule: "grants"` when the
  * tool is loaded but not granted to the principal (its profile and backend are recorded: the
  * audit stream is the operator's) and `rule: "unknown-tool"` when no such tool is served. The
- * arguments are recorded only as their SHA-256; a client-chosen name longer than
- * `MAX_AUDITED_NAME` is cut (marked with `…`). Not counted in metrics (`onCallFinished`): a
+ * arguments are recorded only as their SHA-256; a client-chosen name is recorded as
+ * `auditedName` makes it (well-formed, cut at `MAX_AUDITED_NAME`). Not counted in metrics (`onCallFinished`): a
  * metric labelled with names a client made up would grow without bound.
  */
 function auditRefusedName(runtime: ToolRuntime, name: string, args: unknown, context: CallContext, jobId: string, tool: ToolDefinition | undefined, started: number): void {
@@ -96,7 +109,7 @@ function auditRefusedName(runtime: ToolRuntime, name: string, args: unknown, con
     jobId,
     principal: context.principal.id,
     transport: context.transport,
-    tool: name.length > MAX_AUDITED_NAME ? `${name.slice(0, MAX_AUDITED_NAME)}…` : name,
+    tool: auditedName(name),
     ...(tool === undefined ? {} : {profile: tool.profile.name, backend: tool.profile.backend}),
     outcome: 'denied',
     code: 'DENIED',

@@ -3,7 +3,7 @@
  * ones the SDK would drop or die on (invalid JSON, batches, non-messages, oversized lines) and
  * passes only valid messages on to the SDK's stdio transport.
  */
-import {Transform, type TransformCallback} from 'node:stream';
+import {Transform, type TransformCallback, type Writable} from 'node:stream';
 import {
   isJSONRPCErrorResponse,
   isJSONRPCNotification,
@@ -14,6 +14,14 @@ import {
 
 /** Largest stdio message accepted, in bytes of one line (4 MiB); longer lines are answered with an error and discarded. */
 export const MAX_STDIO_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Answers waiting to be written to stdout (bytes) past which stdin is no longer read (64 KiB):
+ * a client that sends without reading stalls itself, not the server's memory.
+ */
+export const MAX_PENDING_OUTPUT_BYTES = 64 * 1024;
+/** Messages passed on to the SDK before the filter yields a turn and checks the output again. */
+const MESSAGES_PER_TURN = 32;
 
 /** JSON-RPC 2.0 §5.1 error codes the guard answers with. */
 const PARSE_ERROR = -32700;
@@ -26,12 +34,20 @@ const NEWLINE = Buffer.from('\n');
  * `reply` as JSON-RPC 2.0 §5.1 says, and not passed on:
  * - not JSON: `-32700` Parse error, id null;
  * - a JSON array (a batch; removed from MCP in 2025-06-18) or any value that is not a JSON-RPC
- *   request, notification or response: `-32600` Invalid Request, with the message's id when it
- *   has a usable one (string or number), else null;
- * - a line longer than `maxBytes`: `-32600` as soon as the cap is passed, with the id when a
- *   top-level `"id"` could be read from the first `maxBytes` bytes; the rest of the line is
- *   discarded as it arrives, never buffered. The filter holds at most about twice `maxBytes`
- *   (the line being read and the last line passed on), however the input is chunked.
+ *   request, notification or response: `-32600` Invalid Request, with the id `JSON.parse` gives
+ *   the message when it is a string or number, else null; except a malformed *response* (an
+ *   object with `result` or `error` and no `method`), which is dropped unanswered (JSON-RPC 2.0
+ *   §5: responses are not answered);
+ * - a line longer than `maxBytes`: `-32600` with id null as soon as the cap is passed (which
+ *   `"id"` `JSON.parse` would take, the last one, cannot be known without the rest); the rest of
+ *   the line is discarded as it arrives, never buffered. The filter holds at most about twice
+ *   `maxBytes` (the line being read and the last line passed on), however the input is chunked.
+ *
+ * Output backpressure: with `options.output` (stdout), no more input is read while more than
+ * `maxPendingOutput` bytes wait to be written there, checked after every line and again after
+ * the SDK had a turn to answer every 32 messages passed on. So the answers in memory stay within
+ * about that bound plus the answers to 32 messages plus the results of tool calls still running
+ * (bounded by quotas and each profile's output cap).
  *
  * Blank lines are ignored. A partial last line when stdin ends is dropped (it was never sent
  * whole). Not guaranteed: that `reply`s are ordered with the answers to the valid messages
@@ -46,48 +62,104 @@ export class JsonRpcLineFilter extends Transform {
   #buffer = Buffer.alloc(0);
   #length = 0;
   #discarding = false;
+  readonly #output: Writable | undefined;
+  readonly #maxPendingOutput: number;
 
   /**
    * @param reply sends an error response to the client (e.g. the stdio transport's `send`); must not
    *   throw or reject. When it returns a promise, no more input is read until it settles, so a client
    *   that floods refused lines without reading its answers stalls itself, not the server's memory.
    * @param options.maxBytes the line cap in bytes (default `MAX_STDIO_MESSAGE_BYTES`)
+   * @param options.output the stream every answer goes to (stdout): no more input is read while
+   *   more than `maxPendingOutput` bytes (default `MAX_PENDING_OUTPUT_BYTES`) are waiting to be
+   *   written to it, whoever wrote them (this filter's refusals or the SDK's responses)
    */
-  constructor(reply: (message: JSONRPCErrorResponse) => Promise<void> | void, options: {maxBytes?: number} = {}) {
+  constructor(reply: (message: JSONRPCErrorResponse) => Promise<void> | void, options: {maxBytes?: number; output?: Writable; maxPendingOutput?: number} = {}) {
     super();
     this.#maxBytes = options.maxBytes ?? MAX_STDIO_MESSAGE_BYTES;
+    this.#output = options.output;
+    this.#maxPendingOutput = options.maxPendingOutput ?? MAX_PENDING_OUTPUT_BYTES;
     this.#reply = reply;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    let start = 0;
+    this.#consume(chunk, 0, callback);
+  }
+
+  /**
+   * Processes `chunk` from `start`, line by line. Whenever the output is backed up (more than
+   * `maxPendingOutput` bytes not yet written), it stops and carries on from the same place once
+   * the output drains; at the end of the chunk it lets the SDK answer the messages passed on
+   * (one macrotask), checks again, and only then asks for more input.
+   */
+  #consume(chunk: Buffer, start: number, callback: TransformCallback): void {
+    let passed = 0;
     while (start <= chunk.length) {
       const newline = chunk.indexOf(0x0a, start);
       const piece = chunk.subarray(start, newline === -1 ? chunk.length : newline);
       if (!this.#discarding && piece.length > 0) {
         if (this.#length + piece.length > this.#maxBytes) {
           this.#append(piece.subarray(0, this.#maxBytes - this.#length));
-          const id = topLevelId(this.#buffer.subarray(0, this.#length));
           this.#reset();
           this.#discarding = true;
-          this.#refuse(INVALID_REQUEST, `Invalid Request: the message is longer than ${this.#maxBytes} bytes (the stdio limit); it was discarded`, id);
+          // The rest of the line is never read, so which id JSON.parse would take (the last
+          // "id" member wins) cannot be known: null, as JSON-RPC 2.0 §5 says.
+          this.#refuse(INVALID_REQUEST, `Invalid Request: the message is longer than ${this.#maxBytes} bytes (the stdio limit); it was discarded`, null);
         } else {
           this.#append(piece);
         }
       }
       if (newline === -1) break;
       if (this.#discarding) this.#discarding = false;
-      else this.#line(Buffer.from(this.#buffer.subarray(0, this.#length)));
+      else if (this.#line(Buffer.from(this.#buffer.subarray(0, this.#length)))) passed++;
       this.#reset();
       start = newline + 1;
-    }
-    if (this.#sending.length === 0) {
-      callback();
-      return;
+      if (start < chunk.length && this.#output !== undefined && passed >= MESSAGES_PER_TURN) {
+        // Let the SDK answer what was passed on before reading further, so the answers to one
+        // chunk cannot pile up past the bound (e.g. 1,500 tools/list in 64 KiB).
+        setImmediate(() => {
+          if (this.#backedUp()) this.#whenDrained(() => this.#consume(chunk, start, callback));
+          else this.#consume(chunk, start, callback);
+        });
+        return;
+      }
+      if (start < chunk.length && this.#backedUp()) {
+        this.#whenDrained(() => this.#consume(chunk, start, callback));
+        return;
+      }
     }
     const sending = this.#sending;
     this.#sending = [];
-    void Promise.allSettled(sending).then(() => callback());
+    void Promise.allSettled(sending).then(() => {
+      if (this.#output === undefined) {
+        callback();
+        return;
+      }
+      setImmediate(() => {
+        if (this.#backedUp()) this.#whenDrained(callback);
+        else callback();
+      });
+    });
+  }
+
+  /** Whether more than `maxPendingOutput` bytes of answers are waiting to be written. */
+  #backedUp(): boolean {
+    const output = this.#output;
+    return output !== undefined && !output.destroyed && output.writableNeedDrain && output.writableLength > this.#maxPendingOutput;
+  }
+
+  /** Calls `next` once the output has drained (or closed, or failed: then nobody reads the answers anyway). */
+  #whenDrained(next: () => void): void {
+    const output = this.#output!;
+    const go = () => {
+      output.off('drain', go);
+      output.off('close', go);
+      output.off('error', go);
+      next();
+    };
+    output.on('drain', go);
+    output.on('close', go);
+    output.on('error', go);
   }
 
   override _flush(callback: TransformCallback): void {
@@ -113,27 +185,32 @@ export class JsonRpcLineFilter extends Transform {
     if (this.#buffer.length > 64 * 1024) this.#buffer = Buffer.alloc(0);
   }
 
-  #line(line: Buffer): void {
+  /** Passes on one whole line, or answers (or drops) it; returns whether it was passed on. */
+  #line(line: Buffer): boolean {
     const text = line.toString('utf8');
-    if (text.trim() === '') return;
+    if (text.trim() === '') return false;
     let value: unknown;
     try {
       value = JSON.parse(text);
     } catch {
       this.#refuse(PARSE_ERROR, 'Parse error: the line is not valid JSON (one JSON-RPC message per line)', null);
-      return;
+      return false;
     }
     if (Array.isArray(value)) {
       this.#refuse(INVALID_REQUEST, 'Invalid Request: JSON-RPC batches are not supported (removed from MCP in 2025-06-18); send one message per line', null);
-      return;
+      return false;
     }
     if (!isJSONRPCRequest(value) && !isJSONRPCNotification(value) && !isJSONRPCResultResponse(value) && !isJSONRPCErrorResponse(value)) {
+      // A malformed response of the client (no "method", a "result" or "error"): a response is
+      // never answered (JSON-RPC 2.0 §5), least of all with an id from the client's id space.
+      if (looksLikeResponse(value)) return false;
       const id = (value as {id?: unknown} | null)?.id;
       this.#refuse(INVALID_REQUEST, 'Invalid Request: not a JSON-RPC 2.0 request, notification or response', typeof id === 'string' || typeof id === 'number' ? id : null);
-      return;
+      return false;
     }
     this.push(line);
     this.push(NEWLINE);
+    return true;
   }
 
   #refuse(code: number, message: string, id: string | number | null): void {
@@ -142,83 +219,8 @@ export class JsonRpcLineFilter extends Transform {
   }
 }
 
-/**
- * The value of the top-level `"id"` member of a JSON object, read from what may be only the
- * start of its text: a string or a number when the member is there and complete, otherwise
- * null. Nested objects and arrays are skipped, so an `"id"` inside `params` is never taken.
- */
-export function topLevelId(prefix: Buffer | string): string | number | null {
-  const s = typeof prefix === 'string' ? prefix : prefix.toString('utf8');
-  let i = skipSpace(s, 0);
-  if (s[i] !== '{') return null;
-  i++;
-  for (;;) {
-    i = skipSpace(s, i);
-    if (s[i] !== '"') return null;
-    const keyEnd = stringEnd(s, i);
-    if (keyEnd === -1) return null;
-    let key: unknown;
-    try {
-      key = JSON.parse(s.slice(i, keyEnd));
-    } catch {
-      return null;
-    }
-    i = skipSpace(s, keyEnd);
-    if (s[i] !== ':') return null;
-    i = skipSpace(s, i + 1);
-    const valueEnd = valueEndAt(s, i);
-    if (valueEnd === -1) return null;
-    if (key === 'id') {
-      let id: unknown;
-      try {
-        id = JSON.parse(s.slice(i, valueEnd));
-      } catch {
-        return null;
-      }
-      return typeof id === 'string' || typeof id === 'number' ? id : null;
-    }
-    i = skipSpace(s, valueEnd);
-    if (s[i] !== ',') return null;
-    i++;
-  }
-}
-
-function skipSpace(s: string, i: number): number {
-  while (i < s.length && (s[i] === ' ' || s[i] === '\t' || s[i] === '\r' || s[i] === '\n')) i++;
-  return i;
-}
-
-/** Index just past the string that opens at `i` (a `"`), or -1 when it does not end in `s`. */
-function stringEnd(s: string, i: number): number {
-  for (let j = i + 1; j < s.length; j++) {
-    if (s[j] === '\\') j++;
-    else if (s[j] === '"') return j + 1;
-  }
-  return -1;
-}
-
-/** Index just past the JSON value that starts at `i`, or -1 when it does not end in `s`. */
-function valueEndAt(s: string, i: number): number {
-  const c = s[i];
-  if (c === undefined) return -1;
-  if (c === '"') return stringEnd(s, i);
-  if (c === '{' || c === '[') {
-    let depth = 0;
-    for (let j = i; j < s.length; j++) {
-      const d = s[j];
-      if (d === '"') {
-        j = stringEnd(s, j) - 1;
-        if (j < 0) return -1;
-      } else if (d === '{' || d === '[') {
-        depth++;
-      } else if (d === '}' || d === ']') {
-        depth--;
-        if (depth === 0) return j + 1;
-      }
-    }
-    return -1;
-  }
-  let j = i;
-  while (j < s.length && !',}] \t\r\n'.includes(s[j]!)) j++;
-  return j < s.length ? j : -1;
+/** Whether a JSON value that is no valid JSON-RPC message was meant as a response: an object with "result" or "error" and no "method". */
+function looksLikeResponse(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  return !Object.hasOwn(value, 'method') && (Object.hasOwn(value, 'result') || Object.hasOwn(value, 'error'));
 }

@@ -14,7 +14,9 @@ import {createMcpServer} from './mcp-server.ts';
  *
  * stdin passes through `JsonRpcLineFilter` first: invalid JSON is answered `-32700`, batches
  * and non-messages `-32600`, and a line over `MAX_STDIO_MESSAGE_BYTES` (4 MiB) `-32600` and
- * discarded without being buffered, and the server keeps serving. Without it, the SDK drops the
+ * discarded without being buffered, and the server keeps serving. A malformed client response is
+ * dropped unanswered. stdin is not read while more than `MAX_PENDING_OUTPUT_BYTES` (64 KiB) of
+ * answers wait to be written to stdout (a client that never reads stalls itself). Without it, the SDK drops the
  * first two silently and closes the whole transport on a message over its 10 MB buffer.
  *
  * @returns a promise that settles when the client closes stdin (or `stop` is called).
@@ -25,7 +27,7 @@ export function serveStdioTransport(runtime: ToolRuntime, options: {maxMessageBy
   const filter = new JsonRpcLineFilter(async (reply) => {
     log.debug({code: reply.error.code}, 'stdio: message refused');
     await wire?.send(reply).catch((err: unknown) => log.debug({err}, 'stdio: refusal not sent'));
-  }, {maxBytes});
+  }, {maxBytes, output: process.stdout});
   // The SDK's own read buffer never sees more than one line of at most maxBytes (plus its newline).
   wire = new StdioServerTransport(filter, process.stdout, {maxBufferSize: maxBytes + 2});
   process.stdin.pipe(filter);

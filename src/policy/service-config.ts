@@ -101,7 +101,10 @@ export const Quotas = z.strictObject({
 
 /**
  * Who may read `/metrics`. Its series name every tool that was called, granted to the reader
- * or not, so by default a reader must authenticate like `/mcp` **and** be listed.
+ * or not, so by default a reader must authenticate like `/mcp` **and** be listed; and a listed
+ * reader must not be a principal granted only some packages (refused at load: it would see the
+ * names its grants hide). Not checked: a token whose other scopes or subject carry partial
+ * grants while one of its scopes is a listed `scope:SCOPE` reader.
  */
 export const MetricsAccess = z.strictObject({
   public: z.boolean().default(false)
@@ -156,7 +159,17 @@ export const ServiceConfig = z.strictObject({
     }
   };
   for (const [index, grant] of config.grants.entries()) checkPrincipal(grant.principal, ['grants', index, 'principal']);
-  for (const [index, principal] of config.metrics.principals.entries()) checkPrincipal(principal, ['metrics', 'principals', index]);
+  for (const [index, principal] of config.metrics.principals.entries()) {
+    checkPrincipal(principal, ['metrics', 'principals', index]);
+    // /metrics names every tool called, by anyone: a reader granted only some packages would
+    // learn the names of tools its grants hide from it. A reader is either a dedicated scraper
+    // (no grant) or granted every package.
+    const grants = config.grants.filter((g) => g.principal === principal);
+    if (grants.length > 0 && !grants.some((g) => g.packages === '*')) {
+      ctx.addIssue({code: 'custom', path: ['metrics', 'principals', index],
+        message: `"${principal}" may call only some packages, but /metrics names every tool any principal called, so it would see the tools its grants hide; use a dedicated key with no grants for the scraper, or grant this principal "*"`});
+    }
+  }
 });
 
 /** A parsed, defaulted, frozen service configuration. */

@@ -16,6 +16,7 @@ import {log} from '../../log.ts';
 import {mayReadMetrics, type ServiceConfig} from '../../policy/service-config.ts';
 import type {ServiceMetrics} from '../metrics.ts';
 import type {Authenticator, AuthRefused} from './authenticate.ts';
+import type {BodyBudget} from './body-budget.ts';
 import {jsonResponse, jsonRpcError, JSONRPC, readBody, toWebRequest} from './http-io.ts';
 import type {LegacySessions} from './legacy-sessions.ts';
 import type {Readiness} from './readiness.ts';
@@ -26,6 +27,14 @@ export const MCP_PATH = '/mcp';
 export const PRM_PATH = '/.well-known/oauth-protected-resource';
 /** Query parameters that would carry a credential (RFC 6750 §2.3 and common variants); refused. */
 const CREDENTIAL_PARAMS = new Set(['access_token', 'token', 'id_token', 'api_key', 'apikey', 'key', 'auth', 'authorization', 'bearer', 'jwt']);
+
+/** Requests whose credentials were accepted (by `/mcp` or `/metrics`); the others linger less after a refusal (`Lingers`). */
+const authenticatedRequests = new WeakSet<IncomingMessage>();
+
+/** Whether `req` passed authentication (or the service has none configured, which is the local principal). */
+export function wasAuthenticated(req: IncomingMessage): boolean {
+  return authenticatedRequests.has(req);
+}
 
 /** Route names: fixed labels for metrics and logs, never the raw path. */
 export type RouteName = 'mcp' | 'healthz' | 'readyz' | 'metrics' | 'prm' | 'other';
@@ -44,6 +53,8 @@ export interface RouterParts {
   sessions: LegacySessions;
   /** The 2026-07-28 leg of `/mcp` (`createMcpHandler`). */
   modern: McpHttpHandler;
+  /** Admission of request-body reads (concurrency and bytes buffered). */
+  bodyBudget: BodyBudget;
   /** Whether the service is shutting down (new MCP requests get 503). */
   draining: () => boolean;
 }
@@ -65,7 +76,9 @@ export type Router = (req: IncomingMessage, closed: AbortSignal) => Promise<{rou
  *
  * `/mcp` guards (MCP transports §Security Warning; MCP-SECURITY-CHECKLIST 2.2–2.6): 503 while
  * draining; only GET, POST, DELETE (405); no credential in the query string (400); authentication
- * (401/403 with `WWW-Authenticate`); for POST a JSON content type (415), the body cap (413 with a
+ * (401/403 with `WWW-Authenticate`); for POST a JSON content type (415), a body-read slot
+ * (`BodyBudget`: 429 when the principal already has its share of bodies being read, 503 when
+ * the service has, or its body buffers are full; both with `Retry-After`), the body cap (413 with a
  * JSON-RPC error), valid JSON (400, -32700), one message object and never a batch (400, -32600).
  * Then the request goes to the 2025 sessions or the 2026 handler, with the principal as
  * `authInfo.extra.principal` and without the client's credentials (`toWebRequest`).
@@ -88,10 +101,18 @@ export function createRouter(parts: RouterParts): Router {
     return jsonResponse(auth.status, auth.body, auth.headers);
   }
 
+  /** The answer when the service is reading as many bodies (or buffering as many bytes) as it will at once. */
+  function bodiesBusy(): Response {
+    metrics.bodyRefused('busy');
+    httpLog.warn('request refused: the service is reading as many request bodies as it will at once');
+    return jsonRpcError(503, JSONRPC.SERVER_ERROR, 'Service Unavailable: the server is reading as many request bodies as it will at once; retry shortly', {'Retry-After': '1'});
+  }
+
   async function metricsRoute(req: IncomingMessage): Promise<Response> {
     if (!config.metrics.public) {
       const auth = await authenticator.authenticate(req.headers.authorization);
       if (!auth.ok) return refusal(auth);
+      authenticatedRequests.add(req);
       if (!mayReadMetrics(config, auth.principal)) {
         httpLog.info({principal: auth.principal.id}, 'request refused: principal may not read /metrics');
         return jsonResponse(403, {error: 'forbidden', error_description: 'This principal may not read /metrics (the service configuration lists who may, in metrics.principals).'});
@@ -113,6 +134,7 @@ export function createRouter(parts: RouterParts): Router {
     }
     const auth = await authenticator.authenticate(req.headers.authorization);
     if (!auth.ok) return refusal(auth);
+    authenticatedRequests.add(req);
     const principal = auth.principal;
 
     let text: string | undefined;
@@ -121,12 +143,22 @@ export function createRouter(parts: RouterParts): Router {
       if (!isJsonContentType(req.headers['content-type'] ?? null)) {
         return jsonRpcError(415, JSONRPC.SERVER_ERROR, 'Unsupported Media Type: Content-Type must be application/json');
       }
+      const slot = parts.bodyBudget.begin(principal.id);
+      if (slot === 'principal-busy') {
+        metrics.bodyRefused('principal-busy');
+        httpLog.info({principal: principal.id}, 'request refused: too many bodies of this principal being read');
+        return jsonRpcError(429, JSONRPC.SERVER_ERROR, `Too Many Requests: at most ${parts.bodyBudget.limits.maxConcurrentPerPrincipal} request bodies of one principal are read at once; retry when one has been sent`, {'Retry-After': '1'});
+      }
+      if (slot === 'busy') return bodiesBusy();
       let read;
       try {
-        read = await readBody(req, config.maxBodyBytes);
+        read = await readBody(req, config.maxBodyBytes, slot);
       } catch {
         return jsonRpcError(400, JSONRPC.PARSE_ERROR, 'Parse error: the request body could not be read');
+      } finally {
+        slot.release();
       }
+      if (!read.ok && 'busy' in read) return bodiesBusy();
       if (!read.ok) {
         httpLog.info({maxBodyBytes: config.maxBodyBytes}, 'request refused: body too large');
         return jsonRpcError(413, JSONRPC.SERVER_ERROR, `Payload Too Large: the request body must not exceed ${config.maxBodyBytes} bytes`);

@@ -10,11 +10,12 @@ import type {ToolRuntime} from '../call-tool.ts';
 import {createMcpServer} from '../mcp-server.ts';
 import {ServiceMetrics} from '../metrics.ts';
 import {createAuthenticator, type Authenticator} from './authenticate.ts';
+import {BodyBudget, DEFAULT_BODY_LIMITS, type BodyLimits} from './body-budget.ts';
 import {drain, Exchanges} from './drain.ts';
-import {jsonRpcError, writeResponse} from './http-io.ts';
+import {closingSockets, jsonRpcError, Lingers, writeResponse} from './http-io.ts';
 import {LegacySessions} from './legacy-sessions.ts';
 import {Readiness, type ReadinessCheck} from './readiness.ts';
-import {createRouter, MCP_PATH, type RouteName} from './router.ts';
+import {createRouter, MCP_PATH, wasAuthenticated, type RouteName} from './router.ts';
 
 export {MCP_PATH, PRM_PATH} from './router.ts';
 
@@ -37,6 +38,8 @@ export interface HttpServiceOptions {
   metrics?: ServiceMetrics;
   /** Extra readiness check (e.g. a Docker ping). */
   readinessCheck?: ReadinessCheck;
+  /** Bounds on request-body reads (`BodyBudget`); missing fields take `DEFAULT_BODY_LIMITS` (whose byte total is raised to twice `maxBodyBytes` when that is larger). */
+  bodyLimits?: Partial<BodyLimits>;
   /** Key source that overrides the config's JWKS (tests). */
   jwks?: JWTVerifyGetKey;
 }
@@ -69,7 +72,8 @@ export interface HttpService {
  * `createRouter` (Origin, Host, credentials in the URL, authentication, body cap, batches) before
  * it reaches the SDK; sessions answer only the principal that opened them (`LegacySessions`).
  * Server timeouts: 60 s to receive a whole request, 15 s for its headers (Node's `requestTimeout`,
- * `headersTimeout`).
+ * `headersTimeout`). Request bodies are read under `BodyBudget` (by default 64 at once, 8 per
+ * principal, 64 MiB of buffers in total): over it a request is answered 429 or 503 unread.
  *
  * @throws ConfigError when `host` is not loopback and no authentication is configured
  */
@@ -118,9 +122,22 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
     throw err;
   }
   const exchanges = new Exchanges();
-  const route = createRouter({config, host, resourceUrl, authenticator, metrics, readiness, sessions, modern, draining: () => exchanges.draining});
+  const bodyBudget = new BodyBudget({
+    ...DEFAULT_BODY_LIMITS,
+    maxBufferedBytes: Math.max(DEFAULT_BODY_LIMITS.maxBufferedBytes, 2 * config.maxBodyBytes),
+    ...options.bodyLimits,
+  });
+  const route = createRouter({config, host, resourceUrl, authenticator, metrics, readiness, sessions, modern, bodyBudget, draining: () => exchanges.draining});
 
+  const lingers = new Lingers();
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (closingSockets.has(req.socket)) {
+      // Pipelined behind a refused body on a connection being closed: never run, never answered
+      // (Node closes the socket once the refusal is written).
+      httpLog.info('request refused: pipelined on a connection that is being closed');
+      res.shouldKeepAlive = false;
+      return;
+    }
     const controller = new AbortController();
     let finished = false;
     res.on('close', () => {
@@ -135,11 +152,11 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
         const answer = await route(req, controller.signal);
         routeName = answer.route;
         status = answer.response.status;
-        await writeResponse(res, answer.response, controller.signal, req);
+        await writeResponse(res, answer.response, controller.signal, req, () => lingers.take(wasAuthenticated(req)));
       } catch (err) {
         httpLog.error({err}, 'request failed');
         if (!res.headersSent) {
-          await writeResponse(res, jsonRpcError(500, -32603, 'Internal server error'), controller.signal, req).catch(() => {});
+          await writeResponse(res, jsonRpcError(500, -32603, 'Internal server error'), controller.signal, req, () => lingers.take(wasAuthenticated(req))).catch(() => {});
         } else if (!res.writableEnded) {
           res.end();
         }

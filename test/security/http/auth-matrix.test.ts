@@ -17,6 +17,9 @@ import {fakeRuntime, jwtKit, KEYS, messagesOf, modernCall, post, startService, w
 const RESOURCE = 'https://tools.toolcell.test/mcp';
 const PRM_URL = 'https://tools.toolcell.test/.well-known/oauth-protected-resource/mcp';
 
+/** A dedicated /metrics reader with no grants (a reader granted only some packages is refused at config load). */
+const SCRAPER = 'scraper-key-0123456789abcdef0123456789abcd';
+
 let fixtures: Awaited<ReturnType<typeof writeFixtures>>;
 let kit: Awaited<ReturnType<typeof jwtKit>>;
 let env: Awaited<ReturnType<typeof fakeRuntime>>;
@@ -33,10 +36,10 @@ before(async () => {
   metrics = new ServiceMetrics({defaultMetrics: false});
   service = await startService(env.runtime, {
     resourceUrl: RESOURCE,
-    apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}],
+    apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}, {name: 'scraper', sha256: hashApiKey(SCRAPER)}],
     oauth: {issuer: kit.issuer, jwksUri: kit.jwksUri, algorithms: ['ES256'], requiredScopes: ['tools']},
     grants: [{principal: 'key:alice', packages: ['fixture']}, {principal: 'sub:alice', packages: ['fixture']}],
-    metrics: {principals: ['key:alice']},
+    metrics: {principals: ['key:scraper']},
   }, {metrics});
 });
 
@@ -147,7 +150,7 @@ test('the protected resource metadata (RFC 9728) is served at the path-aware and
 });
 
 test('auth failures are counted in /metrics by reason', async () => {
-  const text = await (await fetch(`${service.origin}/metrics`, {headers: bearer(KEYS.alice)})).text();
+  const text = await (await fetch(`${service.origin}/metrics`, {headers: bearer(SCRAPER)})).text();
   for (const reason of ['missing', 'malformed', 'invalid', 'expired', 'insufficient_scope', 'query_token']) {
     assert.match(text, new RegExp(`toolcell_auth_failures_total\\{reason="${reason}"\\} [1-9]`), reason);
   }

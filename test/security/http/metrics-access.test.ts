@@ -118,3 +118,12 @@ test('toolcell serve --http with a config that does not mention metrics keeps /m
     if (exited === 'timeout') server.child.kill('SIGKILL');
   }
 });
+
+test('a principal granted only some packages cannot be listed as a /metrics reader (it would see the tools its grants hide): the config is refused at load', async () => {
+  await assert.rejects(startService(env.runtime, {...KEY_CONFIG, metrics: {principals: ['key:bob']}}), /"key:bob" may call only some packages.*\/metrics names every tool/s);
+  // The running service is unaffected, and bob still may not read it.
+  const bobReads = await fetch(`${service.origin}/metrics`, {headers: bearer(KEYS.bob)});
+  assert.equal(bobReads.status, 403);
+  assert.doesNotMatch(await bobReads.text(), /fixture__/);
+  await mcpStillAnswers(service.url);
+});

@@ -6,6 +6,7 @@
  * not buffer the body, and must answer the next request.
  */
 // invariant: http:body:refusal-readable
+// invariant: http:connection:nothing-after-refusal
 import assert from 'node:assert/strict';
 import {connect, type Socket} from 'node:net';
 import {after, before, test} from 'node:test';
@@ -158,5 +159,36 @@ test('a client that trickles a body for longer than the linger bound gets the 41
   assert.equal(firstResponse(exchange.received).status, 413);
   assert.ok(exchange.sent < 1024 * 1024 * 1024, 'the server closed the connection before the body ended');
   assert.ok(elapsed < 50_000, `closed by the server's bound, not the test's (${elapsed} ms)`);
+  await callWorks();
+});
+
+test('a call pipelined on the same connection behind a refused (413) body is never run, and the service answers the next connection', async () => {
+  const runs = env.backend.runs;
+  const c = modernCall('fixture__double', {x: 5}, 'pipelined');
+  const second = JSON.stringify(c.body);
+  const big = 2 * 1024 * 1024;
+  const received = await new Promise<string>((resolve) => {
+    const socket = connect({host: '127.0.0.1', port: service.port});
+    let text = '';
+    const finish = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(text);
+    };
+    const timer = setTimeout(finish, 20_000);
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => (text += d));
+    socket.on('error', finish);
+    socket.on('close', finish);
+    const auth = `Authorization: Bearer ${KEYS.alice}\r\nHost: 127.0.0.1:${service.port}\r\nContent-Type: application/json\r\n`;
+    socket.write(`POST /mcp HTTP/1.1\r\n${auth}Content-Length: ${big}\r\n\r\n`);
+    socket.write(Buffer.alloc(big, 0x20));
+    socket.write(`POST /mcp HTTP/1.1\r\n${auth}Accept: application/json, text/event-stream\r\n${Object.entries(c.headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n`
+      + `Content-Length: ${Buffer.byteLength(second)}\r\n\r\n${second}`);
+  });
+  assert.equal(firstResponse(received).status, 413);
+  assert.equal((received.match(/^HTTP\/1\.1 /gm) ?? []).length, 1, `one answer only: ${received.slice(0, 600)}`);
+  assert.doesNotMatch(received, /pipelined/, 'the pipelined call was not answered');
+  assert.equal(env.backend.runs, runs, 'the pipelined call never ran');
   await callWorks();
 });

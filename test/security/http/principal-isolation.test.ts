@@ -13,6 +13,9 @@ import {QuotaAdmission, quotaQueueProblems} from '../../../src/policy/quota.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
 import {connectHttp, errorCode, fakeRuntime, KEYS, startService, writeFixtures} from '../../e2e/http/support.ts';
 
+/** A dedicated /metrics reader with no grants (a reader granted only some packages is refused at config load). */
+const SCRAPER = 'scraper-key-0123456789abcdef0123456789abcd';
+
 let fixtures: Awaited<ReturnType<typeof writeFixtures>>;
 let env: Awaited<ReturnType<typeof fakeRuntime>>;
 let service: HttpService;
@@ -30,9 +33,9 @@ before(async () => {
   assert.deepEqual(quotaQueueProblems(quota, ['key:alice'], {isolate: DISPATCH.isolate, container: DISPATCH.container}), [], 'the quotas fit the queues (the service refuses them otherwise)');
   env = await fakeRuntime(fixtures, {admission: quota, dispatch: DISPATCH, onCallFinished: metrics.onCallFinished});
   service = await startService(env.runtime, {
-    apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}, {name: 'bob', sha256: hashApiKey(KEYS.bob)}],
+    apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}, {name: 'bob', sha256: hashApiKey(KEYS.bob)}, {name: 'scraper', sha256: hashApiKey(SCRAPER)}],
     grants: [{principal: 'key:alice', packages: ['fixture']}, {principal: 'key:bob', packages: ['other']}],
-    metrics: {principals: ['key:alice']},
+    metrics: {principals: ['key:scraper']},
   }, {metrics});
 });
 
@@ -133,7 +136,7 @@ test("one principal flooding long calls gets RATE_LIMITED while the other princi
   assert.ok(retryAfter.length === limited && retryAfter.every((ms) => ms > 0), 'every refusal says when to retry');
   assert.ok(!aliceCodes.includes('BUSY'), 'alice never reached the dispatcher queue bound either');
   assert.ok(aliceCodes.every((c) => c === 'RATE_LIMITED' || c === 'TIMEOUT'), `alice: ${[...new Set(aliceCodes)].join(',')}`);
-  const text = await (await fetch(`${service.origin}/metrics`, {headers: {Authorization: `Bearer ${KEYS.alice}`}})).text();
+  const text = await (await fetch(`${service.origin}/metrics`, {headers: {Authorization: `Bearer ${SCRAPER}`}})).text();
   assert.match(text, /toolcell_rate_limited_total\{limit="(rate|in-flight)"\} [1-9]/);
   assert.match(text, /toolcell_tool_calls_total\{tool="other__shout",outcome="ok"\} [1-9]/);
 });

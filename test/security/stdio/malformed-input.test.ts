@@ -115,18 +115,27 @@ test('JSON that is no JSON-RPC message is answered -32600, with its id when it h
   await stillServing();
 });
 
-test('a 12 MiB line is answered -32600 naming the limit (with its id), discarded, and the server keeps serving', async () => {
+test('a malformed client response is never answered (not with the client\'s own id either), and the server keeps serving', async () => {
+  const from = received.length;
+  send('{"jsonrpc":"2.0","id":77,"result":"x"}\n');
+  send('{"jsonrpc":"2.0","id":78,"error":"x"}\n');
+  await stillServing();
+  assert.ok(!received.slice(from).some((m) => m.id === 77 || m.id === 78), JSON.stringify(received.slice(from)));
+});
+
+test('a 12 MiB line is answered -32600 naming the limit (id null: which id JSON.parse would take is past the cap), discarded, and the server keeps serving', async () => {
   const from = received.length;
   const text = 'word '.repeat((12 * 1024 * 1024) / 5);
   send({jsonrpc: '2.0', id: 'huge', method: 'tools/call', params: {name: 'text__word_count', arguments: {text}}});
-  const refused = await errorAnswer('huge', from);
+  const refused = await errorAnswer(null, from);
   assert.equal(refused.error!.code, -32600);
   assert.match(refused.error!.message, new RegExp(`${MAX_STDIO_MESSAGE_BYTES} bytes`));
   await stillServing();
-  // No id before the cap (or none at all): id null.
+  // Duplicate ids, the last past the cap: still id null, never the first.
   const from2 = received.length;
-  send(`{"jsonrpc":"2.0","method":"tools/call","params":{"arguments":{"text":"${'z'.repeat(12 * 1024 * 1024)}"}},"id":5}\n`);
+  send(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"arguments":{"text":"${'z'.repeat(12 * 1024 * 1024)}"}},"id":5}\n`);
   assert.equal((await errorAnswer(null, from2)).error!.code, -32600);
+  assert.ok(!received.slice(from2).some((m) => m.id === 4), 'never answered with the first of two ids');
   await stillServing();
   assert.ok(!received.slice(from).some((m) => m.id === 'huge' && m.result !== undefined), 'the oversized call never ran');
 });

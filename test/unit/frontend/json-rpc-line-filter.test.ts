@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {JsonRpcLineFilter, topLevelId} from '../../../src/frontend/json-rpc-line-filter.ts';
+import {JsonRpcLineFilter} from '../../../src/frontend/json-rpc-line-filter.ts';
 
 /** Feeds `chunks` through a filter with a small cap; returns the lines passed on and the refusals. */
 async function run(chunks: string[], maxBytes = 64): Promise<{passed: string[]; replies: Array<[unknown, number]>}> {
@@ -34,6 +34,7 @@ for (const [title, line, expected] of [
   ['a scalar → -32600', '"tools/list"', [null, -32600]],
   ['no jsonrpc member → -32600 with its id', '{"id":5,"method":"tools/list"}', [5, -32600]],
   ['an object id is not echoed', '{"id":{"x":1},"method":"m"}', [null, -32600]],
+  ['duplicate ids: the one JSON.parse takes (the last)', '{"id":1,"id":2,"method":5}', [2, -32600]],
 ] as const) {
   test(`refused: ${title}; the next message still passes`, async () => {
     const {passed, replies} = await run([`${line}\n${list(9)}\n`], 1024);
@@ -42,17 +43,17 @@ for (const [title, line, expected] of [
   });
 }
 
-test('a line over the cap is refused once, with its top-level id, discarded across chunks, and the next line passes', async () => {
+test('a line over the cap is refused once, with id null (its last "id" is past the cap), discarded across chunks, and the next line passes', async () => {
   const big = `{"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"text":"${'x'.repeat(500)}"}}`;
   const {passed, replies} = await run([big.slice(0, 40), big.slice(40, 300), `${big.slice(300)}\n${list(10)}\n`]);
-  assert.deepEqual(replies, [['big', -32600]]);
+  assert.deepEqual(replies, [[null, -32600]]);
   assert.deepEqual(passed, [list(10)]);
 });
 
 test('an oversized line fed one byte at a time is refused once, and the next line (also byte by byte) passes', async () => {
   const text = `{"id":77,"jsonrpc":"2.0","method":"m","params":{"t":"${'y'.repeat(300)}"}}\n${list(11)}\n`;
   const {passed, replies} = await run([...text]);
-  assert.deepEqual(replies, [[77, -32600]]);
+  assert.deepEqual(replies, [[null, -32600]]);
   assert.deepEqual(passed, [list(11)]);
 });
 
@@ -62,19 +63,16 @@ test('a partial last line when stdin ends is dropped, not answered', async () =>
   assert.deepEqual(replies, []);
 });
 
-for (const [prefix, id] of [
-  ['{"jsonrpc":"2.0","id":7,"method":"x","params":{"a":"', 7],
-  ['{ "id" : "abc" , "params": [', 'abc'],
-  ['{"jsonrpc":"2.0","method":"x","params":{"id":1,"t":"', null],
-  ['{"params":{"nested":{"id":2}},"id":3', null],
-  ['{"params":{"nested":{"id":2}},"id":3,', 3],
-  ['{"a":"\\"id\\":4","id":-1.5e3}', -1500],
-  ['{"id":null}', null],
-  ['{"id":true}', null],
-  ['[{"id":1}]', null],
-  ['{"params":"unterminated', null],
-] as const) {
-  test(`topLevelId(${JSON.stringify(prefix)}) = ${JSON.stringify(id)}`, () => {
-    assert.equal(topLevelId(prefix), id);
-  });
-}
+test('a malformed client response (result or error, no method) is dropped, never answered with its id', async () => {
+  const lines = ['{"jsonrpc":"2.0","id":77,"result":"x"}', '{"jsonrpc":"2.0","id":78,"error":"x"}', '{"id":79,"result":{}}'];
+  const {passed, replies} = await run([`${lines.join('\n')}\n${list(12)}\n`], 1024);
+  assert.deepEqual(replies, []);
+  assert.deepEqual(passed, [list(12)]);
+});
+
+test('an oversized line whose first "id" differs from its last is answered with id null, not the first', async () => {
+  const text = `{"id":1,"method":"m","params":{"t":"${'y'.repeat(300)}"},"id":2}\n${list(13)}\n`;
+  const {passed, replies} = await run([text]);
+  assert.deepEqual(replies, [[null, -32600]]);
+  assert.deepEqual(passed, [list(13)]);
+});

@@ -106,6 +106,10 @@ test('/metrics is closed by default: only listed principals (or a token scope) m
   refused({...base, metrics: {principals: ['key:ghost']}}, /not in apiKeys.*metrics\.principals\[0\]/);
   refused({metrics: {principals: ['sub:alice']}}, /need "oauth"/);
   refused({...base, metrics: {principals: ['prometheus']}}, /key:NAME/);
+  // A reader granted only some packages would see the names of the tools its grants hide.
+  refused({...base, grants: [{principal: 'key:prom', packages: ['text']}], metrics: {principals: ['key:prom']}}, /only some packages.*metrics\.principals\[0\]|metrics\.principals\[0\].*only some packages/s);
+  refused({...base, grants: [{principal: 'scope:metrics.read', packages: ['text']}], metrics: {principals: ['scope:metrics.read']}}, /only some packages/);
+  assert.ok(parse({...base, grants: [{principal: 'key:prom', packages: '*'}], metrics: {principals: ['key:prom']}}), 'a reader granted every package');
 });
 
 test('grantedPackages unions every matching grant and denies by default', () => {
