@@ -24,6 +24,11 @@ export const INVARIANTS = {
     note: 'Calls sent to the frozen worker before it is killed are lost to it (those not yet past their deadline run again elsewhere); detection takes up to timeoutMs + backstopGraceMs.'},
   'isolate:prelude:owns-what-it-touches': {behaviour: 'The prelude never calls a tool getter or an inherited setter when it reports a result or a thrown value (null-prototype records, data properties only): a spinning getter or an Object.prototype setter cannot wedge a call, restart a worker or turn a failure into success.',
     note: 'A Proxy\'s traps still run (JavaScript cannot tell a Proxy apart); a throw that escapes to isolated-vm (module top level, unhandled rejection) is copied by isolated-vm, which may run getters: bounded by the deadline and the wedge retirement.'},
+  // Red-team findings on the isolate hardening.
+  'isolate:memory:thrown-copies-not-resident': {behaviour: 'What isolated-vm copies out of an isolate for a thrown value (module top level, unhandled rejection) is cut to 4 KB and collected by the worker after the call: it does not stay resident to push a later call over the RSS ceiling.',
+    note: 'The copy itself is not prevented (V8 offers no way to catch a module top-level throw in JavaScript, and isolated-vm has no dynamic import): while the call runs it counts against the worker RSS ceiling, transiently up to about twice the thrown value.'},
+  'isolate:memory:blame-needs-evidence': {behaviour: 'A call is the cause of a worker death only when it killed a clean quarantine worker (fresh, or its RSS near its RSS at start) running it alone; being alone in a worker that died is not evidence, so such a call runs again there.',
+    note: 'Each suspect still runs at most twice; a hostile call alone in its worker costs one more worker death (in quarantine). Clean is measured by RSS, not by what the memory holds.'},
   'pool:no-state-crosses-calls': {behaviour: 'With warm pools on, nothing a call writes (globals, prototypes, module state, tmpfs files, background processes) is visible to a later call.'},
   'pool:burst-never-reuses': {behaviour: 'A burst larger than a warm pool gets fresh members or cold sandboxes, never a used one.'},
   'container:network:none-by-default': {behaviour: 'A container from a profile without a network grant cannot reach the host (loopback, docker0) or anything else.'},

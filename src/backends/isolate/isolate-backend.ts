@@ -99,7 +99,7 @@ export interface IsolateBackendStats {
   sourceResends: number;
   /** Calls re-run alone in a quarantine worker because their worker died under them. */
   reruns: number;
-  /** Calls taken as the cause of a worker's death (they killed a worker when alone in it). */
+  /** Calls taken as the cause of a worker's death (they killed a clean quarantine worker when alone in it). */
   causes: number;
 }
 
@@ -115,6 +115,12 @@ const RESTART_WINDOW_MS = 30_000;
  * idle isolate with one context is about 1 MiB RSS here, MACHINE.md), with headroom.
  */
 export const ISOLATE_OVERHEAD_MB = 4;
+/**
+ * Growth of a quarantine worker's RSS over its RSS at start (MB) up to which it still
+ * counts as clean for the next suspect (its warm pool and caches; what a finished call
+ * left is collected by the worker, see worker-memory.ts).
+ */
+const QUARANTINE_CLEAN_SLACK_MB = 64;
 /** Message of a call that stopped its worker when it ran alone there for a reason other than memory. */
 export const CAUSE_MESSAGE = 'The isolate worker stopped while running this call alone, so the call is taken as the cause of that; it did not complete.';
 
@@ -181,8 +187,10 @@ function resolveLimits(job: IsolateJob): WorkerLimits {
  * run again, alone, in a quarantine worker (`quarantineWorkers` of them, each running one
  * call at a time). A suspect that completes there returns its result as if nothing
  * happened; one that kills its quarantine worker too is the cause and ends with `outOfMemory` (memory) or a failure
- * naming the crash (`CAUSE_MESSAGE`). A call that was alone in its worker when that
- * died of memory is the cause at once. Each call runs at most twice, so one hostile
+ * naming the crash (`CAUSE_MESSAGE`). Blame needs that evidence: a quarantine worker
+ * runs a suspect only when clean (fresh, or its RSS near its RSS at start; else it is
+ * replaced first), and a call that was alone in its shared worker when that died is a
+ * suspect like any other (the worker may have held what earlier calls left). Each call runs at most twice, so one hostile
  * call costs at most one re-run of each call that shared its worker, one at a time. A
  * re-run gets its full `timeoutMs` again (the deadline measures the tool's own
  * execution, and the first run was cut short by a neighbour); the caller's signal still
@@ -304,10 +312,9 @@ export class IsolateBackend implements Backend<IsolateJob> {
       return await this.#admit(costMb, signal, started, (worker) => worker.call(job, digest, argsJson, limits, signal, started, costMb));
     } catch (error) {
       if (!(error instanceof WorkerStoppedError) || this.#closed || error.death.kind === 'closed') throw error;
-      if (error.death.inflight <= 1 && error.death.kind === 'memory') {
-        // Alone in its worker, which died of memory: nobody else can have caused it.
-        return this.#asCause(job, error.death, started);
-      }
+      // Even alone in its worker the call is not known to be the cause: the RSS watchdog
+      // measures the whole process, including what earlier calls left there. Only a
+      // re-run on a clean worker is evidence.
       return await this.#rerunAlone(job, digest, argsJson, limits, signal, started, error.death);
     }
   }
@@ -430,7 +437,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
         let index = this.#options.workers;
         while (this.#quarantineBusy.has(index)) index++;
         this.#quarantineBusy.add(index);
-        const worker = this.#slot(index);
+        const worker = this.#cleanQuarantineWorker(index);
         try {
           return await worker.call(job, digest, argsJson, limits, signal, started);
         } catch (error) {
@@ -447,6 +454,23 @@ export class IsolateBackend implements Backend<IsolateJob> {
       if (signal.aborted && !(error instanceof ToolcellError)) return emptyResult(performance.now() - started, {isCanceled: true});
       throw error;
     }
+  }
+
+  /**
+   * The quarantine worker of slot `index`, clean (`WorkerProcess.isClean`: no call held,
+   * RSS within `QUARANTINE_CLEAN_SLACK_MB` of its RSS when it started): one that is not
+   * (a suspect before left memory behind) is killed and a fresh one spawned in its
+   * place, so that a death during the suspect's re-run is evidence against the suspect.
+   */
+  #cleanQuarantineWorker(index: number): WorkerProcess {
+    const worker = this.#slot(index);
+    if (worker.isClean(QUARANTINE_CLEAN_SLACK_MB * 2 ** 20)) return worker;
+    this.#log.info({pid: worker.pid, rssMb: Math.round((worker.rssBytes() ?? 0) / 2 ** 20)},
+      'quarantine isolate worker is not clean; replacing it before the next suspect');
+    const fresh = this.#spawn(index, 0);
+    this.#slots[index] = fresh; // #onExit ignores the old one from now on
+    worker.kill('replaced: not clean for a suspect');
+    return fresh;
   }
 
   /** The result of a call taken as the cause of its worker's death. */

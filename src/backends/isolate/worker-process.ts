@@ -4,7 +4,7 @@ import {fileURLToPath} from 'node:url';
 import type {ExecutionResult, IsolateJob} from '../backend.ts';
 import {ToolcellError} from '../../errors.ts';
 import type {Logger} from '../../log.ts';
-import {watchRss} from './rss-watchdog.ts';
+import {readRssBytes, watchRss} from './rss-watchdog.ts';
 import {SentSources, type SourceDigest} from './source-cache.ts';
 import {cutUtf8} from './utf8-cut.ts';
 import {
@@ -152,7 +152,7 @@ export function emptyResult(durationMs: number, flags: Partial<ExecutionResult>)
 /**
  * One isolate worker process and the calls in flight in it. Spawned with
  * `child_process.fork(workerPath, [config], {execPath: nodePath, execArgv:
- * ['--no-node-snapshot'], stdio: ['ignore', 'ignore', 'pipe', 'ipc']})`: the worker's
+ * ['--no-node-snapshot', '--expose-gc'], stdio: ['ignore', 'ignore', 'pipe', 'ipc']})`: the worker's
  * stdout goes nowhere (on stdio, the server's stdout is the MCP protocol), its stderr is
  * read line by line into the log, and its environment is empty (nothing of the
  * server's environment reaches the process that runs tool code).
@@ -186,6 +186,7 @@ export class WorkerProcess {
   #killReason: string | undefined;
   #killKind: WorkerDeathKind | undefined;
   #reservedMb = 0;
+  #readyRssBytes: number | undefined;
   readonly #onDrained: Array<() => void> = [];
   #closing = false;
   #retiring = false;
@@ -236,6 +237,26 @@ export class WorkerProcess {
 
   get hasExited(): boolean {
     return this.#hasExited;
+  }
+
+  /** Resident set size of the process now, in bytes; undefined when not running or unreadable (no procfs). */
+  rssBytes(): number | undefined {
+    const pid = this.pid;
+    return pid === undefined ? undefined : readRssBytes(pid);
+  }
+
+  /**
+   * Whether the process is as clean as when it started: no call held, and its RSS at most
+   * `slackBytes` above the RSS it had when it reported ready. A worker not yet ready is
+   * clean (nothing has run there); one whose RSS cannot be read (no procfs) is too, as
+   * it has no RSS watchdog either.
+   */
+  isClean(slackBytes: number): boolean {
+    if (this.#hasExited || this.#pending.size > 0) return false;
+    if (!this.#isReady) return true;
+    const now = this.rssBytes();
+    const ready = this.#readyRssBytes;
+    return now === undefined || ready === undefined || now <= ready + slackBytes;
   }
 
   /**
@@ -447,7 +468,7 @@ export class WorkerProcess {
     try {
       child = fork(this.#options.workerPath ?? WORKER_PATH, [JSON.stringify(this.#options.config)], {
         execPath: this.#options.nodePath,
-        execArgv: ['--no-node-snapshot'],
+        execArgv: ['--no-node-snapshot', '--expose-gc'],
         stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
         serialization: 'json',
         env,
@@ -525,6 +546,7 @@ export class WorkerProcess {
     }
     switch (message.type) {
       case 'ready':
+        this.#readyRssBytes = this.rssBytes();
         this.#isReady = true;
         this.#resolveReady();
         return;

@@ -10,6 +10,7 @@
  */
 import {writeSync} from 'node:fs';
 import {CodeCache} from './code-cache.ts';
+import {MemoryHygiene} from './worker-memory.ts';
 import {POOL_PREPARE_OPTIONS, prepareIsolateSteps} from './prepared-isolate.ts';
 import {runInIsolate, type RunDeps} from './run-in-isolate.ts';
 import {SourceCache} from './source-cache.ts';
@@ -68,6 +69,15 @@ const pool = config.poolSize > 0
 
 const codeCache = config.codeCacheBytes > 0 ? new CodeCache(config.codeCacheBytes) : undefined;
 const sourceCache = new SourceCache(config.sourceCacheBytes);
+
+/** Growth of the worker's RSS (bytes) after which the end of a call runs a full GC. */
+const GC_SLACK_BYTES = 32 * 2 ** 20;
+const hygiene = new MemoryHygiene({
+  rss: () => process.memoryUsage.rss(),
+  // Exposed by the supervisor's `--expose-gc`; reachable from this process only, never from an isolate.
+  gc: typeof globalThis.gc === 'function' ? () => globalThis.gc?.() : undefined,
+  slackBytes: GC_SLACK_BYTES,
+});
 
 let wedgedReported = false;
 
@@ -135,6 +145,7 @@ function startRun(received: RunRequest): void {
   ).finally(() => {
     runCleanup();
     calls.delete(request.id);
+    hygiene.afterCall();
     if (calls.size === 0) pool?.resume();
   });
 }
