@@ -125,6 +125,81 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
   if (removeWebAssembly) delete G.WebAssembly;
   fixedLengthOnly(G.ArrayBuffer, 'ArrayBuffer', 'resize');
   if (typeof G.SharedArrayBuffer === 'function') fixedLengthOnly(G.SharedArrayBuffer, 'SharedArrayBuffer', 'grow');
+  lengthCheckedJoins(G.Array.prototype);
+
+  /**
+   * V8's `Array.prototype.join` on a huge sparse array (`a.length = 2**32 - 1`) walks
+   * the whole length in C++ without checking for termination (seen with isolated-vm
+   * 7.0.1: about 195 s, ignoring the deadline and disposal; it wedged an isolate thread).
+   * So `join`, `toString` and `toLocaleString` of `Array.prototype` are replaced: on a
+   * genuine array (or a Proxy of one) whose `length` exceeds `MAX_JOIN_LENGTH` they throw
+   * a RangeError before the built-in starts (its `length` is an own data property that
+   * no tool code can change between the check and the built-in's single read); on
+   * anything else (an array-like) the prelude's own loop does the work, in JavaScript,
+   * which the deadline interrupts. The built-ins stay captured in this closure only, so a
+   * tool cannot put them back.
+   */
+  function lengthCheckedJoins(proto: any): void {
+    const MAX_JOIN_LENGTH = 2 ** 24;
+    const intrinsicJoin = proto.join;
+    const intrinsicToLocaleString = proto.toLocaleString;
+    const ObjectCtor = Object;
+    const tooLong = (name: string): RangeError =>
+      new RangeErrorCtor('Array.prototype.' + name + ' is limited to arrays of at most ' + MAX_JOIN_LENGTH + ' elements in isolate tools.');
+    /** Length of a genuine array (own data property), or -1 for anything else. */
+    const arrayLength = (o: unknown): number => {
+      if (!ArrayIsArray(o)) return -1;
+      const d = ObjectGetOwnPropertyDescriptor(o as object, 'length');
+      return d !== undefined && typeof d.value === 'number' ? d.value : -1;
+    };
+    const toLength = (v: unknown): number => {
+      const n = NumberCtor(v);
+      if (!(n > 0)) return 0;
+      return n > 2 ** 53 - 1 ? 2 ** 53 - 1 : n - (n % 1);
+    };
+    const methods = {
+      join(this: unknown, separator?: unknown): string {
+        const o = ObjectCtor(this) as Record<number, unknown> & {length?: unknown};
+        if (this === null || this === undefined) return ReflectApply(intrinsicJoin, this, [separator]);
+        const length = arrayLength(o);
+        if (length > MAX_JOIN_LENGTH) throw tooLong('join');
+        if (length >= 0) return ReflectApply(intrinsicJoin, o, [separator]);
+        const n = toLength(o.length);
+        const sep = separator === undefined ? ',' : StringCtor(separator);
+        let out = '';
+        for (let k = 0; k < n; k++) {
+          if (k > 0) out += sep;
+          const e = o[k];
+          if (e !== undefined && e !== null) out += StringCtor(e);
+        }
+        return out;
+      },
+      toString(this: unknown): string {
+        if (this === null || this === undefined) throw new TypeErrorCtor('Array.prototype.toString called on null or undefined');
+        const o = ObjectCtor(this) as {join?: unknown};
+        const join = o.join;
+        return typeof join === 'function' ? ReflectApply(join, o, []) : ReflectApply(ObjectProtoToString, o, []);
+      },
+      toLocaleString(this: unknown, ...args: unknown[]): string {
+        if (this === null || this === undefined) return ReflectApply(intrinsicToLocaleString, this, args);
+        const o = ObjectCtor(this) as Record<number, unknown> & {length?: unknown};
+        const length = arrayLength(o);
+        if (length > MAX_JOIN_LENGTH) throw tooLong('toLocaleString');
+        if (length >= 0) return ReflectApply(intrinsicToLocaleString, o, args);
+        const n = toLength(o.length);
+        let out = '';
+        for (let k = 0; k < n; k++) {
+          if (k > 0) out += ',';
+          const e = o[k] as {toLocaleString?: unknown} | null | undefined;
+          if (e !== undefined && e !== null) out += StringCtor(ReflectApply(e.toLocaleString as (...a: unknown[]) => unknown, e, args));
+        }
+        return out;
+      },
+    };
+    ObjectDefineProperty(proto, 'join', {value: methods.join, writable: true, enumerable: false, configurable: true});
+    ObjectDefineProperty(proto, 'toString', {value: methods.toString, writable: true, enumerable: false, configurable: true});
+    ObjectDefineProperty(proto, 'toLocaleString', {value: methods.toLocaleString, writable: true, enumerable: false, configurable: true});
+  }
 
   /**
    * Resizable `ArrayBuffer`s and growable `SharedArrayBuffer`s are not counted by
