@@ -18,7 +18,7 @@ const RECHECK_MS = 300;
 export interface MemoryHygieneOptions {
   /** Resident set size of this process in bytes (e.g. `process.memoryUsage.rss`). */
   rss: () => number;
-  /** A full, synchronous garbage collection (Node's `gc` under `--expose-gc`), or undefined when unavailable. */
+  /** A full, synchronous garbage collection (Node's `gc`, see worker.ts), or undefined when unavailable. */
   gc: (() => void) | undefined;
   /** Growth over the baseline, in bytes, above which a call's end triggers a full GC (e.g. 32 MiB). */
   slackBytes: number;

@@ -152,7 +152,7 @@ export function emptyResult(durationMs: number, flags: Partial<ExecutionResult>)
 /**
  * One isolate worker process and the calls in flight in it. Spawned with
  * `child_process.fork(workerPath, [config], {execPath: nodePath, execArgv:
- * ['--no-node-snapshot', '--expose-gc'], stdio: ['ignore', 'ignore', 'pipe', 'ipc']})`: the worker's
+ * ['--no-node-snapshot'], stdio: ['ignore', 'ignore', 'pipe', 'ipc']})`: the worker's
  * stdout goes nowhere (on stdio, the server's stdout is the MCP protocol), its stderr is
  * read line by line into the log, and its environment is empty (nothing of the
  * server's environment reaches the process that runs tool code).
@@ -468,7 +468,7 @@ export class WorkerProcess {
     try {
       child = fork(this.#options.workerPath ?? WORKER_PATH, [JSON.stringify(this.#options.config)], {
         execPath: this.#options.nodePath,
-        execArgv: ['--no-node-snapshot', '--expose-gc'],
+        execArgv: ['--no-node-snapshot'],
         stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
         serialization: 'json',
         env,
