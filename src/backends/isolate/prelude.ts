@@ -133,80 +133,83 @@ export function isolatePrelude(removeWebAssembly: boolean): (op: EntryOp, a?: un
   delete G.Intl;
   fixedLengthOnly(G.ArrayBuffer, 'ArrayBuffer', 'resize');
   if (typeof G.SharedArrayBuffer === 'function') fixedLengthOnly(G.SharedArrayBuffer, 'SharedArrayBuffer', 'grow');
-  lengthCheckedJoins(G.Array.prototype);
+  lengthCheckedArrayMethods(G.Array.prototype);
 
   /**
-   * V8's `Array.prototype.join` on a huge sparse array (`a.length = 2**32 - 1`) walks
-   * the whole length in C++ without checking for termination (seen with isolated-vm
-   * 7.0.1: about 195 s, ignoring the deadline and disposal; it wedged an isolate thread).
-   * So `join`, `toString` and `toLocaleString` of `Array.prototype` are replaced: on a
-   * genuine array (or a Proxy of one) whose `length` exceeds `MAX_JOIN_LENGTH` they throw
-   * a RangeError before the built-in starts (its `length` is an own data property that
-   * no tool code can change between the check and the built-in's single read); on
-   * anything else (an array-like) the prelude's own loop does the work, in JavaScript,
-   * which the deadline interrupts. The built-ins stay captured in this closure only, so a
-   * tool cannot put them back.
+   * V8 runs many `Array.prototype` methods on a huge sparse array (`a.length = 2**32 - 1`)
+   * or array-like in C++/Torque loops over the whole length that never check for
+   * termination (seen with isolated-vm 7.0.1: `join` about 195 s, and `indexOf`,
+   * `lastIndexOf`, `reverse`, `sort`, `toSorted`, `slice`, `flat`, `splice`, `forEach`,
+   * `every` past the deadline; `toReversed` aborted the process), which wedged an isolate
+   * thread. So those methods are replaced by wrappers that check the receiver's length
+   * first and throw a RangeError above `MAX_ARRAY_METHOD_LENGTH` before the built-in
+   * starts. The length is read without running tool code and cannot change before the
+   * built-in's single read: a genuine array's own data property; for an array-like, a
+   * data property found on it or its prototypes (a number, or a primitive converted
+   * once here), or the built-in typed-array getter; any other accessor or an object
+   * length is refused (TypeError). A Proxy runs its traps (the tool's own code) and then
+   * takes V8's generic path, which the deadline interrupts. `toString` calls `join`
+   * like the built-in. The built-ins stay captured in this closure only, so a tool
+   * cannot put them back.
    */
-  function lengthCheckedJoins(proto: any): void {
-    const MAX_JOIN_LENGTH = 2 ** 24;
-    const intrinsicJoin = proto.join;
-    const intrinsicToLocaleString = proto.toLocaleString;
+  function lengthCheckedArrayMethods(proto: any): void {
+    const MAX_ARRAY_METHOD_LENGTH = 2 ** 24;
     const ObjectCtor = Object;
-    const tooLong = (name: string): RangeError =>
-      new RangeErrorCtor('Array.prototype.' + name + ' is limited to arrays of at most ' + MAX_JOIN_LENGTH + ' elements in isolate tools.');
-    /** Length of a genuine array (own data property), or -1 for anything else. */
-    const arrayLength = (o: unknown): number => {
-      if (!ArrayIsArray(o)) return -1;
-      const d = ObjectGetOwnPropertyDescriptor(o as object, 'length');
-      return d !== undefined && typeof d.value === 'number' ? d.value : -1;
-    };
-    const toLength = (v: unknown): number => {
-      const n = NumberCtor(v);
-      if (!(n > 0)) return 0;
-      return n > 2 ** 53 - 1 ? 2 ** 53 - 1 : n - (n % 1);
-    };
-    const methods = {
-      join(this: unknown, separator?: unknown): string {
-        const o = ObjectCtor(this) as Record<number, unknown> & {length?: unknown};
-        if (this === null || this === undefined) return ReflectApply(intrinsicJoin, this, [separator]);
-        const length = arrayLength(o);
-        if (length > MAX_JOIN_LENGTH) throw tooLong('join');
-        if (length >= 0) return ReflectApply(intrinsicJoin, o, [separator]);
-        const n = toLength(o.length);
-        const sep = separator === undefined ? ',' : StringCtor(separator);
-        let out = '';
-        for (let k = 0; k < n; k++) {
-          if (k > 0) out += sep;
-          const e = o[k];
-          if (e !== undefined && e !== null) out += StringCtor(e);
+    const TypedArrayLength = (ObjectGetOwnPropertyDescriptor(ObjectGetPrototypeOf(Uint8Array.prototype), 'length') as PropertyDescriptor).get;
+    const names = ['copyWithin', 'every', 'fill', 'filter', 'find', 'findIndex', 'findLast', 'findLastIndex', 'flat',
+      'flatMap', 'forEach', 'includes', 'indexOf', 'join', 'lastIndexOf', 'map', 'reduce', 'reduceRight', 'reverse',
+      'shift', 'slice', 'some', 'sort', 'splice', 'toLocaleString', 'toReversed', 'toSorted', 'toSpliced', 'unshift', 'with'];
+    const tooLong = (name: string): RangeError => new RangeErrorCtor('Array.prototype.' + name
+      + ' is limited to arrays and array-likes of at most ' + MAX_ARRAY_METHOD_LENGTH + ' elements in isolate tools.');
+    const check = (receiver: unknown, name: string): void => {
+      if (receiver === null || receiver === undefined) return; // the built-in throws its TypeError
+      const o = ObjectCtor(receiver);
+      if (ArrayIsArray(o)) {
+        const d = ObjectGetOwnPropertyDescriptor(o, 'length');
+        if (d !== undefined && typeof d.value === 'number' && d.value > MAX_ARRAY_METHOD_LENGTH) throw tooLong(name);
+        return;
+      }
+      let current: unknown = o;
+      for (let depth = 0; depth < 32 && current !== null && (typeof current === 'object' || typeof current === 'function'); depth++) {
+        const d = ownDescriptor(current as object, 'length');
+        if (d !== undefined) {
+          if (!d.data) {
+            if (d.get === TypedArrayLength) return;
+            throw new TypeErrorCtor('Array.prototype.' + name + ' is not available in isolate tools on an array-like whose length is an accessor.');
+          }
+          const v = d.value;
+          if ((typeof v === 'object' && v !== null) || typeof v === 'function') {
+            throw new TypeErrorCtor('Array.prototype.' + name + ' is not available in isolate tools on an array-like whose length is an object.');
+          }
+          if (typeof v !== 'symbol' && typeof v !== 'bigint' && NumberCtor(v) > MAX_ARRAY_METHOD_LENGTH) throw tooLong(name);
+          return;
         }
-        return out;
-      },
+        current = ObjectGetPrototypeOf(current);
+      }
+    };
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i] as string;
+      const intrinsic = proto[name];
+      if (typeof intrinsic !== 'function') continue;
+      // A method (not a constructor), named and sized like the built-in.
+      const wrapper = {
+        [name](this: unknown, ...args: unknown[]): unknown {
+          check(this, name);
+          return ReflectApply(intrinsic, this, args);
+        },
+      }[name] as (...args: unknown[]) => unknown;
+      ObjectDefineProperty(wrapper, 'length', {value: intrinsic.length, writable: false, enumerable: false, configurable: true});
+      ObjectDefineProperty(proto, name, {value: wrapper, writable: true, enumerable: false, configurable: true});
+    }
+    const methods = {
       toString(this: unknown): string {
         if (this === null || this === undefined) throw new TypeErrorCtor('Array.prototype.toString called on null or undefined');
         const o = ObjectCtor(this) as {join?: unknown};
         const join = o.join;
         return typeof join === 'function' ? ReflectApply(join, o, []) : ReflectApply(ObjectProtoToString, o, []);
       },
-      toLocaleString(this: unknown, ...args: unknown[]): string {
-        if (this === null || this === undefined) return ReflectApply(intrinsicToLocaleString, this, args);
-        const o = ObjectCtor(this) as Record<number, unknown> & {length?: unknown};
-        const length = arrayLength(o);
-        if (length > MAX_JOIN_LENGTH) throw tooLong('toLocaleString');
-        if (length >= 0) return ReflectApply(intrinsicToLocaleString, o, args);
-        const n = toLength(o.length);
-        let out = '';
-        for (let k = 0; k < n; k++) {
-          if (k > 0) out += ',';
-          const e = o[k] as {toLocaleString?: unknown} | null | undefined;
-          if (e !== undefined && e !== null) out += StringCtor(ReflectApply(e.toLocaleString as (...a: unknown[]) => unknown, e, args));
-        }
-        return out;
-      },
     };
-    ObjectDefineProperty(proto, 'join', {value: methods.join, writable: true, enumerable: false, configurable: true});
     ObjectDefineProperty(proto, 'toString', {value: methods.toString, writable: true, enumerable: false, configurable: true});
-    ObjectDefineProperty(proto, 'toLocaleString', {value: methods.toLocaleString, writable: true, enumerable: false, configurable: true});
   }
 
   /**
