@@ -228,6 +228,8 @@ export class IsolateBackend implements Backend<IsolateJob> {
   readonly #quarantine: PQueue;
   /** Quarantine slot indexes running a suspect. */
   readonly #quarantineBusy = new Set<number>();
+  /** Quarantine workers whose last suspect timed out or was cancelled (see `#cleanQuarantineWorker`). */
+  readonly #quarantineUnsettled = new WeakSet<WorkerProcess>();
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -438,8 +440,14 @@ export class IsolateBackend implements Backend<IsolateJob> {
         while (this.#quarantineBusy.has(index)) index++;
         this.#quarantineBusy.add(index);
         const worker = this.#cleanQuarantineWorker(index);
+        let settled = false;
         try {
-          return await worker.call(job, digest, argsJson, limits, signal, started);
+          const result = await worker.call(job, digest, argsJson, limits, signal, started);
+          // A suspect that timed out or was cancelled may leave an isolate thread still
+          // running there (isolated-vm copying a thrown value after the deadline): its
+          // worker is no longer clean for the next suspect, whatever its RSS says now.
+          settled = !result.timedOut && !result.isCanceled;
+          return result;
         } catch (error) {
           if (!(error instanceof WorkerStoppedError) || this.#closed || error.death.kind === 'closed') throw error;
           return this.#asCause(job, error.death, started);
@@ -447,6 +455,7 @@ export class IsolateBackend implements Backend<IsolateJob> {
           // The next suspect must not share this worker with a call that is still running
           // there after its caller got an answer (a cancelled one).
           if (!worker.hasExited && worker.inflight > 0) await Promise.race([worker.exited, worker.drained()]);
+          if (!settled) this.#quarantineUnsettled.add(worker);
           this.#quarantineBusy.delete(index);
         }
       }, {signal});
@@ -458,13 +467,15 @@ export class IsolateBackend implements Backend<IsolateJob> {
 
   /**
    * The quarantine worker of slot `index`, clean (`WorkerProcess.isClean`: no call held,
-   * RSS within `QUARANTINE_CLEAN_SLACK_MB` of its RSS when it started): one that is not
-   * (a suspect before left memory behind) is killed and a fresh one spawned in its
-   * place, so that a death during the suspect's re-run is evidence against the suspect.
+   * RSS within `QUARANTINE_CLEAN_SLACK_MB` of its RSS when it started; and its last
+   * suspect neither timed out nor was cancelled, which may leave an isolate thread
+   * running): one that is not is killed and a fresh one spawned in its place, so that a
+   * death during the suspect's re-run is evidence against the suspect.
    */
   #cleanQuarantineWorker(index: number): WorkerProcess {
     const worker = this.#slot(index);
-    if (worker.isClean(QUARANTINE_CLEAN_SLACK_MB * 2 ** 20)) return worker;
+    if (!this.#quarantineUnsettled.has(worker) && worker.isClean(QUARANTINE_CLEAN_SLACK_MB * 2 ** 20)) return worker;
+    this.#quarantineUnsettled.delete(worker);
     this.#log.info({pid: worker.pid, rssMb: Math.round((worker.rssBytes() ?? 0) / 2 ** 20)},
       'quarantine isolate worker is not clean; replacing it before the next suspect');
     const fresh = this.#spawn(index, 0);
