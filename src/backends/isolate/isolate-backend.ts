@@ -103,7 +103,7 @@ export interface IsolateBackendStats {
   sourceResends: number;
   /** Calls re-run alone in a quarantine worker because their worker died under them. */
   reruns: number;
-  /** Calls taken as the cause of a worker's death (they killed a worker when alone in it). */
+  /** Calls taken as the cause of a worker's death (they killed a clean quarantine worker when alone in it). */
   causes: number;
 }
 
@@ -119,6 +119,12 @@ const RESTART_WINDOW_MS = 30_000;
  * idle isolate with one context is about 1 MiB RSS here, MACHINE.md), with headroom.
  */
 export const ISOLATE_OVERHEAD_MB = 4;
+/**
+ * Growth of a quarantine worker's RSS over its RSS at start (MB) up to which it still
+ * counts as clean for the next suspect (its warm pool and caches; what a finished call
+ * left is collected by the worker, see worker-memory.ts).
+ */
+const QUARANTINE_CLEAN_SLACK_MB = 64;
 /** Message of a call that stopped its worker when it ran alone there for a reason other than memory. */
 export const CAUSE_MESSAGE = 'The isolate worker stopped while running this call alone, so the call is taken as the cause of that; it did not complete.';
 
@@ -184,10 +190,11 @@ function resolveLimits(job: IsolateJob): WorkerLimits {
  * flight there is a *suspect*; isolate calls have no side effects, so each suspect is
  * run again, alone, in a quarantine worker (`quarantineWorkers` of them, each running one
  * call at a time). A suspect that completes there returns its result as if nothing
- * happened; one that kills its quarantine worker too is the cause and ends with
- * `outOfMemory` (memory) or a failure naming the crash (`CAUSE_MESSAGE`). A quarantine
- * worker in which a call was stopped (deadline, cancel) is retired before the next
- * suspect, since the stopped isolate's thread may still run. Each call runs at most twice, so one hostile
+ * happened; one that kills its quarantine worker too is the cause and ends with `outOfMemory` (memory) or a failure
+ * naming the crash (`CAUSE_MESSAGE`). Blame needs that evidence: a quarantine worker
+ * runs a suspect only when clean (fresh, or its RSS near its RSS at start; else it is
+ * replaced first), and a call that was alone in its shared worker when that died is a
+ * suspect like any other (the worker may have held what earlier calls left). Each call runs at most twice, so one hostile
  * call costs at most one re-run of each call that shared its worker, one at a time. A
  * re-run gets its full `timeoutMs` again (the deadline measures the tool's own
  * execution, and the first run was cut short by a neighbour); the caller's signal still
@@ -226,6 +233,8 @@ export class IsolateBackend implements Backend<IsolateJob> {
   readonly #quarantine: PQueue;
   /** Quarantine slot indexes running a suspect. */
   readonly #quarantineBusy = new Set<number>();
+  /** Quarantine workers whose last suspect timed out or was cancelled (see `#cleanQuarantineWorker`). */
+  readonly #quarantineUnsettled = new WeakSet<WorkerProcess>();
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -310,9 +319,9 @@ export class IsolateBackend implements Backend<IsolateJob> {
       return await this.#admit(costMb, signal, started, (worker) => worker.call(job, digest, argsJson, limits, signal, started, costMb));
     } catch (error) {
       if (!(error instanceof WorkerStoppedError) || this.#closed || error.death.kind === 'closed') throw error;
-      // Even a call alone in its worker is run again rather than blamed: an isolate
-      // thread of an earlier call that was stopped (timed out, cancelled) can keep
-      // running after its disposal (isolated-vm #107/#186) and be the real cause.
+      // Even alone in its worker the call is not known to be the cause: the RSS watchdog
+      // measures the whole process, including what earlier calls left there. Only a
+      // re-run on a clean worker is evidence.
       return await this.#rerunAlone(job, digest, argsJson, limits, signal, started, error.death);
     }
   }
@@ -442,21 +451,24 @@ export class IsolateBackend implements Backend<IsolateJob> {
         let index = this.#options.workers;
         while (this.#quarantineBusy.has(index)) index++;
         this.#quarantineBusy.add(index);
-        const worker = this.#slot(index);
-        let clean = false;
+        const worker = this.#cleanQuarantineWorker(index);
+        let settled = false;
         try {
           const result = await worker.call(job, digest, argsJson, limits, signal, started);
-          clean = !result.timedOut && !result.isCanceled;
+          // A suspect that timed out or was cancelled may leave an isolate thread still
+          // running there (isolated-vm copying a thrown value after the deadline): its
+          // worker is no longer clean for the next suspect, whatever its RSS says now.
+          settled = !result.timedOut && !result.isCanceled;
           return result;
         } catch (error) {
           if (!(error instanceof WorkerStoppedError) || this.#closed || error.death.kind === 'closed') throw error;
           return this.#asCause(job, error.death, started);
         } finally {
           // The next suspect must run where nothing else does: a stopped call's isolate
-          // thread may keep running after its disposal (isolated-vm #107/#186), so its
-          // worker is retired (killed once it holds no call) and the next one is fresh.
-          if (!clean) this.#recycle(index, worker);
+          // thread may keep running after its disposal (isolated-vm #107/#186), so such a
+          // worker is marked unsettled and replaced before the next suspect (#cleanQuarantineWorker).
           if (!worker.hasExited && worker.inflight > 0) await Promise.race([worker.exited, worker.drained()]);
+          if (!settled) this.#quarantineUnsettled.add(worker);
           this.#quarantineBusy.delete(index);
         }
       }, {signal});
@@ -466,12 +478,23 @@ export class IsolateBackend implements Backend<IsolateJob> {
     }
   }
 
-  /** Retires the worker of slot `index` (killed once it holds no call); the slot spawns afresh on next use. */
-  #recycle(index: number, worker: WorkerProcess): void {
-    if (this.#slots[index] !== worker || worker.hasExited) return;
-    this.#retiring.set(worker, index);
-    this.#slots[index] = undefined;
-    worker.retire('retired from quarantine: a call stopped in it may have left its isolate thread running');
+  /**
+   * The quarantine worker of slot `index`, clean (`WorkerProcess.isClean`: no call held,
+   * RSS within `QUARANTINE_CLEAN_SLACK_MB` of its RSS when it started; and its last
+   * suspect neither timed out nor was cancelled, which may leave an isolate thread
+   * running): one that is not is killed and a fresh one spawned in its place, so that a
+   * death during the suspect's re-run is evidence against the suspect.
+   */
+  #cleanQuarantineWorker(index: number): WorkerProcess {
+    const worker = this.#slot(index);
+    if (!this.#quarantineUnsettled.has(worker) && worker.isClean(QUARANTINE_CLEAN_SLACK_MB * 2 ** 20)) return worker;
+    this.#quarantineUnsettled.delete(worker);
+    this.#log.info({pid: worker.pid, rssMb: Math.round((worker.rssBytes() ?? 0) / 2 ** 20)},
+      'quarantine isolate worker is not clean; replacing it before the next suspect');
+    const fresh = this.#spawn(index, 0);
+    this.#slots[index] = fresh; // #onExit ignores the old one from now on
+    worker.kill('replaced: not clean for a suspect');
+    return fresh;
   }
 
   /** The result of a call taken as the cause of its worker's death. */

@@ -83,13 +83,105 @@ export function isolatePrelude(removeWebAssembly: boolean, makeConsole: typeof c
   const PromiseCtor = Promise;
   const RangeErrorCtor = RangeError;
   const TypeErrorCtor = TypeError;
+  const ObjectGetPrototypeOf = Object.getPrototypeOf;
+  const ObjectHasOwn = Object.hasOwn;
+  const ObjectProtoToString = Object.prototype.toString;
+  const ArrayIsArray = Array.isArray;
+  const NumberCtor = Number;
 
   const MAX_ERROR_NAME_CHARS = 200;
   const MAX_ERROR_MESSAGE_CHARS = 4096;
 
   if (removeWebAssembly) delete G.WebAssembly;
+  // `Intl` objects hold ICU data outside the V8 heap, which isolated-vm's memoryLimit
+  // does not count (seen with 7.0.1, 32 MB isolates, 4 s: kept DateTimeFormats +330 MB
+  // RSS, PluralRules +200, RelativeTimeFormat +180, Collators +160, ListFormats +100;
+  // Intl.Segmenter on 1 MB strings took a 128 MB isolate to 1.7 GB). Its constructors
+  // are reachable only through this namespace, so deleting it removes them all.
+  // String/Date/Number `toLocale*` and `localeCompare` stay: they keep no ICU object
+  // for the tool to hoard (the formatter of a call is freed or cached per locale).
+  delete G.Intl;
   fixedLengthOnly(G.ArrayBuffer, 'ArrayBuffer', 'resize');
   if (typeof G.SharedArrayBuffer === 'function') fixedLengthOnly(G.SharedArrayBuffer, 'SharedArrayBuffer', 'grow');
+  lengthCheckedArrayMethods(G.Array.prototype);
+
+  /**
+   * V8 runs many `Array.prototype` methods on a huge sparse array (`a.length = 2**32 - 1`)
+   * or array-like in C++/Torque loops over the whole length that never check for
+   * termination (seen with isolated-vm 7.0.1: `join` about 195 s, and `indexOf`,
+   * `lastIndexOf`, `reverse`, `sort`, `toSorted`, `slice`, `flat`, `splice`, `forEach`,
+   * `every` past the deadline; `toReversed` aborted the process), which wedged an isolate
+   * thread. So those methods are replaced by wrappers that check the receiver's length
+   * first and throw a RangeError above `MAX_ARRAY_METHOD_LENGTH` before the built-in
+   * starts. The length is read without running tool code and cannot change before the
+   * built-in's single read: a genuine array's own data property; for an array-like, a
+   * data property found on it or its prototypes (a number, or a primitive converted
+   * once here), or the built-in typed-array getter; any other accessor or an object
+   * length is refused (TypeError). A Proxy runs its traps (the tool's own code) and then
+   * takes V8's generic path, which the deadline interrupts. `toString` calls `join`
+   * like the built-in. The built-ins stay captured in this closure only, so a tool
+   * cannot put them back.
+   */
+  function lengthCheckedArrayMethods(proto: any): void {
+    const MAX_ARRAY_METHOD_LENGTH = 2 ** 24;
+    const ObjectCtor = Object;
+    const TypedArrayLength = (ObjectGetOwnPropertyDescriptor(ObjectGetPrototypeOf(Uint8Array.prototype), 'length') as PropertyDescriptor).get;
+    const names = ['copyWithin', 'every', 'fill', 'filter', 'find', 'findIndex', 'findLast', 'findLastIndex', 'flat',
+      'flatMap', 'forEach', 'includes', 'indexOf', 'join', 'lastIndexOf', 'map', 'reduce', 'reduceRight', 'reverse',
+      'shift', 'slice', 'some', 'sort', 'splice', 'toLocaleString', 'toReversed', 'toSorted', 'toSpliced', 'unshift', 'with'];
+    const tooLong = (name: string): RangeError => new RangeErrorCtor('Array.prototype.' + name
+      + ' is limited to arrays and array-likes of at most ' + MAX_ARRAY_METHOD_LENGTH + ' elements in isolate tools.');
+    const check = (receiver: unknown, name: string): void => {
+      if (receiver === null || receiver === undefined) return; // the built-in throws its TypeError
+      const o = ObjectCtor(receiver);
+      if (ArrayIsArray(o)) {
+        const d = ObjectGetOwnPropertyDescriptor(o, 'length');
+        if (d !== undefined && typeof d.value === 'number' && d.value > MAX_ARRAY_METHOD_LENGTH) throw tooLong(name);
+        return;
+      }
+      let current: unknown = o;
+      for (let depth = 0; depth < 32 && current !== null && (typeof current === 'object' || typeof current === 'function'); depth++) {
+        // Fields read only when the descriptor owns them: never an accessor on Object.prototype.
+        const d = ObjectGetOwnPropertyDescriptor(current as object, 'length');
+        if (d !== undefined) {
+          if (!ObjectHasOwn(d, 'value')) {
+            if (ObjectHasOwn(d, 'get') && d.get === TypedArrayLength) return;
+            throw new TypeErrorCtor('Array.prototype.' + name + ' is not available in isolate tools on an array-like whose length is an accessor.');
+          }
+          const v = d.value;
+          if ((typeof v === 'object' && v !== null) || typeof v === 'function') {
+            throw new TypeErrorCtor('Array.prototype.' + name + ' is not available in isolate tools on an array-like whose length is an object.');
+          }
+          if (typeof v !== 'symbol' && typeof v !== 'bigint' && NumberCtor(v) > MAX_ARRAY_METHOD_LENGTH) throw tooLong(name);
+          return;
+        }
+        current = ObjectGetPrototypeOf(current);
+      }
+    };
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i] as string;
+      const intrinsic = proto[name];
+      if (typeof intrinsic !== 'function') continue;
+      // A method (not a constructor), named and sized like the built-in.
+      const wrapper = {
+        [name](this: unknown, ...args: unknown[]): unknown {
+          check(this, name);
+          return ReflectApply(intrinsic, this, args);
+        },
+      }[name] as (...args: unknown[]) => unknown;
+      ObjectDefineProperty(wrapper, 'length', {value: intrinsic.length, writable: false, enumerable: false, configurable: true});
+      ObjectDefineProperty(proto, name, {value: wrapper, writable: true, enumerable: false, configurable: true});
+    }
+    const methods = {
+      toString(this: unknown): string {
+        if (this === null || this === undefined) throw new TypeErrorCtor('Array.prototype.toString called on null or undefined');
+        const o = ObjectCtor(this) as {join?: unknown};
+        const join = o.join;
+        return typeof join === 'function' ? ReflectApply(join, o, []) : ReflectApply(ObjectProtoToString, o, []);
+      },
+    };
+    ObjectDefineProperty(proto, 'toString', {value: methods.toString, writable: true, enumerable: false, configurable: true});
+  }
 
   /**
    * Resizable `ArrayBuffer`s and growable `SharedArrayBuffer`s are not counted by

@@ -47,15 +47,33 @@ const ARRAY_BUFFER_FAILED = 'Array buffer allocation failed';
  */
 const SYNC_COMPILE_MAX_CHARS = 64 * 1024;
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
 function importRefusal(specifier: string): string {
   const shown = JSON.stringify(specifier.length > 200 ? `${specifier.slice(0, 200)}…` : specifier);
   return `Imports are not available to isolate tools (the module imports ${shown}); bundle the tool into one self-contained ES module.`;
 }
 
+/**
+ * A copy of the first `max` UTF-16 units of `text` that does not refer to `text`: V8
+ * makes a slice of a long string a view that keeps the whole parent alive (a 150 MB
+ * thrown message would stay resident as long as its 4 KB head is referenced).
+ */
+function detachedHead(text: string, max: number): string {
+  return Buffer.from(text.slice(0, max), 'utf16le').toString('utf16le');
+}
+
+/**
+ * The module resolver of every call: refuses every specifier. Defined once, at module
+ * level, on purpose: isolated-vm keeps the resolver given to `instantiate` in a
+ * persistent handle after the call (seen with 7.0.1), and a closure made inside a call
+ * would keep that call's whole scope alive (its isolate, and the copy of a value its
+ * module threw: hundreds of MB left resident in the worker).
+ */
+function refuseImport(specifier: unknown): never {
+  throw new Error(importRefusal(String(specifier)));
+}
+
 function boundedError(name: string, message: string): ToolError {
-  return {name: name.slice(0, MAX_ERROR_NAME_CHARS) || 'Error', message: message.slice(0, MAX_ERROR_MESSAGE_CHARS)};
+  return {name: detachedHead(name, MAX_ERROR_NAME_CHARS) || 'Error', message: detachedHead(message, MAX_ERROR_MESSAGE_CHARS)};
 }
 
 /**
@@ -178,9 +196,7 @@ async function execute(
       if (cacheInfo.cachedDataRejected === true) cache.delete(key);
       else codeCacheHit = true;
     } else if (cache && cacheInfo.cachedData) cache.set(key, cacheInfo.cachedData);
-    module.instantiateSync(context, (specifier) => {
-      throw new Error(importRefusal(String(specifier)));
-    });
+    module.instantiateSync(context, refuseImport);
     await module.evaluate({timeout: remaining()});
     return await entry.apply(undefined, ['run', module.namespace.derefInto(), request.argsJson], {
       timeout: remaining(), result: {copy: true, promise: true},
@@ -200,7 +216,17 @@ async function execute(
     if (isolate.isDisposed) return undefined;
     const drained = entry.apply(undefined, ['drain'], {timeout: DRAIN_WAIT_MS, result: {copy: true}})
       .then((value) => value as DrainResult, () => undefined);
-    return await Promise.race([drained, sleep(DRAIN_WAIT_MS + 20).then(() => undefined)]);
+    // The timer is cleared once the drain settles: a pending timer would keep this
+    // call's scope (its isolate, a thrown value's copy) alive for its whole delay.
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), DRAIN_WAIT_MS + 20);
+    });
+    try {
+      return await Promise.race([drained, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   };
   const withConsole = async (outcome: WorkerOutcome): Promise<WorkerOutcome> => {
     const drained = await drain();

@@ -4,7 +4,7 @@ import {fileURLToPath} from 'node:url';
 import {makeResult, type ExecutionResult, type IsolateJob} from '../backend.ts';
 import {ToolcellError} from '../../errors.ts';
 import type {Logger} from '../../log.ts';
-import {watchRss} from './rss-watchdog.ts';
+import {readRssBytes, watchRss} from './rss-watchdog.ts';
 import {SentSources, type SourceDigest} from './source-cache.ts';
 import {cutUtf8} from './utf8-cut.ts';
 import {
@@ -182,6 +182,7 @@ export class WorkerProcess {
   #killReason: string | undefined;
   #killKind: WorkerDeathKind | undefined;
   #reservedMb = 0;
+  #readyRssBytes: number | undefined;
   readonly #onDrained: Array<() => void> = [];
   /** Pings waiting for their pong, by ping id. */
   readonly #pongs = new Map<string, (alive: boolean) => void>();
@@ -236,6 +237,26 @@ export class WorkerProcess {
 
   get hasExited(): boolean {
     return this.#hasExited;
+  }
+
+  /** Resident set size of the process now, in bytes; undefined when not running or unreadable (no procfs). */
+  rssBytes(): number | undefined {
+    const pid = this.pid;
+    return pid === undefined ? undefined : readRssBytes(pid);
+  }
+
+  /**
+   * Whether the process is as clean as when it started: no call held, and its RSS at most
+   * `slackBytes` above the RSS it had when it reported ready. A worker not yet ready is
+   * clean (nothing has run there); one whose RSS cannot be read (no procfs) is too, as
+   * it has no RSS watchdog either.
+   */
+  isClean(slackBytes: number): boolean {
+    if (this.#hasExited || this.#pending.size > 0) return false;
+    if (!this.#isReady) return true;
+    const now = this.rssBytes();
+    const ready = this.#readyRssBytes;
+    return now === undefined || ready === undefined || now <= ready + slackBytes;
   }
 
   /**
@@ -573,6 +594,7 @@ export class WorkerProcess {
     }
     switch (message.type) {
       case 'ready':
+        this.#readyRssBytes = this.rssBytes();
         this.#isReady = true;
         this.#resolveReady();
         return;

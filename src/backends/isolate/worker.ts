@@ -9,7 +9,10 @@
  * error (isolated-vm README: V8 "has lost all control over the isolate").
  */
 import {writeSync} from 'node:fs';
+import {setFlagsFromString} from 'node:v8';
+import {runInNewContext} from 'node:vm';
 import {CodeCache} from './code-cache.ts';
+import {MemoryHygiene} from './worker-memory.ts';
 import {POOL_PREPARE_OPTIONS, prepareIsolateSteps} from './prepared-isolate.ts';
 import {runInIsolate, type RunDeps} from './run-in-isolate.ts';
 import {SourceCache} from './source-cache.ts';
@@ -68,6 +71,32 @@ const pool = config.poolSize > 0
 
 const codeCache = config.codeCacheBytes > 0 ? new CodeCache(config.codeCacheBytes) : undefined;
 const sourceCache = new SourceCache(config.sourceCacheBytes);
+
+/** Growth of the worker's RSS (bytes) after which the end of a call runs a full GC. */
+const GC_SLACK_BYTES = 32 * 2 ** 20;
+/**
+ * Node's `gc`, taken from a throw-away context made while `--expose-gc` is on, then the
+ * flag is turned off again. Not `--expose-gc` on the command line: V8 flags are
+ * process-wide, and that one would install `gc` in the global of every isolate context
+ * too (seen: `gc` among an isolate's globals).
+ */
+function takeGc(): (() => void) | undefined {
+  try {
+    setFlagsFromString('--expose-gc');
+    const gc: unknown = runInNewContext('gc');
+    return typeof gc === 'function' ? gc as () => void : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    setFlagsFromString('--no-expose-gc');
+  }
+}
+
+const hygiene = new MemoryHygiene({
+  rss: () => process.memoryUsage.rss(),
+  gc: takeGc(),
+  slackBytes: GC_SLACK_BYTES,
+});
 
 let wedgedReported = false;
 
@@ -135,6 +164,7 @@ function startRun(received: RunRequest): void {
   ).finally(() => {
     runCleanup();
     calls.delete(request.id);
+    hygiene.afterCall();
     if (calls.size === 0) pool?.resume();
   });
 }

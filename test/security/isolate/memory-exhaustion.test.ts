@@ -128,7 +128,7 @@ describe('worker memory ceiling', () => {
 
   test('a heap bomb that makes V8 give up on the isolate (growing Map, isolated-vm #527) ends only its worker, which is replaced; the call ends with outOfMemory', async () => {
     // V8 raises a fatal heap OOM; isolated-vm hands it to onCatastrophicError and the worker
-    // kills itself. Alone in its worker, the call is the cause (neighbour-crash.test.ts
+    // kills itself. Killing a clean quarantine worker too, the call is the cause (neighbour-crash.test.ts
     // covers calls that shared the worker).
     const [pid] = backend.workerPids();
     assert.ok(pid);
