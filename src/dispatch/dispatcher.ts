@@ -1,3 +1,4 @@
+// Owns time and cancellation: one bounded queue per backend, one deadline and abort signal per call.
 import PQueue from 'p-queue';
 import type {Backend, ContainerJob, ExecutionResult, IsolateJob, Job} from '../backends/backend.ts';
 import {ToolcellError} from '../errors.ts';

@@ -1,3 +1,4 @@
+// Loads profiles from directories: strict schema, frozen, deny by default.
 import {readdir, readFile} from 'node:fs/promises';
 import {basename, join} from 'node:path';
 import * as z from 'zod';

@@ -1,3 +1,4 @@
+// Per-principal quotas: a token bucket and an in-flight cap.
 import {ToolcellError} from '../errors.ts';
 import type {Principal} from './principal.ts';
 import type {ToolDefinition} from './tool-definition.ts';

@@ -1,3 +1,4 @@
+// The sandbox images and how `toolcell images build` builds them from sandboxes/ without a registry.
 import {readdirSync} from 'node:fs';
 import {fileURLToPath} from 'node:url';
 import {join, relative} from 'node:path';

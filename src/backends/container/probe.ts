@@ -1,3 +1,4 @@
+// Probes what isolation the Docker engine offers (runtimes, cgroups, seccomp) for `toolcell doctor`.
 import Docker from 'dockerode';
 import type {ContainerJob} from '../backend.ts';
 import {ContainerBackend} from './container-backend.ts';

@@ -1,3 +1,4 @@
+// Resolves a profile's allowlisted command names to absolute paths inside its image.
 import type Docker from 'dockerode';
 import {ToolcellError} from '../../errors.ts';
 import type {ContainerJob} from '../backend.ts';
