@@ -6,11 +6,9 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {childPids} from '../../support/mcp-stdio.ts';
-import {connectHttp, errorCode, HAVE_ISOLATE_BACKEND, KEYS, spawnCli, useFixtures} from './support.ts';
+import {connectHttp, errorCode, KEYS, spawnCli, useFixtures} from './support.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
 
-const skip = HAVE_ISOLATE_BACKEND ? false : 'SKIPPED: src/backends/isolate/isolate-backend.ts does not exist yet; the CLI cannot start without it';
-if (skip) process.stderr.write(`\n*** sigterm.test.ts ${skip} ***\n\n`);
 
 const fixtures = useFixtures();
 
@@ -77,22 +75,22 @@ async function sigtermUnderLoad(drainMs: number, expectSpin: string): Promise<vo
   }
 }
 
-test('SIGTERM under load: in-flight calls finish within the drain deadline, no sandbox left behind, exit 0', {skip, timeout: 90_000}, async () => {
+test('SIGTERM under load: in-flight calls finish within the drain deadline, no sandbox left behind, exit 0', {timeout: 90_000}, async () => {
   await sigtermUnderLoad(8000, 'TIMEOUT');
 });
 
-test('SIGTERM under load with a short drain deadline: in-flight calls end CANCELLED, no sandbox left behind, exit 0', {skip, timeout: 90_000}, async () => {
+test('SIGTERM under load with a short drain deadline: in-flight calls end CANCELLED, no sandbox left behind, exit 0', {timeout: 90_000}, async () => {
   await sigtermUnderLoad(200, 'CANCELLED');
 });
 
-test('binding a non-loopback address without authentication is refused: exit 2 and a clear message', {skip, timeout: 30_000}, async () => {
+test('binding a non-loopback address without authentication is refused: exit 2 and a clear message', {timeout: 30_000}, async () => {
   const server = await serve(['--http', '0.0.0.0:0', '--tools', fixtures.toolDir, '--profiles', fixtures.profileDir, '--no-containers'], {expectUrl: false});
   const exit = await server.exited;
   assert.equal(exit.code, 2);
   assert.match(server.stderr(), /refusing to listen on 0\.0\.0\.0: binding an address other than loopback requires authentication/);
 });
 
-test('an invalid service config and a taken port are refused with exit 2', {skip, timeout: 30_000}, async () => {
+test('an invalid service config and a taken port are refused with exit 2', {timeout: 30_000}, async () => {
   const {writeFile} = await import('node:fs/promises');
   const bad = `${fixtures.dir}/bad.json`;
   await writeFile(bad, JSON.stringify({apiKeys: [{name: 'a', sha256: 'not-a-hash'}]}));

@@ -25,7 +25,6 @@ import {tempDir} from '../../support/temp.ts';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 /** The isolate backend exists (another engineer writes it); e2e tests with the real runtime need it. */
-export const HAVE_ISOLATE_BACKEND = existsSync(new URL('../../../src/backends/isolate/isolate-backend.ts', import.meta.url));
 
 /**
  * Writes the fixture packages and profiles:
@@ -189,9 +188,8 @@ export async function realRuntime(fixtures: {toolDir: string; profileDir: string
   return {runtime, auditEvents, auditFile};
 }
 
-/** Runtime kinds the e2e tests run against: always the test double; the real one once the isolate backend exists. */
-export const RUNTIME_KINDS: ReadonlyArray<'fake' | 'real'> = HAVE_ISOLATE_BACKEND ? ['fake', 'real'] : ['fake'];
-if (!HAVE_ISOLATE_BACKEND) process.stderr.write('NOTE: src/backends/isolate/isolate-backend.ts is missing: HTTP e2e tests run against the test-double backend only\n');
+/** Runtime kinds the e2e tests run against: the test double (exact control of timing) and the real runtime. */
+export const RUNTIME_KINDS: ReadonlyArray<'fake' | 'real'> = ['fake', 'real'];
 
 /** Either runtime, with a uniform way to read its audit events. */
 export async function anyRuntime(kind: 'fake' | 'real', fixtures: {toolDir: string; profileDir: string; dir: string}, options: Parameters<typeof realRuntime>[1] = {}) {

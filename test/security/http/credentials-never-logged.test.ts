@@ -9,9 +9,8 @@ import assert from 'node:assert/strict';
 import {writeFile} from 'node:fs/promises';
 import {after, before, test} from 'node:test';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
-import {connectHttp, HAVE_ISOLATE_BACKEND, jwtKit, KEYS, modernCall, post, spawnCli, writeFixtures} from '../../e2e/http/support.ts';
+import {connectHttp, jwtKit, KEYS, modernCall, post, spawnCli, writeFixtures} from '../../e2e/http/support.ts';
 
-const skip = HAVE_ISOLATE_BACKEND ? false : 'SKIPPED: the isolate backend does not exist yet; the CLI cannot start without it';
 const RESOURCE = 'https://tools.toolcell.test/mcp';
 
 let fixtures: Awaited<ReturnType<typeof writeFixtures>>;
@@ -25,7 +24,7 @@ after(async () => {
   await fixtures.dispose();
 });
 
-test('no API key or access token (or its signature) is ever written to the log or audit stream', {skip, timeout: 60_000}, async () => {
+test('no API key or access token (or its signature) is ever written to the log or audit stream', {timeout: 60_000}, async () => {
   const config = `${fixtures.dir}/service-auth.json`;
   await writeFile(config, JSON.stringify({
     resourceUrl: RESOURCE,
