@@ -14,7 +14,9 @@
 import {closeSync, openSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
+import {after, before} from 'node:test';
 import Docker from 'dockerode';
+import {ContainerBackend, type ContainerBackendOptions} from '../../src/backends/container/container-backend.ts';
 import type {ContainerJob} from '../../src/backends/backend.ts';
 
 export interface DockerRequirements {
@@ -139,4 +141,32 @@ export async function watchCreated(label: string): Promise<{ids: () => string[];
   });
   stream.on('error', () => undefined);
   return {ids: () => [...ids], stop: () => stream.destroy()};
+}
+
+/**
+ * One {@link ContainerBackend} for the enclosing `describe`: created in `before`, closed in
+ * `after` (whatever the tests asserted), which then checks that no container with its owner
+ * label is left. Returns a stand-in that forwards every property and method to that backend
+ * (methods bound to it, so its private fields work), usable as a `ContainerBackend` in the
+ * tests' bodies; touching it outside a test (before `before` ran) throws.
+ * @param options the backend's options, or a function returning them (evaluated in `before`).
+ */
+export function useContainerBackend(options: ContainerBackendOptions | (() => ContainerBackendOptions) = {}): ContainerBackend {
+  let backend: ContainerBackend | undefined;
+  before(() => {
+    backend = new ContainerBackend(typeof options === 'function' ? options() : options);
+  });
+  after(async () => {
+    if (!backend) return;
+    await backend.close();
+    const left = await managedContainers(`toolcell.owner=${backend.owner}`);
+    if (left.length > 0) throw new Error(`containers left after close(): ${left.join(', ')}`);
+  });
+  return new Proxy({} as ContainerBackend, {
+    get(_target, property) {
+      if (!backend) throw new Error('useContainerBackend(): the backend exists only inside tests (after `before`)');
+      const value: unknown = Reflect.get(backend, property, backend);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(backend) : value;
+    },
+  });
 }

@@ -2,18 +2,13 @@
 // arrives as one literal argv element.
 // invariant: container:argv:no-shell
 import assert from 'node:assert/strict';
-import {after, before, describe, test} from 'node:test';
-import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
-import {HOSTILE_ARGS, assertHealthy, containerJob, dockerAvailable, noSignal, python} from '../../support/docker.ts';
+import {describe, test} from 'node:test';
+import {assertHealthy, containerJob, dockerAvailable, HOSTILE_ARGS, noSignal, python, useContainerBackend} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python', 'toolcell/shell']});
 
 describe('argv metacharacters', {skip: !ok && 'no Docker engine'}, () => {
-  let backend: ContainerBackend;
-  before(() => {
-    backend = new ContainerBackend();
-  });
-  after(() => backend.close());
+  const backend = useContainerBackend();
 
   test('metacharacters in arguments arrive as literal argv elements (python)', async () => {
     const r = await backend.run(python('import json, sys; print(json.dumps(sys.argv[1:]))', HOSTILE_ARGS), {signal: noSignal()});

@@ -2,18 +2,14 @@
 // and removes the container within 2 s, and the result says isCanceled.
 // invariant: dispatch:cancel:kills-sandbox
 import assert from 'node:assert/strict';
-import {after, before, describe, test} from 'node:test';
+import {describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
-import {assertHealthy, dockerAvailable, managedContainers, python} from '../../support/docker.ts';
+import {assertHealthy, dockerAvailable, managedContainers, python, useContainerBackend} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python']});
 
 describe('cancellation', {skip: !ok && 'no Docker engine'}, () => {
-  let backend: ContainerBackend;
-  before(() => {
-    backend = new ContainerBackend();
-  });
-  after(() => backend.close());
+  const backend = useContainerBackend();
 
   test('cancelling mid-run kills and removes the container within 2 s', async () => {
     const job = python('import time\nprint("started", flush=True)\ntime.sleep(60)', [], {limits: {timeoutMs: 30_000, memoryMb: 64, outputBytes: 65_536, cpus: 0.5, pids: 16}});

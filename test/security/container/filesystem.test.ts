@@ -3,9 +3,8 @@
 // invariant: container:filesystem:only-grants-writable
 // invariant: container:filesystem:no-mqueue
 import assert from 'node:assert/strict';
-import {after, before, describe, test} from 'node:test';
-import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
-import {assertHealthy, dockerAvailable, noSignal, python} from '../../support/docker.ts';
+import {describe, test} from 'node:test';
+import {assertHealthy, dockerAvailable, noSignal, python, useContainerBackend} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python']});
 const gvisor = ok && await dockerAvailable({images: ['toolcell/python'], runsc: true});
@@ -40,11 +39,7 @@ print(json.dumps(out))
 `;
 
 describe('filesystem', {skip: !ok && 'no Docker engine'}, () => {
-  let backend: ContainerBackend;
-  before(() => {
-    backend = new ContainerBackend();
-  });
-  after(() => backend.close());
+  const backend = useContainerBackend();
 
   test('writing to / and every place the profile did not grant fails; only the tmpfs is writable', async () => {
     const r = await backend.run(python(TRY_WRITES), {signal: noSignal()});

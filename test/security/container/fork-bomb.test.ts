@@ -5,9 +5,8 @@ import assert from 'node:assert/strict';
 import {execFileSync} from 'node:child_process';
 import {readdirSync, readFileSync} from 'node:fs';
 import {randomUUID} from 'node:crypto';
-import {after, before, describe, test} from 'node:test';
-import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
-import {assertHealthy, dockerAvailable, managedContainers, noSignal, python} from '../../support/docker.ts';
+import {describe, test} from 'node:test';
+import {assertHealthy, dockerAvailable, managedContainers, noSignal, python, useContainerBackend} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python']});
 
@@ -35,11 +34,7 @@ function processesWith(marker: string): number {
 }
 
 describe('fork bomb', {skip: !ok && 'no Docker engine'}, () => {
-  let backend: ContainerBackend;
-  before(() => {
-    backend = new ContainerBackend();
-  });
-  after(() => backend.close());
+  const backend = useContainerBackend();
 
   test('a fork bomb stops at the pids limit, the host keeps working, and the call ends', async () => {
     const marker = `bomb-${randomUUID()}`;

@@ -2,18 +2,13 @@
 // equal) ends it with the kernel OOM killer, reported as outOfMemory.
 // invariant: container:memory:contained
 import assert from 'node:assert/strict';
-import {after, before, describe, test} from 'node:test';
-import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
-import {assertHealthy, dockerAvailable, managedContainers, noSignal, python} from '../../support/docker.ts';
+import {describe, test} from 'node:test';
+import {assertHealthy, dockerAvailable, managedContainers, noSignal, python, useContainerBackend} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python']});
 
 describe('memory bomb', {skip: !ok && 'no Docker engine'}, () => {
-  let backend: ContainerBackend;
-  before(() => {
-    backend = new ContainerBackend();
-  });
-  after(() => backend.close());
+  const backend = useContainerBackend();
 
   test('allocating without bound is OOM-killed at the memory limit and reported as outOfMemory', async () => {
     const job = python('a = []\nwhile True: a.append(bytearray(1 << 20))', [], {limits: {timeoutMs: 10_000, memoryMb: 64, outputBytes: 65_536, cpus: 1, pids: 32}});

@@ -4,11 +4,11 @@
 // way that stops it (a memory bomb by OOM or by its deadline); what it must not do is leave anything.
 // invariant: container:lifecycle:nothing-left-behind
 import assert from 'node:assert/strict';
-import {after, before, describe, test} from 'node:test';
+import {describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
 import {findOrphanShims} from '../../../src/backends/container/shims.ts';
 import type {ContainerJob} from '../../../src/backends/backend.ts';
-import {assertHealthy, containerJob, docker, dockerAvailable, managedContainers, python, watchCreated} from '../../support/docker.ts';
+import {assertHealthy, containerJob, docker, dockerAvailable, managedContainers, python, useContainerBackend, watchCreated} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python', 'toolcell/shell'], runsc: true});
 
@@ -30,11 +30,7 @@ const CASES: Case[] = [
 ];
 
 describe('no leftovers', {skip: !ok && 'no Docker engine'}, () => {
-  let backend: ContainerBackend;
-  before(() => {
-    backend = new ContainerBackend();
-  });
-  after(() => backend.close());
+  const backend = useContainerBackend();
 
   test('after 200 calls including hostile ones, no labelled container and no orphaned shim remains', async () => {
     const watch = await watchCreated(`toolcell.owner=${backend.owner}`);

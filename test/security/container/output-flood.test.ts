@@ -2,9 +2,8 @@
 // the container is killed at the cap, and the server's memory stays bounded.
 // invariant: container:output:capped
 import assert from 'node:assert/strict';
-import {after, before, describe, test} from 'node:test';
-import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
-import {assertHealthy, dockerAvailable, managedContainers, noSignal, python} from '../../support/docker.ts';
+import {describe, test} from 'node:test';
+import {assertHealthy, dockerAvailable, managedContainers, noSignal, python, useContainerBackend} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python']});
 
@@ -18,11 +17,7 @@ print("finished", file=sys.stderr if "${stream}" == "stdout" else sys.stdout)
 `;
 
 describe('output flood', {skip: !ok && 'no Docker engine'}, () => {
-  let backend: ContainerBackend;
-  before(() => {
-    backend = new ContainerBackend();
-  });
-  after(() => backend.close());
+  const backend = useContainerBackend();
 
   for (const stream of ['stdout', 'stderr'] as const) {
     test(`100 MB on ${stream} is truncated at outputBytes, the container is killed, memory stays bounded`, async () => {

@@ -2,10 +2,9 @@
 // namespaces, and ptrace beyond the container.
 // invariant: container:privileges:none
 import assert from 'node:assert/strict';
-import {after, before, describe, test} from 'node:test';
-import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
+import {describe, test} from 'node:test';
 import {UID_BASE, UID_COUNT} from '../../../src/backends/container/uid-leases.ts';
-import {assertHealthy, dockerAvailable, noSignal, python} from '../../support/docker.ts';
+import {assertHealthy, dockerAvailable, noSignal, python, useContainerBackend} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python']});
 
@@ -19,11 +18,7 @@ print(json.dumps(st))
 `;
 
 describe('privileges', {skip: !ok && 'no Docker engine'}, () => {
-  let backend: ContainerBackend;
-  before(() => {
-    backend = new ContainerBackend();
-  });
-  after(() => backend.close());
+  const backend = useContainerBackend();
 
   test('the tool runs as its own unprivileged uid with no capability at all, NoNewPrivs 1 and seccomp filtering', async () => {
     const r = await backend.run(python(STATUS), {signal: noSignal()});

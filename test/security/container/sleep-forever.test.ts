@@ -2,18 +2,13 @@
 // timedOut, and the container is gone when the call returns.
 // invariant: container:time:killed-at-deadline
 import assert from 'node:assert/strict';
-import {after, before, describe, test} from 'node:test';
-import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
-import {assertHealthy, containerJob, dockerAvailable, managedContainers, noSignal, python} from '../../support/docker.ts';
+import {describe, test} from 'node:test';
+import {assertHealthy, containerJob, dockerAvailable, managedContainers, noSignal, python, useContainerBackend} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python', 'toolcell/shell']});
 
 describe('sleep forever', {skip: !ok && 'no Docker engine'}, () => {
-  let backend: ContainerBackend;
-  before(() => {
-    backend = new ContainerBackend();
-  });
-  after(() => backend.close());
+  const backend = useContainerBackend();
 
   for (const [what, job] of [
     ['sleep infinity', containerJob(['/usr/bin/sleep', 'infinity'], {image: 'toolcell/shell', limits: {timeoutMs: 1_500, memoryMb: 32, outputBytes: 1024, cpus: 0.5, pids: 8}})],

@@ -8,10 +8,10 @@
 import assert from 'node:assert/strict';
 import {readdirSync, readFileSync} from 'node:fs';
 import {join} from 'node:path';
-import {after, before, describe, test} from 'node:test';
+import {describe, test} from 'node:test';
 import {ContainerBackend} from '../../../src/backends/container/container-backend.ts';
 import {parseLease, UID_BASE, UID_COUNT, uidLeases} from '../../../src/backends/container/uid-leases.ts';
-import {assertHealthy, docker, dockerAvailable, managedContainers, noSignal, python} from '../../support/docker.ts';
+import {assertHealthy, docker, dockerAvailable, managedContainers, noSignal, python, useContainerBackend} from '../../support/docker.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/python']});
 
@@ -44,11 +44,7 @@ print(json.dumps(out))
 `;
 
 describe('one host uid per sandbox', {skip: !ok && 'no Docker engine'}, () => {
-  let backend: ContainerBackend;
-  before(() => {
-    backend = new ContainerBackend();
-  });
-  after(() => backend.close());
+  const backend = useContainerBackend();
 
   test('a sandbox with a path into the host\'s /proc cannot read another running sandbox\'s environ or files (runc)', async () => {
     const victimJob = python(`
