@@ -185,7 +185,9 @@ function resolveLimits(job: IsolateJob): WorkerLimits {
  * run again, alone, in a quarantine worker (`quarantineWorkers` of them, each running one
  * call at a time). A suspect that completes there returns its result as if nothing
  * happened; one that kills its quarantine worker too is the cause and ends with
- * `outOfMemory` (memory) or a failure naming the crash (`CAUSE_MESSAGE`). A quarantine
+ * `outOfMemory` (memory) or a failure naming the crash (`CAUSE_MESSAGE`). A call alone
+ * in a worker that died of memory is the cause at once, unless a call was stopped in
+ * that worker before (its isolate thread may have kept running). A quarantine
  * worker in which a call was stopped (deadline, cancel) is retired before the next
  * suspect, since the stopped isolate's thread may still run. Each call runs at most twice, so one hostile
  * call costs at most one re-run of each call that shared its worker, one at a time. A
@@ -310,9 +312,11 @@ export class IsolateBackend implements Backend<IsolateJob> {
       return await this.#admit(costMb, signal, started, (worker) => worker.call(job, digest, argsJson, limits, signal, started, costMb));
     } catch (error) {
       if (!(error instanceof WorkerStoppedError) || this.#closed || error.death.kind === 'closed') throw error;
-      // Even a call alone in its worker is run again rather than blamed: an isolate
-      // thread of an earlier call that was stopped (timed out, cancelled) can keep
-      // running after its disposal (isolated-vm #107/#186) and be the real cause.
+      if (error.death.inflight <= 1 && error.death.kind === 'memory' && !error.death.tainted) {
+        // Alone in a worker that died of memory, where no call was ever stopped (whose
+        // isolate thread might have kept running, isolated-vm #107/#186): the cause.
+        return this.#asCause(job, error.death, started);
+      }
       return await this.#rerunAlone(job, digest, argsJson, limits, signal, started, error.death);
     }
   }

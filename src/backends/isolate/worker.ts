@@ -146,7 +146,6 @@ process.on('message', (raw: unknown) => {
     return;
   }
   if (message.type === 'cancel') calls.get(message.id)?.abort();
-  else if (message.type === 'ping') send({type: 'pong', id: message.id});
   else startRun(message);
 });
 
