@@ -48,7 +48,17 @@ export interface CancelRequest {
   id: string;
 }
 
-export type SupervisorMessage = RunRequest | CancelRequest;
+/**
+ * Supervisor → worker: answer `pong` with the same id. The supervisor asks when a call is
+ * late (its backstop), to tell a worker whose main thread still runs (its own deadline
+ * timer will end the call) from a frozen one.
+ */
+export interface PingRequest {
+  type: 'ping';
+  id: string;
+}
+
+export type SupervisorMessage = RunRequest | CancelRequest | PingRequest;
 
 /** A `RunRequest` whose source is known (received with it, or found in the worker's source cache). */
 export interface ResolvedRun extends RunRequest {
@@ -95,7 +105,9 @@ export type WorkerMessage =
    * while copying a hostile thrown value out of an isolate). The worker keeps serving,
    * but it burns a CPU thread; the supervisor replaces it.
    */
-  | {type: 'wedged'; id: string};
+  | {type: 'wedged'; id: string}
+  /** The answer to a `ping`: the worker's main thread runs. */
+  | {type: 'pong'; id: string};
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -135,6 +147,7 @@ const isLimits = (value: unknown): value is WorkerLimits =>
 export function parseSupervisorMessage(raw: unknown): SupervisorMessage | undefined {
   if (!isRecord(raw) || typeof raw.id !== 'string') return undefined;
   if (raw.type === 'cancel') return {type: 'cancel', id: raw.id};
+  if (raw.type === 'ping') return {type: 'ping', id: raw.id};
   if (raw.type !== 'run') return undefined;
   if (typeof raw.jobId !== 'string' || typeof raw.filename !== 'string') return undefined;
   if (typeof raw.sourceHash !== 'string' || !SHA256_HEX.test(raw.sourceHash)) return undefined;
@@ -188,6 +201,8 @@ export function parseWorkerMessage(raw: unknown): WorkerMessage | undefined {
         ? {type: 'failure', id: raw.id, message: raw.message} : undefined;
     case 'wedged':
       return typeof raw.id === 'string' ? {type: 'wedged', id: raw.id} : undefined;
+    case 'pong':
+      return typeof raw.id === 'string' ? {type: 'pong', id: raw.id} : undefined;
     case 'need-source':
       return typeof raw.id === 'string' ? {type: 'need-source', id: raw.id} : undefined;
     case 'log': {

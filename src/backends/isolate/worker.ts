@@ -146,6 +146,7 @@ process.on('message', (raw: unknown) => {
     return;
   }
   if (message.type === 'cancel') calls.get(message.id)?.abort();
+  else if (message.type === 'ping') send({type: 'pong', id: message.id});
   else startRun(message);
 });
 
