@@ -53,6 +53,12 @@ export interface WorkerDeath {
    * answered (cancelled) whose isolates it had not yet reported stopped.
    */
   inflight: number;
+  /**
+   * Some call in it had been stopped (deadline, cancel) before it ended: that call's
+   * isolate thread may have kept running after its disposal (isolated-vm #107/#186),
+   * so a call alone in it at its death is not necessarily the cause.
+   */
+  tainted: boolean;
 }
 
 /**
@@ -183,6 +189,8 @@ export class WorkerProcess {
   #killKind: WorkerDeathKind | undefined;
   #reservedMb = 0;
   #readyRssBytes: number | undefined;
+  /** A call was stopped here (see `WorkerDeath.tainted`). */
+  #tainted = false;
   readonly #onDrained: Array<() => void> = [];
   /** Pings waiting for their pong, by ping id. */
   readonly #pongs = new Map<string, (alive: boolean) => void>();
@@ -314,6 +322,7 @@ export class WorkerProcess {
           this.#release(id); // never sent: nothing runs in the worker
           return;
         }
+        this.#tainted = true;
         this.#send({type: 'cancel', id});
         this.#armBackstop(id, this.#options.backstopGraceMs, 'no acknowledgement of a cancel');
       };
@@ -459,7 +468,7 @@ export class WorkerProcess {
     const pending = this.#pending.get(id);
     if (pending === undefined) return;
     this.#settle(pending, (caller) => caller.reject(new WorkerStoppedError(WORKER_STOPPED_MESSAGE, {
-      kind: 'other', reason: 'its IPC channel failed', pid: this.pid, inflight: 1,
+      kind: 'other', reason: 'its IPC channel failed', pid: this.pid, inflight: 1, tainted: this.#tainted,
     }, {cause: error})));
     this.#release(id);
   }
@@ -605,6 +614,7 @@ export class WorkerProcess {
         this.#pongs.get(message.id)?.(true);
         return;
       case 'wedged':
+        this.#tainted = true;
         this.#options.log.warn({pid: this.#child?.pid}, 'an isolate thread did not stop after its isolate was disposed; replacing the worker');
         this.#options.onWedged(this);
         return;
@@ -643,6 +653,7 @@ export class WorkerProcess {
           return;
         }
         this.#options.onOutcome(message.outcome);
+        if (message.outcome.timedOut) this.#tainted = true;
         const result = toResult(message.outcome, pending.request.limits.outputBytes, performance.now() - pending.started);
         this.#options.log.debug({
           jobId: pending.request.jobId, durationMs: Math.round(result.durationMs), failed: result.failed,
@@ -666,7 +677,7 @@ export class WorkerProcess {
       pid: this.#child?.pid, code, signal, reason, kind, inflight: waiting.length, stderrTail: [...this.#stderrTail],
       wasReady: this.#isReady,
     };
-    const death: WorkerDeath = {kind, reason, pid: info.pid, inflight: this.#pending.size};
+    const death: WorkerDeath = {kind, reason, pid: info.pid, inflight: this.#pending.size, tainted: this.#tainted};
     const message = this.#closing ? BACKEND_CLOSED_MESSAGE : WORKER_STOPPED_MESSAGE;
     const cause = new Error(`isolate worker ${info.pid ?? '?'} ended: ${reason} (code ${code}, signal ${signal})`);
     for (const pending of waiting) {
