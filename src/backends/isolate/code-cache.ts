@@ -1,3 +1,4 @@
+// V8 code-cache data per source, so that a tool's module compiles once per worker.
 import type ivm from 'isolated-vm';
 import {LRUCache} from 'lru-cache';
 

@@ -1,3 +1,4 @@
+// The isolate backend: routes each call to a supervised worker process and maps its answer to a result.
 import {existsSync} from 'node:fs';
 import {dirname, join} from 'node:path';
 import {performance} from 'node:perf_hooks';

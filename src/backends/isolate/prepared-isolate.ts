@@ -1,3 +1,4 @@
+// Creates a fresh isolate with its context and prelude, ready for one call, and disposes it.
 import ivm from 'isolated-vm';
 import {preludeSource, type EntryOp} from './prelude.ts';
 

@@ -1,3 +1,4 @@
+// The isolate worker's hard memory ceiling: watches its resident set size and reports when it is over.
 import {readFileSync} from 'node:fs';
 
 /**

@@ -1,3 +1,4 @@
+// Runs one tool call in one prepared isolate inside the worker: limits, output capture, result.
 import {performance} from 'node:perf_hooks';
 import type ivm from 'isolated-vm';
 import type {CodeCache} from './code-cache.ts';

@@ -1,3 +1,4 @@
+// Tool sources by SHA-256, so that each source crosses to a worker once.
 import {createHash} from 'node:crypto';
 import {LRUCache} from 'lru-cache';
 

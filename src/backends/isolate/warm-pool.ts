@@ -1,3 +1,4 @@
+// The isolate warm pool inside a worker: isolates prepared ahead of demand, each used once.
 import {disposePrepared, type PreparedIsolate} from './prepared-isolate.ts';
 
 /** Options of `WarmPool`. */

@@ -1,3 +1,4 @@
+// The host side of one isolate worker process: spawn, calls in flight, backstop, death and restart.
 import {fork, type ChildProcess} from 'node:child_process';
 import {performance} from 'node:perf_hooks';
 import {fileURLToPath} from 'node:url';
