@@ -391,6 +391,9 @@ export class ContainerBackend implements Backend<ContainerJob> {
     return result;
   }
 
+  /** True only when the engine answers 404 for the container (for uid leases: a 409 "removal in progress" is not gone). */
+  readonly #isGone = (id: string): Promise<boolean> => this.docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(5_000)}).then(() => false, (e: unknown) => (e as {statusCode?: number})?.statusCode === 404);
+
   /** Kills and removes a container, bounded by `timeoutMs`; on failure it is remembered for the reaper. */
   async #destroy(container: Docker.Container, timeoutMs: number): Promise<void> {
     try {
@@ -398,7 +401,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
       this.#leaked.delete(container.id);
       uidLeases.releaseContainer(container.id); // uid lease: the container is gone
     } catch (err) {
-      if (isNoSuchContainer(err)) return uidLeases.releaseContainer(container.id);
+      if (isNoSuchContainer(err)) return uidLeases.releaseAfterRemoveError(container.id, err, this.#isGone);
       this.#leaked.add(container.id);
       log.warn({err, containerId: container.id}, 'container remove failed; reaper will retry');
       void this.#retryLeaked();
@@ -419,7 +422,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
           } catch (err) {
             if (isNoSuchContainer(err)) {
               this.#leaked.delete(id);
-              uidLeases.releaseContainer(id);
+              uidLeases.releaseAfterRemoveError(id, err, this.#isGone);
             }
             // A removal that hangs waits for a runtime process that hangs (runsc start): end those, then retry once.
             else if (attempt === 0) await killStuckRuntime(id);
@@ -470,7 +473,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
       }
       await reapOrphanShims(this.docker, {ids: this.#leakedAndGone()}).catch(() => undefined);
       // uid leases of containers the reaper removed; those that may still exist keep theirs.
-      await uidLeases.releaseGone((id) => this.docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(5_000)}).then(() => false, isNoSuchContainer));
+      await uidLeases.releaseGone(this.#isGone);
       this.#oom.close();
     })();
     return this.#closing;

@@ -431,7 +431,7 @@ export class ContainerPool {
       await container.remove({force: true, v: true, abortSignal: AbortSignal.timeout(REMOVE_TIMEOUT_MS)} as Docker.ContainerRemoveOptions);
       uidLeases.releaseContainer(container.id); // uid lease: the container is gone
     } catch (err) {
-      if (isNoSuchContainer(err)) uidLeases.releaseContainer(container.id);
+      if (isNoSuchContainer(err)) uidLeases.releaseAfterRemoveError(container.id, err, (id) => this.#docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(5_000)}).then(() => false, (e: unknown) => (e as {statusCode?: number})?.statusCode === 404));
       else log.warn({err, containerId: container.id}, 'warm pool member remove failed; the reaper will retry');
     }
   }

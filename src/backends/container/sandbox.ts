@@ -1,6 +1,6 @@
 import type {Duplex} from 'node:stream';
 import type Docker from 'dockerode';
-import {isNoSuchContainer, toBackendError} from './docker-errors.ts';
+import {toBackendError} from './docker-errors.ts';
 import {PROFILE_LABEL} from './host-config.ts';
 import {bindMounts, checkBindSources, verifyMountedInodes, verifyReportedMounts, type InspectedMounts} from './mount-check.ts';
 import {stageBinds, stagingAvailable, type StagedBinds} from './mount-staging.ts';
@@ -149,7 +149,7 @@ function withBindSources(options: Docker.ContainerCreateOptions, sources: readon
  * process of it runs as that uid, and the reaper removes it.
  */
 async function createAsLeasedUser(docker: Docker, options: Docker.ContainerCreateOptions, leases: UidLeases): Promise<Docker.Container> {
-  const isGone = (id: string) => docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)}).then(() => false, (err: unknown) => isNoSuchContainer(err));
+  const isGone = (id: string) => docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)}).then(() => false, (err: unknown) => (err as {statusCode?: number})?.statusCode === 404);
   const lease = await leases.acquire(isGone);
   try {
     const container = await docker.createContainer({...options, User: `${lease.uid}:${lease.gid}`, abortSignal: AbortSignal.timeout(CREATE_TIMEOUT_MS)});
