@@ -43,6 +43,9 @@ export async function resolveMounts(profile: ContainerProfile, policy: MountPoli
     if (!isAbsolute(raw)) throw new ConfigError(where, `mount source "${grant.source}" must be an absolute path or start with \${workspace}`);
     if (raw.split(/[\\/]/).includes('..')) throw new ConfigError(where, `mount source "${grant.source}" contains "..", which is not allowed`);
     if (normalize(grant.target).split('/').includes('..')) throw new ConfigError(where, `mount target "${grant.target}" contains ".."`);
+    // Canonical (no `.`, `//`, trailing `/`): targets are compared with each other and with the container's mount table.
+    const target = normalize(grant.target).replace(/\/+$/, '');
+    if (!target.startsWith('/')) throw new ConfigError(where, `mount target "${grant.target}" must be an absolute path other than /`);
     let source: string;
     try {
       source = await realpath(resolve(raw));
@@ -53,7 +56,7 @@ export async function resolveMounts(profile: ContainerProfile, policy: MountPoli
     if (!roots.some((root) => isWithin(root, source))) {
       throw new ConfigError(where, `mount source "${grant.source}" resolves outside the allowed mount roots (${policy.mountRoots.join(', ')})`);
     }
-    mounts.push({source, target: normalize(grant.target), readOnly: grant.readOnly});
+    mounts.push({source, target, readOnly: grant.readOnly});
   }
   return mounts;
 }
