@@ -1,7 +1,7 @@
 import type {Duplex} from 'node:stream';
 import type Docker from 'dockerode';
 import {toBackendError} from './docker-errors.ts';
-import {PROFILE_LABEL} from './host-config.ts';
+import {POOL_LABEL, PROFILE_LABEL} from './host-config.ts';
 import {bindMounts, checkBindSources, verifyMountedInodes, verifyReportedMounts, type InspectedMounts} from './mount-check.ts';
 import {stageBinds, stagingAvailable, type StagedBinds} from './mount-staging.ts';
 import {uidLeases, type UidLeases} from './uid-leases.ts';
@@ -83,7 +83,9 @@ export async function prepareSandbox(
     if (binds.length > 0 && (context.staging ?? stagingAvailable())) staged = await stageBinds(checked, profile, context.stagingDir);
     const sources = staged?.sources;
     const given = sources === undefined ? binds : binds.map((b, i) => ({...b, Source: sources[i]!}));
-    const createOptions = sources === undefined ? options : withBindSources(options, sources);
+    // A cold container with binds under runc holds its tool until the check after start passed.
+    const hold = binds.length > 0 && context.runtime === 'runc' && options.Labels?.[POOL_LABEL] === undefined;
+    const createOptions = withHold(sources === undefined ? options : withBindSources(options, sources), hold);
     const container = await createAsLeasedUser(docker, createOptions, context.leases ?? uidLeases);
     context.onCreated(container);
     signal.throwIfAborted();
@@ -103,6 +105,7 @@ export async function prepareSandbox(
     // The container has its own copy of each mount now: the staging mounts can go.
     await staged?.release();
     if (binds.length > 0 && context.runtime === 'runc') await verifyStarted(container, checked, profile);
+    if (hold) socket.write(HOLD_RELEASE);
     const waiting = new AbortController();
     const exited = container.wait({abortSignal: waiting.signal}).then((r: {StatusCode?: number}) => r?.StatusCode, () => undefined);
     const attached = socket;
@@ -132,6 +135,27 @@ async function verifyStarted(container: Docker.Container, checked: Parameters<ty
   const state = (await container.inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)})).State;
   if (!state.Running || !(state.Pid > 0)) return;
   await verifyMountedInodes(state.Pid, checked, profile);
+}
+
+/** The line a held cold container waits for on stdin before it runs its tool (see {@link withHold}). */
+const HOLD_RELEASE = 'go\n';
+
+/**
+ * `options` with its process wrapped, when `hold`, in `/bin/sh -c` that reads one line from stdin,
+ * exits 126 unless it is {@link HOLD_RELEASE}, unsets the `PWD`/`OLDPWD` dash exports on its own
+ * (unless the job sets them) and `exec`s the original entrypoint and command: the tool starts
+ * only after prepareSandbox wrote that line, i.e. after the check after start passed, and then
+ * reads the job's stdin untouched (dash's `read` takes one byte at a time from a pipe). Needs
+ * `/bin/sh` in the image (as the warm pool's launcher does). Pure.
+ */
+function withHold(options: Docker.ContainerCreateOptions, hold: boolean): Docker.ContainerCreateOptions {
+  if (!hold) return options;
+  const entry = Array.isArray(options.Entrypoint) ? options.Entrypoint : options.Entrypoint === undefined ? [] : [options.Entrypoint];
+  const cmd = Array.isArray(options.Cmd) ? options.Cmd : options.Cmd === undefined ? [] : [options.Cmd];
+  const keep = new Set((options.Env ?? []).map((e) => e.slice(0, e.indexOf('='))));
+  const unset = ['PWD', 'OLDPWD'].filter((v) => !keep.has(v));
+  const script = `IFS= read -r g || exit 126\n[ "$g" = ${HOLD_RELEASE.trim()} ] || exit 126\n${unset.length > 0 ? `unset ${unset.join(' ')}\n` : ''}exec "$@"`;
+  return {...options, Entrypoint: ['/bin/sh'], Cmd: ['-c', script, 'toolcell-hold', ...entry, ...cmd]};
 }
 
 /** `options` with the bind mounts' sources replaced, in order, by `sources` (the staging paths). Pure. */

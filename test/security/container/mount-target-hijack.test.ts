@@ -32,7 +32,7 @@ const PLANT = (link: string) => `
 import os, shutil, time
 time.sleep(1)  # after the backend's check after start (a rename during it fails this call's own check)
 shutil.copy('/usr/bin/dash', '/out/x/bin/sh'); os.chmod('/out/x/bin/sh', 0o755)
-open('/out/x/bin/python3', 'w').write('#!/usr/bin/sh\\necho HIJACKED\\nwhile IFS= read -r l || [ -n "$l" ]; do echo "stolen: $l" >> /out/loot; done\\n')
+open('/out/x/bin/python3', 'w').write('#!/usr/bin/sh\\necho ran >> /out/ran\\necho HIJACKED\\nwhile IFS= read -r l || [ -n "$l" ]; do echo "stolen: $l" >> /out/loot; done\\n')
 os.chmod('/out/x/bin/python3', 0o755)
 os.rename('/out/x', '/out/x.old')
 os.symlink(${JSON.stringify(link)}, '/out/x')
@@ -104,6 +104,8 @@ describe('a mount point inside a writable mount cannot be moved to hijack a late
       }
       assert.ok(result === undefined || !result.stdout.includes('HIJACKED'), `the victim ran the attacker's python3: ${JSON.stringify(result)}`);
       assert.ok(result === undefined || result.stdout === 'victim ok 14\n', JSON.stringify(result));
+      // A cold container with mounts holds its tool until the check after start passed: not even started.
+      assert.equal(await readFile(join(out, 'ran'), 'utf8').catch(() => ''), '', 'the attacker\'s program ran');
       const loot = await readFile(join(out, 'loot'), 'utf8').catch(() => '');
       assert.ok(!loot.includes('secret'), `stdin was stolen: ${loot}`);
       assert.deepEqual(await managedContainers(`toolcell.job=${victim.id}`, `toolcell.owner=${backend.owner}`), [], 'no container is left behind');
@@ -111,6 +113,11 @@ describe('a mount point inside a writable mount cannot be moved to hijack a late
       // A later call of a profile without the nested grant runs the real program.
       const later = await backend.run(python(VICTIM, [], {mounts: [mounts[0]!], stdin: 'x'}), {signal: noSignal()});
       assert.equal(later.stdout, 'victim ok 1\n', later.stderr);
+      // The hold wrapper leaves the tool's argv, stdin and environment as without mounts.
+      const ENV = 'import os, sys; print(sorted(os.environ), sys.argv)';
+      const held = await backend.run(python(ENV, ['a b'], {mounts: [mounts[0]!]}), {signal: noSignal()});
+      const plain = await backend.run(python(ENV, ['a b']), {signal: noSignal()});
+      assert.equal(held.stdout, plain.stdout, held.stderr);
       await assertHealthy(backend);
     });
   }
