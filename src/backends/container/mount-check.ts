@@ -18,23 +18,25 @@ import {ToolcellError} from '../../errors.ts';
  *    with the same device and inode;
  * 2. after create, before start: {@link verifyReportedMounts}: the engine reports exactly
  *    these bind mounts (source, target, mode), and step 1 is repeated with the same result;
- * 3. after start, runc only: {@link verifyMountedInodes}: what is mounted at each target in the
- *    container (seen from the host through `/proc/<pid>/root`) has the device and inode
- *    checked in step 1; a container that fails is destroyed by the caller.
+ * 3. after start, runc only: {@link verifyMountedInodes}: the container's own mount table
+ *    (`/proc/<pid>/mountinfo`) has a mount at exactly each target with the checked device, and
+ *    the object there (walked from `/proc/<pid>/root` without following symlinks) has the checked
+ *    inode; a container that fails is destroyed by the caller. A cold container's tool is held
+ *    until this passed (sandbox.ts `withHold`); a warm-pool member gets no input before it.
  *
  * Being under a mount root is not re-checked here: the source string was checked under the
  * root's realpath at load time and is immutable; with no component a symlink it still resolves
  * to itself, hence still under the root.
  *
- * Does NOT close: the engine resolves the source path itself when it starts the container (a
- * plain path: Docker cannot be handed an fd, and a `/proc/<pid>/fd/N` source is refused by
- * runc, EINVAL, since that mount belongs to another mount namespace). Someone who can write the
- * source's parent directory on the host can still swap it between step 2 and the engine's
- * mount. Step 3 detects that under runc; a warm-pool member is checked before it receives any
- * input, but a cold container's tool already runs during step 3 (milliseconds), and one that
- * has exited by then is not checked. Under runsc step 3 does not apply (the sandbox's root is
- * not the container's view). A tool cannot race it from inside: policy refuses, at load, any
- * mount source inside another grant's writable mount.
+ * Does NOT close, by itself: the engine resolves the source path itself when it starts the
+ * container (Docker cannot be handed an fd, and runc refuses a `/proc/<pid>/fd/N` source,
+ * EINVAL). As root, mount-staging.ts closes that window (the engine is given a root-only bind
+ * of the checked object). Without root, someone who can write the source's parent directory on
+ * the host can still swap it between step 2 and the engine's mount; step 3 then refuses the call
+ * under runc, before the held tool runs (a container that died before its mount table was read
+ * is not checked). Under runsc step 3 does not apply. A mount point inside the container is
+ * followed by the engine too: policy refuses, at load, targets a tool could move
+ * (`policy/mounts.ts` `targetProblem`), and step 3 sees a mount that landed elsewhere.
  */
 
 /** A bind source as checked: where it is mounted and which file it was (device, inode). */

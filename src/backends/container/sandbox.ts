@@ -38,7 +38,10 @@ const INSPECT_TIMEOUT_MS = 10_000;
  * that path), the engine's reported mounts after create and the sources again before start,
  * and under runc, right after start, the container's mount table and the inode at each
  * target. When toolcell runs as root the engine is given root-only staging paths bound to the
- * checked objects (mount-staging.ts), detached once the container has started or failed. A failure
+ * checked objects (mount-staging.ts), detached once the container has started or failed.
+ * Under runc a cold container with binds is held (`withHold`: its tool starts only once one line
+ * is written to its stdin, after the check after start passed), so no tool runs with a mount
+ * that check refuses; warm-pool members are held by their launcher. A failure
  * rejects with `BACKEND_UNAVAILABLE` (`reason: 'mount-changed'`, the target, never the host
  * path); a container already created is left to the caller to remove, like any other failure.
  * Jobs without bind mounts pay nothing for this.
