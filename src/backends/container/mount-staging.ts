@@ -37,9 +37,14 @@ export const STAGING_DIR = '/run/toolcell/mounts';
 /** Longest wait for `mount` / `umount`, in ms. */
 const MOUNT_TIMEOUT_MS = 10_000;
 
-/** True when bind sources are staged: Linux and toolcell's effective uid is 0 (`mount` needs CAP_SYS_ADMIN). */
-export function stagingAvailable(): boolean {
-  return process.platform === 'linux' && process.geteuid?.() === 0;
+/**
+ * True when bind sources are staged: Linux, toolcell's effective uid is 0 (`mount` needs
+ * CAP_SYS_ADMIN), and `TOOLCELL_MOUNT_STAGING` is not `off`. Set it to `off` only where staging
+ * cannot work (toolcell as root in its own container or mount namespace, where the engine would
+ * not see the staging path, or without CAP_SYS_ADMIN): the host race of mount-check.ts is open then.
+ */
+export function stagingAvailable(env: NodeJS.ProcessEnv = process.env): boolean {
+  return process.platform === 'linux' && process.geteuid?.() === 0 && env.TOOLCELL_MOUNT_STAGING !== 'off';
 }
 
 /** Binds staged for one container. */
