@@ -455,7 +455,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
       }
       await this.#remover.reapShims();
       // uid leases of containers the reaper removed; those that may still exist keep theirs.
-      await uidLeases.releaseGone((id) => this.docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(5_000)}).then(() => false, isNoSuchContainer));
+      await uidLeases.releaseGone((id) => this.docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(5_000)}).then(() => false, (e: unknown) => (e as {statusCode?: number})?.statusCode === 404));
       this.#oom.close();
       this.#keeper.close();
     })();

@@ -31,6 +31,11 @@ export function isNoSuchContainer(err: unknown): boolean {
   return e?.statusCode === 404 || /no such container|removal of container .* is already in progress/i.test(dockerMessage(err));
 }
 
+/** True when the engine answered 409 because the container's removal is already in progress: it still exists (and may still run). */
+export function isRemovalInProgress(err: unknown): boolean {
+  return /removal of container .* is already in progress/i.test(dockerMessage(err));
+}
+
 /** The `toolcell images build` name of a toolcell image reference, e.g. `toolcell/python:latest` → `python`. */
 function buildHint(image: string): string {
   const m = /^toolcell\/([a-z0-9-]+)(:latest)?$/.exec(image);

@@ -1,6 +1,7 @@
 import type Docker from 'dockerode';
 import {ToolcellError} from '../../errors.ts';
 import type {ContainerJob} from '../backend.ts';
+import {isCanonicalPath} from './mount-check.ts';
 
 /**
  * Profile → Docker settings, as pure functions (no I/O), so that every guarantee of the
@@ -107,7 +108,8 @@ export function hostPidsLimit(job: Pick<ContainerJob, 'limits' | 'runtime'>): nu
  * Does NOT guarantee: disk quotas on read-write mounts (RLIMIT_FSIZE caps one file, not the
  * number of files), or limits on the engine host's own resources used by the engine.
  * @throws ToolcellError `INTERNAL` for a job that no valid profile can produce (bad tmpfs
- *   path/size, relative mount paths, non-positive limits, unknown runtime or network).
+ *   path/size, relative mount sources, mount targets that are not canonical absolute paths,
+ *   non-positive limits, unknown runtime or network).
  */
 export function toHostConfig(job: ContainerJob): ToolcellHostConfig {
   const {limits} = job;
@@ -137,9 +139,9 @@ export function toHostConfig(job: ContainerJob): ToolcellHostConfig {
   const fsize = Math.max(FSIZE_FLOOR_BYTES, largestTmpfs);
 
   const mounts = (job.mounts ?? []).map((m) => {
-    if (!m.source.startsWith('/') || !m.target.startsWith('/') || m.target.includes('\0') || m.source.includes('\0')) {
-      throw invalid('mount source and target must be absolute paths');
-    }
+    if (!m.source.startsWith('/') || m.source.includes('\0')) throw invalid('mount source must be an absolute path');
+    // Canonical targets only (no `.`, `..`, `//`, trailing `/`): the check after start finds each one by its exact mount point.
+    if (!isCanonicalPath(m.target) || m.target === '/') throw invalid(`mount target ${JSON.stringify(m.target)} is not a canonical absolute path`);
     return {
       Type: 'bind' as const,
       Source: m.source,

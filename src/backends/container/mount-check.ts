@@ -1,6 +1,7 @@
 // A bind source is checked again at every container create, not only when profiles load: what the engine mounts must be what policy checked.
 import {constants, type BigIntStats} from 'node:fs';
-import {lstat, open, readlink, stat} from 'node:fs/promises';
+import {lstat, open, readFile, readlink, stat} from 'node:fs/promises';
+import {isAbsolute, join, relative} from 'node:path';
 import {ToolcellError} from '../../errors.ts';
 
 /**
@@ -17,23 +18,25 @@ import {ToolcellError} from '../../errors.ts';
  *    with the same device and inode;
  * 2. after create, before start: {@link verifyReportedMounts}: the engine reports exactly
  *    these bind mounts (source, target, mode), and step 1 is repeated with the same result;
- * 3. after start, runc only: {@link verifyMountedInodes}: what is mounted at each target in the
- *    container (seen from the host through `/proc/<pid>/root`) has the device and inode
- *    checked in step 1; a container that fails is destroyed by the caller.
+ * 3. after start, runc only: {@link verifyMountedInodes}: the container's own mount table
+ *    (`/proc/<pid>/mountinfo`) has a mount at exactly each target with the checked device, and
+ *    the object there (walked from `/proc/<pid>/root` without following symlinks) has the checked
+ *    inode; a container that fails is destroyed by the caller. A cold container's tool is held
+ *    until this passed (sandbox.ts `withHold`); a warm-pool member gets no input before it.
  *
  * Being under a mount root is not re-checked here: the source string was checked under the
  * root's realpath at load time and is immutable; with no component a symlink it still resolves
  * to itself, hence still under the root.
  *
- * Does NOT close: the engine resolves the source path itself when it starts the container (a
- * plain path: Docker cannot be handed an fd, and a `/proc/<pid>/fd/N` source is refused by
- * runc, EINVAL, since that mount belongs to another mount namespace). Someone who can write the
- * source's parent directory on the host can still swap it between step 2 and the engine's
- * mount. Step 3 detects that under runc; a warm-pool member is checked before it receives any
- * input, but a cold container's tool already runs during step 3 (milliseconds), and one that
- * has exited by then is not checked. Under runsc step 3 does not apply (the sandbox's root is
- * not the container's view). A tool cannot race it from inside: policy refuses, at load, any
- * mount source inside another grant's writable mount.
+ * Does NOT close, by itself: the engine resolves the source path itself when it starts the
+ * container (Docker cannot be handed an fd, and runc refuses a `/proc/<pid>/fd/N` source,
+ * EINVAL). As root, mount-staging.ts closes that window (the engine is given a root-only bind
+ * of the checked object). Without root, someone who can write the source's parent directory on
+ * the host can still swap it between step 2 and the engine's mount; step 3 then refuses the call
+ * under runc, before the held tool runs (a container that died before its mount table was read
+ * is not checked). Under runsc step 3 does not apply. A mount point inside the container is
+ * followed by the engine too: policy refuses, at load, targets a tool could move
+ * (`policy/mounts.ts` `targetProblem`), and step 3 sees a mount that landed elsewhere.
  */
 
 /** A bind source as checked: where it is mounted and which file it was (device, inode). */
@@ -42,6 +45,8 @@ export interface CheckedBind {
   target: string;
   dev: bigint;
   ino: bigint;
+  /** The directory of its filesystem this source is (what mountinfo shows as a bind mount's root), when known. */
+  root?: string;
 }
 
 /** A bind mount as given to the engine (`HostConfig.Mounts` entry of type `bind`). */
@@ -51,11 +56,17 @@ export interface BindSpec {
   ReadOnly?: boolean;
 }
 
-/** The model-facing refusal: names the mount target, never the host path (that goes to `cause`, for the log). */
-export function mountChanged(target: string, detail: string, profile?: string): ToolcellError {
+/**
+ * The model-facing refusal: names the mount target, never the host path (that goes to `cause`,
+ * for the log). `when`: `before-start` (no sandbox ran) or `after-start` (the container ran and
+ * was stopped when the check after start failed; the tool may have run for milliseconds).
+ */
+export function mountChanged(target: string, detail: string, profile?: string, when: 'before-start' | 'after-start' = 'before-start'): ToolcellError {
   const whose = profile === undefined ? 'its profile' : `profile "${profile}"`;
-  return new ToolcellError('BACKEND_UNAVAILABLE',
-    `The host directory that ${whose} mounts at "${target}" is no longer the one checked when profiles were loaded, so no sandbox was started. The operator must check that mount.`,
+  const message = when === 'before-start'
+    ? `The host directory that ${whose} mounts at "${target}" is no longer the one checked when profiles were loaded, so no sandbox was started. The operator must check that mount.`
+    : `What the engine mounted at "${target}" for ${whose} is not the checked host directory (redirected on the host or at the mount point), so the sandbox was stopped right after it started and its output discarded. The operator must check that mount.`;
+  return new ToolcellError('BACKEND_UNAVAILABLE', message,
     {reason: 'mount-changed', target, ...(profile === undefined ? {} : {profile})},
     {cause: new Error(detail)});
 }
@@ -118,7 +129,8 @@ export async function checkBindSource(source: string, target: string, profile?: 
     // The kernel's own name of the opened object: any symlink on the way would show here.
     const where = await readlink(`/proc/self/fd/${handle.fd}`);
     if (where !== source) throw new Error(`opened object is at ${where}`);
-    return {source, target, dev: opened.dev, ino: opened.ino};
+    const root = await filesystemRoot(source, opened.dev);
+    return {source, target, dev: opened.dev, ino: opened.ino, ...(root === undefined ? {} : {root})};
   } catch (err) {
     if (err instanceof ToolcellError) throw err;
     throw refuse((err as NodeJS.ErrnoException).code ?? (err as Error).message);
@@ -179,34 +191,108 @@ export function verifyReportedMounts(info: InspectedMounts, expected: readonly B
   }
 }
 
+/** One line of `/proc/<pid>/mountinfo` (the fields this module reads). Source: proc(5), "/proc/pid/mountinfo". */
+export interface MountInfoEntry {
+  /** Device of the mounted filesystem, as `stat` reports `st_dev` (glibc's makedev encoding). */
+  dev: bigint;
+  /** The directory of that filesystem mounted here (field 4, octal escapes decoded). */
+  root: string;
+  /** Where it is mounted, relative to the process's root (field 5, octal escapes decoded). */
+  mountPoint: string;
+}
+
+/** `major:minor` → `st_dev` as glibc's `makedev` encodes it (what Node's `stat` reports). Pure. */
+export function makedev(major: number, minor: number): bigint {
+  const ma = BigInt(major);
+  const mi = BigInt(minor);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
+}
+
+/** Parses mountinfo text, in file order (later lines are mounted on top of earlier ones). Malformed lines are skipped. Pure. */
+export function parseMountInfo(text: string): MountInfoEntry[] {
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const entries: MountInfoEntry[] = [];
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    const m = /^(\d+):(\d+)$/.exec(f[2] ?? '');
+    if (f.length < 5 || !m) continue;
+    entries.push({dev: makedev(Number(m[1]), Number(m[2])), root: unescape(f[3]!), mountPoint: unescape(f[4]!)});
+  }
+  return entries;
+}
+
 /**
- * Step 3 (runc): what is mounted at each target of the running container whose init process is
- * host pid `pid` has the checked device and inode (`stat` of `/proc/<pid>/root/<target>` from
- * the host).
- * @returns `false` when the container has already exited (nothing left to check), `true` when
- *   every target matched.
+ * The directory of its filesystem that a host path is (the `root` a bind mount of it shows in
+ * mountinfo), from this process's mount table: the longest mount point above `path` with device
+ * `dev`. Undefined when none matches (e.g. btrfs subvolumes report another device); the root is
+ * then not compared.
+ */
+export async function filesystemRoot(path: string, dev: bigint): Promise<string | undefined> {
+  let table: MountInfoEntry[];
+  try {
+    table = parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'));
+  } catch {
+    return undefined;
+  }
+  let best: MountInfoEntry | undefined;
+  for (const e of table) {
+    const rel = relative(e.mountPoint, path);
+    const within = rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+    if (within && (best === undefined || e.mountPoint.length >= best.mountPoint.length)) best = e;
+  }
+  if (best === undefined || best.dev !== dev) return undefined;
+  const rel = relative(best.mountPoint, path);
+  return rel === '' ? best.root : join(best.root, rel);
+}
+
+/**
+ * Step 3 (runc): in the mount table of the running container whose init process is host pid
+ * `pid` (`/proc/<pid>/mountinfo`), the mount on top at exactly each target is of the checked
+ * source's device; and the object there, reached from the host through `/proc/<pid>/root` with
+ * no symlink on the way (each component `lstat`ed), has the checked inode (when the process
+ * exits before that, the mount's `root`, the mounted directory's current path on its
+ * filesystem, must be the checked path instead). The mount table is the kernel's account of where
+ * each mount landed: a mount redirected by a symlink at its mount point (inside the container)
+ * shows at another mount point, and one redirected on the host shows another root or inode.
+ * @returns `false` when the process is gone (before its mount table was read: nothing checked;
+ *   or after, with the inodes not yet compared), `true` when every target matched.
  * @throws ToolcellError `BACKEND_UNAVAILABLE` `mount-changed` naming the first target that does
- *   not match.
+ *   not match (a pid reused by another process after the container exited also fails: refused,
+ *   never passed).
  */
 export async function verifyMountedInodes(pid: number, checked: readonly CheckedBind[], profile?: string): Promise<boolean> {
   if (!Number.isInteger(pid) || pid <= 0) return false;
+  let table: MountInfoEntry[];
+  try {
+    table = parseMountInfo(await readFile(`/proc/${pid}/mountinfo`, 'utf8'));
+  } catch {
+    return false; // the container (and its /proc entry) is gone
+  }
+  const after = 'after start';
   for (const bind of checked) {
-    let st: BigIntStats;
-    try {
-      st = await stat(`/proc/${pid}/root${bind.target}`, {bigint: true});
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // The container (and its /proc entry) is gone: it ran and exited before this check.
+    const fail = (detail: string) => mountChanged(bind.target, `${after}: ${detail} (checked ${bind.source}, dev/ino ${bind.dev}/${bind.ino}${bind.root === undefined ? '' : `, root ${bind.root}`})`, profile, 'after-start');
+    const top = table.findLast((e) => e.mountPoint === bind.target);
+    if (top === undefined) throw fail(`nothing is mounted at ${bind.target} in the container (mount points: ${table.map((e) => e.mountPoint).join(' ')})`);
+    if (top.dev !== bind.dev) throw fail(`the mount at the target has device ${top.dev}`);
+    // The root is the mounted directory's path now: the checked directory renamed since shows its new
+    // name, so the inode below decides; the root decides only when the inode cannot be read any more.
+    const rootDiffers = bind.root !== undefined && top.root !== bind.root;
+    const base = `/proc/${pid}/root`;
+    let st: BigIntStats | undefined;
+    for (const prefix of pathPrefixes(bind.target)) {
       try {
-        await stat(`/proc/${pid}`);
-      } catch {
-        return false;
+        st = await lstat(`${base}${prefix}`, {bigint: true});
+      } catch (err) {
+        // The process exited after its mount table was read: no root left to walk.
+        if (!(await stat(`/proc/${pid}`).then(() => true, () => false))) {
+          if (rootDiffers) throw fail(`the mount at the target is ${top.root} of its filesystem`);
+          return false;
+        }
+        throw fail(`cannot lstat ${prefix} in the container (${(err as NodeJS.ErrnoException).code})`);
       }
-      throw mountChanged(bind.target, `cannot stat the mounted ${bind.source} in the container (${code})`, profile);
+      if (st.isSymbolicLink()) throw fail(`${prefix} is a symlink in the container`);
     }
-    if (st.dev !== bind.dev || st.ino !== bind.ino) {
-      throw mountChanged(bind.target, `mounted object is not the checked ${bind.source} (dev/ino ${st.dev}/${st.ino}, expected ${bind.dev}/${bind.ino})`, profile);
-    }
+    if (st === undefined || st.dev !== bind.dev || st.ino !== bind.ino) throw fail(`the object at the target is dev/ino ${st?.dev}/${st?.ino}`);
   }
   return true;
 }

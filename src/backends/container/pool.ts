@@ -27,6 +27,7 @@
  */
 import {createHash} from 'node:crypto';
 import type Docker from 'dockerode';
+import {ToolcellError} from '../../errors.ts';
 import {log as rootLog} from '../../log.ts';
 import type {ContainerJob} from '../backend.ts';
 import {toCreateOptions} from './host-config.ts';
@@ -37,6 +38,9 @@ import type {Provenance} from './provenance.ts';
 import {prepareSandbox, type Sandbox} from './sandbox.ts';
 
 const log = rootLog.child({component: 'container-pool'});
+
+/** Pause before a slot whose member was refused for a changed mount source tries again, in ms (not marked broken: see `#create`). */
+const MOUNT_CHANGED_RETRY_MS = 1_000;
 
 /** Options of the warm pool. */
 export interface PoolOptions {
@@ -276,6 +280,14 @@ export class ContainerPool {
       if (this.#closed) {
         log.debug({err}, 'warm pool member creation stopped by close()');
         if (created) await this.#removeQuietly(created);
+        return;
+      }
+      if (err instanceof ToolcellError && err.data.reason === 'mount-changed') {
+        // Not a broken engine: a swapped mount source (perhaps a host attacker's, to push calls
+        // cold for a minute). Keep the slot; its refill retries after a pause (at most 1/s).
+        log.warn({err, profile: slot.template.profile}, 'warm pool member refused: a mount source changed; retrying in a second');
+        if (created) await this.#removeQuietly(created);
+        await new Promise((r) => setTimeout(r, MOUNT_CHANGED_RETRY_MS).unref());
         return;
       }
       slot.brokenUntil = performance.now() + 60_000;

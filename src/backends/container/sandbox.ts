@@ -1,8 +1,9 @@
 import type {Duplex} from 'node:stream';
 import type Docker from 'dockerode';
-import {isNoSuchContainer, toBackendError} from './docker-errors.ts';
-import {PROFILE_LABEL} from './host-config.ts';
+import {toBackendError} from './docker-errors.ts';
+import {POOL_LABEL, PROFILE_LABEL} from './host-config.ts';
 import {bindMounts, checkBindSources, verifyMountedInodes, verifyReportedMounts, type InspectedMounts} from './mount-check.ts';
+import {stageBinds, stagingAvailable, type StagedBinds} from './mount-staging.ts';
 import {uidLeases, type UidLeases} from './uid-leases.ts';
 
 /** A created, attached and started container, waiting for its input on stdin. */
@@ -35,7 +36,12 @@ const INSPECT_TIMEOUT_MS = 10_000;
  * Bind mounts (`HostConfig.Mounts` of type bind) are re-checked at every create (see
  * mount-check.ts): each source right before create (no symlink on its path, same object at
  * that path), the engine's reported mounts after create and the sources again before start,
- * and under runc, right after start, the device and inode mounted at each target. A failure
+ * and under runc, right after start, the container's mount table and the inode at each
+ * target. When toolcell runs as root the engine is given root-only staging paths bound to the
+ * checked objects (mount-staging.ts), detached once the container has started or failed.
+ * Under runc a cold container with binds is held (`withHold`: its tool starts only once one line
+ * is written to its stdin, after the check after start passed), so no tool runs with a mount
+ * that check refuses; warm-pool members are held by their launcher. A failure
  * rejects with `BACKEND_UNAVAILABLE` (`reason: 'mount-changed'`, the target, never the host
  * path); a container already created is left to the caller to remove, like any other failure.
  * Jobs without bind mounts pay nothing for this.
@@ -59,22 +65,36 @@ const INSPECT_TIMEOUT_MS = 10_000;
 export async function prepareSandbox(
   docker: Docker,
   options: Docker.ContainerCreateOptions,
-  context: {image: string; runtime: string; signal: AbortSignal; onCreated: (container: Docker.Container) => void; leases?: UidLeases},
+  context: {
+    image: string; runtime: string; signal: AbortSignal; onCreated: (container: Docker.Container) => void; leases?: UidLeases;
+    /** Stage bind sources (mount-staging.ts); default: when toolcell runs as root. */
+    staging?: boolean;
+    /** Parent of the staging paths (tests); default mount-staging.ts `STAGING_DIR`. */
+    stagingDir?: string;
+  },
 ): Promise<Sandbox> {
   const {signal} = context;
   let phase: 'create' | 'attach' | 'start' = 'create';
   let socket: Duplex | undefined;
   const binds = bindMounts((options.HostConfig as {Mounts?: Parameters<typeof bindMounts>[0]} | undefined)?.Mounts);
   const profile = options.Labels?.[PROFILE_LABEL];
+  let staged: StagedBinds | undefined;
   try {
     // Mount sources as they are now, right before the engine sees them.
     const checked = binds.length > 0 ? await checkBindSources(binds, profile) : [];
-    const container = await createAsLeasedUser(docker, options, context.leases ?? uidLeases);
+    // As root: the engine is given root-only staging paths bound to the checked objects themselves.
+    if (binds.length > 0 && (context.staging ?? stagingAvailable())) staged = await stageBinds(checked, profile, context.stagingDir);
+    const sources = staged?.sources;
+    const given = sources === undefined ? binds : binds.map((b, i) => ({...b, Source: sources[i]!}));
+    // A cold container with binds under runc holds its tool until the check after start passed.
+    const hold = binds.length > 0 && context.runtime === 'runc' && options.Labels?.[POOL_LABEL] === undefined;
+    const createOptions = withHold(sources === undefined ? options : withBindSources(options, sources), hold);
+    const container = await createAsLeasedUser(docker, createOptions, context.leases ?? uidLeases);
     context.onCreated(container);
     signal.throwIfAborted();
     if (binds.length > 0) {
       // What the engine will mount, by its own account; then the sources again, unchanged.
-      verifyReportedMounts(await container.inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)}) as InspectedMounts, binds, profile);
+      verifyReportedMounts(await container.inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)}) as InspectedMounts, given, profile);
       await checkBindSources(binds, profile, checked);
     }
     phase = 'attach';
@@ -85,7 +105,10 @@ export async function prepareSandbox(
     phase = 'start';
     await container.start({abortSignal: signal});
     const startedAt = performance.now();
+    // The container has its own copy of each mount now: the staging mounts can go.
+    await staged?.release();
     if (binds.length > 0 && context.runtime === 'runc') await verifyStarted(container, checked, profile);
+    if (hold) socket.write(HOLD_RELEASE);
     const waiting = new AbortController();
     const exited = container.wait({abortSignal: waiting.signal}).then((r: {StatusCode?: number}) => r?.StatusCode, () => undefined);
     const attached = socket;
@@ -95,6 +118,7 @@ export async function prepareSandbox(
     };
     return {container, id: container.id, socket, exited, startedAt, release};
   } catch (err) {
+    await staged?.release();
     socket?.destroy(); // an open attach connection would keep the process alive
     if (signal.aborted) throw signal.reason ?? err;
     throw toBackendError(err, {image: context.image, runtime: context.runtime, phase});
@@ -102,22 +126,47 @@ export async function prepareSandbox(
 }
 
 /**
- * After start (runc): the objects mounted at the targets are the checked ones. A container that
- * has already exited, or whose pid changed meanwhile, is not checked (see mount-check.ts).
- * @throws ToolcellError `BACKEND_UNAVAILABLE` `mount-changed` on a mismatch while it still runs.
+ * After start (runc): the mounts at the targets are the checked ones (mount-check.ts
+ * `verifyMountedInodes`). A mismatch is always refused, even if the container has exited or its
+ * pid was reused meanwhile (a false refusal costs one call; a pass would run a redirected
+ * mount). A container that has already exited before its mount table could be read is not
+ * checked: under staging (mount-staging.ts, toolcell as root) nothing could be swapped anyway;
+ * without it, see the module comment of mount-check.ts.
+ * @throws ToolcellError `BACKEND_UNAVAILABLE` `mount-changed` on a mismatch.
  */
 async function verifyStarted(container: Docker.Container, checked: Parameters<typeof verifyMountedInodes>[1], profile: string | undefined): Promise<void> {
-  const state = async () => (await container.inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)})).State;
-  const before = await state();
-  if (!before.Running) return;
-  try {
-    await verifyMountedInodes(before.Pid, checked, profile);
-  } catch (err) {
-    // A mismatch seen through a pid the container no longer has (it exited, the pid was reused) is no evidence.
-    const after = await state().catch(() => undefined);
-    if (after !== undefined && (!after.Running || after.Pid !== before.Pid)) return;
-    throw err;
-  }
+  const state = (await container.inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)})).State;
+  if (!state.Running || !(state.Pid > 0)) return;
+  await verifyMountedInodes(state.Pid, checked, profile);
+}
+
+/** The line a held cold container waits for on stdin before it runs its tool (see {@link withHold}). */
+const HOLD_RELEASE = 'go\n';
+
+/**
+ * `options` with its process wrapped, when `hold`, in `/bin/sh -c` that reads one line from stdin,
+ * exits 126 unless it is {@link HOLD_RELEASE}, unsets the `PWD`/`OLDPWD` dash exports on its own
+ * (unless the job sets them) and `exec`s the original entrypoint and command: the tool starts
+ * only after prepareSandbox wrote that line, i.e. after the check after start passed, and then
+ * reads the job's stdin untouched (dash's `read` takes one byte at a time from a pipe). Needs
+ * `/bin/sh` in the image (as the warm pool's launcher does). Pure.
+ */
+function withHold(options: Docker.ContainerCreateOptions, hold: boolean): Docker.ContainerCreateOptions {
+  if (!hold) return options;
+  const entry = Array.isArray(options.Entrypoint) ? options.Entrypoint : options.Entrypoint === undefined ? [] : [options.Entrypoint];
+  const cmd = Array.isArray(options.Cmd) ? options.Cmd : options.Cmd === undefined ? [] : [options.Cmd];
+  const keep = new Set((options.Env ?? []).map((e) => e.slice(0, e.indexOf('='))));
+  const unset = ['PWD', 'OLDPWD'].filter((v) => !keep.has(v));
+  const script = `IFS= read -r g || exit 126\n[ "$g" = ${HOLD_RELEASE.trim()} ] || exit 126\n${unset.length > 0 ? `unset ${unset.join(' ')}\n` : ''}exec "$@"`;
+  return {...options, Entrypoint: ['/bin/sh'], Cmd: ['-c', script, 'toolcell-hold', ...entry, ...cmd]};
+}
+
+/** `options` with the bind mounts' sources replaced, in order, by `sources` (the staging paths). Pure. */
+function withBindSources(options: Docker.ContainerCreateOptions, sources: readonly string[]): Docker.ContainerCreateOptions {
+  let i = 0;
+  const host = options.HostConfig as {Mounts?: Array<{Type?: string; Source?: string}>} | undefined;
+  const mounts = host?.Mounts?.map((m) => (m.Type === 'bind' ? {...m, Source: sources[i++]} : m));
+  return {...options, HostConfig: {...options.HostConfig, Mounts: mounts} as Docker.HostConfig};
 }
 
 /**
@@ -127,7 +176,7 @@ async function verifyStarted(container: Docker.Container, checked: Parameters<ty
  * process of it runs as that uid, and the reaper removes it.
  */
 async function createAsLeasedUser(docker: Docker, options: Docker.ContainerCreateOptions, leases: UidLeases): Promise<Docker.Container> {
-  const isGone = (id: string) => docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)}).then(() => false, (err: unknown) => isNoSuchContainer(err));
+  const isGone = (id: string) => docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)}).then(() => false, (err: unknown) => (err as {statusCode?: number})?.statusCode === 404);
   const lease = await leases.acquire(isGone);
   try {
     const container = await docker.createContainer({...options, User: `${lease.uid}:${lease.gid}`, abortSignal: AbortSignal.timeout(CREATE_TIMEOUT_MS)});

@@ -48,6 +48,8 @@ export function newTeardown(): Teardown {
  * releases the container from the deadline keeper and drops its provenance record.
  */
 export class ContainerRemover {
+  /** True only when the engine answers 404 for the container (a 409 "removal in progress" is not gone). */
+  readonly #isGone = (id: string): Promise<boolean> => this.#docker.getContainer(id).inspect({abortSignal: AbortSignal.timeout(5_000)}).then(() => false, (e: unknown) => (e as {statusCode?: number})?.statusCode === 404);
   readonly #docker: Docker;
   readonly #provenance: Provenance;
   readonly #keeper: DeadlineKeeper;
@@ -113,7 +115,7 @@ export class ContainerRemover {
       this.#gone(container.id);
     } catch (err) {
       if (isNoSuchContainer(err)) {
-        this.#gone(container.id);
+        this.#gone(container.id, err);
         return;
       }
       this.#leaked.add(container.id);
@@ -122,9 +124,14 @@ export class ContainerRemover {
     }
   }
 
-  #gone(id: string): void {
+  /**
+   * The container was removed, or the engine says it is (404), or its removal is already in
+   * progress (409, `err`): then its uid lease is kept until the engine answers 404.
+   */
+  #gone(id: string, err?: unknown): void {
     this.#leaked.delete(id);
-    uidLeases.releaseContainer(id); // uid lease: the container is gone
+    if (err === undefined) uidLeases.releaseContainer(id); // uid lease: the container is gone
+    else uidLeases.releaseAfterRemoveError(id, err, this.#isGone);
     this.#keeper.release(id);
     if (!this.#everLeaked.has(id)) void this.#provenance.forget(id);
   }
@@ -151,7 +158,7 @@ export class ContainerRemover {
           } catch (err) {
             if (isNoSuchContainer(err)) {
               this.#leaked.delete(id);
-              uidLeases.releaseContainer(id);
+              uidLeases.releaseAfterRemoveError(id, err, this.#isGone);
             }
             // A removal that hangs waits for a runtime process that hangs (runsc start): end those, then retry once.
             else if (attempt === 0) await killStuckRuntime(id);

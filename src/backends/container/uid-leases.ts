@@ -1,8 +1,9 @@
 // Each live sandbox gets a host uid and gid no other live sandbox has, leased through O_EXCL files shared by every toolcell process on the host.
-import {closeSync, constants, lstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync} from 'node:fs';
-import {tmpdir} from 'node:os';
-import {join} from 'node:path';
+import {closeSync, constants, lstatSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync} from 'node:fs';
+import {homedir} from 'node:os';
+import {join, resolve} from 'node:path';
 import {ToolcellError} from '../../errors.ts';
+import {isNoSuchContainer, isRemovalInProgress} from './docker-errors.ts';
 import {log as rootLog} from '../../log.ts';
 
 const log = rootLog.child({component: 'uid-leases'});
@@ -40,16 +41,49 @@ export interface UidLeasesOptions {
 
 /**
  * The lease directory: `/run/toolcell/uid-leases` when running as root, else
- * `$XDG_RUNTIME_DIR/toolcell-uid-leases` or `<tmpdir>/toolcell-uid-leases-<euid>`;
+ * `$XDG_RUNTIME_DIR/toolcell-uid-leases` (a per-user 0700 directory), else
+ * `$XDG_STATE_HOME/toolcell/uid-leases` or `~/.local/state/toolcell/uid-leases` (the user's own
+ * state directory, never the shared temp dir: another local user could create that path first);
  * `TOOLCELL_UID_LEASE_DIR` overrides it. Every toolcell process that shares a Docker engine
  * must use the same directory (same user, same host), or their leases do not see each other.
+ * Pure apart from reading its defaults (`process.env`, the effective uid, the home directory).
  */
-export function defaultLeaseDir(): string {
-  if (process.env.TOOLCELL_UID_LEASE_DIR) return process.env.TOOLCELL_UID_LEASE_DIR;
-  const euid = process.geteuid?.() ?? -1;
+export function defaultLeaseDir(env: NodeJS.ProcessEnv = process.env, euid: number = process.geteuid?.() ?? -1, home: string = homedir()): string {
+  if (env.TOOLCELL_UID_LEASE_DIR) return env.TOOLCELL_UID_LEASE_DIR;
   if (euid === 0) return '/run/toolcell/uid-leases';
-  if (process.env.XDG_RUNTIME_DIR) return join(process.env.XDG_RUNTIME_DIR, 'toolcell-uid-leases');
-  return join(tmpdir(), `toolcell-uid-leases-${euid}`);
+  if (env.XDG_RUNTIME_DIR) return join(env.XDG_RUNTIME_DIR, 'toolcell-uid-leases');
+  return join(env.XDG_STATE_HOME || join(home, '.local', 'state'), 'toolcell', 'uid-leases');
+}
+
+/**
+ * Checks that no other local user can replace `dir` or anything on its path (so none can squat
+ * the lease directory, or swap it later): every component from `/` is owned by root or by
+ * `euid`; one writable by group or others must be sticky (`/tmp`) and the next component then
+ * owned by `euid` or root; a symlink on the way must be owned by root or `euid`; `dir` itself is
+ * a directory (not a symlink) owned by `euid` with mode 0700 (no group or other bits).
+ * @throws Error naming the first bad component and the remedy.
+ */
+export function checkPrivateDir(dir: string, euid: number): void {
+  const parts = dir.split('/').filter((c) => c !== '');
+  const prefixes = parts.map((_, i) => `/${parts.slice(0, i + 1).join('/')}`);
+  const remedy = `Remove it if another user made it, or set TOOLCELL_UID_LEASE_DIR to a directory only this user (uid ${euid}) can write`;
+  let prev = lstatSync('/');
+  for (const [i, prefix] of prefixes.entries()) {
+    const final = i === prefixes.length - 1;
+    const link = lstatSync(prefix);
+    if (link.isSymbolicLink()) {
+      if (final) throw new Error(`${prefix} is a symlink. ${remedy}.`);
+      if (link.uid !== 0 && link.uid !== euid) throw new Error(`${prefix} is a symlink owned by uid ${link.uid}. ${remedy}.`);
+    }
+    const st = statSync(prefix);
+    const openParent = (prev.mode & 0o022) !== 0;
+    if (!st.isDirectory()) throw new Error(`${prefix} is not a directory. ${remedy}.`);
+    if (st.uid !== 0 && st.uid !== euid) throw new Error(`${prefix} is owned by uid ${st.uid}, not by this user (${euid}) or root. ${remedy}.`);
+    if (openParent && (prev.mode & 0o1000) === 0) throw new Error(`the directory holding ${prefix} is writable by others and not sticky. ${remedy}.`);
+    if (final && st.uid !== euid) throw new Error(`${prefix} is owned by uid ${st.uid}, not by this user (${euid}). ${remedy}.`);
+    if (final && (st.mode & 0o077) !== 0) throw new Error(`${prefix} has mode ${(st.mode & 0o777).toString(8)}, which lets others in (0700 required). ${remedy}.`);
+    prev = st;
+  }
 }
 
 /** Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22), or undefined when it does not exist. Source: proc(5). */
@@ -102,7 +136,7 @@ export class UidLeases {
   readonly #held = new Map<number, string | undefined>();
 
   constructor(options: UidLeasesOptions = {}) {
-    this.dir = options.dir ?? defaultLeaseDir();
+    this.dir = resolve(options.dir ?? defaultLeaseDir());
     this.#base = options.base ?? UID_BASE;
     this.#count = options.count ?? UID_COUNT;
     this.#next = Math.floor(Math.random() * this.#count);
@@ -139,6 +173,27 @@ export class UidLeases {
   /** Releases the lease of the container `containerId`, if this process holds one. Idempotent. */
   releaseContainer(containerId: string): void {
     for (const [uid, id] of this.#held) if (id === containerId) this.#release(uid);
+  }
+
+  /**
+   * After a remove request for `containerId` failed with `err`: releases its lease when the
+   * engine said the container does not exist (404), and, when its removal is only in progress
+   * (409: it still exists, its processes may still run as that uid), once `isGone` confirms it is
+   * gone (polled every `intervalMs` ms, at most `tries` times; after that the lease is kept until
+   * {@link releaseGone} or a reclaimer finds the container gone). Other errors keep the lease.
+   * @param isGone true only when the engine answers 404 for the container.
+   */
+  releaseAfterRemoveError(containerId: string, err: unknown, isGone: (containerId: string) => Promise<boolean>, intervalMs = 500, tries = 60): void {
+    if (isRemovalInProgress(err)) {
+      void (async () => {
+        for (let i = 0; i < tries && [...this.#held.values()].includes(containerId); i++) {
+          await new Promise((r) => setTimeout(r, intervalMs).unref());
+          if (await isGone(containerId).catch(() => false)) return this.releaseContainer(containerId);
+        }
+      })();
+      return;
+    }
+    if (isNoSuchContainer(err)) this.releaseContainer(containerId);
   }
 
   /**
@@ -263,16 +318,12 @@ export class UidLeases {
     }
   }
 
-  /** Creates the lease directory (0700) once and checks it is ours: a directory, not a symlink, not writable by others. */
+  /** Creates the lease directory (0700) once and checks that it and its path are ours ({@link checkPrivateDir}). */
   #ensureDir(): void {
     if (this.#dirChecked) return;
     try {
       mkdirSync(this.dir, {recursive: true, mode: 0o700});
-      const st = lstatSync(this.dir);
-      const euid = process.geteuid?.();
-      if (!st.isDirectory()) throw new Error('not a directory');
-      if (euid !== undefined && st.uid !== euid) throw new Error(`owned by uid ${st.uid}, not ${euid}`);
-      if ((st.mode & 0o077) !== 0) throw new Error(`mode ${(st.mode & 0o777).toString(8)} lets others in (0700 required)`);
+      checkPrivateDir(this.dir, process.geteuid?.() ?? -1);
     } catch (err) {
       throw this.#unusable(err);
     }
@@ -280,7 +331,7 @@ export class UidLeases {
   }
 
   #unusable(err: unknown): ToolcellError {
-    log.error({err, dir: this.dir}, 'the uid lease directory is unusable; container tools cannot run');
+    log.error({err, dir: this.dir}, `the uid lease directory is unusable; container tools cannot run: ${(err as Error).message}`);
     return new ToolcellError('BACKEND_UNAVAILABLE', 'Sandbox user ids cannot be leased on this host, so container tools cannot run now.', {reason: 'uid-leases'}, {cause: err});
   }
 }

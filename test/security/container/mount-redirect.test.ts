@@ -7,7 +7,7 @@
 // test/unit/policy/mount-overlap.test.ts), so that the backend's own check is what is attacked.
 // invariant: container:mounts:rechecked-at-create
 import assert from 'node:assert/strict';
-import {chmod, mkdir, readdir, rename, symlink, writeFile} from 'node:fs/promises';
+import {chmod, mkdir, readdir, rename, rm, symlink, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import {after, before, describe, test} from 'node:test';
 import type {ContainerJob, ExecutionResult} from '../../../src/backends/backend.ts';
@@ -131,6 +131,13 @@ describe('mount sources are re-checked at every create', {skip: !ok && 'no Docke
     await assertRefused(pooled.run(python(LIST('/workspace'), [], {mounts}), {signal: noSignal()}), '/workspace', ws.path);
     for (let i = 0; i < 100 && pooled.poolStats().creating > 0; i++) await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(await managedContainers(`toolcell.owner=${pooled.owner}`), [], 'no container of the pool is left');
+
+    // A refused member does not mark the slot broken (calls would run cold for a minute, as a
+    // host attacker wants): once the source is back, the pool is warm again within seconds.
+    await rm(workspace);
+    await rename(`${workspace}.old`, workspace);
+    for (let i = 0; i < 150 && pooled.poolStats().ready === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(pooled.poolStats().ready, 1, 'the pool refilled after the mount was restored');
     await assertHealthy(pooled);
   });
 });

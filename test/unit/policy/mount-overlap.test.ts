@@ -75,4 +75,30 @@ describe('resolveAllMounts', () => {
     assert.match(r.problems.get('victim')!, /^profile victim: mount source "\$\{workspace\}\/out2\/data" resolves outside the allowed mount roots/);
     assert.deepEqual(r.mounts.get('fine'), [{source: join(root.path, 'ws/ro'), target: '/ro', readOnly: true}]);
   });
+
+  test('a target inside its own writable grant\'s target is refused (a tool could plant x -> ../usr there)', async () => {
+    const r = await resolveAllMounts([profile('hj', [{source: '${workspace}/out', target: '/out', readOnly: false}, {source: '${workspace}/ro', target: '/out/x/bin'}])], policy);
+    assert.match(r.problems.get('hj')!, /the target of mount "\$\{workspace\}\/ro" \(at \/out\/x\/bin\) lies inside its own writable mount "\$\{workspace\}\/out" \(at \/out\)/);
+  });
+
+  test('a writable grant at the same target as another, or a target in a tmpfs, is refused', async () => {
+    const same = await resolveAllMounts([profile('same', [{source: '${workspace}/out', target: '/d', readOnly: false}, {source: '${workspace}/ro', target: '/d'}])], policy);
+    assert.match(same.problems.get('same')!, /have the same target/);
+    const tmpfs = parseProfile('/p/t.json', JSON.stringify({
+      name: 't', backend: 'container', limits: {timeoutMs: 1000, memoryMb: 64, cpus: 1, pids: 16, outputBytes: 1024},
+      commands: ['cat'], filesystem: {tmpfs: {'/tmp': '8m'}, mounts: [{source: '${workspace}/ro', target: '/tmp/data'}]},
+    })) as ContainerProfile;
+    const t = await resolveAllMounts([tmpfs], policy);
+    assert.match(t.problems.get('t')!, /lies inside its writable tmpfs at \/tmp/);
+  });
+
+  test('a target inside a read-only grant whose directory another profile can write is refused; a read-only one nobody writes is allowed', async () => {
+    const r = await resolveAllMounts([
+      profile('writer', [{source: '${workspace}/out', target: '/o', readOnly: false}]),
+      profile('victim', [{source: '${workspace}/out', target: '/out'}, {source: '${workspace}/ro', target: '/out/x'}]),
+      profile('fine', [{source: '${workspace}/ro', target: '/r'}, {source: '${workspace}/out', target: '/r/out'}]),
+    ], policy);
+    assert.match(r.problems.get('victim')!, /lies inside read-only mount "\$\{workspace\}\/out" \(at \/out\), whose directory there is writable through profile writer's mount/);
+    assert.deepEqual([...r.mounts.keys()].sort(), ['fine', 'writer']);
+  });
 });

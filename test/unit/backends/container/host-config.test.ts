@@ -115,6 +115,8 @@ describe('toHostConfig refuses jobs no valid profile can produce', () => {
     ['a tmpfs size with options in it', job({tmpfs: {'/tmp': '1m,exec'}})],
     ['a relative mount source', job({mounts: [{source: 'ws', target: '/w', readOnly: true}]})],
     ['a relative mount target', job({mounts: [{source: '/ws', target: 'w', readOnly: true}]})],
+    ['a mount target that is not canonical (the check after start compares exact mount points)', job({mounts: [{source: '/ws', target: '/w/./x/', readOnly: true}]})],
+    ['the root as a mount target', job({mounts: [{source: '/ws', target: '/', readOnly: true}]})],
     ['zero memory', job({limits: {timeoutMs: 1, memoryMb: 0, outputBytes: 1, cpus: 1, pids: 1}})],
     ['NaN pids', job({limits: {timeoutMs: 1, memoryMb: 8, outputBytes: 1, cpus: 1, pids: Number.NaN}})],
   ];

@@ -5,7 +5,7 @@ import {mkdir, rename, stat, symlink, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import {after, before, describe, test} from 'node:test';
 import {
-  bindMounts, checkBindSource, checkBindSources, isCanonicalPath, pathPrefixes, verifyMountedInodes, verifyReportedMounts,
+  bindMounts, checkBindSource, checkBindSources, isCanonicalPath, makedev, parseMountInfo, pathPrefixes, verifyMountedInodes, verifyReportedMounts,
 } from '../../../../src/backends/container/mount-check.ts';
 import {ToolcellError} from '../../../../src/errors.ts';
 import {tempDir} from '../../../support/temp.ts';
@@ -86,22 +86,60 @@ describe('checkBindSource on real files', () => {
   });
 });
 
-describe('verifyMountedInodes (through /proc/<pid>/root)', () => {
+describe('parseMountInfo and makedev', () => {
+  test('fields 3-5 are read, octal escapes decoded, malformed lines skipped', () => {
+    const t = '26 1 254:0 / / rw - ext4 /dev/vda rw\n76 26 254:0 /tmp/a\\040b /mnt/x\\134y rw - ext4 /dev/vda rw\nnonsense\n';
+    assert.deepEqual(parseMountInfo(t), [
+      {dev: makedev(254, 0), root: '/', mountPoint: '/'},
+      {dev: makedev(254, 0), root: '/tmp/a b', mountPoint: '/mnt/x\\y'},
+    ]);
+  });
+  test('makedev matches what stat reports for / (glibc encoding)', async () => {
+    const table = parseMountInfo(execFileSync('cat', ['/proc/self/mountinfo'], {encoding: 'utf8'}));
+    const root = table.findLast((e) => e.mountPoint === '/')!;
+    assert.equal(root.dev, (await stat('/', {bigint: true})).dev);
+  });
+});
+
+// A real bind mount in this process's mount namespace stands for the container's (root only).
+const isRoot = process.geteuid?.() === 0;
+describe('verifyMountedInodes (the mount table of /proc/<pid>)', {skip: !isRoot && 'bind mounts need root'}, () => {
   let root: Awaited<ReturnType<typeof tempDir>>;
+  const mounted: string[] = [];
+  const bind = (from: string, to: string) => {
+    execFileSync('mount', ['--bind', from, to]);
+    mounted.push(to);
+  };
   before(async () => {
     root = await tempDir();
-    await mkdir(join(root.path, 'a'));
-    await mkdir(join(root.path, 'b'));
+    for (const d of ['a', 'b', 'c', 'd', 'e', 'link-holder']) await mkdir(join(root.path, d));
+    bind(join(root.path, 'a'), join(root.path, 'b'));
+    bind(join(root.path, 'd'), join(root.path, 'e'));
+    await symlink(join(root.path, 'b'), join(root.path, 'link-holder/l'));
   });
-  after(() => root.dispose());
-  // This process's root is the host's /, so a target is seen at its host path.
-  test('the checked object at the target passes', async () => {
-    const a = await checkBindSource(join(root.path, 'a'), join(root.path, 'a'));
+  after(async () => {
+    for (const m of mounted.reverse()) execFileSync('umount', ['-l', m]);
+    await root.dispose();
+  });
+  test('the checked object mounted at the target passes', async () => {
+    const a = await checkBindSource(join(root.path, 'a'), join(root.path, 'b'));
     assert.equal(await verifyMountedInodes(process.pid, [a]), true);
   });
-  test('another object at the target is refused', async () => {
+  test('a target where nothing is mounted is refused (a mount a symlink sent elsewhere)', async () => {
+    const a = await checkBindSource(join(root.path, 'a'), join(root.path, 'c'));
+    await assert.rejects(verifyMountedInodes(process.pid, [a]), changed(join(root.path, 'c')));
+  });
+  test('a target reached through a symlink is refused even though the object there is the checked one', async () => {
+    const a = await checkBindSource(join(root.path, 'a'), join(root.path, 'link-holder/l'));
+    await assert.rejects(verifyMountedInodes(process.pid, [a]), changed(join(root.path, 'link-holder/l')));
+  });
+  test('another directory mounted at the target is refused', async () => {
+    const a = await checkBindSource(join(root.path, 'a'), join(root.path, 'e'));
+    await assert.rejects(verifyMountedInodes(process.pid, [a]), changed(join(root.path, 'e')));
+  });
+  test('the same path holding another directory (swapped) is refused by inode', async () => {
     const a = await checkBindSource(join(root.path, 'a'), join(root.path, 'b'));
-    await assert.rejects(verifyMountedInodes(process.pid, [a]), changed(join(root.path, 'b')));
+    await assert.rejects(verifyMountedInodes(process.pid, [{...a, ino: a.ino + 1n}]), changed(join(root.path, 'b')));
   });
   test('a process that is gone is not checked (false), not refused', async () => {
     const a = await checkBindSource(join(root.path, 'a'), '/x');

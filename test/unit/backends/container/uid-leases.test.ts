@@ -1,10 +1,12 @@
-// uid leases: exclusive across instances sharing a directory, released on demand, stale ones reclaimed only when safe.
+// uid leases: exclusive across instances sharing a directory, released on demand (never while a removal is in progress), stale ones
+// reclaimed only when safe, and a lease directory no other local user can squat.
+// invariant: container:uid:one-per-sandbox
 import assert from 'node:assert/strict';
 import {spawnSync} from 'node:child_process';
 import {chmod, mkdir, readdir, readFile, symlink, utimes, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import {after, before, describe, test} from 'node:test';
-import {parseLease, processStartTime, UidLeases} from '../../../../src/backends/container/uid-leases.ts';
+import {defaultLeaseDir, parseLease, processStartTime, UidLeases} from '../../../../src/backends/container/uid-leases.ts';
 import {ToolcellError} from '../../../../src/errors.ts';
 import {tempDir} from '../../../support/temp.ts';
 
@@ -119,5 +121,68 @@ describe('UidLeases', () => {
     await mkdir(join(root.path, 'target'), {mode: 0o700});
     await symlink(join(root.path, 'target'), link);
     await assert.rejects(new UidLeases({dir: link, base: 5000, count: 1}).acquire(), unavailable);
+  });
+
+  test('a 409 "removal in progress" keeps the lease until the container is confirmed gone (404); a 404 releases at once', async () => {
+    const {leases} = await fresh();
+    const lease = await leases.acquire();
+    lease.bind(CONTAINER);
+    let answers = 0;
+    const inProgress = Object.assign(new Error(`(HTTP code 409) conflict - removal of container ${CONTAINER} is already in progress`), {statusCode: 409});
+    leases.releaseAfterRemoveError(CONTAINER, inProgress, async () => ++answers >= 3, 10);
+    assert.deepEqual(leases.held(), [lease.uid], 'held while the container still exists');
+    for (let i = 0; i < 100 && leases.held().length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(leases.held(), []);
+    assert.equal(answers, 3);
+    const other = await leases.acquire();
+    other.bind(CONTAINER);
+    leases.releaseAfterRemoveError(CONTAINER, Object.assign(new Error('no such container'), {statusCode: 404}), async () => false);
+    assert.deepEqual(leases.held(), []);
+    const kept = await leases.acquire();
+    kept.bind(CONTAINER);
+    leases.releaseAfterRemoveError(CONTAINER, Object.assign(new Error('engine timeout'), {statusCode: 500}), async () => true);
+    assert.deepEqual(leases.held(), [kept.uid], 'other errors keep the lease');
+    kept.release();
+  });
+});
+
+// Squatting: another local user creates the lease directory (or a directory on its path) first.
+const isRoot = process.geteuid?.() === 0;
+describe('the lease directory cannot be squatted by another local user', () => {
+  let root: Awaited<ReturnType<typeof tempDir>>;
+  before(async () => {
+    root = await tempDir();
+    await chmod(root.path, 0o1777); // a shared, sticky directory like /tmp
+  });
+  after(() => root.dispose());
+
+  test('without root or XDG_RUNTIME_DIR the default is under the user\'s own state directory, never the shared temp dir', () => {
+    assert.equal(defaultLeaseDir({}, 1000, '/home/u'), '/home/u/.local/state/toolcell/uid-leases');
+    assert.equal(defaultLeaseDir({XDG_STATE_HOME: '/home/u/st'}, 1000, '/home/u'), '/home/u/st/toolcell/uid-leases');
+    assert.equal(defaultLeaseDir({XDG_RUNTIME_DIR: '/run/user/1000'}, 1000, '/home/u'), '/run/user/1000/toolcell-uid-leases');
+    assert.equal(defaultLeaseDir({}, 0, '/root'), '/run/toolcell/uid-leases');
+    assert.equal(defaultLeaseDir({TOOLCELL_UID_LEASE_DIR: '/x'}, 1000, '/home/u'), '/x');
+  });
+
+  test('a lease directory another user created first is refused, naming the remedy', {skip: !isRoot && 'creating a directory as another user needs root'}, async (t) => {
+    const dir = join(root.path, 'squatted');
+    // The squatter: a real process running as another uid creates the directory, open to all.
+    const made = spawnSync('mkdir', ['-m', '0700', dir], {uid: 54321, gid: 54321});
+    assert.equal(made.status, 0, String(made.stderr));
+    const leases = new UidLeases({dir, base: 5000, count: 4});
+    await assert.rejects(leases.acquire(), (e: unknown) => unavailable(e) && /owned by uid 54321/.test(String((e as Error).cause)) && /TOOLCELL_UID_LEASE_DIR/.test(String((e as Error).cause)));
+    t.diagnostic(String((await leases.acquire().catch((e: unknown) => e) as Error).cause));
+  });
+
+  test('our own directory under a directory another user owns is refused (they could swap it)', {skip: !isRoot && 'needs root'}, async () => {
+    const theirs = join(root.path, 'theirs');
+    assert.equal(spawnSync('mkdir', ['-m', '0777', theirs], {uid: 54321, gid: 54321}).status, 0);
+    const leases = new UidLeases({dir: join(theirs, 'mine'), base: 5000, count: 4});
+    await assert.rejects(leases.acquire(), (e: unknown) => unavailable(e) && /theirs is owned by uid 54321/.test(String((e as Error).cause)));
+  });
+
+  test('a fresh directory of our own under the sticky shared directory is accepted', async () => {
+    const leases = new UidLeases({dir: join(root.path, 'own/leases'), base: 5000, count: 4});
+    (await leases.acquire()).release();
   });
 });
