@@ -1,3 +1,4 @@
+// Profile → Docker create options as pure functions: the hardened floor every container gets.
 import type Docker from 'dockerode';
 import {ToolcellError} from '../../errors.ts';
 import type {ContainerJob} from '../backend.ts';

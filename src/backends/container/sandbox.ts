@@ -1,3 +1,4 @@
+// Creates, attaches and starts one container: the steps every sandbox goes through before its input.
 import type {Duplex} from 'node:stream';
 import type Docker from 'dockerode';
 import {toBackendError} from './docker-errors.ts';
@@ -14,8 +15,6 @@ export interface Sandbox {
   socket: Duplex;
   /** Resolves with the exit status once the container stops (or undefined when waiting failed, e.g. it was removed). */
   exited: Promise<number | undefined>;
-  /** performance.now() when the container was started. */
-  startedAt: number;
   /**
    * Drops this process's connections to the container (the attach socket and the pending
    * `wait` request), so that nothing keeps the event loop alive once the container is being
@@ -104,7 +103,6 @@ export async function prepareSandbox(
     socket.on('error', () => { /* EPIPE/ECONNRESET after the container ended: the result says why */ });
     phase = 'start';
     await container.start({abortSignal: signal});
-    const startedAt = performance.now();
     // The container has its own copy of each mount now: the staging mounts can go.
     await staged?.release();
     if (binds.length > 0 && context.runtime === 'runc') await verifyStarted(container, checked, profile);
@@ -116,7 +114,7 @@ export async function prepareSandbox(
       attached.destroy();
       waiting.abort();
     };
-    return {container, id: container.id, socket, exited, startedAt, release};
+    return {container, id: container.id, socket, exited, release};
   } catch (err) {
     await staged?.release();
     socket?.destroy(); // an open attach connection would keep the process alive
