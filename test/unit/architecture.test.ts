@@ -48,9 +48,49 @@ test('src never imports sandboxes/ (what runs beyond a boundary)', () => {
   }
 });
 
+/** Modules of commands that answer on stdout (`list`, `call`, `doctor`, `--help`); `serve` never does. */
+const STDOUT_COMMANDS = new Set(['src/cli-main.ts', 'src/doctor.ts']);
+
 test('nothing in src writes to stdout through console.log (stdout is the stdio protocol)', () => {
+  const files = globSync('src/**/*.ts');
+  assert.ok(files.some((f) => !f.includes('/')  || f.split('/').length === 2), 'the files at the root of src/ are covered');
+  for (const file of files) {
+    // The prelude is sent into each isolate as source text: its console is the tool's own, captured.
+    if (file === 'src/backends/isolate/prelude.ts') continue;
+    assert.doesNotMatch(readFileSync(file, 'utf8'), /console\.(log|info|debug|dir|table)\(/, file);
+    // Only commands whose answer is their stdout (list, call, doctor: never serve) write there.
+    if (!STDOUT_COMMANDS.has(file)) assert.doesNotMatch(readFileSync(file, 'utf8'), /process\.stdout\.write\(/, file);
+  }
+});
+
+/** Modules at the root of src/ that the layers may import: shared leaves, never the composition root. */
+const SHARED_ROOT_MODULES = new Set(['errors.ts', 'log.ts', 'paths.ts']);
+/** Command modules that wire the runtime like cli-main.ts does, though they live beside their front end. */
+const COMMAND_MODULES = new Set(['src/frontend/http/serve-http-command.ts']);
+
+test('the layers import from the root of src/ only the shared leaves (errors, log, paths), never the CLI or the composition root', () => {
+  for (const layer of [...LAYERS, 'audit']) {
+    for (const file of globSync(`src/${layer}/**/*.ts`)) {
+      for (const spec of importsOf(file).filter((s) => s.startsWith('.'))) {
+        const target = relative('src', resolve(dirname(file), spec));
+        if (target.includes('/') || COMMAND_MODULES.has(file)) continue;
+        assert.ok(SHARED_ROOT_MODULES.has(target), `${file} imports ${spec} (src/${target} is not a shared leaf)`);
+      }
+    }
+  }
+});
+
+test('the shared leaves at the root of src/ import nothing from the layers', () => {
+  for (const leaf of SHARED_ROOT_MODULES) {
+    for (const spec of importsOf(`src/${leaf}`).filter((s) => s.startsWith('.'))) {
+      assert.ok(!/^\.\/(frontend|policy|dispatch|backends|audit)\//.test(spec), `src/${leaf} imports ${spec}`);
+    }
+  }
+});
+
+test('every file in src/ opens with a comment saying its one idea', () => {
   for (const file of globSync('src/**/*.ts')) {
-    if (file.includes('/isolate/')) continue; // console inside the isolate prelude is the tool's own, captured
-    assert.doesNotMatch(readFileSync(file, 'utf8'), /console\.(log|info)\(/, file);
+    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '' && !l.startsWith('#!'));
+    assert.match(lines[0] ?? '', /^\s*(\/\/|\/\*)/, `${file} does not open with a comment`);
   }
 });
