@@ -145,7 +145,7 @@ describe('a hostile package cannot hurt the server', () => {
     assert.doesNotMatch(JSON.stringify(again), /polluted/);
   });
 
-  test('killing the isolate worker mid-call ends that call with BACKEND_UNAVAILABLE; the next call works', async () => {
+  test('killing the isolate worker mid-call ends that call with an error of its own (re-run alone, or BACKEND_UNAVAILABLE), never a leak; the next call works', async () => {
     const pending = server.client.callTool({name: 'hostile__slow', arguments: {}});
     await new Promise((r) => setTimeout(r, 200));
     const workers = childPids(server.pid()!);
@@ -153,7 +153,10 @@ describe('a hostile package cannot hurt the server', () => {
     for (const pid of workers) process.kill(pid, 'SIGKILL');
     const result = await pending;
     assert.equal(result.isError, true);
-    assert.equal(errorCode(result), 'BACKEND_UNAVAILABLE');
+    // The call did not kill its worker, so it is run again alone in a quarantine worker
+    // (issue 11 item 7), where this tool, which never resolves, reaches its deadline; a
+    // worker that cannot be replaced ends it with BACKEND_UNAVAILABLE instead.
+    assert.ok(['TIMEOUT', 'BACKEND_UNAVAILABLE'].includes(errorCode(result) ?? ''), `code ${errorCode(result)}`);
     assert.doesNotMatch(textOf(result), /pid|\/work\//);
     await assertStillServing();
   });
