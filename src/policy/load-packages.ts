@@ -3,7 +3,8 @@ import {readdir, readFile, realpath, stat} from 'node:fs/promises';
 import {isAbsolute, join, relative, resolve, sep} from 'node:path';
 import * as z from 'zod';
 import {compileJsonSchema} from './json-schema.ts';
-import {deepFreeze} from './load-profiles.ts';
+import {deepFreeze} from './json-config.ts';
+import {isWithin} from './path-within.ts';
 import {PackageManifest, PLACEHOLDER, type ToolManifest} from './manifest-schema.ts';
 import type {Profile} from './profile-schema.ts';
 import {mcpToolName, type ToolDefinition} from './tool-definition.ts';
@@ -239,10 +240,4 @@ export async function resolveInside(packageDir: string, entry: string): Promise<
   if (!isWithin(root, real)) throw new Error(`entry "${entry}" resolves (through a symlink) outside the package directory`);
   if (!(await stat(real)).isFile()) throw new Error(`entry "${entry}" is not a file`);
   return real;
-}
-
-/** True when `path` is `root` or below it. Both must be absolute and normalised. */
-export function isWithin(root: string, path: string): boolean {
-  const rel = relative(root, path);
-  return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
 }

@@ -1,8 +1,8 @@
 // Loads profiles from directories: strict schema, frozen, deny by default.
 import {readdir, readFile} from 'node:fs/promises';
 import {basename, join} from 'node:path';
-import * as z from 'zod';
 import {ConfigError} from '../errors.ts';
+import {parseJsonConfig} from './json-config.ts';
 import {Profile} from './profile-schema.ts';
 
 /** File in a profile directory that is the schema, not a profile. */
@@ -54,33 +54,4 @@ export function parseProfile(file: string, text: string): Profile {
     throw new ConfigError(file, `→ at name: "${profile.name}" must equal the file name "${expected}"`);
   }
   return profile;
-}
-
-/**
- * Parses JSON text and validates it with a strict zod schema; the result is deeply frozen.
- * @param source file name (or another label) for messages
- * @param what what the text is, e.g. `profile`, for the message
- * @throws ConfigError naming the source and, for each invalid field, its path and the rule
- */
-export function parseJsonConfig<S extends z.ZodType>(source: string, text: string, schema: S, what: string): z.infer<S> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new ConfigError(source, `is not valid JSON: ${(err as Error).message}`, {cause: err});
-  }
-  const result = schema.safeParse(raw);
-  if (!result.success) {
-    throw new ConfigError(source, `invalid ${what}: ${z.prettifyError(result.error).replaceAll('\n', '; ')}`);
-  }
-  return deepFreeze(result.data);
-}
-
-/** Freezes an object graph in place and returns it. */
-export function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value as object)) deepFreeze(child);
-  }
-  return value;
 }

@@ -3,7 +3,7 @@ import {realpath, stat} from 'node:fs/promises';
 import {dirname, isAbsolute, join, normalize, relative, resolve} from 'node:path';
 import type {Mount} from '../backends/backend.ts';
 import {ConfigError} from '../errors.ts';
-import {isWithin} from './load-packages.ts';
+import {isStrictlyWithin, isWithin} from './path-within.ts';
 import type {ContainerProfile} from './profile-schema.ts';
 
 /** Where host directories may be mounted from, as the operator configured it. */
@@ -115,11 +115,6 @@ export function targetProblem(profile: Pick<ContainerProfile, 'name' | 'filesyst
     }
   }
   return undefined;
-}
-
-/** True when `path` lies strictly below `dir` (not equal). Pure. */
-export function isStrictlyWithin(dir: string, path: string): boolean {
-  return dir !== path && isWithin(dir, path);
 }
 
 /**

@@ -4,7 +4,7 @@ import {readFile} from 'node:fs/promises';
 import {isAbsolute, resolve} from 'node:path';
 import * as z from 'zod';
 import {ConfigError} from '../errors.ts';
-import {deepFreeze, parseJsonConfig} from './load-profiles.ts';
+import {deepFreeze, parseJsonConfig} from './json-config.ts';
 import type {Principal} from './principal.ts';
 
 /**

@@ -4,7 +4,8 @@ import {mkdir, symlink} from 'node:fs/promises';
 import {join} from 'node:path';
 import {after, before, describe, test} from 'node:test';
 import {parseProfile} from '../../../src/policy/load-profiles.ts';
-import {isStrictlyWithin, resolveAllMounts} from '../../../src/policy/mounts.ts';
+import {resolveAllMounts} from '../../../src/policy/mounts.ts';
+import {isStrictlyWithin} from '../../../src/policy/path-within.ts';
 import type {ContainerProfile} from '../../../src/policy/profile-schema.ts';
 import {tempDir} from '../../support/temp.ts';
 
