@@ -28,6 +28,17 @@
 
 import {createConsole} from './prelude-console.ts';
 
+/** Caps on what a tool's error says, in UTF-16 units, wherever it is described (the prelude, the worker). */
+export interface ErrorTextLimits {
+  /** Longest error name kept. */
+  nameChars: number;
+  /** Longest error message kept; the rest is cut. */
+  messageChars: number;
+}
+
+/** The one set of error text caps of the isolate tier (sent into each isolate as data). */
+export const ERROR_TEXT_LIMITS: ErrorTextLimits = Object.freeze({nameChars: 200, messageChars: 4096});
+
 /** Operations of the entry function; see `isolatePrelude`. */
 export type EntryOp = 'init' | 'run' | 'drain' | 'warm';
 
@@ -69,7 +80,7 @@ export interface DrainResult {
  * Console: installed as the global `console` from `makeConsole` (prelude-console.ts,
  * `createConsole`); its text and truncation flag are what `run` and `drain` report.
  */
-export function isolatePrelude(removeWebAssembly: boolean, makeConsole: typeof createConsole): (op: EntryOp, a?: unknown, b?: unknown) => unknown {
+export function isolatePrelude(removeWebAssembly: boolean, makeConsole: typeof createConsole, errorLimits: ErrorTextLimits): (op: EntryOp, a?: unknown, b?: unknown) => unknown {
   'use strict';
   const G: any = globalThis;
   // Primordials, captured before any tool code runs.
@@ -89,8 +100,8 @@ export function isolatePrelude(removeWebAssembly: boolean, makeConsole: typeof c
   const ArrayIsArray = Array.isArray;
   const NumberCtor = Number;
 
-  const MAX_ERROR_NAME_CHARS = 200;
-  const MAX_ERROR_MESSAGE_CHARS = 4096;
+  const MAX_ERROR_NAME_CHARS = errorLimits.nameChars;
+  const MAX_ERROR_MESSAGE_CHARS = errorLimits.messageChars;
 
   if (removeWebAssembly) delete G.WebAssembly;
   // `Intl` objects hold ICU data outside the V8 heap, which isolated-vm's memoryLimit
@@ -336,5 +347,5 @@ export function isolatePrelude(removeWebAssembly: boolean, makeConsole: typeof c
  * argument.
  */
 export function preludeSource(removeWebAssembly: boolean): string {
-  return `(${isolatePrelude.toString()})(${removeWebAssembly ? 'true' : 'false'}, ${createConsole.toString()})`;
+  return `(${isolatePrelude.toString()})(${removeWebAssembly ? 'true' : 'false'}, ${createConsole.toString()}, ${JSON.stringify(ERROR_TEXT_LIMITS)})`;
 }

@@ -2,7 +2,7 @@
 import {performance} from 'node:perf_hooks';
 import type ivm from 'isolated-vm';
 import type {CodeCache} from './code-cache.ts';
-import type {DrainResult, RunnerResult} from './prelude.ts';
+import {ERROR_TEXT_LIMITS, type DrainResult, type RunnerResult} from './prelude.ts';
 import {disposePrepared, prepareIsolate, type PreparedIsolate} from './prepared-isolate.ts';
 import {cutUtf8} from './utf8-cut.ts';
 import type {WarmPool} from './warm-pool.ts';
@@ -35,8 +35,6 @@ const DRAIN_WAIT_MS = 100;
 const WEDGED_AFTER_MS = 1000;
 /** Poll interval (ms) of `isolate.cpuTime` when the CPU limit is below the wall-clock limit. */
 const CPU_POLL_MS = 10;
-const MAX_ERROR_NAME_CHARS = 200;
-const MAX_ERROR_MESSAGE_CHARS = 4096;
 const TIMED_OUT_MESSAGE = 'Script execution timed out.';
 const NOT_AN_ERROR_MESSAGE = 'An object was thrown from supplied code within isolated-vm, but that object was not an instance of `Error`.';
 const ARRAY_BUFFER_FAILED = 'Array buffer allocation failed';
@@ -74,7 +72,7 @@ function refuseImport(specifier: unknown): never {
 }
 
 function boundedError(name: string, message: string): ToolError {
-  return {name: detachedHead(name, MAX_ERROR_NAME_CHARS) || 'Error', message: detachedHead(message, MAX_ERROR_MESSAGE_CHARS)};
+  return {name: detachedHead(name, ERROR_TEXT_LIMITS.nameChars) || 'Error', message: detachedHead(message, ERROR_TEXT_LIMITS.messageChars)};
 }
 
 /**
