@@ -318,8 +318,11 @@ export class ContainerBackend implements Backend<ContainerJob> {
         // the tool's exit at the end of both streams (launcher.ts `exitMarkers`).
         const collector = new OutputCollector(job.limits.outputBytes, () => terminate('truncated'));
         const token = warm ? newLaunchToken() : undefined;
-        const reported = Promise.withResolvers<number>();
-        if (token !== undefined) collector.expectExitReport(exitMarkers(token), EXIT_REPORT_MAX_BYTES, reported.resolve);
+        // The report is kept out of the output, but not trusted: it travels through the
+        // stdout/stderr pipes the tool shares with its launcher, so a tool can read the token
+        // off them (a read end of /proc/self/fd/1) and race the launcher with a forged status.
+        // The status is the engine's: the launcher exits with the tool's real status.
+        if (token !== undefined) collector.expectExitReport(exitMarkers(token), EXIT_REPORT_MAX_BYTES, () => undefined);
         const streamDone = new Promise<void>((resolve) => {
           sandbox!.socket.on('data', (chunk: Buffer) => collector.push(chunk));
           sandbox!.socket.once('end', resolve);
@@ -332,23 +335,12 @@ export class ContainerBackend implements Backend<ContainerJob> {
         if (input !== undefined && input.length > 0) sandbox.socket.end(input);
         else sandbox.socket.end();
 
-        // 4. Exit (reported by the launcher, or seen by the engine) or termination, whichever is first.
+        // 4. Exit, as the engine sees it, or termination, whichever is first.
         const outcome = await Promise.race([
-          reported.promise.then((code) => ({code, reported: true})),
-          sandbox.exited.then((code) => ({code, reported: false})),
+          sandbox.exited.then((code) => ({code})),
           stopped.then(() => undefined),
         ]);
         if (reason || outcome === undefined) return stoppedAs(reason ?? 'timeout', collector);
-        if (outcome.reported) {
-          // The tool has exited and its output is complete: answer now; the container (its launcher
-          // is exiting too) is removed right after, off the call's path.
-          const status = outcome.code;
-          // The launcher still runs, so the container's cgroups are there to read.
-          const cgroup = status === 0 ? {} : sampler.sample();
-          const evidence = await this.#witnesses(sandbox.id, {status, cgroup}, 0);
-          teardown.mode = 'background';
-          return () => this.#exitResult(collector, evidence, elapsed);
-        }
         // Exited by itself: collect the rest of the output, then read why it ended.
         await Promise.race([streamDone, new Promise((r) => setTimeout(r, OUTPUT_DRAIN_MS).unref())]);
         if (reason) return stoppedAs(reason, collector);

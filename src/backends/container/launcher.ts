@@ -103,10 +103,13 @@ export function newLaunchToken(): string {
  * its stderr. Each pipe is a FIFO, so a report arrives after everything the tool wrote to that
  * stream before it exited.
  *
- * Only the launcher knows the token (see the file comment), so a tool cannot end its call
- * early with a status and output of its choosing. A tool can still kill or stop its launcher
- * (same uid: signals); then no report comes and the call ends by the engine's exit (the
- * container's init exits with its child, the launcher) or by the deadline.
+ * The token is out of the tool's reach only until the launcher writes it: the report goes
+ * into the stdout/stderr pipes the tool also holds, and a tool can open a second read end of
+ * them (`/proc/self/fd/1`), read the token as it passes, stop its launcher (same uid: signals)
+ * and write a report of its own (shown by the red team of issue 11). So the backend uses the
+ * report only to keep these bytes out of the tool's output, never as the call's status: the
+ * status is the engine's, the exit status of the container's init, which exits with its child,
+ * the launcher, which exits with the tool's real status.
  */
 export function exitMarkers(token: string): {stdout: Buffer; stderrPrefix: Buffer} {
   return {stdout: Buffer.from(`${RS}toolcell:${token}${RS}`, 'latin1'), stderrPrefix: Buffer.from(`${RS}toolcell:${token}:`, 'latin1')};
