@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import {before, describe, test} from 'node:test';
 import {crc32, inflateSync} from 'node:zlib';
-import {ToolThrew} from '../../support/run-in-isolate.ts';
-import {callTool, ensureBuilt, toolOf, valueOf, validator} from './helpers.ts';
+import {ensureBuilt, toolOf, useToolBackend, validator} from './helpers.ts';
 
 /**
  * The conformance fixture package, checked the way the scenarios of
@@ -12,6 +11,7 @@ import {callTool, ensureBuilt, toolOf, valueOf, validator} from './helpers.ts';
  */
 
 before(ensureBuilt);
+const {callTool, valueOf, thrownBy} = useToolBackend();
 
 interface Item {type: string; text?: string; data?: string; mimeType?: string; resource?: {uri?: string; mimeType?: string; text?: string; blob?: string}}
 
@@ -78,17 +78,14 @@ describe('conformance fixtures', () => {
   });
 
   test('test_error_handling always throws the message the scenario shows', async () => {
-    await assert.rejects(callTool('conformance', 'test_error_handling', {}), (error: unknown) => {
-      assert.ok(error instanceof ToolThrew);
-      assert.equal(error.message, 'Error: This tool intentionally returns an error for testing');
-      return true;
-    });
+    assert.equal(await thrownBy('conformance', 'test_error_handling', {}), 'Error: This tool intentionally returns an error for testing');
   });
 
   test('test_tool_with_logging prints the three messages to the console and returns text', async () => {
     const out = await callTool('conformance', 'test_tool_with_logging', {});
-    assert.deepEqual(out.console, ['info: Tool execution started', 'info: Tool processing data', 'info: Tool execution completed']);
-    assert.equal(typeof out.value, 'string');
+    assert.equal(out.failed, false, JSON.stringify(out));
+    assert.equal(out.stderr, 'Tool execution started\nTool processing data\nTool execution completed\n', 'one console line each, in order');
+    assert.equal(typeof JSON.parse(out.stdout), 'string');
   });
 
   test('json_schema_2020_12_tool keeps $schema, $defs and additionalProperties: false in its inputSchema', async () => {

@@ -2,13 +2,15 @@ import {readFileSync} from 'node:fs';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {Ajv2020} from 'ajv/dist/2020.js';
+import type {ExecutionResult} from '../../../src/backends/backend.ts';
+import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
 import {IsolateProfile} from '../../../src/policy/profile-schema.ts';
-import {runInIsolate, type IsolateRun} from '../../support/run-in-isolate.ts';
+import {errorOfResult, runModule, useIsolateBackend, valueOfResult} from '../../support/isolate-backend.ts';
 
 /**
  * Shared helpers of the bundled-tool tests: build the bundles once per test process, read
- * manifests and profiles, call a tool in a bare isolate under its profile's limits, and
- * compile a tool's schemas with ajv (draft 2020-12).
+ * manifests and profiles, call a tool in the real isolate backend under its profile's
+ * limits, and compile a tool's schemas with ajv (draft 2020-12).
  */
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -79,18 +81,42 @@ export async function bundle(pkg: string, tool: string): Promise<string> {
   return readFileSync(path.join(packageDir(pkg), entry), 'utf8');
 }
 
-/**
- * Calls `pkg`/`tool` in a bare isolate with its profile's heap limit (memoryMb) and
- * timeout (timeoutMs). The profile's outputBytes is not enforced here.
- */
-export async function callTool(pkg: string, tool: string, args: unknown): Promise<IsolateRun> {
-  const {limits} = isolateProfile(toolOf(pkg, tool).profile);
-  return runInIsolate(await bundle(pkg, tool), args, {memoryMb: limits.memoryMb, timeoutMs: limits.timeoutMs});
+/** Calls of bundled tools in one real isolate backend (see `useToolBackend`). */
+export interface ToolCaller {
+  /** The backend, for calls of other sources (e.g. with other limits). */
+  backend: IsolateBackend;
+  /**
+   * Calls `pkg`/`tool` with `args` under its profile's limits (timeoutMs, memoryMb,
+   * outputBytes, cpuTimeMs), as the runtime would; resolves with the backend's result
+   * (`stdout`: the value's JSON text, `stderr`: the console text, `error` when it threw).
+   */
+  callTool(pkg: string, tool: string, args: unknown): Promise<ExecutionResult>;
+  /** Like `callTool`, returning the parsed value after asserting that the call did not fail. */
+  valueOf(pkg: string, tool: string, args: unknown): Promise<unknown>;
+  /**
+   * Like `callTool`, for a call the tool ends by throwing: asserts that it failed with an
+   * `error` (and not by a limit), and returns that error as `Name: message`.
+   */
+  thrownBy(pkg: string, tool: string, args: unknown): Promise<string>;
 }
 
-/** Like `callTool`, returning only the value. */
-export async function valueOf(pkg: string, tool: string, args: unknown): Promise<unknown> {
-  return (await callTool(pkg, tool, args)).value;
+/**
+ * One `IsolateBackend` for the calling test file (started in `before`, closed in `after`,
+ * see test/support/isolate-backend.ts) and the calls of bundled tools in it.
+ */
+export function useToolBackend(): ToolCaller {
+  const backend = useIsolateBackend();
+  const callTool = async (pkg: string, tool: string, args: unknown): Promise<ExecutionResult> => {
+    const {limits} = isolateProfile(toolOf(pkg, tool).profile);
+    return runModule(backend, await bundle(pkg, tool), args,
+      {timeoutMs: limits.timeoutMs, memoryMb: limits.memoryMb, outputBytes: limits.outputBytes, cpuTimeMs: limits.cpuTimeMs ?? limits.timeoutMs},
+      `${pkg}/${tool}.js`);
+  };
+  return {
+    backend, callTool,
+    valueOf: async (pkg, tool, args) => valueOfResult(await callTool(pkg, tool, args)),
+    thrownBy: async (pkg, tool, args) => errorOfResult(await callTool(pkg, tool, args)),
+  };
 }
 
 const ajv = new Ajv2020({strict: true, allErrors: true});

@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import {existsSync, readFileSync} from 'node:fs';
 import path from 'node:path';
 import {before, describe, test} from 'node:test';
-import {REPO, ensureBuilt, valueOf, validator} from './helpers.ts';
+import {REPO, ensureBuilt, useToolBackend, validator} from './helpers.ts';
 
-/** markdown__to_html in a bare isolate under isolate-standard's limits. */
+/** markdown__to_html in the isolate backend under isolate-standard's limits. */
 
 before(ensureBuilt);
+const {valueOf} = useToolBackend();
 
 const README_LIKE = readFileSync(new URL('./fixtures/readme-like.md', import.meta.url), 'utf8');
 const render = async (args: Record<string, unknown>) => {

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import {before, describe, test} from 'node:test';
-import {ensureBuilt, valueOf, validator} from './helpers.ts';
+import {ensureBuilt, useToolBackend, validator} from './helpers.ts';
 
-/** text__word_count in a bare isolate under isolate-strict's limits (32 MB, 2 s). */
+/** text__word_count in the isolate backend under isolate-strict's limits (32 MB, 2 s). */
 
 before(ensureBuilt);
+const {valueOf} = useToolBackend();
 
 const count = (text: string) => valueOf('text', 'word_count', {text});
 
