@@ -78,6 +78,8 @@ describe('container warm pool', {skip: !ok && 'no Docker engine'}, () => {
     await until(() => backend.poolStats().ready > 0);
     const warm = await backend.run(job(probe), {signal: noSignal()});
     const coldRun = await cold.run(job(probe), {signal: noSignal()});
+    assert.equal(warm.failed, false, warm.stderr);
+    assert.equal(coldRun.failed, false, coldRun.stderr);
     const w = JSON.parse(warm.stdout.trim().split('\n')[1]!);
     const c = JSON.parse(coldRun.stdout.trim().split('\n')[1]!);
     // Only the parent differs: a cold tool is init's child; a warm tool is the launcher's child,

@@ -44,12 +44,14 @@ describe('isolate backend: results', () => {
 
   test('a string result is JSON text', async () => {
     const result = await call(backend, 'export default () => "line\\n\\"quoted\\""');
+    assert.equal(result.failed, false, JSON.stringify(result));
     assert.equal(JSON.parse(result.stdout), 'line\n"quoted"');
   });
 
   test('mutating the arguments inside the isolate does not touch the caller\'s object', async () => {
     const args = {list: [1, 2]};
     const result = await call(backend, 'export default (args) => { args.list.push(3); args.added = true; return args; }', {args});
+    assert.equal(result.failed, false, JSON.stringify(result));
     assert.deepEqual(JSON.parse(result.stdout), {list: [1, 2, 3], added: true});
     assert.deepEqual(args, {list: [1, 2]});
   });

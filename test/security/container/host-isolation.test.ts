@@ -46,6 +46,7 @@ print(json.dumps({
   "mounts": [l.split()[4] for l in open("/proc/self/mountinfo")],
 }))
 `, [hostFile]), {signal: noSignal()});
+    assert.equal(r.failed, false, r.stderr);
     const out = JSON.parse(r.stdout) as {file: boolean; hostname: string; mounts: string[]};
     assert.equal(out.file, false);
     assert.equal(out.hostname, 'sandbox');

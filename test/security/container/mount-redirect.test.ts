@@ -111,6 +111,7 @@ describe('mount sources are re-checked at every create', {skip: !ok && 'no Docke
     await writeFile(join(workspace, 'notes.txt'), 'mine');
     const mounts = [{source: workspace, target: '/workspace', readOnly: true}];
     const before = await backend.run(python(LIST('/workspace'), [], {mounts}), {signal: noSignal()});
+    assert.equal(before.failed, false, before.stderr);
     assert.deepEqual(JSON.parse(before.stdout).list, ['notes.txt'], before.stderr);
 
     await rename(workspace, `${workspace}.old`);

@@ -22,6 +22,7 @@ describe('privileges', {skip: !ok && 'no Docker engine'}, () => {
 
   test('the tool runs as its own unprivileged uid with no capability at all, NoNewPrivs 1 and seccomp filtering', async () => {
     const r = await backend.run(python(STATUS), {signal: noSignal()});
+    assert.equal(r.failed, false, r.stderr);
     const st = JSON.parse(r.stdout) as Record<string, string>;
     for (const cap of ['CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb']) assert.equal(st[cap], '0000000000000000', cap);
     assert.equal(st.NoNewPrivs, '1');
@@ -49,6 +50,7 @@ p = subprocess.run(["/usr/bin/mount", "--version"], capture_output=True, text=Tr
 out["mount_runs"] = p.returncode
 print(json.dumps(out))
 `), {signal: noSignal()});
+    assert.equal(r.failed, false, r.stderr);
     const out = JSON.parse(r.stdout) as {setuid: unknown; su: [number, string]};
     assert.equal(out.setuid, 1, 'EPERM');
     assert.notEqual(out.su[0], 0);
@@ -74,6 +76,7 @@ p = subprocess.run(["/usr/bin/unshare", "-r", "id"], capture_output=True, text=T
 out["unshare_cmd"] = p.returncode
 print(json.dumps(out))
 `), {signal: noSignal()});
+    assert.equal(r.failed, false, r.stderr);
     const out = JSON.parse(r.stdout) as Record<string, number>;
     for (const k of ['mount_tmpfs', 'remount_root_rw', 'unshare_user', 'unshare_mount']) assert.equal(out[k], 1, `${k}: EPERM`);
     assert.notEqual(out.mount_cmd, 0);
@@ -95,6 +98,7 @@ out["init"] = [st["Uid"].split()[0], st["CapEff"], st["NoNewPrivs"]]
 out["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 print(json.dumps(out))
 `, [String(process.pid)]), {signal: noSignal()});
+    assert.equal(r.failed, false, r.stderr);
     const out = JSON.parse(r.stdout) as {host_pid_visible: boolean; attach_host_pid: number; init: string[]; pids: number[]};
     assert.equal(out.attach_host_pid, 3, 'ESRCH: host processes do not exist in the container\'s PID namespace');
     assert.ok(Number(out.init[0]) >= UID_BASE && Number(out.init[0]) < UID_BASE + UID_COUNT, `init runs as the leased uid, not ${out.init[0]}`);

@@ -40,6 +40,7 @@ describe('host escape', () => {
 
   test('the isolate global holds only ECMAScript built-ins and the prelude console', async () => {
     const result = await run(backend, 'export default () => [Object.getOwnPropertyNames(globalThis), Object.getOwnPropertySymbols(globalThis).length]');
+    assert.equal(result.failed, false, JSON.stringify(result));
     const [names, symbols] = JSON.parse(result.stdout) as [string[], number];
     const unexpected = names.filter((name) => !ECMASCRIPT_GLOBALS.has(name) && name !== 'console');
     assert.deepEqual(unexpected, []);
@@ -75,6 +76,7 @@ describe('host escape', () => {
 
   test('an async Function constructor that returns process resolves to nothing', async () => {
     const result = await run(backend, 'export default async () => { try { return await (async () => {}).constructor("return typeof process")(); } catch (e) { return e.name; } }');
+    assert.equal(result.failed, false, JSON.stringify(result));
     assert.equal(JSON.parse(result.stdout), 'undefined');
   });
 
@@ -104,6 +106,7 @@ describe('host escape', () => {
 
   test('import.meta carries nothing from the host', async () => {
     const result = await run(backend, 'export default () => [Object.keys(import.meta), String(import.meta.url)]');
+    assert.equal(result.failed, false, JSON.stringify(result));
     assert.deepEqual(JSON.parse(result.stdout), [[], 'undefined']);
   });
 
@@ -114,6 +117,7 @@ describe('host escape', () => {
       JSON.stringify(Object.getOwnPropertyNames(args)),
       typeof args.nested.deref, typeof args.constructor.constructor('return process')
     ]`, {args: {list: [1], nested: {a: 1}}});
+    assert.equal(result.failed, false, JSON.stringify(result));
     assert.deepEqual(JSON.parse(result.stdout), [true, true, '["list","nested"]', 'undefined', 'function']);
   });
 

@@ -62,7 +62,10 @@ describe('warm pool isolation', () => {
   test('a burst of more calls than the pool size gets cold isolates, never a reused one', async () => {
     const before = backend.stats();
     const results = await Promise.all(Array.from({length: 24}, (_, n) => run(backend, SNOOP_AND_POLLUTE, {args: {n}, limits: {timeoutMs: 5000}})));
-    for (const result of results) assert.deepEqual(JSON.parse(result.stdout), CLEAN);
+    for (const result of results) {
+      assert.equal(result.failed, false, JSON.stringify(result));
+      assert.deepEqual(JSON.parse(result.stdout), CLEAN);
+    }
     const after = backend.stats();
     assert.equal(after.completed - before.completed, 24);
     assert.ok(after.pooled - before.pooled <= 4, `only the idle pool can serve warm isolates, got ${after.pooled - before.pooled}`);
@@ -76,6 +79,7 @@ describe('warm pool isolation', () => {
     await run(backend, 'export default () => { globalThis.leak = "cancelled"; for (;;); }', {signal: controller.signal});
     for (let n = 0; n < 4; n++) {
       const result = await run(backend, SNOOP_AND_POLLUTE, {args: {n}});
+      assert.equal(result.failed, false, JSON.stringify(result));
       assert.deepEqual(JSON.parse(result.stdout), CLEAN);
     }
   });
@@ -123,6 +127,7 @@ describe('pool off', () => {
     try {
       for (let n = 0; n < 3; n++) {
         const result = await run(backend, SNOOP_AND_POLLUTE, {args: {n}});
+        assert.equal(result.failed, false, JSON.stringify(result));
         assert.deepEqual(JSON.parse(result.stdout), CLEAN);
       }
       assert.equal(backend.stats().pooled, 0);
