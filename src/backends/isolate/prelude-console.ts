@@ -2,8 +2,8 @@
  * The console of an isolate, one of the prelude's modules (see prelude.ts): `console.*`
  * formatted like Node's `util.format` in a reduced form, collected inside the isolate as
  * text capped in UTF-8 bytes. `createConsole` is sent into each isolate as source text
- * (`Function.prototype.toString`) and called there before any tool code runs, so it
- * captures its own built-ins ("primordials") and must not refer to anything outside its
+ * (`Function.prototype.toString`) and called there before any tool code runs, with the
+ * built-ins captured by prelude-primordials.ts, and must not refer to anything outside its
  * body; the same function runs in Node for unit tests.
  *
  * It reads only what it owns where a tool could interfere: null-prototype records,
@@ -11,6 +11,8 @@
  * tool's getters are shown as `[Getter]`, never called; for an error only V8's own
  * `stack` getter runs).
  */
+
+import type {Primordials} from './prelude-primordials.ts';
 
 /** What `createConsole` returns (a null-prototype record). */
 export interface PreludeConsole {
@@ -50,35 +52,14 @@ export interface PreludeConsole {
  * Does NOT guarantee: that formatting matches Node's exactly, or that a tool cannot
  * make its own lines ugly (e.g. a Proxy with traps runs tool code while formatted).
  */
-export function createConsole(): PreludeConsole {
+export function createConsole(primordials: Primordials): PreludeConsole {
   'use strict';
-  // Primordials, captured before any tool code runs.
-  const ReflectApply = Reflect.apply;
-  const ObjectKeys = Object.keys;
-  const ObjectCreate = Object.create;
-  const ObjectIs = Object.is;
-  const ObjectGetOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
-  const ObjectGetPrototypeOf = Object.getPrototypeOf;
-  const ObjectHasOwn = Object.hasOwn;
-  const ObjectProtoToString = Object.prototype.toString;
-  const ArrayIsArray = Array.isArray;
-  const JSONStringify = JSON.stringify;
-  const StringCtor = String;
-  const NumberCtor = Number;
-  const ParseInt = parseInt;
-  const ParseFloat = parseFloat;
-  const StringSlice = String.prototype.slice;
-  const StringCharCodeAt = String.prototype.charCodeAt;
-  const SymbolToString = Symbol.prototype.toString;
-  const DateToISOString = Date.prototype.toISOString;
-  const DateNow = Date.now;
-  const RegExpToString = RegExp.prototype.toString;
-  const MapForEach = Map.prototype.forEach;
-  const SetForEach = Set.prototype.forEach;
-  const MapSize = (ObjectGetOwnPropertyDescriptor(Map.prototype, 'size') as PropertyDescriptor).get as () => number;
-  const SetSize = (ObjectGetOwnPropertyDescriptor(Set.prototype, 'size') as PropertyDescriptor).get as () => number;
-  const RangeErrorCtor = RangeError;
-  const ErrorStackGetter = (ObjectGetOwnPropertyDescriptor(new Error(), 'stack') as PropertyDescriptor | undefined)?.get;
+  const {
+    ReflectApply, ObjectKeys, ObjectCreate, ObjectIs, ObjectGetOwnPropertyDescriptor, ObjectGetPrototypeOf, ObjectHasOwn,
+    ObjectProtoToString, ArrayIsArray, JSONStringify, StringCtor, NumberCtor, ParseInt, ParseFloat, StringSlice,
+    StringCharCodeAt, SymbolToString, DateToISOString, DateNow, RegExpToString, MapForEach, SetForEach, MapSize, SetSize,
+    RangeErrorCtor, ErrorStackGetter,
+  } = primordials;
 
   const MAX_DEPTH = 2;
   const MAX_ENTRIES = 100;

@@ -19,14 +19,16 @@
  *
  * The prelude is made of modules, each one self-contained function written as
  * TypeScript that compiles to plain JavaScript (type annotations only, no runtime TS
- * features): `isolatePrelude` here (the run protocol: the entry, `describe`, the
- * buffer constructors) and `createConsole` (prelude-console.ts: the console and its
- * formatter, unit-tested in Node). `preludeSource` bundles them into one source text
- * via `Function.prototype.toString`, passing the console module to the run protocol as
- * an argument; none may refer to anything outside its own body.
+ * features): `capturePrimordials` (prelude-primordials.ts: the built-ins, captured once,
+ * first), `isolatePrelude` here (the run protocol: the entry, `describe`, the buffer
+ * constructors) and `createConsole` (prelude-console.ts: the console and its formatter,
+ * unit-tested in Node). `preludeSource` bundles them into one source text via
+ * `Function.prototype.toString`, passing the primordials and the console module to the
+ * run protocol as arguments; none may refer to anything outside its own body.
  */
 
 import {createConsole} from './prelude-console.ts';
+import {capturePrimordials, type Primordials} from './prelude-primordials.ts';
 
 /** Caps on what a tool's error says, in UTF-16 units, wherever it is described (the prelude, the worker). */
 export interface ErrorTextLimits {
@@ -80,25 +82,14 @@ export interface DrainResult {
  * Console: installed as the global `console` from `makeConsole` (prelude-console.ts,
  * `createConsole`); its text and truncation flag are what `run` and `drain` report.
  */
-export function isolatePrelude(removeWebAssembly: boolean, makeConsole: typeof createConsole, errorLimits: ErrorTextLimits): (op: EntryOp, a?: unknown, b?: unknown) => unknown {
+export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordials, makeConsole: typeof createConsole, errorLimits: ErrorTextLimits): (op: EntryOp, a?: unknown, b?: unknown) => unknown {
   'use strict';
   const G: any = globalThis;
-  // Primordials, captured before any tool code runs.
-  const ReflectApply = Reflect.apply;
-  const ReflectConstruct = Reflect.construct;
-  const ReflectOwnKeys = Reflect.ownKeys;
-  const ObjectDefineProperty = Object.defineProperty;
-  const ObjectGetOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
-  const JSONStringify = JSON.stringify;
-  const JSONParse = JSON.parse;
-  const PromiseCtor = Promise;
-  const RangeErrorCtor = RangeError;
-  const TypeErrorCtor = TypeError;
-  const ObjectGetPrototypeOf = Object.getPrototypeOf;
-  const ObjectHasOwn = Object.hasOwn;
-  const ObjectProtoToString = Object.prototype.toString;
-  const ArrayIsArray = Array.isArray;
-  const NumberCtor = Number;
+  const {
+    ReflectApply, ReflectConstruct, ReflectOwnKeys, ObjectDefineProperty, ObjectGetOwnPropertyDescriptor, JSONStringify,
+    JSONParse, PromiseCtor, RangeErrorCtor, TypeErrorCtor, ObjectGetPrototypeOf, ObjectHasOwn, ObjectProtoToString,
+    ArrayIsArray, NumberCtor,
+  } = primordials;
 
   const MAX_ERROR_NAME_CHARS = errorLimits.nameChars;
   const MAX_ERROR_MESSAGE_CHARS = errorLimits.messageChars;
@@ -227,7 +218,7 @@ export function isolatePrelude(removeWebAssembly: boolean, makeConsole: typeof c
     ObjectDefineProperty(G, name, {value: wrapper, writable: true, enumerable: false, configurable: true});
   }
 
-  const c = makeConsole();
+  const c = makeConsole(primordials);
   const {utf8Length, cutToBytes, slice, record, dataProperty, primitiveText} = c;
   ObjectDefineProperty(G, 'console', {value: c.console, writable: true, configurable: true, enumerable: false});
 
@@ -347,5 +338,5 @@ export function isolatePrelude(removeWebAssembly: boolean, makeConsole: typeof c
  * argument.
  */
 export function preludeSource(removeWebAssembly: boolean): string {
-  return `(${isolatePrelude.toString()})(${removeWebAssembly ? 'true' : 'false'}, ${createConsole.toString()}, ${JSON.stringify(ERROR_TEXT_LIMITS)})`;
+  return `(${isolatePrelude.toString()})(${removeWebAssembly ? 'true' : 'false'}, (${capturePrimordials.toString()})(), ${createConsole.toString()}, ${JSON.stringify(ERROR_TEXT_LIMITS)})`;
 }

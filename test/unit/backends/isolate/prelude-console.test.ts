@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {createConsole} from '../../../../src/backends/isolate/prelude-console.ts';
+import {capturePrimordials} from '../../../../src/backends/isolate/prelude-primordials.ts';
 
 const lineOf = (...args: unknown[]): string => {
-  const c = createConsole();
+  const c = createConsole(capturePrimordials());
   c.console.log!(...args);
   return c.text();
 };
@@ -46,7 +47,7 @@ test('an error prints its own stack', () => {
 });
 
 test('the text stops at the byte cap on a UTF-8 boundary; that call and later ones throw', () => {
-  const c = createConsole();
+  const c = createConsole(capturePrimordials());
   c.setLimit(10);
   c.console.log!('12345');
   assert.throws(() => c.console.log!('é€😀é€😀'), RangeError);
@@ -57,7 +58,7 @@ test('the text stops at the byte cap on a UTF-8 boundary; that call and later on
 });
 
 test('count, time, group and assert', () => {
-  const c = createConsole();
+  const c = createConsole(capturePrimordials());
   c.console.count!();
   c.console.count!();
   c.console.group!('g');
@@ -70,7 +71,7 @@ test('count, time, group and assert', () => {
 });
 
 test('helpers: utf8Length counts a lone surrogate as 3 bytes; cutToBytes never splits a pair', () => {
-  const c = createConsole();
+  const c = createConsole(capturePrimordials());
   assert.equal(c.utf8Length('aé€😀'), 1 + 2 + 3 + 4);
   assert.equal(c.utf8Length('\ud800'), 3);
   assert.equal(c.cutToBytes('a😀', 4), 'a');
