@@ -38,15 +38,15 @@ function positiveInt(value: string): number {
 
 function runtimeOptions(flags: LoadFlags, extra: RuntimeOptions = {}): RuntimeOptions {
   return {
-    ...(flags.isolateWorkers === undefined ? {} : {isolateWorkers: flags.isolateWorkers}),
-    ...(flags.isolatePool === undefined ? {} : {isolatePool: flags.isolatePool}),
-    ...(flags.containerPool === undefined ? {} : {containerPool: flags.containerPool}),
-    ...(flags.tools ? {toolDirs: flags.tools} : {}),
-    ...(flags.profiles ? {profileDirs: flags.profiles} : {}),
-    ...(flags.workspace ? {workspace: flags.workspace} : {}),
-    ...(flags.mountRoot ? {mountRoots: flags.mountRoot} : {}),
-    ...(flags.containers === false ? {containers: false} : {}),
-    ...(flags.unprefixed ? {unprefixed: flags.unprefixed} : {}),
+    isolateWorkers: flags.isolateWorkers,
+    isolatePool: flags.isolatePool,
+    containerPool: flags.containerPool,
+    toolDirs: flags.tools,
+    profileDirs: flags.profiles,
+    workspace: flags.workspace || undefined, // an empty --workspace means none, as before
+    mountRoots: flags.mountRoot,
+    containers: flags.containers,
+    unprefixed: flags.unprefixed,
     ...extra,
   };
 }

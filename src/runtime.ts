@@ -181,7 +181,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     workers: options.isolateWorkers ?? RUNTIME_DEFAULTS.isolateWorkers,
     poolSize: options.isolatePool ?? RUNTIME_DEFAULTS.isolatePool,
   });
-  const dispatcher = new Dispatcher({isolate, ...(container ? {container} : {})}, options.dispatch ?? RUNTIME_DEFAULTS.dispatch);
+  const dispatcher = new Dispatcher({isolate, container}, options.dispatch ?? RUNTIME_DEFAULTS.dispatch);
   const audit: AuditSink = new JsonlAuditSink(options.audit ?? RUNTIME_DEFAULTS.audit);
   let closing: Promise<void> | undefined;
   return {
@@ -194,8 +194,9 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     dispatcher,
     audit,
     containerGrants,
-    ...(options.admission ? {admission: options.admission} : {}),
-    ...(options.onCallFinished ? {onCallFinished: options.onCallFinished} : {}),
+    admission: options.admission,
+    onCallFinished: options.onCallFinished,
+    // Kept conditional: every key is a pool gauge (metrics.watchPools), so no key without a pool.
     poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {})}),
     containersReachable: async () => {
       if (container === undefined) return !(options.containers ?? RUNTIME_DEFAULTS.containers) || containerTools.length === 0;

@@ -110,7 +110,8 @@ function auditRefusedName(runtime: ToolRuntime, name: string, args: unknown, con
     principal: context.principal.id,
     transport: context.transport,
     tool: auditedName(name),
-    ...(tool === undefined ? {} : {profile: tool.profile.name, backend: tool.profile.backend}),
+    profile: tool?.profile.name,
+    backend: tool?.profile.backend,
     outcome: 'denied',
     code: 'DENIED',
     rule: tool === undefined ? 'unknown-tool' : 'grants',
@@ -174,7 +175,7 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     release?.();
   }
   const durationMs = Math.round((performance.now() - started) * 100) / 100;
-  const usage: Usage = {backend, profile: tool.profile.name, durationMs, ...(sandboxMs === undefined ? {} : {sandboxMs})};
+  const usage: Usage = {backend, profile: tool.profile.name, durationMs, sandboxMs};
   const outcome = outcomeOf(code);
   runtime.audit.write({
     v: 1,
@@ -188,8 +189,8 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     profile: tool.profile.name,
     backend,
     outcome,
-    ...(code === undefined ? {} : {code}),
-    ...(rule === undefined ? {} : {rule}),
+    code,
+    rule,
     durationMs,
     inputSha256: sha256Json(args),
   });

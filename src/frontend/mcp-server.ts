@@ -20,7 +20,7 @@ export function annotationsOf(tool: ToolDefinition): ToolAnnotations {
   const p = tool.profile;
   const readOnly = p.backend === 'isolate' || (p.filesystem.readOnlyRoot && p.filesystem.mounts.every((m) => m.readOnly));
   return {
-    ...(tool.title === undefined ? {} : {title: tool.title}),
+    title: tool.title,
     readOnlyHint: readOnly,
     openWorldHint: false,
   };
@@ -30,10 +30,10 @@ export function annotationsOf(tool: ToolDefinition): ToolAnnotations {
 export function toMcpTool(tool: ToolDefinition): Tool {
   return {
     name: tool.name,
-    ...(tool.title === undefined ? {} : {title: tool.title}),
+    title: tool.title,
     description: tool.description,
     inputSchema: tool.inputSchema as Tool['inputSchema'],
-    ...(tool.outputSchema === undefined ? {} : {outputSchema: tool.outputSchema as Tool['outputSchema']}),
+    outputSchema: tool.outputSchema as Tool['outputSchema'],
     annotations: annotationsOf(tool),
     _meta: {'toolcell/profile': tool.profile.name, 'toolcell/backend': tool.profile.backend},
   };
@@ -94,7 +94,7 @@ export function createMcpServer(runtime: ToolRuntime, principal: Principal, tran
     };
     let result: CallToolResult;
     try {
-      result = await callTool(runtime, name, args, {principal, transport, signal: ctx.mcpReq.signal, console: forwardConsole, ...(progress ? {progress} : {})});
+      result = await callTool(runtime, name, args, {principal, transport, signal: ctx.mcpReq.signal, console: forwardConsole, progress});
     } catch (err) {
       if (err instanceof UnknownToolError) throw new ProtocolError(ProtocolErrorCode.InvalidParams, `Unknown tool: ${name}`);
       throw err;

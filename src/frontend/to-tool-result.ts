@@ -60,7 +60,7 @@ export function failureOf(tool: ToolDefinition, result: ExecutionResult): Toolce
   if (result.failed) {
     const exit = result.signal !== undefined ? `was killed by signal ${result.signal}` : result.exitCode === undefined ? 'was terminated' : `exited with code ${result.exitCode}`;
     return new ToolcellError('TOOL_FAILED', `${name} ${exit}.${tail(result.stderr, 'stderr')}`,
-      result.exitCode === undefined ? {} : {exitCode: result.exitCode});
+      {exitCode: result.exitCode});
   }
   return undefined;
 }
@@ -125,7 +125,7 @@ export function errorResult(error: unknown, usage?: Usage): CallToolResult {
     content: [{type: 'text', text: e.message}],
     _meta: {
       'toolcell/error': {code: e.code, ...e.data},
-      ...(usage === undefined ? {} : {'toolcell/usage': usage}),
+      'toolcell/usage': usage,
     },
   };
 }

@@ -73,7 +73,7 @@ export async function loadPackages(dirs: readonly string[], profiles: ReadonlyMa
       for (const tool of pkg.tools) tools.set(tool.name, tool);
     } catch (err) {
       const name = (err as {packageName?: string}).packageName;
-      rejected.push({dir, ...(name === undefined ? {} : {name}), reason: err instanceof PackageRejection ? err.message : `cannot load: ${(err as Error).message}`});
+      rejected.push({dir, name, reason: err instanceof PackageRejection ? err.message : `cannot load: ${(err as Error).message}`});
     }
   }
   return {tools, packages, rejected};
@@ -141,7 +141,7 @@ async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>, 
   return freezePackage({
     name: manifest.name,
     version: manifest.version,
-    ...(manifest.description === undefined ? {} : {description: manifest.description}),
+    description: manifest.description,
     dir,
     tools,
   });
@@ -185,13 +185,13 @@ async function loadTool(dir: string, name: string, packageName: string, version:
     packageName,
     packageVersion: version,
     toolName: tool.name,
-    ...(tool.title === undefined ? {} : {title: tool.title}),
+    title: tool.title,
     description: tool.description,
     inputSchema: tool.inputSchema,
-    ...(tool.outputSchema === undefined ? {} : {outputSchema: tool.outputSchema}),
+    outputSchema: tool.outputSchema,
     profile,
     validateInput,
-    ...(validateOutput === undefined ? {} : {validateOutput}),
+    validateOutput,
     packageDir: dir,
   };
   if (tool.isolate) {

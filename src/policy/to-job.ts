@@ -45,15 +45,15 @@ export function toJob(tool: ToolDefinition, args: Record<string, unknown>, id: s
     id,
     image: entry.image,
     argv,
-    ...(stdin === undefined ? {} : {stdin}),
+    stdin,
     limits: {...profile.limits},
     network: profile.network,
     readOnlyRoot: profile.filesystem.readOnlyRoot,
     tmpfs: {...profile.filesystem.tmpfs},
     mounts: [...(grants?.mounts ?? [])],
     runtime: profile.runtime,
-    ...(entry.workdir === undefined ? {} : {workdir: entry.workdir}),
-    ...(entry.env === undefined ? {} : {env: {...entry.env}}),
+    workdir: entry.workdir,
+    env: entry.env && {...entry.env},
     profile: profile.name,
   };
   return job;

@@ -196,6 +196,7 @@ export function containerLabels(job: Pick<ContainerJob, 'id' | 'profile'>, owner
     [JOB_LABEL]: pool === undefined ? job.id : 'pool',
     [PROFILE_LABEL]: job.profile,
     [OWNER_LABEL]: owner,
+    // Kept conditional: a label's value is a string, and a cold container carries no pool label.
     ...(pool === undefined ? {} : {[POOL_LABEL]: pool}),
   };
 }

@@ -99,7 +99,7 @@ export async function buildImages(names: string[] | undefined, onProgress: (line
 async function buildRootfs(image: ImageSpec, dir: string, onProgress: (line: string) => void, signal?: AbortSignal): Promise<void> {
   const script = join(dir, image.dir, 'build.sh');
   onProgress(`${image.name}: ${script} ${image.tag}`);
-  const child = execa('bash', [script, image.tag], {all: true, buffer: false, reject: false, ...(signal ? {cancelSignal: signal} : {})});
+  const child = execa('bash', [script, image.tag], {all: true, buffer: false, reject: false, cancelSignal: signal});
   const tail: string[] = [];
   for await (const line of child.iterable({from: 'all'})) {
     const text = String(line);
@@ -126,6 +126,8 @@ async function buildDockerfile(docker: Docker, image: ImageSpec, dir: string, ba
       forcerm: true,
       nocache: options.noCache === true,
       labels: {'toolcell.image': image.name},
+      // Kept conditional: docker-modem copies every key it does not know into the build's
+      // query string, so an undefined one would still reach the engine (as `abortSignal=`).
       ...(options.signal ? {abortSignal: options.signal} : {}),
     });
   } catch (err) {

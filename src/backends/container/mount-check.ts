@@ -67,7 +67,7 @@ export function mountChanged(target: string, detail: string, profile?: string, w
     ? `The host directory that ${whose} mounts at "${target}" is no longer the one checked when profiles were loaded, so no sandbox was started. The operator must check that mount.`
     : `What the engine mounted at "${target}" for ${whose} is not the checked host directory (redirected on the host or at the mount point), so the sandbox was stopped right after it started and its output discarded. The operator must check that mount.`;
   return new ToolcellError('BACKEND_UNAVAILABLE', message,
-    {reason: 'mount-changed', target, ...(profile === undefined ? {} : {profile})},
+    {reason: 'mount-changed', target, profile},
     {cause: new Error(detail)});
 }
 
@@ -89,7 +89,7 @@ export function pathPrefixes(path: string): string[] {
 
 /** The bind mounts of a create options' `HostConfig.Mounts` (other types are not host paths). Pure. */
 export function bindMounts(mounts: ReadonlyArray<{Type?: string; Source?: string; Target?: string; ReadOnly?: boolean}> | undefined): BindSpec[] {
-  return (mounts ?? []).filter((m) => m.Type === 'bind').map((m) => ({Source: String(m.Source), Target: String(m.Target), ...(m.ReadOnly === undefined ? {} : {ReadOnly: m.ReadOnly})}));
+  return (mounts ?? []).filter((m) => m.Type === 'bind').map((m) => ({Source: String(m.Source), Target: String(m.Target), ReadOnly: m.ReadOnly}));
 }
 
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY;
@@ -130,7 +130,7 @@ export async function checkBindSource(source: string, target: string, profile?: 
     const where = await readlink(`/proc/self/fd/${handle.fd}`);
     if (where !== source) throw new Error(`opened object is at ${where}`);
     const root = await filesystemRoot(source, opened.dev);
-    return {source, target, dev: opened.dev, ino: opened.ino, ...(root === undefined ? {} : {root})};
+    return {source, target, dev: opened.dev, ino: opened.ino, root};
   } catch (err) {
     if (err instanceof ToolcellError) throw err;
     throw refuse((err as NodeJS.ErrnoException).code ?? (err as Error).message);

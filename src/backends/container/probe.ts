@@ -131,10 +131,7 @@ export async function probeDocker(options: {docker?: Docker; images?: string[]; 
     const cpuMax = values.get('/sys/fs/cgroup/cpu.max')?.split(' ');
     const cpuQuotaUs = cpuMax ? Number(cpuMax[0]) : num('/sys/fs/cgroup/cpu/cpu.cfs_quota_us');
     const cpuPeriodUs = cpuMax ? Number(cpuMax[1]) : num('/sys/fs/cgroup/cpu/cpu.cfs_period_us');
-    probe.limitsSeen = {
-      ...(memoryBytes === undefined ? {} : {memoryBytes}), ...(memorySwapBytes === undefined ? {} : {memorySwapBytes}),
-      ...(pidsMax === undefined ? {} : {pidsMax}), ...(cpuQuotaUs === undefined ? {} : {cpuQuotaUs}), ...(cpuPeriodUs === undefined ? {} : {cpuPeriodUs}),
-    };
+    probe.limitsSeen = {memoryBytes, memorySwapBytes, pidsMax, cpuQuotaUs, cpuPeriodUs};
     const want = PROBE_MEMORY_MB * 2 ** 20;
     probe.limitsEffective = !r.failed && memoryBytes === want && pidsMax === PROBE_PIDS
       && (memorySwapBytes === undefined || memorySwapBytes === want)

@@ -91,7 +91,7 @@ export async function findOrphanShims(docker: Pick<Docker, 'listContainers'>, op
     const related = procs.filter((p) => p.pid !== shim.pid && p.cmdline.includes(id) && RUNTIME_PROCESS.test(p.cmdline) && !/(^|\/)containerd-shim/.test(p.cmdline));
     const runsc = related.find((p) => /runsc/.test(p.cmdline) && ROOT_ARG.test(p.cmdline));
     const runscRoot = runsc ? ROOT_ARG.exec(runsc.cmdline)?.[1] : undefined;
-    orphans.push({id, pid: shim.pid, children: related.map((p) => p.pid), ...(runscRoot ? {runscRoot} : {})});
+    orphans.push({id, pid: shim.pid, children: related.map((p) => p.pid), runscRoot});
   }
   return orphans;
 }

@@ -101,7 +101,7 @@ export function processStartTime(pid: number): string | undefined {
 export function parseLease(text: string): {pid: number; start: string; container?: string} | undefined {
   const m = /^(\d+) (\d+)(?: ([0-9a-f]{12,64}))?\n?$/.exec(text);
   if (!m) return undefined;
-  return {pid: Number(m[1]), start: m[2]!, ...(m[3] === undefined ? {} : {container: m[3]})};
+  return {pid: Number(m[1]), start: m[2]!, container: m[3]};
 }
 
 /**

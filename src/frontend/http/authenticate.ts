@@ -131,7 +131,7 @@ export async function createAuthenticator(config: ServiceConfig, options: Authen
     ok: false,
     status,
     reason,
-    headers: status === 503 ? {'Retry-After': '5'} : {'WWW-Authenticate': challenge({...(error === undefined ? {} : {error}), description, ...(scope ? {scope} : {})})},
+    headers: status === 503 ? {'Retry-After': '5'} : {'WWW-Authenticate': challenge({error, description, scope})},
     body: {error: error ?? 'invalid_token', error_description: description},
   });
 
@@ -168,7 +168,7 @@ export async function createAuthenticator(config: ServiceConfig, options: Authen
     return {
       ok: true,
       principal: principalFor(id, 'oauth', scopes, [id, ...scopes.map((s) => `scope:${s}`)]),
-      ...(typeof payload.exp === 'number' ? {expiresAt: payload.exp} : {}),
+      expiresAt: typeof payload.exp === 'number' ? payload.exp : undefined,
     };
   }
 

@@ -30,7 +30,7 @@ export function toWebRequest(req: IncomingMessage, url: URL, options: {method: s
     method: options.method,
     headers,
     signal: options.signal,
-    ...(options.body === undefined ? {} : {body: options.body}),
+    body: options.body,
   });
 }
 

@@ -136,7 +136,7 @@ export class LegacySessions {
     session.open++;
     let response: Response;
     try {
-      response = await session.transport.handleRequest(request, {...(parsedBody === undefined ? {} : {parsedBody}), authInfo});
+      response = await session.transport.handleRequest(request, {parsedBody, authInfo});
     } catch (err) {
       session.open--;
       throw err;

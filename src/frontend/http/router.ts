@@ -176,18 +176,18 @@ export function createRouter(parts: RouterParts): Router {
         return jsonRpcError(400, JSONRPC.INVALID_REQUEST, 'Invalid Request: the body must be one JSON-RPC message object');
       }
     }
-    const request = toWebRequest(req, url, {method, signal: closed, ...(text === undefined ? {} : {body: text})});
+    const request = toWebRequest(req, url, {method, signal: closed, body: text});
     const authInfo: AuthInfo = {
       token: '',
       clientId: principal.id,
       scopes: [...principal.scopes],
-      ...(auth.expiresAt === undefined ? {} : {expiresAt: auth.expiresAt}),
-      ...(authenticator.resourceMetadataUrl === undefined ? {} : {resourceMetadataUrl: authenticator.resourceMetadataUrl}),
+      expiresAt: auth.expiresAt,
+      resourceMetadataUrl: authenticator.resourceMetadataUrl,
       extra: {principal},
     };
     const legacy = await isLegacyRequest(request, parsed, {maxRequestBodySize: config.maxBodyBytes});
     if (legacy) return sessions.handle(request, parsed, principal, authInfo);
-    return modern.fetch(request, {...(parsed === undefined ? {} : {parsedBody: parsed}), authInfo});
+    return modern.fetch(request, {parsedBody: parsed, authInfo});
   }
 
   return async (req, closed) => {

@@ -116,7 +116,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   const resourceUrl = config.resourceUrl ?? `${origin}${MCP_PATH}`;
   let authenticator: Authenticator;
   try {
-    authenticator = await createAuthenticator(config, {resourceUrl, ...(options.jwks ? {keys: options.jwks} : {})});
+    authenticator = await createAuthenticator(config, {resourceUrl, keys: options.jwks});
   } catch (err) {
     server.close();
     throw err;
@@ -190,7 +190,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
         readiness,
         stopCalls,
         closeTransports: () => Promise.allSettled([modern.close(), sessions.closeAll()]),
-        ...(runtime.close ? {closeRuntime: () => runtime.close!()} : {}),
+        closeRuntime: runtime.close?.bind(runtime),
       }, shutdownOptions.drainMs ?? config.shutdown.drainMs);
       return stopping;
     },

@@ -17,7 +17,7 @@ const CONTAINER = 'a'.repeat(64);
 
 describe('parseLease', () => {
   for (const [text, expected] of [
-    ['12 345\n', {pid: 12, start: '345'}],
+    ['12 345\n', {pid: 12, start: '345', container: undefined}],
     [`12 345 ${CONTAINER}\n`, {pid: 12, start: '345', container: CONTAINER}],
     ['', undefined], ['12\n', undefined], ['x 1\n', undefined], ['12 345 not-an-id\n', undefined],
   ] as const) {
