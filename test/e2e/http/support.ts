@@ -3,13 +3,14 @@
  * profiles written into a temp dir, a runtime over them (a counting test-double isolate backend,
  * or the real one through createRuntime), JWT keys and a loopback JWKS server, and SDK clients.
  */
+import assert from 'node:assert/strict';
 import {after, before} from 'node:test';
 import {spawn, type ChildProcess} from 'node:child_process';
 import {existsSync} from 'node:fs';
 import {createServer, type Server} from 'node:http';
 import type {AddressInfo} from 'node:net';
 import {fileURLToPath} from 'node:url';
-import {Client, StreamableHTTPClientTransport} from '@modelcontextprotocol/client';
+import {Client, ProtocolError, StreamableHTTPClientTransport} from '@modelcontextprotocol/client';
 import {exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload} from 'jose';
 import type {AuditEventV1} from '../../../src/audit/audit-event.ts';
 import {MemoryAuditSink} from '../../../src/audit/audit-log.ts';
@@ -324,6 +325,20 @@ export async function until(check: () => boolean | Promise<boolean>, ms = 5000, 
 
 /** The `toolcell/error` code of a result. */
 export const errorCode = (r: unknown): string | undefined => ((r as {_meta?: Record<string, {code?: string}>})._meta?.['toolcell/error'])?.code;
+
+/**
+ * The JSON-RPC error a call was refused with (e.g. -32602 for an unknown or ungranted tool).
+ * Fails the test when the call was accepted, or rejected with anything but a protocol error.
+ */
+export async function refusalOf(promise: Promise<unknown>): Promise<{code: number; message: string}> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof ProtocolError, `a JSON-RPC error, got ${String(err)}`);
+    return {code: err.code, message: err.message};
+  }
+  assert.fail('the call was accepted');
+}
 
 /** The CLI under test: $TOOLCELL_CLI, else the build (npm test builds first), else the sources. */
 export const CLI = process.env.TOOLCELL_CLI ?? (existsSync(`${REPO}dist/cli.js`) ? `${REPO}dist/cli.js` : `${REPO}src/cli.ts`);

@@ -8,12 +8,11 @@
 import assert from 'node:assert/strict';
 import {readFile} from 'node:fs/promises';
 import {after, before, test} from 'node:test';
-import {ProtocolError} from '@modelcontextprotocol/client';
 import type {AuditEventV1} from '../../../src/audit/audit-event.ts';
 import {sha256Json} from '../../../src/audit/audit-event.ts';
 import type {HttpService} from '../../../src/frontend/http/serve-http.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
-import {connectHttp, errorCode, KEYS, realRuntime, startService, until, writeFixtures} from '../../e2e/http/support.ts';
+import {connectHttp, errorCode, KEYS, realRuntime, refusalOf, startService, until, writeFixtures} from '../../e2e/http/support.ts';
 
 let fixtures: Awaited<ReturnType<typeof writeFixtures>>;
 let env: Awaited<ReturnType<typeof realRuntime>>;
@@ -35,16 +34,6 @@ after(async () => {
   await service?.shutdown({drainMs: 0});
   await fixtures?.dispose();
 });
-
-async function refusalOf(promise: Promise<unknown>): Promise<{code: number; message: string}> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof ProtocolError, `a JSON-RPC error, got ${String(err)}`);
-    return {code: err.code, message: err.message};
-  }
-  assert.fail('the call was accepted');
-}
 
 /**
  * The granted tool still answers: its result, or, on a host too busy to run a real isolate call

@@ -6,12 +6,11 @@
 // invariant: http:principals:isolated
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
-import {ProtocolError} from '@modelcontextprotocol/client';
 import type {HttpService} from '../../../src/frontend/http/serve-http.ts';
 import {ServiceMetrics} from '../../../src/frontend/metrics.ts';
 import {QuotaAdmission, quotaQueueProblems} from '../../../src/policy/quota.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
-import {connectHttp, errorCode, fakeRuntime, KEYS, startService, writeFixtures} from '../../e2e/http/support.ts';
+import {connectHttp, errorCode, fakeRuntime, KEYS, refusalOf, startService, writeFixtures} from '../../e2e/http/support.ts';
 
 /** A dedicated /metrics reader with no grants (a reader granted only some packages is refused at config load). */
 const SCRAPER = 'scraper-key-0123456789abcdef0123456789abcd';
@@ -43,16 +42,6 @@ after(async () => {
   await service.shutdown({drainMs: 0});
   await fixtures.dispose();
 });
-
-async function refusalOf(promise: Promise<unknown>): Promise<{code: number; message: string}> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof ProtocolError, `a JSON-RPC error, got ${String(err)}`);
-    return {code: err.code, message: err.message};
-  }
-  assert.fail('the call was accepted');
-}
 
 for (const era of ['legacy', 'modern'] as const) {
   test(`${era}: each principal lists only its granted tools`, async () => {
