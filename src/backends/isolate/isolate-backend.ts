@@ -109,6 +109,18 @@ export interface IsolateBackendStats {
 }
 
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+/**
+ * How long past `timeoutMs` of wall clock (from when its isolate is ready) a call whose own
+ * running time has not reached `timeoutMs` may still run, in ms: the worker's absolute
+ * backstop (`WorkerLimits.backstopMs`). Time an isolate waits for a CPU, an isolated-vm
+ * thread or the worker's main thread is not the tool's, so the deadline does not count it
+ * (see `runInIsolate`), but nothing runs for ever. Kept below dispatch's isolate slack
+ * (`DEFAULT_DISPATCH.isolate.graceMs`, 30 s) minus the supervisor's backstop graces, so that
+ * dispatch does not cancel a call this backend still legitimately runs. Does NOT bound a
+ * call's total time: admission waits and a quarantine re-run come on top (dispatch's
+ * slack bounds those).
+ */
+export const ISOLATE_WAIT_SLACK_MS = 20_000;
 /** Bounds of the supervisor's memo of source digests (entries; total UTF-16 code units). */
 const DIGEST_MEMO_ENTRIES = 256;
 const DIGEST_MEMO_CHARS = 64 * 2 ** 20;
@@ -157,7 +169,8 @@ function resolveLimits(job: IsolateJob): WorkerLimits {
   if (!Number.isInteger(memoryMb) || memoryMb < 8) throw invalid('limits.memoryMb must be an integer of at least 8 (isolated-vm minimum)');
   if (!Number.isInteger(outputBytes) || outputBytes < 0) throw invalid('limits.outputBytes must be a non-negative integer');
   if (typeof job.source !== 'string' || typeof job.filename !== 'string') throw invalid('source and filename must be strings');
-  return {timeoutMs, cpuTimeMs: cpuTimeMs ?? timeoutMs, memoryMb, outputBytes};
+  const backstopMs = Math.min(MAX_TIMEOUT_MS, timeoutMs + ISOLATE_WAIT_SLACK_MS);
+  return {timeoutMs, backstopMs, cpuTimeMs: cpuTimeMs ?? timeoutMs, memoryMb, outputBytes};
 }
 
 /**

@@ -42,7 +42,16 @@ export interface ErrorTextLimits {
 export const ERROR_TEXT_LIMITS: ErrorTextLimits = Object.freeze({nameChars: 200, messageChars: 4096});
 
 /** Operations of the entry function; see `isolatePrelude`. */
-export type EntryOp = 'init' | 'run' | 'drain' | 'warm';
+export type EntryOp = 'init' | 'run' | 'drain' | 'warm' | 'probe';
+
+/**
+ * What the entry returns for `probe`: where the call's `run` stands. `RUN_PENDING` from a
+ * probe means the isolate has nothing left to run and the tool's promise is still
+ * pending: it can never settle (an isolate has no timers or host callbacks).
+ */
+export const RUN_NOT_STARTED = 0;
+export const RUN_PENDING = 1;
+export const RUN_SETTLED = 2;
 
 /** What the entry returns for `run`, copied out of the isolate. */
 export interface RunnerResult {
@@ -72,6 +81,11 @@ export interface DrainResult {
  *   A module whose top-level await has not settled resolves never (the caller's wall
  *   clock ends it: there are no timers in an isolate, so it cannot settle later).
  * - `entry('drain')`: the console text so far (after a timeout), as a `DrainResult`.
+ * - `entry('probe')`: where `run` stands, `RUN_NOT_STARTED` (0), `RUN_PENDING` (1) or
+ *   `RUN_SETTLED` (2); runs no tool code. The worker sends it as a task of its own, which
+ *   isolated-vm runs after every earlier task of this isolate (and their microtasks): a
+ *   probe that answers `RUN_PENDING` shows an isolate that is idle with the tool's promise
+ *   pending for ever.
  * - `entry('warm')`: runs `run` once on a module-like object made here (`default` returns
  *   its argument), before any tool code exists in the isolate, so that V8 compiles the
  *   prelude's own functions ahead of demand (they are compiled lazily, on first call,
@@ -90,6 +104,9 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
     JSONParse, PromiseCtor, RangeErrorCtor, TypeErrorCtor, ObjectGetPrototypeOf, ObjectHasOwn, ObjectProtoToString,
     ArrayIsArray, NumberCtor,
   } = primordials;
+
+  // Where `run` stands (see `entry('probe')`): 0 not started, 1 pending, 2 settled.
+  let runState = 0;
 
   const MAX_ERROR_NAME_CHARS = errorLimits.nameChars;
   const MAX_ERROR_MESSAGE_CHARS = errorLimits.messageChars;
@@ -259,7 +276,8 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
     return out;
   }
 
-  async function run(namespace: unknown, argsJson: unknown): Promise<RunnerResult> {
+  /** The call itself; `track` records its end in `runState` (not for `warm`). */
+  async function run(namespace: unknown, argsJson: unknown, track: boolean): Promise<RunnerResult> {
     let error: {name: string; message: string} | undefined;
     let value: unknown;
     try {
@@ -308,6 +326,7 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
     result.stderr = c.text();
     result.truncated = c.isTruncated() || resultTruncated;
     if (error !== undefined) result.error = error;
+    if (track) runState = 2;
     return result;
   }
 
@@ -316,9 +335,13 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
       if (typeof a === 'number' && a >= 0) c.setLimit(a);
       return undefined;
     }
-    if (op === 'run') return run(a, b);
+    if (op === 'run') {
+      runState = 1;
+      return run(a, b, true);
+    }
+    if (op === 'probe') return runState;
     if (op === 'warm') {
-      void run({default: function warm(value: unknown): unknown { return value; }}, '{"warm":[1,"x",true,null]}');
+      void run({default: function warm(value: unknown): unknown { return value; }}, '{"warm":[1,"x",true,null]}', false);
       return undefined;
     }
     if (op === 'drain') {

@@ -3,6 +3,7 @@ import {performance} from 'node:perf_hooks';
 import type ivm from 'isolated-vm';
 import type {CodeCache} from './code-cache.ts';
 import {ERROR_TEXT_LIMITS, type DrainResult, type RunnerResult} from './prelude.ts';
+import {watchDeadline} from './own-time-deadline.ts';
 import {disposePrepared, prepareIsolate, type PreparedIsolate} from './prepared-isolate.ts';
 import {cutUtf8} from './utf8-cut.ts';
 import type {WarmPool} from './warm-pool.ts';
@@ -31,6 +32,8 @@ export interface RunDeps {
 
 /** How long a drain of the console may take after a timeout, in ms. */
 const DRAIN_WAIT_MS = 100;
+/** isolated-vm `timeout` of an idle probe (it runs no tool code), in ms. */
+const PROBE_TIMEOUT_MS = 100;
 /** After this long (ms) past its disposal, a call's work that has not settled is reported as wedged. */
 const WEDGED_AFTER_MS = 1000;
 /** Poll interval (ms) of `isolate.cpuTime` when the CPU limit is below the wall-clock limit. */
@@ -130,13 +133,11 @@ export async function runInIsolate(request: ResolvedRun, signal: AbortSignal, de
     disposePrepared(prepared);
     return base(pooled, false);
   }
-  // The deadline measures the tool's own execution: it starts once its isolate is ready.
-  const deadline = performance.now() + limits.timeoutMs;
-  return await execute(request, signal, deps, prepared, pooled, deadline);
+  return await execute(request, signal, deps, prepared, pooled);
 }
 
 async function execute(
-  request: ResolvedRun, signal: AbortSignal, deps: RunDeps, prepared: PreparedIsolate, pooled: boolean, deadline: number,
+  request: ResolvedRun, signal: AbortSignal, deps: RunDeps, prepared: PreparedIsolate, pooled: boolean,
 ): Promise<WorkerOutcome> {
   const {limits} = request;
   const {isolate, context, entry} = prepared;
@@ -158,7 +159,24 @@ async function execute(
     if (reason === 'cancel') dispose();
     onStop();
   };
-  const wallTimer = setTimeout(() => halt('timeout'), Math.max(0, deadline - performance.now()));
+  // The deadline measures the tool's own execution from the moment its isolate is ready:
+  // the isolate's running time (`isolate.wallTime`), not the time it waits for a CPU, a
+  // thread or this process's main thread; see `watchDeadline`.
+  const readyAt = performance.now();
+  const wallAtReady = isolate.wallTime;
+  /** The isolate's own running time since it was ready, in ms (Infinity once disposed). */
+  const ownMs = (): number => {
+    try {
+      return Number(isolate.wallTime - wallAtReady) / 1e6;
+    } catch {
+      return Infinity;
+    }
+  };
+  const deadline = watchDeadline({
+    timeoutMs: limits.timeoutMs, backstopMs: limits.backstopMs, readyAt, ownMs,
+    probe: () => entry.apply(undefined, ['probe'], {timeout: PROBE_TIMEOUT_MS, result: {copy: true}}),
+    onTimeout: () => halt('timeout'),
+  });
   let cpuTimer: NodeJS.Timeout | undefined;
   if (limits.cpuTimeMs < limits.timeoutMs) {
     const cpuLimitNs = BigInt(Math.ceil(limits.cpuTimeMs)) * 1_000_000n;
@@ -173,7 +191,9 @@ async function execute(
   const onAbort = (): void => halt('cancel');
   signal.addEventListener('abort', onAbort, {once: true});
 
-  const remaining = (): number => Math.max(1, Math.ceil(deadline - performance.now()));
+  // isolated-vm's own `timeout` of a step starts when the step starts running on the
+  // isolate's thread: give it what is left of the tool's own time.
+  const remaining = (): number => Math.max(1, Math.ceil(limits.timeoutMs - ownMs()));
   const work = (async (): Promise<unknown> => {
     // Steps that run no tool code (the prelude's `init`, compilation, instantiation with a
     // resolver that refuses everything) are synchronous: no hop to the isolate's thread.
@@ -207,7 +227,7 @@ async function execute(
     work.then((value) => ({kind: 'done', value}), (error: unknown) => ({kind: 'error', error})),
     stopped.then(() => ({kind: 'stop'})),
   ]);
-  clearTimeout(wallTimer);
+  deadline.stop();
   if (cpuTimer) clearInterval(cpuTimer);
   signal.removeEventListener('abort', onAbort);
 

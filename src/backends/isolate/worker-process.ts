@@ -150,6 +150,12 @@ interface Pending {
   /** The backstop timer (set once the request is sent) and when it fires (`performance.now()` ms). */
   backstop: NodeJS.Timeout | undefined;
   due: number;
+  /**
+   * `performance.now()` ms after which a worker that still answers pings no longer gets
+   * more time for this call without limit: its own absolute backstop (`limits.backstopMs`
+   * from when the isolate was ready) plus `backstopGraceMs` has passed.
+   */
+  hardDue: number;
 }
 
 /**
@@ -293,8 +299,8 @@ export class WorkerProcess {
    * Backstop (the one owner of "the worker is frozen"): from the moment the request is
    * sent, the worker should answer within `timeoutMs + backstopGraceMs`; after an abort it
    * should acknowledge the cancel within `backstopGraceMs`. When it does not, it is
-   * pinged: a worker that answers the ping gets more time (its own deadline timer ends
-   * the call; see `#armBackstop`); one that does not is killed as unresponsive and the
+   * pinged: a worker that answers the ping gets more time (its own deadline ends the
+   * call, by `limits.backstopMs` at the latest; see `#armBackstop`); one that does not is killed as unresponsive and the
    * caller (if still waiting) gets `timedOut`. An abort never clears this timer: the call
    * stays counted here (`inflight`, `reservedMb`) until the worker has answered for it
    * or is gone.
@@ -325,11 +331,12 @@ export class WorkerProcess {
         }
         this.#tainted = true;
         this.#send({type: 'cancel', id});
+        pending.hardDue = Math.min(pending.hardDue, performance.now()); // a cancel is acknowledged at once
         this.#armBackstop(id, this.#options.backstopGraceMs, 'no acknowledgement of a cancel');
       };
       const pending: Pending = {
         request, source: job.source, costMb, resent: false, started, caller: {resolve, reject},
-        unlisten: () => signal.removeEventListener('abort', onAbort), backstop: undefined, due: Infinity,
+        unlisten: () => signal.removeEventListener('abort', onAbort), backstop: undefined, due: Infinity, hardDue: Infinity,
       };
       this.#pending.set(id, pending);
       this.#reservedMb += costMb;
@@ -344,6 +351,7 @@ export class WorkerProcess {
         const keepable = digest.bytes <= this.#options.config.sourceCacheBytes;
         const message = keepable && this.#sent.has(digest.hash) ? request : {...request, source: job.source};
         if (keepable) this.#sent.add(digest.hash);
+        pending.hardDue = performance.now() + limits.backstopMs + this.#options.backstopGraceMs;
         this.#armBackstop(id, limits.timeoutMs + this.#options.backstopGraceMs, `no answer ${this.#options.backstopGraceMs} ms after a call's deadline`);
         this.#send(message, (error) => this.#onSendError(id, error));
       };
@@ -404,10 +412,12 @@ export class WorkerProcess {
   /**
    * (Re)sets the backstop of call `id` to fire in `ms` unless an earlier one is set. When
    * it fires, the worker is asked whether its main thread runs (`#ping`): if it answers
-   * within `backstopGraceMs`, its own deadline timer will end the call (a busy host made
-   * it late, or the call is draining), so the backstop waits another grace, at most
-   * `MAX_LATE_PROBES` times; if it does not, or after those, the caller (if still
-   * waiting) resolves `timedOut` and the worker is killed as unresponsive.
+   * within `backstopGraceMs`, its own deadline will end the call (the call waited for a
+   * CPU or a thread, which its deadline does not count, or a busy host made it late, or
+   * it is draining), so the backstop waits another grace: without limit until the call's
+   * `hardDue`, then at most `MAX_LATE_PROBES` times; if it does not answer, or after
+   * those, the caller (if still waiting) resolves `timedOut` and the worker is killed as
+   * unresponsive.
    */
   #armBackstop(id: string, ms: number, why: string): void {
     const pending = this.#pending.get(id);
@@ -437,8 +447,12 @@ export class WorkerProcess {
         return;
       }
       const grace = this.#options.backstopGraceMs;
+      // A worker that answers is not frozen: until the call's own absolute backstop has
+      // passed (it may legitimately run that long, see `WorkerLimits.backstopMs`), waiting
+      // costs no probe.
+      const counted = performance.now() >= pending.hardDue ? probes + 1 : probes;
       pending.due = performance.now() + grace;
-      pending.backstop = setTimeout(() => this.#late(id, pending, why, probes + 1), grace);
+      pending.backstop = setTimeout(() => this.#late(id, pending, why, counted), grace);
     });
   }
 

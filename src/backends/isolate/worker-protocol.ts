@@ -10,8 +10,17 @@
 
 /** Limits of one call as the worker applies them; all are already resolved (no defaults left). */
 export interface WorkerLimits {
-  /** Wall-clock limit, in ms, from the moment the worker starts the call. */
+  /**
+   * Limit on the isolate's own running time, in ms: isolated-vm's `isolate.wallTime`
+   * (time the isolate was entered on a thread) from the moment the worker starts the call.
+   */
   timeoutMs: number;
+  /**
+   * Absolute wall-clock bound, in ms from the moment the worker starts the call (at least
+   * `timeoutMs`): a call whose own time has not reached `timeoutMs` by then (it waited
+   * for a CPU, a thread or the worker's main thread) ends `timedOut` anyway.
+   */
+  backstopMs: number;
   /** CPU time the isolate may use, in ms (isolated-vm `isolate.cpuTime`). */
   cpuTimeMs: number;
   /** isolated-vm `memoryLimit`, in MB (a soft limit, see isolated-vm.d.ts). */
@@ -139,6 +148,7 @@ const isFiniteNumber = (value: unknown): value is number => typeof value === 'nu
 const isLimits = (value: unknown): value is WorkerLimits =>
   isRecord(value)
   && isFiniteNumber(value.timeoutMs) && value.timeoutMs > 0
+  && isFiniteNumber(value.backstopMs) && value.backstopMs >= value.timeoutMs
   && isFiniteNumber(value.cpuTimeMs) && value.cpuTimeMs > 0
   && isFiniteNumber(value.memoryMb) && value.memoryMb >= 8
   && isFiniteNumber(value.outputBytes) && value.outputBytes >= 0;
@@ -154,10 +164,10 @@ export function parseSupervisorMessage(raw: unknown): SupervisorMessage | undefi
   if (raw.source !== undefined && typeof raw.source !== 'string') return undefined;
   if (raw.argsJson !== null && typeof raw.argsJson !== 'string') return undefined;
   if (!isLimits(raw.limits)) return undefined;
-  const {timeoutMs, cpuTimeMs, memoryMb, outputBytes} = raw.limits;
+  const {timeoutMs, backstopMs, cpuTimeMs, memoryMb, outputBytes} = raw.limits;
   const request: RunRequest = {
     type: 'run', id: raw.id, jobId: raw.jobId, sourceHash: raw.sourceHash, filename: raw.filename,
-    argsJson: raw.argsJson, limits: {timeoutMs, cpuTimeMs, memoryMb, outputBytes},
+    argsJson: raw.argsJson, limits: {timeoutMs, backstopMs, cpuTimeMs, memoryMb, outputBytes},
   };
   if (raw.source !== undefined) request.source = raw.source;
   return request;

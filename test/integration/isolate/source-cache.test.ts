@@ -64,7 +64,7 @@ describe('SourceCache (worker side)', () => {
   });
 
   test('the worker refuses a run request without a well-formed sha256', () => {
-    const base = {type: 'run', id: '1', jobId: 'j', filename: 'f.js', argsJson: null, limits: {timeoutMs: 100, cpuTimeMs: 100, memoryMb: 32, outputBytes: 10}};
+    const base = {type: 'run', id: '1', jobId: 'j', filename: 'f.js', argsJson: null, limits: {timeoutMs: 100, backstopMs: 100, cpuTimeMs: 100, memoryMb: 32, outputBytes: 10}};
     assert.equal(parseSupervisorMessage({...base, source: 'x'}), undefined);
     assert.equal(parseSupervisorMessage({...base, sourceHash: 'A'.repeat(64)}), undefined);
     assert.equal(parseSupervisorMessage({...base, sourceHash: 'a'.repeat(64), source: 42}), undefined);
