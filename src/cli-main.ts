@@ -4,6 +4,7 @@ import {ConfigError} from './errors.ts';
 import {callTool, UnknownToolError} from './frontend/call-tool.ts';
 import {serveStdioTransport} from './frontend/stdio.ts';
 import {log} from './log.ts';
+import {BUNDLED_PROFILES, BUNDLED_TOOLS, withBundled} from './paths.ts';
 import {localPrincipal} from './policy/principal.ts';
 import type {Profile} from './policy/profile-schema.ts';
 import {createRuntime, RUNTIME_DEFAULTS, type Runtime, type RuntimeOptions} from './runtime.ts';
@@ -14,6 +15,10 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 interface LoadFlags {
   tools?: string[];
   profiles?: string[];
+  /** false for `--no-bundled-tools`. */
+  bundledTools?: boolean;
+  /** false for `--no-bundled-profiles`. */
+  bundledProfiles?: boolean;
   workspace?: string;
   mountRoot?: string[];
   containers?: boolean;
@@ -41,8 +46,8 @@ function runtimeOptions(flags: LoadFlags, extra: RuntimeOptions = {}): RuntimeOp
     ...(flags.isolateWorkers === undefined ? {} : {isolateWorkers: flags.isolateWorkers}),
     ...(flags.isolatePool === undefined ? {} : {isolatePool: flags.isolatePool}),
     ...(flags.containerPool === undefined ? {} : {containerPool: flags.containerPool}),
-    ...(flags.tools ? {toolDirs: flags.tools} : {}),
-    ...(flags.profiles ? {profileDirs: flags.profiles} : {}),
+    toolDirs: withBundled(BUNDLED_TOOLS, flags.tools, flags.bundledTools !== false),
+    profileDirs: withBundled(BUNDLED_PROFILES, flags.profiles, flags.bundledProfiles !== false),
     ...(flags.workspace ? {workspace: flags.workspace} : {}),
     ...(flags.mountRoot ? {mountRoots: flags.mountRoot} : {}),
     ...(flags.containers === false ? {containers: false} : {}),
@@ -53,8 +58,10 @@ function runtimeOptions(flags: LoadFlags, extra: RuntimeOptions = {}): RuntimeOp
 
 function addLoadOptions(command: Command): Command {
   return command
-    .option('--tools <dir>', 'tool package directory (repeatable; default: the bundled tools/)', collect)
-    .option('--profiles <dir>', 'profile directory (repeatable; default: the bundled profiles/)', collect)
+    .option('--tools <dir>', 'tool package directory, loaded after the bundled tools/ (repeatable; a package whose name is taken is refused)', collect)
+    .option('--profiles <dir>', 'profile directory, loaded after the bundled profiles/ (repeatable; a profile name defined twice stops the load)', collect)
+    .option('--no-bundled-tools', 'do not load the bundled tools/: only the --tools directories')
+    .option('--no-bundled-profiles', 'do not load the bundled profiles/: only the --profiles directories')
     .option('--workspace <dir>', 'directory that "${workspace}" means in mount grants (no default: tools that mount it are left out without it)')
     .option('--mount-root <dir>', 'directory under which profile mounts may lie (repeatable; default: the workspace)', collect)
     .option('--no-containers', 'do not use the Docker engine; container tools are left out')
@@ -177,7 +184,8 @@ async function listCommand(flags: LoadFlags & {json?: boolean}): Promise<number>
         for (const r of runtime.rejected) out(`  ${r.name ?? r.dir}: ${r.reason}`);
       }
     }
-    return 0;
+    // A rejected package is a failed check, even though everything that loaded is listed.
+    return runtime.rejected.length > 0 ? 1 : 0;
   } finally {
     await runtime.close();
   }

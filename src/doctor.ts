@@ -66,8 +66,8 @@ export async function doctor(options: RuntimeOptions, json: boolean): Promise<nu
   const node = process.versions.node;
   const checks: Check[] = [{name: 'node', ok: Number(node.split('.')[0]) >= 24, detail: `v${node} (24 required)`}];
   checks.push(await probeIsolate());
-  const profiles = await loadProfiles(options.profileDirs?.length ? options.profileDirs : [BUNDLED_PROFILES]);
-  const loaded = await loadPackages(options.toolDirs?.length ? options.toolDirs : [BUNDLED_TOOLS], profiles);
+  const profiles = await loadProfiles(options.profileDirs ?? [BUNDLED_PROFILES]);
+  const loaded = await loadPackages(options.toolDirs ?? [BUNDLED_TOOLS], profiles);
   const images = [...new Set([...loaded.tools.values()].flatMap((t) => (t.container ? [t.container.image] : [])))];
   const docker = options.containers === false ? undefined : await probeDocker({images});
   if (docker) checks.push(...dockerChecks(docker));

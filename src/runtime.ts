@@ -41,9 +41,13 @@ export const RUNTIME_DEFAULTS = Object.freeze({
 
 /** How to assemble a runtime. Every option is optional; absent ones take `RUNTIME_DEFAULTS`. */
 export interface RuntimeOptions {
-  /** Tool directories; default: the bundled `tools/`. */
+  /**
+   * Tool directories, loaded in this order (the first package with a name keeps it); default:
+   * the bundled `tools/` alone; `[]` loads none. The CLI passes the bundled directory first,
+   * then each `--tools DIR` (`withBundled` in paths.ts).
+   */
   toolDirs?: readonly string[];
-  /** Profile directories; default: the bundled `profiles/`. */
+  /** Profile directories, the same way (default: the bundled `profiles/` alone; `[]` loads none). */
   profileDirs?: readonly string[];
   /**
    * Directory `${workspace}` means in mount grants. No default: without it, tools whose profile
@@ -112,8 +116,8 @@ export interface Runtime extends ToolRuntime {
  *   packages do not throw: they are listed in `rejected` and logged, one line each.
  */
 export async function createRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
-  const profileDirs = options.profileDirs?.length ? options.profileDirs : [BUNDLED_PROFILES];
-  const toolDirs = options.toolDirs?.length ? options.toolDirs : [BUNDLED_TOOLS];
+  const profileDirs = options.profileDirs ?? [BUNDLED_PROFILES];
+  const toolDirs = options.toolDirs ?? [BUNDLED_TOOLS];
   const workspace = options.workspace === undefined ? undefined : resolve(options.workspace);
   const containerPool = options.containerPool ?? RUNTIME_DEFAULTS.containerPool;
   const profiles = await loadProfiles(profileDirs);
