@@ -5,6 +5,7 @@ import {callTool, UnknownToolError} from './frontend/call-tool.ts';
 import {serveStdioTransport} from './frontend/stdio.ts';
 import {log} from './log.ts';
 import {BUNDLED_PROFILES, BUNDLED_TOOLS, withBundled} from './paths.ts';
+import {assertSomethingServed, assertToolDirs, emptyToolDirs} from './serve-preflight.ts';
 import {localPrincipal} from './policy/principal.ts';
 import type {Profile} from './policy/profile-schema.ts';
 import {createRuntime, RUNTIME_DEFAULTS, type Runtime, type RuntimeOptions} from './runtime.ts';
@@ -94,6 +95,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--isolate-pool <n>', 'warm isolates kept ready per memory size in each worker (0: off)', nonNegativeInt, RUNTIME_DEFAULTS.isolatePool)
     .option('--container-pool <n>', 'warm containers kept ready per (image, profile) (0: off)', nonNegativeInt, RUNTIME_DEFAULTS.containerPool)
     .action(async (flags: LoadFlags & {http?: string; config?: string}) => {
+      await assertToolDirs(flags.tools);
       exitCode = flags.http ? await serveHttpCommand(flags) : await serveStdioCommand(flags);
     });
 
@@ -139,6 +141,13 @@ export async function main(argv: string[]): Promise<number> {
 async function serveStdioCommand(flags: LoadFlags): Promise<number> {
   const runtime = await createRuntime(runtimeOptions(flags, {audit: flags.auditLog ?? RUNTIME_DEFAULTS.audit}));
   reportRejected(runtime);
+  for (const line of emptyToolDirs(runtime, flags.tools)) err(line);
+  try {
+    assertSomethingServed(runtime);
+  } catch (e) {
+    await runtime.close();
+    throw e;
+  }
   const server = serveStdioTransport(runtime);
   const shutdown = async () => {
     await server.stop();
@@ -152,7 +161,7 @@ async function serveStdioCommand(flags: LoadFlags): Promise<number> {
 
 async function serveHttpCommand(flags: LoadFlags & {http?: string; config?: string}): Promise<number> {
   const {serveHttpCommand: serve} = await import('./frontend/http/serve-http-command.ts');
-  return serve(flags.http!, runtimeOptions(flags, {audit: flags.auditLog ?? RUNTIME_DEFAULTS.audit}), flags.config);
+  return serve(flags.http!, runtimeOptions(flags, {audit: flags.auditLog ?? RUNTIME_DEFAULTS.audit}), flags.config, flags.tools);
 }
 
 function reportRejected(runtime: Runtime): void {
