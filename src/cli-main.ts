@@ -149,6 +149,8 @@ async function serveStdioCommand(flags: LoadFlags): Promise<number> {
     throw e;
   }
   const server = serveStdioTransport(runtime);
+  // One line for the human watching stderr (clients ignore it); stdout stays the protocol's.
+  err(`serving ${runtime.tools.size} tool${runtime.tools.size === 1 ? '' : 's'} over stdio`);
   const shutdown = async () => {
     await server.stop();
   };
