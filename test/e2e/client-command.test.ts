@@ -10,7 +10,7 @@ import {tempDir} from '../support/temp.ts';
  * The command a user puts in an MCP client's configuration writes nothing but JSON-RPC lines on
  * stdout, and says on stderr when it is ready (issue 14, point 6): the README's client
  * configuration, run exactly as written (paths filled in) with the system's `node` first on PATH
- * as a desktop client would have it, and `npm start --silent` (plain `npm start` prints npm's
+ * as a desktop client would have it, and `npm --prefix DIR --silent start` (plain `npm start` prints npm's
  * own banner on stdout, which no package can turn off).
  */
 const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -97,8 +97,12 @@ test('the README\'s client configuration, run as written under the system node, 
   assertProtocolOnly(await converse(command, args, {cwd: dir.path, env}));
 });
 
-test('npm start --silent writes only JSON-RPC on stdout', async () => {
+test('the README\'s npm form, npm --prefix DIR --silent start, writes only JSON-RPC on stdout', async () => {
+  const readme = await readFile(join(PACKAGE_ROOT, 'README.md'), 'utf8');
+  const written = /`"command": "npm", "args": (\[[^\]]*\])`/.exec(readme);
+  assert.ok(written, 'the README names the npm form');
+  const args = (JSON.parse(written[1]!) as string[]).map((a) => (a === '/path/to/toolcell' ? PACKAGE_ROOT : a));
   const env: Record<string, string | undefined> = {...process.env, TOOLCELL_LOG_LEVEL: 'info'};
   for (const key of Object.keys(env)) if (key.startsWith('npm_')) delete env[key];
-  assertProtocolOnly(await converse('npm', ['start', '--silent'], {cwd: PACKAGE_ROOT, env}));
+  assertProtocolOnly(await converse('npm', args, {cwd: dir.path, env}));
 });
