@@ -34,7 +34,7 @@ writeFileSync(config, JSON.stringify({
 }));
 
 const server = spawn(process.execPath, ['--no-node-snapshot', cli, 'serve', '--http', '127.0.0.1:0', '--config', config,
-  '--tools', join(root, 'bench/fixtures/tools'), '--profiles', join(root, 'bench/fixtures/profiles'), '--no-containers', '--audit-log', 'off'], {
+  '--no-bundled-tools', '--tools', join(root, 'bench/fixtures/tools'), '--profiles', join(root, 'bench/fixtures/profiles'), '--no-containers', '--audit-log', 'off'], {
   cwd: root, env: {...process.env, TOOLCELL_LOG_LEVEL: 'error'}, stdio: ['ignore', 'ignore', 'pipe'],
 });
 let stderr = '';

@@ -146,7 +146,7 @@ const isolateFlags = (process.env.BENCH_ISOLATE_FLAGS ?? '--isolate-workers 2 --
 
 /** The server is started as `npm start` and the `toolcell` bin start it: with the heap flags of src/cli.ts. */
 const serveArgs = (extra) => [
-  '--max-semi-space-size=4', '--max-old-space-size=512', 'dist/cli.js', 'serve', '--tools', 'bench/fixtures/tools', '--profiles', 'bench/fixtures/profiles', '--audit-log', 'off', ...extra,
+  '--max-semi-space-size=4', '--max-old-space-size=512', 'dist/cli.js', 'serve', '--no-bundled-tools', '--tools', 'bench/fixtures/tools', '--profiles', 'bench/fixtures/profiles', '--audit-log', 'off', ...extra,
 ];
 
 const results = {

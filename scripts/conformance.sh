@@ -31,7 +31,7 @@ LOG="$OUT/server.log"
 [ -f "$CLI" ] || { echo "conformance: $CLI missing; run npm run build (or set TOOLCELL_CLI)" >&2; exit 2; }
 
 TOOLCELL_LOG_LEVEL=${TOOLCELL_LOG_LEVEL:-warn} "$NODE" --no-node-snapshot "$CLI" serve --http 127.0.0.1:0 \
-  --tools test/fixtures/tools/conformance --unprefixed conformance --no-containers --audit-log off 2>"$LOG" &
+  --no-bundled-tools --tools test/fixtures/tools/conformance --unprefixed conformance --no-containers --audit-log off 2>"$LOG" &
 SERVER=$!
 stop_server() {
   if kill -0 "$SERVER" 2>/dev/null; then kill -TERM "$SERVER" 2>/dev/null || true; fi

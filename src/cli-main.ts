@@ -4,6 +4,8 @@ import {ConfigError} from './errors.ts';
 import {callTool, UnknownToolError} from './frontend/call-tool.ts';
 import {serveStdioTransport} from './frontend/stdio.ts';
 import {log} from './log.ts';
+import {BUNDLED_PROFILES, BUNDLED_TOOLS, withBundled} from './paths.ts';
+import {assertSomethingServed, assertToolDirs, emptyToolDirs} from './serve-preflight.ts';
 import {localPrincipal} from './policy/principal.ts';
 import type {Profile} from './policy/profile-schema.ts';
 import {createRuntime, RUNTIME_DEFAULTS, type Runtime, type RuntimeOptions} from './runtime.ts';
@@ -14,6 +16,10 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 interface LoadFlags {
   tools?: string[];
   profiles?: string[];
+  /** false for `--no-bundled-tools`. */
+  bundledTools?: boolean;
+  /** false for `--no-bundled-profiles`. */
+  bundledProfiles?: boolean;
   workspace?: string;
   mountRoot?: string[];
   containers?: boolean;
@@ -41,8 +47,8 @@ function runtimeOptions(flags: LoadFlags, extra: RuntimeOptions = {}): RuntimeOp
     isolateWorkers: flags.isolateWorkers,
     isolatePool: flags.isolatePool,
     containerPool: flags.containerPool,
-    toolDirs: flags.tools,
-    profileDirs: flags.profiles,
+    toolDirs: withBundled(BUNDLED_TOOLS, flags.tools, flags.bundledTools !== false),
+    profileDirs: withBundled(BUNDLED_PROFILES, flags.profiles, flags.bundledProfiles !== false),
     workspace: flags.workspace || undefined, // an empty --workspace means none, as before
     mountRoots: flags.mountRoot,
     containers: flags.containers,
@@ -53,8 +59,10 @@ function runtimeOptions(flags: LoadFlags, extra: RuntimeOptions = {}): RuntimeOp
 
 function addLoadOptions(command: Command): Command {
   return command
-    .option('--tools <dir>', 'tool package directory (repeatable; default: the bundled tools/)', collect)
-    .option('--profiles <dir>', 'profile directory (repeatable; default: the bundled profiles/)', collect)
+    .option('--tools <dir>', 'tool package directory, loaded after the bundled tools/ (repeatable; a package whose name is taken is refused)', collect)
+    .option('--profiles <dir>', 'profile directory, loaded after the bundled profiles/ (repeatable; a profile name defined twice stops the load)', collect)
+    .option('--no-bundled-tools', 'do not load the bundled tools/: only the --tools directories')
+    .option('--no-bundled-profiles', 'do not load the bundled profiles/: only the --profiles directories')
     .option('--workspace <dir>', 'directory that "${workspace}" means in mount grants (no default: tools that mount it are left out without it)')
     .option('--mount-root <dir>', 'directory under which profile mounts may lie (repeatable; default: the workspace)', collect)
     .option('--no-containers', 'do not use the Docker engine; container tools are left out')
@@ -87,6 +95,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--isolate-pool <n>', 'warm isolates kept ready per memory size in each worker (0: off)', nonNegativeInt, RUNTIME_DEFAULTS.isolatePool)
     .option('--container-pool <n>', 'warm containers kept ready per (image, profile) (0: off)', nonNegativeInt, RUNTIME_DEFAULTS.containerPool)
     .action(async (flags: LoadFlags & {http?: string; config?: string}) => {
+      await assertToolDirs(flags.tools);
       exitCode = flags.http ? await serveHttpCommand(flags) : await serveStdioCommand(flags);
     });
 
@@ -132,7 +141,16 @@ export async function main(argv: string[]): Promise<number> {
 async function serveStdioCommand(flags: LoadFlags): Promise<number> {
   const runtime = await createRuntime(runtimeOptions(flags, {audit: flags.auditLog ?? RUNTIME_DEFAULTS.audit}));
   reportRejected(runtime);
+  for (const line of emptyToolDirs(runtime, flags.tools)) err(line);
+  try {
+    assertSomethingServed(runtime);
+  } catch (e) {
+    await runtime.close();
+    throw e;
+  }
   const server = serveStdioTransport(runtime);
+  // One line for the human watching stderr (clients ignore it); stdout stays the protocol's.
+  err(`serving ${runtime.tools.size} tool${runtime.tools.size === 1 ? '' : 's'} over stdio`);
   const shutdown = async () => {
     await server.stop();
   };
@@ -145,7 +163,7 @@ async function serveStdioCommand(flags: LoadFlags): Promise<number> {
 
 async function serveHttpCommand(flags: LoadFlags & {http?: string; config?: string}): Promise<number> {
   const {serveHttpCommand: serve} = await import('./frontend/http/serve-http-command.ts');
-  return serve(flags.http!, runtimeOptions(flags, {audit: flags.auditLog ?? RUNTIME_DEFAULTS.audit}), flags.config);
+  return serve(flags.http!, runtimeOptions(flags, {audit: flags.auditLog ?? RUNTIME_DEFAULTS.audit}), flags.config, flags.tools);
 }
 
 function reportRejected(runtime: Runtime): void {
@@ -177,7 +195,8 @@ async function listCommand(flags: LoadFlags & {json?: boolean}): Promise<number>
         for (const r of runtime.rejected) out(`  ${r.name ?? r.dir}: ${r.reason}`);
       }
     }
-    return 0;
+    // A rejected package is a failed check, even though everything that loaded is listed.
+    return runtime.rejected.length > 0 ? 1 : 0;
   } finally {
     await runtime.close();
   }

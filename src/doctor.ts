@@ -9,9 +9,15 @@ import type {RuntimeOptions} from './runtime.ts';
 /** One line of the doctor's report. */
 export interface Check {
   name: string;
+  /** false fails the doctor (exit 1). */
   ok: boolean;
+  /** Not checked on purpose (`--no-containers`): `ok` stays true, the line reads `skip`. */
+  skipped?: true;
   detail: string;
 }
+
+/** Why container checks are skipped under `--no-containers`. */
+const CONTAINERS_OFF = 'container tools are turned off (--no-containers)';
 
 /** Runs a trivial job in a fresh isolate in a real worker process; the truth about isolated-vm here. */
 async function probeIsolate(): Promise<Check> {
@@ -59,22 +65,31 @@ function dockerChecks(probe: DockerProbe): Check[] {
  * `toolcell doctor`: reports which isolation this host offers, measured rather than assumed:
  * Node version, an isolate really run in a worker, the Docker engine, whether cgroup limits take
  * effect, gVisor, the sandbox images; then whether each loaded profile (and the tools that use
- * it) can be honoured here. Fails closed.
- * @returns exit code: 0 when every loaded profile can be honoured, 1 otherwise.
+ * it) can be honoured here. Fails closed. With `options.containers === false` (`--no-containers`)
+ * the engine is not asked and container profiles are reported `skip`, not failed: their tools are
+ * left out on purpose. Without that flag an unreachable engine fails every container profile.
+ * @returns exit code: 0 when every loaded profile can be honoured or is skipped, 1 otherwise.
  */
 export async function doctor(options: RuntimeOptions, json: boolean): Promise<number> {
   const node = process.versions.node;
   const checks: Check[] = [{name: 'node', ok: Number(node.split('.')[0]) >= 24, detail: `v${node} (24 required)`}];
   checks.push(await probeIsolate());
-  const profiles = await loadProfiles(options.profileDirs?.length ? options.profileDirs : [BUNDLED_PROFILES]);
-  const loaded = await loadPackages(options.toolDirs?.length ? options.toolDirs : [BUNDLED_TOOLS], profiles);
+  const profiles = await loadProfiles(options.profileDirs ?? [BUNDLED_PROFILES]);
+  const loaded = await loadPackages(options.toolDirs ?? [BUNDLED_TOOLS], profiles);
   const images = [...new Set([...loaded.tools.values()].flatMap((t) => (t.container ? [t.container.image] : [])))];
-  const docker = options.containers === false ? undefined : await probeDocker({images});
+  const containersOff = options.containers === false;
+  const docker = containersOff ? undefined : await probeDocker({images});
   if (docker) checks.push(...dockerChecks(docker));
+  else checks.push({name: 'docker', ok: true, skipped: true, detail: `not checked: ${CONTAINERS_OFF}`});
   const isolateOk = checks.find((c) => c.name === 'isolated-vm')!.ok;
   for (const profile of profiles.values()) {
     const users = [...loaded.tools.values()].filter((t) => t.profile.name === profile.name);
     let problem: string | undefined;
+    const used = users.length > 0 ? `used by ${users.map((t) => t.name).join(', ')}` : 'used by no loaded tool';
+    if (profile.backend === 'container' && containersOff) {
+      checks.push({name: `profile ${profile.name}`, ok: true, skipped: true, detail: `skipped: ${CONTAINERS_OFF}; its tools are not served (${used})`});
+      continue;
+    }
     if (profile.backend === 'isolate') {
       problem = isolateOk ? undefined : 'isolates cannot run here';
     } else if (docker === undefined || !docker.reachable) {
@@ -87,7 +102,6 @@ export async function doctor(options: RuntimeOptions, json: boolean): Promise<nu
       const missing = [...new Set(users.flatMap((t) => (t.container && docker.images[t.container.image] === false ? [t.container.image] : [])))];
       if (missing.length > 0) problem = `image(s) missing: ${missing.join(', ')}`;
     }
-    const used = users.length > 0 ? `used by ${users.map((t) => t.name).join(', ')}` : 'used by no loaded tool';
     checks.push({name: `profile ${profile.name}`, ok: problem === undefined, detail: problem === undefined ? `can be honoured (${used})` : `CANNOT be honoured: ${problem} (${used})`});
   }
   for (const r of loaded.rejected) checks.push({name: `package ${r.name ?? r.dir}`, ok: false, detail: `rejected: ${r.reason}`});
@@ -95,8 +109,9 @@ export async function doctor(options: RuntimeOptions, json: boolean): Promise<nu
   if (json) {
     process.stdout.write(`${JSON.stringify({ok, checks, docker}, null, 2)}\n`);
   } else {
-    for (const c of checks) process.stdout.write(`${c.ok ? 'ok  ' : 'FAIL'}  ${c.name.padEnd(28)} ${c.detail}\n`);
-    process.stdout.write(ok ? 'toolcell doctor: every loaded profile can be honoured on this host\n' : 'toolcell doctor: some profiles cannot be honoured on this host (see FAIL lines)\n');
+    for (const c of checks) process.stdout.write(`${c.skipped ? 'skip' : c.ok ? 'ok  ' : 'FAIL'}  ${c.name.padEnd(28)} ${c.detail}\n`);
+    const skipped = checks.some((c) => c.skipped) ? ' (container profiles skipped: --no-containers)' : '';
+    process.stdout.write(ok ? `toolcell doctor: every loaded profile can be honoured on this host${skipped}\n` : 'toolcell doctor: some profiles cannot be honoured on this host (see FAIL lines)\n');
   }
   return ok ? 0 : 1;
 }

@@ -41,9 +41,13 @@ export const RUNTIME_DEFAULTS = Object.freeze({
 
 /** How to assemble a runtime. Every option is optional; absent ones take `RUNTIME_DEFAULTS`. */
 export interface RuntimeOptions {
-  /** Tool directories; default: the bundled `tools/`. */
+  /**
+   * Tool directories, loaded in this order (the first package with a name keeps it); default:
+   * the bundled `tools/` alone; `[]` loads none. The CLI passes the bundled directory first,
+   * then each `--tools DIR` (`withBundled` in paths.ts).
+   */
   toolDirs?: readonly string[];
-  /** Profile directories; default: the bundled `profiles/`. */
+  /** Profile directories, the same way (default: the bundled `profiles/` alone; `[]` loads none). */
   profileDirs?: readonly string[];
   /**
    * Directory `${workspace}` means in mount grants. No default: without it, tools whose profile
@@ -84,10 +88,17 @@ function prewarm(backend: ContainerBackend, tool: ToolDefinition, grants: Contai
   }
 }
 
-/** A tool that loaded but cannot be served on this host, and why. */
+/**
+ * A tool that loaded but is not served, and why. `skipped` marks a tool left out on purpose by
+ * how the server was started (`--no-containers`, or a profile that mounts `${workspace}` without
+ * `--workspace`): `/readyz` and `doctor` report it without failing. Without `skipped` it was left
+ * out for a fault (no Docker engine while containers were wanted, a missing image or command, a
+ * refused mount), which fails both.
+ */
 export interface UnavailableTool {
   tool: string;
   reason: string;
+  skipped?: true;
 }
 
 /** A running runtime: what the call spine needs plus what `list`, `doctor` and shutdown need. */
@@ -112,8 +123,8 @@ export interface Runtime extends ToolRuntime {
  *   packages do not throw: they are listed in `rejected` and logged, one line each.
  */
 export async function createRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
-  const profileDirs = options.profileDirs?.length ? options.profileDirs : [BUNDLED_PROFILES];
-  const toolDirs = options.toolDirs?.length ? options.toolDirs : [BUNDLED_TOOLS];
+  const profileDirs = options.profileDirs ?? [BUNDLED_PROFILES];
+  const toolDirs = options.toolDirs ?? [BUNDLED_TOOLS];
   const workspace = options.workspace === undefined ? undefined : resolve(options.workspace);
   const containerPool = options.containerPool ?? RUNTIME_DEFAULTS.containerPool;
   const profiles = await loadProfiles(profileDirs);
@@ -121,9 +132,12 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   /** Container profiles that cannot be used as started, with the reason. */
   const profileProblems = new Map<string, string>();
   const mountable: ContainerProfile[] = [];
+  /** Container profiles left out on purpose: they mount `${workspace}` and none was given. */
+  const workspaceLess = new Set<string>();
   for (const profile of profiles.values()) {
     if (profile.backend !== 'container') continue;
     if (workspace === undefined && profile.filesystem.mounts.some((m) => m.source.startsWith('${workspace}'))) {
+      workspaceLess.add(profile.name);
       profileProblems.set(profile.name, `its profile "${profile.name}" mounts \${workspace}, and serve was started without --workspace DIR`);
       continue;
     }
@@ -149,7 +163,8 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       ? {backend: undefined, reason: 'container tools are turned off (--no-containers)'}
       : await containerSupport({poolSize: containerPool});
     if (support.backend === undefined) {
-      for (const tool of containerTools) unavailable.push({tool: tool.name, reason: support.reason});
+      const skipped = options.containers === false;
+      for (const tool of containerTools) unavailable.push({tool: tool.name, reason: support.reason, ...(skipped ? {skipped} : {})});
       process.stderr.write(`toolcell: container tools left out (${containerTools.map((t) => t.name).join(', ')}): ${support.reason}\n`);
     } else {
       container = support.backend;
@@ -158,7 +173,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         if (profile.backend !== 'container') continue;
         const problem = profileProblems.get(profile.name);
         if (problem !== undefined) {
-          unavailable.push({tool: tool.name, reason: problem});
+          unavailable.push({tool: tool.name, reason: problem, ...(workspaceLess.has(profile.name) ? {skipped: true as const} : {})});
           process.stderr.write(`toolcell: tool ${tool.name} left out: ${problem}\n`);
           continue;
         }

@@ -35,9 +35,9 @@ after(() => dir.dispose());
 
 const tools = () => ['--tools', join(dir.path, 'tools'), '--no-containers'];
 
-test('list shows loaded tools with profile and grants, and each rejected package in one line with its reason', async () => {
+test('list shows loaded tools with profile and grants, and each rejected package in one line with its reason; a rejection exits 1', async () => {
   const {code, stdout} = await run(['list', ...tools()]);
-  assert.equal(code, 0);
+  assert.equal(code, 1);
   assert.match(stdout, /ok__add\s+\[isolate, profile isolate-strict\] memory 32 MB, timeout 2000 ms/);
   assert.match(stdout, /^ {2}escape: tool "x": entry "\.\.\/ok\/add\.js" escapes the package directory$/m);
   assert.match(stdout, /^ {2}ghost: tool "x": names unknown profile "root-everything"; known profiles: .*isolate-strict/m);

@@ -202,7 +202,7 @@ describe('cancellation and load', () => {
   test('progress notifications report the call\'s stages; console output arrives as log notifications before the result', async () => {
     // Read the wire itself: the SDK client drops a progress notification it processes after the
     // response it belongs to, so only the raw stream shows what the server sent, and in what order.
-    const child = spawn(process.execPath, [CLI, 'serve', '--tools', join(dir.path, 'tools'), '--profiles', join(dir.path, 'profiles'), '--audit-log', 'off'],
+    const child = spawn(process.execPath, [CLI, 'serve', '--no-bundled-tools', '--tools', join(dir.path, 'tools'), '--profiles', join(dir.path, 'profiles'), '--audit-log', 'off'],
       {stdio: ['pipe', 'pipe', 'ignore']});
     let stdout = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -238,7 +238,7 @@ describe('cancellation and load', () => {
 });
 
 test('stdout carries nothing but protocol messages, even when a tool prints JSON-RPC-looking text', async () => {
-  const child = spawn(process.execPath, [CLI, 'serve', '--tools', join(dir.path, 'tools'), '--profiles', join(dir.path, 'profiles'), '--audit-log', 'off'],
+  const child = spawn(process.execPath, [CLI, 'serve', '--no-bundled-tools', '--tools', join(dir.path, 'tools'), '--profiles', join(dir.path, 'profiles'), '--audit-log', 'off'],
     {stdio: ['pipe', 'pipe', 'pipe'], env: {...process.env, TOOLCELL_LOG_LEVEL: 'debug'}});
   let stdout = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));

@@ -5,15 +5,17 @@ import {ToolcellError} from '../../errors.ts';
 import type {ToolRuntime} from '../call-tool.ts';
 
 /** State of one backend in the readiness report. */
-export type BackendState = 'ok' | 'busy' | 'unavailable' | 'failed';
+export type BackendState = 'ok' | 'busy' | 'unavailable' | 'failed' | 'skipped';
 
 /** What `/readyz` answers: a summary with no host details. */
 export interface ReadinessReport {
   ready: boolean;
   /** Tools served now. */
   tools: number;
-  /** Loaded tools left out because their backend is unavailable on this host. */
+  /** Loaded tools left out for a fault (their backend, image or mount is unavailable on this host): not ready. */
   unavailableTools: number;
+  /** Loaded tools left out on purpose (`--no-containers`, no `--workspace`): reported, still ready. */
+  skippedTools: number;
   /** State of each backend that a served or loaded tool's profile needs. */
   backends: Partial<Record<'isolate' | 'container', BackendState>>;
   draining: boolean;
@@ -41,7 +43,8 @@ const probeJob = (): IsolateJob => ({
 
 /**
  * Readiness of the service (`/readyz`): ready when at least one tool is served, no loaded tool
- * is left out for want of its backend, every backend a served tool needs is configured, a
+ * is left out for a fault (tools left out on purpose, `skipped`, are counted apart and do not
+ * count against it), every backend a served tool needs is configured, a
  * trivial isolate call completes through the real dispatcher (cached for `PROBE_CACHE_MS`), and
  * the `extra` check passes (on every request, uncached). When `extra` fails and container tools
  * are served, the report names the container backend `unavailable`.
@@ -51,20 +54,22 @@ const probeJob = (): IsolateJob => ({
  * sandbox now).
  */
 export class Readiness {
-  readonly #runtime: ToolRuntime & {unavailable?: readonly unknown[]};
+  readonly #runtime: ToolRuntime & {unavailable?: readonly {readonly tool: string; readonly reason: string; readonly skipped?: boolean}[]};
   readonly #extra: ReadinessCheck | undefined;
   #probe: {at: number; state: BackendState} | undefined;
   #pending: Promise<BackendState> | undefined;
   draining = false;
 
-  constructor(runtime: ToolRuntime & {unavailable?: readonly unknown[]}, extra?: ReadinessCheck) {
+  constructor(runtime: ToolRuntime & {unavailable?: readonly {readonly tool: string; readonly reason: string; readonly skipped?: boolean}[]}, extra?: ReadinessCheck) {
     this.#runtime = runtime;
     this.#extra = extra;
   }
 
   async report(): Promise<ReadinessReport> {
     const tools = [...this.#runtime.tools.values()];
-    const unavailableTools = this.#runtime.unavailable?.length ?? 0;
+    const left = this.#runtime.unavailable ?? [];
+    const skippedTools = left.filter((u) => u.skipped === true).length;
+    const unavailableTools = left.length - skippedTools;
     const kinds = new Set(tools.map((t) => t.profile.backend));
     const backends: ReadinessReport['backends'] = {};
     for (const kind of kinds) {
@@ -73,12 +78,13 @@ export class Readiness {
     }
     if (kinds.has('isolate') && backends.isolate === undefined) backends.isolate = await this.#isolateState();
     if (unavailableTools > 0 && backends.container === undefined) backends.container = 'unavailable';
+    if (skippedTools > 0 && backends.container === undefined) backends.container = 'skipped';
     let extraOk = true;
     if (this.#extra !== undefined) extraOk = await this.#extra().catch(() => false);
     if (!extraOk && backends.container === 'ok') backends.container = 'unavailable';
     const ready = !this.draining && extraOk && tools.length > 0 && unavailableTools === 0
-      && Object.values(backends).every((s) => s === 'ok' || s === 'busy');
-    return {ready, tools: tools.length, unavailableTools, backends, draining: this.draining};
+      && Object.values(backends).every((s) => s === 'ok' || s === 'busy' || s === 'skipped');
+    return {ready, tools: tools.length, unavailableTools, skippedTools, backends, draining: this.draining};
   }
 
   async #isolateState(): Promise<BackendState> {

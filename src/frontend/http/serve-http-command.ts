@@ -2,7 +2,9 @@
 import {ConfigError} from '../../errors.ts';
 import {log} from '../../log.ts';
 import {QuotaAdmission, quotaQueueProblems} from '../../policy/quota.ts';
+import {grantCoverage} from '../../policy/grant-coverage.ts';
 import {assertMayListen, defaultServiceConfig, loadServiceConfig} from '../../policy/service-config.ts';
+import {assertSomethingServed, emptyToolDirs} from '../../serve-preflight.ts';
 import {createRuntime, RUNTIME_DEFAULTS, type RuntimeOptions} from '../../runtime.ts';
 import {ServiceMetrics} from '../metrics.ts';
 import {startHttpService, type HttpService} from './serve-http.ts';
@@ -29,10 +31,15 @@ export function parseListenAddress(hostPort: string): {host: string; port: numbe
  * down gracefully (see `HttpService.shutdown`; a second signal exits at once). Prints the
  * endpoint URL on stderr.
  *
+ * Refuses to serve nothing (exit 2): no tool served at all (`assertSomethingServed`), or
+ * authentication configured while no principal can call a served tool (`grantCoverage`); warns
+ * in one line for each principal that can call nothing, and for each `--tools` directory
+ * (`userToolDirs`) that held no package.
+ *
  * @returns the exit code: 0 after a graceful shutdown, 2 for a configuration or address error
  *   (message on stderr)
  */
-export async function serveHttpCommand(hostPort: string, options: RuntimeOptions, configPath?: string): Promise<number> {
+export async function serveHttpCommand(hostPort: string, options: RuntimeOptions, configPath?: string, userToolDirs: readonly string[] = []): Promise<number> {
   const say = (text: string) => process.stderr.write(`toolcell: ${text}\n`);
   let service: HttpService;
   let close: (() => Promise<void>) | undefined;
@@ -53,6 +60,11 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     const runtime = await createRuntime({...options, admission: quota, onCallFinished: metrics.onCallFinished});
     close = () => runtime.close();
     for (const r of runtime.rejected) say(`package ${r.name ?? r.dir} rejected: ${r.reason}`);
+    for (const line of emptyToolDirs(runtime, userToolDirs)) say(line);
+    assertSomethingServed(runtime);
+    const coverage = grantCoverage(config, [...new Set([...runtime.tools.values()].map((t) => t.packageName))]);
+    for (const line of coverage.warnings) say(`warning: ${line}`);
+    if (coverage.nobody) throw new ConfigError(configPath ?? '(defaults)', 'grants: no principal can call any served tool (see the warnings above); grant packages in "grants"');
     metrics.watchPools(() => runtime.poolSizes());
     service = await startHttpService({runtime, config, host, port, metrics, readinessCheck: () => runtime.containersReachable()});
   } catch (err) {

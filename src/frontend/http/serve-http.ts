@@ -21,8 +21,8 @@ export {MCP_PATH, PRM_PATH} from './router.ts';
 
 /** A runtime the service can serve: the call spine, plus (optionally) what `/readyz` and shutdown use. */
 export type ServiceRuntime = ToolRuntime & {
-  /** Loaded tools left out because their backend is unavailable (`Runtime.unavailable`). */
-  readonly unavailable?: readonly unknown[];
+  /** Loaded tools left out, for a fault or (`skipped`) on purpose (`Runtime.unavailable`). */
+  readonly unavailable?: readonly {readonly tool: string; readonly reason: string; readonly skipped?: boolean}[];
   /** Stops the backends and reaps sandboxes (`Runtime.close`). */
   close?(): Promise<void>;
 };

@@ -34,7 +34,7 @@ test('/healthz needs no credentials and answers probes whatever their Host; /rea
     assert.equal(await getWithHost(service.port, '/metrics', '10.1.2.3:8080'), 403, 'other routes still check Host');
     const ready = await fetch(`${service.origin}/readyz`);
     assert.equal(ready.status, 200);
-    assert.deepEqual(await ready.json(), {ready: true, tools: 4, unavailableTools: 0, backends: {isolate: 'ok'}, draining: false});
+    assert.deepEqual(await ready.json(), {ready: true, tools: 4, unavailableTools: 0, skippedTools: 0, backends: {isolate: 'ok'}, draining: false});
     const missing = await fetch(`${service.origin}/nope`);
     assert.equal(missing.status, 404);
     assert.deepEqual(await missing.json(), {error: 'not_found'});
