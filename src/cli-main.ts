@@ -1,4 +1,4 @@
-/** The `toolcell` command line: parses commands and flags (defaults from `RUNTIME_DEFAULTS`) and runs serve, list, call, doctor and images. */
+/** The `toolcell` command line: parses commands and flags (defaults from `RUNTIME_DEFAULTS`) and runs serve, list, call, doctor, images, build and check. */
 import {Command, CommanderError, InvalidArgumentError, Option} from 'commander';
 import {ConfigError} from './errors.ts';
 import {callTool, UnknownToolError} from './frontend/call-tool.ts';
@@ -107,6 +107,21 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (flags: LoadFlags & {json?: boolean}) => {
       const {doctor} = await import('./doctor.ts');
       exitCode = await doctor(runtimeOptions(flags), Boolean(flags.json));
+    });
+
+  program.command('build').description('bundle the isolate entries of a tool package (src/<name>.ts|js → dist/<name>.js) with esbuild')
+    .argument('[dir]', 'a package directory (with toolcell.json) or a folder of packages', '.')
+    .action(async (dir: string) => {
+      const {buildCommand} = await import('./build-command.ts');
+      exitCode = await buildCommand(dir);
+    });
+
+  program.command('check').description('load a tool package as serve would and find what fails only at call time; exits 1 on problems')
+    .argument('[dir]', 'a package directory (with toolcell.json) or a folder of packages', '.')
+    .option('--profiles <dir>', 'profile directory next to the bundled profiles (repeatable)', collect)
+    .action(async (dir: string, flags: {profiles?: string[]}) => {
+      const {checkCommand} = await import('./check-command.ts');
+      exitCode = await checkCommand(dir, flags.profiles ?? []);
     });
 
   program.command('images').description('sandbox images')

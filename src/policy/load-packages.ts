@@ -166,7 +166,7 @@ async function loadTool(dir: string, name: string, packageName: string, version:
   }
   const kind = tool.isolate ? 'isolate' : 'container';
   if (profile.backend !== kind) {
-    throw new Error(`is a ${kind} tool but profile "${profile.name}" is for the ${profile.backend} backend`);
+    throw new Error(`is ${kind === 'isolate' ? 'an' : 'a'} ${kind} tool but profile "${profile.name}" is for the ${profile.backend} backend`);
   }
   let validateInput;
   let validateOutput;
