@@ -52,7 +52,6 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     if (problems.length > 0) throw new ConfigError(configPath ?? '(defaults)', `quotas: ${problems.join('; ')}`);
     const runtime = await createRuntime({...options, admission: quota, onCallFinished: metrics.onCallFinished});
     close = () => runtime.close();
-    for (const r of runtime.rejected) say(`package ${r.name ?? r.dir} rejected: ${r.reason}`);
     metrics.watchPools(() => runtime.poolSizes());
     service = await startHttpService({runtime, config, host, port, metrics, readinessCheck: () => runtime.containersReachable()});
   } catch (err) {
