@@ -1,9 +1,9 @@
-/** The `toolcell` command line: parses commands and flags (defaults from `RUNTIME_DEFAULTS`) and runs serve, list, call, doctor and images. */
+/** The `toolcell` command line: parses commands and flags (defaults from `RUNTIME_DEFAULTS`) and runs serve, list, call, doctor, images, build and check. */
 import {Command, CommanderError, InvalidArgumentError, Option} from 'commander';
 import {ConfigError} from './errors.ts';
 import {callTool, UnknownToolError} from './frontend/call-tool.ts';
 import {serveStdioTransport} from './frontend/stdio.ts';
-import {log} from './log.ts';
+import {LOG_FORMATS, logLevelProblem, setLogFormat, type LogFormat} from './log.ts';
 import {BUNDLED_PROFILES, BUNDLED_TOOLS, withBundled} from './paths.ts';
 import {assertSomethingServed, assertToolDirs, emptyToolDirs} from './serve-preflight.ts';
 import {localPrincipal} from './policy/principal.ts';
@@ -84,13 +84,20 @@ export async function main(argv: string[]): Promise<number> {
     .description('Sandboxed tool-execution runtime for MCP: every tool call in a fresh isolate or container.')
     .exitOverride()
     .configureOutput({writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s)})
-    .showHelpAfterError('(run "toolcell --help" for usage)');
+    .showHelpAfterError('(run "toolcell --help" for usage)')
+    .addOption(new Option('--log-format <format>', 'log lines on stderr: json, or pretty (default: pretty when stderr is a terminal, else json)').choices(LOG_FORMATS))
+    .hook('preAction', (command) => {
+      const problem = logLevelProblem();
+      if (problem !== undefined) command.error(`toolcell: ${problem}`, {exitCode: 2, code: 'toolcell.logLevel'});
+      const format = command.opts<{logFormat?: LogFormat}>().logFormat;
+      if (format !== undefined) setLogFormat(format);
+    });
 
   addLoadOptions(program.command('serve').description('serve tools over MCP (stdio by default)'))
     .addOption(new Option('--stdio', 'serve over stdio (default)'))
     .addOption(new Option('--http <host:port>', 'serve Streamable HTTP at http://HOST:PORT/mcp').conflicts('stdio'))
     .option('--config <file>', 'HTTP service configuration (authentication, grants, quotas): JSON')
-    .option('--audit-log <target>', 'audit events: a JSONL file path, "stderr" or "off"', RUNTIME_DEFAULTS.audit)
+    .option('--audit-log <target>', `audit events: a JSONL file path, "stderr" or "off" (default: "${RUNTIME_DEFAULTS.auditStdio}" on stdio, "${RUNTIME_DEFAULTS.audit}" with --http)`)
     .option('--isolate-workers <n>', 'isolate worker processes', positiveInt, RUNTIME_DEFAULTS.isolateWorkers)
     .option('--isolate-pool <n>', 'warm isolates kept ready per memory size in each worker (0: off)', nonNegativeInt, RUNTIME_DEFAULTS.isolatePool)
     .option('--container-pool <n>', 'warm containers kept ready per (image, profile) (0: off)', nonNegativeInt, RUNTIME_DEFAULTS.containerPool)
@@ -118,6 +125,21 @@ export async function main(argv: string[]): Promise<number> {
       exitCode = await doctor(runtimeOptions(flags), Boolean(flags.json));
     });
 
+  program.command('build').description('bundle the isolate entries of a tool package (src/<name>.ts|js → dist/<name>.js) with esbuild')
+    .argument('[dir]', 'a package directory (with toolcell.json) or a folder of packages', '.')
+    .action(async (dir: string) => {
+      const {buildCommand} = await import('./build-command.ts');
+      exitCode = await buildCommand(dir);
+    });
+
+  program.command('check').description('load a tool package as serve would and find what fails only at call time; exits 1 on problems')
+    .argument('[dir]', 'a package directory (with toolcell.json) or a folder of packages', '.')
+    .option('--profiles <dir>', 'profile directory next to the bundled profiles (repeatable)', collect)
+    .action(async (dir: string, flags: {profiles?: string[]}) => {
+      const {checkCommand} = await import('./check-command.ts');
+      exitCode = await checkCommand(dir, flags.profiles ?? []);
+    });
+
   program.command('images').description('sandbox images')
     .command('build').description('build the sandbox images from sandboxes/ (all, or NAME)').argument('[name]', 'image folder, e.g. python')
     .action(async (name?: string) => {
@@ -139,8 +161,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function serveStdioCommand(flags: LoadFlags): Promise<number> {
-  const runtime = await createRuntime(runtimeOptions(flags, {audit: flags.auditLog ?? RUNTIME_DEFAULTS.audit}));
-  reportRejected(runtime);
+  const runtime = await createRuntime(runtimeOptions(flags, {audit: flags.auditLog ?? RUNTIME_DEFAULTS.auditStdio}));
   for (const line of emptyToolDirs(runtime, flags.tools)) err(line);
   try {
     assertSomethingServed(runtime);
@@ -166,13 +187,9 @@ async function serveHttpCommand(flags: LoadFlags & {http?: string; config?: stri
   return serve(flags.http!, runtimeOptions(flags, {audit: flags.auditLog ?? RUNTIME_DEFAULTS.audit}), flags.config, flags.tools);
 }
 
-function reportRejected(runtime: Runtime): void {
-  for (const r of runtime.rejected) err(`package ${r.name ?? r.dir} rejected: ${r.reason}`);
-}
-
 async function listCommand(flags: LoadFlags & {json?: boolean}): Promise<number> {
   // One-shot commands make at most one call: no warm pool.
-  const runtime = await createRuntime(runtimeOptions(flags, {audit: 'off', isolatePool: 0}));
+  const runtime = await createRuntime(runtimeOptions(flags, {audit: 'off', isolatePool: 0, logProblems: false}));
   try {
     const unavailable = new Map(runtime.unavailable.map((u) => [u.tool, u.reason]));
     const tools = [...runtime.allTools.values()].map((t) => ({

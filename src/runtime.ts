@@ -25,7 +25,9 @@ import {BUNDLED_PROFILES, BUNDLED_TOOLS} from './paths.ts';
  *   0 turns the pool off). The one-shot commands `list` and `call` pass 0.
  * - `containerPool` 0: warm containers per (image, profile), off (`--container-pool`).
  * - `containers` true: use the Docker engine when container tools are loaded (`--no-containers`).
- * - `audit` `'stderr'`: where audit events go (`--audit-log`).
+ * - `audit` `'stderr'`: where audit events go (`--audit-log`) for `serve --http` and the runtime.
+ * - `auditStdio` `'off'`: the same for `serve` over stdio, where stderr is the desktop client's
+ *   log of the server: audit events are written there only when `--audit-log` asks for them.
  * - `dispatch`: queue bounds and deadlines per backend (`DEFAULT_DISPATCH`).
  * `IsolateBackend` has fallbacks of its own (pool size 2) for code that constructs it directly;
  * the runtime always passes these values, so that library default never applies here.
@@ -36,6 +38,7 @@ export const RUNTIME_DEFAULTS = Object.freeze({
   containerPool: 0,
   containers: true,
   audit: 'stderr',
+  auditStdio: 'off',
   dispatch: DEFAULT_DISPATCH,
 } as const);
 
@@ -71,6 +74,12 @@ export interface RuntimeOptions {
   isolatePool?: number;
   /** Warm containers kept ready per (image, profile); 0 is off (default: `RUNTIME_DEFAULTS.containerPool`). */
   containerPool?: number;
+  /**
+   * Whether the runtime logs each rejected package and each tool it leaves out, one log line
+   * each (default true: `serve`). `list` passes false: it prints them itself, so that each one
+   * is shown once.
+   */
+  logProblems?: boolean;
   admission?: Admission;
   onCallFinished?: ToolRuntime['onCallFinished'];
 }
@@ -149,7 +158,8 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   for (const [name, list] of resolved.mounts) mountsByProfile.set(name, list);
   for (const [name, problem] of resolved.problems) profileProblems.set(name, problem);
   const loaded = await loadPackages(toolDirs, profiles, {unprefixed: options.unprefixed ?? []});
-  for (const r of loaded.rejected) log.warn({dir: r.dir, package: r.name}, `package rejected: ${r.reason}`);
+  const logProblems = options.logProblems ?? true;
+  if (logProblems) for (const r of loaded.rejected) log.warn({dir: r.dir, package: r.name}, `package rejected: ${r.reason}`);
 
   const served = new Map<string, ToolDefinition>();
   const unavailable: UnavailableTool[] = [];
@@ -165,7 +175,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     if (support.backend === undefined) {
       const skipped = options.containers === false;
       for (const tool of containerTools) unavailable.push({tool: tool.name, reason: support.reason, ...(skipped ? {skipped} : {})});
-      process.stderr.write(`toolcell: container tools left out (${containerTools.map((t) => t.name).join(', ')}): ${support.reason}\n`);
+      if (logProblems) log.warn({tools: containerTools.map((t) => t.name)}, `container tools left out: ${support.reason}`);
     } else {
       container = support.backend;
       for (const tool of containerTools) {
@@ -174,7 +184,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         const problem = profileProblems.get(profile.name);
         if (problem !== undefined) {
           unavailable.push({tool: tool.name, reason: problem, ...(workspaceLess.has(profile.name) ? {skipped: true as const} : {})});
-          process.stderr.write(`toolcell: tool ${tool.name} left out: ${problem}\n`);
+          if (logProblems) log.warn({tool: tool.name}, `tool left out: ${problem}`);
           continue;
         }
         try {
@@ -186,7 +196,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         } catch (err) {
           const reason = (err as Error).message;
           unavailable.push({tool: tool.name, reason});
-          process.stderr.write(`toolcell: tool ${tool.name} left out: ${reason}\n`);
+          if (logProblems) log.warn({tool: tool.name}, `tool left out: ${reason}`);
         }
       }
     }

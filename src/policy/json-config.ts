@@ -1,12 +1,14 @@
 // Operator JSON (profiles, the service config): parsed, validated by a strict zod schema, frozen.
 import * as z from 'zod';
 import {ConfigError} from '../errors.ts';
+import {describeZodIssues} from './schema-errors.ts';
 
 /**
  * Parses JSON text and validates it with a strict zod schema; the result is deeply frozen.
  * @param source file name (or another label) for messages
  * @param what what the text is, e.g. `profile`, for the message
- * @throws ConfigError naming the source and, for each invalid field, its path and the rule
+ * @throws ConfigError naming the source and, for each invalid field, its JSON pointer, the value
+ *   found there (quoted) and the rule (`describeZodIssues`)
  */
 export function parseJsonConfig<S extends z.ZodType>(source: string, text: string, schema: S, what: string): z.infer<S> {
   let raw: unknown;
@@ -17,7 +19,7 @@ export function parseJsonConfig<S extends z.ZodType>(source: string, text: strin
   }
   const result = schema.safeParse(raw);
   if (!result.success) {
-    throw new ConfigError(source, `invalid ${what}: ${z.prettifyError(result.error).replaceAll('\n', '; ')}`);
+    throw new ConfigError(source, `invalid ${what}: ${describeZodIssues(result.error.issues, raw).join('; ')}`);
   }
   return deepFreeze(result.data);
 }

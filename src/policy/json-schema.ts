@@ -3,6 +3,7 @@ import {Ajv, type ErrorObject, type ValidateFunction} from 'ajv';
 import {Ajv2020} from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import {ToolcellError} from '../errors.ts';
+import {describeAjvSchemaErrors} from './schema-errors.ts';
 
 /**
  * JSON Schema validation of third-party tool schemas, with ajv (https://ajv.js.org).
@@ -28,12 +29,25 @@ const DIALECTS_07 = new Set(['http://json-schema.org/draft-07/schema', 'http://j
 export function compileJsonSchema(schema: Record<string, unknown>): ValidateFunction {
   const dialect = schema.$schema;
   if (dialect === undefined || (typeof dialect === 'string' && DIALECTS_2020.has(dialect))) {
-    return ajv2020.compile(schema);
+    return compileWith(ajv2020 as unknown as Ajv, schema);
   }
   if (typeof dialect === 'string' && DIALECTS_07.has(dialect)) {
-    return ajv07.compile(schema);
+    return compileWith(ajv07, schema);
   }
   throw new Error(`unsupported JSON Schema dialect ${JSON.stringify(dialect)}; supported: 2020-12 (default) and draft-07`);
+}
+
+/**
+ * Checks the schema against its dialect's meta-schema first, so that an invalid schema is
+ * described place by place with the value found there (`describeAjvSchemaErrors`) rather than
+ * as ajv's list of every alternative that failed; then compiles it.
+ * @throws Error `schema is invalid: /properties/a/type is "strin": must be ...`
+ */
+function compileWith(ajv: Ajv, schema: Record<string, unknown>): ValidateFunction {
+  if (ajv.validateSchema(schema) !== true) {
+    throw new Error(`schema is invalid: ${describeAjvSchemaErrors(ajv.errors, schema).join('; ')}`);
+  }
+  return ajv.compile(schema);
 }
 
 /** One line per ajv error, e.g. `/text: must be string`, at most `max` lines. */

@@ -1,10 +1,10 @@
 // Loads tool packages from directories: manifests validated, entries kept inside their package.
 import {readdir, readFile, realpath, stat} from 'node:fs/promises';
 import {isAbsolute, join, relative, resolve, sep} from 'node:path';
-import * as z from 'zod';
 import {compileJsonSchema} from './json-schema.ts';
 import {deepFreeze} from './json-config.ts';
 import {isWithin} from './path-within.ts';
+import {describeZodIssues} from './schema-errors.ts';
 import {PackageManifest, PLACEHOLDER, type ToolManifest} from './manifest-schema.ts';
 import type {Profile} from './profile-schema.ts';
 import {mcpToolName, type ToolDefinition} from './tool-definition.ts';
@@ -122,7 +122,7 @@ async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>, 
   }
   const parsed = PackageManifest.safeParse(raw);
   if (!parsed.success) {
-    throw new PackageRejection(`invalid ${MANIFEST}: ${z.prettifyError(parsed.error).replaceAll('\n', '; ')}`);
+    throw new PackageRejection(`invalid ${MANIFEST}: ${describeZodIssues(parsed.error.issues, raw).join('; ')}`);
   }
   const manifest = parsed.data;
   const fail = (message: string) => Object.assign(new PackageRejection(message), {packageName: manifest.name});
@@ -166,7 +166,7 @@ async function loadTool(dir: string, name: string, packageName: string, version:
   }
   const kind = tool.isolate ? 'isolate' : 'container';
   if (profile.backend !== kind) {
-    throw new Error(`is a ${kind} tool but profile "${profile.name}" is for the ${profile.backend} backend`);
+    throw new Error(`is ${kind === 'isolate' ? 'an' : 'a'} ${kind} tool but profile "${profile.name}" is for the ${profile.backend} backend`);
   }
   let validateInput;
   let validateOutput;

@@ -100,6 +100,9 @@ export const INVARIANTS = {
     note: 'An oversized message is answered with id null (which "id" JSON.parse would take is past the cap), so the client must time that request out; a malformed client response is dropped unanswered.'},
   'stdio:output:backpressure': {behaviour: 'On stdio, no more input is read while more than 64 KiB of answers (refusals of the line filter and the SDK\'s responses alike) wait to be written to stdout: a client that writes without reading stalls itself, the server\'s memory stays bounded, and every line is answered once it reads.',
     note: 'Checked after each line and after every 32 messages passed on: the answers to those 32 messages and the results of tool calls already running can pass the bound.'},
+  // Issue 14 point 8: the pretty log format.
+  'log:pretty:no-terminal-control': {behaviour: 'With --log-format pretty, nothing a tool package, a client or a tool puts into a log entry (a package directory name, a message, a field) reaches the operator\'s terminal as a control character (ESC, C1 CSI, newline, DEL, bidi overrides): each is written as a \\uXXXX escape, one entry is one line, and the server keeps serving.',
+    note: 'The JSON format is for machines: JSON.stringify escapes C0 controls but not C1 or bidi characters, so a JSON log shown raw on a terminal is not covered. Audit lines on stderr are JSON too.'},
 } as const;
 
 /** An invariant id. */

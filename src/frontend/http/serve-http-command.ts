@@ -59,7 +59,6 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     if (problems.length > 0) throw new ConfigError(configPath ?? '(defaults)', `quotas: ${problems.join('; ')}`);
     const runtime = await createRuntime({...options, admission: quota, onCallFinished: metrics.onCallFinished});
     close = () => runtime.close();
-    for (const r of runtime.rejected) say(`package ${r.name ?? r.dir} rejected: ${r.reason}`);
     for (const line of emptyToolDirs(runtime, userToolDirs)) say(line);
     assertSomethingServed(runtime);
     const coverage = grantCoverage(config, [...new Set([...runtime.tools.values()].map((t) => t.packageName))]);

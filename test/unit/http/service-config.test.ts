@@ -101,13 +101,13 @@ test('/metrics is closed by default: only listed principals (or a token scope) m
   assert.equal(mayReadMetrics(listed, principal('sub:key:prom')), false, 'ids are compared whole');
   assert.equal(mayReadMetrics(parse({...base, metrics: {public: true}}), principal('sub:anyone')), true);
   refused({metrics: 'public'}, /metrics/);
-  refused({metrics: {public: 'yes'}}, /metrics\.public/);
+  refused({metrics: {public: 'yes'}}, /\/metrics\/public is "yes": expected boolean/);
   refused({metrics: {readers: []}}, /readers/);
-  refused({...base, metrics: {principals: ['key:ghost']}}, /not in apiKeys.*metrics\.principals\[0\]/);
+  refused({...base, metrics: {principals: ['key:ghost']}}, /\/metrics\/principals\/0 is "key:ghost": .*not in apiKeys/);
   refused({metrics: {principals: ['sub:alice']}}, /need "oauth"/);
   refused({...base, metrics: {principals: ['prometheus']}}, /key:NAME/);
   // A reader granted only some packages would see the names of the tools its grants hide.
-  refused({...base, grants: [{principal: 'key:prom', packages: ['text']}], metrics: {principals: ['key:prom']}}, /only some packages.*metrics\.principals\[0\]|metrics\.principals\[0\].*only some packages/s);
+  refused({...base, grants: [{principal: 'key:prom', packages: ['text']}], metrics: {principals: ['key:prom']}}, /\/metrics\/principals\/0 is "key:prom": .*only some packages/);
   refused({...base, grants: [{principal: 'scope:metrics.read', packages: ['text']}], metrics: {principals: ['scope:metrics.read']}}, /only some packages/);
   assert.ok(parse({...base, grants: [{principal: 'key:prom', packages: '*'}], metrics: {principals: ['key:prom']}}), 'a reader granted every package');
 });

@@ -87,7 +87,7 @@ test('valid MCP tool names: only [A-Za-z0-9_-], at most 128 characters', async (
 
 for (const [folder, pattern] of [
   ['b-dup', /a package named "good" is already loaded/],
-  ['c-unknown-key', /Unrecognized key: "permissions"/],
+  ['c-unknown-key', /invalid toolcell\.json: \/permissions is .+: unknown key/],
   ['d-bad-name', /kebab-case|must not contain "__"/],
   ['e-bad-tool', /snake_case/],
   ['f-unknown-profile', /unknown profile "root"; known profiles: box, tiny/],
