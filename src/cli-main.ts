@@ -74,11 +74,11 @@ const out = (text: string) => process.stdout.write(`${text}\n`);
 const err = (text: string) => process.stderr.write(`toolcell: ${text}\n`);
 
 /**
- * Runs the CLI (ARCHITECTURE.md, "CLI"). Returns the process exit code:
- * 0 success; 1 the call or check failed (tool error, doctor found a problem);
- * 2 usage or configuration error (message on stderr naming the cause).
+ * Builds the command line (every command, option and action) without parsing anything, so
+ * tests can read what it registers (test/unit/cli-flags.test.ts). `exitCode()` is what the
+ * action that ran last reported (0 when none did).
  */
-export async function main(argv: string[]): Promise<number> {
+export function buildProgram(): {program: Command; exitCode: () => number} {
   let exitCode = 0;
   const program = new Command('toolcell')
     .description('Sandboxed tool-execution runtime for MCP: every tool call in a fresh isolate or container.')
@@ -147,6 +147,16 @@ export async function main(argv: string[]): Promise<number> {
       exitCode = await imagesBuild(name);
     });
 
+  return {program, exitCode: () => exitCode};
+}
+
+/**
+ * Runs the CLI (ARCHITECTURE.md, "CLI"). Returns the process exit code:
+ * 0 success; 1 the call or check failed (tool error, doctor found a problem);
+ * 2 usage or configuration error (message on stderr naming the cause).
+ */
+export async function main(argv: string[]): Promise<number> {
+  const {program, exitCode} = buildProgram();
   try {
     await program.parseAsync(argv, {from: 'user'});
   } catch (e) {
@@ -157,7 +167,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  return exitCode;
+  return exitCode();
 }
 
 async function serveStdioCommand(flags: LoadFlags): Promise<number> {
@@ -198,7 +208,7 @@ async function listCommand(flags: LoadFlags & {json?: boolean}): Promise<number>
       profile: t.profile.name,
       backend: t.profile.backend,
       grants: grantsOf(t.profile),
-      ...(unavailable.has(t.name) ? {unavailable: unavailable.get(t.name)} : {}),
+      unavailable: unavailable.get(t.name),
     }));
     if (flags.json) {
       out(JSON.stringify({tools, rejected: runtime.rejected}, null, 2));

@@ -23,21 +23,19 @@ const EVER_LEAKED_MAX = 1_024;
 export interface Teardown {
   /** The call's container, once the engine created it. */
   container?: Docker.Container;
-  /** Its attach connection and wait request (released after removal, or before a background one). */
+  /** Its attach connection and wait request (released after removal). */
   sandbox?: Sandbox;
   /** Set when the call ended while its container was still being created or started. */
   preparing?: Promise<Sandbox>;
-  /** `wait`: removed before the call's result is built; `background`: the call was answered, removal follows. */
-  mode: 'wait' | 'background';
-  /** Bound on a waited removal, in ms. */
+  /** Bound on the removal, in ms (the call's result is built after it). */
   timeoutMs: number;
   /** The container's start failed: look for runtime shims it left (a failed runsc start does). */
   watchOrphans: boolean;
 }
 
-/** A new teardown: waited removal bounded by `REMOVE_TIMEOUT_MS`. */
+/** A new teardown: removal bounded by `REMOVE_TIMEOUT_MS`. */
 export function newTeardown(): Teardown {
-  return {mode: 'wait', timeoutMs: REMOVE_TIMEOUT_MS, watchOrphans: false};
+  return {timeoutMs: REMOVE_TIMEOUT_MS, watchOrphans: false};
 }
 
 /**
@@ -53,14 +51,12 @@ export class ContainerRemover {
   readonly #docker: Docker;
   readonly #provenance: Provenance;
   readonly #keeper: DeadlineKeeper;
-  /** Containers of calls in flight, and of answered calls whose removal is in flight, by id. */
+  /** Containers of calls in flight (their removal included), by id. */
   readonly #live = new Map<string, Docker.Container>();
   /** Ids whose removal failed or timed out; retried in the background and by close(). */
   readonly #leaked = new Set<string>();
   /** Ids that ever failed to be removed or started, for orphan-shim reaping (at most EVER_LEAKED_MAX). */
   readonly #everLeaked = new Set<string>();
-  /** Background removals of answered calls' containers. */
-  readonly #removing = new Set<Promise<void>>();
   #retrying: Promise<void> | undefined;
 
   constructor(docker: Docker, provenance: Provenance, keeper: DeadlineKeeper) {
@@ -91,15 +87,6 @@ export class ContainerRemover {
     }
     const container = t.container;
     if (!container) return;
-    if (t.mode === 'background') {
-      t.sandbox?.release();
-      const removal: Promise<void> = this.destroy(container, REMOVE_TIMEOUT_MS).finally(() => {
-        this.#live.delete(container.id);
-        this.#removing.delete(removal);
-      });
-      this.#removing.add(removal);
-      return;
-    }
     if (t.watchOrphans) this.#remember(container.id); // keep its record until its shims were looked for
     await this.destroy(container, t.timeoutMs);
     t.sandbox?.release();
@@ -184,9 +171,8 @@ export class ContainerRemover {
     return [...this.#everLeaked];
   }
 
-  /** Waits for background removals, removes every live container, then ends orphaned shims of failed ones. */
+  /** Removes every live container (those of calls still in flight too); orphaned shims are {@link reapShims}'s. */
   async close(): Promise<void> {
-    await Promise.all(this.#removing);
     await Promise.all([...this.#live.values()].map((c) => this.destroy(c, REMOVE_TIMEOUT_MS)));
   }
 

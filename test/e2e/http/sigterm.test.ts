@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {childPids} from '../../support/mcp-stdio.ts';
+import {isAlive} from '../../support/processes.ts';
 import {connectHttp, errorCode, KEYS, spawnCli, useFixtures} from './support.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
 
@@ -25,15 +26,6 @@ async function writeConfig(drainMs: number): Promise<string> {
   }));
   return file;
 }
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 async function sigtermUnderLoad(drainMs: number, expectSpin: string): Promise<void> {
   const config = await writeConfig(drainMs);
@@ -67,7 +59,7 @@ async function sigtermUnderLoad(drainMs: number, expectSpin: string): Promise<vo
     assert.ok(spinOutcomes.every((o) => o === `spin:${expectSpin}`), `in-flight calls ended with their own results: ${spinOutcomes.join(', ')}`);
     assert.ok(outcomes.filter((o) => o.startsWith('double:')).every((o) => o === 'double:ok' || o === 'double:CANCELLED'), outcomes.join(', '));
     await new Promise((resolve) => setTimeout(resolve, 200));
-    assert.deepEqual(workers.filter(alive), [], 'no sandbox worker left behind');
+    assert.deepEqual(workers.filter((pid) => isAlive(pid)), [], 'no sandbox worker left behind');
     assert.match(server.stderr(), /SIGTERM: shutting down/);
     assert.match(server.stderr(), /toolcell: stopped/);
   } finally {

@@ -7,19 +7,11 @@ import {spawn} from 'node:child_process';
 import {fileURLToPath} from 'node:url';
 import {after, before, describe, test} from 'node:test';
 import {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
+import {isAlive} from '../../support/processes.ts';
 import {assertStillServes, captureLog, LIMITS, run, sleep, startBackend, waitFor, type CapturedLog} from './helpers.ts';
 
 /** A tool that sleeps `args.ms` (without CPU: `Atomics.wait` on the isolate's thread) and returns `args.n`. */
 const SLEEPY = 'export default (args) => { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, args.ms); return args.n; }';
-
-const isAlive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe('isolate worker supervision', () => {
   let backend: IsolateBackend;

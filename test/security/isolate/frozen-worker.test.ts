@@ -11,16 +11,8 @@ import assert from 'node:assert/strict';
 import {afterEach, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
 import {DEFAULT_DISPATCH, Dispatcher, type DispatcherOptions} from '../../../src/dispatch/dispatcher.ts';
+import {isAlive} from '../../support/processes.ts';
 import {job, startBackend, waitFor} from '../../integration/isolate/helpers.ts';
-
-const isAlive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe('a frozen isolate worker', () => {
   let backend: IsolateBackend | undefined;
