@@ -5,7 +5,7 @@
  * cites an id that is not here. `note` says what the promise does NOT cover.
  */
 export const INVARIANTS = {
-  'isolate:time:stopped-at-limit': {behaviour: 'Code that never ends is stopped at timeoutMs (wall) or cpuTimeMs (CPU), reported timedOut, and the next call is answered.'},
+  'isolate:time:stopped-at-limit': {behaviour: 'Code that never ends is stopped at timeoutMs (its own running time; an idle isolate with a pending promise by wall clock) or cpuTimeMs (CPU), reported timedOut, and the next call is answered.'},
   'isolate:time:own-execution': {behaviour: 'An isolate call\'s timeoutMs measures its own running time (isolated-vm isolate.wallTime from when its isolate is ready): trivial calls with a short timeoutMs succeed beside CPU-burning neighbours in the same worker; the burners, and a call whose promise can never settle (an idle isolate, probed once timeoutMs of wall clock has passed), still end timedOut; every call ends by timeoutMs + 20 s of wall clock (absolute backstop).',
     note: 'Time the OS pre-empts an isolate while it is entered still counts (isolated-vm\'s wall time includes it; CPU time would not count Atomics.wait). Not a bound on the call\'s total time: a call that waits for a CPU may take up to the backstop; dispatch\'s isolate slack (30 s) bounds admission waits and re-runs on top.'},
   'isolate:stack:contained': {behaviour: 'Deep recursion fails the call with a RangeError inside the isolate; the worker survives.'},
