@@ -31,7 +31,9 @@ export interface DispatcherOptions {
  * Defaults. Both backends' slack is long on purpose: each backend measures `timeoutMs` itself
  * from the start of the tool's own execution, not from the moment the call left its queue.
  * The isolate backend owns the backstop that kills a frozen worker
- * (`IsolateBackendOptions.backstopGraceMs`), and inside this slack a call may wait for memory
+ * (`IsolateBackendOptions.backstopGraceMs`) and ends every call by `timeoutMs` +
+ * `ISOLATE_WAIT_SLACK_MS` (20 s, below this 30 s slack) of wall clock from when its isolate
+ * is ready, its deadline counting only the isolate's own running time; inside this slack a call may wait for memory
  * budget or be re-run alone after a neighbour crashed its worker. The container backend gives
  * creating and starting a container its own budget (`START_TIMEOUT_MS`, 30 s) and removal a few
  * seconds. A short slack here would turn a busy host's delays into TIMEOUTs of calls whose tools

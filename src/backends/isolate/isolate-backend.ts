@@ -186,8 +186,9 @@ function resolveLimits(job: IsolateJob): WorkerLimits {
  * code; only copies cross. The isolate is disposed after the call and never reused; the
  * warm pool hands out isolates prepared ahead of demand, each exactly once.
  *
- * Limits: wall clock `timeoutMs` (isolated-vm `timeout` plus a timer in the worker that
- * disposes the isolate, plus a backstop here), CPU `cpuTimeMs ?? timeoutMs`
+ * Limits: `timeoutMs` of the isolate's own running time (isolated-vm `timeout` plus a
+ * timer in the worker that disposes the isolate; an absolute wall-clock bound of
+ * `timeoutMs + ISOLATE_WAIT_SLACK_MS`; plus a backstop here), CPU `cpuTimeMs ?? timeoutMs`
  * (`isolate.cpuTime`), both reported `timedOut`; `memoryMb` → `outOfMemory`;
  * `outputBytes` caps the result JSON and the console text each → `truncated`. All of
  * these set `failed`.
@@ -216,8 +217,10 @@ function resolveLimits(job: IsolateJob): WorkerLimits {
  *
  * Time: `timeoutMs` and `cpuTimeMs` are measured in the worker from the start of the
  * tool's own execution (after its isolate is ready), not from dispatch, so time spent
- * waiting for a busy host, for memory budget or for the quarantine worker is not the
- * tool's. The backstop (one owner: `WorkerProcess`) kills a worker that does not answer
+ * waiting for memory budget or for the quarantine worker is not the tool's; `timeoutMs`
+ * counts the isolate's own running time (`isolate.wallTime`), so neither is time its
+ * isolate waits for a CPU, a thread or the worker's main thread (see `watchDeadline`,
+ * own-time-deadline.ts). The backstop (one owner: `WorkerProcess`) kills a worker that does not answer
  * `backstopGraceMs` after a call's deadline or after a cancel.
  *
  * Does NOT guarantee: that `memoryMb` is exact. isolated-vm calls it a guideline, and

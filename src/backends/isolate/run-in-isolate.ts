@@ -112,11 +112,13 @@ const base = (pooled: boolean, codeCacheHit: boolean): WorkerOutcome => ({
  * refuses every specifier → `evaluate({timeout})` → the prelude's `run` with the module
  * namespace and the argument JSON, `{timeout, result: {copy: true, promise: true}}`.
  *
- * Time: a wall-clock timer at `timeoutMs` from the moment the isolate is ready (taken
- * from the pool or created: the tool's own execution, not the time the request waited
- * for this process) ends the call even when isolated-vm's own `timeout` does not apply
- * (a promise that never settles) or does not fire; the console text is then drained
- * (≤ 100 ms) and the isolate disposed. CPU time (`isolate.cpuTime`) is polled every 10 ms when `cpuTimeMs` is below
+ * Time: `watchDeadline` (own-time-deadline.ts) ends the call when the isolate's own
+ * running time (`isolate.wallTime` since it was ready) reaches `timeoutMs`, when it is idle
+ * with the tool's promise pending after `timeoutMs` of wall clock (a `probe` task), or at
+ * `limits.backstopMs` of wall clock, even when isolated-vm's own `timeout` (given what is
+ * left of the own time, per step) does not apply (microtasks, a promise that never
+ * settles) or does not fire; the console text is then drained (≤ 100 ms) and the isolate
+ * disposed. CPU time (`isolate.cpuTime`) is polled every 10 ms when `cpuTimeMs` is below
  * `timeoutMs`. Aborting `signal` disposes the isolate at once.
  *
  * Does NOT guarantee: that the isolate's thread stops when disposed (isolated-vm can

@@ -5,6 +5,7 @@ import {fileURLToPath} from 'node:url';
 import {makeResult, type ExecutionResult, type IsolateJob} from '../backend.ts';
 import {ToolcellError} from '../../errors.ts';
 import type {Logger} from '../../log.ts';
+import {isMainThreadRunnable} from './main-thread-state.ts';
 import {readRssBytes, watchRss} from './rss-watchdog.ts';
 import {SentSources, type SourceDigest} from './source-cache.ts';
 import {cutUtf8} from './utf8-cut.ts';
@@ -415,8 +416,10 @@ export class WorkerProcess {
    * within `backstopGraceMs`, its own deadline will end the call (the call waited for a
    * CPU or a thread, which its deadline does not count, or a busy host made it late, or
    * it is draining), so the backstop waits another grace: without limit until the call's
-   * `hardDue`, then at most `MAX_LATE_PROBES` times; if it does not answer, or after
-   * those, the caller (if still waiting) resolves `timedOut` and the worker is killed as
+   * `hardDue`, then at most `MAX_LATE_PROBES` times. A worker that does not answer but
+   * whose main thread is runnable (`isMainThreadRunnable`: waiting for a CPU) is treated
+   * the same way. One that does not answer otherwise (stopped, blocked), or after those
+   * probes, makes the caller (if still waiting) resolve `timedOut`, and it is killed as
    * unresponsive.
    */
   #armBackstop(id: string, ms: number, why: string): void {
@@ -440,8 +443,12 @@ export class WorkerProcess {
       giveUp();
       return;
     }
-    void this.#ping().then((alive) => {
+    void this.#ping().then((answered) => {
       if (this.#pending.get(id) !== pending) return;
+      // No answer from a main thread that is runnable: it waits for a CPU (many CPU-bound
+      // isolates in it on an overloaded host), it is not frozen (stopped: `T`; blocked: `S`).
+      const pid = this.pid;
+      const alive = answered || (pid !== undefined && isMainThreadRunnable(pid) === true);
       if (!alive) {
         giveUp();
         return;
