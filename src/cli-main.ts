@@ -1,10 +1,12 @@
-/** The `toolcell` command line: parses commands and flags (defaults from `RUNTIME_DEFAULTS`) and runs serve, list, call, doctor, images, build and check. */
+/** The `toolcell` command line: parses commands and flags (defaults from `RUNTIME_DEFAULTS`) and runs serve, list, call, doctor, profiles, images, build and check. */
+import {readFileSync} from 'node:fs';
+import {join} from 'node:path';
 import {Command, CommanderError, InvalidArgumentError, Option} from 'commander';
 import {ConfigError} from './errors.ts';
 import {callTool, UnknownToolError} from './frontend/call-tool.ts';
 import {serveStdioTransport} from './frontend/stdio.ts';
 import {LOG_FORMATS, logLevelProblem, setLogFormat, type LogFormat} from './log.ts';
-import {BUNDLED_PROFILES, BUNDLED_TOOLS, withBundled} from './paths.ts';
+import {BUNDLED_PROFILES, BUNDLED_TOOLS, PACKAGE_ROOT, withBundled} from './paths.ts';
 import {assertSomethingServed, assertToolDirs, emptyToolDirs} from './serve-preflight.ts';
 import {localPrincipal} from './policy/principal.ts';
 import type {Profile} from './policy/profile-schema.ts';
@@ -69,6 +71,11 @@ function addLoadOptions(command: Command): Command {
     .option('--unprefixed <package>', 'serve this package\'s tools under their bare names, not <package>__<tool> (repeatable)', collect);
 }
 
+/** The `version` of toolcell's package.json. */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as {version: string}).version;
+}
+
 /** Writes one line to stdout (only for commands whose stdout is not a protocol). */
 const out = (text: string) => process.stdout.write(`${text}\n`);
 const err = (text: string) => process.stderr.write(`toolcell: ${text}\n`);
@@ -82,6 +89,7 @@ export function buildProgram(): {program: Command; exitCode: () => number} {
   let exitCode = 0;
   const program = new Command('toolcell')
     .description('Sandboxed tool-execution runtime for MCP: every tool call in a fresh isolate or container.')
+    .version(packageVersion(), '-V, --version', 'print the version of toolcell')
     .exitOverride()
     .configureOutput({writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s)})
     .showHelpAfterError('(run "toolcell --help" for usage)')
@@ -138,6 +146,15 @@ export function buildProgram(): {program: Command; exitCode: () => number} {
     .action(async (dir: string, flags: {profiles?: string[]}) => {
       const {checkCommand} = await import('./check-command.ts');
       exitCode = await checkCommand(dir, flags.profiles ?? []);
+    });
+
+  program.command('profiles').description('list the profiles: backend and grants (limits, network, filesystem, commands, runtime) in words')
+    .option('--profiles <dir>', 'profile directory, loaded after the bundled profiles/ (repeatable)', collect)
+    .option('--no-bundled-profiles', 'do not load the bundled profiles/: only the --profiles directories')
+    .option('--json', 'print JSON')
+    .action(async (flags: {profiles?: string[]; bundledProfiles?: boolean; json?: boolean}) => {
+      const {profilesCommand} = await import('./profiles-command.ts');
+      exitCode = await profilesCommand(withBundled(BUNDLED_PROFILES, flags.profiles, flags.bundledProfiles !== false), Boolean(flags.json));
     });
 
   program.command('images').description('sandbox images')

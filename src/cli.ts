@@ -38,7 +38,7 @@ if (major < 24) {
   if (node24 === undefined) {
     process.stderr.write(`toolcell: Node.js 24 is required (this is ${process.version}), and the Node 24 of toolcell's dependency "node" `
       + `(the npm package) ${process.env.TOOLCELL_REEXEC === '1' ? 'is not Node 24' : 'was not found'}. Install Node 24 and put it first on PATH, `
-      + `or reinstall toolcell with npm (in a checkout: "npm ci"; as a dependency: "npm install toolcell") so that npm installs it.\n`);
+      + `or reinstall toolcell the way you installed it (in a checkout: "npm ci"), letting npm run the "node" package's install script.\n`);
     process.exit(2);
   }
   const child = spawn(node24, ['--max-semi-space-size=4', '--max-old-space-size=512', fileURLToPath(import.meta.url), ...process.argv.slice(2)], {

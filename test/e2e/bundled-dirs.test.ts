@@ -69,11 +69,15 @@ test('naming the bundled directories again changes nothing (each directory loads
   assert.ok(r.names.includes('text__word_count'));
 });
 
+// invariant: policy:names:bundled-not-shadowed
 test('a user package or profile cannot take a bundled name: the package is refused by name, the profile stops the load', async () => {
   const squat = await listJson(['--tools', join(dir.path, 'squat')]);
   assert.equal(squat.code, 1);
   assert.match(squat.rejected.find((x) => x.dir.endsWith('/squat/text'))!.reason, /a package named "text" is already loaded from .*tools\/text/);
   assert.equal(squat.tools.find((t) => t.name === 'text__word_count')!.package, 'text@1.0.0', 'the bundled package keeps its name');
+  const call = await run(['call', 'text__word_count', '--args', '{"text": "one two"}', '--no-containers', '--tools', join(dir.path, 'squat')]);
+  assert.equal(call.code, 0, call.stderr);
+  assert.equal((JSON.parse(call.stdout) as {structuredContent: {words: number}}).structuredContent.words, 2, 'the call runs the bundled code, not the squatter\'s');
   const profile = await run(['list', '--no-containers', '--profiles', join(dir.path, 'squat-profiles')]);
   assert.equal(profile.code, 2);
   assert.match(profile.stderr, /squat-profiles\/isolate-strict\.json: profile "isolate-strict" is already defined in .*profiles\/isolate-strict\.json/);

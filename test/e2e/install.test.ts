@@ -23,10 +23,11 @@ const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** Runs a command in its own process group; at the deadline the whole group is killed (npm starts children of its own). */
 function exec(command: string, args: string[], options: {cwd: string; env?: Record<string, string>}, deadlineMs: number) {
   return new Promise<{code: number | null; stdout: string; stderr: string}>((resolve, reject) => {
-    const env: Record<string, string | undefined> = {...process.env, PATH, TOOLCELL_LOG_LEVEL: 'warn', ...options.env};
+    const env: Record<string, string | undefined> = {...process.env};
     delete env.TOOLCELL_REEXEC;
     // npm run sets these for the scripts it runs; the commands here must not inherit this checkout's npm context.
     for (const key of Object.keys(env)) if (key.startsWith('npm_') || key === 'NODE') delete env[key];
+    Object.assign(env, {PATH, TOOLCELL_LOG_LEVEL: 'warn'}, options.env);
     const child = spawn(command, args, {cwd: options.cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe']});
     let stdout = '';
     let stderr = '';
@@ -93,4 +94,13 @@ test('installed globally into a prefix, <prefix>/bin/toolcell runs under the sys
   const list = await exec(join(prefix, 'bin', 'toolcell'), ['list', '--no-containers'], {cwd: dir.path}, 60_000);
   assert.equal(list.code, 0, list.stderr);
   assert.match(list.stdout, /text__word_count\s+\[isolate, profile isolate-strict\]/);
+});
+
+test('when no Node 24 can be found, the system Node prints what to do and exits 2 (no re-run loop)', {skip}, async (t) => {
+  if (await oldNodeMajor() >= 24) return t.skip(`${OLD_NODE} is Node 24: nothing to refuse`);
+  // TOOLCELL_REEXEC=1 is what a re-run that landed on a Node older than 24 sees.
+  const r = await exec(OLD_NODE, [join(PACKAGE_ROOT, 'dist/cli.js'), 'list'], {cwd: dir.path, env: {TOOLCELL_REEXEC: '1'}}, 30_000);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^toolcell: Node\.js 24 is required \(this is v\d+\.[^)]*\).*Install Node 24 and put it first on PATH, or reinstall toolcell/);
+  assert.equal(r.stdout, '');
 });

@@ -79,6 +79,8 @@ export const INVARIANTS = {
   'http:credentials:never-logged': {behaviour: 'API keys and tokens never appear in logs or audit events, valid or not, in headers or query strings.'},
   'http:principals:isolated': {behaviour: 'Grants hide other principals\' tools (a refusal looks like an unknown tool), and one principal\'s flood only limits that principal.',
     note: 'Many principals flooding together can still fill a backend queue (BUSY); the queue is FIFO, not fair-share.'},
+  'policy:names:bundled-not-shadowed': {behaviour: 'A package or profile in an operator\'s --tools / --profiles directory cannot take the name of a bundled package, tool or profile (the bundled directories load first): the package is rejected by name and a profile stops the load, so a call or a grant that names a bundled tool still gets the bundled code under the bundled profile.',
+    note: 'Names only: what a directory the operator names holds is trusted as that operator\'s choice. With --no-bundled-tools / --no-bundled-profiles the bundled names are free, and the first directory given keeps each name.'},
   'http:sessions:bounded': {behaviour: 'Opening sessions without end evicts only the opener\'s own least recently used sessions; the total cap answers 503.'},
   'http:transport:guarded': {behaviour: 'Foreign Origin, DNS rebinding Host, oversized bodies, batches, and unknown/expired/foreign session ids are refused.'},
   // Front end (stdio and HTTP), December 2026 hardening.

@@ -48,8 +48,8 @@ test('src never imports sandboxes/ (what runs beyond a boundary)', () => {
   }
 });
 
-/** Modules of commands that answer on stdout (`list`, `call`, `doctor`, `check`, `--help`); `serve` never does. */
-const STDOUT_COMMANDS = new Set(['src/cli-main.ts', 'src/doctor.ts', 'src/check-command.ts']);
+/** Modules of commands that answer on stdout (`list`, `call`, `doctor`, `profiles`, `check`, `--help`); `serve` never does. */
+const STDOUT_COMMANDS = new Set(['src/cli-main.ts', 'src/doctor.ts', 'src/profiles-command.ts', 'src/check-command.ts']);
 
 test('nothing in src writes to stdout through console.log (stdout is the stdio protocol)', () => {
   const files = globSync('src/**/*.ts');
