@@ -49,6 +49,25 @@ export function confineToPackage(pkgDir: string): esbuild.Plugin {
 }
 
 /**
+ * Creates `dir` (recursively) after proving that it lies inside `pkgDir` once symlinks are
+ * resolved: its deepest existing ancestor's realpath must be inside the package's realpath, and
+ * what is created below it is new directories, no symlinks. So a package whose `dist` is a
+ * symlink cannot make a build write a `.js` file elsewhere (into another program's folder).
+ * Not covered: the package directory changing while the build runs.
+ * @throws BuildError naming the directory
+ */
+function makeDirInside(pkgDir: string, dir: string, where: string): void {
+  const root = realpathSync(pkgDir);
+  let existing = dir;
+  while (!existsSync(existing)) existing = path.dirname(existing);
+  const rel = path.relative(root, realpathSync(existing));
+  if (rel.startsWith('..') || path.isAbsolute(rel)) {
+    throw new BuildError(where, `${path.relative(pkgDir, dir) || '.'} resolves (through a symlink) outside the package directory; nothing is written there`);
+  }
+  mkdirSync(dir, {recursive: true});
+}
+
+/**
  * The esbuild options of every isolate tool bundle (esbuild docs, "API": build options):
  * ONE self-contained ES module (format esm, platform neutral, target es2023, every dependency
  * inlined) that a bare V8 isolate can run. `mainFields: ['module', 'main']` because the neutral
@@ -196,7 +215,7 @@ async function bundleTool(where: string, source: string, outfile: string, workin
     packages.map((p) => ` * ${p.name}@${p.version} (${p.license})`).join('\n')}\n */\n`;
   const contents = file.text + footer;
   // Write then rename: a reader (a running server, a parallel test) sees the old or the new bundle, never half of one.
-  mkdirSync(path.dirname(outfile), {recursive: true});
+  makeDirInside(pkgDir, path.dirname(outfile), where);
   const temporary = `${outfile}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
   writeFileSync(temporary, contents);
   renameSync(temporary, outfile);
@@ -213,7 +232,7 @@ async function bundleTool(where: string, source: string, outfile: string, workin
  * its tools, with its license text (MIT and BSD licenses require the notice to travel with the
  * code). Writes nothing when no npm package was bundled.
  */
-function writeLicenses(pkgDir: string, tools: readonly BuiltTool[]): void {
+function writeLicenses(pkgDir: string, tools: readonly BuiltTool[], where: string): void {
   const byName = new Map<string, BundledPackage>();
   for (const tool of tools) for (const p of tool.packages ?? []) byName.set(`${p.name}@${p.version}`, p);
   if (byName.size === 0) return;
@@ -222,7 +241,7 @@ function writeLicenses(pkgDir: string, tools: readonly BuiltTool[]): void {
       p.noticeText ? `\nNOTICE\n${p.noticeText.trim()}\n` : ''}`);
   const file = path.join(pkgDir, 'dist', 'THIRD_PARTY_LICENSES.txt');
   const temporary = `${file}.${process.pid}.tmp`;
-  mkdirSync(path.dirname(file), {recursive: true});
+  makeDirInside(pkgDir, path.dirname(file), where);
   writeFileSync(temporary, `Third-party software bundled into the files of this directory.\n\n${sections.join('\n')}`);
   renameSync(temporary, file);
 }
@@ -294,7 +313,11 @@ export async function buildPackage(pkgDir: string, name: string, workingDir: str
       errors.push(error instanceof BuildError ? error.message : `${where}: ${(error as Error)?.message ?? error}`);
     }
   }));
-  writeLicenses(pkgDir, entry.tools);
+  try {
+    writeLicenses(pkgDir, entry.tools, name);
+  } catch (error) {
+    errors.push(error instanceof BuildError ? error.message : `${name}: ${(error as Error)?.message ?? error}`);
+  }
   entry.ms = Date.now() - started;
   return entry;
 }

@@ -10,7 +10,8 @@ import {tempDir} from '../../support/temp.ts';
 /**
  * A hostile tool package's source tries to pull the builder's own files into its bundle (which
  * the tool could then return to a model at call time): by absolute path, by `../`, and through
- * a symlink inside the package, including one placed in its node_modules.
+ * a symlink inside the package, including one placed in its node_modules; and to make the build
+ * write its bundle elsewhere through a `dist` that is a symlink.
  */
 // invariant: build:inputs:package-only
 
@@ -60,4 +61,15 @@ test('build refuses every file outside the package that is not in node_modules, 
     assert.doesNotMatch(readFileSync(join(dir.path, 'pkg/dist', file), 'utf8'), new RegExp(SECRET), `${file} holds no secret`);
   }
   assert.doesNotMatch(stderr, new RegExp(SECRET));
+});
+
+test('build writes nothing through a dist directory that is a symlink out of the package', async () => {
+  await dir.write('elsewhere/keep.txt', 'untouched');
+  await dir.write('writer/toolcell.json', {name: 'writer', version: '1.0.0', tools: [tool('plant')]});
+  await dir.write('writer/src/plant.js', 'export default () => 1;\n');
+  symlinkSync(join(dir.path, 'elsewhere'), join(dir.path, 'writer/dist'));
+  const {code, stderr} = await build('writer', dir.path);
+  assert.equal(code, 1, stderr);
+  assert.match(stderr, /ERROR writer\/plant: dist resolves \(through a symlink\) outside the package directory; nothing is written there/);
+  assert.deepEqual(readdirSync(join(dir.path, 'elsewhere')), ['keep.txt']);
 });
