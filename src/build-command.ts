@@ -1,6 +1,7 @@
 // `toolcell build [DIR]`: bundles a tool package's isolate entries the way the bundled tools are built.
 import {existsSync, statSync} from 'node:fs';
 import path from 'node:path';
+import {escapeForTerminal} from './terminal-text.ts';
 
 /**
  * `toolcell build [DIR]` (default: the current directory). DIR is a package (it has
@@ -18,7 +19,9 @@ import path from 'node:path';
  */
 export async function buildCommand(dir = '.'): Promise<number> {
   const target = path.resolve(dir);
-  const err = (line: string) => process.stderr.write(`toolcell build: ${line}\n`);
+  // Lines quote package and tool names, import specifiers and esbuild messages: escaped, one line each.
+  const say = (line: string) => process.stderr.write(`${escapeForTerminal(line)}\n`);
+  const err = (line: string) => say(`toolcell build: ${line}`);
   if (!existsSync(target) || !statSync(target).isDirectory()) {
     err(`${dir} is not a directory; give a tool package directory (with toolcell.json) or a folder of packages`);
     return 2;
@@ -28,10 +31,10 @@ export async function buildCommand(dir = '.'): Promise<number> {
   let count: number;
   if (existsSync(path.join(target, 'toolcell.json'))) {
     const built = await buildPackage(target, path.basename(target), path.dirname(target), errors, 'toolcell build');
-    for (const line of summarize(built ? [built] : [], errors, 'toolcell build')) process.stderr.write(`${line}\n`);
+    for (const line of summarize(built ? [built] : [], errors, 'toolcell build')) say(line);
     count = 1;
   } else {
-    const result = await buildTools(target, {generator: 'toolcell build', label: 'toolcell build'});
+    const result = await buildTools(target, {generator: 'toolcell build', label: 'toolcell build', log: say});
     count = result.packages.length;
     errors.push(...result.errors);
   }

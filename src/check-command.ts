@@ -8,6 +8,7 @@ import type {ProbeReport} from './check-probe.ts';
 import {loadPackages} from './policy/load-packages.ts';
 import {loadProfiles} from './policy/load-profiles.ts';
 import {BUNDLED_PROFILES} from './paths.ts';
+import {escapeForTerminal} from './terminal-text.ts';
 
 /** The probe child's entry file, from src/ or dist/. */
 const PROBE_PATH = fileURLToPath(new URL(`./check-probe${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
@@ -22,9 +23,12 @@ export interface CheckProblem {
   message: string;
 }
 
-/** `file:line:column: message`, the form compilers and editors read. */
+/**
+ * `file:line:column: message`, the form compilers and editors read, as one line: the message
+ * may quote what the package's code threw or imports, so control characters are escaped.
+ */
 export function formatProblem(p: CheckProblem): string {
-  return `${p.file}${p.line === undefined ? '' : `:${p.line}${p.column === undefined ? '' : `:${p.column}`}`}: ${p.message}`;
+  return escapeForTerminal(`${p.file}${p.line === undefined ? '' : `:${p.line}${p.column === undefined ? '' : `:${p.column}`}`}: ${p.message}`);
 }
 
 /** Static checks of one entry with esbuild: imports left (with their position) and the default export. */

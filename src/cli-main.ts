@@ -9,6 +9,7 @@ import {LOG_FORMATS, logLevelProblem, setLogFormat, type LogFormat} from './log.
 import {BUNDLED_PROFILES, BUNDLED_TOOLS, PACKAGE_ROOT, withBundled} from './paths.ts';
 import {assertSomethingServed, assertToolDirs, emptyToolDirs} from './serve-preflight.ts';
 import {localPrincipal} from './policy/principal.ts';
+import {escapeForTerminal, escapeJsonForTerminal} from './terminal-text.ts';
 import type {Profile} from './policy/profile-schema.ts';
 import {createRuntime, RUNTIME_DEFAULTS, type Runtime, type RuntimeOptions} from './runtime.ts';
 
@@ -76,9 +77,14 @@ function packageVersion(): string {
   return (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as {version: string}).version;
 }
 
-/** Writes one line to stdout (only for commands whose stdout is not a protocol). */
-const out = (text: string) => process.stdout.write(`${text}\n`);
-const err = (text: string) => process.stderr.write(`toolcell: ${text}\n`);
+/**
+ * Writes one line to stdout (only for commands whose stdout is not a protocol), with control
+ * characters escaped: lines carry names and reasons a package chose (terminal-text.ts).
+ */
+const out = (text: string) => process.stdout.write(`${escapeForTerminal(text)}\n`);
+/** Writes a value as indented JSON to stdout; control characters inside its strings are escaped the JSON way. */
+const outJson = (value: unknown) => process.stdout.write(`${escapeJsonForTerminal(JSON.stringify(value, null, 2))}\n`);
+const err = (text: string) => process.stderr.write(`toolcell: ${escapeForTerminal(text)}\n`);
 
 /**
  * Builds the command line (every command, option and action) without parsing anything, so
@@ -228,7 +234,7 @@ async function listCommand(flags: LoadFlags & {json?: boolean}): Promise<number>
       unavailable: unavailable.get(t.name),
     }));
     if (flags.json) {
-      out(JSON.stringify({tools, rejected: runtime.rejected}, null, 2));
+      outJson({tools, rejected: runtime.rejected});
     } else {
       out(`${tools.length} tool(s) from ${runtime.packages.length} package(s):`);
       for (const t of tools) {
@@ -277,7 +283,7 @@ async function callCommand(name: string, flags: LoadFlags & {args: string}): Pro
   process.once('SIGINT', onSignal);
   try {
     const result = await callTool(runtime, name, args, {principal: localPrincipal, transport: 'cli', signal: controller.signal});
-    out(JSON.stringify(result, null, 2));
+    outJson(result);
     return result.isError ? 1 : 0;
   } catch (e) {
     if (e instanceof UnknownToolError) {

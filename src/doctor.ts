@@ -5,6 +5,7 @@ import {loadPackages} from './policy/load-packages.ts';
 import {loadProfiles} from './policy/load-profiles.ts';
 import {BUNDLED_PROFILES, BUNDLED_TOOLS} from './paths.ts';
 import type {RuntimeOptions} from './runtime.ts';
+import {escapeForTerminal, escapeJsonForTerminal} from './terminal-text.ts';
 
 /** One line of the doctor's report. */
 export interface Check {
@@ -107,9 +108,10 @@ export async function doctor(options: RuntimeOptions, json: boolean): Promise<nu
   for (const r of loaded.rejected) checks.push({name: `package ${r.name ?? r.dir}`, ok: false, detail: `rejected: ${r.reason}`});
   const ok = checks.every((c) => c.ok);
   if (json) {
-    process.stdout.write(`${JSON.stringify({ok, checks, docker}, null, 2)}\n`);
+    process.stdout.write(`${escapeJsonForTerminal(JSON.stringify({ok, checks, docker}, null, 2))}\n`);
   } else {
-    for (const c of checks) process.stdout.write(`${c.skipped ? 'skip' : c.ok ? 'ok  ' : 'FAIL'}  ${c.name.padEnd(28)} ${c.detail}\n`);
+    // Names and details carry package directory names and reasons: escaped, one line each.
+    for (const c of checks) process.stdout.write(`${escapeForTerminal(`${c.skipped ? 'skip' : c.ok ? 'ok  ' : 'FAIL'}  ${c.name.padEnd(28)} ${c.detail}`)}\n`);
     const skipped = checks.some((c) => c.skipped) ? ' (container profiles skipped: --no-containers)' : '';
     process.stdout.write(ok ? `toolcell doctor: every loaded profile can be honoured on this host${skipped}\n` : 'toolcell doctor: some profiles cannot be honoured on this host (see FAIL lines)\n');
   }

@@ -1,5 +1,6 @@
 // The debug log: pino to stderr (on stdio, stdout is the protocol), as JSON lines or one human-readable line per entry.
 import {pino, type Logger} from 'pino';
+import {escapeForTerminal} from './terminal-text.ts';
 
 /** The levels `TOOLCELL_LOG_LEVEL` accepts (pino's, docs/api.md "level"), most severe first. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -32,18 +33,6 @@ export function setLogFormat(value: LogFormat): void {
 const LEVEL_NAMES: Record<number, string> = {10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL'};
 /** Keys of a pino line that the pretty line shows in its own place, or not at all. */
 const OWN_KEYS = new Set(['level', 'time', 'pid', 'hostname', 'name', 'msg']);
-/**
- * Characters that could act on a terminal or hide text: C0 controls (newline, ESC), DEL, C1
- * controls (CSI is U+009B), line and paragraph separators, and bidirectional overrides.
- */
-// eslint-disable-next-line no-control-regex
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
-
-/** `text` with every terminal-unsafe character written as a `\uXXXX` escape. */
-export function escapeForTerminal(text: string): string {
-  return text.replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
-
 function showValue(value: unknown): string {
   if (typeof value === 'string') return /^[\w./:@+-]+$/.test(value) ? value : JSON.stringify(value);
   return JSON.stringify(value) ?? String(value);

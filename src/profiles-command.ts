@@ -1,6 +1,7 @@
 // `toolcell profiles`: each loaded profile, its backend and what it grants, in words or as JSON.
 import {loadProfiles} from './policy/load-profiles.ts';
 import type {Profile} from './policy/profile-schema.ts';
+import {escapeForTerminal, escapeJsonForTerminal} from './terminal-text.ts';
 
 /** What one profile grants, one phrase per kind of grant (the text of `toolcell profiles`). */
 export interface ProfileGrantsInWords {
@@ -51,9 +52,10 @@ export function profileInWords(profile: Profile): ProfileGrantsInWords {
  */
 export async function profilesCommand(dirs: readonly string[], json: boolean): Promise<number> {
   const profiles = [...(await loadProfiles(dirs)).values()].sort((a, b) => a.name.localeCompare(b.name));
-  const write = (text: string) => process.stdout.write(`${text}\n`);
+  // Profile names and descriptions are the operator's text: control characters escaped, as list does.
+  const write = (text: string) => process.stdout.write(`${escapeForTerminal(text)}\n`);
   if (json) {
-    write(JSON.stringify({profiles: profiles.map(({$schema: _schema, ...profile}) => ({...profile, grants: profileInWords(profile as Profile)}))}, null, 2));
+    process.stdout.write(`${escapeJsonForTerminal(JSON.stringify({profiles: profiles.map(({$schema: _schema, ...profile}) => ({...profile, grants: profileInWords(profile as Profile)}))}, null, 2))}\n`);
     return 0;
   }
   write(`${profiles.length} profile(s):`);

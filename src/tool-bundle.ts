@@ -1,5 +1,5 @@
 // Bundles isolate tool entries with esbuild: the one set of settings `npm run build` (scripts/build-tools.mjs) and `toolcell build` share.
-import {existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync} from 'node:fs';
+import {existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import * as esbuild from 'esbuild';
 
@@ -20,6 +20,54 @@ export class BuildError extends Error {
 }
 
 /**
+ * An esbuild plugin that refuses to read any file outside `pkgDir` that is not part of an npm
+ * package (a path with a `node_modules` segment), after resolving symlinks: a package's source
+ * cannot pull the builder's own files (`import key from '/home/me/.aws/credentials.json'`, or a
+ * symlink in the package pointing there) into a bundle that a tool then returns at call time.
+ * Not covered: a file swapped for a symlink between this check and esbuild's read (someone
+ * writing into the package directory while it builds), and files inside any `node_modules`.
+ */
+export function confineToPackage(pkgDir: string): esbuild.Plugin {
+  const root = realpathSync(pkgDir);
+  return {
+    name: 'toolcell-confine-to-package',
+    setup(build) {
+      build.onLoad({filter: /.*/}, (args) => {
+        let real: string;
+        try {
+          real = realpathSync(args.path);
+        } catch {
+          return undefined; // esbuild reports the missing file itself
+        }
+        const rel = path.relative(root, real);
+        const inside = rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+        if (inside || real.split(path.sep).includes('node_modules')) return undefined;
+        return {errors: [{text: `reads ${JSON.stringify(args.path)}, which is outside the package directory and not in node_modules; a bundle may contain only the package's own files and its npm dependencies`}]};
+      });
+    },
+  };
+}
+
+/**
+ * Creates `dir` (recursively) after proving that it lies inside `pkgDir` once symlinks are
+ * resolved: its deepest existing ancestor's realpath must be inside the package's realpath, and
+ * what is created below it is new directories, no symlinks. So a package whose `dist` is a
+ * symlink cannot make a build write a `.js` file elsewhere (into another program's folder).
+ * Not covered: the package directory changing while the build runs.
+ * @throws BuildError naming the directory
+ */
+function makeDirInside(pkgDir: string, dir: string, where: string): void {
+  const root = realpathSync(pkgDir);
+  let existing = dir;
+  while (!existsSync(existing)) existing = path.dirname(existing);
+  const rel = path.relative(root, realpathSync(existing));
+  if (rel.startsWith('..') || path.isAbsolute(rel)) {
+    throw new BuildError(where, `${path.relative(pkgDir, dir) || '.'} resolves (through a symlink) outside the package directory; nothing is written there`);
+  }
+  mkdirSync(dir, {recursive: true});
+}
+
+/**
  * The esbuild options of every isolate tool bundle (esbuild docs, "API": build options):
  * ONE self-contained ES module (format esm, platform neutral, target es2023, every dependency
  * inlined) that a bare V8 isolate can run. `mainFields: ['module', 'main']` because the neutral
@@ -30,9 +78,11 @@ export class BuildError extends Error {
  * @param outfile absolute path of the bundle
  * @param workingDir directory the metafile's paths are relative to
  * @param generator what the banner names as the bundle's maker, e.g. `toolcell build`
+ * @param pkgDir the package directory: files outside it and outside node_modules are refused (`confineToPackage`)
  */
-export function bundleOptions(source: string, outfile: string, workingDir: string, generator: string): esbuild.BuildOptions & {metafile: true; write: false} {
+export function bundleOptions(source: string, outfile: string, workingDir: string, generator: string, pkgDir: string): esbuild.BuildOptions & {metafile: true; write: false} {
   return {
+    plugins: [confineToPackage(pkgDir)],
     entryPoints: [source],
     outfile,
     bundle: true,
@@ -137,14 +187,14 @@ export interface BuiltTool {
 
 /**
  * Bundles one tool and writes it (write, then rename) only if every check passes: esbuild
- * resolved every import, the bundle imports nothing (static, or dynamic with a literal) and
+ * resolved every import, read nothing outside the package but npm packages, the bundle imports nothing (static, or dynamic with a literal) and
  * has a `default` export. Only `require` inside try/catch survives, as esbuild's throwing shim.
  * @throws BuildError naming `where` and the reason
  */
-async function bundleTool(where: string, source: string, outfile: string, workingDir: string, generator: string): Promise<Omit<BuiltTool, 'tool' | 'outfile'>> {
+async function bundleTool(where: string, source: string, outfile: string, workingDir: string, generator: string, pkgDir: string): Promise<Omit<BuiltTool, 'tool' | 'outfile'>> {
   let result;
   try {
-    result = await esbuild.build(bundleOptions(source, outfile, workingDir, generator));
+    result = await esbuild.build(bundleOptions(source, outfile, workingDir, generator, pkgDir));
   } catch (error) {
     const e = error as {errors?: esbuild.Message[]; message?: string};
     const detail = Array.isArray(e?.errors) && e.errors.length > 0 ? formatMessages(e.errors) : String(e?.message ?? error);
@@ -165,7 +215,7 @@ async function bundleTool(where: string, source: string, outfile: string, workin
     packages.map((p) => ` * ${p.name}@${p.version} (${p.license})`).join('\n')}\n */\n`;
   const contents = file.text + footer;
   // Write then rename: a reader (a running server, a parallel test) sees the old or the new bundle, never half of one.
-  mkdirSync(path.dirname(outfile), {recursive: true});
+  makeDirInside(pkgDir, path.dirname(outfile), where);
   const temporary = `${outfile}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
   writeFileSync(temporary, contents);
   renameSync(temporary, outfile);
@@ -182,7 +232,7 @@ async function bundleTool(where: string, source: string, outfile: string, workin
  * its tools, with its license text (MIT and BSD licenses require the notice to travel with the
  * code). Writes nothing when no npm package was bundled.
  */
-function writeLicenses(pkgDir: string, tools: readonly BuiltTool[]): void {
+function writeLicenses(pkgDir: string, tools: readonly BuiltTool[], where: string): void {
   const byName = new Map<string, BundledPackage>();
   for (const tool of tools) for (const p of tool.packages ?? []) byName.set(`${p.name}@${p.version}`, p);
   if (byName.size === 0) return;
@@ -191,7 +241,7 @@ function writeLicenses(pkgDir: string, tools: readonly BuiltTool[]): void {
       p.noticeText ? `\nNOTICE\n${p.noticeText.trim()}\n` : ''}`);
   const file = path.join(pkgDir, 'dist', 'THIRD_PARTY_LICENSES.txt');
   const temporary = `${file}.${process.pid}.tmp`;
-  mkdirSync(path.dirname(file), {recursive: true});
+  makeDirInside(pkgDir, path.dirname(file), where);
   writeFileSync(temporary, `Third-party software bundled into the files of this directory.\n\n${sections.join('\n')}`);
   renameSync(temporary, file);
 }
@@ -257,13 +307,17 @@ export async function buildPackage(pkgDir: string, name: string, workingDir: str
         entry.tools.push({tool: toolName, outfile, bytes: statSync(outfile).size, prebuilt: true});
         return;
       }
-      const built = await bundleTool(where, located.source, located.outfile, workingDir, generator);
+      const built = await bundleTool(where, located.source, located.outfile, workingDir, generator, pkgDir);
       entry.tools.push({tool: toolName, outfile: located.outfile, ...built});
     } catch (error) {
       errors.push(error instanceof BuildError ? error.message : `${where}: ${(error as Error)?.message ?? error}`);
     }
   }));
-  writeLicenses(pkgDir, entry.tools);
+  try {
+    writeLicenses(pkgDir, entry.tools, name);
+  } catch (error) {
+    errors.push(error instanceof BuildError ? error.message : `${name}: ${(error as Error)?.message ?? error}`);
+  }
   entry.ms = Date.now() - started;
   return entry;
 }

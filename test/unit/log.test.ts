@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {escapeForTerminal, LOG_LEVELS, logLevelProblem, prettyLine} from '../../src/log.ts';
+import {LOG_LEVELS, logLevelProblem, prettyLine} from '../../src/log.ts';
+import {escapeForTerminal, escapeJsonForTerminal} from '../../src/terminal-text.ts';
 
 /** src/log.ts: the pretty format and the TOOLCELL_LOG_LEVEL check (issue 14, point 8). */
 
@@ -25,6 +26,12 @@ test('what a client or tool put in a message or field cannot act on the terminal
   assert.match(out, /a\\u001b\[2J/);
   assert.match(out, /b\\u009b31mc/);
   assert.equal(escapeForTerminal('plain ascii, ü and 日本'), 'plain ascii, ü and 日本');
+  // JSON laid out over lines keeps its lines and its meaning.
+  const value = {name: 'a\u009b2J\u202eb', n: [1, 2]};
+  const json = escapeJsonForTerminal(JSON.stringify(value, null, 2));
+  assert.doesNotMatch(json, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/);
+  assert.deepEqual(JSON.parse(json), value);
+  assert.equal(json.split('\n').length, 7);
   // A line that is not JSON is passed through, escaped.
   assert.equal(prettyLine('not json\u001b[1m\n'), 'not json\\u001b[1m\n');
 });
