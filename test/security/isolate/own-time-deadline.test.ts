@@ -58,6 +58,7 @@ describe('CPU-burning neighbours in the same worker', () => {
 
   test('trivial calls with a short timeoutMs succeed; the burners and a never-settling call end TIMEOUT', async () => {
     const burners = Array.from({length: BURNERS}, () => run(backend, BURNER, {limits: {timeoutMs: BURNER_TIMEOUT_MS}}));
+    let burnerResults: Array<ExecutionResult & {elapsedMs: number}> = [];
     try {
       await sleep(300); // the burners hold their threads
       const never = run(backend, NEVER, {limits: {timeoutMs: NEVER_TIMEOUT_MS}});
@@ -68,8 +69,9 @@ describe('CPU-burning neighbours in the same worker', () => {
       assert.equal(neverResult.timedOut, true, JSON.stringify(neverResult));
       assert.ok(neverResult.elapsedMs <= backstopOf(NEVER_TIMEOUT_MS), `the never-settling call took ${Math.round(neverResult.elapsedMs)} ms`);
     } finally {
-      assertBurnersTimedOut(await Promise.all(burners));
+      burnerResults = await Promise.all(burners); // released even when an assertion above failed
     }
+    assertBurnersTimedOut(burnerResults);
     await assertStillServes(backend);
   });
 
@@ -96,14 +98,16 @@ describe('through Dispatcher with its default settings', () => {
     const started = performance.now();
     const burners = Array.from({length: BURNERS}, () => dispatcher.run(job(BURNER, {}, {timeoutMs: BURNER_TIMEOUT_MS}), signal)
       .then((result) => ({...result, elapsedMs: performance.now() - started})));
+    let burnerResults: Array<ExecutionResult & {elapsedMs: number}> = [];
     try {
       await sleep(300);
       const trivial = await Promise.all(Array.from({length: TRIVIALS}, (_, n) => dispatcher.run(job(TRIVIAL, {n}, {timeoutMs: TRIVIAL_TIMEOUT_MS}), signal)
         .then((result) => ({n, result}), (error: unknown) => ({n, error}))));
       assertTrivialsSucceeded(trivial);
     } finally {
-      assertBurnersTimedOut(await Promise.all(burners));
+      burnerResults = await Promise.all(burners);
     }
+    assertBurnersTimedOut(burnerResults);
     await assertStillServes(backend);
   });
 });
