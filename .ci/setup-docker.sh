@@ -12,7 +12,7 @@
 #   4. waits for /var/run/docker.sock and `docker info`, and checks that runsc is listed.
 #
 # Exit status: 0 when the engine answers with runsc registered, non-zero otherwise.
-# Needs root. Does not build images: see sandboxes/build-base.sh and `toolcell images build`.
+# Needs root. Does not build images: see sandboxes/base/build.sh and `toolcell images build`.
 set -euo pipefail
 
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/toolcell-dockerd.log}

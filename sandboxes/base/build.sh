@@ -27,10 +27,10 @@ trap cleanup EXIT
 say "debootstrap --variant=minbase $SUITE ($MIRROR)"
 debootstrap --variant=minbase --include=busybox-static "$SUITE" "$ROOTFS" "$MIRROR"
 
-say "installing the warm-pool launcher /opt/toolcell/sh (static busybox, mode 0111: see launcher.ts)"
-install -d -m 0755 "$ROOTFS/opt/toolcell"
-install -o root -g root -m 0111 "$ROOTFS/bin/busybox" "$ROOTFS/opt/toolcell/sh"
-chroot "$ROOTFS" dpkg --purge busybox-static
+say "installing the warm-pool launcher /opt/toolcell/sh (sandboxes/install-launcher.sh)"
+install -m 0755 "$(dirname "$0")/../install-launcher.sh" "$ROOTFS/tmp/install-launcher.sh"
+chroot "$ROOTFS" /bin/sh /tmp/install-launcher.sh
+rm "$ROOTFS/tmp/install-launcher.sh"
 
 say "configuring apt sources and trimming caches"
 cat > "$ROOTFS/etc/apt/sources.list" <<SOURCES

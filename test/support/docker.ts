@@ -49,7 +49,7 @@ async function missing(req: DockerRequirements): Promise<string | undefined> {
     }
   }
   if (absent.length > 0) {
-    return `image(s) ${absent.join(', ')} missing; build them with \`node dist/cli.js images build\` (or sandboxes/base/build.sh, then docker build sandboxes/<name>)`;
+    return `image(s) ${absent.join(', ')} missing; build them with \`node dist/cli.js images build\` (or sandboxes/base/build.sh, then docker build -f sandboxes/<name>/Dockerfile sandboxes)`;
   }
   return undefined;
 }

@@ -11,7 +11,9 @@ import {ToolcellError} from '../../errors.ts';
  * - `toolcell/base`: Debian bookworm minbase made by debootstrap and `docker import`ed; no
  *   registry needed (`sandboxes/base/build.sh`, root and debootstrap required);
  * - `toolcell/python`, `toolcell/shell`: ordinary Dockerfiles `FROM ${BASE}` (default
- *   `toolcell/base`; pass `base: 'debian:bookworm-slim'` where a registry is reachable).
+ *   `toolcell/base`; pass `base: 'debian:bookworm-slim'` where a registry is reachable),
+ *   built with `sandboxes/` as their context so that each runs the one
+ *   `sandboxes/install-launcher.sh`, as `base/build.sh` does.
  */
 
 /** Metadata of one sandbox image. */
@@ -71,7 +73,7 @@ async function imageExists(docker: Docker, tag: string): Promise<boolean> {
  * the image name). `names` default: all, in {@link IMAGES} order. Asking for `python` or
  * `shell` with the default base also builds `toolcell/base` when it is missing.
  * `base` runs `sandboxes/base/build.sh` (needs root, debootstrap and a Debian mirror);
- * the others are built by the engine from their folder (Docker Engine API `POST /build`,
+ * the others are built by the engine from their Dockerfile, context `sandboxes/` (Docker Engine API `POST /build`,
  * classic builder; `RUN apt-get` reaches Debian's mirrors over the default bridge).
  * @throws ToolcellError `INVALID_ARGUMENTS` for an unknown name; `BACKEND_UNAVAILABLE` when the
  *   engine is unreachable or a build fails (the message names the image and the failing step).
@@ -114,12 +116,17 @@ async function buildRootfs(image: ImageSpec, dir: string, onProgress: (line: str
   }
 }
 
+/** Files at the root of `sandboxes/` that every Dockerfile image may COPY (its build context is `sandboxes/`). */
+const SHARED_BUILD_FILES = ['install-launcher.sh'];
+
 async function buildDockerfile(docker: Docker, image: ImageSpec, dir: string, base: string, onProgress: (line: string) => void, options: BuildOptions): Promise<void> {
-  const context = join(dir, image.dir);
-  onProgress(`${image.name}: docker build --build-arg BASE=${base} -t ${image.tag} sandboxes/${image.dir}`);
+  const dockerfile = join(image.dir, 'Dockerfile');
+  onProgress(`${image.name}: docker build --build-arg BASE=${base} -f sandboxes/${dockerfile} -t ${image.tag} sandboxes`);
+  const src = [...filesUnder(join(dir, image.dir)).map((file) => join(image.dir, file)), ...SHARED_BUILD_FILES];
   let stream: NodeJS.ReadableStream;
   try {
-    stream = await docker.buildImage({context, src: filesUnder(context)}, {
+    stream = await docker.buildImage({context: dir, src}, {
+      dockerfile,
       t: image.tag,
       buildargs: {BASE: base},
       rm: true,

@@ -103,8 +103,6 @@ export function utf8Boundary(buf: Buffer): number {
   return need > back + 1 ? leadIndex : i;
 }
 
-/** Stream id of stdout in a frame header. */
-export const STDOUT_STREAM = STDOUT;
 /** Stream id of stderr in a frame header. */
 export const STDERR_STREAM = STDERR;
 

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import {before, describe, test} from 'node:test';
-import {ensureBuilt, useToolBackend, validator} from './helpers.ts';
+import {runModule} from '../../support/isolate-backend.ts';
+import {bundle, ensureBuilt, isolateProfile, toolOf, useToolBackend, validator} from './helpers.ts';
 
 /** math__evaluate (mathjs) in the isolate backend under its profile's limits. */
 
 before(ensureBuilt);
-const {callTool, valueOf, thrownBy} = useToolBackend();
+const {backend, valueOf, thrownBy} = useToolBackend();
 
 const evaluate = (expression: string, precision?: number) =>
   valueOf('math', 'evaluate', precision === undefined ? {expression} : {expression, precision});
@@ -68,7 +69,11 @@ describe('math__evaluate', () => {
   });
 
   test('a memory bomb ends at the isolate heap limit, not in the host', async () => {
-    const bomb = await callTool('math', 'evaluate', {expression: 'zeros(20000, 20000)'});
+    // The profile's heap limit, with a deadline far above what filling it takes even on a
+    // busy host (it took 1-6 s here), so that only the heap limit can end the call.
+    const {limits} = isolateProfile(toolOf('math', 'evaluate').profile);
+    const bomb = await runModule(backend, await bundle('math', 'evaluate'), {expression: 'zeros(20000, 20000)'},
+      {...limits, timeoutMs: 60_000, cpuTimeMs: 60_000});
     assert.equal(bomb.failed, true);
     assert.equal(bomb.outOfMemory, true, `ended by the heap limit: ${JSON.stringify({...bomb, stdout: bomb.stdout.slice(0, 200)})}`);
     assert.deepEqual(await evaluate('3 * 3'), {result: '9', type: 'number'}, 'a fresh isolate still answers');
