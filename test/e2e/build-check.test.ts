@@ -108,6 +108,13 @@ describe('toolcell check', () => {
     assert.equal(lines.length, expect.length, `one line per problem, none twice:\n${stdout}`);
   });
 
+  test('no false alarm: every bundled tool (mathjs, marked, diff bundles included) checks clean', async () => {
+    const {code, stdout, stderr} = await cli(['check', join(REPO, 'tools')]);
+    assert.equal(code, 0, stdout + stderr);
+    assert.equal(stdout, '');
+    assert.match(stderr, /toolcell check: ok \(\d+ package\(s\) loaded, 0 rejected, [5-9] isolate entries checked\)/);
+  });
+
   test('a package serve would reject is one line naming its toolcell.json; a clean package exits 0', async () => {
     await dir.write('mismatch/toolcell.json', {name: 'mismatch', version: '1.0.0', tools: [{...tool('x'), profile: 'python-offline'}]});
     await dir.write('mismatch/dist/x.js', 'export default () => 1;\n');
