@@ -131,7 +131,9 @@ export async function checkCommand(dir = '.', profileDirs: readonly string[] = [
       const probe = await runProbe(file, tool.isolate.filename);
       const requireFound = found.some((p) => p.message.startsWith('calls require('));
       found.push(...probe.problems.filter((p) => !(requireFound && p.message.startsWith('uses "require"'))).map((p) => ({file: shown, ...p})));
-      if (probe.defaultType !== undefined && probe.defaultType !== 'function' && !found.some((p) => p.message.startsWith('has no default export'))) {
+      if (probe.defaultType === 'uninitialized') {
+        found.push({file: shown, message: 'the default export is not ready when the top level returns (a top-level await that has not settled): a call waits for it, up to its timeout'});
+      } else if (probe.defaultType !== undefined && probe.defaultType !== 'function' && !found.some((p) => p.message.startsWith('has no default export'))) {
         found.push({file: shown, message: `default export is a ${probe.defaultType}, not a function; the isolate calls it with the arguments`});
       }
       // The same file may be the entry of several tools: report it once.

@@ -55,8 +55,13 @@ function evaluateOnce(source: string, filename: string, stubbed: readonly string
     } catch (error) {
       return {error};
     }
-    const value = module.namespace.getSync('default', {reference: true}) as unknown as {typeof: string} | undefined;
-    return {defaultType: value === undefined ? 'undefined' : value.typeof};
+    try {
+      const value = module.namespace.getSync('default', {reference: true}) as unknown as {typeof: string} | undefined;
+      return {defaultType: value === undefined ? 'undefined' : value.typeof};
+    } catch {
+      // The binding exists but is not initialized yet: a top-level await had not settled when evaluation returned.
+      return {defaultType: 'uninitialized'};
+    }
   } catch (error) {
     return {error};
   } finally {

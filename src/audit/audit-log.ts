@@ -1,5 +1,6 @@
 /** Where audit events go: JSON lines to a file or stderr (never stdout), or memory for tests; refusal events rate-limited per principal. */
 import {createWriteStream, type WriteStream} from 'node:fs';
+import {escapeJsonForTerminal} from '../terminal-text.ts';
 import {newAuditId, type AuditEventV1, type AuditSink, type AuditSuppressedV1} from './audit-event.ts';
 
 /** The audit rate for refusal events of one principal: a token bucket. */
@@ -48,7 +49,10 @@ interface RefusalBucket {
  * written during a flood (the first ones are), nor their tool names.
  *
  * Every string is written well-formed: a lone UTF-16 surrogate (a client-chosen tool name, a
- * token subject) becomes U+FFFD, so that each line is valid UTF-8 JSON.
+ * token subject) becomes U+FFFD, so that each line is valid UTF-8 JSON. Control characters
+ * beyond JSON's own escapes (C1 controls such as CSI U+009B, DEL, bidi overrides, U+2028/9)
+ * are written as `\uXXXX` escapes too: the line parses to the same event, and a client-chosen
+ * name cannot act on the terminal of an operator who reads the stream (`tail -f`, stderr).
  */
 export class JsonlAuditSink implements AuditSink {
   readonly #stream: WriteStream | NodeJS.WriteStream | undefined;
@@ -98,7 +102,7 @@ export class JsonlAuditSink implements AuditSink {
 
   #line(event: AuditEventV1 | AuditSuppressedV1): void {
     if (this.#stream === undefined || this.#failed) return;
-    this.#stream.write(`${JSON.stringify(event, wellFormed)}\n`);
+    this.#stream.write(`${escapeJsonForTerminal(JSON.stringify(event, wellFormed))}\n`);
   }
 
   /** Takes a token from the principal's refusal bucket; when there is none, counts the event for the summary. */

@@ -79,7 +79,7 @@ describe('toolcell build', () => {
 
 describe('toolcell check', () => {
   test('reports each problem that would fail only at call time, in one line with file, line and column; exit 1', async () => {
-    await dir.write('bad/toolcell.json', {name: 'bad', version: '1.0.0', tools: [tool('globals'), tool('imports'), tool('nodefault'), tool('notfn')]});
+    await dir.write('bad/toolcell.json', {name: 'bad', version: '1.0.0', tools: [tool('globals'), tool('imports'), tool('nodefault'), tool('notfn'), tool('tla')]});
     await dir.write('bad/dist/globals.js', [
       'const env = process.env.HOME;',
       'const t = setTimeout(() => {}, 10);',
@@ -91,6 +91,7 @@ describe('toolcell check', () => {
     await dir.write('bad/dist/imports.js', "import x from 'lodash';\nconst y = await import('./other.js');\nexport default () => x;\n");
     await dir.write('bad/dist/nodefault.js', 'export const run = () => 1;\n');
     await dir.write('bad/dist/notfn.js', 'export default 42;\n');
+    await dir.write('bad/dist/tla.js', 'await new Promise(() => {});\nexport default () => 1;\n');
     const {code, stdout} = await cli(['check', 'bad'], dir.path);
     assert.equal(code, 1, stdout);
     const lines = stdout.trim().split('\n');
@@ -104,9 +105,17 @@ describe('toolcell check', () => {
       /^bad\/dist\/imports\.js:2:\d+: dynamic import "\.\/other\.js"/,
       /^bad\/dist\/nodefault\.js: has no default export/,
       /^bad\/dist\/notfn\.js: default export is a number, not a function/,
+      /^bad\/dist\/tla\.js: the default export is not ready when the top level returns \(a top-level await that has not settled\)/,
     ];
     for (const pattern of expect) assert.equal(lines.filter((l) => pattern.test(l)).length, 1, `${pattern}\n${stdout}`);
     assert.equal(lines.length, expect.length, `one line per problem, none twice:\n${stdout}`);
+  });
+
+  test('no false alarm: every bundled tool (mathjs, marked, diff bundles included) checks clean', async () => {
+    const {code, stdout, stderr} = await cli(['check', join(REPO, 'tools')]);
+    assert.equal(code, 0, stdout + stderr);
+    assert.equal(stdout, '');
+    assert.match(stderr, /toolcell check: ok \(\d+ package\(s\) loaded, 0 rejected, [5-9] isolate entries checked\)/);
   });
 
   test('a package serve would reject is one line naming its toolcell.json; a clean package exits 0', async () => {

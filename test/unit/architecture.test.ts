@@ -67,11 +67,11 @@ test('nothing in src writes to stdout through console.log (stdout is the stdio p
 });
 
 /** Modules at the root of src/ that the layers may import: shared leaves, never the composition root. */
-const SHARED_ROOT_MODULES = new Set(['errors.ts', 'log.ts', 'paths.ts']);
+const SHARED_ROOT_MODULES = new Set(['errors.ts', 'log.ts', 'paths.ts', 'terminal-text.ts']);
 /** Command modules that wire the runtime like cli-main.ts does, though they live beside their front end. */
 const COMMAND_MODULES = new Set(['src/frontend/http/serve-http-command.ts']);
 
-test('the layers import from the root of src/ only the shared leaves (errors, log, paths), never the CLI or the composition root', () => {
+test('the layers import from the root of src/ only the shared leaves (errors, log, paths, terminal-text), never the CLI or the composition root', () => {
   for (const layer of [...LAYERS, 'audit']) {
     for (const file of globSync(`src/${layer}/**/*.ts`)) {
       for (const spec of importsOf(file).filter((s) => s.startsWith('.'))) {
