@@ -98,6 +98,15 @@ export const INVARIANTS = {
     note: 'An oversized message is answered with id null (which "id" JSON.parse would take is past the cap), so the client must time that request out; a malformed client response is dropped unanswered.'},
   'stdio:output:backpressure': {behaviour: 'On stdio, no more input is read while more than 64 KiB of answers (refusals of the line filter and the SDK\'s responses alike) wait to be written to stdout: a client that writes without reading stalls itself, the server\'s memory stays bounded, and every line is answered once it reads.',
     note: 'Checked after each line and after every 32 messages passed on: the answers to those 32 messages and the results of tool calls already running can pass the bound.'},
+  // Hosted MCP servers (issue 9).
+  'server:pins:enforced-at-call': {behaviour: 'A hosted server whose tools/list, answered by the fresh server of a call, shows a definition that differs from its pin (or no longer lists the tool) has that call DENIED with rule "pin", a message and an audit event naming what changed; its other tools keep working. A profile changed since add, or an image tag that now names another image, refuses every call of the package before any sandbox.',
+    note: 'A pin detects change, not intent: a definition that was hostile when approved stays served. Only name, title, description, inputSchema, outputSchema and annotations are pinned (unpinned fields are never served). The server\'s behaviour is not pinned: the same definition may do something else on a later start; only the image ID (its content) pins the code.'},
+  'server:call:fresh-process': {behaviour: 'Each call of a hosted server\'s tool runs in a server process started for it alone, in a new container from the pinned image ID, removed after the call: nothing a call leaves in the process (memory, globals) is seen by another call.',
+    note: 'Covers lifetime "call" (the default), cold; the warm pool and lifetime "principal" are not built yet. Read-write mounts the profile grants are shared by every call, as for container tools.'},
+  'server:hostile:contained': {behaviour: 'A hosted server that never answers the handshake, writes non-MCP output on stdout, exits early or during the call, never answers the call, floods its output or forks past its pids limit ends with TOOL_FAILED, TIMEOUT, OUTPUT_LIMIT or PIDS_LIMIT, its stderr never reaches the client, no container is left, and the next call works.',
+    note: 'The reason can be chosen by the server (it may fail in any way it likes, as container tools may); the limits themselves hold. The handshake has its own budget (10 s) beyond timeoutMs.'},
+  'server:client-requests:refused': {behaviour: 'Requests a hosted server sends to the client (sampling/createMessage, elicitation/create, roots/list, anything but ping) get a JSON-RPC error at once, so the call does not hang; nothing reaches the real client.',
+    note: 'A server that depends on sampling or elicitation cannot do that part of its work inside toolcell.'},
 } as const;
 
 /** An invariant id. */
