@@ -17,7 +17,9 @@ import type {ToolDefinition} from './policy/tool-definition.ts';
 import {containerSupport} from './container-support.ts';
 import {BUNDLED_PROFILES, BUNDLED_TOOLS} from './paths.ts';
 import {prepareHostedTools} from './hosted-tools.ts';
-import type {ServerBackend} from './backends/server/server-backend.ts';
+import {ServerBackend} from './backends/server/server-backend.ts';
+import {prepareHostedContent} from './hosted-content-runtime.ts';
+import type {HostedCatalog} from './policy/hosted-content.ts';
 
 /**
  * The default of every runtime option, in one place: `createRuntime` applies them, the CLI shows
@@ -144,16 +146,19 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const containerGrants = new Map<string, ContainerGrants>();
   const containerTools = [...loaded.tools.values()].filter((t) => t.container !== undefined);
   const hostedTools = [...loaded.tools.values()].filter((t) => t.server !== undefined);
+  let hostedContent: HostedCatalog | undefined;
   for (const tool of loaded.tools.values()) if (tool.isolate) served.set(tool.name, tool);
 
   let container: ContainerBackend | undefined;
   let server: ServerBackend | undefined;
-  if (containerTools.length > 0 || hostedTools.length > 0) {
+  const contentPackages = loaded.hostedContent.packages;
+  if (containerTools.length > 0 || hostedTools.length > 0 || contentPackages.length > 0) {
     const support = !(options.containers ?? RUNTIME_DEFAULTS.containers)
       ? {backend: undefined, reason: 'container tools are turned off (--no-containers)'}
       : await containerSupport({poolSize: containerPool});
     if (support.backend === undefined) {
       for (const tool of [...containerTools, ...hostedTools]) unavailable.push({tool: tool.name, reason: support.reason});
+      for (const c of contentPackages) unavailable.push({tool: `${c.packageName} (prompts, resources)`, reason: support.reason});
       process.stderr.write(`toolcell: container tools left out (${[...containerTools, ...hostedTools].map((t) => t.name).join(', ')}): ${support.reason}\n`);
     } else {
       if (hostedTools.length > 0) {
@@ -162,6 +167,15 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         unavailable.push(...hosted.unavailable);
         for (const tool of hosted.served) served.set(tool.name, tool);
         for (const [name, grants] of hosted.grants) containerGrants.set(name, grants);
+      }
+      if (contentPackages.length > 0) {
+        const prepared = await prepareHostedContent(loaded.hostedContent, {docker: support.backend.docker, resolveCommands: support.resolveCommands, mountsByProfile, profileProblems});
+        unavailable.push(...prepared.unavailable);
+        for (const [key, grants] of prepared.grants) containerGrants.set(key, grants);
+        if (prepared.catalog.packages.length > 0) {
+          hostedContent = prepared.catalog;
+          server ??= new ServerBackend({docker: support.backend.docker});
+        }
       }
       container = support.backend;
       for (const tool of containerTools) {
@@ -206,6 +220,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     audit,
     containerGrants,
     ...(options.admission ? {admission: options.admission} : {}),
+    ...(hostedContent ? {hostedContent} : {}),
     ...(options.onCallFinished ? {onCallFinished: options.onCallFinished} : {}),
     poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {})}),
     containersReachable: async () => {

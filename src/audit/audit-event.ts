@@ -24,6 +24,12 @@ export interface AuditEventV1 {
   transport: 'stdio' | 'http' | 'cli';
   /** What: the MCP tool name as the client sent it (cut at 128 characters, marked `…`, when no such tool is served). */
   tool: string;
+  /**
+   * The MCP method when it is not `tools/call`: `prompts/get` (then `tool` is the prompt's MCP
+   * name) or `resources/read` (then `tool` is the pinned resource URI or URI template that routed
+   * the read; the URI itself is recorded only in `inputSha256`).
+   */
+  method?: 'prompts/get' | 'resources/read';
   /** Where: the profile and backend, when the tool was found (granted or not). */
   profile?: string;
   backend?: 'isolate' | 'container';

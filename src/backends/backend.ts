@@ -111,6 +111,19 @@ export interface ServerJob {
   limits: ContainerLimits;
   /** The package name, for logs. */
   packageName: string;
+  /**
+   * A request other than `tools/call` (a prompt or a resource; policy/hosted-content.ts): the
+   * listing `verifyListing` judges is `operation.list`, and `operation.method` with `params` is
+   * sent instead of `tools/call` (then `tool` and `args` are for logs only). Absent: a tool call.
+   */
+  operation?: ServerOperation;
+}
+
+/** A hosted server's request other than `tools/call`, with the listing that is checked against the pins first. */
+export interface ServerOperation {
+  list: {method: 'prompts/list' | 'resources/list' | 'resources/templates/list'; key: string};
+  method: 'prompts/get' | 'resources/read';
+  params: Record<string, unknown>;
 }
 
 export type Job = IsolateJob | ContainerJob | ServerJob;

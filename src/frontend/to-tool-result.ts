@@ -32,7 +32,7 @@ export const STDERR_TAIL_BYTES = 2048;
  * tool failure.
  * @returns undefined when the call succeeded.
  */
-export function failureOf(tool: ToolDefinition, result: ExecutionResult): ToolcellError | undefined {
+export function failureOf(tool: Pick<ToolDefinition, 'name' | 'profile'>, result: ExecutionResult): ToolcellError | undefined {
   const p = tool.profile;
   const name = `The tool "${tool.name}"`;
   const limits = p.limits;

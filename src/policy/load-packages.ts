@@ -7,6 +7,7 @@ import {deepFreeze} from './json-config.ts';
 import {isWithin} from './path-within.ts';
 import {HostedPackageManifest, isHostedManifest, MAX_HOSTED_TOOL_NAME, PackageManifest, PLACEHOLDER, type ToolManifest} from './manifest-schema.ts';
 import {definitionSha256, profileSha256, type ToolPin} from './pins.ts';
+import {HostedCatalog, hostedContentOf, type HostedContent} from './hosted-content.ts';
 import type {Profile} from './profile-schema.ts';
 import {mcpToolName, type HostedServerEntry, type ToolDefinition} from './tool-definition.ts';
 
@@ -31,6 +32,8 @@ export interface LoadedPackage {
   readonly description?: string;
   readonly dir: string;
   readonly tools: readonly ToolDefinition[];
+  /** A hosted package's pinned prompts and resources (hosted-content.ts); absent when it has none. */
+  readonly content?: HostedContent;
 }
 
 export interface LoadedPackages {
@@ -38,6 +41,8 @@ export interface LoadedPackages {
   readonly tools: ReadonlyMap<string, ToolDefinition>;
   readonly packages: readonly LoadedPackage[];
   readonly rejected: readonly RejectedPackage[];
+  /** Prompts and resources of the loaded hosted packages, routed by name and URI (collisions refused at load). */
+  readonly hostedContent: HostedCatalog;
 }
 
 class PackageRejection extends Error {}
@@ -62,6 +67,7 @@ export async function loadPackages(dirs: readonly string[], profiles: ReadonlyMa
   const packages: LoadedPackage[] = [];
   const rejected: RejectedPackage[] = [];
   const owners = new Map<string, string>();
+  const hostedContent = new HostedCatalog();
   for (const dir of await packageDirs(dirs, rejected)) {
     try {
       const pkg = await loadPackage(dir, profiles, unprefixed);
@@ -69,6 +75,13 @@ export async function loadPackages(dirs: readonly string[], profiles: ReadonlyMa
       if (owner !== undefined) throw new PackageRejection(`a package named "${pkg.name}" is already loaded from ${owner}`);
       const taken = pkg.tools.find((t) => tools.has(t.name));
       if (taken) throw new PackageRejection(`tool name "${taken.name}" is already served by package "${tools.get(taken.name)!.packageName}"`);
+      if (pkg.content) {
+        try {
+          hostedContent.add(pkg.content);
+        } catch (err) {
+          throw new PackageRejection((err as Error).message);
+        }
+      }
       owners.set(pkg.name, dir);
       packages.push(pkg);
       for (const tool of pkg.tools) tools.set(tool.name, tool);
@@ -77,7 +90,7 @@ export async function loadPackages(dirs: readonly string[], profiles: ReadonlyMa
       rejected.push({dir, ...(name === undefined ? {} : {name}), reason: err instanceof PackageRejection ? err.message : `cannot load: ${(err as Error).message}`});
     }
   }
-  return {tools, packages, rejected};
+  return {tools, packages, rejected, hostedContent};
 }
 
 async function packageDirs(dirs: readonly string[], rejected: RejectedPackage[]): Promise<string[]> {
@@ -185,6 +198,15 @@ function loadHostedPackage(dir: string, raw: unknown, profiles: ReadonlyMap<stri
   if (manifest.server.profileSha256 !== undefined && manifest.server.profileSha256 !== profileSha256(profile)) {
     drift = {message: `profile "${profile.name}" changed since the server was approved (pin)`, changes: [`profile "${profile.name}" changed since add`]};
   }
+  let content: HostedContent | undefined;
+  try {
+    content = hostedContentOf(manifest, profile, {
+      source: manifest.server.source, image: manifest.server.image, imageId: manifest.server.imageId,
+      command: manifest.server.command, args: manifest.server.args ?? [], ...(drift === undefined ? {} : {drift}),
+    }, unprefixed.has(manifest.name));
+  } catch (err) {
+    throw fail((err as Error).message);
+  }
   const tools: ToolDefinition[] = [];
   for (const tool of manifest.tools) {
     const name = unprefixed.has(manifest.name) ? tool.name : mcpToolName(manifest.name, tool.name);
@@ -228,12 +250,14 @@ function loadHostedPackage(dir: string, raw: unknown, profiles: ReadonlyMap<stri
     });
   }
   for (const pin of pins.values()) deepFreeze(pin.definition);
+  if (content) deepFreeze(content);
   return freezePackage({
     name: manifest.name,
     version: manifest.version,
     ...(manifest.description === undefined ? {} : {description: manifest.description}),
     dir,
     tools,
+    ...(content === undefined ? {} : {content}),
   });
 }
 

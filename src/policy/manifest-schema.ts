@@ -127,6 +127,44 @@ export const PinnedTool = z.strictObject({
   definition: PinnedDefinition,
 }).refine((t) => t.definition.name === t.name, {message: 'definition.name must equal name', path: ['definition', 'name']});
 
+/** Longest resource URI or URI template accepted in a pin, in characters. */
+export const MAX_URI_CHARS = 2048;
+const PinnedUri = z.string().min(1).max(MAX_URI_CHARS).regex(/^[A-Za-z][A-Za-z0-9+.-]*:[^\s]*$/, 'must be an absolute URI (scheme:...) without white space');
+const PinnedHash = z.string().regex(SHA256_HEX, 'must be 64 lowercase hex digits (SHA-256 of the canonical definition)');
+const PinnedCommon = {
+  name: z.string().min(1).max(1024),
+  title: z.string().max(1024).optional(),
+  description: z.string().max(65_536).optional(),
+  mimeType: z.string().max(255).optional(),
+  annotations: z.record(z.string(), z.unknown()).optional(),
+};
+
+/** A resource as approved at `add` (policy/pins.ts PINNED_FIELDS_BY_KIND.resource). */
+export const PinnedResourceDefinition = z.strictObject({uri: PinnedUri, ...PinnedCommon});
+/** One pinned resource: its URI (the routing key), the SHA-256 of its canonical definition, and that definition. */
+export const PinnedResource = z.strictObject({uri: PinnedUri, sha256: PinnedHash, definition: PinnedResourceDefinition})
+  .refine((r) => r.definition.uri === r.uri, {message: 'definition.uri must equal uri', path: ['definition', 'uri']});
+/** A resource template as approved at `add` (RFC 6570 URI template). */
+export const PinnedResourceTemplateDefinition = z.strictObject({uriTemplate: PinnedUri, ...PinnedCommon});
+/** One pinned resource template. */
+export const PinnedResourceTemplate = z.strictObject({uriTemplate: PinnedUri, sha256: PinnedHash, definition: PinnedResourceTemplateDefinition})
+  .refine((r) => r.definition.uriTemplate === r.uriTemplate, {message: 'definition.uriTemplate must equal uriTemplate', path: ['definition', 'uriTemplate']});
+/** A prompt as approved at `add` (MCP 2025-11-25 server/prompts §Prompt); argument entries keep what the server listed. */
+export const PinnedPromptDefinition = z.strictObject({
+  name: z.string().regex(SERVER_TOOL_NAME, 'must be 1-64 characters of A-Z, a-z, 0-9, _ or -'),
+  title: z.string().max(1024).optional(),
+  description: z.string().max(65_536).optional(),
+  arguments: z.array(z.looseObject({name: z.string().min(1).max(256), required: z.boolean().optional()})).max(64).optional(),
+});
+/** One pinned prompt (served as `<package>__<prompt>`). */
+export const PinnedPrompt = z.strictObject({
+  name: z.string().regex(SERVER_TOOL_NAME, 'must be 1-64 characters of A-Z, a-z, 0-9, _ or -'),
+  sha256: PinnedHash,
+  definition: PinnedPromptDefinition,
+}).refine((p) => p.definition.name === p.name, {message: 'definition.name must equal name', path: ['definition', 'name']});
+
+const unique = <T>(items: readonly T[] | undefined, key: (t: T) => string) => items === undefined || new Set(items.map(key)).size === items.length;
+
 /**
  * A hosted MCP server package (`toolcell.json` with a `server` section). Strict: a hosted
  * package has one package-level `profile` (a container profile) and pinned tools, never
@@ -142,7 +180,13 @@ export const HostedPackageManifest = z.strictObject({
   server: ServerSection,
   profile: z.string().regex(/^[a-z][a-z0-9-]*$/, 'must name a profile (kebab-case)'),
   tools: z.array(PinnedTool).max(256),
-}).refine((p) => new Set(p.tools.map((t) => t.name)).size === p.tools.length, {message: 'a tool name appears twice', path: ['tools']});
+  resources: z.array(PinnedResource).max(256).optional().describe('Pinned resources (optional: packages written before resources were pinned load without it).'),
+  resourceTemplates: z.array(PinnedResourceTemplate).max(64).optional(),
+  prompts: z.array(PinnedPrompt).max(256).optional(),
+}).refine((p) => new Set(p.tools.map((t) => t.name)).size === p.tools.length, {message: 'a tool name appears twice', path: ['tools']})
+  .refine((p) => unique(p.resources, (r) => r.uri), {message: 'a resource URI appears twice', path: ['resources']})
+  .refine((p) => unique(p.resourceTemplates, (r) => r.uriTemplate), {message: 'a resource template appears twice', path: ['resourceTemplates']})
+  .refine((p) => unique(p.prompts, (r) => r.name), {message: 'a prompt name appears twice', path: ['prompts']});
 
 /** True when a parsed `toolcell.json` is a hosted server package (it has a `server` key), to pick the schema. */
 export const isHostedManifest = (raw: unknown): boolean =>
@@ -152,3 +196,6 @@ export type ServerSection = z.infer<typeof ServerSection>;
 export type PinnedDefinition = z.infer<typeof PinnedDefinition>;
 export type PinnedTool = z.infer<typeof PinnedTool>;
 export type HostedPackageManifest = z.infer<typeof HostedPackageManifest>;
+export type PinnedResource = z.infer<typeof PinnedResource>;
+export type PinnedResourceTemplate = z.infer<typeof PinnedResourceTemplate>;
+export type PinnedPrompt = z.infer<typeof PinnedPrompt>;

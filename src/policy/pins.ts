@@ -8,6 +8,22 @@ import {createHash} from 'node:crypto';
  */
 export const PINNED_FIELDS = ['name', 'title', 'description', 'inputSchema', 'outputSchema', 'annotations'] as const;
 
+/**
+ * The fields a pin covers for each kind a hosted server lists (MCP 2025-11-25 server/resources
+ * §Resource, §Resource Templates; server/prompts §Prompt). Not pinned: `size` (a resource's size
+ * may change with its content), `icons`, `_meta` and unknown keys, none of which toolcell serves.
+ * The key (name, uri, uriTemplate) is itself pinned: a renamed entry is a new one.
+ */
+export const PINNED_FIELDS_BY_KIND = Object.freeze({
+  tool: PINNED_FIELDS,
+  resource: ['uri', 'name', 'title', 'description', 'mimeType', 'annotations'],
+  resourceTemplate: ['uriTemplate', 'name', 'title', 'description', 'mimeType', 'annotations'],
+  prompt: ['name', 'title', 'description', 'arguments'],
+} as const);
+
+/** A kind of definition a hosted server lists and toolcell pins. */
+export type PinnedKind = keyof typeof PINNED_FIELDS_BY_KIND;
+
 /** One of {@link PINNED_FIELDS}. */
 export type PinnedField = typeof PINNED_FIELDS[number];
 
@@ -49,13 +65,14 @@ export function canonicalJson(value: unknown, depth = 0): string {
  * {@link PINNED_FIELDS} present in `def` (absent or `undefined` ones omitted), every object's
  * keys sorted recursively, no whitespace ({@link canonicalJson}). Two definitions that differ only
  * in key order, whitespace or unpinned fields have the same canonical form.
+ * `fields` picks another kind's pinned fields (resources, templates, prompts: {@link PINNED_FIELDS_BY_KIND}).
  * Does NOT normalize meaning: `{"type": "object"}` and `{"type": "object", "properties": {}}`
  * are different pins although they validate the same arguments.
  * @throws Error as {@link canonicalJson} does.
  */
-export function canonicalDefinition(def: ServerToolDefinition): string {
+export function canonicalDefinition(def: ServerToolDefinition, fields: readonly string[] = PINNED_FIELDS): string {
   const picked: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
-  for (const field of PINNED_FIELDS) {
+  for (const field of fields) {
     if (Object.hasOwn(def, field) && def[field] !== undefined) picked[field] = def[field];
   }
   return canonicalJson(picked);
@@ -66,8 +83,8 @@ export function canonicalDefinition(def: ServerToolDefinition): string {
  * digits: the `sha256` a hosted package stores for each tool.
  * @throws Error as {@link canonicalJson} does.
  */
-export function definitionSha256(def: ServerToolDefinition): string {
-  return createHash('sha256').update(canonicalDefinition(def), 'utf8').digest('hex');
+export function definitionSha256(def: ServerToolDefinition, fields: readonly string[] = PINNED_FIELDS): string {
+  return createHash('sha256').update(canonicalDefinition(def, fields), 'utf8').digest('hex');
 }
 
 /** Longest excerpt of a value shown in a diff line, in characters. */
@@ -156,9 +173,9 @@ function diffValues(path: string, before: unknown, after: unknown, out: string[]
  * Meant for operators and for the refusal message; it does NOT judge whether a change is
  * harmless: any line means the pin no longer holds.
  */
-export function diffDefinitions(approved: ServerToolDefinition, seen: ServerToolDefinition): string[] {
+export function diffDefinitions(approved: ServerToolDefinition, seen: ServerToolDefinition, fields: readonly string[] = PINNED_FIELDS): string[] {
   const out: string[] = [];
-  for (const field of PINNED_FIELDS) {
+  for (const field of fields) {
     const before = own(approved, field);
     const after = own(seen, field);
     diffValues(field, before, after, out, 0);

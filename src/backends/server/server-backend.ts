@@ -152,7 +152,8 @@ export class ServerBackend implements Backend<ServerJob> {
 
       // Handshake and listing, then the pins.
       await server.initialize(stop.signal);
-      const listed = await server.list('tools/list', 'tools', stop.signal);
+      const operation = job.operation;
+      const listed = await server.list(operation?.list.method ?? 'tools/list', operation?.list.key ?? 'tools', stop.signal);
       const verdict = job.verifyListing(listed);
       if (verdict.drift && verdict.drift.length > 0) callLog.warn({drift: verdict.drift}, 'hosted server lists tools that differ from their pins');
       if (!verdict.ok) {
@@ -165,7 +166,9 @@ export class ServerBackend implements Backend<ServerJob> {
       this.#deps.keeper.watch(server.id, Date.now() + job.limits.timeoutMs);
       timer = setTimeout(() => terminate('timeout'), job.limits.timeoutMs);
       relaying = true;
-      const result = await server.guard(server.session.request('tools/call', {name: job.tool, arguments: job.args, _meta: {progressToken}}), stop.signal, 'tools/call');
+      const result = operation
+        ? await server.guard(server.session.request(operation.method, {...operation.params, _meta: {progressToken}}), stop.signal, operation.method)
+        : await server.guard(server.session.request('tools/call', {name: job.tool, arguments: job.args, _meta: {progressToken}}), stop.signal, 'tools/call');
       relaying = false;
       return makeResult(elapsed(), {stdout: JSON.stringify(result), pidsLimited: server.pidsLimited()});
     } catch (err) {
