@@ -82,28 +82,61 @@ export function hostedContentOf(manifest: HostedPackageManifest, profile: Contai
   return {packageName: manifest.name, packageVersion: manifest.version, profile, server, prompts, resources, templates};
 }
 
+/** Most expressions a pinned URI template may hold; a template with more is refused at load. */
+export const MAX_TEMPLATE_EXPRESSIONS = 16;
+
+type TemplateToken = {lit: string} | {allow: (c: string) => boolean; min: 0 | 1; first?: string};
+
 /**
  * A matcher for an RFC 6570 URI template: literal parts must match exactly; a simple expression
  * `{var}` (or `{a,b}`) matches one or more characters other than `/ ? #`; `{+var}` and `{#var}`
- * match anything; `{/var}`, `{.var}`, `{;var}`, `{?var}`, `{&var}` match an optional part that
- * starts with their operator. Matching only *routes* a read to the package whose server answers
- * it; it does NOT check that the URI is one the server will accept (the server decides).
+ * match anything (possibly nothing); `{/var}`, `{.var}`, `{;var}`, `{?var}`, `{&var}` match
+ * nothing or a part without `#` that starts with their operator. Runs in time linear in the URI
+ * for each token (a dynamic programme over positions, no backtracking regex), so a hostile
+ * template (pinned from the server) cannot make a read spin. Matching only *routes* a read to the
+ * package whose server answers it; it does NOT check that the server will accept the URI.
+ * @throws Error for a template with more than {@link MAX_TEMPLATE_EXPRESSIONS} expressions or an unclosed brace.
  */
 export function templateMatcher(template: string): (uri: string) => boolean {
-  let pattern = '^';
+  const tokens: TemplateToken[] = [];
   let last = 0;
+  let count = 0;
   for (const m of template.matchAll(/\{([+#./;?&]?)[A-Za-z0-9_.,%*:]*\}/g)) {
-    pattern += escape(template.slice(last, m.index));
+    if (++count > MAX_TEMPLATE_EXPRESSIONS) throw new Error(`URI template "${template.slice(0, 100)}" has more than ${MAX_TEMPLATE_EXPRESSIONS} expressions`);
+    if (m.index > last) tokens.push({lit: template.slice(last, m.index)});
     const op = m[1]!;
-    pattern += op === '' ? '[^/?#]+' : op === '+' || op === '#' ? '.*' : `(?:${escape(op)}[^#]*)?`;
+    if (op === '') tokens.push({allow: (c) => c !== '/' && c !== '?' && c !== '#', min: 1});
+    else if (op === '+' || op === '#') tokens.push({allow: () => true, min: 0});
+    else tokens.push({allow: (c) => c !== '#', min: 0, first: op});
     last = m.index + m[0].length;
   }
-  pattern += `${escape(template.slice(last))}$`;
-  const re = new RegExp(pattern, 'su');
-  return (uri) => uri.length <= 8192 && re.test(uri);
+  if (last < template.length) tokens.push({lit: template.slice(last)});
+  if (tokens.some((t) => 'lit' in t && (t.lit.includes('{') || t.lit.includes('}')))) throw new Error(`URI template "${template.slice(0, 100)}" has a brace that is not a valid expression`);
+  return (uri) => {
+    if (uri.length > 8192) return false;
+    const n = uri.length;
+    let cur = new Uint8Array(n + 1);
+    cur[0] = 1;
+    for (const token of tokens) {
+      const next = new Uint8Array(n + 1);
+      if ('lit' in token) {
+        for (let j = 0; j + token.lit.length <= n; j++) if (cur[j] && uri.startsWith(token.lit, j)) next[j + token.lit.length] = 1;
+      } else {
+        // open: some start i < j with cur[i], a valid first character at i, and allowed characters i..j-1.
+        let open = false;
+        if (token.min === 0) next[0] = cur[0]!;
+        for (let j = 1; j <= n; j++) {
+          const c = uri[j - 1]!;
+          const ok = token.allow(c);
+          open = ok && (open || (cur[j - 1] === 1 && (token.first === undefined || c === token.first)));
+          next[j] = open || (token.min === 0 && cur[j] === 1) ? 1 : 0;
+        }
+      }
+      cur = next;
+    }
+    return cur[n] === 1;
+  };
 }
-
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /**
  * Routing table of every loaded package's prompts and resources. Names of prompts are unique

@@ -44,10 +44,23 @@ const matches: Array<[string, string, boolean]> = [
   ['a://x{?q,r}', 'a://x?q=1&r=2', true],
   ['a://x{?q,r}', 'a://x', true],
   ['a.b://{id}', 'aXb://1', false],
+  ['a://x{?q}', 'a://xq=1', false],
+  ['a://{a}{b}/z', 'a://xy/z', true],
+  ['a://{a}{b}/z', 'a://x/z', false],
 ];
 for (const [template, uri, expected] of matches) {
   test(`templateMatcher(${template}) ${expected ? 'matches' : 'does not match'} ${uri}`, () => assert.equal(templateMatcher(template)(uri), expected));
 }
+
+test('templateMatcher is linear: a hostile pinned template cannot make a read spin (ReDoS)', () => {
+  const match = templateMatcher(`h://${'{+a}x'.repeat(15)}y`);
+  const uri = `h://${'x'.repeat(8000)}`;
+  const t0 = performance.now();
+  assert.equal(match(uri), false);
+  assert.ok(performance.now() - t0 < 2000, 'a backtracking matcher takes hours here');
+  assert.throws(() => templateMatcher(`h://${'{a}/'.repeat(17)}`), /more than 16 expressions/);
+  assert.throws(() => templateMatcher('h://{a'), /brace/);
+});
 
 const srv = parseProfile('/p/srv.json', JSON.stringify({name: 'srv', backend: 'container',
   limits: {timeoutMs: 1000, memoryMb: 128, cpus: 0.5, pids: 32, outputBytes: 4096}, commands: ['node'], filesystem: {tmpfs: {'/tmp': '8m'}}}));
