@@ -83,6 +83,7 @@ describe('hosted resources and prompts', {skip: !ready && 'no Docker engine or t
       assert.equal((text._meta?.['toolcell/usage'] as {backend?: string}).backend, 'container');
     });
 
+    // invariant: server:content:fresh-process
     test('each read runs in a fresh server process in a fresh container, removed after its read', async () => {
       const read = async () => JSON.parse(((await server.client.readResource({uri: 'test://instance'})).contents[0] as {text: string}).text) as {nonce: string; container: string};
       const first = await read();
@@ -124,6 +125,7 @@ describe('hosted resources and prompts', {skip: !ready && 'no Docker engine or t
       await noContainersLeft(pid);
     });
 
+    // invariant: server:content:pins-enforced
     test('a drifted prompt is DENIED with rule "pin" naming the change; an unchanged prompt of the same server still works', async () => {
       const err = await server.client.getPrompt({name: 'drifty__test_simple_prompt'}).then(() => undefined, (e: unknown) => e);
       assert.ok(err, 'refused');
@@ -161,6 +163,7 @@ describe('hosted resources and prompts', {skip: !ready && 'no Docker engine or t
       await noContainersLeft(served?.child.pid);
     });
 
+    // invariant: server:content:grants
     test('the package grant covers its prompts and resources; to an ungranted principal they look unknown', async () => {
       const alice = await connectHttp(served!.url, {token: KEYS.alice});
       const bob = await connectHttp(served!.url, {token: KEYS.bob});
