@@ -92,7 +92,7 @@ export async function getPrompt(runtime: ToolRuntime, name: string, args: unknow
     validate: () => validatePromptArguments(name, prompt.pin.definition, input),
     job: (id) => toContentJob(content, {kind: 'prompt', prompt, arguments: input as Record<string, string>}, id, runtime.containerGrants.get(contentGrantKey(content))),
     answer: (execution) => {
-      const failure = failureOf(subject, execution);
+      const failure = failureOf(subject, execution, `The prompt "${name}"`);
       if (failure) throw failure;
       return parsed<GetPromptResult>('prompts/get', execution, (v) => isSpecType.GetPromptResult(v), `prompt "${name}"`);
     },
@@ -127,7 +127,7 @@ export async function readResource(runtime: ToolRuntime, uri: string, context: C
     validate: () => undefined,
     job: (id) => toContentJob(content, {kind: 'resource', resource, uri}, id, runtime.containerGrants.get(contentGrantKey(content))),
     answer: (execution) => {
-      const failure = failureOf(subject, execution);
+      const failure = failureOf(subject, execution, `The read of resource "${resource.key}"`);
       if (failure) throw failure;
       return parsed<ReadResourceResult>('resources/read', execution, (v) => isSpecType.ReadResourceResult(v), `resource "${resource.key}"`);
     },

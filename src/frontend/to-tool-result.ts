@@ -29,12 +29,11 @@ export const STDERR_TAIL_BYTES = 2048;
 /**
  * Turns a backend result into a ToolcellError when the call did not succeed, picking the
  * reason in a fixed order: cancelled, timed out, out of memory, output limit, pids limit,
- * tool failure.
+ * tool failure. `name` starts each message (a hosted server's prompt or resource names itself).
  * @returns undefined when the call succeeded.
  */
-export function failureOf(tool: Pick<ToolDefinition, 'name' | 'profile'>, result: ExecutionResult): ToolcellError | undefined {
+export function failureOf(tool: Pick<ToolDefinition, 'name' | 'profile'>, result: ExecutionResult, name = `The tool "${tool.name}"`): ToolcellError | undefined {
   const p = tool.profile;
-  const name = `The tool "${tool.name}"`;
   const limits = p.limits;
   if (result.isCanceled) return new ToolcellError('CANCELLED', `${name} was cancelled.`);
   if (result.timedOut) {
