@@ -105,6 +105,8 @@ export const INVARIANTS = {
     note: 'Covers lifetime "call" (the default), cold; the warm pool and lifetime "principal" are not built yet. Read-write mounts the profile grants are shared by every call, as for container tools.'},
   'server:hostile:contained': {behaviour: 'A hosted server that never answers the handshake, writes non-MCP output on stdout, exits early or during the call, never answers the call, floods its output or forks past its pids limit ends with TOOL_FAILED, TIMEOUT, OUTPUT_LIMIT or PIDS_LIMIT, its stderr never reaches the client, no container is left, and the next call works.',
     note: 'The reason can be chosen by the server (it may fail in any way it likes, as container tools may); the limits themselves hold. The handshake has its own budget (10 s) beyond timeoutMs.'},
+  'server:pool:one-call-per-member': {behaviour: 'With the pre-initialized pool on, a member (started, initialized, listed ahead of demand) serves exactly one call and is removed after it; a burst larger than the pool gets fresh members or cold servers, never a used one; closing removes every member.',
+    note: 'A member\'s listing is the one it answered when it was started (up to maxAgeMs earlier, 120 s by default); it is compared with the pins when a call takes it. What the server does between its handshake and the call is not observed beyond its output count.'},
   'server:client-requests:refused': {behaviour: 'Requests a hosted server sends to the client (sampling/createMessage, elicitation/create, roots/list, anything but ping) get a JSON-RPC error at once, so the call does not hang; nothing reaches the real client.',
     note: 'A server that depends on sampling or elicitation cannot do that part of its work inside toolcell.'},
 } as const;
