@@ -3,7 +3,8 @@ import type Docker from 'dockerode';
 import {ServerBackend} from './backends/server/server-backend.ts';
 import {dockerMessage} from './backends/container/docker-errors.ts';
 import {log} from './log.ts';
-import type {ContainerGrants} from './policy/to-job.ts';
+import {toJob, type ContainerGrants} from './policy/to-job.ts';
+import type {ServerJob} from './backends/backend.ts';
 import type {ToolDefinition} from './policy/tool-definition.ts';
 
 /** What {@link prepareHostedTools} decided. */
@@ -24,6 +25,7 @@ export interface HostedTools {
  * tag that now means something else); the server's argv[0] is resolved to an absolute path in
  * the pinned image through the profile's `commands` (as for container tools, resolve-commands.ts),
  * and a profile problem (mounts) leaves the tool out.
+ * With `poolSize` > 0 the backend keeps that many pre-initialized members per server.
  * Never throws: each problem is per tool.
  * Does NOT check the image's contents: the image ID (a content digest) is the pin.
  */
@@ -32,6 +34,8 @@ export async function prepareHostedTools(tools: readonly ToolDefinition[], optio
   resolveCommands: (image: string, names: readonly string[]) => Promise<Map<string, string>>;
   mountsByProfile: ReadonlyMap<string, ContainerGrants['mounts']>;
   profileProblems: ReadonlyMap<string, string>;
+  /** Pre-initialized members kept ready per server settings (server-pool.ts); 0: off. */
+  poolSize?: number;
 }): Promise<HostedTools> {
   const served: ToolDefinition[] = [];
   const grants = new Map<string, ContainerGrants>();
@@ -76,5 +80,20 @@ export async function prepareHostedTools(tools: readonly ToolDefinition[], optio
       leaveOut(`the commands of profile "${profile.name}" cannot be resolved in its image: ${dockerMessage(err).slice(0, 200)}`);
     }
   }
-  return {backend: served.length > 0 ? new ServerBackend({docker: options.docker}) : undefined, served, grants, unavailable};
+  const poolSize = options.poolSize ?? 0;
+  const backend = served.length > 0 ? new ServerBackend({docker: options.docker, pool: poolSize > 0 ? {size: poolSize} : false}) : undefined;
+  if (backend && poolSize > 0) {
+    // One template per server (its tools share the sandbox settings); a drifted one is never warmed.
+    const warmed = new Set<string>();
+    for (const tool of served) {
+      if (warmed.has(tool.packageName) || tool.server?.drift !== undefined) continue;
+      warmed.add(tool.packageName);
+      try {
+        backend.prewarm(toJob(tool, {}, `prewarm-${tool.packageName}`, grants.get(tool.name)) as ServerJob);
+      } catch (err) {
+        log.debug({err, tool: tool.name}, 'no prewarm template for this hosted server');
+      }
+    }
+  }
+  return {backend, served, grants, unavailable};
 }

@@ -162,7 +162,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       process.stderr.write(`toolcell: container tools left out (${[...containerTools, ...hostedTools].map((t) => t.name).join(', ')}): ${support.reason}\n`);
     } else {
       if (hostedTools.length > 0) {
-        const hosted = await prepareHostedTools(hostedTools, {docker: support.backend.docker, resolveCommands: support.resolveCommands, mountsByProfile, profileProblems});
+        const hosted = await prepareHostedTools(hostedTools, {docker: support.backend.docker, resolveCommands: support.resolveCommands, mountsByProfile, profileProblems, poolSize: containerPool});
         server = hosted.backend;
         unavailable.push(...hosted.unavailable);
         for (const tool of hosted.served) served.set(tool.name, tool);
@@ -222,7 +222,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     ...(options.admission ? {admission: options.admission} : {}),
     ...(hostedContent ? {hostedContent} : {}),
     ...(options.onCallFinished ? {onCallFinished: options.onCallFinished} : {}),
-    poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {})}),
+    poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {}), ...(server ? {server: server.poolStats().ready} : {})}),
     containersReachable: async () => {
       if (container === undefined) return !(options.containers ?? RUNTIME_DEFAULTS.containers) || (containerTools.length === 0 && hostedTools.length === 0);
       try {

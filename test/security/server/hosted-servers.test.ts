@@ -18,14 +18,17 @@ import {parseProfile} from '../../../src/policy/load-profiles.ts';
 import {localPrincipal} from '../../../src/policy/principal.ts';
 import {createRuntime, type Runtime} from '../../../src/runtime.ts';
 import type {AuditEventV1} from '../../../src/audit/audit-event.ts';
-import {dockerAvailable, managedContainers} from '../../support/docker.ts';
+import {docker, dockerAvailable, managedContainers} from '../../support/docker.ts';
 import {useFixtureServerImage} from '../../support/fixture-server.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/node']});
+const RETAG = `toolcell-test/retagged-${process.pid}`;
+/** A profile name of this test process alone: its containers are counted by their profile label, not other test processes' ones. */
+const PROFILE_NAME = `test-server-${process.pid}`;
 
 const PROFILE = {
-  name: 'test-server', backend: 'container',
+  name: PROFILE_NAME, backend: 'container',
   limits: {timeoutMs: 4_000, memoryMb: 192, cpus: 0.5, pids: 48, outputBytes: 1_048_576},
   network: 'none', filesystem: {readOnlyRoot: true, tmpfs: {'/tmp': '8m'}, mounts: []}, commands: ['node'], runtime: 'runc',
 };
@@ -45,19 +48,19 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
 
   before(async () => {
     dir = await tempDir();
-    await dir.write('profiles/test-server.json', PROFILE);
+    await dir.write(`profiles/${PROFILE_NAME}.json`, PROFILE);
     const probed = await probeServer({image: image.tag, command: ['/usr/local/bin/node', '/srv/fixture-server.mjs'], args: ['good'],
       profile: {...PROFILE, network: 'none', runtime: 'runc'} as never, handshakeTimeoutMs: 20_000});
     const tools = probed.tools.map((t) => {
       const definition = pick(t) as {name: string};
       return {name: definition.name, sha256: definitionSha256(definition), definition};
     });
-    const profileDigest = profileSha256(parseProfile('/x/test-server.json', JSON.stringify(PROFILE)) as unknown as Record<string, unknown>);
+    const profileDigest = profileSha256(parseProfile(`/x/${PROFILE_NAME}.json`, JSON.stringify(PROFILE)) as unknown as Record<string, unknown>);
     const pkg = (name: string, args: string[]) => ({
       name, version: '1.0.0',
       server: {source: 'dir:test/fixtures/servers', image: image.tag, imageId: probed.imageId, command: ['node', '/srv/fixture-server.mjs'], args,
         transport: 'stdio', profileSha256: profileDigest},
-      profile: 'test-server', tools,
+      profile: PROFILE_NAME, tools,
     });
     await dir.write('tools/fixture/toolcell.json', pkg('fixture', ['good']));
     // Approved while benign; every later start describes echo differently (its clock is past 0).
@@ -65,6 +68,9 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
     await dir.write('tools/silent/toolcell.json', pkg('silent', ['silent']));
     await dir.write('tools/garbage/toolcell.json', pkg('garbage', ['garbage']));
     await dir.write('tools/early/toolcell.json', pkg('early', ['exit-early']));
+    // An image reference that now names another image than the pinned ID (re-tagged since add).
+    await docker.getImage('toolcell/node').tag({repo: RETAG, tag: 'latest'});
+    await dir.write('tools/retagged/toolcell.json', {...pkg('retagged', ['good']), server: {...pkg('retagged', ['good']).server, image: `${RETAG}:latest`}});
     runtime = await createRuntime({toolDirs: [`${dir.path}/tools`], profileDirs: [`${dir.path}/profiles`], audit: 'off', containerPool: 0});
     const write = runtime.audit.write.bind(runtime.audit);
     (runtime.audit as {write: (e: AuditEventV1) => void}).write = (e) => {
@@ -76,6 +82,7 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
     for (const s of servers) s.close();
     await runtime?.close();
     await dir?.dispose();
+    await docker.getImage(`${RETAG}:latest`).remove({noprune: true}).catch(() => undefined);
   });
 
   const call = async (name: string, args: Record<string, unknown> = {}, extra: Partial<CallContext> = {}): Promise<Outcome> => {
@@ -88,7 +95,8 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
     assert.equal(r.code, undefined, text(r.result));
     assert.deepEqual(r.result.structuredContent, {sum: 5});
   };
-  const leftovers = async (before: Set<string>) => (await managedContainers()).filter((id) => !before.has(id));
+  const ours = () => managedContainers(`toolcell.profile=${PROFILE_NAME}`);
+  const leftovers = async (before: Set<string>) => (await ours()).filter((id) => !before.has(id));
 
   test('the tools are served under <package>__<tool> with the pinned definitions', () => {
     assert.ok(runtime.tools.has('fixture__echo'), JSON.stringify({rejected: runtime.rejected, unavailable: runtime.unavailable}));
@@ -96,7 +104,7 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
   });
 
   test('a call is relayed (content, structuredContent) and arguments are validated before any sandbox', async () => {
-    const before = new Set(await managedContainers());
+    const before = new Set(await ours());
     const r = await call('fixture__echo', {message: 'hello'});
     assert.equal(text(r.result), 'hello');
     assert.equal(r.result.isError, undefined);
@@ -126,6 +134,15 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
     assert.equal(text(add.result), '2');
   });
 
+  test('an image reference re-tagged since approval refuses the package\'s calls (DENIED, rule pin) before any sandbox', async () => {
+    const before = new Set(await ours());
+    const r = await call('retagged__echo', {message: 'x'});
+    assert.equal(r.code, 'DENIED', text(r.result));
+    assert.equal(r.rule, 'pin');
+    assert.match(text(r.result), /image changed since the server was approved/);
+    assert.deepEqual(await leftovers(before), []);
+  });
+
   test('sampling, roots and elicitation requests from the server get an error at once; the call completes', async () => {
     const r = await call('fixture__sample');
     assert.equal(r.code, undefined, text(r.result));
@@ -153,7 +170,7 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
   ];
   for (const [what, tool, args, check] of hostile) {
     test(`a server that ${what} ends with its code, leaves no container, and the next call works`, async () => {
-      const before = new Set(await managedContainers());
+      const before = new Set(await ours());
       const o = await call(tool, args);
       check(o);
       assert.doesNotMatch(text(o.result), /fixture: /, 'the server\'s stderr never reaches the client');
