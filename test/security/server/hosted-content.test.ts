@@ -95,6 +95,24 @@ describe('hosted resources and prompts under attack', {skip: !ready && 'no Docke
   });
 
   // invariant: server:content:pins-enforced
+  test('an image tag re-pointed since add refuses every prompt and resource before any sandbox; an absent pinned image leaves them out', async () => {
+    await runtime?.close();
+    // The package was approved with image "toolcell/node" naming the fixture's ID; that tag now names another image.
+    writeContentPackage(`${dir.path}/retag`, 'retag', 'toolcell/node', image.imageId());
+    writeContentPackage(`${dir.path}/gone`, 'gone', image.tag, `sha256:${'0'.repeat(64)}`);
+    runtime = await createRuntime({toolDirs: [`${dir.path}/retag`], audit: 'off', isolatePool: 0});
+    const p = await refusal(getPrompt(runtime, 'retag__test_simple_prompt', {}, context()));
+    assert.equal(toolcellError(p)?.rule, 'pin');
+    assert.match(String((p as Error).message), /image changed/);
+    assert.equal(toolcellError(await refusal(readResource(runtime, 'test://static-text', context())))?.rule, 'pin');
+    assert.deepEqual(await ownContainers(), [], 'refused before any container');
+    await runtime.close();
+    runtime = await createRuntime({toolDirs: [`${dir.path}/gone`], audit: 'off', isolatePool: 0});
+    assert.equal(runtime.hostedContent, undefined);
+    assert.match(runtime.unavailable.map((u) => `${u.tool}: ${u.reason}`).join('\n'), /gone \(prompts, resources\): its pinned image .* is not present/);
+  });
+
+  // invariant: server:content:pins-enforced
   test('a rug pull on a prompt and a resource: DENIED rule "pin" with the changes, audited; an unchanged prompt of the server still works', async () => {
     await runtime?.close();
     writeContentPackage(`${dir.path}/rug`, 'rug', image.tag, image.imageId(), ['rugpull', String(Date.now())]);
