@@ -185,3 +185,16 @@ describe('hosted resources and prompts', {skip: !ready && 'no Docker engine or t
     });
   });
 });
+
+test('without a hosted server that provides them, toolcell declares neither resources nor prompts, and their methods are not found', async () => {
+  const server = await connectStdio(['--no-containers', '--audit-log', 'off']);
+  try {
+    const caps = server.client.getServerCapabilities();
+    assert.ok(caps?.tools, 'tools declared');
+    assert.equal(caps?.resources, undefined);
+    assert.equal(caps?.prompts, undefined);
+    await assert.rejects(server.client.request({method: 'prompts/list', params: {}}), /-32601|not found/i);
+  } finally {
+    await server.close();
+  }
+});
