@@ -112,6 +112,12 @@ export interface ServerJob {
   /** The package name, for logs. */
   packageName: string;
   /**
+   * `lifetime: "principal"`: calls with the same `key` (an opaque principal id) and the same
+   * sandbox settings share one server sandbox, kept until `idleMs` without a call; never shared
+   * between keys. Absent: a fresh server per call.
+   */
+  affinity?: {key: string; idleMs: number};
+  /**
    * A request other than `tools/call` (a prompt or a resource; policy/hosted-content.ts): the
    * listing `verifyListing` judges is `operation.list`, and `operation.method` with `params` is
    * sent instead of `tools/call` (then `tool` and `args` are for logs only). Absent: a tool call.

@@ -172,7 +172,7 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     subject: tool,
     args,
     validate: () => assertValidArguments(name, tool.validateInput, input),
-    job: (id) => toJob(tool, input, id, runtime.containerGrants.get(name)),
+    job: (id) => toJob(tool, input, id, runtime.containerGrants.get(name), context.principal.id),
     answer: (execution) => {
       const failure = failureOf(tool, execution);
       if (failure) throw failure;
