@@ -65,8 +65,9 @@ interface Sticky {
  * Time: creating and starting the container has {@link START_TIMEOUT_MS} (over it:
  * `BACKEND_UNAVAILABLE` `start-timeout`); the handshake has `handshakeTimeoutMs` (over it:
  * failed, `TOOL_FAILED`); the tool's `timeoutMs` starts when `tools/call` is sent (over it:
- * `timedOut`, the container is killed). Output: every byte the server writes (stdout and stderr,
- * handshake included) counts against `outputBytes`; past it `truncated`, killed. Memory, pids,
+ * `timedOut`, the container is killed). Output: the bytes the server writes (stdout and stderr)
+ * count against `outputBytes` during its handshake, and again from `tools/call` on; past it
+ * `truncated`, killed. Memory, pids,
  * CPU: the container's cgroups, as for container tools; `outOfMemory` and `pidsLimited` are
  * attributed by the container tier's witnesses (exit-reason.ts).
  * Result: `stdout` is the JSON of the server's `tools/call` result (shape checked by the
@@ -208,7 +209,7 @@ export class ServerBackend implements Backend<ServerJob> {
         clearTimeout(timer);
         if (server.session.failure !== undefined) throw new ServerFailure(server.session.failure.kind === 'closed' ? 'exited' : server.session.failure.kind, server.session.failure.message);
       } else {
-        listed = await this.#coldStart(job, handlers, stop.signal, () => reason, (t) => {
+        listed = await this.#coldStart(job, handlers, stop.signal, (t) => {
           clearTimeout(timer);
           timer = t;
         }, terminate, (s) => {
@@ -279,7 +280,7 @@ export class ServerBackend implements Backend<ServerJob> {
    * listing within the handshake budget (`setTimer` replaces the call's timer).
    * @returns the server's `tools/list`.
    */
-  async #coldStart(job: ServerJob, handlers: SessionHandlers, signal: AbortSignal, _reason: () => StopReason | undefined,
+  async #coldStart(job: ServerJob, handlers: SessionHandlers, signal: AbortSignal,
     setTimer: (t: NodeJS.Timeout) => void, terminate: (r: StopReason) => void, own: (s: ServerSandbox) => void): Promise<Record<string, unknown>[]> {
     const deadlineAt = Date.now() + START_TIMEOUT_MS + this.#handshakeMs + job.limits.timeoutMs;
     const server = await ServerSandbox.start(this.#deps, job.sandbox, {signal, deadlineAt, handlers});
