@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # MCP conformance suite (server scenarios) against `toolcell serve --http`:
-#   1. starts `toolcell serve --http 127.0.0.1:0 --unprefixed conformance` with the fixture package
-#      (test/fixtures/tools/conformance, bundled profiles; no authentication: loopback only);
+#   1. builds the content fixture server's image (test/fixtures/content-server, FROM toolcell/node,
+#      labelled toolcell.test=conformance, removed at exit; deadline CONFORMANCE_BUILD_TIMEOUT s),
+#      writes its hosted package "conformance-content" (resources, a template, prompts; pins from
+#      its definitions.json) under OUT/tools, and starts `toolcell serve --http 127.0.0.1:0
+#      --unprefixed conformance --unprefixed conformance-content` with the isolate fixture package
+#      (test/fixtures/tools/conformance) and that hosted package (bundled profiles; no
+#      authentication: loopback only). Needs the Docker engine and toolcell/node (`images build`);
 #   2. runs `conformance server --url … --suite all -o OUT/results`
 #      (node_modules/.bin/conformance when installed, else `npx -y` of the pinned version);
 #   3. reads every scenario's checks.json (not just the summary: a missing fixture can make a
@@ -12,7 +17,8 @@
 #   4. stops the server with SIGTERM and requires exit code 0.
 #
 #   scripts/conformance.sh [OUT_DIR]      default: a new directory under ${TMPDIR:-/tmp}
-# Env: TOOLCELL_CLI (default dist/cli.js: run `npm run build` first), CONFORMANCE_VERSION
+# Env: TOOLCELL_CLI (default dist/cli.js: run `npm run build` first), CONFORMANCE_BUILD_TIMEOUT
+#      (default 300 s), CONFORMANCE_VERSION
 #      (default 0.1.16), CONFORMANCE_SUITE (default all), EXPECTED (default
 #      test/conformance/expected-failures.yml).
 set -euo pipefail
@@ -30,14 +36,29 @@ LOG="$OUT/server.log"
 [ -x "$NODE" ] || { echo "conformance: $NODE missing; run npm ci" >&2; exit 2; }
 [ -f "$CLI" ] || { echo "conformance: $CLI missing; run npm run build (or set TOOLCELL_CLI)" >&2; exit 2; }
 
-TOOLCELL_LOG_LEVEL=${TOOLCELL_LOG_LEVEL:-warn} "$NODE" --no-node-snapshot "$CLI" serve --http 127.0.0.1:0 \
-  --no-bundled-tools --tools test/fixtures/tools/conformance --unprefixed conformance --no-containers --audit-log off 2>"$LOG" &
-SERVER=$!
+# The hosted fixture server of the resources and prompts scenarios: its image, then its package.
+FIXTURE_IMAGE="toolcell-conformance/content-server:$$"
+remove_image() { docker image rm -f "$FIXTURE_IMAGE" >/dev/null 2>&1 || true; }
+SERVER=""
 stop_server() {
+  [ -n "$SERVER" ] || return 0
   if kill -0 "$SERVER" 2>/dev/null; then kill -TERM "$SERVER" 2>/dev/null || true; fi
   wait "$SERVER" 2>/dev/null
 }
-trap 'stop_server || true' EXIT
+trap 'stop_server || true; remove_image' EXIT
+if ! timeout "${CONFORMANCE_BUILD_TIMEOUT:-300}" docker build -q --label toolcell.test=conformance -t "$FIXTURE_IMAGE" \
+    test/fixtures/content-server >"$OUT/fixture-build.log" 2>&1; then
+  echo "conformance: building the content fixture image failed or took over ${CONFORMANCE_BUILD_TIMEOUT:-300} s (needs toolcell/node: toolcell images build):" >&2
+  cat "$OUT/fixture-build.log" >&2
+  exit 2
+fi
+FIXTURE_ID=$(docker image inspect -f '{{.Id}}' "$FIXTURE_IMAGE")
+"$NODE" --no-node-snapshot test/fixtures/content-server/write-package.ts "$OUT/tools" conformance-content "$FIXTURE_IMAGE" "$FIXTURE_ID" >/dev/null
+
+TOOLCELL_LOG_LEVEL=${TOOLCELL_LOG_LEVEL:-warn} "$NODE" --no-node-snapshot "$CLI" serve --http 127.0.0.1:0 \
+  --no-bundled-tools --tools test/fixtures/tools/conformance --tools "$OUT/tools" --unprefixed conformance --unprefixed conformance-content \
+  --audit-log off 2>"$LOG" &
+SERVER=$!
 
 URL=""
 for _ in $(seq 1 300); do
@@ -115,5 +136,6 @@ CHECK
 CODE=0
 stop_server || CODE=$?
 trap - EXIT
+remove_image
 if [ "$CODE" -ne 0 ]; then echo "conformance: the server exited with $CODE after SIGTERM (expected 0)" >&2; cat "$LOG" >&2; STATUS=1; fi
 exit "$STATUS"

@@ -77,7 +77,9 @@ export async function doctor(options: RuntimeOptions, json: boolean): Promise<nu
   checks.push(await probeIsolate());
   const profiles = await loadProfiles(options.profileDirs ?? [BUNDLED_PROFILES]);
   const loaded = await loadPackages(options.toolDirs ?? [BUNDLED_TOOLS], profiles);
-  const images = [...new Set([...loaded.tools.values()].flatMap((t) => (t.container ? [t.container.image] : [])))];
+  // Container tools' images, and hosted servers' pinned image IDs.
+  const imageOf = (t: {container?: {image: string}; server?: {imageId: string}}) => (t.container ? [t.container.image] : t.server ? [t.server.imageId] : []);
+  const images = [...new Set([...loaded.tools.values()].flatMap(imageOf))];
   const containersOff = options.containers === false;
   const docker = containersOff ? undefined : await probeDocker({images});
   if (docker) checks.push(...dockerChecks(docker));
@@ -100,7 +102,7 @@ export async function doctor(options: RuntimeOptions, json: boolean): Promise<nu
     } else if (docker.limitsEffective === false) {
       problem = 'container limits do not take effect on this engine';
     } else {
-      const missing = [...new Set(users.flatMap((t) => (t.container && docker.images[t.container.image] === false ? [t.container.image] : [])))];
+      const missing = [...new Set(users.flatMap((t) => imageOf(t).filter((image) => docker.images[image] === false)))];
       if (missing.length > 0) problem = `image(s) missing: ${missing.join(', ')}`;
     }
     checks.push({name: `profile ${profile.name}`, ok: problem === undefined, detail: problem === undefined ? `can be honoured (${used})` : `CANNOT be honoured: ${problem} (${used})`});

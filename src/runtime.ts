@@ -16,6 +16,10 @@ import type {ContainerBackend} from './backends/container/container-backend.ts';
 import type {ToolDefinition} from './policy/tool-definition.ts';
 import {containerSupport} from './container-support.ts';
 import {BUNDLED_PROFILES, BUNDLED_TOOLS} from './paths.ts';
+import {prepareHostedTools} from './hosted-tools.ts';
+import {ServerBackend} from './backends/server/server-backend.ts';
+import {prepareHostedContent} from './hosted-content-runtime.ts';
+import type {HostedCatalog} from './policy/hosted-content.ts';
 
 /**
  * The default of every runtime option, in one place: `createRuntime` applies them, the CLI shows
@@ -165,18 +169,42 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const unavailable: UnavailableTool[] = [];
   const containerGrants = new Map<string, ContainerGrants>();
   const containerTools = [...loaded.tools.values()].filter((t) => t.container !== undefined);
+  const hostedTools = [...loaded.tools.values()].filter((t) => t.server !== undefined);
+  let hostedContent: HostedCatalog | undefined;
   for (const tool of loaded.tools.values()) if (tool.isolate) served.set(tool.name, tool);
 
   let container: ContainerBackend | undefined;
-  if (containerTools.length > 0) {
+  let server: ServerBackend | undefined;
+  const contentPackages = loaded.hostedContent.packages;
+  if (containerTools.length > 0 || hostedTools.length > 0 || contentPackages.length > 0) {
     const support = !(options.containers ?? RUNTIME_DEFAULTS.containers)
       ? {backend: undefined, reason: 'container tools are turned off (--no-containers)'}
       : await containerSupport({poolSize: containerPool});
     if (support.backend === undefined) {
       const skipped = options.containers === false;
-      for (const tool of containerTools) unavailable.push({tool: tool.name, reason: support.reason, ...(skipped ? {skipped} : {})});
-      if (logProblems) log.warn({tools: containerTools.map((t) => t.name)}, `container tools left out: ${support.reason}`);
+      const left = [...containerTools, ...hostedTools];
+      for (const tool of left) unavailable.push({tool: tool.name, reason: support.reason, ...(skipped ? {skipped} : {})});
+      for (const c of contentPackages) unavailable.push({tool: `${c.packageName} (prompts, resources)`, reason: support.reason, ...(skipped ? {skipped} : {})});
+      if (logProblems) log.warn({tools: left.map((t) => t.name)}, `container tools left out: ${support.reason}`);
     } else {
+      if (hostedTools.length > 0) {
+        const hosted = await prepareHostedTools(hostedTools, {docker: support.backend.docker, resolveCommands: support.resolveCommands, mountsByProfile, profileProblems, poolSize: containerPool});
+        server = hosted.backend;
+        unavailable.push(...hosted.unavailable);
+        if (logProblems) for (const u of hosted.unavailable) log.warn({tool: u.tool}, `tool left out: ${u.reason}`);
+        for (const tool of hosted.served) served.set(tool.name, tool);
+        for (const [name, grants] of hosted.grants) containerGrants.set(name, grants);
+      }
+      if (contentPackages.length > 0) {
+        const prepared = await prepareHostedContent(loaded.hostedContent, {docker: support.backend.docker, resolveCommands: support.resolveCommands, mountsByProfile, profileProblems});
+        unavailable.push(...prepared.unavailable);
+        if (logProblems) for (const u of prepared.unavailable) log.warn({tool: u.tool}, `left out: ${u.reason}`);
+        for (const [key, grants] of prepared.grants) containerGrants.set(key, grants);
+        if (prepared.catalog.packages.length > 0) {
+          hostedContent = prepared.catalog;
+          server ??= new ServerBackend({docker: support.backend.docker});
+        }
+      }
       container = support.backend;
       for (const tool of containerTools) {
         const profile = tool.profile;
@@ -206,7 +234,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     workers: options.isolateWorkers ?? RUNTIME_DEFAULTS.isolateWorkers,
     poolSize: options.isolatePool ?? RUNTIME_DEFAULTS.isolatePool,
   });
-  const dispatcher = new Dispatcher({isolate, container}, options.dispatch ?? RUNTIME_DEFAULTS.dispatch);
+  const dispatcher = new Dispatcher({isolate, container, server}, options.dispatch ?? RUNTIME_DEFAULTS.dispatch);
   const audit: AuditSink = new JsonlAuditSink(options.audit ?? RUNTIME_DEFAULTS.audit);
   let closing: Promise<void> | undefined;
   return {
@@ -220,11 +248,12 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     audit,
     containerGrants,
     admission: options.admission,
+    hostedContent,
     onCallFinished: options.onCallFinished,
     // Kept conditional: every key is a pool gauge (metrics.watchPools), so no key without a pool.
-    poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {})}),
+    poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {}), ...(server ? {server: server.poolStats().ready} : {})}),
     containersReachable: async () => {
-      if (container === undefined) return !(options.containers ?? RUNTIME_DEFAULTS.containers) || containerTools.length === 0;
+      if (container === undefined) return !(options.containers ?? RUNTIME_DEFAULTS.containers) || (containerTools.length === 0 && hostedTools.length === 0);
       try {
         await (container.docker.ping as (options: object) => Promise<unknown>).call(container.docker, {abortSignal: AbortSignal.timeout(2000)});
         return true;

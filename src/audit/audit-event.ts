@@ -24,6 +24,12 @@ export interface AuditEventV1 {
   transport: 'stdio' | 'http' | 'cli';
   /** What: the MCP tool name as the client sent it (cut at 128 characters, marked `…`, when no such tool is served). */
   tool: string;
+  /**
+   * The MCP method when it is not `tools/call`: `prompts/get` (then `tool` is the prompt's MCP
+   * name) or `resources/read` (then `tool` is the pinned resource URI or URI template that routed
+   * the read; the URI itself is recorded only in `inputSha256`).
+   */
+  method?: 'prompts/get' | 'resources/read';
   /** Where: the profile and backend, when the tool was found (granted or not). */
   profile?: string;
   backend?: 'isolate' | 'container';
@@ -36,6 +42,8 @@ export interface AuditEventV1 {
    * `unknown-tool` (no such tool is served), `commands` (argv[0] not allowlisted), ...
    */
   rule?: string;
+  /** For `rule: "pin"`: what changed since the operator approved the hosted server's tool (policy/pins.ts diff lines, at most 20). */
+  changes?: string[];
   /** Time from receipt to result, in ms. */
   durationMs: number;
   /** SHA-256 (hex) of the canonical JSON of the arguments; never the arguments. */

@@ -2,6 +2,7 @@
 import {randomUUID} from 'node:crypto';
 import type {CallToolResult} from '@modelcontextprotocol/server';
 import {newAuditId, sha256Json, type AuditSink} from '../audit/audit-event.ts';
+import type {BackendEvent, ExecutionResult, Job} from '../backends/backend.ts';
 import type {Dispatcher} from '../dispatch/dispatcher.ts';
 import {ToolcellError} from '../errors.ts';
 import {log} from '../log.ts';
@@ -10,6 +11,7 @@ import {mayUseTool, type Principal} from '../policy/principal.ts';
 import {toJob, type ContainerGrants} from '../policy/to-job.ts';
 import type {ToolDefinition} from '../policy/tool-definition.ts';
 import {errorResult, failureOf, outcomeOf, successResult, withUsage, type Usage} from './to-tool-result.ts';
+import type {HostedCatalog} from '../policy/hosted-content.ts';
 
 /**
  * Per-principal admission (issue: quotas). `admit` either returns a release function, to be
@@ -28,6 +30,8 @@ export interface ToolRuntime {
   /** Resolved command allowlists and mounts of container tools, by MCP tool name. */
   readonly containerGrants: ReadonlyMap<string, ContainerGrants>;
   readonly admission?: Admission;
+  /** Prompts and resources of hosted servers whose server can run here (hosted-request.ts); absent when none. */
+  readonly hostedContent?: HostedCatalog;
   /**
    * Observes each call that reached a tool (metrics), whatever its outcome. Not called for a
    * name that is unknown or not granted (those are audited only): a metric labelled with
@@ -48,8 +52,8 @@ export interface CallContext {
   transport: 'stdio' | 'http' | 'cli';
   /** Aborts when the client cancels. */
   signal: AbortSignal;
-  /** Reports progress (MCP progress notifications) when the client asked for it. */
-  progress?: (progress: number, total: number, message: string) => Promise<void>;
+  /** Reports progress (MCP progress notifications) when the client asked for it; `total` absent when unknown. */
+  progress?: (progress: number, total: number | undefined, message: string) => Promise<void>;
   /**
    * Receives what the tool wrote to its console (isolate) or stderr (container), already
    * bounded by the profile's `outputBytes`, before the result is returned; MCP transports
@@ -97,10 +101,12 @@ export function auditedName(name: string): string {
  * tool is loaded but not granted to the principal (its profile and backend are recorded: the
  * audit stream is the operator's) and `rule: "unknown-tool"` when no such tool is served. The
  * arguments are recorded only as their SHA-256; a client-chosen name is recorded as
- * `auditedName` makes it (well-formed, cut at `MAX_AUDITED_NAME`). Not counted in metrics (`onCallFinished`): a
+ * `auditedName` makes it (well-formed, cut at `MAX_AUDITED_NAME`); `method` is set for a prompt or
+ * resource (hosted-request.ts). Not counted in metrics (`onCallFinished`): a
  * metric labelled with names a client made up would grow without bound.
  */
-function auditRefusedName(runtime: ToolRuntime, name: string, args: unknown, context: CallContext, jobId: string, tool: ToolDefinition | undefined, started: number): void {
+export function auditRefusedName(runtime: ToolRuntime, name: string, args: unknown, context: CallContext, jobId: string, tool: Pick<ToolDefinition, 'profile'> | undefined, started: number,
+  method?: 'prompts/get' | 'resources/read'): void {
   runtime.audit.write({
     v: 1,
     type: 'tool.call.denied',
@@ -110,6 +116,7 @@ function auditRefusedName(runtime: ToolRuntime, name: string, args: unknown, con
     principal: context.principal.id,
     transport: context.transport,
     tool: auditedName(name),
+    method,
     profile: tool?.profile.name,
     backend: tool?.profile.backend,
     outcome: 'denied',
@@ -119,6 +126,29 @@ function auditRefusedName(runtime: ToolRuntime, name: string, args: unknown, con
     inputSha256: sha256Json(args),
   });
 }
+
+/**
+ * One request on the spine, whatever it asks for: a tool call, or a hosted server's prompt or
+ * resource (hosted-request.ts). The spine owns find-independent steps (admit, dispatch, audit,
+ * metrics); the request says how to validate, build its job and read the execution.
+ */
+export interface SpineRequest<R> {
+  /** What is audited and counted: the tool, or a prompt/resource under its pinned MCP name and its package's profile. */
+  readonly subject: Pick<ToolDefinition, 'name' | 'packageName' | 'profile'> & Partial<ToolDefinition>;
+  /** The MCP method, recorded in the audit event when it is not `tools/call`. */
+  readonly method?: 'prompts/get' | 'resources/read';
+  /** The client's arguments (audited as their SHA-256). */
+  readonly args: unknown;
+  /** Validates the arguments before admission; throws ToolcellError `INVALID_ARGUMENTS`. */
+  validate(): void;
+  /** Builds the job (after admission); throws ToolcellError `DENIED` for a broken pin or argv. */
+  job(jobId: string): Job;
+  /** Reads a finished execution; throws the ToolcellError that describes a failure. */
+  answer(execution: ExecutionResult): R;
+}
+
+/** How a request on the spine ended: its answer or the error that replaced it, and its usage. */
+export type SpineOutcome<R> = {usage: Usage} & ({ok: true; value: R} | {ok: false; error: unknown});
 
 /**
  * The one spine every tool call goes through (ARCHITECTURE.md, "frontend"):
@@ -138,39 +168,69 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     auditRefusedName(runtime, name, args, context, jobId, tool, started);
     throw new UnknownToolError(name);
   }
+  const input = (args ?? {}) as Record<string, unknown>;
+  const outcome = await runOnSpine<CallToolResult>(runtime, {
+    subject: tool,
+    args,
+    validate: () => assertValidArguments(name, tool.validateInput, input),
+    job: (id) => toJob(tool, input, id, runtime.containerGrants.get(name), context.principal.id),
+    answer: (execution) => {
+      const failure = failureOf(tool, execution);
+      if (failure) throw failure;
+      return successResult(tool, execution);
+    },
+  }, context, jobId, started);
+  return withUsage(outcome.ok ? outcome.value : errorResult(outcome.error), outcome.usage);
+}
+
+/**
+ * The steps every request shares once its target is found and granted: validate → admit
+ * (quota) → build job → dispatch (queues, deadlines; a hosted server's progress and log relayed)
+ * → read the execution → audit (`tool.call.*` events; `method` set for prompts and resources)
+ * → metrics. Never throws for what happened in the sandbox or policy: the outcome carries the
+ * error (a ToolcellError, or anything else, logged and audited as `INTERNAL`).
+ */
+export async function runOnSpine<R>(runtime: ToolRuntime, request: SpineRequest<R>, context: CallContext, jobId: string, started: number): Promise<SpineOutcome<R>> {
+  const tool = request.subject;
+  const name = tool.name;
   const callLog = log.child({component: 'call-tool', jobId, tool: name, principal: context.principal.id});
   const backend = tool.profile.backend;
   let sandboxMs: number | undefined;
   let release: (() => void) | undefined;
-  let result: CallToolResult;
+  let outcomeValue: {ok: true; value: R} | {ok: false; error: unknown};
   let code: ToolcellError['code'] | undefined;
   let rule: string | undefined;
+  let changes: string[] | undefined;
   try {
-    const input = (args ?? {}) as Record<string, unknown>;
-    assertValidArguments(name, tool.validateInput, input);
-    release = runtime.admission?.admit(context.principal, tool);
-    const job = toJob(tool, input, jobId, runtime.containerGrants.get(name));
+    request.validate();
+    release = runtime.admission?.admit(context.principal, tool as ToolDefinition);
+    const job = request.job(jobId);
     callLog.debug({backend}, 'job queued');
     void context.progress?.(0, 2, 'queued');
     const signal = runtime.stopSignal ? AbortSignal.any([context.signal, runtime.stopSignal]) : context.signal;
-    const execution = await runtime.dispatcher.run(job, signal, () => void context.progress?.(1, 2, 'running in a fresh sandbox'));
+    // A hosted server reports its own progress (relayed, bounded by the backend) and log messages.
+    const hosted = job.kind === 'server';
+    const onEvent = hosted ? (event: BackendEvent) => {
+      if (event.type === 'progress') void context.progress?.(event.progress, event.total, event.message ?? '');
+      else void context.console?.(`[${event.level}]${event.logger === undefined ? '' : ` ${event.logger}:`} ${typeof event.data === 'string' ? event.data : JSON.stringify(event.data) ?? ''}`);
+    } : undefined;
+    const execution = await runtime.dispatcher.run(job, signal, hosted ? undefined : () => void context.progress?.(1, 2, 'running in a fresh sandbox'), onEvent);
     sandboxMs = execution.durationMs;
-    await context.progress?.(2, 2, 'finished');
+    if (!hosted) await context.progress?.(2, 2, 'finished');
     if (execution.stderr !== '' && !execution.isCanceled) await context.console?.(execution.stderr);
-    const failure = failureOf(tool, execution);
-    if (failure) throw failure;
-    result = successResult(tool, execution);
+    outcomeValue = {ok: true, value: request.answer(execution)};
     if (execution.stderr !== '') callLog.debug({consoleBytes: execution.stderr.length}, 'tool wrote to console/stderr');
   } catch (err) {
     if (err instanceof ToolcellError) {
       code = err.code;
       rule = typeof err.data.rule === 'string' ? err.data.rule : undefined;
+      if (rule === 'pin' && Array.isArray(err.data.changes)) changes = (err.data.changes as unknown[]).map(String).slice(0, 20);
       if (code === 'BACKEND_UNAVAILABLE' || code === 'INTERNAL') callLog.warn({err}, 'call failed in the backend');
     } else {
       code = 'INTERNAL';
       callLog.error({err}, 'call failed with an unexpected error');
     }
-    result = errorResult(err);
+    outcomeValue = {ok: false, error: err};
   } finally {
     release?.();
   }
@@ -186,14 +246,16 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     principal: context.principal.id,
     transport: context.transport,
     tool: name,
+    ...(request.method === undefined ? {} : {method: request.method}),
     profile: tool.profile.name,
     backend,
     outcome,
     code,
     rule,
+    changes,
     durationMs,
-    inputSha256: sha256Json(args),
+    inputSha256: sha256Json(request.args),
   });
-  runtime.onCallFinished?.({tool, outcome, durationMs});
-  return withUsage(result, usage);
+  runtime.onCallFinished?.({tool: tool as ToolDefinition, outcome, durationMs});
+  return {...outcomeValue, usage};
 }

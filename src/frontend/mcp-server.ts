@@ -4,6 +4,7 @@ import {log} from '../log.ts';
 import type {Principal} from '../policy/principal.ts';
 import type {ToolDefinition} from '../policy/tool-definition.ts';
 import {callTool, UnknownToolError, visibleTools, type CallContext, type ToolRuntime} from './call-tool.ts';
+import {getPrompt, readResource, visiblePrompts, visibleResources, visibleResourceTemplates} from './hosted-request.ts';
 
 /** Name and version this server reports (MCP `serverInfo`). */
 export const SERVER_INFO = {name: 'toolcell', version: '0.1.0'} as const;
@@ -65,20 +66,25 @@ export function consoleLines(text: string): string[] {
  * Unknown tools (and tools not granted, which look the same) are JSON-RPC errors -32602.
  * A tool's console/stderr output is forwarded as `notifications/message` (level info, logger =
  * tool name) related to the request, before its result, subject to the client's
- * `logging/setLevel` and bounded by `consoleLines`.
+ * `logging/setLevel` and bounded by `consoleLines`. With hosted servers that pin prompts or
+ * resources, `prompts/*` and `resources/*` (list, templates/list, read) are served too
+ * (hosted-request.ts), and only then are those capabilities declared.
  */
 export function createMcpServer(runtime: ToolRuntime, principal: Principal, transport: CallContext['transport']): Server {
   const server = new Server(SERVER_INFO, {
-    capabilities: {tools: {listChanged: false}, logging: {}},
+    // resources/prompts are declared only when a hosted server provides them (hosted-request.ts).
+    capabilities: {tools: {listChanged: false}, logging: {},
+      ...(runtime.hostedContent?.hasResources ? {resources: {listChanged: false}} : {}),
+      ...(runtime.hostedContent?.hasPrompts ? {prompts: {listChanged: false}} : {})},
     instructions: 'Every tool runs in a fresh sandbox (V8 isolate or container) under a least-privilege profile. Failures come back as isError results with _meta["toolcell/error"].code.',
   });
   server.setRequestHandler('tools/list', async () => ({tools: visibleTools(runtime, principal).map(toMcpTool)}));
   server.setRequestHandler('tools/call', async (request, ctx) => {
     const {name, arguments: args, _meta} = request.params;
     const token = _meta?.progressToken;
-    const progress = token === undefined ? undefined : async (value: number, total: number, message: string) => {
+    const progress = token === undefined ? undefined : async (value: number, total: number | undefined, message: string) => {
       if (ctx.mcpReq.signal.aborted) return;
-      await ctx.mcpReq.notify({method: 'notifications/progress', params: {progressToken: token, progress: value, total, message}})
+      await ctx.mcpReq.notify({method: 'notifications/progress', params: {progressToken: token, progress: value, ...(total === undefined ? {} : {total}), message}})
         .catch((err: unknown) => log.debug({err}, 'progress notification not sent'));
     };
     const forwardConsole = async (text: string) => {
@@ -102,6 +108,16 @@ export function createMcpServer(runtime: ToolRuntime, principal: Principal, tran
     const tool = runtime.tools.get(name);
     return server.projectCallToolResult(result, tool?.outputSchema as Record<string, unknown> | undefined);
   });
+  if (runtime.hostedContent?.hasPrompts) {
+    server.setRequestHandler('prompts/list', async () => ({prompts: visiblePrompts(runtime, principal)}));
+    server.setRequestHandler('prompts/get', async (request, ctx) =>
+      getPrompt(runtime, request.params.name, request.params.arguments, {principal, transport, signal: ctx.mcpReq.signal}));
+  }
+  if (runtime.hostedContent?.hasResources) {
+    server.setRequestHandler('resources/list', async () => ({resources: visibleResources(runtime, principal)}));
+    server.setRequestHandler('resources/templates/list', async () => ({resourceTemplates: visibleResourceTemplates(runtime, principal)}));
+    server.setRequestHandler('resources/read', async (request, ctx) => readResource(runtime, request.params.uri, {principal, transport, signal: ctx.mcpReq.signal}));
+  }
   server.onerror = (err) => log.debug({err}, 'mcp protocol error');
   return server;
 }

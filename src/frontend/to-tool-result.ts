@@ -29,12 +29,11 @@ export const STDERR_TAIL_BYTES = 2048;
 /**
  * Turns a backend result into a ToolcellError when the call did not succeed, picking the
  * reason in a fixed order: cancelled, timed out, out of memory, output limit, pids limit,
- * tool failure.
+ * tool failure. `name` starts each message (a hosted server's prompt or resource names itself).
  * @returns undefined when the call succeeded.
  */
-export function failureOf(tool: ToolDefinition, result: ExecutionResult): ToolcellError | undefined {
+export function failureOf(tool: Pick<ToolDefinition, 'name' | 'profile'>, result: ExecutionResult, name = `The tool "${tool.name}"`): ToolcellError | undefined {
   const p = tool.profile;
-  const name = `The tool "${tool.name}"`;
   const limits = p.limits;
   if (result.isCanceled) return new ToolcellError('CANCELLED', `${name} was cancelled.`);
   if (result.timedOut) {
@@ -82,6 +81,7 @@ function tail(text: string, label: string): string {
  *   (invalid JSON, an invalid CallToolResult, or structured content that breaks `outputSchema`).
  */
 export function successResult(tool: ToolDefinition, result: ExecutionResult): CallToolResult {
+  if (tool.server !== undefined) return hostedResult(tool, result);
   const json = tool.isolate !== undefined || tool.container?.output === 'json';
   if (!json) return checkOutput(tool, {content: [{type: 'text', text: result.stdout}]});
   if (result.stdout.trim() === '') return checkOutput(tool, {content: []});
@@ -103,6 +103,27 @@ export function successResult(tool: ToolDefinition, result: ExecutionResult): Ca
     content: [{type: 'text', text: JSON.stringify(value)}],
     structuredContent: value as Record<string, unknown>,
   });
+}
+
+/**
+ * A hosted server's `tools/call` result (its JSON in `stdout`), relayed as the server answered
+ * it (content, structuredContent, isError) once it is a valid CallToolResult (MCP 2025-11-25
+ * server/tools §Tool Result); the server's own `_meta` is dropped, and structured content must
+ * match the pinned outputSchema.
+ * @throws ToolcellError `TOOL_FAILED` for anything else.
+ */
+function hostedResult(tool: ToolDefinition, result: ExecutionResult): CallToolResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(result.stdout);
+  } catch {
+    value = undefined;
+  }
+  if (!isCallToolResult(value)) {
+    throw new ToolcellError('TOOL_FAILED', `The hosted server of tool "${tool.name}" answered tools/call with something that is not a valid CallToolResult.`);
+  }
+  const {_meta: _ignored, ...rest} = value;
+  return checkOutput(tool, rest as CallToolResult);
 }
 
 function checkOutput(tool: ToolDefinition, result: CallToolResult): CallToolResult {

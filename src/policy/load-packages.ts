@@ -5,9 +5,11 @@ import {compileJsonSchema} from './json-schema.ts';
 import {deepFreeze} from './json-config.ts';
 import {isWithin} from './path-within.ts';
 import {describeZodIssues} from './schema-errors.ts';
-import {PackageManifest, PLACEHOLDER, type ToolManifest} from './manifest-schema.ts';
+import {HostedPackageManifest, isHostedManifest, MAX_HOSTED_TOOL_NAME, PackageManifest, PLACEHOLDER, type ToolManifest} from './manifest-schema.ts';
+import {definitionSha256, profileSha256, type ToolPin} from './pins.ts';
+import {HostedCatalog, hostedContentOf, type HostedContent} from './hosted-content.ts';
 import type {Profile} from './profile-schema.ts';
-import {mcpToolName, type ToolDefinition} from './tool-definition.ts';
+import {mcpToolName, type HostedServerEntry, type ToolDefinition} from './tool-definition.ts';
 
 /** The manifest file of a tool package. */
 export const MANIFEST = 'toolcell.json';
@@ -30,6 +32,8 @@ export interface LoadedPackage {
   readonly description?: string;
   readonly dir: string;
   readonly tools: readonly ToolDefinition[];
+  /** A hosted package's pinned prompts and resources (hosted-content.ts); absent when it has none. */
+  readonly content?: HostedContent;
 }
 
 export interface LoadedPackages {
@@ -37,6 +41,8 @@ export interface LoadedPackages {
   readonly tools: ReadonlyMap<string, ToolDefinition>;
   readonly packages: readonly LoadedPackage[];
   readonly rejected: readonly RejectedPackage[];
+  /** Prompts and resources of the loaded hosted packages, routed by name and URI (collisions refused at load). */
+  readonly hostedContent: HostedCatalog;
 }
 
 class PackageRejection extends Error {}
@@ -61,6 +67,7 @@ export async function loadPackages(dirs: readonly string[], profiles: ReadonlyMa
   const packages: LoadedPackage[] = [];
   const rejected: RejectedPackage[] = [];
   const owners = new Map<string, string>();
+  const hostedContent = new HostedCatalog();
   for (const dir of await packageDirs(dirs, rejected)) {
     try {
       const pkg = await loadPackage(dir, profiles, unprefixed);
@@ -68,6 +75,13 @@ export async function loadPackages(dirs: readonly string[], profiles: ReadonlyMa
       if (owner !== undefined) throw new PackageRejection(`a package named "${pkg.name}" is already loaded from ${owner}`);
       const taken = pkg.tools.find((t) => tools.has(t.name));
       if (taken) throw new PackageRejection(`tool name "${taken.name}" is already served by package "${tools.get(taken.name)!.packageName}"`);
+      if (pkg.content) {
+        try {
+          hostedContent.add(pkg.content);
+        } catch (err) {
+          throw new PackageRejection((err as Error).message);
+        }
+      }
       owners.set(pkg.name, dir);
       packages.push(pkg);
       for (const tool of pkg.tools) tools.set(tool.name, tool);
@@ -76,7 +90,7 @@ export async function loadPackages(dirs: readonly string[], profiles: ReadonlyMa
       rejected.push({dir, name, reason: err instanceof PackageRejection ? err.message : `cannot load: ${(err as Error).message}`});
     }
   }
-  return {tools, packages, rejected};
+  return {tools, packages, rejected, hostedContent};
 }
 
 async function packageDirs(dirs: readonly string[], rejected: RejectedPackage[]): Promise<string[]> {
@@ -120,6 +134,7 @@ async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>, 
   } catch (err) {
     throw new PackageRejection(`${MANIFEST} is not valid JSON: ${(err as Error).message}`);
   }
+  if (isHostedManifest(raw)) return loadHostedPackage(dir, raw, profiles, unprefixed);
   const parsed = PackageManifest.safeParse(raw);
   if (!parsed.success) {
     throw new PackageRejection(`invalid ${MANIFEST}: ${describeZodIssues(parsed.error.issues, raw).join('; ')}`);
@@ -144,6 +159,105 @@ async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>, 
     description: manifest.description,
     dir,
     tools,
+  });
+}
+
+/**
+ * Loads a hosted MCP server package (a `server` section; ARCHITECTURE.md "Hosted MCP servers"):
+ * one tool `<package>__<tool>` per pinned tool, its schemas those of the pinned definition
+ * (compiled by ajv here, so arguments are validated before any sandbox), its profile the
+ * package's, which must be a container profile whose `commands` allowlist holds the server's
+ * argv[0]. Each pin must be the SHA-256 of its definition's canonical form (else the package is
+ * rejected, naming the tool). A `profileSha256` that differs from the profile as loaded leaves
+ * the tools loaded but refused at every call (`DENIED`, rule `pin`).
+ * @throws PackageRejection with a one-line reason.
+ */
+function loadHostedPackage(dir: string, raw: unknown, profiles: ReadonlyMap<string, Profile>, unprefixed: ReadonlySet<string>): LoadedPackage {
+  const parsed = HostedPackageManifest.safeParse(raw);
+  if (!parsed.success) {
+    throw new PackageRejection(`invalid ${MANIFEST} (hosted server): ${describeZodIssues(parsed.error.issues, raw).join('; ')}`);
+  }
+  const manifest = parsed.data;
+  const fail = (message: string) => Object.assign(new PackageRejection(message), {packageName: manifest.name});
+  const profile = profiles.get(manifest.profile);
+  if (profile === undefined) {
+    throw fail(`names unknown profile "${manifest.profile}"; known profiles: ${[...profiles.keys()].sort().join(', ') || '(none)'}`);
+  }
+  if (profile.backend !== 'container') throw fail(`a hosted server needs a container profile; profile "${profile.name}" is for the ${profile.backend} backend`);
+  const argv0 = manifest.server.command[0]!;
+  if (!profile.commands.includes(argv0)) {
+    throw fail(`server command "${argv0}" is not in the allowlist of profile "${profile.name}" (allowed: ${profile.commands.join(', ')})`);
+  }
+  const pins = new Map<string, ToolPin>();
+  for (const tool of manifest.tools) {
+    const actual = definitionSha256(tool.definition);
+    if (actual !== tool.sha256) throw fail(`tool "${tool.name}": its sha256 pin does not match its definition (the manifest was edited after add; run toolcell update)`);
+    pins.set(tool.name, {sha256: tool.sha256, definition: tool.definition});
+  }
+  let drift: HostedServerEntry['drift'];
+  if (manifest.server.profileSha256 !== undefined && manifest.server.profileSha256 !== profileSha256(profile)) {
+    drift = {message: `profile "${profile.name}" changed since the server was approved (pin)`, changes: [`profile "${profile.name}" changed since add`]};
+  }
+  let content: HostedContent | undefined;
+  try {
+    content = hostedContentOf(manifest, profile, {
+      source: manifest.server.source, image: manifest.server.image, imageId: manifest.server.imageId,
+      command: manifest.server.command, args: manifest.server.args ?? [], ...(drift === undefined ? {} : {drift}),
+    }, unprefixed.has(manifest.name));
+  } catch (err) {
+    throw fail((err as Error).message);
+  }
+  const tools: ToolDefinition[] = [];
+  for (const tool of manifest.tools) {
+    const name = unprefixed.has(manifest.name) ? tool.name : mcpToolName(manifest.name, tool.name);
+    if (name.length > MAX_HOSTED_TOOL_NAME) throw fail(`tool "${tool.name}": the MCP name "${name}" is longer than ${MAX_HOSTED_TOOL_NAME} characters`);
+    const def = tool.definition;
+    let validateInput;
+    let validateOutput;
+    try {
+      validateInput = compileJsonSchema(def.inputSchema);
+      validateOutput = def.outputSchema ? compileJsonSchema(def.outputSchema) : undefined;
+    } catch (err) {
+      throw fail(`tool "${tool.name}": invalid schema in its pinned definition: ${(err as Error).message}`);
+    }
+    const server: HostedServerEntry = {
+      toolName: tool.name,
+      source: manifest.server.source,
+      image: manifest.server.image,
+      imageId: manifest.server.imageId,
+      command: manifest.server.command,
+      args: manifest.server.args ?? [],
+      lifetime: manifest.server.lifetime,
+      ...(manifest.server.idleMs === undefined ? {} : {idleMs: manifest.server.idleMs}),
+      pin: pins.get(tool.name)!,
+      pins,
+      ...(drift === undefined ? {} : {drift}),
+    };
+    tools.push({
+      name,
+      packageName: manifest.name,
+      packageVersion: manifest.version,
+      toolName: tool.name,
+      ...(def.title === undefined ? {} : {title: def.title}),
+      description: def.description ?? '',
+      inputSchema: def.inputSchema,
+      ...(def.outputSchema === undefined ? {} : {outputSchema: def.outputSchema}),
+      profile,
+      validateInput,
+      ...(validateOutput === undefined ? {} : {validateOutput}),
+      packageDir: dir,
+      server,
+    });
+  }
+  for (const pin of pins.values()) deepFreeze(pin.definition);
+  if (content) deepFreeze(content);
+  return freezePackage({
+    name: manifest.name,
+    version: manifest.version,
+    ...(manifest.description === undefined ? {} : {description: manifest.description}),
+    dir,
+    tools,
+    ...(content === undefined ? {} : {content}),
   });
 }
 

@@ -105,6 +105,8 @@ export function utf8Boundary(buf: Buffer): number {
 
 /** Stream id of stderr in a frame header. */
 export const STDERR_STREAM = STDERR;
+/** Stream id of stdout in a frame header. */
+export const STDOUT_STREAM = STDOUT;
 
 /**
  * Incremental parser of the multiplexed attach stream (the frame format above): hands each
