@@ -34,13 +34,14 @@ export function emptyToolDirs(runtime: Pick<Runtime, 'packages' | 'rejected'>, d
 }
 
 /**
- * Refuses to serve when no tool at all is served: every package rejected, none found, or every
- * loaded tool left out (its backend unavailable, or turned off).
+ * Refuses to serve when nothing at all is served: no tool (every package rejected, none found,
+ * or every loaded tool left out: its backend unavailable, or turned off) and no hosted server's
+ * prompts or resources either.
  * @throws ConfigError (source `serve`) saying why, with the rejections and omissions counted
  *   (their one-line reasons are printed before, by the caller and by `createRuntime`)
  */
-export function assertSomethingServed(runtime: Pick<Runtime, 'tools' | 'allTools' | 'packages' | 'rejected' | 'unavailable'>): void {
-  if (runtime.tools.size > 0) return;
+export function assertSomethingServed(runtime: Pick<Runtime, 'tools' | 'allTools' | 'packages' | 'rejected' | 'unavailable' | 'hostedContent'>): void {
+  if (runtime.tools.size > 0 || (runtime.hostedContent?.packages.length ?? 0) > 0) return;
   const rejected = runtime.rejected.length > 0 ? `; ${runtime.rejected.length} package(s) rejected (see above)` : '';
   if (runtime.allTools.size === 0) {
     throw new ConfigError('serve', `nothing to serve: no tool loaded${rejected}${runtime.packages.length === 0 && rejected === '' ? ' (no tool package found in the tool directories)' : ''}`);

@@ -52,7 +52,7 @@ describe('hosted resources and prompts', {skip: !ready && 'no Docker engine or t
     let pid: number | undefined;
     before(async () => {
       writeContentPackage(`${dir.path}/good`, 'content', image.tag, image.imageId());
-      server = await connectStdio(['--tools', `${dir.path}/good`, '--audit-log', 'off']);
+      server = await connectStdio(['--no-bundled-tools', '--tools', `${dir.path}/good`, '--audit-log', 'off']);
       pid = server.pid();
     });
     after(async () => {
@@ -117,7 +117,7 @@ describe('hosted resources and prompts', {skip: !ready && 'no Docker engine or t
     before(async () => {
       // rugpull 0: the server lists a changed description for test_simple_prompt and a renamed test://static-text from its first start.
       writeContentPackage(`${dir.path}/drift`, 'drifty', image.tag, image.imageId(), ['rugpull', '0']);
-      server = await connectStdio(['--tools', `${dir.path}/drift`, '--audit-log', 'off']);
+      server = await connectStdio(['--no-bundled-tools', '--tools', `${dir.path}/drift`, '--audit-log', 'off']);
       pid = server.pid();
     });
     after(async () => {
@@ -155,7 +155,7 @@ describe('hosted resources and prompts', {skip: !ready && 'no Docker engine or t
         apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}, {name: 'bob', sha256: hashApiKey(KEYS.bob)}],
         grants: [{principal: 'key:alice', packages: ['content']}, {principal: 'key:bob', packages: ['other']}],
       }));
-      served = await spawnCli(['--http', '127.0.0.1:0', '--tools', `${dir.path}/http`, '--config', config, '--audit-log', 'off']);
+      served = await spawnCli(['--http', '127.0.0.1:0', '--no-bundled-tools', '--tools', `${dir.path}/http`, '--config', config, '--audit-log', 'off']);
     });
     after(async () => {
       if (served && served.child.exitCode === null) served.child.kill('SIGTERM');

@@ -31,7 +31,7 @@ describe('toolcell serve with a hosted MCP server', {skip: !ok && 'no Docker eng
     await dir.write('tools/fixture/toolcell.json', {name: 'fixture', version: '1.0.0',
       server: {source: 'dir:test/fixtures/servers', image: image.tag, imageId: probed.imageId, command: ['node', '/srv/fixture-server.mjs'], args: ['good'], transport: 'stdio'},
       profile: PROFILE_NAME, tools});
-    session = await connectStdio(['--tools', `${dir.path}/tools`, '--profiles', `${dir.path}/profiles`, '--audit-log', 'off']);
+    session = await connectStdio(['--no-bundled-tools', '--tools', `${dir.path}/tools`, '--profiles', `${dir.path}/profiles`, '--audit-log', 'off']);
   }, {timeout: 120_000});
   after(async () => {
     await session?.close();

@@ -61,7 +61,7 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     close = () => runtime.close();
     for (const line of emptyToolDirs(runtime, userToolDirs)) say(line);
     assertSomethingServed(runtime);
-    const coverage = grantCoverage(config, [...new Set([...runtime.tools.values()].map((t) => t.packageName))]);
+    const coverage = grantCoverage(config, [...new Set([...[...runtime.tools.values()].map((t) => t.packageName), ...(runtime.hostedContent?.packages.map((p) => p.packageName) ?? [])])]);
     for (const line of coverage.warnings) say(`warning: ${line}`);
     if (coverage.nobody) throw new ConfigError(configPath ?? '(defaults)', 'grants: no principal can call any served tool (see the warnings above); grant packages in "grants"');
     metrics.watchPools(() => runtime.poolSizes());
