@@ -98,6 +98,9 @@ export const INVARIANTS = {
     note: 'An oversized message is answered with id null (which "id" JSON.parse would take is past the cap), so the client must time that request out; a malformed client response is dropped unanswered.'},
   'stdio:output:backpressure': {behaviour: 'On stdio, no more input is read while more than 64 KiB of answers (refusals of the line filter and the SDK\'s responses alike) wait to be written to stdout: a client that writes without reading stalls itself, the server\'s memory stays bounded, and every line is answered once it reads.',
     note: 'Checked after each line and after every 32 messages passed on: the answers to those 32 messages and the results of tool calls already running can pass the bound.'},
+  // Hosted MCP servers (issue 9).
+  'hosted:screening:hidden-instructions-flagged': {behaviour: 'At add and update, a tool, prompt or resource definition whose name, title, description or schema (every string and key, at any depth) carries invisible Unicode (tag characters, zero-width, bidi controls, other Cf, terminal escapes), markup aimed at the model, instruction overrides, secret-file names or secret-moving text, instructions to call other tools, to hide something from the user, or an oversize text is flagged with tool, JSON pointer, rule and a visible excerpt; the real server-everything/-filesystem/-memory descriptions are not.',
+    note: 'A screen for known shapes, matched on English text: paraphrases, other languages, homoglyphs and instructions split across fields pass it. It does not judge what the server does when called (the profile contains that).'},
 } as const;
 
 /** An invariant id. */
