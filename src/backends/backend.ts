@@ -82,7 +82,43 @@ export interface ContainerJob {
   profile: string;
 }
 
-export type Job = IsolateJob | ContainerJob;
+/**
+ * policy's verdict on the `tools/list` a fresh server answered (policy/pins.ts decides; the
+ * backend enforces it before `tools/call`): `ok: false` makes the call `DENIED` with `rule: "pin"`;
+ * `drift` names changes of other tools (logged, not refused).
+ */
+export type ListingVerdict =
+  | {ok: true; drift?: string[]}
+  | {ok: false; message: string; changes: string[]; drift?: string[]};
+
+/**
+ * One call of a tool of a hosted MCP server, in a fresh server process in a container
+ * (backends/server/). `sandbox` carries the container's settings exactly as for a container
+ * job (the same floor and limits): `argv` is the server's command and `image` its pinned image
+ * ID; `stdin` is unused (the MCP session owns stdin).
+ */
+export interface ServerJob {
+  kind: 'server';
+  id: string;
+  sandbox: ContainerJob;
+  /** The tool's name as the server lists it (not the `<package>__` MCP name). */
+  tool: string;
+  /** The validated arguments, sent in `tools/call`. */
+  args: Record<string, unknown>;
+  /** Compares the server's `tools/list` with the pins (pure; built by policy). */
+  verifyListing: (listed: ReadonlyArray<Readonly<Record<string, unknown>>>) => ListingVerdict;
+  /** Same object as `sandbox.limits` (dispatch reads `job.limits.timeoutMs`). */
+  limits: ContainerLimits;
+  /** The package name, for logs. */
+  packageName: string;
+}
+
+export type Job = IsolateJob | ContainerJob | ServerJob;
+
+/** What a backend reports while a call runs (hosted servers: their progress and log notifications, untrusted). */
+export type BackendEvent =
+  | {type: 'progress'; progress: number; total?: number; message?: string}
+  | {type: 'log'; level: string; logger?: string; data: unknown};
 
 /**
  * What a sandboxed call did. Booleans name each way it can end; several may be true
@@ -138,7 +174,7 @@ export interface Backend<J extends Job = Job> {
    * sandbox; the promise then resolves with `isCanceled: true`.
    * @throws ToolcellError `BACKEND_UNAVAILABLE` when the sandbox could not be created or died.
    */
-  run(job: J, options: {signal: AbortSignal}): Promise<ExecutionResult>;
+  run(job: J, options: {signal: AbortSignal; onEvent?: (event: BackendEvent) => void}): Promise<ExecutionResult>;
   /** Stops everything this backend started; idempotent. */
   close(): Promise<void>;
 }

@@ -1,6 +1,6 @@
 // Owns time and cancellation: one bounded queue per backend, one deadline and abort signal per call.
 import PQueue from 'p-queue';
-import type {Backend, ContainerJob, ExecutionResult, IsolateJob, Job} from '../backends/backend.ts';
+import type {Backend, BackendEvent, ContainerJob, ExecutionResult, IsolateJob, Job, ServerJob} from '../backends/backend.ts';
 import {ToolcellError} from '../errors.ts';
 import {withDeadline} from './deadline.ts';
 
@@ -58,11 +58,12 @@ export interface QueueStats {
  * backend has actually finished (not released at abort, unlike p-queue's own `signal`).
  */
 export class Dispatcher {
-  readonly #backends: {isolate?: Backend<IsolateJob>; container?: Backend<ContainerJob>};
+  readonly #backends: {isolate?: Backend<IsolateJob>; container?: Backend<ContainerJob>; server?: Backend<ServerJob>};
   readonly #queues: {isolate: PQueue; container: PQueue};
   readonly #options: DispatcherOptions;
 
-  constructor(backends: {isolate?: Backend<IsolateJob>; container?: Backend<ContainerJob>}, options: DispatcherOptions = DEFAULT_DISPATCH) {
+  /** Hosted-server jobs (`server`) share the container queue: they are containers on the same engine. */
+  constructor(backends: {isolate?: Backend<IsolateJob>; container?: Backend<ContainerJob>; server?: Backend<ServerJob>}, options: DispatcherOptions = DEFAULT_DISPATCH) {
     this.#backends = backends;
     this.#options = options;
     this.#queues = {
@@ -77,7 +78,7 @@ export class Dispatcher {
   }
 
   /** Running and waiting calls per backend. */
-  stats(): Record<Job['kind'], QueueStats> {
+  stats(): Record<'isolate' | 'container', QueueStats> {
     return {
       isolate: {running: this.#queues.isolate.pending, queued: this.#queues.isolate.size},
       container: {running: this.#queues.container.pending, queued: this.#queues.container.size},
@@ -89,19 +90,21 @@ export class Dispatcher {
    *
    * @param callerSignal aborts when the client cancels the call
    * @param onStart called when the call leaves its queue and its sandbox starts
+   * @param onEvent receives the backend's events while the call runs (hosted servers' progress and log)
    * @returns the backend's result; `isCanceled` is true when the client cancelled a running
    *   call, `timedOut` when the backstop deadline stopped it.
    * @throws ToolcellError `BUSY` (queue full, at once), `CANCELLED` (cancelled while waiting),
    *   `TIMEOUT` (waited longer than `queueWaitMs`), `BACKEND_UNAVAILABLE` (no such backend, or the
    *   backend failed).
    */
-  async run(job: Job, callerSignal: AbortSignal, onStart?: () => void): Promise<ExecutionResult> {
+  async run(job: Job, callerSignal: AbortSignal, onStart?: () => void, onEvent?: (event: BackendEvent) => void): Promise<ExecutionResult> {
     const backend = this.#backends[job.kind] as Backend<Job> | undefined;
     if (backend === undefined) {
       throw new ToolcellError('BACKEND_UNAVAILABLE', `The ${job.kind} backend is not available on this server.`, {backend: job.kind});
     }
-    const queue = this.#queues[job.kind];
-    const limits = this.#options[job.kind];
+    const lane = job.kind === 'isolate' ? 'isolate' : 'container';
+    const queue = this.#queues[lane];
+    const limits = this.#options[lane];
     if (queue.size >= limits.maxQueued) {
       throw new ToolcellError('BUSY',
         `The ${job.kind} backend is busy (${queue.pending} running, ${queue.size} waiting, at most ${limits.maxQueued} may wait). Retry shortly.`,
@@ -119,7 +122,7 @@ export class Dispatcher {
         onStart?.();
         const running = withDeadline(callerSignal, job.limits.timeoutMs + (limits.graceMs ?? this.#options.graceMs));
         try {
-          const result = await backend.run(job, {signal: running.signal});
+          const result = await backend.run(job, {signal: running.signal, ...(onEvent ? {onEvent} : {})});
           if (running.reason() === 'timeout' && !result.timedOut) return {...result, timedOut: true, isCanceled: false, failed: true};
           return result;
         } finally {
@@ -144,7 +147,7 @@ export class Dispatcher {
     this.#queues.isolate.clear();
     this.#queues.container.clear();
     await Promise.allSettled([this.#queues.isolate.onIdle(), this.#queues.container.onIdle()]);
-    await Promise.allSettled([this.#backends.isolate?.close(), this.#backends.container?.close()]);
+    await Promise.allSettled([this.#backends.isolate?.close(), this.#backends.container?.close(), this.#backends.server?.close()]);
   }
 }
 

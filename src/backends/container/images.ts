@@ -1,7 +1,9 @@
 // The sandbox images and how `toolcell images build` builds them from sandboxes/ without a registry.
-import {readdirSync} from 'node:fs';
+import {chmodSync, copyFileSync, cpSync, existsSync, mkdtempSync, readdirSync, rmSync} from 'node:fs';
+import {createRequire} from 'node:module';
+import {tmpdir} from 'node:os';
 import {fileURLToPath} from 'node:url';
-import {join, relative} from 'node:path';
+import {dirname, join, relative} from 'node:path';
 import Docker from 'dockerode';
 import {execa} from 'execa';
 import {ToolcellError} from '../../errors.ts';
@@ -11,13 +13,15 @@ import {ToolcellError} from '../../errors.ts';
  * - `toolcell/base`: Debian bookworm minbase made by debootstrap and `docker import`ed; no
  *   registry needed (`sandboxes/base/build.sh`, root and debootstrap required);
  * - `toolcell/python`, `toolcell/shell`: ordinary Dockerfiles `FROM ${BASE}` (default
- *   `toolcell/base`; pass `base: 'debian:bookworm-slim'` where a registry is reachable).
+ *   `toolcell/base`; pass `base: 'debian:bookworm-slim'` where a registry is reachable);
+ * - `toolcell/node`: the same, with the Node 24 binary of this project's `node` npm dependency
+ *   staged into the build context (never downloaded): hosted MCP servers from npm.
  */
 
 /** Metadata of one sandbox image. */
 export interface ImageSpec {
   /** Short name, the argument of `toolcell images build NAME`. */
-  name: 'base' | 'python' | 'shell';
+  name: 'base' | 'python' | 'shell' | 'node';
   /** Image reference it is tagged with. */
   tag: string;
   /** Folder under `sandboxes/`. */
@@ -26,6 +30,8 @@ export interface ImageSpec {
   kind: 'rootfs' | 'dockerfile';
   /** Image this one is built FROM by default. */
   from?: string;
+  /** Files staged into a copy of the folder before the build: `node` = the Node binary ({@link nodeBinaryPath}) as `./node`. */
+  stage?: 'node';
   description: string;
 }
 
@@ -34,7 +40,27 @@ export const IMAGES: readonly ImageSpec[] = Object.freeze([
   {name: 'base', tag: 'toolcell/base', dir: 'base', kind: 'rootfs', description: 'Debian bookworm minbase (debootstrap), imported without a registry'},
   {name: 'python', tag: 'toolcell/python', dir: 'python', kind: 'dockerfile', from: 'toolcell/base', description: 'Python 3 (python3) for python__run'},
   {name: 'shell', tag: 'toolcell/shell', dir: 'shell', kind: 'dockerfile', from: 'toolcell/base', description: 'coreutils, grep, sed, jq, ripgrep for shell__run and json__query'},
+  {name: 'node', tag: 'toolcell/node', dir: 'node', kind: 'dockerfile', from: 'toolcell/base', stage: 'node', description: 'Node.js 24 (from the node npm package) for hosted MCP servers'},
 ]);
+
+/**
+ * Absolute path of the Node binary shipped by this project's `node` npm dependency
+ * (`node_modules/node/node_modules/node-<platform>-<arch>/bin/node`, else `node_modules/node/bin/node`).
+ * Only linux binaries fit a container; on other hosts this finds nothing.
+ * @throws ToolcellError `BACKEND_UNAVAILABLE` when the package or its binary is missing (run `npm ci`).
+ */
+export function nodeBinaryPath(): string {
+  let root: string;
+  try {
+    root = dirname(createRequire(import.meta.url).resolve('node/package.json'));
+  } catch (err) {
+    throw new ToolcellError('BACKEND_UNAVAILABLE', 'Building image "toolcell/node" needs the "node" npm package (a dependency of toolcell): run npm ci.', {}, {cause: err});
+  }
+  for (const candidate of [join(root, 'node_modules', `node-linux-${process.arch}`, 'bin', 'node'), join(root, 'bin', 'node')]) {
+    if (existsSync(candidate)) return candidate;
+  }
+  throw new ToolcellError('BACKEND_UNAVAILABLE', `Building image "toolcell/node" needs a linux-${process.arch} Node binary from the "node" npm package; none is installed.`);
+}
 
 /** The `sandboxes/` folder shipped with the package (`src/…` and `dist/…` are both three levels below the root). */
 export const SANDBOXES_DIR = fileURLToPath(new URL('../../../sandboxes/', import.meta.url));
@@ -115,7 +141,22 @@ async function buildRootfs(image: ImageSpec, dir: string, onProgress: (line: str
 }
 
 async function buildDockerfile(docker: Docker, image: ImageSpec, dir: string, base: string, onProgress: (line: string) => void, options: BuildOptions): Promise<void> {
-  const context = join(dir, image.dir);
+  if (image.stage === undefined) return buildContext(docker, image, join(dir, image.dir), base, onProgress, options);
+  // A staged build context: a private copy of the folder plus the staged files, removed after.
+  const staging = mkdtempSync(join(tmpdir(), `toolcell-build-${image.name}-`));
+  try {
+    cpSync(join(dir, image.dir), staging, {recursive: true});
+    const nodeBinary = nodeBinaryPath();
+    onProgress(`${image.name}: staging ${nodeBinary} as ./node`);
+    copyFileSync(nodeBinary, join(staging, 'node'));
+    chmodSync(join(staging, 'node'), 0o755);
+    await buildContext(docker, image, staging, base, onProgress, options);
+  } finally {
+    rmSync(staging, {recursive: true, force: true});
+  }
+}
+
+async function buildContext(docker: Docker, image: ImageSpec, context: string, base: string, onProgress: (line: string) => void, options: BuildOptions): Promise<void> {
   onProgress(`${image.name}: docker build --build-arg BASE=${base} -t ${image.tag} sandboxes/${image.dir}`);
   let stream: NodeJS.ReadableStream;
   try {

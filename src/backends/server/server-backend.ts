@@ -1,0 +1,243 @@
+/**
+ * The hosted-server backend: each call of a hosted MCP server's tool runs in a server process
+ * nobody used before, in a fresh hardened container, removed after its one call.
+ */
+import {randomUUID} from 'node:crypto';
+import {hostname} from 'node:os';
+import Docker from 'dockerode';
+import {ToolcellError} from '../../errors.ts';
+import {log as rootLog} from '../../log.ts';
+import {makeResult, type Backend, type BackendEvent, type ExecutionResult, type ServerJob} from '../backend.ts';
+import {START_TIMEOUT_MS} from '../container/container-backend.ts';
+import {DeadlineKeeper} from '../container/deadline-keeper.ts';
+import {Provenance} from '../container/provenance.ts';
+import {reapContainers} from '../container/reaper.ts';
+import {ContainerRemover} from '../container/teardown.ts';
+import {ServerFailure, ServerSandbox, startFailure, type ServerSandboxDeps} from './server-sandbox.ts';
+
+const log = rootLog.child({component: 'server-backend'});
+
+/**
+ * How long a started server may take to answer `initialize` and `tools/list`, in ms. Over it
+ * the call is `TOOL_FAILED` ("did not complete the MCP handshake"): the engine started the
+ * server, the server did not talk.
+ */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Most progress and log notifications relayed per call (each kind); the rest are dropped. */
+export const MAX_RELAYED_EVENTS = 100;
+/** Removal after a cancellation, in ms. */
+const CANCEL_REMOVE_TIMEOUT_MS = 1_500;
+/** Removal otherwise, in ms (then the remover retries in the background). */
+const REMOVE_TIMEOUT_MS = 5_000;
+/** After the session closed, how long to wait for the engine to report the server's exit, in ms. */
+const EXIT_WAIT_MS = 2_000;
+
+/** Options of a {@link ServerBackend}. */
+export interface ServerBackendOptions {
+  docker?: Docker;
+  /** State directory of the reaper key and records (container/provenance.ts); default as the container backend. */
+  stateDir?: string;
+  /** Budget of the MCP handshake (initialize + tools/list), in ms; default {@link HANDSHAKE_TIMEOUT_MS}. */
+  handshakeTimeoutMs?: number;
+}
+
+type StopReason = 'timeout' | 'cancel' | 'truncated' | 'start-timeout' | 'handshake-timeout';
+
+/**
+ * Runs {@link ServerJob}s: per call, a fresh container from the pinned image ID (so a re-tagged
+ * image is never used) with the container tier's floor and the profile's limits
+ * (host-config.ts; uid lease, mount checks, provenance label, deadline keeper and removal as for
+ * container tools), then MCP over stdio (mcp-stdio-session.ts): `initialize`, `tools/list`
+ * compared with the pins (`job.verifyListing`), `tools/call`, and the container is removed.
+ *
+ * Time: creating and starting the container has {@link START_TIMEOUT_MS} (over it:
+ * `BACKEND_UNAVAILABLE` `start-timeout`); the handshake has `handshakeTimeoutMs` (over it:
+ * failed, `TOOL_FAILED`); the tool's `timeoutMs` starts when `tools/call` is sent (over it:
+ * `timedOut`, the container is killed). Output: every byte the server writes (stdout and stderr,
+ * handshake included) counts against `outputBytes`; past it `truncated`, killed. Memory, pids,
+ * CPU: the container's cgroups, as for container tools; `outOfMemory` and `pidsLimited` are
+ * attributed by the container tier's witnesses (exit-reason.ts).
+ * Result: `stdout` is the JSON of the server's `tools/call` result (shape checked by the
+ * frontend); `stderr` is always empty: the server's stderr goes to the log, bounded, never to
+ * the client. A server that writes anything on stdout that is not MCP, ends early, or answers
+ * `tools/call` with a JSON-RPC error gives `failed` with `error` naming why.
+ * Throws ToolcellError `DENIED` (`rule: "pin"`, `changes`) when the listing breaks the pins,
+ * `BACKEND_UNAVAILABLE` when the engine, image or runtime fails.
+ * Does NOT guarantee: anything about what the server does inside its sandbox within its limits
+ * (it runs unmodified third-party code); that a pinned description stays harmless (a pin
+ * detects change, not intent).
+ */
+export class ServerBackend implements Backend<ServerJob> {
+  readonly kind = 'server' as const;
+  readonly owner: string;
+  readonly docker: Docker;
+  readonly #deps: ServerSandboxDeps;
+  readonly #handshakeMs: number;
+  readonly #running = new Set<() => void>();
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: ServerBackendOptions = {}) {
+    this.docker = options.docker ?? new Docker();
+    this.owner = `${hostname()}/${process.pid}/${randomUUID()}`;
+    const provenance = Provenance.of(options.stateDir);
+    const keeper = new DeadlineKeeper(this.docker);
+    this.#deps = {docker: this.docker, owner: this.owner, provenance, keeper, remover: new ContainerRemover(this.docker, provenance, keeper)};
+    this.#handshakeMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+  }
+
+  /** Runs one call; see the class comment. */
+  async run(job: ServerJob, options: {signal: AbortSignal; onEvent?: (event: BackendEvent) => void}): Promise<ExecutionResult> {
+    const t0 = performance.now();
+    const elapsed = () => performance.now() - t0;
+    const {signal} = options;
+    if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The hosted-server backend is shutting down.', {reason: 'closed'});
+    if (signal.aborted) return makeResult(elapsed(), {isCanceled: true});
+    const callLog = log.child({jobId: job.id, package: job.packageName, tool: job.tool});
+
+    const stop = new AbortController();
+    let reason: StopReason | undefined;
+    const terminate = (r: StopReason) => {
+      if (reason) return;
+      reason = r;
+      stop.abort(new Error(r));
+    };
+    const onAbort = () => terminate('cancel');
+    signal.addEventListener('abort', onAbort, {once: true});
+    this.#running.add(onAbort);
+    let timer = setTimeout(() => terminate('start-timeout'), START_TIMEOUT_MS);
+
+    // Notifications are relayed only once tools/call was sent, bounded, progress strictly increasing.
+    const progressToken = `toolcell-${job.id}`;
+    let relaying = false;
+    let progressCount = 0;
+    let logCount = 0;
+    let lastProgress = 0;
+    const handlers = {
+      onProgress: (p: Record<string, unknown>) => {
+        if (!relaying || p.progressToken !== progressToken || typeof p.progress !== 'number' || !Number.isFinite(p.progress)) return;
+        if (p.progress <= lastProgress || ++progressCount > MAX_RELAYED_EVENTS) return;
+        lastProgress = p.progress;
+        options.onEvent?.({type: 'progress', progress: p.progress,
+          ...(typeof p.total === 'number' && Number.isFinite(p.total) ? {total: p.total} : {}),
+          ...(typeof p.message === 'string' ? {message: p.message.slice(0, 1024)} : {})});
+      },
+      onLog: (p: Record<string, unknown>) => {
+        if (!relaying || ++logCount > MAX_RELAYED_EVENTS) return;
+        options.onEvent?.({type: 'log', level: typeof p.level === 'string' ? p.level.slice(0, 16) : 'info',
+          ...(typeof p.logger === 'string' ? {logger: p.logger.slice(0, 128)} : {}), data: p.data});
+      },
+      onServerRequest: (method: string) => callLog.debug({method: method.slice(0, 100)}, 'server→client request refused'),
+      onFailure: (f: {kind: string}) => {
+        if (f.kind === 'output-limit') terminate('truncated');
+      },
+    };
+
+    let server: ServerSandbox | undefined;
+    try {
+      const deadlineAt = Date.now() + START_TIMEOUT_MS + this.#handshakeMs + job.limits.timeoutMs;
+      try {
+        server = await ServerSandbox.start(this.#deps, job.sandbox, {signal: stop.signal, deadlineAt, handlers});
+      } catch (err) {
+        if (reason === 'start-timeout') {
+          throw new ToolcellError('BACKEND_UNAVAILABLE',
+            `The hosted server's sandbox could not be started within ${START_TIMEOUT_MS / 1000} s (the container engine is overloaded); the tool did not run.`,
+            {reason: 'start-timeout', startTimeoutMs: START_TIMEOUT_MS});
+        }
+        if (reason) return this.#stopped(reason, elapsed);
+        throw startFailure(err);
+      }
+      clearTimeout(timer);
+      timer = setTimeout(() => terminate('handshake-timeout'), this.#handshakeMs);
+
+      // Handshake and listing, then the pins.
+      await server.initialize(stop.signal);
+      const listed = await server.list('tools/list', 'tools', stop.signal);
+      const verdict = job.verifyListing(listed);
+      if (verdict.drift && verdict.drift.length > 0) callLog.warn({drift: verdict.drift}, 'hosted server lists tools that differ from their pins');
+      if (!verdict.ok) {
+        callLog.warn({changes: verdict.changes}, 'hosted tool refused: its definition differs from its pin');
+        throw new ToolcellError('DENIED', verdict.message, {rule: 'pin', changes: verdict.changes});
+      }
+
+      // The call: the tool's own time starts now.
+      clearTimeout(timer);
+      this.#deps.keeper.watch(server.id, Date.now() + job.limits.timeoutMs);
+      timer = setTimeout(() => terminate('timeout'), job.limits.timeoutMs);
+      relaying = true;
+      const result = await server.guard(server.session.request('tools/call', {name: job.tool, arguments: job.args, _meta: {progressToken}}), stop.signal, 'tools/call');
+      relaying = false;
+      return makeResult(elapsed(), {stdout: JSON.stringify(result), pidsLimited: server.pidsLimited()});
+    } catch (err) {
+      relaying = false;
+      if (reason) return this.#stopped(reason, elapsed, server);
+      if (err instanceof ServerFailure) return this.#failed(err, elapsed, server);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      if (server) {
+        server.logStderr({jobId: job.id, package: job.packageName});
+        await server.remove(reason === 'cancel' ? CANCEL_REMOVE_TIMEOUT_MS : REMOVE_TIMEOUT_MS);
+      }
+      this.#running.delete(onAbort);
+    }
+  }
+
+  /** A call toolcell stopped: deadline, cancellation, output cap, handshake budget. */
+  #stopped(reason: StopReason, elapsed: () => number, server?: ServerSandbox): ExecutionResult {
+    const pidsLimited = server?.pidsLimited() ?? false;
+    switch (reason) {
+      case 'cancel': return makeResult(elapsed(), {isCanceled: true});
+      case 'timeout': return makeResult(elapsed(), {timedOut: true, pidsLimited});
+      case 'truncated': return makeResult(elapsed(), {truncated: true, pidsLimited});
+      case 'handshake-timeout':
+      case 'start-timeout':
+        return makeResult(elapsed(), {pidsLimited, error: {name: 'HandshakeTimeout',
+          message: `the hosted server did not complete the MCP handshake (initialize, tools/list) within ${this.#handshakeMs} ms`}});
+    }
+  }
+
+  /** A server that broke the protocol, or ended by itself, before answering. */
+  async #failed(failure: ServerFailure, elapsed: () => number, server?: ServerSandbox): Promise<ExecutionResult> {
+    if (failure.kind === 'output-limit') return makeResult(elapsed(), {truncated: true, pidsLimited: server?.pidsLimited() ?? false});
+    if (failure.kind === 'exited' && server) {
+      const why = await server.exitAttribution(EXIT_WAIT_MS);
+      return makeResult(elapsed(), {
+        failed: true,
+        outOfMemory: why.outOfMemory,
+        pidsLimited: why.pidsLimited,
+        ...(why.signal !== undefined ? {signal: why.signal} : {}),
+        error: {name: 'ServerExited', message: `the hosted server ended before it answered${why.exitCode !== undefined ? ` (exit code ${why.exitCode})` : why.signal !== undefined ? ` (killed by signal ${why.signal})` : ''}`},
+      });
+    }
+    return makeResult(elapsed(), {pidsLimited: server?.pidsLimited() ?? false, error: {name: 'ProtocolError', message: failure.message}});
+  }
+
+  /**
+   * Cancels calls in flight (each removes its container), then removes whatever this instance
+   * still tracks and reaps its own leftovers. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      for (const cancel of this.#running) cancel();
+      for (let i = 0; i < 40 && this.#running.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      await this.#deps.remover.close();
+      try {
+        const reaped = await reapContainers(this.docker, {owner: this.owner, provenance: this.#deps.provenance});
+        if (reaped.failed.length === 0 && this.#deps.remover.clean) this.#deps.keeper.releaseAll();
+      } catch (err) {
+        log.debug({err}, 'reap at close failed');
+      }
+      await this.#deps.remover.reapShims();
+      this.#deps.keeper.close();
+    })();
+    return this.#closing;
+  }
+
+  /** The container-tier parts of this backend (for probeServer and the warm pool). */
+  get deps(): ServerSandboxDeps {
+    return this.#deps;
+  }
+}

@@ -1,0 +1,247 @@
+/**
+ * One hosted MCP server process in its own container: started with the container tier's floor
+ * (host-config.ts, sandbox.ts), spoken to over MCP stdio (mcp-stdio-session.ts), initialized and
+ * listed, then removed by the container tier's teardown (teardown.ts).
+ */
+import type Docker from 'dockerode';
+import {ToolcellError} from '../../errors.ts';
+import {log as rootLog} from '../../log.ts';
+import type {ContainerJob} from '../backend.ts';
+import {CgroupSampler} from '../container/cgroup.ts';
+import type {DeadlineKeeper} from '../container/deadline-keeper.ts';
+import {attributeExit, type ExitAttribution} from '../container/exit-reason.ts';
+import {toCreateOptions} from '../container/host-config.ts';
+import type {Provenance} from '../container/provenance.ts';
+import {prepareSandbox, type Sandbox} from '../container/sandbox.ts';
+import {newTeardown, type ContainerRemover} from '../container/teardown.ts';
+import {JsonRpcError, McpStdioSession, SessionError, SUPPORTED_PROTOCOL_VERSIONS, type SessionHandlers} from './mcp-stdio-session.ts';
+
+const log = rootLog.child({component: 'server-sandbox'});
+
+/** How this client names itself in `initialize` (MCP `clientInfo`). */
+export const CLIENT_INFO = {name: 'toolcell', version: '0.1.0'} as const;
+/** Most `tools/list` (and other list) pages followed per session. */
+export const MAX_LIST_PAGES = 16;
+/** Most items accepted from one list across its pages. */
+export const MAX_LIST_ITEMS = 1_024;
+
+/** The container tier's parts a server sandbox is made with (one set per backend instance). */
+export interface ServerSandboxDeps {
+  docker: Docker;
+  owner: string;
+  provenance: Provenance;
+  remover: ContainerRemover;
+  keeper: DeadlineKeeper;
+}
+
+/** What a server said in its handshake (untrusted JSON, shapes checked). */
+export interface ServerHello {
+  protocolVersion: string;
+  serverInfo: Record<string, unknown>;
+  capabilities: Record<string, unknown>;
+  instructions?: string;
+}
+
+/** Why a server sandbox failed before or during its session; mapped to a result by the caller. */
+export class ServerFailure extends Error {
+  /** `protocol`: not MCP (garbage, bad handshake, unsupported version); `output-limit`; `exited`: ended by itself; `handshake-timeout`. */
+  readonly kind: 'protocol' | 'output-limit' | 'exited' | 'handshake-timeout';
+  constructor(kind: ServerFailure['kind'], message: string) {
+    super(message);
+    this.name = 'ServerFailure';
+    this.kind = kind;
+  }
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * A started server container with its MCP session. Own it with `await using`, or call
+ * {@link ServerSandbox.remove} in `finally`: that is the one release of the container (and its
+ * uid lease, deadline-keeper watch and provenance record, through the remover).
+ */
+export class ServerSandbox {
+  readonly sandbox: Sandbox;
+  readonly session: McpStdioSession;
+  readonly #deps: ServerSandboxDeps;
+  readonly #sampler: CgroupSampler;
+  #removed: Promise<void> | undefined;
+
+  private constructor(deps: ServerSandboxDeps, sandbox: Sandbox, session: McpStdioSession) {
+    this.#deps = deps;
+    this.sandbox = sandbox;
+    this.session = session;
+    this.#sampler = new CgroupSampler(sandbox.id);
+  }
+
+  /** Container id (for logs and tests). */
+  get id(): string {
+    return this.sandbox.id;
+  }
+
+  /**
+   * Creates and starts a server container for `spec` (argv = the server's command, image = its
+   * pinned image ID) with every setting of the container floor, stdin attached, and opens the
+   * MCP session on it. The deadline keeper is told `deadlineAt` (ms since the epoch) so that the
+   * container does not outlive it if this process dies.
+   * @throws ToolcellError `BACKEND_UNAVAILABLE` (engine, image, start); the reason of `signal`
+   *   when it aborted. A container created before a failure is removed before this throws.
+   */
+  static async start(deps: ServerSandboxDeps, spec: ContainerJob, options: {signal: AbortSignal; deadlineAt: number; handlers?: SessionHandlers}): Promise<ServerSandbox> {
+    const claim = deps.provenance.claim(deps.owner);
+    const base = toCreateOptions(spec, {owner: deps.owner});
+    const createOptions = {...base, name: claim.name, Labels: {...base.Labels, ...claim.labels}};
+    const teardown = newTeardown();
+    let done = false;
+    try {
+      const sandbox = await prepareSandbox(deps.docker, createOptions, {
+        image: spec.image, runtime: spec.runtime, signal: options.signal,
+        onCreated: (c) => {
+          teardown.container = c;
+          deps.provenance.record(c.id);
+          deps.keeper.watch(c.id, options.deadlineAt);
+          deps.remover.track(c);
+        },
+      });
+      teardown.sandbox = sandbox;
+      const session = new McpStdioSession(sandbox.socket, {outputBytes: spec.limits.outputBytes}, options.handlers);
+      done = true;
+      return new ServerSandbox(deps, sandbox, session);
+    } finally {
+      if (!done) await deps.remover.finish(teardown);
+    }
+  }
+
+  /**
+   * MCP handshake (2025-11-25 basic/lifecycle §Initialization): `initialize` asking for the
+   * first of {@link SUPPORTED_PROTOCOL_VERSIONS} and no client capabilities (no sampling,
+   * elicitation or roots: nothing leaves the sandbox), the answer checked, then
+   * `notifications/initialized`.
+   * @throws ServerFailure `protocol` for an unsupported version or a malformed answer; see {@link guard}.
+   */
+  async initialize(signal: AbortSignal): Promise<ServerHello> {
+    const result = await this.guard(this.session.request('initialize', {
+      protocolVersion: SUPPORTED_PROTOCOL_VERSIONS[0],
+      capabilities: {},
+      clientInfo: CLIENT_INFO,
+    }), signal, 'initialize');
+    if (!isRecord(result) || typeof result.protocolVersion !== 'string' || !isRecord(result.capabilities) || !isRecord(result.serverInfo)) {
+      throw new ServerFailure('protocol', 'the server answered initialize without protocolVersion, capabilities and serverInfo');
+    }
+    if (!(SUPPORTED_PROTOCOL_VERSIONS as readonly string[]).includes(result.protocolVersion)) {
+      throw new ServerFailure('protocol', `the server speaks MCP ${JSON.stringify(result.protocolVersion.slice(0, 40))}; supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}`);
+    }
+    this.session.notify('notifications/initialized');
+    return {
+      protocolVersion: result.protocolVersion,
+      serverInfo: result.serverInfo,
+      capabilities: result.capabilities,
+      ...(typeof result.instructions === 'string' ? {instructions: result.instructions} : {}),
+    };
+  }
+
+  /**
+   * A paginated list (`tools/list`, `resources/list`, `resources/templates/list`,
+   * `prompts/list`; MCP 2025-11-25 server/utilities/pagination): follows `nextCursor` for at
+   * most {@link MAX_LIST_PAGES} pages and {@link MAX_LIST_ITEMS} items; each item must be an
+   * object with a string `name` (or `uri`/`uriTemplate` for resources).
+   * @throws ServerFailure `protocol` for a malformed page, too many pages or items.
+   */
+  async list(method: string, key: string, signal: AbortSignal): Promise<Record<string, unknown>[]> {
+    const items: Record<string, unknown>[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; ; page++) {
+      if (page >= MAX_LIST_PAGES) throw new ServerFailure('protocol', `the server's ${method} has more than ${MAX_LIST_PAGES} pages`);
+      const result = await this.guard(this.session.request(method, cursor === undefined ? {} : {cursor}), signal, method);
+      if (!isRecord(result) || !Array.isArray(result[key])) throw new ServerFailure('protocol', `the server answered ${method} without a "${key}" array`);
+      for (const item of result[key] as unknown[]) {
+        if (!isRecord(item)) throw new ServerFailure('protocol', `the server's ${method} holds an entry that is not an object`);
+        items.push(item);
+        if (items.length > MAX_LIST_ITEMS) throw new ServerFailure('protocol', `the server's ${method} lists more than ${MAX_LIST_ITEMS} entries`);
+      }
+      if (typeof result.nextCursor !== 'string' || result.nextCursor === '') return items;
+      cursor = result.nextCursor;
+    }
+  }
+
+  /**
+   * Waits for `request`, turning a failed session into a {@link ServerFailure} and a JSON-RPC
+   * error answer to a handshake/list request into `protocol`; rejects with `signal`'s reason when
+   * it aborts first. The server's exit ends the session (`exited`).
+   */
+  async guard<T>(request: Promise<T>, signal: AbortSignal, what: string): Promise<T> {
+    signal.throwIfAborted();
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, {once: true});
+    });
+    try {
+      return await Promise.race([request, aborted]);
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      if (err instanceof SessionError) {
+        const f = err.failure;
+        throw new ServerFailure(f.kind === 'closed' ? 'exited' : f.kind, f.kind === 'closed' ? `the server ended before it answered ${what}` : f.message);
+      }
+      if (err instanceof JsonRpcError) throw new ServerFailure('protocol', `the server refused ${what}: ${err.message.slice(0, 200)}`);
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+      aborted.catch(() => undefined);
+    }
+  }
+
+  /**
+   * How the server process ended, once its session closed: the engine's exit status and the
+   * cgroup evidence (OOM, refused forks) read before removal, attributed as for a container
+   * tool (exit-reason.ts). Waits at most `waitMs` for the exit.
+   */
+  async exitAttribution(waitMs: number): Promise<ExitAttribution> {
+    const status = await Promise.race([this.sandbox.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), waitMs).unref())]);
+    const cgroup = this.#sampler.sample();
+    this.#sampler.stop();
+    let engineOomKilled = false;
+    let exitCode = status;
+    try {
+      const info = await this.sandbox.container.inspect({abortSignal: AbortSignal.timeout(5_000)});
+      engineOomKilled = info.State.OOMKilled === true;
+      if (!info.State.Running) exitCode = info.State.ExitCode;
+    } catch (err) {
+      log.debug({err, containerId: this.id}, 'inspect after server exit failed');
+    }
+    return attributeExit({status: exitCode, engineOomKilled, cgroup, stderrTail: this.session.stderrText().slice(-4096)});
+  }
+
+  /** Refused forks so far (pids cgroup), read now; false where the cgroup cannot be read. */
+  pidsLimited(): boolean {
+    return (this.#sampler.sample().pids?.refused ?? 0) > 0;
+  }
+
+  /**
+   * Kills and removes the container (bounded by `timeoutMs`), through the container tier's
+   * remover: uid lease, keeper watch and provenance record go with it. Idempotent.
+   */
+  remove(timeoutMs: number): Promise<void> {
+    this.#removed ??= (async () => {
+      this.#sampler.stop();
+      const teardown = newTeardown();
+      teardown.container = this.sandbox.container;
+      teardown.sandbox = this.sandbox;
+      teardown.timeoutMs = timeoutMs;
+      await this.#deps.remover.finish(teardown);
+    })();
+    return this.#removed;
+  }
+
+  /** The server's stderr, bounded, for the log (never for the client). */
+  logStderr(fields: Record<string, unknown>): void {
+    const stderr = this.session.stderrText();
+    if (stderr !== '') log.debug({...fields, serverStderr: stderr.slice(-8192)}, 'hosted server stderr');
+  }
+}
+
+/** A ToolcellError for a server that could not be started at all (not its own fault). */
+export function startFailure(err: unknown): ToolcellError {
+  return err instanceof ToolcellError ? err : new ToolcellError('BACKEND_UNAVAILABLE', 'The hosted server\'s sandbox could not be started.', {reason: 'server-start-failed'}, {cause: err});
+}

@@ -1,0 +1,53 @@
+// Builds the test-only image of the fixture MCP servers (test/fixtures/servers) FROM toolcell/node, and removes it.
+import {after, before} from 'node:test';
+import {fileURLToPath} from 'node:url';
+import type {ContainerJob} from '../../src/backends/backend.ts';
+import {docker} from './docker.ts';
+
+/** Folder of the fixture servers and their Dockerfile. */
+export const FIXTURE_SERVERS_DIR = fileURLToPath(new URL('../fixtures/servers/', import.meta.url));
+/** Longest wait for the fixture image build, in ms (two COPY/RUN steps on a busy host). */
+const BUILD_TIMEOUT_MS = 120_000;
+
+/**
+ * Builds `toolcell-test/fixture-server:<pid>` in `before` (deadline {@link BUILD_TIMEOUT_MS}) and
+ * removes it in `after`; returns a getter of its image ID (valid inside tests).
+ */
+export function useFixtureServerImage(): {tag: string; imageId: () => string} {
+  const tag = `toolcell-test/fixture-server:${process.pid}`;
+  let id: string | undefined;
+  before(async () => {
+    const stream = await docker.buildImage({context: FIXTURE_SERVERS_DIR, src: ['Dockerfile', 'fixture-server.mjs']},
+      {t: tag, rm: true, forcerm: true, labels: {'toolcell.test': 'fixture-server'}, abortSignal: AbortSignal.timeout(BUILD_TIMEOUT_MS)} as object);
+    let failure: string | undefined;
+    await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err) => (err ? reject(err) : resolve()),
+      (e: {error?: string}) => { if (e.error) failure = e.error; }));
+    if (failure) throw new Error(`building ${tag} failed: ${failure}`);
+    id = (await docker.getImage(tag).inspect()).Id;
+  }, {timeout: BUILD_TIMEOUT_MS + 5_000});
+  after(async () => {
+    await docker.getImage(tag).remove({force: true}).catch(() => undefined);
+  });
+  return {tag, imageId: () => {
+    if (id === undefined) throw new Error('the fixture image is built in before()');
+    return id;
+  }};
+}
+
+/** Sandbox settings of a fixture server: small limits, no network, read-only root, /tmp 8m. */
+export function fixtureSandbox(imageId: string, mode: string, extraArgs: string[] = [], overrides: Partial<ContainerJob> = {}): ContainerJob {
+  return {
+    kind: 'container',
+    id: `fixture-${process.pid}-${mode}`,
+    image: imageId,
+    argv: ['/usr/local/bin/node', '/srv/fixture-server.mjs', mode, ...extraArgs],
+    network: 'none',
+    readOnlyRoot: true,
+    tmpfs: {'/tmp': '8m'},
+    mounts: [],
+    runtime: 'runc',
+    profile: 'test-server',
+    ...overrides,
+    limits: {timeoutMs: 5_000, memoryMb: 128, cpus: 0.5, pids: 32, outputBytes: 1_048_576, ...overrides.limits},
+  };
+}
