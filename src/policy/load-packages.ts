@@ -5,9 +5,10 @@ import * as z from 'zod';
 import {compileJsonSchema} from './json-schema.ts';
 import {deepFreeze} from './json-config.ts';
 import {isWithin} from './path-within.ts';
-import {PackageManifest, PLACEHOLDER, type ToolManifest} from './manifest-schema.ts';
+import {HostedPackageManifest, isHostedManifest, MAX_HOSTED_TOOL_NAME, PackageManifest, PLACEHOLDER, type ToolManifest} from './manifest-schema.ts';
+import {definitionSha256, profileSha256, type ToolPin} from './pins.ts';
 import type {Profile} from './profile-schema.ts';
-import {mcpToolName, type ToolDefinition} from './tool-definition.ts';
+import {mcpToolName, type HostedServerEntry, type ToolDefinition} from './tool-definition.ts';
 
 /** The manifest file of a tool package. */
 export const MANIFEST = 'toolcell.json';
@@ -120,6 +121,7 @@ async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>, 
   } catch (err) {
     throw new PackageRejection(`${MANIFEST} is not valid JSON: ${(err as Error).message}`);
   }
+  if (isHostedManifest(raw)) return loadHostedPackage(dir, raw, profiles, unprefixed);
   const parsed = PackageManifest.safeParse(raw);
   if (!parsed.success) {
     throw new PackageRejection(`invalid ${MANIFEST}: ${z.prettifyError(parsed.error).replaceAll('\n', '; ')}`);
@@ -138,6 +140,94 @@ async function loadPackage(dir: string, profiles: ReadonlyMap<string, Profile>, 
       throw fail(`tool "${tool.name}": ${(err as Error).message}`);
     }
   }
+  return freezePackage({
+    name: manifest.name,
+    version: manifest.version,
+    ...(manifest.description === undefined ? {} : {description: manifest.description}),
+    dir,
+    tools,
+  });
+}
+
+/**
+ * Loads a hosted MCP server package (a `server` section; ARCHITECTURE.md "Hosted MCP servers"):
+ * one tool `<package>__<tool>` per pinned tool, its schemas those of the pinned definition
+ * (compiled by ajv here, so arguments are validated before any sandbox), its profile the
+ * package's, which must be a container profile whose `commands` allowlist holds the server's
+ * argv[0]. Each pin must be the SHA-256 of its definition's canonical form (else the package is
+ * rejected, naming the tool). A `profileSha256` that differs from the profile as loaded leaves
+ * the tools loaded but refused at every call (`DENIED`, rule `pin`).
+ * @throws PackageRejection with a one-line reason.
+ */
+function loadHostedPackage(dir: string, raw: unknown, profiles: ReadonlyMap<string, Profile>, unprefixed: ReadonlySet<string>): LoadedPackage {
+  const parsed = HostedPackageManifest.safeParse(raw);
+  if (!parsed.success) {
+    throw new PackageRejection(`invalid ${MANIFEST} (hosted server): ${z.prettifyError(parsed.error).replaceAll('\n', '; ')}`);
+  }
+  const manifest = parsed.data;
+  const fail = (message: string) => Object.assign(new PackageRejection(message), {packageName: manifest.name});
+  const profile = profiles.get(manifest.profile);
+  if (profile === undefined) {
+    throw fail(`names unknown profile "${manifest.profile}"; known profiles: ${[...profiles.keys()].sort().join(', ') || '(none)'}`);
+  }
+  if (profile.backend !== 'container') throw fail(`a hosted server needs a container profile; profile "${profile.name}" is for the ${profile.backend} backend`);
+  const argv0 = manifest.server.command[0]!;
+  if (!profile.commands.includes(argv0)) {
+    throw fail(`server command "${argv0}" is not in the allowlist of profile "${profile.name}" (allowed: ${profile.commands.join(', ')})`);
+  }
+  const pins = new Map<string, ToolPin>();
+  for (const tool of manifest.tools) {
+    const actual = definitionSha256(tool.definition);
+    if (actual !== tool.sha256) throw fail(`tool "${tool.name}": its sha256 pin does not match its definition (the manifest was edited after add; run toolcell update)`);
+    pins.set(tool.name, {sha256: tool.sha256, definition: tool.definition});
+  }
+  let drift: HostedServerEntry['drift'];
+  if (manifest.server.profileSha256 !== undefined && manifest.server.profileSha256 !== profileSha256(profile)) {
+    drift = {message: `profile "${profile.name}" changed since the server was approved (pin)`, changes: [`profile "${profile.name}" changed since add`]};
+  }
+  const tools: ToolDefinition[] = [];
+  for (const tool of manifest.tools) {
+    const name = unprefixed.has(manifest.name) ? tool.name : mcpToolName(manifest.name, tool.name);
+    if (name.length > MAX_HOSTED_TOOL_NAME) throw fail(`tool "${tool.name}": the MCP name "${name}" is longer than ${MAX_HOSTED_TOOL_NAME} characters`);
+    const def = tool.definition;
+    let validateInput;
+    let validateOutput;
+    try {
+      validateInput = compileJsonSchema(def.inputSchema);
+      validateOutput = def.outputSchema ? compileJsonSchema(def.outputSchema) : undefined;
+    } catch (err) {
+      throw fail(`tool "${tool.name}": invalid schema in its pinned definition: ${(err as Error).message}`);
+    }
+    const server: HostedServerEntry = {
+      toolName: tool.name,
+      source: manifest.server.source,
+      image: manifest.server.image,
+      imageId: manifest.server.imageId,
+      command: manifest.server.command,
+      args: manifest.server.args ?? [],
+      lifetime: manifest.server.lifetime,
+      ...(manifest.server.idleMs === undefined ? {} : {idleMs: manifest.server.idleMs}),
+      pin: pins.get(tool.name)!,
+      pins,
+      ...(drift === undefined ? {} : {drift}),
+    };
+    tools.push({
+      name,
+      packageName: manifest.name,
+      packageVersion: manifest.version,
+      toolName: tool.name,
+      ...(def.title === undefined ? {} : {title: def.title}),
+      description: def.description ?? '',
+      inputSchema: def.inputSchema,
+      ...(def.outputSchema === undefined ? {} : {outputSchema: def.outputSchema}),
+      profile,
+      validateInput,
+      ...(validateOutput === undefined ? {} : {validateOutput}),
+      packageDir: dir,
+      server,
+    });
+  }
+  for (const pin of pins.values()) deepFreeze(pin.definition);
   return freezePackage({
     name: manifest.name,
     version: manifest.version,

@@ -169,3 +169,81 @@ export function diffDefinitions(approved: ServerToolDefinition, seen: ServerTool
   }
   return out;
 }
+
+/**
+ * SHA-256 (lowercase hex) of a profile as loaded (defaults applied), in canonical JSON
+ * ({@link canonicalJson}) without `$schema` and `description` (they grant nothing): the
+ * `profileSha256` that `add`/`update` store in a hosted package's `server` section. Any change of
+ * a limit, grant, mount, command or runtime changes it.
+ * @throws Error as {@link canonicalJson} does.
+ */
+export function profileSha256(profile: Readonly<Record<string, unknown>>): string {
+  const {$schema: _schema, description: _description, ...grants} = profile;
+  return createHash('sha256').update(canonicalJson(grants), 'utf8').digest('hex');
+}
+
+/** A pinned tool as a hosted package stores it. */
+export interface ToolPin {
+  readonly sha256: string;
+  readonly definition: ServerToolDefinition;
+}
+
+/** Policy's verdict on a server's `tools/list` for one call (the shape backends/backend.ts `ListingVerdict` has). */
+export type PinVerdict =
+  | {ok: true; drift?: string[]}
+  | {ok: false; message: string; changes: string[]; drift?: string[]};
+
+/** Most change lines quoted in a refusal message (all go to the log and the audit event). */
+const MESSAGE_CHANGES = 3;
+
+/**
+ * Compares the `tools/list` a fresh server answered with the pins, for a call of `tool` (the
+ * server's own tool name; `mcpName` names it in the message). The call may go on only when the
+ * server lists `tool` exactly once and its canonical definition hashes to the pin. Changes of
+ * *other* tools (changed, vanished, or listed but never approved) are returned as `drift`, for
+ * the log: they do not refuse this call (each is refused when it is called, and an unapproved
+ * tool is never served). Pure.
+ * @returns `{ok: false, message, changes}` naming what changed (diffDefinitions lines) when the pin breaks.
+ */
+export function verifyListing(tool: string, mcpName: string, pins: ReadonlyMap<string, ToolPin>,
+  listed: ReadonlyArray<Readonly<Record<string, unknown>>>): PinVerdict {
+  const byName = new Map<string, Array<Readonly<Record<string, unknown>>>>();
+  for (const entry of listed) {
+    const name = typeof entry.name === 'string' ? entry.name : '';
+    byName.set(name, [...(byName.get(name) ?? []), entry]);
+  }
+  const hash = (def: Readonly<Record<string, unknown>>): string | undefined => {
+    try {
+      return definitionSha256(def as ServerToolDefinition);
+    } catch {
+      return undefined;
+    }
+  };
+  const drift: string[] = [];
+  for (const [name, pin] of pins) {
+    if (name === tool) continue;
+    const seen = byName.get(name);
+    if (!seen) drift.push(`tool ${JSON.stringify(name)} is no longer listed`);
+    else if (seen.length > 1 || hash(seen[0]!) !== pin.sha256) drift.push(`tool ${JSON.stringify(name)} changed`);
+  }
+  for (const name of byName.keys()) if (!pins.has(name)) drift.push(`tool ${JSON.stringify(visible(name.slice(0, 64)))} is listed but was never approved`);
+  const driftPart = drift.length > 0 ? {drift: drift.slice(0, MAX_DIFF_LINES)} : {};
+
+  const pin = pins.get(tool);
+  const seen = byName.get(tool);
+  let changes: string[];
+  if (pin === undefined) changes = ['the tool has no pin'];
+  else if (seen === undefined) changes = ['the server no longer lists this tool'];
+  else if (seen.length > 1) changes = [`the server lists this tool ${seen.length} times`];
+  else if (hash(seen[0]!) === pin.sha256) return {ok: true, ...driftPart};
+  else {
+    changes = diffDefinitions(pin.definition, seen[0] as ServerToolDefinition);
+    if (changes.length === 0) changes = ['the definition no longer matches its SHA-256 pin'];
+  }
+  return {
+    ok: false,
+    message: `The tool "${mcpName}" is refused: the hosted server's definition of it differs from the one approved (pin): ${changes.slice(0, MESSAGE_CHANGES).join('; ')}${changes.length > MESSAGE_CHANGES ? `; and ${changes.length - MESSAGE_CHANGES} more` : ''}.`,
+    changes,
+    ...driftPart,
+  };
+}

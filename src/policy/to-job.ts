@@ -1,6 +1,8 @@
 // Tool + arguments + profile → the job a backend runs (argv, limits, mounts).
-import type {ContainerJob, IsolateJob, Job, Mount} from '../backends/backend.ts';
+import type {ContainerJob, IsolateJob, Job, Mount, ServerJob} from '../backends/backend.ts';
+import {ToolcellError} from '../errors.ts';
 import {argumentText, authorizeArgv, buildArgv} from './command.ts';
+import {verifyListing} from './pins.ts';
 import type {ToolDefinition} from './tool-definition.ts';
 
 /** What the runtime resolved for a container tool when it loaded: allowlisted commands and mounts. */
@@ -15,10 +17,12 @@ export interface ContainerGrants {
  * and grants, and nothing else, become the job's settings. Pure.
  *
  * @throws ToolcellError `DENIED` when a container command's argv[0] is not allowlisted,
- *   `INVALID_ARGUMENTS` when an argument cannot be placed on a command line.
+ *   `INVALID_ARGUMENTS` when an argument cannot be placed on a command line; for a hosted
+ *   server's tool, `DENIED` (`rule: "pin"`) when a pin broke at load (profile or image changed).
  */
 export function toJob(tool: ToolDefinition, args: Record<string, unknown>, id: string, grants?: ContainerGrants): Job {
   const profile = tool.profile;
+  if (tool.server !== undefined) return toServerJob(tool, args, id, grants);
   if (profile.backend === 'isolate') {
     const job: IsolateJob = {
       kind: 'isolate',
@@ -57,4 +61,46 @@ export function toJob(tool: ToolDefinition, args: Record<string, unknown>, id: s
     profile: profile.name,
   };
   return job;
+}
+
+/**
+ * The job of one call of a hosted server's tool: a container with the profile's limits and
+ * grants running the server's command from its pinned image ID. argv[0] goes through the
+ * profile's `commands` allowlist exactly as a container tool's (resolved to an absolute path in
+ * the image at load); the arguments travel in `tools/call`, never on the command line. Pure.
+ * @throws ToolcellError `DENIED` (`rule: "pin"` when a pin broke at load; `rule: "commands"`
+ *   when argv[0] is not allowlisted).
+ */
+function toServerJob(tool: ToolDefinition, args: Record<string, unknown>, id: string, grants?: ContainerGrants): ServerJob {
+  const server = tool.server!;
+  const profile = tool.profile;
+  if (profile.backend !== 'container') throw new ToolcellError('INTERNAL', 'A hosted server needs a container profile.');
+  if (server.drift !== undefined) {
+    throw new ToolcellError('DENIED', `The tool "${tool.name}" is refused: ${server.drift.message}.`, {rule: 'pin', changes: [...server.drift.changes]});
+  }
+  const argv = authorizeArgv([...server.command, ...server.args], grants?.commands ?? new Map(), profile.name);
+  const limits = {...profile.limits};
+  const sandbox: ContainerJob = {
+    kind: 'container',
+    id,
+    image: server.imageId,
+    argv,
+    limits,
+    network: profile.network,
+    readOnlyRoot: profile.filesystem.readOnlyRoot,
+    tmpfs: {...profile.filesystem.tmpfs},
+    mounts: [...(grants?.mounts ?? [])],
+    runtime: profile.runtime,
+    profile: profile.name,
+  };
+  return {
+    kind: 'server',
+    id,
+    sandbox,
+    tool: server.toolName,
+    args,
+    verifyListing: (listed) => verifyListing(server.toolName, tool.name, server.pins, listed),
+    limits,
+    packageName: tool.packageName,
+  };
 }
