@@ -116,6 +116,23 @@ export async function main(argv: string[]): Promise<number> {
       exitCode = await imagesBuild(name);
     });
 
+  program.command('add').description('host an existing MCP server: resolve, build, probe once in its sandbox, screen, confirm, pin')
+    .argument('<source>', 'npm:<package>[@<version|range>], pypi:<wheel or sdist path>, oci:<local image> or dir:<path>')
+    .argument('[server-args...]', 'arguments for the server, after --')
+    .option('--name <name>', 'package name (default: from the source, e.g. everything)')
+    .option('--profile <profile>', 'container profile the server runs under', 'server-offline')
+    .option('--tools <dir>', 'tools directory to write to (default: $TOOLCELL_TOOLS_DIR or $XDG_DATA_HOME/toolcell/tools)')
+    .option('--profiles <dir>', 'profile directory (repeatable; default: the bundled profiles/)', collect)
+    .option('--yes', 'do not ask for confirmation (scripts); without it and without a terminal, add refuses')
+    .option('--allow-flagged', 'add a server even when screening flags its definitions')
+    .option('--allow-install-scripts', 'npm: run the package\'s install scripts in the image build')
+    .option('--command <argv>', 'the server\'s argv in its image (JSON array or words); npm: the bin to run')
+    .option('--python', 'dir: copy the folder into toolcell/python instead of toolcell/node')
+    .action(async (source: string, serverArgs: string[], flags: import('./add-command.ts').AddFlags) => {
+      const {addCommand} = await import('./add-command.ts');
+      exitCode = await addCommand(source, serverArgs, flags);
+    });
+
   try {
     await program.parseAsync(argv, {from: 'user'});
   } catch (e) {
