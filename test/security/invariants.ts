@@ -101,6 +101,8 @@ export const INVARIANTS = {
   // Hosted MCP servers (issue 9).
   'hosted:screening:hidden-instructions-flagged': {behaviour: 'At add and update, a tool, prompt or resource definition whose name, title, description or schema (every string and key, at any depth) carries invisible Unicode (tag characters, zero-width, bidi controls, other Cf, terminal escapes), markup aimed at the model, instruction overrides, secret-file names or secret-moving text, instructions to call other tools, to hide something from the user, or an oversize text is flagged with tool, JSON pointer, rule and a visible excerpt; the real server-everything/-filesystem/-memory descriptions are not.',
     note: 'A screen for known shapes, matched on English text: paraphrases, other languages, homoglyphs and instructions split across fields pass it. It does not judge what the server does when called (the profile contains that).'},
+  'hosted:add:nothing-unconfirmed': {behaviour: 'toolcell add writes a hosted package only after the operator confirmed what the probe listed (on a terminal, or --yes): without a terminal and without --yes, for a flagged server without --allow-flagged, for a server that does not speak MCP, for unfit tool names or a command the profile does not allow, it exits non-zero and writes nothing; no probe container is left.',
+    note: 'The image built for a refused server stays on the engine (it is not served). --yes approves whatever the probe lists, unseen; scripts that pass it take that on.'},
 } as const;
 
 /** An invariant id. */

@@ -1,0 +1,135 @@
+// `toolcell add` as an operator meets it: dir: and oci: fixture servers added and loadable, and every refusal (no consent, flagged, not MCP, name taken) leaves nothing written.
+import assert from 'node:assert/strict';
+import {execFile} from 'node:child_process';
+import {cpSync, existsSync, readFileSync} from 'node:fs';
+import {join} from 'node:path';
+import {after, before, describe, test} from 'node:test';
+import {promisify} from 'node:util';
+import {HostedPackageManifest} from '../../src/policy/manifest-schema.ts';
+import {definitionSha256} from '../../src/policy/pins.ts';
+import {docker, dockerAvailable, managedContainers} from '../support/docker.ts';
+import {FIXTURE_SERVERS_DIR, useFixtureServerImage} from '../support/fixture-server.ts';
+import {CLI} from '../support/mcp-stdio.ts';
+import {tempDir} from '../support/temp.ts';
+
+// invariant: hosted:add:nothing-unconfirmed
+
+/** Runs the CLI with stdin not a terminal; every run has its own deadline (an image build on a busy host). */
+const run = async (args: string[], timeout = 240_000) => {
+  try {
+    const {stdout, stderr} = await promisify(execFile)(process.execPath, ['--no-node-snapshot', CLI, ...args],
+      {env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn'}, timeout, maxBuffer: 16 * 2 ** 20});
+    return {code: 0, stdout, stderr};
+  } catch (e) {
+    const err = e as {code: number; stdout: string; stderr: string};
+    return {code: err.code, stdout: err.stdout, stderr: err.stderr};
+  }
+};
+
+const prefix = `t${process.pid}`;
+let dir: Awaited<ReturnType<typeof tempDir>>;
+before(async () => {
+  dir = await tempDir('toolcell-add-');
+});
+after(async () => {
+  await dir.dispose();
+  // Only the images this file's runs tagged (toolcell/srv-t<pid>-…).
+  for (const image of await docker.listImages({filters: {reference: [`toolcell/srv-${prefix}-*`]}})) {
+    for (const tag of image.RepoTags ?? []) await docker.getImage(tag).remove({noprune: false}).catch(() => undefined);
+  }
+});
+
+const toolsDir = () => join(dir.path, 'tools');
+
+test('without --yes and without a terminal, add refuses before resolving anything and writes nothing', async () => {
+  const r = await run(['add', 'dir:/nonexistent-folder', '--command', 'node x.js', '--name', `${prefix}-noyes`, '--tools', toolsDir()], 30_000);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /no terminal to ask on.*--yes/s);
+  assert.doesNotMatch(r.stderr, /no such folder/);
+  assert.equal(existsSync(join(toolsDir(), `${prefix}-noyes`)), false);
+});
+
+test('a source that does not parse is a usage error naming the forms allowed', async () => {
+  const r = await run(['add', 'npm:pkg@git+https://x.test/r.git', '--yes', '--tools', toolsDir()], 30_000);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /Allowed: npm:/);
+});
+
+const ok = await dockerAvailable({images: ['toolcell/node']});
+
+describe('toolcell add with fixture servers', {skip: !ok && 'no Docker engine or toolcell/node'}, () => {
+  const fixture = useFixtureServerImage();
+
+  test('dir: copies the folder into an image, probes it once, and writes pins the loader accepts; no container is left', async () => {
+    const src = join(dir.path, 'dir-server');
+    cpSync(join(FIXTURE_SERVERS_DIR, 'fixture-server.mjs'), join(src, 'fixture-server.mjs'));
+    const name = `${prefix}-dir`;
+    const before = new Set(await managedContainers());
+    const r = await run(['add', `dir:${src}`, '--name', name, '--command', 'node /opt/toolcell/server/fixture-server.mjs', '--tools', toolsDir(), '--yes', '--', 'good']);
+    assert.equal(r.code, 0, r.stderr);
+    // What the operator was shown: each tool's name and description, and the grants.
+    assert.match(r.stderr, /Tools \(10\), served as t\d+-dir__<tool>:/);
+    assert.match(r.stderr, /^ {2}echo\n {6}Echo the input\.$/m);
+    assert.match(r.stderr, /profile server-offline \(runtime runc\)/);
+    assert.match(r.stderr, /network: none/);
+    const manifest = HostedPackageManifest.parse(JSON.parse(readFileSync(join(toolsDir(), name, 'toolcell.json'), 'utf8')));
+    assert.equal(manifest.server.source, `dir:${src}`);
+    assert.deepEqual(manifest.server.command, ['node', '/opt/toolcell/server/fixture-server.mjs']);
+    assert.deepEqual(manifest.server.args, ['good']);
+    assert.match(manifest.server.integrity ?? '', /^sha256-[0-9a-f]{64}$/);
+    const image = await docker.getImage(manifest.server.image).inspect();
+    assert.equal(image.Id, manifest.server.imageId);
+    assert.equal(image.Config.Labels?.['toolcell.hosted'], name);
+    for (const tool of manifest.tools) assert.equal(tool.sha256, definitionSha256(tool.definition));
+    const list = await run(['list', '--json', '--tools', toolsDir()], 60_000);
+    const listed = JSON.parse(list.stdout) as {tools: {name: string}[]; rejected: unknown[]};
+    assert.ok(listed.tools.some((t) => t.name === `${name}__echo`), list.stdout);
+    assert.deepEqual(listed.rejected, []);
+    assert.deepEqual((await managedContainers()).filter((id) => !before.has(id)), []);
+    // The same name again is refused; the package stays as it was.
+    const again = await run(['add', `dir:${src}`, '--name', name, '--command', 'node x', '--tools', toolsDir(), '--yes'], 30_000);
+    assert.equal(again.code, 2);
+    assert.match(again.stderr, /already in .*toolcell update/);
+  });
+
+  test('oci: pins the local image\'s ID and runs the given command', async () => {
+    const name = `${prefix}-oci`;
+    const r = await run(['add', `oci:${fixture.tag}`, '--name', name, '--command', 'node /srv/fixture-server.mjs', '--tools', toolsDir(), '--yes', '--', 'good']);
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = HostedPackageManifest.parse(JSON.parse(readFileSync(join(toolsDir(), name, 'toolcell.json'), 'utf8')));
+    assert.equal(manifest.server.imageId, fixture.imageId());
+    assert.equal(manifest.server.source, `oci:${fixture.tag}`);
+    assert.equal(manifest.tools.length, 10);
+  });
+
+  test('a server whose description hides instructions is refused, each finding named, nothing written; --allow-flagged adds it', async () => {
+    const name = `${prefix}-flagged`;
+    // rugpull with a change time in the past: echo's description carries <IMPORTANT> and ~/.ssh/id_rsa.
+    const args = ['add', `oci:${fixture.tag}`, '--name', name, '--command', 'node /srv/fixture-server.mjs', '--tools', toolsDir(), '--yes', '--', 'rugpull', '0'];
+    const r = await run(args);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /tool "echo" \/description: model-markup: "[^"]*<IMPORTANT>/);
+    assert.match(r.stderr, /tool "echo" \/description: secret-access: /);
+    assert.match(r.stderr, /Nothing was written/);
+    assert.equal(existsSync(join(toolsDir(), name)), false);
+    const allowed = await run([...args.slice(0, -3), '--allow-flagged', '--', 'rugpull', '0']);
+    assert.equal(allowed.code, 0, allowed.stderr);
+    assert.ok(existsSync(join(toolsDir(), name, 'toolcell.json')));
+  });
+
+  test('a server that does not speak MCP is refused with the reason; nothing written, no container left', async () => {
+    const name = `${prefix}-garbage`;
+    const before = new Set(await managedContainers());
+    const r = await run(['add', `oci:${fixture.tag}`, '--name', name, '--command', 'node /srv/fixture-server.mjs', '--tools', toolsDir(), '--yes', '--', 'garbage']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /does not speak MCP/);
+    assert.equal(existsSync(join(toolsDir(), name)), false);
+    assert.deepEqual((await managedContainers()).filter((id) => !before.has(id)), []);
+  });
+
+  test('a command the profile does not allow is refused before any build', async () => {
+    const r = await run(['add', `oci:${fixture.tag}`, '--name', `${prefix}-sh`, '--command', 'sh -c id', '--tools', toolsDir(), '--yes'], 60_000);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /"sh" is not in the allowlist of profile "server-offline" \(allowed: node, python3\)/);
+  });
+});
