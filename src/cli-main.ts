@@ -133,6 +133,18 @@ export async function main(argv: string[]): Promise<number> {
       exitCode = await addCommand(source, serverArgs, flags);
     });
 
+  program.command('update').description('re-resolve a hosted server, rebuild if it changed, show what changed, ask again, re-pin')
+    .argument('<name>', 'package name given at add')
+    .option('--tools <dir>', 'tools directory (default: $TOOLCELL_TOOLS_DIR or $XDG_DATA_HOME/toolcell/tools)')
+    .option('--profiles <dir>', 'profile directory (repeatable; default: the bundled profiles/)', collect)
+    .option('--yes', 'do not ask for confirmation (scripts); without it and without a terminal, update refuses')
+    .option('--allow-flagged', 'update even when screening flags the new definitions')
+    .option('--allow-install-scripts', 'npm: run the package\'s install scripts in the image build')
+    .action(async (name: string, flags: import('./update-command.ts').UpdateFlags) => {
+      const {updateCommand} = await import('./update-command.ts');
+      exitCode = await updateCommand(name, flags);
+    });
+
   try {
     await program.parseAsync(argv, {from: 'user'});
   } catch (e) {

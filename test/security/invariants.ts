@@ -103,6 +103,8 @@ export const INVARIANTS = {
     note: 'A screen for known shapes, matched on English text: paraphrases, other languages, homoglyphs and instructions split across fields pass it. It does not judge what the server does when called (the profile contains that).'},
   'hosted:add:nothing-unconfirmed': {behaviour: 'toolcell add writes a hosted package only after the operator confirmed what the probe listed (on a terminal, or --yes): without a terminal and without --yes, for a flagged server without --allow-flagged, for a server that does not speak MCP, for unfit tool names or a command the profile does not allow, it exits non-zero and writes nothing; no probe container is left.',
     note: 'The image built for a refused server stays on the engine (it is not served). --yes approves whatever the probe lists, unseen; scripts that pass it take that on.'},
+  'hosted:update:re-consent': {behaviour: 'toolcell update re-resolves the source, rebuilds and probes a changed server, shows each added, gone or changed tool field by field (and changed grants), and writes new pins only with the operator\'s consent (terminal or --yes); without it, or for a flagged new version, the approved pins stay byte for byte.',
+    note: 'What the diff compares is the pinned fields (policy/pins.ts); unpinned fields (icons, _meta) may change unseen and are never served. --yes approves the diff unseen.'},
 } as const;
 
 /** An invariant id. */
