@@ -194,13 +194,16 @@ async function listCommand(flags: LoadFlags & {json?: boolean}): Promise<number>
       grants: grantsOf(t.profile),
       ...(unavailable.has(t.name) ? {unavailable: unavailable.get(t.name)} : {}),
     }));
+    const {hostedServers, formatHostedServers} = await import('./hosted/list-servers.ts');
+    const servers = hostedServers(runtime.packages);
     if (flags.json) {
-      out(JSON.stringify({tools, rejected: runtime.rejected}, null, 2));
+      out(JSON.stringify({tools, ...(servers.length > 0 ? {servers} : {}), rejected: runtime.rejected}, null, 2));
     } else {
       out(`${tools.length} tool(s) from ${runtime.packages.length} package(s):`);
       for (const t of tools) {
         out(`  ${t.name}  [${t.backend}, profile ${t.profile}] ${t.grants}${t.unavailable ? `  (unavailable: ${t.unavailable})` : ''}`);
       }
+      for (const line of formatHostedServers(servers)) out(line);
       if (runtime.rejected.length > 0) {
         out(`${runtime.rejected.length} package(s) rejected:`);
         for (const r of runtime.rejected) out(`  ${r.name ?? r.dir}: ${r.reason}`);

@@ -15,10 +15,10 @@ import {tempDir} from '../support/temp.ts';
 // invariant: hosted:add:nothing-unconfirmed
 
 /** Runs the CLI with stdin not a terminal; every run has its own deadline (an image build on a busy host). */
-const run = async (args: string[], timeout = 240_000) => {
+const run = async (args: string[], timeout = 240_000, env: Record<string, string> = {}) => {
   try {
     const {stdout, stderr} = await promisify(execFile)(process.execPath, ['--no-node-snapshot', CLI, ...args],
-      {env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn'}, timeout, maxBuffer: 16 * 2 ** 20});
+      {env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn', ...env}, timeout, maxBuffer: 16 * 2 ** 20});
     return {code: 0, stdout, stderr};
   } catch (e) {
     const err = e as {code: number; stdout: string; stderr: string};
@@ -32,7 +32,7 @@ before(async () => {
   dir = await tempDir('toolcell-add-');
 });
 after(async () => {
-  await dir.dispose();
+  await dir?.dispose();
   // Only the images this file's runs tagged (toolcell/srv-t<pid>-…).
   for (const image of await docker.listImages({filters: {reference: [`toolcell/srv-${prefix}-*`]}})) {
     for (const tag of image.RepoTags ?? []) await docker.getImage(tag).remove({noprune: false}).catch(() => undefined);
@@ -81,10 +81,19 @@ describe('toolcell add with fixture servers', {skip: !ok && 'no Docker engine or
     assert.equal(image.Id, manifest.server.imageId);
     assert.equal(image.Config.Labels?.['toolcell.hosted'], name);
     for (const tool of manifest.tools) assert.equal(tool.sha256, definitionSha256(tool.definition));
-    const list = await run(['list', '--json', '--tools', toolsDir()], 60_000);
-    const listed = JSON.parse(list.stdout) as {tools: {name: string}[]; rejected: unknown[]};
+    // list without --tools reads the user's tools directory (here TOOLCELL_TOOLS_DIR) beside the bundled tools, and shows the server's pins and grants.
+    const list = await run(['list', '--json'], 60_000, {TOOLCELL_TOOLS_DIR: toolsDir()});
+    const listed = JSON.parse(list.stdout) as {tools: {name: string}[]; servers: Array<Record<string, unknown>>; rejected: unknown[]};
     assert.ok(listed.tools.some((t) => t.name === `${name}__echo`), list.stdout);
+    assert.ok(listed.tools.some((t) => t.name === 'text__word_count'), 'the bundled tools are still served');
     assert.deepEqual(listed.rejected, []);
+    const server = listed.servers.find((s) => s.name === name);
+    assert.deepEqual({source: server?.source, integrity: server?.integrity, imageId: server?.imageId, profile: server?.profile, lifetime: server?.lifetime},
+      {source: manifest.server.source, integrity: manifest.server.integrity, imageId: manifest.server.imageId, profile: 'server-offline', lifetime: 'call'});
+    assert.ok((server?.grants as string[]).some((g) => g.includes('network: none')));
+    const text = await run(['list', '--tools', toolsDir()], 60_000);
+    assert.match(text.stdout, new RegExp(`hosted server\\(s\\):\\n {2}${name} dir-[0-9a-f]{12} {2}from dir:`));
+    assert.match(text.stdout, /integrity sha256-[0-9a-f]{64}/);
     assert.deepEqual((await managedContainers()).filter((id) => !before.has(id)), []);
     // The same name again is refused; the package stays as it was.
     const again = await run(['add', `dir:${src}`, '--name', name, '--command', 'node x', '--tools', toolsDir(), '--yes'], 30_000);
