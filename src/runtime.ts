@@ -17,6 +17,8 @@ import type {ToolDefinition} from './policy/tool-definition.ts';
 import {containerSupport} from './container-support.ts';
 import {BUNDLED_PROFILES, BUNDLED_TOOLS} from './paths.ts';
 import {existingUserToolsDir} from './hosted/tools-dir.ts';
+import {prepareHostedTools} from './hosted-tools.ts';
+import type {ServerBackend} from './backends/server/server-backend.ts';
 
 /**
  * The default of every runtime option, in one place: `createRuntime` applies them, the CLI shows
@@ -143,17 +145,26 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const unavailable: UnavailableTool[] = [];
   const containerGrants = new Map<string, ContainerGrants>();
   const containerTools = [...loaded.tools.values()].filter((t) => t.container !== undefined);
+  const hostedTools = [...loaded.tools.values()].filter((t) => t.server !== undefined);
   for (const tool of loaded.tools.values()) if (tool.isolate) served.set(tool.name, tool);
 
   let container: ContainerBackend | undefined;
-  if (containerTools.length > 0) {
+  let server: ServerBackend | undefined;
+  if (containerTools.length > 0 || hostedTools.length > 0) {
     const support = !(options.containers ?? RUNTIME_DEFAULTS.containers)
       ? {backend: undefined, reason: 'container tools are turned off (--no-containers)'}
       : await containerSupport({poolSize: containerPool});
     if (support.backend === undefined) {
-      for (const tool of containerTools) unavailable.push({tool: tool.name, reason: support.reason});
-      process.stderr.write(`toolcell: container tools left out (${containerTools.map((t) => t.name).join(', ')}): ${support.reason}\n`);
+      for (const tool of [...containerTools, ...hostedTools]) unavailable.push({tool: tool.name, reason: support.reason});
+      process.stderr.write(`toolcell: container tools left out (${[...containerTools, ...hostedTools].map((t) => t.name).join(', ')}): ${support.reason}\n`);
     } else {
+      if (hostedTools.length > 0) {
+        const hosted = await prepareHostedTools(hostedTools, {docker: support.backend.docker, resolveCommands: support.resolveCommands, mountsByProfile, profileProblems, poolSize: containerPool});
+        server = hosted.backend;
+        unavailable.push(...hosted.unavailable);
+        for (const tool of hosted.served) served.set(tool.name, tool);
+        for (const [name, grants] of hosted.grants) containerGrants.set(name, grants);
+      }
       container = support.backend;
       for (const tool of containerTools) {
         const profile = tool.profile;
@@ -183,7 +194,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     workers: options.isolateWorkers ?? RUNTIME_DEFAULTS.isolateWorkers,
     poolSize: options.isolatePool ?? RUNTIME_DEFAULTS.isolatePool,
   });
-  const dispatcher = new Dispatcher({isolate, ...(container ? {container} : {})}, options.dispatch ?? RUNTIME_DEFAULTS.dispatch);
+  const dispatcher = new Dispatcher({isolate, ...(container ? {container} : {}), ...(server ? {server} : {})}, options.dispatch ?? RUNTIME_DEFAULTS.dispatch);
   const audit: AuditSink = new JsonlAuditSink(options.audit ?? RUNTIME_DEFAULTS.audit);
   let closing: Promise<void> | undefined;
   return {
@@ -198,9 +209,9 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     containerGrants,
     ...(options.admission ? {admission: options.admission} : {}),
     ...(options.onCallFinished ? {onCallFinished: options.onCallFinished} : {}),
-    poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {})}),
+    poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {}), ...(server ? {server: server.poolStats().ready} : {})}),
     containersReachable: async () => {
-      if (container === undefined) return !(options.containers ?? RUNTIME_DEFAULTS.containers) || containerTools.length === 0;
+      if (container === undefined) return !(options.containers ?? RUNTIME_DEFAULTS.containers) || (containerTools.length === 0 && hostedTools.length === 0);
       try {
         await (container.docker.ping as (options: object) => Promise<unknown>).call(container.docker, {abortSignal: AbortSignal.timeout(2000)});
         return true;

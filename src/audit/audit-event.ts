@@ -36,6 +36,8 @@ export interface AuditEventV1 {
    * `unknown-tool` (no such tool is served), `commands` (argv[0] not allowlisted), ...
    */
   rule?: string;
+  /** For `rule: "pin"`: what changed since the operator approved the hosted server's tool (policy/pins.ts diff lines, at most 20). */
+  changes?: string[];
   /** Time from receipt to result, in ms. */
   durationMs: number;
   /** SHA-256 (hex) of the canonical JSON of the arguments; never the arguments. */

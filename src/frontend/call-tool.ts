@@ -2,6 +2,7 @@
 import {randomUUID} from 'node:crypto';
 import type {CallToolResult} from '@modelcontextprotocol/server';
 import {newAuditId, sha256Json, type AuditSink} from '../audit/audit-event.ts';
+import type {BackendEvent} from '../backends/backend.ts';
 import type {Dispatcher} from '../dispatch/dispatcher.ts';
 import {ToolcellError} from '../errors.ts';
 import {log} from '../log.ts';
@@ -48,8 +49,8 @@ export interface CallContext {
   transport: 'stdio' | 'http' | 'cli';
   /** Aborts when the client cancels. */
   signal: AbortSignal;
-  /** Reports progress (MCP progress notifications) when the client asked for it. */
-  progress?: (progress: number, total: number, message: string) => Promise<void>;
+  /** Reports progress (MCP progress notifications) when the client asked for it; `total` absent when unknown. */
+  progress?: (progress: number, total: number | undefined, message: string) => Promise<void>;
   /**
    * Receives what the tool wrote to its console (isolate) or stderr (container), already
    * bounded by the profile's `outputBytes`, before the result is returned; MCP transports
@@ -144,6 +145,7 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
   let result: CallToolResult;
   let code: ToolcellError['code'] | undefined;
   let rule: string | undefined;
+  let changes: string[] | undefined;
   try {
     const input = (args ?? {}) as Record<string, unknown>;
     assertValidArguments(name, tool.validateInput, input);
@@ -152,9 +154,15 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     callLog.debug({backend}, 'job queued');
     void context.progress?.(0, 2, 'queued');
     const signal = runtime.stopSignal ? AbortSignal.any([context.signal, runtime.stopSignal]) : context.signal;
-    const execution = await runtime.dispatcher.run(job, signal, () => void context.progress?.(1, 2, 'running in a fresh sandbox'));
+    // A hosted server reports its own progress (relayed, bounded by the backend) and log messages.
+    const hosted = job.kind === 'server';
+    const onEvent = hosted ? (event: BackendEvent) => {
+      if (event.type === 'progress') void context.progress?.(event.progress, event.total, event.message ?? '');
+      else void context.console?.(`[${event.level}]${event.logger === undefined ? '' : ` ${event.logger}:`} ${typeof event.data === 'string' ? event.data : JSON.stringify(event.data) ?? ''}`);
+    } : undefined;
+    const execution = await runtime.dispatcher.run(job, signal, hosted ? undefined : () => void context.progress?.(1, 2, 'running in a fresh sandbox'), onEvent);
     sandboxMs = execution.durationMs;
-    await context.progress?.(2, 2, 'finished');
+    if (!hosted) await context.progress?.(2, 2, 'finished');
     if (execution.stderr !== '' && !execution.isCanceled) await context.console?.(execution.stderr);
     const failure = failureOf(tool, execution);
     if (failure) throw failure;
@@ -164,6 +172,7 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     if (err instanceof ToolcellError) {
       code = err.code;
       rule = typeof err.data.rule === 'string' ? err.data.rule : undefined;
+      if (rule === 'pin' && Array.isArray(err.data.changes)) changes = (err.data.changes as unknown[]).map(String).slice(0, 20);
       if (code === 'BACKEND_UNAVAILABLE' || code === 'INTERNAL') callLog.warn({err}, 'call failed in the backend');
     } else {
       code = 'INTERNAL';
@@ -190,6 +199,7 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     outcome,
     ...(code === undefined ? {} : {code}),
     ...(rule === undefined ? {} : {rule}),
+    ...(changes === undefined ? {} : {changes}),
     durationMs,
     inputSha256: sha256Json(args),
   });

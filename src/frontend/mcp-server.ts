@@ -76,9 +76,9 @@ export function createMcpServer(runtime: ToolRuntime, principal: Principal, tran
   server.setRequestHandler('tools/call', async (request, ctx) => {
     const {name, arguments: args, _meta} = request.params;
     const token = _meta?.progressToken;
-    const progress = token === undefined ? undefined : async (value: number, total: number, message: string) => {
+    const progress = token === undefined ? undefined : async (value: number, total: number | undefined, message: string) => {
       if (ctx.mcpReq.signal.aborted) return;
-      await ctx.mcpReq.notify({method: 'notifications/progress', params: {progressToken: token, progress: value, total, message}})
+      await ctx.mcpReq.notify({method: 'notifications/progress', params: {progressToken: token, progress: value, ...(total === undefined ? {} : {total}), message}})
         .catch((err: unknown) => log.debug({err}, 'progress notification not sent'));
     };
     const forwardConsole = async (text: string) => {

@@ -82,6 +82,7 @@ function tail(text: string, label: string): string {
  *   (invalid JSON, an invalid CallToolResult, or structured content that breaks `outputSchema`).
  */
 export function successResult(tool: ToolDefinition, result: ExecutionResult): CallToolResult {
+  if (tool.server !== undefined) return hostedResult(tool, result);
   const json = tool.isolate !== undefined || tool.container?.output === 'json';
   if (!json) return checkOutput(tool, {content: [{type: 'text', text: result.stdout}]});
   if (result.stdout.trim() === '') return checkOutput(tool, {content: []});
@@ -103,6 +104,27 @@ export function successResult(tool: ToolDefinition, result: ExecutionResult): Ca
     content: [{type: 'text', text: JSON.stringify(value)}],
     structuredContent: value as Record<string, unknown>,
   });
+}
+
+/**
+ * A hosted server's `tools/call` result (its JSON in `stdout`), relayed as the server answered
+ * it (content, structuredContent, isError) once it is a valid CallToolResult (MCP 2025-11-25
+ * server/tools §Tool Result); the server's own `_meta` is dropped, and structured content must
+ * match the pinned outputSchema.
+ * @throws ToolcellError `TOOL_FAILED` for anything else.
+ */
+function hostedResult(tool: ToolDefinition, result: ExecutionResult): CallToolResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(result.stdout);
+  } catch {
+    value = undefined;
+  }
+  if (!isCallToolResult(value)) {
+    throw new ToolcellError('TOOL_FAILED', `The hosted server of tool "${tool.name}" answered tools/call with something that is not a valid CallToolResult.`);
+  }
+  const {_meta: _ignored, ...rest} = value;
+  return checkOutput(tool, rest as CallToolResult);
 }
 
 function checkOutput(tool: ToolDefinition, result: CallToolResult): CallToolResult {

@@ -98,7 +98,7 @@ function canonicalOrMarker(value: unknown): string {
 function short(value: unknown): string {
   if (value === undefined) return '(absent)';
   const text = visible(typeof value === 'string' ? JSON.stringify(value) : canonicalOrMarker(value));
-  return text.length > EXCERPT_CHARS ? `${text.slice(0, EXCERPT_CHARS - 1)}…` : text;
+  return (text.length > EXCERPT_CHARS ? `${text.slice(0, EXCERPT_CHARS - 1)}…` : text).toWellFormed();
 }
 
 /** Two strings around their first difference: `"…common prefix… before…" → "…after…"`. */
@@ -109,7 +109,7 @@ function stringChange(before: string, after: string): string {
   const cut = (s: string) => {
     const excerpt = visible(s.slice(from));
     const body = excerpt.length > EXCERPT_CHARS ? `${excerpt.slice(0, EXCERPT_CHARS - 1)}…` : excerpt;
-    return `${from > 0 ? '"…' : '"'}${body}"`;
+    return `${from > 0 ? '"…' : '"'}${body}"`.toWellFormed();
   };
   return `${cut(before)} → ${cut(after)} (first difference at character ${start})`;
 }

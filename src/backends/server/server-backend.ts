@@ -12,7 +12,10 @@ import {START_TIMEOUT_MS} from '../container/container-backend.ts';
 import {DeadlineKeeper} from '../container/deadline-keeper.ts';
 import {Provenance} from '../container/provenance.ts';
 import {reapContainers} from '../container/reaper.ts';
+import type {PoolOptions} from '../container/pool.ts';
 import {ContainerRemover} from '../container/teardown.ts';
+import type {SessionHandlers} from './mcp-stdio-session.ts';
+import {ServerPool} from './server-pool.ts';
 import {ServerFailure, ServerSandbox, startFailure, type ServerSandboxDeps} from './server-sandbox.ts';
 
 const log = rootLog.child({component: 'server-backend'});
@@ -39,6 +42,8 @@ export interface ServerBackendOptions {
   stateDir?: string;
   /** Budget of the MCP handshake (initialize + tools/list), in ms; default {@link HANDSHAKE_TIMEOUT_MS}. */
   handshakeTimeoutMs?: number;
+  /** Pre-initialized warm pool (server-pool.ts); absent or `false`: every call starts its server cold. */
+  pool?: PoolOptions | false;
 }
 
 type StopReason = 'timeout' | 'cancel' | 'truncated' | 'start-timeout' | 'handshake-timeout';
@@ -73,6 +78,7 @@ export class ServerBackend implements Backend<ServerJob> {
   readonly docker: Docker;
   readonly #deps: ServerSandboxDeps;
   readonly #handshakeMs: number;
+  readonly #pool: ServerPool | undefined;
   readonly #running = new Set<() => void>();
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -84,6 +90,17 @@ export class ServerBackend implements Backend<ServerJob> {
     const keeper = new DeadlineKeeper(this.docker);
     this.#deps = {docker: this.docker, owner: this.owner, provenance, keeper, remover: new ContainerRemover(this.docker, provenance, keeper)};
     this.#handshakeMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    this.#pool = options.pool ? new ServerPool(this.#deps, {...options.pool, handshakeTimeoutMs: this.#handshakeMs}) : undefined;
+  }
+
+  /** Keeps pre-initialized members ready for jobs like `template` (no-op without a pool). */
+  prewarm(template: ServerJob): void {
+    if (!this.#closed) this.#pool?.register(template);
+  }
+
+  /** Members ready and being created (zeros without a pool). */
+  poolStats(): {ready: number; creating: number; keys: number} {
+    return this.#pool?.stats() ?? {ready: 0, creating: 0, keys: 0};
   }
 
   /** Runs one call; see the class comment. */
@@ -113,7 +130,7 @@ export class ServerBackend implements Backend<ServerJob> {
     let progressCount = 0;
     let logCount = 0;
     let lastProgress = 0;
-    const handlers = {
+    const handlers: SessionHandlers = {
       onProgress: (p: Record<string, unknown>) => {
         if (!relaying || p.progressToken !== progressToken || typeof p.progress !== 'number' || !Number.isFinite(p.progress)) return;
         if (p.progress <= lastProgress || ++progressCount > MAX_RELAYED_EVENTS) return;
@@ -135,24 +152,25 @@ export class ServerBackend implements Backend<ServerJob> {
 
     let server: ServerSandbox | undefined;
     try {
-      const deadlineAt = Date.now() + START_TIMEOUT_MS + this.#handshakeMs + job.limits.timeoutMs;
-      try {
-        server = await ServerSandbox.start(this.#deps, job.sandbox, {signal: stop.signal, deadlineAt, handlers});
-      } catch (err) {
-        if (reason === 'start-timeout') {
-          throw new ToolcellError('BACKEND_UNAVAILABLE',
-            `The hosted server's sandbox could not be started within ${START_TIMEOUT_MS / 1000} s (the container engine is overloaded); the tool did not run.`,
-            {reason: 'start-timeout', startTimeoutMs: START_TIMEOUT_MS});
-        }
-        if (reason) return this.#stopped(reason, elapsed);
-        throw startFailure(err);
+      // A pre-initialized member (handshake done, tools/list answered), else a cold server.
+      const member = this.#pool?.acquire(job);
+      let listed: Record<string, unknown>[];
+      if (member) {
+        server = member.server;
+        Object.assign(member.handlers, handlers);
+        listed = member.listed;
+        clearTimeout(timer);
+        if (server.session.failure !== undefined) throw new ServerFailure(server.session.failure.kind === 'closed' ? 'exited' : server.session.failure.kind, server.session.failure.message);
+      } else {
+        listed = await this.#coldStart(job, handlers, stop.signal, () => reason, (t) => {
+          clearTimeout(timer);
+          timer = t;
+        }, terminate, (s) => {
+          server = s;
+        });
       }
-      clearTimeout(timer);
-      timer = setTimeout(() => terminate('handshake-timeout'), this.#handshakeMs);
-
-      // Handshake and listing, then the pins.
-      await server.initialize(stop.signal);
-      const listed = await server.list('tools/list', 'tools', stop.signal);
+      const active: ServerSandbox | undefined = server;
+      if (active === undefined) throw new ToolcellError('INTERNAL', 'The hosted server was not started.');
       const verdict = job.verifyListing(listed);
       if (verdict.drift && verdict.drift.length > 0) callLog.warn({drift: verdict.drift}, 'hosted server lists tools that differ from their pins');
       if (!verdict.ok) {
@@ -162,15 +180,21 @@ export class ServerBackend implements Backend<ServerJob> {
 
       // The call: the tool's own time starts now.
       clearTimeout(timer);
-      this.#deps.keeper.watch(server.id, Date.now() + job.limits.timeoutMs);
+      this.#deps.keeper.watch(active.id, Date.now() + job.limits.timeoutMs);
       timer = setTimeout(() => terminate('timeout'), job.limits.timeoutMs);
       relaying = true;
-      const result = await server.guard(server.session.request('tools/call', {name: job.tool, arguments: job.args, _meta: {progressToken}}), stop.signal, 'tools/call');
+      const result = await active.guard(active.session.request('tools/call', {name: job.tool, arguments: job.args, _meta: {progressToken}}), stop.signal, 'tools/call');
       relaying = false;
-      return makeResult(elapsed(), {stdout: JSON.stringify(result), pidsLimited: server.pidsLimited()});
+      return makeResult(elapsed(), {stdout: JSON.stringify(result), pidsLimited: active.pidsLimited()});
     } catch (err) {
       relaying = false;
+      if (reason === 'start-timeout' && server === undefined) {
+        throw new ToolcellError('BACKEND_UNAVAILABLE',
+          `The hosted server's sandbox could not be started within ${START_TIMEOUT_MS / 1000} s (the container engine is overloaded); the tool did not run.`,
+          {reason: 'start-timeout', startTimeoutMs: START_TIMEOUT_MS});
+      }
       if (reason) return this.#stopped(reason, elapsed, server);
+      if (server === undefined && !(err instanceof ToolcellError)) throw startFailure(err);
       if (err instanceof ServerFailure) return this.#failed(err, elapsed, server);
       throw err;
     } finally {
@@ -182,6 +206,22 @@ export class ServerBackend implements Backend<ServerJob> {
       }
       this.#running.delete(onAbort);
     }
+  }
+
+  /**
+   * Starts a cold server for `job` (within the start budget already running), hands it to
+   * `own` as soon as it exists (the caller removes it), then performs the handshake and the
+   * listing within the handshake budget (`setTimer` replaces the call's timer).
+   * @returns the server's `tools/list`.
+   */
+  async #coldStart(job: ServerJob, handlers: SessionHandlers, signal: AbortSignal, _reason: () => StopReason | undefined,
+    setTimer: (t: NodeJS.Timeout) => void, terminate: (r: StopReason) => void, own: (s: ServerSandbox) => void): Promise<Record<string, unknown>[]> {
+    const deadlineAt = Date.now() + START_TIMEOUT_MS + this.#handshakeMs + job.limits.timeoutMs;
+    const server = await ServerSandbox.start(this.#deps, job.sandbox, {signal, deadlineAt, handlers});
+    own(server);
+    setTimer(setTimeout(() => terminate('handshake-timeout'), this.#handshakeMs));
+    await server.initialize(signal);
+    return server.list('tools/list', 'tools', signal);
   }
 
   /** A call toolcell stopped: deadline, cancellation, output cap, handshake budget. */
@@ -223,6 +263,7 @@ export class ServerBackend implements Backend<ServerJob> {
       this.#closed = true;
       for (const cancel of this.#running) cancel();
       for (let i = 0; i < 40 && this.#running.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      await this.#pool?.close();
       await this.#deps.remover.close();
       try {
         const reaped = await reapContainers(this.docker, {owner: this.owner, provenance: this.#deps.provenance});

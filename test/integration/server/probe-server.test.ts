@@ -6,7 +6,9 @@ import {dockerAvailable, managedContainers} from '../../support/docker.ts';
 import {useFixtureServerImage} from '../../support/fixture-server.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/node']});
-const profile = {name: 'test-server', limits: {timeoutMs: 5_000, memoryMb: 128, cpus: 0.5, pids: 32, outputBytes: 1_048_576}, network: 'none' as const,
+const PROFILE_NAME = `test-server-${process.pid}`;
+const ours = () => managedContainers(`toolcell.profile=${PROFILE_NAME}`);
+const profile = {name: PROFILE_NAME, limits: {timeoutMs: 5_000, memoryMb: 128, cpus: 0.5, pids: 32, outputBytes: 1_048_576}, network: 'none' as const,
   filesystem: {readOnlyRoot: true, tmpfs: {'/tmp': '8m'}}, runtime: 'runc' as const};
 const command = ['/usr/local/bin/node', '/srv/fixture-server.mjs'];
 
@@ -14,14 +16,14 @@ describe('probeServer', {skip: !ok && 'no Docker engine or toolcell/node'}, () =
   const image = useFixtureServerImage();
 
   test('lists every tool over two pages, reports the handshake and the image ID, and leaves no container', async () => {
-    const before = new Set(await managedContainers());
+    const before = new Set(await ours());
     const r = await probeServer({image: image.tag, command, args: ['good'], profile, handshakeTimeoutMs: 20_000});
     assert.equal(r.protocolVersion, '2025-11-25');
     assert.deepEqual(r.serverInfo, {name: 'fixture', version: '1.0.0'});
     assert.equal(r.imageId, image.imageId());
     assert.deepEqual(r.tools.map((t) => t.name), ['echo', 'add', 'sample', 'slow', 'spin', 'fork', 'net', 'flood', 'crash', 'whoami']);
     assert.equal(r.resources, undefined);
-    const after = (await managedContainers()).filter((id) => !before.has(id));
+    const after = (await ours()).filter((id) => !before.has(id));
     assert.deepEqual(after, []);
   });
 
@@ -34,16 +36,16 @@ describe('probeServer', {skip: !ok && 'no Docker engine or toolcell/node'}, () =
     ['garbage', /not JSON/],
     ['exit-early', /ended before it answered initialize/],
     ['silent', /did not complete the MCP handshake/],
-    ['flood-handshake', /more than 1048576 bytes|longer than/],
+    ['flood-handshake', /more than 1048576 bytes|longer than|not JSON/],
   ] as const) {
     test(`a server that ${mode === 'silent' ? 'never answers' : mode} fails the probe with TOOL_FAILED naming why, and leaves no container`, async () => {
-      const before = new Set(await managedContainers());
+      const before = new Set(await ours());
       await assert.rejects(probeServer({image: image.tag, command, args: [mode], profile, handshakeTimeoutMs: 3_000}), (err: unknown) => {
         assert.equal((err as {code?: string}).code, 'TOOL_FAILED', String(err));
         assert.match((err as Error).message, expected);
         return true;
       });
-      assert.deepEqual((await managedContainers()).filter((id) => !before.has(id)), []);
+      assert.deepEqual((await ours()).filter((id) => !before.has(id)), []);
     });
   }
 

@@ -105,3 +105,15 @@ test('diffDefinitions: a __proto__ or constructor key never reads Object.prototy
   assert.deepEqual(diffDefinitions(approved, seen), ['inputSchema.properties.__proto__ added: {"type":"string"}']);
   assert.deepEqual(diffDefinitions(seen, approved), ['inputSchema.properties.__proto__ removed (was {"type":"string"})']);
 });
+
+test('diffDefinitions: lines are well-formed UTF-16 even when an excerpt is cut inside a surrogate pair', () => {
+  const emoji = '😀'.repeat(100);
+  for (const prefix of ['', 'a', 'ab']) {
+    const lines = diffDefinitions({name: 'a', description: `${prefix}${emoji}`}, {name: 'a', description: `${prefix}x${emoji}`});
+    for (const line of lines) assert.equal(line.isWellFormed(), true, line);
+  }
+  for (const prefix of ['', 'a']) {
+    const [line] = diffDefinitions({name: 'a'}, {name: 'a', description: `${prefix}${emoji}`});
+    assert.equal(line!.isWellFormed(), true, line);
+  }
+});

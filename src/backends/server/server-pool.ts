@@ -1,0 +1,185 @@
+/**
+ * Pre-initialized warm pool of hosted MCP servers: members started, handshaken and listed ahead
+ * of demand, each waiting for exactly one call, handed to one call and removed after it.
+ */
+import {createHash} from 'node:crypto';
+import {log as rootLog} from '../../log.ts';
+import type {ContainerJob, ServerJob} from '../backend.ts';
+import {START_TIMEOUT_MS} from '../container/container-backend.ts';
+import type {PoolOptions} from '../container/pool.ts';
+import type {SessionHandlers} from './mcp-stdio-session.ts';
+import {ServerSandbox, type ServerSandboxDeps} from './server-sandbox.ts';
+
+const log = rootLog.child({component: 'server-pool'});
+
+/** After a member failed to start or to answer its handshake, its key is not refilled for this long, in ms. */
+const BROKEN_RETRY_MS = 5_000;
+
+/** A ready member: started, initialized, its `tools/list` answered. */
+export interface ReadyServer {
+  server: ServerSandbox;
+  /** The `tools/list` it answered during its handshake (compared with the pins by the call). */
+  listed: Record<string, unknown>[];
+  /** The session's handlers: the call that takes the member sets its own. */
+  handlers: SessionHandlers;
+}
+
+interface Member extends ReadyServer {
+  createdAt: number;
+  dead: boolean;
+}
+
+interface Slot {
+  key: string;
+  template: ContainerJob;
+  ready: Member[];
+  creating: number;
+  brokenUntil: number;
+}
+
+/**
+ * The settings key of a server job: SHA-256 of its sandbox settings without the job id (image
+ * ID, argv, limits, grants, runtime). Two packages with the same settings share members: a
+ * member is pinned to nothing but its settings; each call compares the member's listing with
+ * its own pins.
+ */
+export function serverPoolKey(sandbox: ContainerJob): string {
+  const {id: _id, ...settings} = sandbox;
+  return createHash('sha256').update(JSON.stringify(settings)).digest('hex').slice(0, 32);
+}
+
+/**
+ * Keeps `size` members ready per settings key (container/pool.ts `PoolOptions`: `size`,
+ * `maxTotal`, `maxMemoryMb` as the sum of members' `memoryMb`, `maxAgeMs`). A member is created
+ * exactly as a cold call's server (same image ID, floor, limits, uid lease, labels but the job
+ * id `pool`), then initialized and listed within `handshakeTimeoutMs`; the deadline keeper
+ * removes it if this process dies while it waits. {@link acquire} hands a ready member to
+ * one call (the caller removes it after that call) and starts a replacement; a member whose
+ * server ended, broke the protocol, or is older than `maxAgeMs` is removed, never handed out.
+ * Everything a member's server wrote while waiting (handshake included) counts against its
+ * `outputBytes`, as in a cold call.
+ * Does NOT: queue calls for a member being created (a call without a ready member runs cold), or
+ * share a member between calls.
+ */
+export class ServerPool {
+  readonly #deps: ServerSandboxDeps;
+  readonly #size: number;
+  readonly #maxTotal: number;
+  readonly #maxMemoryMb: number;
+  readonly #maxAgeMs: number;
+  readonly #handshakeMs: number;
+  readonly #slots = new Map<string, Slot>();
+  readonly #closing = new AbortController();
+  readonly #pending = new Set<Promise<void>>();
+
+  constructor(deps: ServerSandboxDeps, options: PoolOptions & {handshakeTimeoutMs: number}) {
+    this.#deps = deps;
+    this.#size = options.size ?? 2;
+    this.#maxTotal = options.maxTotal ?? 8;
+    this.#maxMemoryMb = options.maxMemoryMb ?? 2_048;
+    this.#maxAgeMs = options.maxAgeMs ?? 120_000;
+    this.#handshakeMs = options.handshakeTimeoutMs;
+  }
+
+  /** Keeps members ready for jobs like `job` (same sandbox settings). */
+  register(job: ServerJob): void {
+    const key = serverPoolKey(job.sandbox);
+    if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, ready: [], creating: 0, brokenUntil: 0});
+    this.#fill(this.#slots.get(key)!);
+  }
+
+  /** Members ready and being created. */
+  stats(): {ready: number; creating: number; keys: number} {
+    let ready = 0;
+    let creating = 0;
+    for (const s of this.#slots.values()) {
+      ready += s.ready.length;
+      creating += s.creating;
+    }
+    return {ready, creating, keys: this.#slots.size};
+  }
+
+  /**
+   * A ready member for `job`'s settings, taken out of the pool (the caller owns it and removes it
+   * after its one call), or undefined. Starts a replacement.
+   */
+  acquire(job: ServerJob): ReadyServer | undefined {
+    const slot = this.#slots.get(serverPoolKey(job.sandbox));
+    if (!slot) return undefined;
+    let member: Member | undefined;
+    while ((member = slot.ready.shift()) !== undefined) {
+      if (!member.dead && member.server.session.failure === undefined && performance.now() - member.createdAt < this.#maxAgeMs) break;
+      this.#discard(member);
+    }
+    this.#fill(slot);
+    return member;
+  }
+
+  #reservedMb(): {count: number; mb: number} {
+    let count = 0;
+    let mb = 0;
+    for (const s of this.#slots.values()) {
+      const n = s.ready.length + s.creating;
+      count += n;
+      mb += n * s.template.limits.memoryMb;
+    }
+    return {count, mb};
+  }
+
+  #fill(slot: Slot): void {
+    while (!this.#closing.signal.aborted && performance.now() >= slot.brokenUntil && slot.ready.length + slot.creating < this.#size) {
+      const reserved = this.#reservedMb();
+      if (reserved.count >= this.#maxTotal || reserved.mb + slot.template.limits.memoryMb > this.#maxMemoryMb) return;
+      slot.creating++;
+      const p: Promise<void> = this.#create(slot).finally(() => {
+        slot.creating--;
+        this.#pending.delete(p);
+      });
+      this.#pending.add(p);
+    }
+  }
+
+  async #create(slot: Slot): Promise<void> {
+    const handlers: SessionHandlers = {};
+    let server: ServerSandbox | undefined;
+    const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(START_TIMEOUT_MS + this.#handshakeMs)]);
+    try {
+      server = await ServerSandbox.start(this.#deps, slot.template, {signal, deadlineAt: Date.now() + START_TIMEOUT_MS + this.#handshakeMs + this.#maxAgeMs, handlers});
+      await server.initialize(signal);
+      const listed = await server.list('tools/list', 'tools', signal);
+      if (this.#closing.signal.aborted) throw new Error('pool closed');
+      const member: Member = {server, listed, handlers, createdAt: performance.now(), dead: false};
+      // While it waits, a member that breaks is marked and removed at the next acquire.
+      handlers.onFailure = () => {
+        member.dead = true;
+      };
+      if (server.session.failure !== undefined) throw new Error('the server ended while waiting');
+      slot.ready.push(member);
+      server = undefined;
+    } catch (err) {
+      if (!this.#closing.signal.aborted) {
+        slot.brokenUntil = performance.now() + BROKEN_RETRY_MS;
+        log.debug({err, key: slot.key}, 'hosted server pool member failed to start; calls run cold for a while');
+      }
+    } finally {
+      if (server) await server.remove(5_000);
+    }
+  }
+
+  #discard(member: Member): void {
+    const p: Promise<void> = member.server.remove(5_000).finally(() => this.#pending.delete(p));
+    this.#pending.add(p);
+  }
+
+  /** Stops filling, removes every member (waiting for those being created). Idempotent. */
+  async close(): Promise<void> {
+    this.#closing.abort();
+    for (const slot of this.#slots.values()) {
+      for (const member of slot.ready.splice(0)) this.#discard(member);
+    }
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    for (const slot of this.#slots.values()) {
+      for (const member of slot.ready.splice(0)) await member.server.remove(5_000);
+    }
+  }
+}
