@@ -12,7 +12,7 @@ import {userToolsDir} from './hosted/tools-dir.ts';
 import {loadProfiles} from './policy/load-profiles.ts';
 import {PACKAGE_NAME} from './policy/manifest-schema.ts';
 import type {ContainerProfile, Profile} from './policy/profile-schema.ts';
-import {formatFinding, screenDefinitions, type ScreeningFinding, type ScreenTarget} from './policy/screening.ts';
+import {formatFinding, makeVisible, screenDefinitions, type ScreeningFinding, type ScreenTarget} from './policy/screening.ts';
 import {BUNDLED_PROFILES} from './paths.ts';
 
 /** The profile a hosted server runs under when `--profile` is not given (profiles/server-offline.json). */
@@ -42,10 +42,14 @@ export interface Console {
   ask: (question: string) => Promise<boolean>;
 }
 
-/** The process's terminal. */
+/**
+ * The process's terminal. Every line passes through makeVisible: server-controlled text (names,
+ * descriptions, serverInfo, error messages, build output) cannot move the cursor, hide text or
+ * reorder it with escape sequences or bidi controls on the operator's terminal.
+ */
 export function processConsole(): Console {
   return {
-    err: (line) => process.stderr.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${makeVisible(line)}\n`),
     interactive: Boolean(process.stdin.isTTY && process.stderr.isTTY),
     ask: async (question) => {
       const rl = createInterface({input: process.stdin, output: process.stderr, terminal: true});

@@ -167,7 +167,17 @@ async function resolveDir(path: string): Promise<ResolvedSource> {
     throw new ConfigError('SOURCE', `dir:${path}: no such folder`);
   }
   if (!statSync(root).isDirectory()) throw new ConfigError('SOURCE', `dir:${path}: not a folder`);
-  const files = listDirFiles(root, path);
+  const hex = treeSha256(root, listDirFiles(root, path));
+  return {type: 'dir', path: root, version: `dir-${hex.slice(0, 12)}`, integrity: `sha256-${hex}`};
+}
+
+/**
+ * SHA-256 (hex) over the given files of a folder: for each, in the order given, its relative path,
+ * its permission bits and its content (links followed). The integrity of a `dir:` source; the
+ * image build computes it again over the copy it sends, so a file changed or a link swapped in
+ * between is caught.
+ */
+export function treeSha256(root: string, files: readonly string[]): string {
   const hash = createHash('sha256');
   for (const rel of files) {
     const full = join(root, rel);
@@ -175,8 +185,7 @@ async function resolveDir(path: string): Promise<ResolvedSource> {
     hash.update(readFileSync(full));
     hash.update('\0');
   }
-  const hex = hash.digest('hex');
-  return {type: 'dir', path: root, version: `dir-${hex.slice(0, 12)}`, integrity: `sha256-${hex}`};
+  return hash.digest('hex');
 }
 
 /**

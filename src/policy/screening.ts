@@ -290,3 +290,22 @@ export function formatFinding(f: ScreeningFinding): string {
   const where = `${f.kind} "${f.item}" ${f.pointer || '(whole definition)'}${f.key ? ' (key)' : ''}`;
   return `${where}: ${f.rule}: "${f.excerpt}"${f.hidden ? ` (tag characters spell: "${makeVisible(f.hidden.slice(0, 200))}")` : ''}`;
 }
+
+/**
+ * A copy of a JSON Schema in which every string under a `title` or `description` key (at any
+ * depth) has its invisible characters removed ({@link stripInvisible}); everything else (types,
+ * enum values, defaults, patterns) is kept as is, so validation means the same. For what is
+ * served of a hosted tool: its pin keeps the definition byte for byte.
+ * Does NOT clean enum values, defaults or examples (changing them would change what the server
+ * accepts); screening flags those at add.
+ */
+export function withoutInvisibleText<T>(schema: T, depth = 0): T {
+  if (depth > MAX_DEPTH || schema === null || typeof schema !== 'object') return schema;
+  if (Array.isArray(schema)) return schema.map((v) => withoutInvisibleText(v, depth + 1)) as T;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(schema as Record<string, unknown>)) {
+    const value = (k === 'title' || k === 'description') && typeof v === 'string' ? stripInvisible(v) : withoutInvisibleText(v, depth + 1);
+    Object.defineProperty(out, k, {value, enumerable: true, writable: true, configurable: true});
+  }
+  return out as T;
+}
