@@ -1,7 +1,7 @@
 // `toolcell add` as an operator meets it: dir: and oci: fixture servers added and loadable, and every refusal (no consent, flagged, not MCP, name taken) leaves nothing written.
 import assert from 'node:assert/strict';
 import {execFile} from 'node:child_process';
-import {cpSync, existsSync, readFileSync} from 'node:fs';
+import {cpSync, existsSync, readFileSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {after, before, describe, test} from 'node:test';
 import {promisify} from 'node:util';
@@ -124,6 +124,21 @@ describe('toolcell add with fixture servers', {skip: !ok && 'no Docker engine or
     const allowed = await run([...args.slice(0, -3), '--allow-flagged', '--', 'rugpull', '0']);
     assert.equal(allowed.code, 0, allowed.stderr);
     assert.ok(existsSync(join(toolsDir(), name, 'toolcell.json')));
+  });
+
+  test('escape sequences and bidi controls a server puts in its definitions never reach the operator\'s terminal', async () => {
+    const src = join(dir.path, 'escape-server');
+    cpSync(join(FIXTURE_SERVERS_DIR, 'fixture-server.mjs'), join(src, 'fixture-server.mjs'));
+    const file = join(src, 'fixture-server.mjs');
+    writeFileSync(file, readFileSync(file, 'utf8').replace(`: 'Echo the input.';`, `: 'Echo the input.\\u001b[2J\\u001b[8mhidden\\u202Eright-to-left';`)
+      .replace(`serverInfo: {name: 'fixture'`, `serverInfo: {name: 'fixture\\u202Eerutxif'`));
+    const name = `${prefix}-esc`;
+    const r = await run(['add', `dir:${src}`, '--name', name, '--command', 'node /opt/toolcell/server/fixture-server.mjs', '--tools', toolsDir(), '--yes', '--allow-flagged', '--', 'good']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /invisible-unicode/);
+    assert.match(r.stderr, /Echo the input\.<U\+001B>\[2J<U\+001B>\[8mhidden<U\+202E>right-to-left/);
+    assert.match(r.stderr, /says it is: "fixture<U\+202E>erutxif"/);
+    assert.doesNotMatch(r.stderr, /[\u001b\u202e]/);
   });
 
   test('a server that does not speak MCP is refused with the reason; nothing written, no container left', async () => {
