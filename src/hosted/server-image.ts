@@ -96,13 +96,13 @@ const pin = JSON.parse(fs.readFileSync('pin.json', 'utf8'));
 const lock = JSON.parse(fs.readFileSync('package-lock.json', 'utf8'));
 const entry = (lock.packages || {})['node_modules/' + pin.name];
 const installed = JSON.parse(fs.readFileSync('node_modules/' + pin.name + '/package.json', 'utf8'));
-const fail = (why) => { console.error('toolcell: ' + why); process.exit(1); };
+const fail = (why) => { process.stderr.write('toolcell: ' + why + '\\n'); process.exit(1); };
 if (!entry) fail(pin.name + ' is not in package-lock.json');
 if (entry.version !== pin.version) fail('lockfile has ' + entry.version + ', expected ' + pin.version);
 if (entry.integrity !== pin.integrity) fail('lockfile integrity ' + entry.integrity + ' differs from the resolved ' + pin.integrity);
 if (installed.version !== pin.version) fail('installed ' + installed.version + ', expected ' + pin.version);
 if (!fs.statSync('node_modules/' + pin.name + '/' + pin.bin).isFile()) fail('bin ' + pin.bin + ' is missing');
-console.log('toolcell: installed ' + pin.name + '@' + pin.version + ' ' + pin.integrity);
+process.stderr.write('toolcell: installed ' + pin.name + '@' + pin.version + ' ' + pin.integrity + '\\n');
 `;
 
 /**
