@@ -1,13 +1,13 @@
 // `toolcell add` as an operator meets it: dir: and oci: fixture servers added and loadable, and every refusal (no consent, flagged, not MCP, name taken) leaves nothing written.
 import assert from 'node:assert/strict';
-import {execFile} from 'node:child_process';
+import {execFile, spawn} from 'node:child_process';
 import {cpSync, existsSync, readFileSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {after, before, describe, test} from 'node:test';
 import {promisify} from 'node:util';
 import {HostedPackageManifest} from '../../src/policy/manifest-schema.ts';
 import {definitionSha256} from '../../src/policy/pins.ts';
-import {docker, dockerAvailable, managedContainers} from '../support/docker.ts';
+import {docker, dockerAvailable} from '../support/docker.ts';
 import {FIXTURE_SERVERS_DIR, useFixtureServerImage} from '../support/fixture-server.ts';
 import {CLI} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
@@ -40,6 +40,8 @@ after(async () => {
 });
 
 const toolsDir = () => join(dir.path, 'tools');
+/** Containers (any state) made from `image` (a tag or ID only this file uses): other test files' containers do not count. */
+const containersFrom = async (image: string) => (await docker.listContainers({all: true, filters: {ancestor: [image]}})).map((c) => c.Id);
 
 test('without --yes and without a terminal, add refuses before resolving anything and writes nothing', async () => {
   const r = await run(['add', 'dir:/nonexistent-folder', '--command', 'node x.js', '--name', `${prefix}-noyes`, '--tools', toolsDir()], 30_000);
@@ -64,7 +66,6 @@ describe('toolcell add with fixture servers', {skip: !ok && 'no Docker engine or
     const src = join(dir.path, 'dir-server');
     cpSync(join(FIXTURE_SERVERS_DIR, 'fixture-server.mjs'), join(src, 'fixture-server.mjs'));
     const name = `${prefix}-dir`;
-    const before = new Set(await managedContainers());
     const r = await run(['add', `dir:${src}`, '--name', name, '--command', 'node /opt/toolcell/server/fixture-server.mjs', '--tools', toolsDir(), '--yes', '--', 'good']);
     assert.equal(r.code, 0, r.stderr);
     // What the operator was shown: each tool's name and description, and the grants.
@@ -94,7 +95,7 @@ describe('toolcell add with fixture servers', {skip: !ok && 'no Docker engine or
     const text = await run(['list', '--tools', toolsDir()], 60_000);
     assert.match(text.stdout, new RegExp(`hosted server\\(s\\):\\n {2}${name} dir-[0-9a-f]{12} {2}from dir:`));
     assert.match(text.stdout, /integrity sha256-[0-9a-f]{64}/);
-    assert.deepEqual((await managedContainers()).filter((id) => !before.has(id)), []);
+    assert.deepEqual(await containersFrom(manifest.server.imageId), []);
     // The same name again is refused; the package stays as it was.
     const again = await run(['add', `dir:${src}`, '--name', name, '--command', 'node x', '--tools', toolsDir(), '--yes'], 30_000);
     assert.equal(again.code, 2);
@@ -141,14 +142,45 @@ describe('toolcell add with fixture servers', {skip: !ok && 'no Docker engine or
     assert.doesNotMatch(r.stderr, /[\u001b\u202e]/);
   });
 
+  test('on a terminal, add shows the server and asks; "n" writes nothing, "y" writes the package', async (t) => {
+    if (!existsSync('/usr/bin/script')) return t.skip('util-linux script(1), which gives the CLI a terminal, is not installed');
+    /** Runs add under script(1) (a pseudo-terminal for stdin and stderr), answering `answer` to the question. */
+    const onTerminal = (name: string, answer: string) => new Promise<{code: number | null; out: string}>((resolvePromise) => {
+      const quote = (a: string) => `'${a.replaceAll("'", "'\\''")}'`;
+      const argv = [process.execPath, '--no-node-snapshot', CLI, 'add', `oci:${fixture.tag}`, '--name', name, '--command', 'node /srv/fixture-server.mjs', '--tools', toolsDir(), '--', 'good'];
+      const child = spawn('/usr/bin/script', ['-qefc', argv.map(quote).join(' '), '/dev/null'], {env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn'}, stdio: ['pipe', 'pipe', 'pipe']});
+      let out = '';
+      let answered = false;
+      const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (!answered && out.includes('[y/N]')) {
+          answered = true;
+          child.stdin.write(`${answer}\r`);
+        }
+      });
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        resolvePromise({code, out});
+      });
+    });
+    const no = await onTerminal(`${prefix}-tty-no`, 'n');
+    assert.match(no.out, /Serve these 10 tool\(s\) as t\d+-tty-no__<tool> under profile server-offline\? \[y\/N\]/);
+    assert.match(no.out, /not confirmed; nothing was written/);
+    assert.equal(no.code, 1, no.out);
+    assert.equal(existsSync(join(toolsDir(), `${prefix}-tty-no`)), false);
+    const yes = await onTerminal(`${prefix}-tty-yes`, 'y');
+    assert.equal(yes.code, 0, yes.out);
+    assert.ok(existsSync(join(toolsDir(), `${prefix}-tty-yes`, 'toolcell.json')));
+  });
+
   test('a server that does not speak MCP is refused with the reason; nothing written, no container left', async () => {
     const name = `${prefix}-garbage`;
-    const before = new Set(await managedContainers());
     const r = await run(['add', `oci:${fixture.tag}`, '--name', name, '--command', 'node /srv/fixture-server.mjs', '--tools', toolsDir(), '--yes', '--', 'garbage']);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /does not speak MCP/);
     assert.equal(existsSync(join(toolsDir(), name)), false);
-    assert.deepEqual((await managedContainers()).filter((id) => !before.has(id)), []);
+    assert.deepEqual(await containersFrom(fixture.imageId()), []);
   });
 
   test('a command the profile does not allow is refused before any build', async () => {
