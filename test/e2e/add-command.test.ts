@@ -34,8 +34,10 @@ before(async () => {
 after(async () => {
   await dir?.dispose();
   // Only the images this file's runs tagged (toolcell/srv-t<pid>-…).
-  for (const image of await docker.listImages({filters: {reference: [`toolcell/srv-${prefix}-*`]}})) {
-    for (const tag of image.RepoTags ?? []) await docker.getImage(tag).remove({noprune: false}).catch(() => undefined);
+  for (const image of await docker.listImages()) {
+    for (const tag of image.RepoTags ?? []) {
+      if (tag.startsWith(`toolcell/srv-${prefix}-`)) await docker.getImage(tag).remove().catch(() => undefined);
+    }
   }
 });
 

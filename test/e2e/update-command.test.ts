@@ -54,8 +54,10 @@ describe('toolcell update', {skip: !ok && 'no Docker engine or toolcell/node'}, 
   });
   after(async () => {
     await dir.dispose();
-    for (const image of await docker.listImages({filters: {reference: [`toolcell/srv-${name}`]}})) {
-      for (const tag of image.RepoTags ?? []) await docker.getImage(tag).remove().catch(() => undefined);
+    for (const image of await docker.listImages()) {
+      for (const tag of image.RepoTags ?? []) {
+        if (tag.startsWith(`toolcell/srv-${name}:`)) await docker.getImage(tag).remove().catch(() => undefined);
+      }
     }
   });
 
