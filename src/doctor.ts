@@ -68,7 +68,9 @@ export async function doctor(options: RuntimeOptions, json: boolean): Promise<nu
   checks.push(await probeIsolate());
   const profiles = await loadProfiles(options.profileDirs?.length ? options.profileDirs : [BUNDLED_PROFILES]);
   const loaded = await loadPackages(options.toolDirs?.length ? options.toolDirs : [BUNDLED_TOOLS], profiles);
-  const images = [...new Set([...loaded.tools.values()].flatMap((t) => (t.container ? [t.container.image] : [])))];
+  // Container tools' images, and hosted servers' pinned image IDs.
+  const imageOf = (t: {container?: {image: string}; server?: {imageId: string}}) => (t.container ? [t.container.image] : t.server ? [t.server.imageId] : []);
+  const images = [...new Set([...loaded.tools.values()].flatMap(imageOf))];
   const docker = options.containers === false ? undefined : await probeDocker({images});
   if (docker) checks.push(...dockerChecks(docker));
   const isolateOk = checks.find((c) => c.name === 'isolated-vm')!.ok;
@@ -84,7 +86,7 @@ export async function doctor(options: RuntimeOptions, json: boolean): Promise<nu
     } else if (docker.limitsEffective === false) {
       problem = 'container limits do not take effect on this engine';
     } else {
-      const missing = [...new Set(users.flatMap((t) => (t.container && docker.images[t.container.image] === false ? [t.container.image] : [])))];
+      const missing = [...new Set(users.flatMap((t) => imageOf(t).filter((image) => docker.images[image] === false)))];
       if (missing.length > 0) problem = `image(s) missing: ${missing.join(', ')}`;
     }
     const used = users.length > 0 ? `used by ${users.map((t) => t.name).join(', ')}` : 'used by no loaded tool';

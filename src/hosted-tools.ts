@@ -86,7 +86,8 @@ export async function prepareHostedTools(tools: readonly ToolDefinition[], optio
     // One template per server (its tools share the sandbox settings); a drifted one is never warmed.
     const warmed = new Set<string>();
     for (const tool of served) {
-      if (warmed.has(tool.packageName) || tool.server?.drift !== undefined) continue;
+      // lifetime "principal" keeps one sandbox per principal instead of pooling.
+      if (warmed.has(tool.packageName) || tool.server?.drift !== undefined || tool.server?.lifetime === 'principal') continue;
       warmed.add(tool.packageName);
       try {
         backend.prewarm(toJob(tool, {}, `prewarm-${tool.packageName}`, grants.get(tool.name)) as ServerJob);

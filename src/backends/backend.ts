@@ -111,6 +111,12 @@ export interface ServerJob {
   limits: ContainerLimits;
   /** The package name, for logs. */
   packageName: string;
+  /**
+   * `lifetime: "principal"`: calls with the same `key` (an opaque principal id) and the same
+   * sandbox settings share one server sandbox, kept until `idleMs` without a call; never shared
+   * between keys. Absent: a fresh server per call.
+   */
+  affinity?: {key: string; idleMs: number};
 }
 
 export type Job = IsolateJob | ContainerJob | ServerJob;

@@ -150,7 +150,7 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     const input = (args ?? {}) as Record<string, unknown>;
     assertValidArguments(name, tool.validateInput, input);
     release = runtime.admission?.admit(context.principal, tool);
-    const job = toJob(tool, input, jobId, runtime.containerGrants.get(name));
+    const job = toJob(tool, input, jobId, runtime.containerGrants.get(name), context.principal.id);
     callLog.debug({backend}, 'job queued');
     void context.progress?.(0, 2, 'queued');
     const signal = runtime.stopSignal ? AbortSignal.any([context.signal, runtime.stopSignal]) : context.signal;

@@ -16,13 +16,15 @@ export interface ContainerGrants {
  * Builds the job for one call of `tool` with already-validated `args`: the profile's limits
  * and grants, and nothing else, become the job's settings. Pure.
  *
+ * @param principal the caller's principal id: a hosted server with `lifetime: "principal"` keeps
+ *   one sandbox per principal (the job's `affinity`); ignored otherwise.
  * @throws ToolcellError `DENIED` when a container command's argv[0] is not allowlisted,
  *   `INVALID_ARGUMENTS` when an argument cannot be placed on a command line; for a hosted
  *   server's tool, `DENIED` (`rule: "pin"`) when a pin broke at load (profile or image changed).
  */
-export function toJob(tool: ToolDefinition, args: Record<string, unknown>, id: string, grants?: ContainerGrants): Job {
+export function toJob(tool: ToolDefinition, args: Record<string, unknown>, id: string, grants?: ContainerGrants, principal?: string): Job {
   const profile = tool.profile;
-  if (tool.server !== undefined) return toServerJob(tool, args, id, grants);
+  if (tool.server !== undefined) return toServerJob(tool, args, id, grants, principal);
   if (profile.backend === 'isolate') {
     const job: IsolateJob = {
       kind: 'isolate',
@@ -71,7 +73,10 @@ export function toJob(tool: ToolDefinition, args: Record<string, unknown>, id: s
  * @throws ToolcellError `DENIED` (`rule: "pin"` when a pin broke at load; `rule: "commands"`
  *   when argv[0] is not allowlisted).
  */
-function toServerJob(tool: ToolDefinition, args: Record<string, unknown>, id: string, grants?: ContainerGrants): ServerJob {
+/** How long a `lifetime: "principal"` server sandbox is kept without a call when the package gives no `idleMs`, in ms. */
+export const DEFAULT_SERVER_IDLE_MS = 300_000;
+
+function toServerJob(tool: ToolDefinition, args: Record<string, unknown>, id: string, grants?: ContainerGrants, principal?: string): ServerJob {
   const server = tool.server!;
   const profile = tool.profile;
   if (profile.backend !== 'container') throw new ToolcellError('INTERNAL', 'A hosted server needs a container profile.');
@@ -102,5 +107,6 @@ function toServerJob(tool: ToolDefinition, args: Record<string, unknown>, id: st
     verifyListing: (listed) => verifyListing(server.toolName, tool.name, server.pins, listed),
     limits,
     packageName: tool.packageName,
+    ...(server.lifetime === 'principal' && principal !== undefined ? {affinity: {key: principal, idleMs: server.idleMs ?? DEFAULT_SERVER_IDLE_MS}} : {}),
   };
 }

@@ -134,6 +134,14 @@ export class McpStdioSession {
     socket.resume();
   }
 
+  /**
+   * Starts a new output budget: the bytes counted so far no longer count against `outputBytes`
+   * (a long-lived server gets `outputBytes` per call, not per life).
+   */
+  resetOutputBudget(): void {
+    this.#seenBytes = 0;
+  }
+
   /** The failure that ended the session, if any. */
   get failure(): SessionFailure | undefined {
     return this.#failure;

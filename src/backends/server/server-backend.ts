@@ -15,7 +15,7 @@ import {reapContainers} from '../container/reaper.ts';
 import type {PoolOptions} from '../container/pool.ts';
 import {ContainerRemover} from '../container/teardown.ts';
 import type {SessionHandlers} from './mcp-stdio-session.ts';
-import {ServerPool} from './server-pool.ts';
+import {ServerPool, serverPoolKey} from './server-pool.ts';
 import {ServerFailure, ServerSandbox, startFailure, type ServerSandboxDeps} from './server-sandbox.ts';
 
 const log = rootLog.child({component: 'server-backend'});
@@ -48,6 +48,13 @@ export interface ServerBackendOptions {
 
 type StopReason = 'timeout' | 'cancel' | 'truncated' | 'start-timeout' | 'handshake-timeout';
 
+/** A principal's kept server sandbox (`lifetime: "principal"`), and the chain its calls wait on. */
+interface Sticky {
+  chain: Promise<void>;
+  member: {server: ServerSandbox; listed: Record<string, unknown>[]; handlers: SessionHandlers} | undefined;
+  idle: NodeJS.Timeout | undefined;
+}
+
 /**
  * Runs {@link ServerJob}s: per call, a fresh container from the pinned image ID (so a re-tagged
  * image is never used) with the container tier's floor and the profile's limits
@@ -58,8 +65,9 @@ type StopReason = 'timeout' | 'cancel' | 'truncated' | 'start-timeout' | 'handsh
  * Time: creating and starting the container has {@link START_TIMEOUT_MS} (over it:
  * `BACKEND_UNAVAILABLE` `start-timeout`); the handshake has `handshakeTimeoutMs` (over it:
  * failed, `TOOL_FAILED`); the tool's `timeoutMs` starts when `tools/call` is sent (over it:
- * `timedOut`, the container is killed). Output: every byte the server writes (stdout and stderr,
- * handshake included) counts against `outputBytes`; past it `truncated`, killed. Memory, pids,
+ * `timedOut`, the container is killed). Output: the bytes the server writes (stdout and stderr)
+ * count against `outputBytes` during its handshake, and again from `tools/call` on; past it
+ * `truncated`, killed. Memory, pids,
  * CPU: the container's cgroups, as for container tools; `outOfMemory` and `pidsLimited` are
  * attributed by the container tier's witnesses (exit-reason.ts).
  * Result: `stdout` is the JSON of the server's `tools/call` result (shape checked by the
@@ -68,6 +76,9 @@ type StopReason = 'timeout' | 'cancel' | 'truncated' | 'start-timeout' | 'handsh
  * `tools/call` with a JSON-RPC error gives `failed` with `error` naming why.
  * Throws ToolcellError `DENIED` (`rule: "pin"`, `changes`) when the listing breaks the pins,
  * `BACKEND_UNAVAILABLE` when the engine, image or runtime fails.
+ * Warm pool (`options.pool`, server-pool.ts): a call may take a member started, initialized and
+ * listed ahead of demand instead of a cold server; the member serves that one call. Jobs with
+ * `affinity` (`lifetime: "principal"`) keep one sandbox per (affinity key, settings): see `run`.
  * Does NOT guarantee: anything about what the server does inside its sandbox within its limits
  * (it runs unmodified third-party code); that a pinned description stays harmless (a pin
  * detects change, not intent).
@@ -80,6 +91,8 @@ export class ServerBackend implements Backend<ServerJob> {
   readonly #handshakeMs: number;
   readonly #pool: ServerPool | undefined;
   readonly #running = new Set<() => void>();
+  /** `lifetime: "principal"` sandboxes by (affinity key, settings key), and the chain that runs their calls one at a time. */
+  readonly #sticky = new Map<string, Sticky>();
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -103,8 +116,31 @@ export class ServerBackend implements Backend<ServerJob> {
     return this.#pool?.stats() ?? {ready: 0, creating: 0, keys: 0};
   }
 
-  /** Runs one call; see the class comment. */
+  /**
+   * Runs one call; see the class comment. A job with `affinity` (`lifetime: "principal"`) runs in
+   * the sandbox kept for its (key, settings), one call at a time: started (and pinned) at its
+   * first call, kept after each successful call until `idleMs` pass without one, removed after
+   * any failed, stopped or refused call (its state is then lost) and at close.
+   */
   async run(job: ServerJob, options: {signal: AbortSignal; onEvent?: (event: BackendEvent) => void}): Promise<ExecutionResult> {
+    if (job.affinity === undefined) return this.#runOnce(job, options, undefined);
+    const key = `${job.affinity.key}\0${serverPoolKey(job.sandbox)}`;
+    let sticky = this.#sticky.get(key);
+    if (!sticky) {
+      sticky = {chain: Promise.resolve(), member: undefined, idle: undefined};
+      this.#sticky.set(key, sticky);
+    }
+    const entry = sticky;
+    const t0 = performance.now();
+    const turn = entry.chain.then(async () => {
+      if (options.signal.aborted) return makeResult(performance.now() - t0, {isCanceled: true});
+      return this.#runOnce(job, options, entry);
+    });
+    entry.chain = turn.then(() => undefined, () => undefined);
+    return turn;
+  }
+
+  async #runOnce(job: ServerJob, options: {signal: AbortSignal; onEvent?: (event: BackendEvent) => void}, sticky: Sticky | undefined): Promise<ExecutionResult> {
     const t0 = performance.now();
     const elapsed = () => performance.now() - t0;
     const {signal} = options;
@@ -151,9 +187,19 @@ export class ServerBackend implements Backend<ServerJob> {
     };
 
     let server: ServerSandbox | undefined;
+    let keep = false;
     try {
-      // A pre-initialized member (handshake done, tools/list answered), else a cold server.
-      const member = this.#pool?.acquire(job);
+      // The principal's kept sandbox, a pre-initialized member (handshake done, tools/list answered), or a cold server.
+      if (sticky?.idle) clearTimeout(sticky.idle);
+      let kept = sticky?.member;
+      if (sticky) sticky.member = undefined;
+      if (kept && kept.server.session.failure !== undefined) {
+        // The kept server ended or broke while idle: a fresh one serves this call.
+        await kept.server.remove(REMOVE_TIMEOUT_MS);
+        kept = undefined;
+      }
+      const member = kept ?? (sticky ? undefined : this.#pool?.acquire(job));
+      const sessionHandlers = member ? member.handlers : handlers;
       let listed: Record<string, unknown>[];
       if (member) {
         server = member.server;
@@ -162,7 +208,7 @@ export class ServerBackend implements Backend<ServerJob> {
         clearTimeout(timer);
         if (server.session.failure !== undefined) throw new ServerFailure(server.session.failure.kind === 'closed' ? 'exited' : server.session.failure.kind, server.session.failure.message);
       } else {
-        listed = await this.#coldStart(job, handlers, stop.signal, () => reason, (t) => {
+        listed = await this.#coldStart(job, handlers, stop.signal, (t) => {
           clearTimeout(timer);
           timer = t;
         }, terminate, (s) => {
@@ -183,9 +229,25 @@ export class ServerBackend implements Backend<ServerJob> {
       this.#deps.keeper.watch(active.id, Date.now() + job.limits.timeoutMs);
       timer = setTimeout(() => terminate('timeout'), job.limits.timeoutMs);
       relaying = true;
+      active.session.resetOutputBudget();
       const result = await active.guard(active.session.request('tools/call', {name: job.tool, arguments: job.args, _meta: {progressToken}}), stop.signal, 'tools/call');
       relaying = false;
-      return makeResult(elapsed(), {stdout: JSON.stringify(result), pidsLimited: active.pidsLimited()});
+      const pidsLimited = active.pidsLimited();
+      if (sticky && !pidsLimited && !this.#closed && active.session.failure === undefined) {
+        // Kept for the principal's next call: removed after idleMs without one (or by the keeper if this process dies).
+        keep = true;
+        const idleMs = job.affinity!.idleMs;
+        // The handlers object the session holds: the one it was started with.
+        sticky.member = {server: active, listed, handlers: sessionHandlers};
+        this.#deps.keeper.watch(active.id, Date.now() + idleMs + job.limits.timeoutMs);
+        sticky.idle = setTimeout(() => {
+          if (sticky.member?.server !== active) return;
+          sticky.member = undefined;
+          void active.remove(REMOVE_TIMEOUT_MS);
+        }, idleMs);
+        sticky.idle.unref();
+      }
+      return makeResult(elapsed(), {stdout: JSON.stringify(result), pidsLimited});
     } catch (err) {
       relaying = false;
       if (reason === 'start-timeout' && server === undefined) {
@@ -200,7 +262,7 @@ export class ServerBackend implements Backend<ServerJob> {
     } finally {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
-      if (server) {
+      if (server && !keep) {
         server.logStderr({jobId: job.id, package: job.packageName});
         await server.remove(reason === 'cancel' ? CANCEL_REMOVE_TIMEOUT_MS : REMOVE_TIMEOUT_MS);
       }
@@ -214,7 +276,7 @@ export class ServerBackend implements Backend<ServerJob> {
    * listing within the handshake budget (`setTimer` replaces the call's timer).
    * @returns the server's `tools/list`.
    */
-  async #coldStart(job: ServerJob, handlers: SessionHandlers, signal: AbortSignal, _reason: () => StopReason | undefined,
+  async #coldStart(job: ServerJob, handlers: SessionHandlers, signal: AbortSignal,
     setTimer: (t: NodeJS.Timeout) => void, terminate: (r: StopReason) => void, own: (s: ServerSandbox) => void): Promise<Record<string, unknown>[]> {
     const deadlineAt = Date.now() + START_TIMEOUT_MS + this.#handshakeMs + job.limits.timeoutMs;
     const server = await ServerSandbox.start(this.#deps, job.sandbox, {signal, deadlineAt, handlers});
@@ -264,6 +326,12 @@ export class ServerBackend implements Backend<ServerJob> {
       for (const cancel of this.#running) cancel();
       for (let i = 0; i < 40 && this.#running.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
       await this.#pool?.close();
+      for (const sticky of this.#sticky.values()) {
+        if (sticky.idle) clearTimeout(sticky.idle);
+        const kept = sticky.member;
+        sticky.member = undefined;
+        if (kept) await kept.server.remove(REMOVE_TIMEOUT_MS);
+      }
       await this.#deps.remover.close();
       try {
         const reaped = await reapContainers(this.docker, {owner: this.owner, provenance: this.#deps.provenance});

@@ -56,8 +56,9 @@ export function serverPoolKey(sandbox: ContainerJob): string {
  * removes it if this process dies while it waits. {@link acquire} hands a ready member to
  * one call (the caller removes it after that call) and starts a replacement; a member whose
  * server ended, broke the protocol, or is older than `maxAgeMs` is removed, never handed out.
- * Everything a member's server wrote while waiting (handshake included) counts against its
- * `outputBytes`, as in a cold call.
+ * What a member's server writes while it waits (handshake included) counts against its
+ * `outputBytes` (past it the member is dropped); the call then gets `outputBytes` of its own, as
+ * a cold call does after its handshake.
  * Does NOT: queue calls for a member being created (a call without a ready member runs cold), or
  * share a member between calls.
  */

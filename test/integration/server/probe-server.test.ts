@@ -21,7 +21,7 @@ describe('probeServer', {skip: !ok && 'no Docker engine or toolcell/node'}, () =
     assert.equal(r.protocolVersion, '2025-11-25');
     assert.deepEqual(r.serverInfo, {name: 'fixture', version: '1.0.0'});
     assert.equal(r.imageId, image.imageId());
-    assert.deepEqual(r.tools.map((t) => t.name), ['echo', 'add', 'sample', 'slow', 'spin', 'fork', 'net', 'flood', 'crash', 'whoami']);
+    assert.deepEqual(r.tools.map((t) => t.name), ['echo', 'add', 'sample', 'slow', 'spin', 'fork', 'net', 'flood', 'crash', 'whoami', 'hog', 'remember', 'recall']);
     assert.equal(r.resources, undefined);
     const after = (await ours()).filter((id) => !before.has(id));
     assert.deepEqual(after, []);
@@ -29,7 +29,7 @@ describe('probeServer', {skip: !ok && 'no Docker engine or toolcell/node'}, () =
 
   test('a server answering ping during its handshake gets an empty result and goes on', async () => {
     const r = await probeServer({image: image.tag, command, args: ['ping-server'], profile, handshakeTimeoutMs: 20_000});
-    assert.equal(r.tools.length, 10);
+    assert.equal(r.tools.length, 13);
   });
 
   for (const [mode, expected] of [

@@ -1,5 +1,5 @@
 // Hazard: a hosted third-party MCP server misbehaves (rug pull, never answers, garbage, early exit,
-// flood, fork, network, asks the client for sampling) or tries to keep state between calls. Each
+// flood, fork, memory, network, asks the client for sampling) or tries to keep state between calls. Each
 // call runs in a fresh server container through the call spine; every hostile case ends with its
 // code, the other tools keep serving, and no container is left.
 // invariant: server:pins:enforced-at-call
@@ -167,6 +167,8 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
     ['never answers the call', 'fixture__spin', {}, (o) => assert.equal(o.code, 'TIMEOUT')],
     ['floods its output', 'fixture__flood', {}, (o) => assert.equal(o.code, 'OUTPUT_LIMIT')],
     ['forks past its pids limit', 'fixture__fork', {}, (o) => assert.equal(o.code, 'PIDS_LIMIT', text(o.result))],
+    // Killed by the memory cgroup: MEMORY_LIMIT with an OOM witness, else reported as killed by signal 9 (README).
+    ['allocates past its memory limit', 'fixture__hog', {}, (o) => assert.match(`${o.code}: ${text(o.result)}`, /^MEMORY_LIMIT|^TOOL_FAILED: .*signal 9/)],
   ];
   for (const [what, tool, args, check] of hostile) {
     test(`a server that ${what} ends with its code, leaves no container, and the next call works`, async () => {
