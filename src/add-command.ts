@@ -228,7 +228,8 @@ export async function addCommand(sourceText: string, serverArgs: readonly string
       return 1;
     }
     const manifest = hostedManifest({name, version: resolved.version, source: written, integrity: resolved.integrity, image: built.image,
-      imageId: built.imageId, command, args: serverArgs, profile, tools: probed.probe.tools});
+      imageId: built.imageId, command, args: serverArgs, profile, tools: probed.probe.tools,
+      prompts: probed.probe.prompts, resources: probed.probe.resources, resourceTemplates: probed.probe.resourceTemplates});
     showServer(con, name, written, resolved.version, built, command, serverArgs, probed, profile);
     if (mode === 'ask' && !(await con.ask(`Serve these ${manifest.tools.length} tool(s) as ${name}__<tool> under profile ${profile.name}? [y/N] `))) {
       say('not confirmed; nothing was written.');

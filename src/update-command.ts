@@ -145,7 +145,8 @@ export async function updateCommand(name: string, flags: UpdateFlags, con: Conso
     }
     con.err('');
     const manifest = hostedManifest({name, version: resolved.version, source: current.server.source, integrity: resolved.integrity, image: built.image,
-      imageId: built.imageId, command, args, profile, tools: probed.probe.tools});
+      imageId: built.imageId, command, args, profile, tools: probed.probe.tools,
+      prompts: probed.probe.prompts, resources: probed.probe.resources, resourceTemplates: probed.probe.resourceTemplates});
     if (mode === 'ask' && !(await con.ask(`Approve these changes and serve ${name} ${resolved.version} under profile ${profile.name}? [y/N] `))) {
       say('not confirmed; the approved pins stay as they were.');
       return 1;

@@ -1,7 +1,7 @@
 // What `toolcell add`/`update` show and write: the permission summary, the tool list, name checks and the pinned toolcell.json (pure).
 import * as z from 'zod';
 import {HostedPackageManifest, MAX_HOSTED_TOOL_NAME, SERVER_TOOL_NAME} from '../policy/manifest-schema.ts';
-import {definitionSha256, PINNED_FIELDS, profileSha256, type ServerToolDefinition} from '../policy/pins.ts';
+import {definitionSha256, PINNED_FIELDS, PINNED_FIELDS_BY_KIND, profileSha256, type PinnedKind, type ServerToolDefinition} from '../policy/pins.ts';
 import type {ContainerProfile, Profile} from '../policy/profile-schema.ts';
 import {makeVisible} from '../policy/screening.ts';
 
@@ -90,6 +90,18 @@ export interface HostedPackageInput {
   args: readonly string[];
   profile: Profile;
   tools: readonly Record<string, unknown>[];
+  /** What the server listed besides tools (absent or empty: nothing of that kind is pinned or served). */
+  prompts?: readonly Record<string, unknown>[];
+  resources?: readonly Record<string, unknown>[];
+  resourceTemplates?: readonly Record<string, unknown>[];
+}
+
+/** The pinned fields of one listed prompt, resource or template, and their SHA-256 (pins.ts PINNED_FIELDS_BY_KIND). */
+function pinOf(kind: Exclude<PinnedKind, 'tool'>, item: Record<string, unknown>): {sha256: string; definition: Record<string, unknown>} {
+  const fields: readonly string[] = PINNED_FIELDS_BY_KIND[kind];
+  const definition: Record<string, unknown> = {};
+  for (const field of fields) if (Object.hasOwn(item, field) && item[field] !== undefined) definition[field] = item[field];
+  return {sha256: definitionSha256(definition as ServerToolDefinition, PINNED_FIELDS_BY_KIND[kind]), definition};
 }
 
 /**
@@ -121,6 +133,10 @@ export function hostedManifest(input: HostedPackageInput): HostedPackageManifest
       const definition = pinnedDefinition(tool);
       return {name: definition.name, sha256: definitionSha256(definition), definition};
     }),
+    // Prompts, resources and templates are pinned like tools (served fresh per request; policy/hosted-content.ts).
+    ...(input.prompts?.length ? {prompts: input.prompts.map((p) => ({name: p.name, ...pinOf('prompt', p)}))} : {}),
+    ...(input.resources?.length ? {resources: input.resources.map((r) => ({uri: r.uri, ...pinOf('resource', r)}))} : {}),
+    ...(input.resourceTemplates?.length ? {resourceTemplates: input.resourceTemplates.map((t) => ({uriTemplate: t.uriTemplate, ...pinOf('resourceTemplate', t)}))} : {}),
   };
   const parsed = HostedPackageManifest.safeParse(raw);
   if (!parsed.success) throw new Error(z.prettifyError(parsed.error).replaceAll('\n', '; '));

@@ -9,7 +9,7 @@ import {buildContext, imageTag, npmCommand} from '../../../src/hosted/server-ima
 import {compareSemver, defaultServerName, formatSource, parseSource} from '../../../src/hosted/source.ts';
 import {userToolsDir} from '../../../src/hosted/tools-dir.ts';
 import {HostedPackageManifest} from '../../../src/policy/manifest-schema.ts';
-import {definitionSha256, profileSha256} from '../../../src/policy/pins.ts';
+import {definitionSha256, PINNED_FIELDS_BY_KIND, profileSha256} from '../../../src/policy/pins.ts';
 import {ContainerProfile} from '../../../src/policy/profile-schema.ts';
 
 test('sources parse into npm, pypi, pypi file, oci and dir', () => {
@@ -143,6 +143,23 @@ test('the manifest written is one the loader\'s schema accepts, pinning exactly 
   assert.equal(manifest.tools[1]!.definition.annotations?.readOnlyHint, true);
   assert.throws(() => hostedManifest({name: 'x', version: '1', source: 'dir:/x', image: 'toolcell/srv-x:1', imageId: `sha256:${'a'.repeat(64)}`,
     command: ['node'], args: [], profile, tools: [{name: 'bad', inputSchema: {type: 'string'}}]}), /type/);
+});
+
+test('prompts, resources and templates the probe listed are pinned in the manifest like tools (their pinned fields only)', () => {
+  const manifest = hostedManifest({name: 'content', version: '1.0.0', source: 'oci:x', image: 'toolcell/srv-content:1', imageId: `sha256:${'b'.repeat(64)}`,
+    command: ['node', '/srv/x.js'], args: [], profile, tools: [],
+    prompts: [{name: 'greet', description: 'Say hi', arguments: [{name: 'who', required: true}], icons: [{src: 'x'}]}],
+    resources: [{uri: 'test://a', name: 'a', mimeType: 'text/plain', size: 3, _meta: {x: 1}}],
+    resourceTemplates: [{uriTemplate: 'test://t/{id}', name: 't'}]});
+  assert.ok(HostedPackageManifest.safeParse(JSON.parse(JSON.stringify(manifest))).success);
+  const m = manifest as unknown as Record<string, Array<{sha256: string; definition: Record<string, unknown>}>>;
+  assert.deepEqual(Object.keys(m.prompts![0]!.definition).sort(), ['arguments', 'description', 'name']);
+  assert.equal(m.prompts![0]!.sha256, definitionSha256(m.prompts![0]!.definition as never, PINNED_FIELDS_BY_KIND.prompt));
+  assert.deepEqual(Object.keys(m.resources![0]!.definition).sort(), ['mimeType', 'name', 'uri']);
+  assert.equal(m.resources![0]!.sha256, definitionSha256(m.resources![0]!.definition as never, PINNED_FIELDS_BY_KIND.resource));
+  assert.equal(m.resourceTemplates![0]!.sha256, definitionSha256(m.resourceTemplates![0]!.definition as never, PINNED_FIELDS_BY_KIND.resourceTemplate));
+  const toolsOnly = hostedManifest({name: 'x', version: '1.0.0', source: 'oci:x', image: 'toolcell/srv-x:1', imageId: `sha256:${'b'.repeat(64)}`, command: ['node'], args: [], profile, tools: []});
+  assert.equal('prompts' in toolsOnly, false);
 });
 
 test('screening covers tools, prompts, resources and templates from a probe', () => {
