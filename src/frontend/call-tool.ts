@@ -157,8 +157,13 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     // A hosted server reports its own progress (relayed, bounded by the backend) and log messages.
     const hosted = job.kind === 'server';
     const onEvent = hosted ? (event: BackendEvent) => {
-      if (event.type === 'progress') void context.progress?.(event.progress, event.total, event.message ?? '');
-      else void context.console?.(`[${event.level}]${event.logger === undefined ? '' : ` ${event.logger}:`} ${typeof event.data === 'string' ? event.data : JSON.stringify(event.data) ?? ''}`);
+      // Runs inside the backend's stream listener: it must not throw (the backend bounds data; this guards the rest).
+      try {
+        if (event.type === 'progress') void context.progress?.(event.progress, event.total, event.message ?? '');
+        else void context.console?.(`[${event.level}]${event.logger === undefined ? '' : ` ${event.logger}:`} ${typeof event.data === 'string' ? event.data : JSON.stringify(event.data) ?? ''}`);
+      } catch (err) {
+        callLog.debug({err}, 'a relayed notification could not be delivered');
+      }
     } : undefined;
     const execution = await runtime.dispatcher.run(job, signal, hosted ? undefined : () => void context.progress?.(1, 2, 'running in a fresh sandbox'), onEvent);
     sandboxMs = execution.durationMs;

@@ -14,6 +14,7 @@ import {Provenance} from '../container/provenance.ts';
 import {reapContainers} from '../container/reaper.ts';
 import type {PoolOptions} from '../container/pool.ts';
 import {ContainerRemover} from '../container/teardown.ts';
+import {boundedJsonText, jsonDepth, MAX_RESULT_DEPTH} from './bounded-json.ts';
 import type {SessionHandlers} from './mcp-stdio-session.ts';
 import {ServerPool, serverPoolKey} from './server-pool.ts';
 import {ServerFailure, ServerSandbox, startFailure, type ServerSandboxDeps} from './server-sandbox.ts';
@@ -177,8 +178,9 @@ export class ServerBackend implements Backend<ServerJob> {
       },
       onLog: (p: Record<string, unknown>) => {
         if (!relaying || ++logCount > MAX_RELAYED_EVENTS) return;
+        // data is untrusted JSON of any depth: relayed as bounded text (bounded-json.ts), never as the value.
         options.onEvent?.({type: 'log', level: typeof p.level === 'string' ? p.level.slice(0, 16) : 'info',
-          ...(typeof p.logger === 'string' ? {logger: p.logger.slice(0, 128)} : {}), data: p.data});
+          ...(typeof p.logger === 'string' ? {logger: p.logger.slice(0, 128)} : {}), data: boundedJsonText(p.data)});
       },
       onServerRequest: (method: string) => callLog.debug({method: method.slice(0, 100)}, 'server→client request refused'),
       onFailure: (f: {kind: string}) => {
@@ -233,6 +235,11 @@ export class ServerBackend implements Backend<ServerJob> {
       const result = await active.guard(active.session.request('tools/call', {name: job.tool, arguments: job.args, _meta: {progressToken}}), stop.signal, 'tools/call');
       relaying = false;
       const pidsLimited = active.pidsLimited();
+      // The server's fault, not toolcell's: a result nested deeper than any tool needs is refused before anything serializes it.
+      if (jsonDepth(result, MAX_RESULT_DEPTH) > MAX_RESULT_DEPTH) {
+        return makeResult(elapsed(), {pidsLimited, error: {name: 'ResultTooDeep',
+          message: `the hosted server's result is nested more than ${MAX_RESULT_DEPTH} levels deep (arrays/objects); toolcell relays at most ${MAX_RESULT_DEPTH}`}});
+      }
       if (sticky && !pidsLimited && !this.#closed && active.session.failure === undefined) {
         // Kept for the principal's next call: removed after idleMs without one (or by the keeper if this process dies).
         keep = true;

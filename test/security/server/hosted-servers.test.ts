@@ -6,6 +6,8 @@
 // invariant: server:call:fresh-process
 // invariant: server:hostile:contained
 // invariant: server:client-requests:refused
+// invariant: server:notifications:bounded
+// invariant: server:result:bounded
 import assert from 'node:assert/strict';
 import {createServer, type Server} from 'node:net';
 import {networkInterfaces} from 'node:os';
@@ -157,6 +159,27 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
     assert.equal(text(r.result), 'done');
     assert.deepEqual(progress, [[0, 2], [1, 3], [2, 3], [3, 3]]);
     assert.deepEqual(logs, ['[info] fixture: step 1', '[info] fixture: step 2', '[info] fixture: step 3']);
+  });
+
+  test('a log notification nested 20,000 deep never throws in toolcell: relayed as bounded text, the call ends with its own answer, no container left', async () => {
+    const before = new Set(await ours());
+    const logs: string[] = [];
+    const r = await call('fixture__deeplog', {depth: 20_000}, {console: async (t) => { logs.push(t); }});
+    assert.equal(r.code, undefined, text(r.result));
+    assert.equal(text(r.result), 'logged');
+    assert.equal(logs.length, 1);
+    assert.ok(logs[0]!.length < 200 && logs[0]!.startsWith('[info] [[['), logs[0]);
+    await healthy();
+    assert.deepEqual(await leftovers(before), []);
+  });
+
+  test('a result nested 20,000 deep is the server\'s failure (TOOL_FAILED naming the depth), not INTERNAL; no container left', async () => {
+    const before = new Set(await ours());
+    const r = await call('fixture__deepresult', {depth: 20_000});
+    assert.equal(r.code, 'TOOL_FAILED', text(r.result));
+    assert.match(text(r.result), /nested more than 64 levels deep/);
+    await healthy();
+    assert.deepEqual(await leftovers(before), []);
   });
 
   const hostile: Array<[string, string, Record<string, unknown>, (o: Outcome) => void]> = [
