@@ -49,6 +49,18 @@ export function serverPoolKey(sandbox: ContainerJob): string {
 }
 
 /**
+ * Whether a server's sandbox settings may be pre-initialized: a member runs the server's code
+ * before any call exists (for up to start + handshake + `maxAgeMs`, unaudited, attributed to no
+ * principal), so only settings that grant nothing outside the sandbox are pooled: no read-write
+ * mount (and no network, should a profile ever grant it). Others always run cold, fresh per call.
+ * Pure.
+ * Does NOT: stop a pooled member from using its CPU, memory and pids limits while it waits.
+ */
+export function poolable(sandbox: ContainerJob): boolean {
+  return sandbox.mounts.every((m) => m.readOnly) && (sandbox.network as string) === 'none';
+}
+
+/**
  * Keeps `size` members ready per settings key (container/pool.ts `PoolOptions`: `size`,
  * `maxTotal`, `maxMemoryMb` as the sum of members' `memoryMb`, `maxAgeMs`). A member is created
  * exactly as a cold call's server (same image ID, floor, limits, uid lease, labels but the job
@@ -59,6 +71,7 @@ export function serverPoolKey(sandbox: ContainerJob): string {
  * What a member's server writes while it waits (handshake included) counts against its
  * `outputBytes` (past it the member is dropped); the call then gets `outputBytes` of its own, as
  * a cold call does after its handshake.
+ * Settings that grant a writable mount (not {@link poolable}) are never registered: they run cold.
  * Does NOT: queue calls for a member being created (a call without a ready member runs cold), or
  * share a member between calls.
  */
@@ -82,8 +95,12 @@ export class ServerPool {
     this.#handshakeMs = options.handshakeTimeoutMs;
   }
 
-  /** Keeps members ready for jobs like `job` (same sandbox settings). */
+  /** Keeps members ready for jobs like `job` (same sandbox settings), unless they are not {@link poolable}. */
   register(job: ServerJob): void {
+    if (!poolable(job.sandbox)) {
+      log.debug({package: job.packageName}, 'hosted server not pre-initialized: its profile grants a writable mount (or network); its calls run cold');
+      return;
+    }
     const key = serverPoolKey(job.sandbox);
     if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, ready: [], creating: 0, brokenUntil: 0});
     this.#fill(this.#slots.get(key)!);
