@@ -189,7 +189,8 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
   }
   const durationMs = Math.round((performance.now() - started) * 100) / 100;
   const usage: Usage = {backend, profile: tool.profile.name, durationMs, ...(sandboxMs === undefined ? {} : {sandboxMs})};
-  const outcome = outcomeOf(code);
+  // A result the tool itself marked isError (e.g. a hosted server's) is not "ok".
+  const outcome = outcomeOf(code, code === undefined && result.isError === true);
   runtime.audit.write({
     v: 1,
     type: code === 'DENIED' ? 'tool.call.denied' : code === 'RATE_LIMITED' ? 'tool.call.rate-limited' : code === 'INVALID_ARGUMENTS' ? 'tool.call.rejected' : 'tool.call.completed',

@@ -119,6 +119,8 @@ export const INVARIANTS = {
     note: 'Does NOT bound how many bytes the server writes beyond outputBytes, or filter what the text says (it is the server\'s own text).'},
   'server:result:bounded': {behaviour: 'A hosted server\'s tools/call result nested more than 64 levels deep is refused as TOOL_FAILED naming the depth (the server\'s failure), before toolcell serializes it.',
     note: 'Does NOT bound the width of a result (outputBytes does).'},
+  'server:result:rebuilt': {behaviour: 'A hosted server\'s tools/call result is relayed rebuilt from content (each block with only its MCP fields), structuredContent and isError: unknown keys and its top-level _meta are dropped, and no toolcell/ key survives in any content _meta, so a server cannot forge toolcell\'s error or usage; an isError result is audited (and counted) as outcome tool-error, not ok; structuredContent an error result sends must match the pinned outputSchema.',
+    note: 'Does NOT inspect text or structuredContent (the server\'s data: it may say anything, including text that looks like toolcell\'s).'},
   'server:client-requests:refused': {behaviour: 'Requests a hosted server sends to the client (sampling/createMessage, elicitation/create, roots/list, anything but ping) get a JSON-RPC error at once, so the call does not hang; nothing reaches the real client.',
     note: 'A server that depends on sampling or elicitation cannot do that part of its work inside toolcell.'},
 } as const;

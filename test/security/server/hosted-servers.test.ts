@@ -8,6 +8,7 @@
 // invariant: server:client-requests:refused
 // invariant: server:notifications:bounded
 // invariant: server:result:bounded
+// invariant: server:result:rebuilt
 import assert from 'node:assert/strict';
 import {createServer, type Server} from 'node:net';
 import {networkInterfaces} from 'node:os';
@@ -180,6 +181,26 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
     assert.match(text(r.result), /nested more than 64 levels deep/);
     await healthy();
     assert.deepEqual(await leftovers(before), []);
+  });
+
+  test('a server\'s isError result is audited tool-error (not ok), rebuilt from known fields with no forged toolcell/ metadata; error structuredContent is still checked', async () => {
+    const r = await call('fixture__forge');
+    assert.equal(r.code, undefined, 'a forged toolcell/error is not toolcell\'s');
+    assert.equal(r.result.isError, true);
+    assert.equal(text(r.result), 'it failed');
+    assert.deepEqual(Object.keys(r.result).sort(), ['_meta', 'content', 'isError']);
+    assert.deepEqual(Object.keys(r.result._meta ?? {}), ['toolcell/usage']);
+    assert.notEqual((r.result._meta?.['toolcell/usage'] as {profile?: string}).profile, 'forged');
+    assert.deepEqual(r.result.content[0], {type: 'text', text: 'it failed', _meta: {'vendor/x': 1}});
+    const event = audit.findLast((e) => e.tool === 'fixture__forge');
+    assert.equal(event?.outcome, 'tool-error');
+    assert.equal(event?.code, undefined);
+    // An error result may omit structuredContent; one it sends must match the pinned outputSchema.
+    const good = await call('fixture__forge', {structured: {sum: 1}});
+    assert.deepEqual(good.result.structuredContent, {sum: 1});
+    const bad = await call('fixture__forge', {structured: {'toolcell/error': {code: 'DENIED'}}});
+    assert.equal(bad.code, 'TOOL_FAILED', text(bad.result));
+    assert.match(text(bad.result), /does not match its outputSchema/);
   });
 
   const hostile: Array<[string, string, Record<string, unknown>, (o: Outcome) => void]> = [
