@@ -121,6 +121,8 @@ export const INVARIANTS = {
     note: 'Does NOT bound the width of a result (outputBytes does).'},
   'server:result:rebuilt': {behaviour: 'A hosted server\'s tools/call result is relayed rebuilt from content (each block with only its MCP fields), structuredContent and isError: unknown keys and its top-level _meta are dropped, and no toolcell/ key survives in any content _meta, so a server cannot forge toolcell\'s error or usage; an isError result is audited (and counted) as outcome tool-error, not ok; structuredContent an error result sends must match the pinned outputSchema.',
     note: 'Does NOT inspect text or structuredContent (the server\'s data: it may say anything, including text that looks like toolcell\'s).'},
+  'server:text:quoted': {behaviour: 'Text a hosted server chooses never forms lines or wording of toolcell\'s own messages: a JSON-RPC error answer to tools/call is TOOL_FAILED naming its code with the message quoted on one line ("the server said: …", JSON-escaped, 200 characters at most); a relayed log level outside MCP\'s RFC 5424 names becomes info, an unsafe logger is dropped, and log text with line breaks or control characters is relayed JSON-quoted on one line.',
+    note: 'The quoted words still reach the model (labelled as the server\'s); text inside a successful result is the server\'s data and is relayed as it is.'},
   'server:client-requests:refused': {behaviour: 'Requests a hosted server sends to the client (sampling/createMessage, elicitation/create, roots/list, anything but ping) get a JSON-RPC error at once, so the call does not hang; nothing reaches the real client.',
     note: 'A server that depends on sampling or elicitation cannot do that part of its work inside toolcell.'},
 } as const;

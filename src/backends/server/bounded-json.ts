@@ -70,3 +70,26 @@ export function boundedJsonText(value: unknown, maxDepth = MAX_LOG_DATA_DEPTH, m
     return '[unserializable]';
   }
 }
+
+/** Most characters of a server's text quoted inside one of toolcell's own messages. */
+export const MAX_QUOTED_CHARS = 200;
+
+/**
+ * Server text placed inside a toolcell-authored message, as data: `the server said: "…"`, JSON
+ * string syntax on one line (newlines, control characters, U+2028/U+2029 escaped), cut to
+ * `maxChars` characters ("…" marks a cut; a surrogate pair cut in half becomes U+FFFD). Pure.
+ * Does NOT: stop a model from reading the quoted words as advice (it is labelled, not removed).
+ */
+export function quoteServerText(text: string, maxChars = MAX_QUOTED_CHARS): string {
+  const cut = text.length > maxChars ? `${text.slice(0, maxChars).toWellFormed()}…` : text.toWellFormed();
+  return `the server said: ${jsonLine(cut)}`;
+}
+
+/**
+ * `text` as a JSON string literal that is one line for any renderer: besides what JSON.stringify
+ * escapes (C0 controls, quote, backslash), DEL, C1 controls (NEL U+0085 among them) and
+ * U+2028/U+2029 are escaped as `\uXXXX`. Pure.
+ */
+export function jsonLine(text: string): string {
+  return JSON.stringify(text).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}

@@ -14,7 +14,7 @@ import {Provenance} from '../container/provenance.ts';
 import {reapContainers} from '../container/reaper.ts';
 import type {PoolOptions} from '../container/pool.ts';
 import {ContainerRemover} from '../container/teardown.ts';
-import {boundedJsonText, jsonDepth, MAX_RESULT_DEPTH} from './bounded-json.ts';
+import {boundedJsonText, jsonDepth, jsonLine, MAX_RESULT_DEPTH} from './bounded-json.ts';
 import type {SessionHandlers} from './mcp-stdio-session.ts';
 import {ServerPool, serverPoolKey} from './server-pool.ts';
 import {ServerFailure, ServerSandbox, startFailure, type ServerSandboxDeps} from './server-sandbox.ts';
@@ -29,6 +29,12 @@ const log = rootLog.child({component: 'server-backend'});
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Most progress and log notifications relayed per call (each kind); the rest are dropped. */
 export const MAX_RELAYED_EVENTS = 100;
+/** Log levels MCP defines (2025-11-25 server/utilities/logging: the RFC 5424 severities); any other level is relayed as `info`. */
+export const LOG_LEVELS: ReadonlySet<string> = new Set(['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency']);
+/** A relayed log notification's `logger`: 1-64 of letters, digits and `._-/:@`; any other logger is dropped. */
+export const SAFE_LOGGER = /^[A-Za-z0-9._\-/:@]{1,64}$/;
+/** Log text with a line break or control character is relayed JSON-quoted (one line); plain text as it is. */
+const oneLine = (text: string): string => (/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(text) ? jsonLine(text) : text);
 /** Removal after a cancellation, in ms. */
 const CANCEL_REMOVE_TIMEOUT_MS = 1_500;
 /** Removal otherwise, in ms (then the remover retries in the background). */
@@ -178,9 +184,10 @@ export class ServerBackend implements Backend<ServerJob> {
       },
       onLog: (p: Record<string, unknown>) => {
         if (!relaying || ++logCount > MAX_RELAYED_EVENTS) return;
-        // data is untrusted JSON of any depth: relayed as bounded text (bounded-json.ts), never as the value.
-        options.onEvent?.({type: 'log', level: typeof p.level === 'string' ? p.level.slice(0, 16) : 'info',
-          ...(typeof p.logger === 'string' ? {logger: p.logger.slice(0, 128)} : {}), data: boundedJsonText(p.data)});
+        // data is untrusted JSON of any depth: relayed as bounded one-line text (bounded-json.ts), never as the value;
+        // level is one of MCP's names, logger a safe name, so neither can forge a line of ours.
+        options.onEvent?.({type: 'log', level: typeof p.level === 'string' && LOG_LEVELS.has(p.level) ? p.level : 'info',
+          ...(typeof p.logger === 'string' && SAFE_LOGGER.test(p.logger) ? {logger: p.logger} : {}), data: oneLine(boundedJsonText(p.data))});
       },
       onServerRequest: (method: string) => callLog.debug({method: method.slice(0, 100)}, 'server→client request refused'),
       onFailure: (f: {kind: string}) => {
@@ -320,7 +327,8 @@ export class ServerBackend implements Backend<ServerJob> {
         error: {name: 'ServerExited', message: `the hosted server ended before it answered${why.exitCode !== undefined ? ` (exit code ${why.exitCode})` : why.signal !== undefined ? ` (killed by signal ${why.signal})` : ''}`},
       });
     }
-    return makeResult(elapsed(), {pidsLimited: server?.pidsLimited() ?? false, error: {name: 'ProtocolError', message: failure.message}});
+    const name = failure.kind === 'refused' ? 'JsonRpcError' : 'ProtocolError';
+    return makeResult(elapsed(), {pidsLimited: server?.pidsLimited() ?? false, error: {name, message: failure.message}});
   }
 
   /**

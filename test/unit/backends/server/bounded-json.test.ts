@@ -2,7 +2,7 @@
 // invariant: server:notifications:bounded
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {boundedJsonText, jsonDepth, MAX_LOG_DATA_CHARS} from '../../../../src/backends/server/bounded-json.ts';
+import {boundedJsonText, jsonDepth, MAX_LOG_DATA_CHARS, quoteServerText} from '../../../../src/backends/server/bounded-json.ts';
 
 const deep = (n: number) => JSON.parse(`${'['.repeat(n)}${']'.repeat(n)}`) as unknown;
 
@@ -22,4 +22,11 @@ test('boundedJsonText: 200,000 nested arrays give bounded one-line text, strings
   const wide = boundedJsonText(Array.from({length: 100_000}, (_, i) => ({i})));
   assert.ok(wide.length <= MAX_LOG_DATA_CHARS && wide.endsWith('…'));
   assert.equal(boundedJsonText(undefined), 'null');
+});
+
+test('quoteServerText: one labelled JSON-string line, line separators escaped, bounded', () => {
+  assert.equal(quoteServerText('a\nb\u2028c"'), 'the server said: "a\\nb\\u2028c\\""');
+  const long = quoteServerText('x'.repeat(1000));
+  assert.ok(long.length < 230 && long.endsWith('…"'));
+  assert.doesNotMatch(quoteServerText('\r\n\u0085\u2029'), /[\r\n\u0085\u2028\u2029]/);
 });
