@@ -118,9 +118,9 @@ export class ServerBackend implements Backend<ServerJob> {
     if (!this.#closed) this.#pool?.register(template);
   }
 
-  /** Members ready and being created (zeros without a pool). */
-  poolStats(): {ready: number; creating: number; keys: number} {
-    return this.#pool?.stats() ?? {ready: 0, creating: 0, keys: 0};
+  /** Members ready and being created, members started in all (zeros without a pool). */
+  poolStats(): {ready: number; creating: number; keys: number; started: number} {
+    return this.#pool?.stats() ?? {ready: 0, creating: 0, keys: 0, started: 0};
   }
 
   /**

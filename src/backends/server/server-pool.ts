@@ -12,8 +12,14 @@ import {ServerSandbox, type ServerSandboxDeps} from './server-sandbox.ts';
 
 const log = rootLog.child({component: 'server-pool'});
 
-/** After a member failed to start or to answer its handshake, its key is not refilled for this long, in ms. */
+/**
+ * After a member failed to start or to answer its handshake, or died unused while it waited, its
+ * key is not refilled for this long, in ms; doubled after each further such failure in a row, up
+ * to {@link MAX_BROKEN_RETRY_MS}; reset when a live member is handed to a call.
+ */
 const BROKEN_RETRY_MS = 5_000;
+/** Longest refill back-off of a key whose members keep failing, in ms. */
+const MAX_BROKEN_RETRY_MS = 60_000;
 
 /** A ready member: started, initialized, its `tools/list` answered. */
 export interface ReadyServer {
@@ -35,6 +41,8 @@ interface Slot {
   ready: Member[];
   creating: number;
   brokenUntil: number;
+  /** Members that failed (start, handshake, or died unused) in a row: sets the back-off. */
+  failures: number;
 }
 
 /**
@@ -85,6 +93,8 @@ export class ServerPool {
   readonly #slots = new Map<string, Slot>();
   readonly #closing = new AbortController();
   readonly #pending = new Set<Promise<void>>();
+  /** Members ever started (created), for stats. */
+  #started = 0;
 
   constructor(deps: ServerSandboxDeps, options: PoolOptions & {handshakeTimeoutMs: number}) {
     this.#deps = deps;
@@ -102,19 +112,19 @@ export class ServerPool {
       return;
     }
     const key = serverPoolKey(job.sandbox);
-    if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, ready: [], creating: 0, brokenUntil: 0});
+    if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, ready: [], creating: 0, brokenUntil: 0, failures: 0});
     this.#fill(this.#slots.get(key)!);
   }
 
-  /** Members ready and being created. */
-  stats(): {ready: number; creating: number; keys: number} {
+  /** Members ready and being created, and members started in all (`started`, every create attempt). */
+  stats(): {ready: number; creating: number; keys: number; started: number} {
     let ready = 0;
     let creating = 0;
     for (const s of this.#slots.values()) {
       ready += s.ready.length;
       creating += s.creating;
     }
-    return {ready, creating, keys: this.#slots.size};
+    return {ready, creating, keys: this.#slots.size, started: this.#started};
   }
 
   /**
@@ -126,11 +136,21 @@ export class ServerPool {
     if (!slot) return undefined;
     let member: Member | undefined;
     while ((member = slot.ready.shift()) !== undefined) {
-      if (!member.dead && member.server.session.failure === undefined && performance.now() - member.createdAt < this.#maxAgeMs) break;
+      const died = member.dead || member.server.session.failure !== undefined;
+      if (!died && performance.now() - member.createdAt < this.#maxAgeMs) break;
+      // A server that dies unused would otherwise cost each call a cold start plus refills that die again.
+      if (died) this.#backOff(slot);
       this.#discard(member);
     }
+    if (member) slot.failures = 0;
     this.#fill(slot);
     return member;
+  }
+
+  /** No refill of `slot` for the current back-off (doubling per failure in a row). */
+  #backOff(slot: Slot): void {
+    slot.failures++;
+    slot.brokenUntil = performance.now() + Math.min(MAX_BROKEN_RETRY_MS, BROKEN_RETRY_MS * 2 ** Math.min(slot.failures - 1, 10));
   }
 
   #reservedMb(): {count: number; mb: number} {
@@ -149,6 +169,7 @@ export class ServerPool {
       const reserved = this.#reservedMb();
       if (reserved.count >= this.#maxTotal || reserved.mb + slot.template.limits.memoryMb > this.#maxMemoryMb) return;
       slot.creating++;
+      this.#started++;
       const p: Promise<void> = this.#create(slot).finally(() => {
         slot.creating--;
         this.#pending.delete(p);
@@ -176,7 +197,7 @@ export class ServerPool {
       server = undefined;
     } catch (err) {
       if (!this.#closing.signal.aborted) {
-        slot.brokenUntil = performance.now() + BROKEN_RETRY_MS;
+        this.#backOff(slot);
         log.debug({err, key: slot.key}, 'hosted server pool member failed to start; calls run cold for a while');
       }
     } finally {
