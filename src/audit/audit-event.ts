@@ -1,8 +1,11 @@
 /** The audit event (v1): one per decision and outcome of a call, never the arguments; and the sink interface events go to. */
 import {createHash, randomUUID} from 'node:crypto';
 
-/** How a call ended, as the audit stream records it. */
-export type AuditOutcome = 'ok' | 'failed' | 'timed-out' | 'canceled' | 'oom' | 'output-limit' | 'denied' | 'rate-limited' | 'busy' | 'invalid-arguments' | 'unavailable' | 'error';
+/**
+ * How a call ended, as the audit stream records it. `tool-error`: the tool ran and answered with `isError: true` (its own error,
+ * relayed as it said it; no toolcell code); `failed`: toolcell's `TOOL_FAILED`/`PIDS_LIMIT`.
+ */
+export type AuditOutcome = 'ok' | 'tool-error' | 'failed' | 'timed-out' | 'canceled' | 'oom' | 'output-limit' | 'denied' | 'rate-limited' | 'busy' | 'invalid-arguments' | 'unavailable' | 'error';
 
 /**
  * Audit event, version 1: one event per decision that refused a call and one per call

@@ -211,8 +211,13 @@ export async function runOnSpine<R>(runtime: ToolRuntime, request: SpineRequest<
     // A hosted server reports its own progress (relayed, bounded by the backend) and log messages.
     const hosted = job.kind === 'server';
     const onEvent = hosted ? (event: BackendEvent) => {
-      if (event.type === 'progress') void context.progress?.(event.progress, event.total, event.message ?? '');
-      else void context.console?.(`[${event.level}]${event.logger === undefined ? '' : ` ${event.logger}:`} ${typeof event.data === 'string' ? event.data : JSON.stringify(event.data) ?? ''}`);
+      // Runs inside the backend's stream listener: it must not throw (the backend bounds data; this guards the rest).
+      try {
+        if (event.type === 'progress') void context.progress?.(event.progress, event.total, event.message ?? '');
+        else void context.console?.(`[${event.level}]${event.logger === undefined ? '' : ` ${event.logger}:`} ${typeof event.data === 'string' ? event.data : JSON.stringify(event.data) ?? ''}`);
+      } catch (err) {
+        callLog.debug({err}, 'a relayed notification could not be delivered');
+      }
     } : undefined;
     const execution = await runtime.dispatcher.run(job, signal, hosted ? undefined : () => void context.progress?.(1, 2, 'running in a fresh sandbox'), onEvent);
     sandboxMs = execution.durationMs;
@@ -236,7 +241,8 @@ export async function runOnSpine<R>(runtime: ToolRuntime, request: SpineRequest<
   }
   const durationMs = Math.round((performance.now() - started) * 100) / 100;
   const usage: Usage = {backend, profile: tool.profile.name, durationMs, sandboxMs};
-  const outcome = outcomeOf(code);
+  // A result the tool itself marked isError (e.g. a hosted server's) is not "ok".
+  const outcome = outcomeOf(code, code === undefined && result.isError === true);
   runtime.audit.write({
     v: 1,
     type: code === 'DENIED' ? 'tool.call.denied' : code === 'RATE_LIMITED' ? 'tool.call.rate-limited' : code === 'INVALID_ARGUMENTS' ? 'tool.call.rejected' : 'tool.call.completed',

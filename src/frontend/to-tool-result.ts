@@ -1,5 +1,6 @@
 /** Maps a sandbox execution (or a refusal) to the MCP CallToolResult the client sees, with toolcell/usage and toolcell/error. */
 import {isCallToolResult, type CallToolResult} from '@modelcontextprotocol/server';
+import {rebuildRelayedResult} from './relayed-result.ts';
 import type {AuditOutcome} from '../audit/audit-event.ts';
 import type {ExecutionResult} from '../backends/backend.ts';
 import {ToolcellError, type ErrorCode} from '../errors.ts';
@@ -107,9 +108,11 @@ export function successResult(tool: ToolDefinition, result: ExecutionResult): Ca
 
 /**
  * A hosted server's `tools/call` result (its JSON in `stdout`), relayed as the server answered
- * it (content, structuredContent, isError) once it is a valid CallToolResult (MCP 2025-11-25
- * server/tools §Tool Result); the server's own `_meta` is dropped, and structured content must
- * match the pinned outputSchema.
+ * it once it is a valid CallToolResult (MCP 2025-11-25 server/tools §Tool Result), rebuilt from
+ * content (spec fields of each block), structuredContent and isError only (relayed-result.ts:
+ * the server's own top-level `_meta` and unknown keys are dropped, `toolcell/` keys stripped from
+ * every `_meta`); structured content must match the pinned outputSchema, also in an error result
+ * that sends it (an error result may omit it).
  * @throws ToolcellError `TOOL_FAILED` for anything else.
  */
 function hostedResult(tool: ToolDefinition, result: ExecutionResult): CallToolResult {
@@ -122,8 +125,11 @@ function hostedResult(tool: ToolDefinition, result: ExecutionResult): CallToolRe
   if (!isCallToolResult(value)) {
     throw new ToolcellError('TOOL_FAILED', `The hosted server of tool "${tool.name}" answered tools/call with something that is not a valid CallToolResult.`);
   }
-  const {_meta: _ignored, ...rest} = value;
-  return checkOutput(tool, rest as CallToolResult);
+  const relayed = rebuildRelayedResult(value);
+  // MCP 2025-11-25 server/tools §Output Schema: structured results MUST conform to the schema; an
+  // error result may omit them, but structured content it does send is checked too.
+  if (relayed.isError === true && relayed.structuredContent !== undefined) checkOutput(tool, {...relayed, isError: false});
+  return checkOutput(tool, relayed);
 }
 
 function checkOutput(tool: ToolDefinition, result: CallToolResult): CallToolResult {
@@ -156,10 +162,13 @@ export function withUsage(result: CallToolResult, usage: Usage): CallToolResult 
   return {...result, _meta: {...result._meta, 'toolcell/usage': usage}};
 }
 
-/** The audit outcome for an error code (or `ok`). */
-export function outcomeOf(code: ErrorCode | undefined): AuditOutcome {
+/**
+ * The audit outcome for an error code (or, without one, `ok`; `tool-error` when `toolError`:
+ * the tool ran and answered with `isError: true`, its own failure, which toolcell relays).
+ */
+export function outcomeOf(code: ErrorCode | undefined, toolError = false): AuditOutcome {
   switch (code) {
-    case undefined: return 'ok';
+    case undefined: return toolError ? 'tool-error' : 'ok';
     case 'TIMEOUT': return 'timed-out';
     case 'CANCELLED': return 'canceled';
     case 'MEMORY_LIMIT': return 'oom';

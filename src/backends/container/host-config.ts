@@ -216,7 +216,8 @@ export function toEnv(env: Record<string, string> | undefined): string[] {
  * `Cmd` = the rest, so an image's own ENTRYPOINT (e.g. a shell) never wraps the argv; no shell
  * parses anything. The environment is `job.env` over the image's `ENV`; nothing of the host's
  * environment is passed. stdin is attached once (`OpenStdin`, `StdinOnce`), stdout/stderr are
- * attached, no TTY.
+ * attached, no TTY. The image's `HEALTHCHECK` is disabled (`Healthcheck: {Test: ['NONE']}`,
+ * Docker Engine API ContainerConfig.Healthcheck): nothing but `command` runs in the sandbox.
  * @param options.command argv to run instead of `job.argv` (the warm pool's launcher).
  * @param options.owner backend instance id, for the owner label.
  * @param options.pool settings hash, for warm-pool members.
@@ -246,6 +247,9 @@ export function toCreateOptions(
     OpenStdin: true,
     StdinOnce: true,
     Tty: false,
+    // The image's HEALTHCHECK would run an image-chosen command through the engine (docker exec,
+    // engine CPU, any interval) outside argv and the allowlist: disabled for every sandbox.
+    Healthcheck: {Test: ['NONE']},
     HostConfig: toHostConfig(job),
   };
 }

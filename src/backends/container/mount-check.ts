@@ -191,6 +191,30 @@ export function verifyReportedMounts(info: InspectedMounts, expected: readonly B
   }
 }
 
+/**
+ * After create, for every container (binds or not): the engine reports no mount but the granted
+ * binds (checked by {@link verifyReportedMounts}) and tmpfs. An image `VOLUME` (Dockerfile
+ * reference, "VOLUME"; Engine API image `Config.Volumes`) otherwise becomes an anonymous volume:
+ * a writable, exec-allowed directory on the engine's disk that no profile granted. Such a
+ * container is refused before it starts. Pure.
+ * Decision: refuse rather than mask, so a profile never runs with a path silently changed; the
+ * operator can grant a tmpfs (or a mount) at the declared path, which the engine then uses
+ * instead of creating the volume.
+ * @throws ToolcellError `BACKEND_UNAVAILABLE` (`reason: 'image-volume'`, `target`) naming the
+ *   first such mount point (never its host path).
+ * Does NOT: inspect the image itself (only what the engine will mount).
+ */
+export function refuseUngrantedMounts(info: InspectedMounts, profile?: string): void {
+  const other = (info.Mounts ?? []).find((m) => m.Type !== 'bind' && m.Type !== 'tmpfs');
+  if (other === undefined) return;
+  const target = String(other.Destination ?? '?');
+  const whose = profile === undefined ? 'its profile' : `profile "${profile}"`;
+  throw new ToolcellError('BACKEND_UNAVAILABLE',
+    `The image declares a volume at ${JSON.stringify(target)} (Dockerfile VOLUME), which would give the sandbox a writable path ${whose} never granted, so no sandbox was started. The operator can use an image without VOLUME, or grant a tmpfs or mount at ${JSON.stringify(target)} in the profile.`,
+    {reason: 'image-volume', target, ...(profile === undefined ? {} : {profile})},
+    {cause: new Error(`engine reports mount ${JSON.stringify(other)}`)});
+}
+
 /** One line of `/proc/<pid>/mountinfo` (the fields this module reads). Source: proc(5), "/proc/pid/mountinfo". */
 export interface MountInfoEntry {
   /** Device of the mounted filesystem, as `stat` reports `st_dev` (glibc's makedev encoding). */

@@ -4,6 +4,7 @@ import {ToolcellError} from '../../errors.ts';
 import type {ContainerJob} from '../backend.ts';
 import {ContainerBackend} from './container-backend.ts';
 import {toBackendError} from './docker-errors.ts';
+import {isCanonicalPath} from './mount-check.ts';
 
 /** A command name as the profile schema allows it: a bare program name or an absolute path. */
 const COMMAND_NAME = /^(\/[A-Za-z0-9._+/-]+|[A-Za-z0-9._+-]+)$/;
@@ -51,8 +52,14 @@ export async function resolveCommands(docker: Docker, image: string, names: read
     }
   }
   let imageId: string;
+  // Paths the image declares as VOLUMEs: the resolver's own short run covers each with a tiny tmpfs
+  // (container sandboxes refuse engine-made volumes, mount-check.ts refuseUngrantedMounts); whether
+  // the tool's profile grants something there is decided when the tool runs.
+  let volumes: string[] = [];
   try {
-    imageId = (await docker.getImage(image).inspect()).Id;
+    const info = await docker.getImage(image).inspect();
+    imageId = info.Id;
+    volumes = Object.keys(info.Config?.Volumes ?? {}).filter((v) => isCanonicalPath(v) && v !== '/');
   } catch (err) {
     throw toBackendError(err, {image, runtime: 'runc', phase: 'create'});
   }
@@ -73,7 +80,7 @@ export async function resolveCommands(docker: Docker, image: string, names: read
         limits: {timeoutMs: 10_000, memoryMb: 32, outputBytes: 1_048_576, cpus: 0.5, pids: 16},
         network: 'none',
         readOnlyRoot: true,
-        tmpfs: {},
+        tmpfs: Object.fromEntries(volumes.map((v) => [v, '64k'])),
         mounts: [],
         runtime: 'runc',
         profile: 'toolcell-resolve-commands',

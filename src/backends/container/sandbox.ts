@@ -3,7 +3,7 @@ import type {Duplex} from 'node:stream';
 import type Docker from 'dockerode';
 import {toBackendError} from './docker-errors.ts';
 import {POOL_LABEL, PROFILE_LABEL} from './host-config.ts';
-import {bindMounts, checkBindSources, verifyMountedInodes, verifyReportedMounts, type InspectedMounts} from './mount-check.ts';
+import {bindMounts, checkBindSources, refuseUngrantedMounts, verifyMountedInodes, verifyReportedMounts, type InspectedMounts} from './mount-check.ts';
 import {stageBinds, stagingAvailable, type StagedBinds} from './mount-staging.ts';
 import {uidLeases, type UidLeases} from './uid-leases.ts';
 
@@ -91,9 +91,11 @@ export async function prepareSandbox(
     const container = await createAsLeasedUser(docker, createOptions, context.leases ?? uidLeases);
     context.onCreated(container);
     signal.throwIfAborted();
+    // What the engine will mount, by its own account: no image VOLUME, the granted binds exactly; then the sources again, unchanged.
+    const reported = await container.inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)}) as InspectedMounts;
+    refuseUngrantedMounts(reported, profile);
     if (binds.length > 0) {
-      // What the engine will mount, by its own account; then the sources again, unchanged.
-      verifyReportedMounts(await container.inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)}) as InspectedMounts, given, profile);
+      verifyReportedMounts(reported, given, profile);
       await checkBindSources(binds, profile, checked);
     }
     phase = 'attach';

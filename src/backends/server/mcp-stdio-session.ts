@@ -126,7 +126,14 @@ export class McpStdioSession {
       return this.#failure !== undefined;
     });
     socket.on('data', (chunk: Buffer) => {
-      if (!this.#failure) this.#frames.push(chunk);
+      if (this.#failure) return;
+      // Last line of defence: nothing the server sends may throw out of this listener (an
+      // uncaught exception would end toolcell's process and every tenant's calls).
+      try {
+        this.#frames.push(chunk);
+      } catch {
+        this.fail({kind: 'protocol', message: 'toolcell could not handle what the server sent'});
+      }
     });
     const ended = () => this.fail({kind: 'closed', message: 'the server closed its output'});
     socket.once('end', ended);
@@ -179,7 +186,11 @@ export class McpStdioSession {
     for (const p of this.#pending.values()) p.reject(new SessionError(failure));
     this.#pending.clear();
     this.#line = [];
-    this.#handlers.onFailure?.(failure);
+    try {
+      this.#handlers.onFailure?.(failure);
+    } catch {
+      // The session is over either way; a handler's throw must not reach the socket listener.
+    }
   }
 
   #send(message: Record<string, unknown>): void {
@@ -270,12 +281,25 @@ export class McpStdioSession {
     // ping must be answered with an empty result (basic/utilities/ping); everything else is refused.
     if (method === 'ping') this.#send({jsonrpc: '2.0', id, result: {}});
     else this.#send({jsonrpc: '2.0', id, error: {code: -32601, message: `${method.slice(0, 100)}: ${NOT_AVAILABLE_MESSAGE}`}});
-    this.#handlers.onServerRequest?.(method);
+    this.#guarded('request', () => this.#handlers.onServerRequest?.(method));
   }
 
   #notification(method: string, params: unknown): void {
     if (!isRecord(params)) return;
-    if (method === 'notifications/progress') this.#handlers.onProgress?.(params);
-    else if (method === 'notifications/message') this.#handlers.onLog?.(params);
+    if (method === 'notifications/progress') this.#guarded('progress notification', () => this.#handlers.onProgress?.(params));
+    else if (method === 'notifications/message') this.#guarded('log notification', () => this.#handlers.onLog?.(params));
+  }
+
+  /**
+   * Runs a handler on something the server sent: it runs inside the socket's 'data' listener, so
+   * a throw there would be an uncaught exception in toolcell's process. A throwing handler fails
+   * this session (`protocol`) instead; the error itself is not relayed (it may hold host detail).
+   */
+  #guarded(what: string, handler: () => void): void {
+    try {
+      handler();
+    } catch {
+      this.fail({kind: 'protocol', message: `toolcell could not handle the server's ${what}`});
+    }
   }
 }

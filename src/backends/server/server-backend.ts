@@ -14,6 +14,7 @@ import {Provenance} from '../container/provenance.ts';
 import {reapContainers} from '../container/reaper.ts';
 import type {PoolOptions} from '../container/pool.ts';
 import {ContainerRemover} from '../container/teardown.ts';
+import {boundedJsonText, jsonDepth, jsonLine, MAX_RESULT_DEPTH} from './bounded-json.ts';
 import type {SessionHandlers} from './mcp-stdio-session.ts';
 import {ServerPool, serverPoolKey} from './server-pool.ts';
 import {ServerFailure, ServerSandbox, startFailure, type ServerSandboxDeps} from './server-sandbox.ts';
@@ -28,6 +29,12 @@ const log = rootLog.child({component: 'server-backend'});
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Most progress and log notifications relayed per call (each kind); the rest are dropped. */
 export const MAX_RELAYED_EVENTS = 100;
+/** Log levels MCP defines (2025-11-25 server/utilities/logging: the RFC 5424 severities); any other level is relayed as `info`. */
+export const LOG_LEVELS: ReadonlySet<string> = new Set(['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency']);
+/** A relayed log notification's `logger`: 1-64 of letters, digits and `._-/:@`; any other logger is dropped. */
+export const SAFE_LOGGER = /^[A-Za-z0-9._\-/:@]{1,64}$/;
+/** Log text with a line break or control character is relayed JSON-quoted (one line); plain text as it is. */
+const oneLine = (text: string): string => (/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(text) ? jsonLine(text) : text);
 /** Removal after a cancellation, in ms. */
 const CANCEL_REMOVE_TIMEOUT_MS = 1_500;
 /** Removal otherwise, in ms (then the remover retries in the background). */
@@ -111,9 +118,9 @@ export class ServerBackend implements Backend<ServerJob> {
     if (!this.#closed) this.#pool?.register(template);
   }
 
-  /** Members ready and being created (zeros without a pool). */
-  poolStats(): {ready: number; creating: number; keys: number} {
-    return this.#pool?.stats() ?? {ready: 0, creating: 0, keys: 0};
+  /** Members ready and being created, members started in all (zeros without a pool). */
+  poolStats(): {ready: number; creating: number; keys: number; started: number} {
+    return this.#pool?.stats() ?? {ready: 0, creating: 0, keys: 0, started: 0};
   }
 
   /**
@@ -177,8 +184,10 @@ export class ServerBackend implements Backend<ServerJob> {
       },
       onLog: (p: Record<string, unknown>) => {
         if (!relaying || ++logCount > MAX_RELAYED_EVENTS) return;
-        options.onEvent?.({type: 'log', level: typeof p.level === 'string' ? p.level.slice(0, 16) : 'info',
-          ...(typeof p.logger === 'string' ? {logger: p.logger.slice(0, 128)} : {}), data: p.data});
+        // data is untrusted JSON of any depth: relayed as bounded one-line text (bounded-json.ts), never as the value;
+        // level is one of MCP's names, logger a safe name, so neither can forge a line of ours.
+        options.onEvent?.({type: 'log', level: typeof p.level === 'string' && LOG_LEVELS.has(p.level) ? p.level : 'info',
+          ...(typeof p.logger === 'string' && SAFE_LOGGER.test(p.logger) ? {logger: p.logger} : {}), data: oneLine(boundedJsonText(p.data))});
       },
       onServerRequest: (method: string) => callLog.debug({method: method.slice(0, 100)}, 'server→client request refused'),
       onFailure: (f: {kind: string}) => {
@@ -237,6 +246,11 @@ export class ServerBackend implements Backend<ServerJob> {
         : await active.guard(active.session.request('tools/call', {name: job.tool, arguments: job.args, _meta: {progressToken}}), stop.signal, 'tools/call');
       relaying = false;
       const pidsLimited = active.pidsLimited();
+      // The server's fault, not toolcell's: a result nested deeper than any tool needs is refused before anything serializes it.
+      if (jsonDepth(result, MAX_RESULT_DEPTH) > MAX_RESULT_DEPTH) {
+        return makeResult(elapsed(), {pidsLimited, error: {name: 'ResultTooDeep',
+          message: `the hosted server's result is nested more than ${MAX_RESULT_DEPTH} levels deep (arrays/objects); toolcell relays at most ${MAX_RESULT_DEPTH}`}});
+      }
       if (sticky && !pidsLimited && !this.#closed && active.session.failure === undefined) {
         // Kept for the principal's next call: removed after idleMs without one (or by the keeper if this process dies).
         keep = true;
@@ -317,7 +331,8 @@ export class ServerBackend implements Backend<ServerJob> {
         error: {name: 'ServerExited', message: `the hosted server ended before it answered${why.exitCode !== undefined ? ` (exit code ${why.exitCode})` : why.signal !== undefined ? ` (killed by signal ${why.signal})` : ''}`},
       });
     }
-    return makeResult(elapsed(), {pidsLimited: server?.pidsLimited() ?? false, error: {name: 'ProtocolError', message: failure.message}});
+    const name = failure.kind === 'refused' ? 'JsonRpcError' : 'ProtocolError';
+    return makeResult(elapsed(), {pidsLimited: server?.pidsLimited() ?? false, error: {name, message: failure.message}});
   }
 
   /**

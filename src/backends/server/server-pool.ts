@@ -12,8 +12,14 @@ import {ServerSandbox, type ServerSandboxDeps} from './server-sandbox.ts';
 
 const log = rootLog.child({component: 'server-pool'});
 
-/** After a member failed to start or to answer its handshake, its key is not refilled for this long, in ms. */
+/**
+ * After a member failed to start or to answer its handshake, or died unused while it waited, its
+ * key is not refilled for this long, in ms; doubled after each further such failure in a row, up
+ * to {@link MAX_BROKEN_RETRY_MS}; reset when a live member is handed to a call.
+ */
 const BROKEN_RETRY_MS = 5_000;
+/** Longest refill back-off of a key whose members keep failing, in ms. */
+const MAX_BROKEN_RETRY_MS = 60_000;
 
 /** A ready member: started, initialized, its `tools/list` answered. */
 export interface ReadyServer {
@@ -35,6 +41,8 @@ interface Slot {
   ready: Member[];
   creating: number;
   brokenUntil: number;
+  /** Members that failed (start, handshake, or died unused) in a row: sets the back-off. */
+  failures: number;
 }
 
 /**
@@ -49,6 +57,18 @@ export function serverPoolKey(sandbox: ContainerJob): string {
 }
 
 /**
+ * Whether a server's sandbox settings may be pre-initialized: a member runs the server's code
+ * before any call exists (for up to start + handshake + `maxAgeMs`, unaudited, attributed to no
+ * principal), so only settings that grant nothing outside the sandbox are pooled: no read-write
+ * mount (and no network, should a profile ever grant it). Others always run cold, fresh per call.
+ * Pure.
+ * Does NOT: stop a pooled member from using its CPU, memory and pids limits while it waits.
+ */
+export function poolable(sandbox: ContainerJob): boolean {
+  return sandbox.mounts.every((m) => m.readOnly) && (sandbox.network as string) === 'none';
+}
+
+/**
  * Keeps `size` members ready per settings key (container/pool.ts `PoolOptions`: `size`,
  * `maxTotal`, `maxMemoryMb` as the sum of members' `memoryMb`, `maxAgeMs`). A member is created
  * exactly as a cold call's server (same image ID, floor, limits, uid lease, labels but the job
@@ -59,6 +79,7 @@ export function serverPoolKey(sandbox: ContainerJob): string {
  * What a member's server writes while it waits (handshake included) counts against its
  * `outputBytes` (past it the member is dropped); the call then gets `outputBytes` of its own, as
  * a cold call does after its handshake.
+ * Settings that grant a writable mount (not {@link poolable}) are never registered: they run cold.
  * Does NOT: queue calls for a member being created (a call without a ready member runs cold), or
  * share a member between calls.
  */
@@ -72,6 +93,8 @@ export class ServerPool {
   readonly #slots = new Map<string, Slot>();
   readonly #closing = new AbortController();
   readonly #pending = new Set<Promise<void>>();
+  /** Members ever started (created), for stats. */
+  #started = 0;
 
   constructor(deps: ServerSandboxDeps, options: PoolOptions & {handshakeTimeoutMs: number}) {
     this.#deps = deps;
@@ -82,22 +105,26 @@ export class ServerPool {
     this.#handshakeMs = options.handshakeTimeoutMs;
   }
 
-  /** Keeps members ready for jobs like `job` (same sandbox settings). */
+  /** Keeps members ready for jobs like `job` (same sandbox settings), unless they are not {@link poolable}. */
   register(job: ServerJob): void {
+    if (!poolable(job.sandbox)) {
+      log.debug({package: job.packageName}, 'hosted server not pre-initialized: its profile grants a writable mount (or network); its calls run cold');
+      return;
+    }
     const key = serverPoolKey(job.sandbox);
-    if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, ready: [], creating: 0, brokenUntil: 0});
+    if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, ready: [], creating: 0, brokenUntil: 0, failures: 0});
     this.#fill(this.#slots.get(key)!);
   }
 
-  /** Members ready and being created. */
-  stats(): {ready: number; creating: number; keys: number} {
+  /** Members ready and being created, and members started in all (`started`, every create attempt). */
+  stats(): {ready: number; creating: number; keys: number; started: number} {
     let ready = 0;
     let creating = 0;
     for (const s of this.#slots.values()) {
       ready += s.ready.length;
       creating += s.creating;
     }
-    return {ready, creating, keys: this.#slots.size};
+    return {ready, creating, keys: this.#slots.size, started: this.#started};
   }
 
   /**
@@ -109,11 +136,21 @@ export class ServerPool {
     if (!slot) return undefined;
     let member: Member | undefined;
     while ((member = slot.ready.shift()) !== undefined) {
-      if (!member.dead && member.server.session.failure === undefined && performance.now() - member.createdAt < this.#maxAgeMs) break;
+      const died = member.dead || member.server.session.failure !== undefined;
+      if (!died && performance.now() - member.createdAt < this.#maxAgeMs) break;
+      // A server that dies unused would otherwise cost each call a cold start plus refills that die again.
+      if (died) this.#backOff(slot);
       this.#discard(member);
     }
+    if (member) slot.failures = 0;
     this.#fill(slot);
     return member;
+  }
+
+  /** No refill of `slot` for the current back-off (doubling per failure in a row). */
+  #backOff(slot: Slot): void {
+    slot.failures++;
+    slot.brokenUntil = performance.now() + Math.min(MAX_BROKEN_RETRY_MS, BROKEN_RETRY_MS * 2 ** Math.min(slot.failures - 1, 10));
   }
 
   #reservedMb(): {count: number; mb: number} {
@@ -132,6 +169,7 @@ export class ServerPool {
       const reserved = this.#reservedMb();
       if (reserved.count >= this.#maxTotal || reserved.mb + slot.template.limits.memoryMb > this.#maxMemoryMb) return;
       slot.creating++;
+      this.#started++;
       const p: Promise<void> = this.#create(slot).finally(() => {
         slot.creating--;
         this.#pending.delete(p);
@@ -159,7 +197,7 @@ export class ServerPool {
       server = undefined;
     } catch (err) {
       if (!this.#closing.signal.aborted) {
-        slot.brokenUntil = performance.now() + BROKEN_RETRY_MS;
+        this.#backOff(slot);
         log.debug({err, key: slot.key}, 'hosted server pool member failed to start; calls run cold for a while');
       }
     } finally {

@@ -14,6 +14,7 @@ import {toCreateOptions} from '../container/host-config.ts';
 import type {Provenance} from '../container/provenance.ts';
 import {prepareSandbox, type Sandbox} from '../container/sandbox.ts';
 import {newTeardown, type ContainerRemover} from '../container/teardown.ts';
+import {quoteServerText} from './bounded-json.ts';
 import {JsonRpcError, McpStdioSession, SessionError, SUPPORTED_PROTOCOL_VERSIONS, type SessionHandlers} from './mcp-stdio-session.ts';
 
 const log = rootLog.child({component: 'server-sandbox'});
@@ -44,8 +45,12 @@ export interface ServerHello {
 
 /** Why a server sandbox failed before or during its session; mapped to a result by the caller. */
 export class ServerFailure extends Error {
-  /** `protocol`: not MCP (garbage, bad handshake, unsupported version); `output-limit`; `exited`: ended by itself; `handshake-timeout`. */
-  readonly kind: 'protocol' | 'output-limit' | 'exited' | 'handshake-timeout';
+  /**
+   * `protocol`: not MCP (garbage, bad handshake, unsupported version); `output-limit`; `exited`:
+   * ended by itself; `handshake-timeout`; `refused`: a valid JSON-RPC error answer to `tools/call`
+   * (the server's own tool failure, e.g. -32602 for bad arguments).
+   */
+  readonly kind: 'protocol' | 'output-limit' | 'exited' | 'handshake-timeout' | 'refused';
   constructor(kind: ServerFailure['kind'], message: string) {
     super(message);
     this.name = 'ServerFailure';
@@ -184,7 +189,11 @@ export class ServerSandbox {
         const f = err.failure;
         throw new ServerFailure(f.kind === 'closed' ? 'exited' : f.kind, f.kind === 'closed' ? `the server ended before it answered ${what}` : f.message);
       }
-      if (err instanceof JsonRpcError) throw new ServerFailure('protocol', `the server refused ${what}: ${err.message.slice(0, 200)}`);
+      // The server's words are quoted as data (one line, bounded, labelled), never spliced into ours.
+      if (err instanceof JsonRpcError) {
+        throw new ServerFailure(what === 'tools/call' ? 'refused' : 'protocol',
+          `the server answered ${what} with JSON-RPC error ${err.code}; ${quoteServerText(err.message)}`);
+      }
       throw err;
     } finally {
       signal.removeEventListener('abort', onAbort!);

@@ -127,6 +127,11 @@ describe('toHostConfig refuses jobs no valid profile can produce', () => {
 
 describe('toCreateOptions', () => {
   test('the tool runs as a non-root user', () => assert.equal(toCreateOptions(job(), {owner: 'o'}).User, SANDBOX_USER));
+  // invariant: container:image:no-healthcheck
+  test('the image\'s HEALTHCHECK never runs: every create disables it', () => {
+    assert.deepEqual(toCreateOptions(job(), {owner: 'o'}).Healthcheck, {Test: ['NONE']});
+    assert.deepEqual(toCreateOptions(job(), {owner: 'o', command: ['/bin/launcher'], pool: 'k'}).Healthcheck, {Test: ['NONE']});
+  });
   test('argv is exec\'d as is: the image\'s ENTRYPOINT cannot wrap it in a shell', () => {
     const o = toCreateOptions(job({argv: ['/usr/bin/python3', '-c', '; rm -rf / $(id) `id`']}), {owner: 'o'});
     assert.deepEqual(o.Entrypoint, ['/usr/bin/python3']);

@@ -5,7 +5,7 @@ import {mkdir, rename, stat, symlink, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import {after, before, describe, test} from 'node:test';
 import {
-  bindMounts, checkBindSource, checkBindSources, isCanonicalPath, makedev, parseMountInfo, pathPrefixes, verifyMountedInodes, verifyReportedMounts,
+  bindMounts, checkBindSource, checkBindSources, isCanonicalPath, makedev, parseMountInfo, pathPrefixes, refuseUngrantedMounts, verifyMountedInodes, verifyReportedMounts,
 } from '../../../../src/backends/container/mount-check.ts';
 import {ToolcellError} from '../../../../src/errors.ts';
 import {tempDir} from '../../../support/temp.ts';
@@ -25,6 +25,18 @@ describe('pure path checks', () => {
   test('bindMounts keeps only binds (tmpfs and volumes are not host paths)', () => {
     assert.deepEqual(bindMounts([{Type: 'bind', Source: '/a', Target: '/w', ReadOnly: true}, {Type: 'tmpfs', Target: '/t'}]), [{Source: '/a', Target: '/w', ReadOnly: true}]);
     assert.deepEqual(bindMounts(undefined), []);
+  });
+});
+
+describe('refuseUngrantedMounts: an image VOLUME never becomes a writable path', () => {
+  test('binds and tmpfs pass; a volume (or any other type) is refused naming its target, not its host path', () => {
+    refuseUngrantedMounts({Mounts: [{Type: 'bind', Source: '/srv/x', Destination: '/workspace', RW: true}, {Type: 'tmpfs', Destination: '/tmp'}]});
+    refuseUngrantedMounts({});
+    for (const type of ['volume', 'npipe', 'image', undefined]) {
+      assert.throws(() => refuseUngrantedMounts({Mounts: [{Type: type, Source: '/var/lib/docker/volumes/abc/_data', Destination: '/data', RW: true}]}, 'p'),
+        (e: unknown) => e instanceof ToolcellError && e.code === 'BACKEND_UNAVAILABLE' && e.data.reason === 'image-volume' && e.data.target === '/data'
+          && /declares a volume at "\/data"/.test(e.message) && !e.message.includes('/var/lib/docker'));
+    }
   });
 });
 

@@ -100,3 +100,23 @@ test('progress and log notifications reach the handlers; the stream closing fail
   f.socket.push(null);
   await assert.rejects(p, (e: unknown) => e instanceof SessionError && e.failure.kind === 'closed');
 });
+
+test('a handler that throws on what the server sent fails the session (protocol), never the process', async () => {
+  const f = fakeSocket();
+  const s = new McpStdioSession(f.socket, {outputBytes: 1 << 20}, {
+    onLog: () => { throw new RangeError('Maximum call stack size exceeded'); },
+    onFailure: () => { throw new Error('a failing onFailure is swallowed too'); },
+  });
+  const p = s.request('tools/call', {name: 'x'});
+  const uncaught: unknown[] = [];
+  const onUncaught = (e: unknown) => uncaught.push(e);
+  process.on('uncaughtException', onUncaught);
+  try {
+    f.server(1, '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}\n');
+    await assert.rejects(p, (e: unknown) => e instanceof SessionError && e.failure.kind === 'protocol' && /log notification/.test(e.message));
+    assert.doesNotMatch(s.failure!.message, /call stack/, 'the handler\'s error is not relayed');
+  } finally {
+    process.off('uncaughtException', onUncaught);
+  }
+  assert.deepEqual(uncaught, []);
+});
