@@ -241,8 +241,11 @@ export async function runOnSpine<R>(runtime: ToolRuntime, request: SpineRequest<
   }
   const durationMs = Math.round((performance.now() - started) * 100) / 100;
   const usage: Usage = {backend, profile: tool.profile.name, durationMs, sandboxMs};
-  // A result the tool itself marked isError (e.g. a hosted server's) is not "ok".
-  const outcome = outcomeOf(code, code === undefined && result.isError === true);
+  // A result the tool itself marked isError (e.g. a hosted server's) is not "ok"; prompts and
+  // resources have no isError.
+  const toolError = outcomeValue.ok && typeof outcomeValue.value === 'object' && outcomeValue.value !== null
+    && (outcomeValue.value as {isError?: unknown}).isError === true;
+  const outcome = outcomeOf(code, code === undefined && toolError);
   runtime.audit.write({
     v: 1,
     type: code === 'DENIED' ? 'tool.call.denied' : code === 'RATE_LIMITED' ? 'tool.call.rate-limited' : code === 'INVALID_ARGUMENTS' ? 'tool.call.rejected' : 'tool.call.completed',
@@ -252,7 +255,7 @@ export async function runOnSpine<R>(runtime: ToolRuntime, request: SpineRequest<
     principal: context.principal.id,
     transport: context.transport,
     tool: name,
-    ...(request.method === undefined ? {} : {method: request.method}),
+    method: request.method,
     profile: tool.profile.name,
     backend,
     outcome,
