@@ -60,7 +60,10 @@ describe('one log format on stderr', () => {
     const lines = json.stderr.trim().split('\n').filter((l) => l.includes(REASON));
     assert.equal(lines.length, 1, json.stderr);
     assert.equal(JSON.parse(lines[0]!).level, 40);
-    for (const line of json.stderr.trim().split('\n').filter(Boolean)) assert.doesNotThrow(() => JSON.parse(line), `not a JSON line: ${line}`);
+    // Every line is a JSON log line, except the one ready line for the human watching (issue 14 point 6).
+    for (const line of json.stderr.trim().split('\n').filter((l) => l !== '' && !/^toolcell: serving \d+ tools? over stdio$/.test(l))) {
+      assert.doesNotThrow(() => JSON.parse(line), `not a JSON line: ${line}`);
+    }
 
     const pretty = await cli(['--log-format', 'pretty', 'serve', ...tools()]);
     const prettyLines = pretty.stderr.trim().split('\n').filter((l) => l.includes(REASON));

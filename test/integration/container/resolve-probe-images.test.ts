@@ -47,7 +47,7 @@ describe('probeDocker', {skip: !ok && 'no Docker engine'}, () => {
     assert.ok(p.runtimes.includes('runc'));
     assert.equal(p.runsc, p.runtimes.includes('runsc'));
     assert.match(p.cgroupVersion ?? '', /^[12]$/);
-    assert.deepEqual(p.images, {'toolcell/base': true, 'toolcell/python': true, 'toolcell/shell': true});
+    assert.deepEqual(p.images, {'toolcell/base': true, 'toolcell/python': true, 'toolcell/shell': true, 'toolcell/node': true});
     assert.equal(p.limitsEffective, true, JSON.stringify(p));
     assert.equal(p.limitsSeen?.memoryBytes, 32 * 2 ** 20);
     assert.equal(p.limitsSeen?.pidsMax, 16);
@@ -61,7 +61,7 @@ describe('probeDocker', {skip: !ok && 'no Docker engine'}, () => {
     assert.equal(p.reachable, false);
     assert.match(p.reason ?? '', /no Docker engine answers/);
     assert.equal(p.runsc, false);
-    assert.deepEqual(Object.values(p.images), [false, false, false]);
+    assert.deepEqual(Object.values(p.images), IMAGES.map(() => false));
   });
 
   test('an image asked for that is absent is reported absent', async () => {
@@ -75,12 +75,13 @@ describe('buildImages', {skip: !ok && 'no Docker engine'}, () => {
   test('IMAGES names every folder of sandboxes/ with its tag and base', () => {
     assert.deepEqual(IMAGES.map((i) => [i.name, i.tag, i.kind]), [
       ['base', 'toolcell/base', 'rootfs'], ['python', 'toolcell/python', 'dockerfile'], ['shell', 'toolcell/shell', 'dockerfile'],
+      ['node', 'toolcell/node', 'dockerfile'],
     ]);
     assert.match(SANDBOXES_DIR, /sandboxes\/$/);
   });
 
   test('an unknown image name is refused with the known names', async () => {
-    await assert.rejects(buildImages(['nope']), (e: unknown) => e instanceof ToolcellError && e.code === 'INVALID_ARGUMENTS' && /base, python, shell/.test(e.message));
+    await assert.rejects(buildImages(['nope']), (e: unknown) => e instanceof ToolcellError && e.code === 'INVALID_ARGUMENTS' && /base, python, shell, node/.test(e.message));
   });
 
   test('building an image streams progress lines and tags it (layer cache makes a rebuild quick)', async () => {
