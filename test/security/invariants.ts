@@ -159,6 +159,9 @@ export const INVARIANTS = {
     note: 'Templates of two packages that overlap without being caught at load make a URI both match unknown rather than routed; a URI a template routes is sent to that server as the client wrote it (the server decides what it means).'},
   'server:content:contained': {behaviour: 'A hosted server that floods its prompts/get or resources/read answer ends with OUTPUT_LIMIT, one that answers with a result of the wrong shape with TOOL_FAILED, its answer never relayed; no container is left and the next request works.',
     note: 'The same limits as its tool calls (the package profile); what a well-formed answer says is the server\'s.'},
+  // h-realsrv (issue 9 item 9: real servers from npm)
+  'server:mounts:read-only-grant': {behaviour: 'A hosted server whose profile grants the workspace read-only reads files under its mount, but every write it attempts there (create, overwrite, edit, mkdir, move) fails and leaves the host workspace unchanged; outside its mounts it sees only its read-only image and tmpfs, never the host; the server keeps serving and no container is left.',
+    note: 'Shown with the real @modelcontextprotocol/server-filesystem: that paths outside its allowed directory are refused is that server\'s own check; toolcell only guarantees that nothing outside the grants is the host\'s. A read-write grant would be shared by every call.'},
 } as const;
 
 /** An invariant id. */
