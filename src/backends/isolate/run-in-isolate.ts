@@ -202,6 +202,12 @@ async function execute(
    * call that failed does not make every later call of its source cheaper to start.
    */
   let produced: ivm.ExternalCopy<ArrayBuffer> | undefined;
+  /**
+   * A large compile is running on the isolate's thread: V8 does not interrupt a compile,
+   * but it ends by itself (in time bounded by the source size), so a call stopped during
+   * it is not reported wedged until the compile has ended.
+   */
+  let compiling = false;
   const dispose = (): void => {
     if (!isolate.isDisposed) disposedByUs = true;
     disposePrepared(prepared);
@@ -274,8 +280,10 @@ async function execute(
       try {
         await Promise.race([turn.ready, stopped]);
         if (stop !== undefined) return undefined;
+        compiling = true;
         module = await isolate.compileModule(request.source, compileOptions);
       } finally {
+        compiling = false;
         // Only once the compile has ended: a compile that outlived its call's deadline
         // still burns its CPU, so it keeps the slot.
         turn.leave();
@@ -358,9 +366,12 @@ async function execute(
     if (first.kind === 'stop') {
       let settled = false;
       work.then(() => { settled = true; }, () => { settled = true; });
-      setTimeout(() => {
-        if (!settled) deps.onWedged();
-      }, WEDGED_AFTER_MS).unref();
+      const check = (): void => {
+        if (settled) return;
+        if (compiling) setTimeout(check, WEDGED_AFTER_MS).unref();
+        else deps.onWedged();
+      };
+      setTimeout(check, WEDGED_AFTER_MS).unref();
     }
   }
 }

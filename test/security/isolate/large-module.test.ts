@@ -105,4 +105,37 @@ describe('a large tool module in a shared worker', () => {
     assert.equal(hits(), before + 1, 'the second call of a module that succeeded did not use the code cache');
     await assertStillServes(backend);
   });
+
+  // The red team's bigsrc-flood (F1): 16 concurrent calls of a ~15 MB module pushed the
+  // worker over its RSS ceiling (16 compiles at once, none of it in an isolate heap) and the
+  // quarantine re-ran the hostile calls first, one at a time, until dispatch cancelled the
+  // trivial calls beside them (34 s).
+  test('16 calls of a ~15 MB module and 2 trivial calls 50 ms later: the trivial calls succeed, within the dispatch slack', async () => {
+    const EXTRA = 2_500_000;
+    const source = largeModule('flood'.padEnd(64, '-')).replace('const a = [', `const a = [${'0,'.repeat(EXTRA)}`);
+    assert.ok(source.length > 15_000_000 && source.length < 16 * 2 ** 20, `module size ${source.length}`);
+    const restartsBefore = backend.stats().restarts;
+    const flood = Array.from({length: 16}, () => run(backend, source, {limits: {timeoutMs: 2000, memoryMb: 32}}));
+    let floodResults: Timed[] = [];
+    try {
+      await sleep(50);
+      const trivial = await Promise.all(Array.from({length: 2}, (_, n) => run(backend, TRIVIAL, {
+        args: {n}, limits: {timeoutMs: 2000}, signal: AbortSignal.timeout(2000 + ISOLATE_WAIT_SLACK_MS),
+      })));
+      trivial.forEach((result, n) => {
+        assert.equal(result.failed, false, `trivial call ${n}: ${JSON.stringify(result)}`);
+        assert.deepEqual(JSON.parse(result.stdout), {n: n * 2});
+        assert.ok(result.elapsedMs <= TRIVIAL_MAX_WAIT_MS + 2 * result.hostLagMs,
+          `trivial call ${n} waited ${Math.round(result.elapsedMs)} ms beside the flood (host lag ${Math.round(result.hostLagMs)} ms)`);
+      });
+    } finally {
+      floodResults = await Promise.all(flood);
+    }
+    for (const result of floodResults) {
+      if (!result.failed) assert.equal(result.stdout, String(ELEMENTS + EXTRA));
+      else assert.ok(result.timedOut || result.outOfMemory, JSON.stringify({...result, stdout: ''}));
+    }
+    assert.equal(backend.stats().restarts, restartsBefore, 'the flood restarted the worker');
+    await assertStillServes(backend);
+  });
 });
