@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {ExecutionResult} from '../../../src/backends/backend.ts';
 import {ISOLATE_WAIT_SLACK_MS, type IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
+import {DEFAULT_DISPATCH} from '../../../src/dispatch/dispatcher.ts';
 import {assertStillServes, GENEROUS_TIMEOUT_MS, HAZARD_SLACK_MS, run, sleep, startBackend} from '../../integration/isolate/helpers.ts';
 
 /** Elements of the array literal: about 10.4 MB of source. */
@@ -120,7 +121,7 @@ describe('a large tool module in a shared worker', () => {
     try {
       await sleep(50);
       const trivial = await Promise.all(Array.from({length: 2}, (_, n) => run(backend, TRIVIAL, {
-        args: {n}, limits: {timeoutMs: 2000}, signal: AbortSignal.timeout(2000 + ISOLATE_WAIT_SLACK_MS),
+        args: {n}, limits: {timeoutMs: 2000}, signal: AbortSignal.timeout(2000 + (DEFAULT_DISPATCH.isolate.graceMs ?? 30_000)), // dispatch's deadline of an isolate call
       })));
       trivial.forEach((result, n) => {
         assert.equal(result.failed, false, `trivial call ${n}: ${JSON.stringify(result)}`);
