@@ -2,6 +2,7 @@
 import {performance} from 'node:perf_hooks';
 import type ivm from 'isolated-vm';
 import type {CodeCache} from './code-cache.ts';
+import {CompileSlots} from './compile-slots.ts';
 import {ERROR_TEXT_LIMITS, type DrainResult, type RunnerResult} from './prelude.ts';
 import {watchDeadline} from './own-time-deadline.ts';
 import {disposePrepared, prepareIsolate, type PreparedIsolate} from './prepared-isolate.ts';
@@ -44,10 +45,42 @@ const ARRAY_BUFFER_FAILED = 'Array buffer allocation failed';
 
 /**
  * Sources up to this many UTF-16 units are compiled with the synchronous `compileModuleSync`
- * (no thread hop); larger ones, unless their compiled code is cached, compile on the
- * isolate's thread so the worker's main thread stays free for other calls.
+ * (no thread hop); larger ones compile with `compileModule` on the isolate's thread, *with
+ * or without* cached code data, so the worker's main thread stays free for other calls'
+ * replies, deadlines and cancels. Why 64 Ki: V8 parses (or deserialises) a module in time
+ * roughly linear in its size, about 0.1 s per MB on this host (a 10.9 MB module took
+ * 1.1-1.3 s *from the code cache*); 64 Ki units stay far below a millisecond, where the
+ * thread hop (also about a millisecond on a loaded host) would cost more than it saves.
+ * Seen (red team F2): compiling a 10 MB module synchronously from the cache blocked every
+ * other call of the worker for over a second per call.
  */
-const SYNC_COMPILE_MAX_CHARS = 64 * 1024;
+export const SYNC_COMPILE_MAX_CHARS = 64 * 1024;
+
+/**
+ * Large compiles of this worker, one at a time (see `CompileSlots`): with 8 at once on a
+ * 2-CPU host the worker's main thread got so little CPU that trivial calls beside them
+ * still waited seconds. A call waits for its turn before its compile starts, which is
+ * not its own time (its isolate is not entered); its backstop or a cancel ends the wait.
+ */
+const largeCompiles = new CompileSlots(1);
+
+/**
+ * The specifier under which the *settle wrapper* imports a call's tool module; the tool
+ * module itself still resolves no specifier at all (`refuseImport`).
+ */
+const TOOL_SPECIFIER = 'toolcell:tool';
+
+/**
+ * A module of ours that imports the tool module and re-exports its default export as a
+ * `const`, initialised only when its body runs: V8 runs the body of an importing module
+ * only after the imported module's evaluation (top-level await included) has settled.
+ * isolated-vm's `evaluate` returns with a module's top-level await still pending (its
+ * promise is dropped), so the prelude reads `default` of *this* namespace: it is in its
+ * temporal dead zone (a ReferenceError, which the prelude turns into "never settles",
+ * ended by the idle probe as TIMEOUT) until the tool module has fully evaluated. Reading
+ * `t.default` on a module namespace runs no tool code.
+ */
+const SETTLE_WRAPPER_SOURCE = `import * as t from '${TOOL_SPECIFIER}'; const settled = t.default; export {settled as default};`;
 
 function importRefusal(specifier: string): string {
   const shown = JSON.stringify(specifier.length > 200 ? `${specifier.slice(0, 200)}…` : specifier);
@@ -72,6 +105,19 @@ function detachedHead(text: string, max: number): string {
  */
 function refuseImport(specifier: unknown): never {
   throw new Error(importRefusal(String(specifier)));
+}
+
+/**
+ * The resolver of the settle wrapper: gives it the call's tool module and nothing else.
+ * Made by a module-level factory so the closure holds only `tool` (a host handle of a
+ * module of an isolate disposed after the call), never the scope of `execute`
+ * (see `refuseImport` on why that matters).
+ */
+function resolveToolOnly(tool: ivm.Module): (specifier: string) => ivm.Module {
+  return (specifier: string): ivm.Module => {
+    if (specifier === TOOL_SPECIFIER) return tool;
+    throw new Error(importRefusal(specifier));
+  };
 }
 
 function boundedError(name: string, message: string): ToolError {
@@ -108,9 +154,13 @@ const base = (pooled: boolean, codeCacheHit: boolean): WorkerOutcome => ({
  * isolate could be created.
  *
  * Order: `init` the prelude with the output cap → `compileModule` (with cached code data
- * when the source's sha256 is in the code cache) → `instantiate` with a resolver that
- * refuses every specifier → `evaluate({timeout})` → the prelude's `run` with the module
- * namespace and the argument JSON, `{timeout, result: {copy: true, promise: true}}`.
+ * when the source's sha256 is in the code cache; off the main thread above
+ * `SYNC_COMPILE_MAX_CHARS`) → `instantiate` with a resolver that refuses every specifier
+ * → the settle wrapper (`SETTLE_WRAPPER_SOURCE`) imports it and is `evaluate({timeout})`d
+ * → the prelude's `run` with the wrapper's namespace (its `default` is readable only once
+ * the tool module's top-level await has settled) and the argument JSON,
+ * `{timeout, result: {copy: true, promise: true}}`. Code data produced by the compile
+ * enters the code cache only after the call ended normally.
  *
  * Time: `watchDeadline` (own-time-deadline.ts) ends the call when the isolate's own
  * running time (`isolate.wallTime` since it was ready) reaches `timeoutMs`, when it is idle
@@ -146,6 +196,18 @@ async function execute(
   let stop: 'timeout' | 'cancel' | undefined;
   let disposedByUs = false;
   let codeCacheHit = false;
+  /**
+   * Code data this call's compile produced: stored in the code cache only once the call
+   * ended normally (not timed out, cancelled, failed to evaluate or out of memory), so a
+   * call that failed does not make every later call of its source cheaper to start.
+   */
+  let produced: ivm.ExternalCopy<ArrayBuffer> | undefined;
+  /**
+   * A large compile is running on the isolate's thread: V8 does not interrupt a compile,
+   * but it ends by itself (in time bounded by the source size), so a call stopped during
+   * it is not reported wedged until the compile has ended.
+   */
+  let compiling = false;
   const dispose = (): void => {
     if (!isolate.isDisposed) disposedByUs = true;
     disposePrepared(prepared);
@@ -197,8 +259,8 @@ async function execute(
   // isolate's thread: give it what is left of the tool's own time.
   const remaining = (): number => Math.max(1, Math.ceil(limits.timeoutMs - ownMs()));
   const work = (async (): Promise<unknown> => {
-    // Steps that run no tool code (the prelude's `init`, compilation, instantiation with a
-    // resolver that refuses everything) are synchronous: no hop to the isolate's thread.
+    // Steps that run no tool code and are short (the prelude's `init`, compilation of a
+    // small source, instantiation) are synchronous: no hop to the isolate's thread.
     // Evaluation and the call itself run tool code and stay asynchronous, so a slow tool
     // never blocks the worker's main thread (other calls, deadlines, cancellation).
     entry.applySync(undefined, ['init', limits.outputBytes], {timeout: remaining()});
@@ -208,18 +270,37 @@ async function execute(
     const compileOptions = cached
       ? {filename: request.filename, cachedData: cached}
       : {filename: request.filename, produceCachedData: cache !== undefined};
-    const module = cached !== undefined || request.source.length <= SYNC_COMPILE_MAX_CHARS
-      ? isolate.compileModuleSync(request.source, compileOptions)
-      : await isolate.compileModule(request.source, compileOptions);
+    // A large source compiles off the main thread even from cached data (see
+    // SYNC_COMPILE_MAX_CHARS); the compile counts in the isolate's own time and the
+    // deadline ends the call while it runs.
+    let module: ivm.Module;
+    if (request.source.length <= SYNC_COMPILE_MAX_CHARS) module = isolate.compileModuleSync(request.source, compileOptions);
+    else {
+      const turn = largeCompiles.take();
+      try {
+        await Promise.race([turn.ready, stopped]);
+        if (stop !== undefined) return undefined;
+        compiling = true;
+        module = await isolate.compileModule(request.source, compileOptions);
+      } finally {
+        compiling = false;
+        // Only once the compile has ended: a compile that outlived its call's deadline
+        // still burns its CPU, so it keeps the slot.
+        turn.leave();
+      }
+    }
     // isolated-vm sets these on the returned object (README, CachedDataOptions); its .d.ts omits them on Module.
     const cacheInfo = module as unknown as {cachedData?: ivm.ExternalCopy<ArrayBuffer>; cachedDataRejected?: boolean};
     if (cache && cached) {
       if (cacheInfo.cachedDataRejected === true) cache.delete(key);
       else codeCacheHit = true;
-    } else if (cache && cacheInfo.cachedData) cache.set(key, cacheInfo.cachedData);
+    } else if (cache && cacheInfo.cachedData) produced = cacheInfo.cachedData;
+    if (stop !== undefined) return undefined;
     module.instantiateSync(context, refuseImport);
-    await module.evaluate({timeout: remaining()});
-    return await entry.apply(undefined, ['run', module.namespace.derefInto(), request.argsJson], {
+    const settled = isolate.compileModuleSync(SETTLE_WRAPPER_SOURCE, {filename: 'toolcell:settle'});
+    settled.instantiateSync(context, resolveToolOnly(module));
+    await settled.evaluate({timeout: remaining()});
+    return await entry.apply(undefined, ['run', settled.namespace.derefInto(), request.argsJson], {
       timeout: remaining(), result: {copy: true, promise: true},
     });
   })();
@@ -276,14 +357,21 @@ async function execute(
       error: toolError,
     });
   } finally {
+    if (produced !== undefined) {
+      if (first.kind === 'done' && stop === undefined && deps.codeCache) deps.codeCache.set(request.sourceHash, produced);
+      else produced.release();
+    }
     if (first.kind === 'done' && stop === undefined && deps.afterReply) deps.afterReply(dispose);
     else dispose();
     if (first.kind === 'stop') {
       let settled = false;
       work.then(() => { settled = true; }, () => { settled = true; });
-      setTimeout(() => {
-        if (!settled) deps.onWedged();
-      }, WEDGED_AFTER_MS).unref();
+      const check = (): void => {
+        if (settled) return;
+        if (compiling) setTimeout(check, WEDGED_AFTER_MS).unref();
+        else deps.onWedged();
+      };
+      setTimeout(check, WEDGED_AFTER_MS).unref();
     }
   }
 }
