@@ -170,6 +170,35 @@ export function buildProgram(): {program: Command; exitCode: () => number} {
       exitCode = await imagesBuild(name);
     });
 
+  program.command('add').description('host an existing MCP server: resolve, build, probe once in its sandbox, screen, confirm, pin')
+    .argument('<source>', 'npm:<package>[@<version|range>], pypi:<wheel or sdist path>, oci:<local image> or dir:<path>')
+    .argument('[server-args...]', 'arguments for the server, after --')
+    .option('--name <name>', 'package name (default: from the source, e.g. everything)')
+    .option('--profile <profile>', 'container profile the server runs under', 'server-offline')
+    .option('--tools <dir>', 'tools directory to write to (default: $TOOLCELL_TOOLS_DIR or $XDG_DATA_HOME/toolcell/tools)')
+    .option('--profiles <dir>', 'profile directory (repeatable; default: the bundled profiles/)', collect)
+    .option('--yes', 'do not ask for confirmation (scripts); without it and without a terminal, add refuses')
+    .option('--allow-flagged', 'add a server even when screening flags its definitions')
+    .option('--allow-install-scripts', 'npm: run the package\'s install scripts in the image build')
+    .option('--command <argv>', 'the server\'s argv in its image (JSON array or words); npm: the bin to run')
+    .option('--python', 'dir: copy the folder into toolcell/python instead of toolcell/node')
+    .action(async (source: string, serverArgs: string[], flags: import('./add-command.ts').AddFlags) => {
+      const {addCommand} = await import('./add-command.ts');
+      exitCode = await addCommand(source, serverArgs, flags);
+    });
+
+  program.command('update').description('re-resolve a hosted server, rebuild if it changed, show what changed, ask again, re-pin')
+    .argument('<name>', 'package name given at add')
+    .option('--tools <dir>', 'tools directory (default: $TOOLCELL_TOOLS_DIR or $XDG_DATA_HOME/toolcell/tools)')
+    .option('--profiles <dir>', 'profile directory (repeatable; default: the bundled profiles/)', collect)
+    .option('--yes', 'do not ask for confirmation (scripts); without it and without a terminal, update refuses')
+    .option('--allow-flagged', 'update even when screening flags the new definitions')
+    .option('--allow-install-scripts', 'npm: run the package\'s install scripts in the image build')
+    .action(async (name: string, flags: import('./update-command.ts').UpdateFlags) => {
+      const {updateCommand} = await import('./update-command.ts');
+      exitCode = await updateCommand(name, flags);
+    });
+
   return {program, exitCode: () => exitCode};
 }
 
@@ -233,13 +262,16 @@ async function listCommand(flags: LoadFlags & {json?: boolean}): Promise<number>
       grants: grantsOf(t.profile),
       unavailable: unavailable.get(t.name),
     }));
+    const {hostedServers, formatHostedServers} = await import('./hosted/list-servers.ts');
+    const servers = hostedServers(runtime.packages);
     if (flags.json) {
-      outJson({tools, rejected: runtime.rejected});
+      outJson({tools, ...(servers.length > 0 ? {servers} : {}), rejected: runtime.rejected});
     } else {
       out(`${tools.length} tool(s) from ${runtime.packages.length} package(s):`);
       for (const t of tools) {
         out(`  ${t.name}  [${t.backend}, profile ${t.profile}] ${t.grants}${t.unavailable ? `  (unavailable: ${t.unavailable})` : ''}`);
       }
+      for (const line of formatHostedServers(servers)) out(line);
       if (runtime.rejected.length > 0) {
         out(`${runtime.rejected.length} package(s) rejected:`);
         for (const r of runtime.rejected) out(`  ${r.name ?? r.dir}: ${r.reason}`);

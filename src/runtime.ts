@@ -16,6 +16,7 @@ import type {ContainerBackend} from './backends/container/container-backend.ts';
 import type {ToolDefinition} from './policy/tool-definition.ts';
 import {containerSupport} from './container-support.ts';
 import {BUNDLED_PROFILES, BUNDLED_TOOLS} from './paths.ts';
+import {existingUserToolsDir} from './hosted/tools-dir.ts';
 import {prepareHostedTools} from './hosted-tools.ts';
 import {ServerBackend} from './backends/server/server-backend.ts';
 import {prepareHostedContent} from './hosted-content-runtime.ts';
@@ -137,7 +138,8 @@ export interface Runtime extends ToolRuntime {
  */
 export async function createRuntime(options: RuntimeOptions = {}): Promise<Runtime> {
   const profileDirs = options.profileDirs ?? [BUNDLED_PROFILES];
-  const toolDirs = options.toolDirs ?? [BUNDLED_TOOLS];
+  // The user's hosted servers (toolcell add without --tools) are served beside the bundled tools.
+  const toolDirs = options.toolDirs ?? [BUNDLED_TOOLS, ...existingUserToolsDir()];
   const workspace = options.workspace === undefined ? undefined : resolve(options.workspace);
   const containerPool = options.containerPool ?? RUNTIME_DEFAULTS.containerPool;
   const profiles = await loadProfiles(profileDirs);

@@ -8,6 +8,7 @@ import {describeZodIssues} from './schema-errors.ts';
 import {HostedPackageManifest, isHostedManifest, MAX_HOSTED_TOOL_NAME, PackageManifest, PLACEHOLDER, type ToolManifest} from './manifest-schema.ts';
 import {definitionSha256, profileSha256, type ToolPin} from './pins.ts';
 import {HostedCatalog, hostedContentOf, type HostedContent} from './hosted-content.ts';
+import {stripInvisible, withoutInvisibleText} from './screening.ts';
 import type {Profile} from './profile-schema.ts';
 import {mcpToolName, type HostedServerEntry, type ToolDefinition} from './tool-definition.ts';
 
@@ -238,10 +239,11 @@ function loadHostedPackage(dir: string, raw: unknown, profiles: ReadonlyMap<stri
       packageName: manifest.name,
       packageVersion: manifest.version,
       toolName: tool.name,
-      ...(def.title === undefined ? {} : {title: def.title}),
-      description: def.description ?? '',
-      inputSchema: def.inputSchema,
-      ...(def.outputSchema === undefined ? {} : {outputSchema: def.outputSchema}),
+      // Served without invisible characters in titles and descriptions (screening.ts); the pin keeps the definition as approved.
+      ...(def.title === undefined ? {} : {title: stripInvisible(def.title)}),
+      description: stripInvisible(def.description ?? ''),
+      inputSchema: withoutInvisibleText(def.inputSchema),
+      ...(def.outputSchema === undefined ? {} : {outputSchema: withoutInvisibleText(def.outputSchema)}),
       profile,
       validateInput,
       ...(validateOutput === undefined ? {} : {validateOutput}),
