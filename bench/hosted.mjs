@@ -234,6 +234,30 @@ try {
         exitAndRemovalMs: stats(phases.map((p) => p.exitMs)).p50}};
   }
 
+  // 4b. where a pooled call's ms go on this engine: a hosted server is a long-running process, so its
+  // removal after the call (which the call's result waits for) is a kill of a running container, then
+  // the removal; timed here with the docker CLI on started, idle servers, beside create and start.
+  log('engine: create, start and rm -f of an idle started server …');
+  {
+    const create = [], start = [], rmf = [];
+    for (let i = 0; i < (quick ? 3 : 6); i++) {
+      const name = `${NAME}-prof-${i}`;
+      dockerNames.add(name);
+      let t = performance.now();
+      await run('docker', ['create', '-i', '--name', name, '--network', 'none', IMAGE, ...manifest.server.command]);
+      create.push(performance.now() - t);
+      t = performance.now();
+      await run('docker', ['start', name]);
+      start.push(performance.now() - t);
+      await sleep(3000);
+      t = performance.now();
+      await run('docker', ['rm', '-f', name]);
+      rmf.push(performance.now() - t);
+      dockerNames.delete(name);
+    }
+    results.engine = {createP50Ms: stats(create).p50, startP50Ms: stats(start).p50, rmForceRunningP50Ms: stats(rmf).p50, rmForceRunning: stats(rmf)};
+  }
+
   // 5. RSS idle with 8 hosted servers loaded.
   for (const pool of [0, 1]) {
     log(`rss: toolcell serve with 8 hosted servers, pool ${pool} …`);
@@ -278,6 +302,7 @@ const table = [
   row('`docker run --rm -i` per call (handshake + call + exit)', r.dockerRun),
   '',
   `docker run phases (p50): start + initialize ${r.dockerRun.phasesP50.startAndHandshakeMs} ms, call ${r.dockerRun.phasesP50.callMs} ms, exit + removal ${r.dockerRun.phasesP50.exitAndRemovalMs} ms.`,
+  `Engine (docker CLI, p50): create ${r.engine.createP50Ms} ms, start ${r.engine.startP50Ms} ms, rm -f of a started idle server ${r.engine.rmForceRunningP50Ms} ms (a pooled call's result waits for this removal).`,
   `Server RSS idle with 8 hosted servers (8 packages of one image): pool off ${r.rssIdle8Pool0.rssMb} MB, pool 1 (8 members ready) ${r.rssIdle8Pool1.rssMb} MB.`,
   `Pooled paced p50 - floor p50 = ${r.ratios.pooledPacedP50MinusFloorMs} ms; docker run p50 / toolcell p50 = ${r.ratios.dockerRunOverPooledPacedP50} (pooled, paced), ${r.ratios.dockerRunOverPooledBackToBackP50} (pooled, back to back), ${r.ratios.dockerRunOverColdP50} (pool off).`,
   '',
