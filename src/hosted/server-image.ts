@@ -115,11 +115,12 @@ process.stderr.write('toolcell: installed ' + pin.name + '@' + pin.version + ' '
  *   exact version (`npm install --package-lock-only`), installs it with `npm ci --omit=dev`
  *   (`--ignore-scripts` unless allowed) and checks version and integrity against the pin; the
  *   final stage FROM toolcell/node gets only /opt/toolcell/server (package.json, the lockfile,
- *   node_modules), root-owned.
+ *   node_modules), root-owned. npm runs as uid 65534 in the install stage, never as root.
  * - pypi file: an install stage FROM toolcell/python adds Debian's pip and setuptools and runs
  *   `pip install --no-index --no-deps --require-hashes --no-build-isolation --target
  *   /opt/toolcell/server/lib` of that one file, hash-checked; dependencies are not installed
- *   (a server must be self-contained, or vendor what it needs). The final stage sets PYTHONPATH.
+ *   (a server must be self-contained, or vendor what it needs); pip runs as uid 65534. The final
+ *   stage sets PYTHONPATH.
  * - dir: the folder's files copied to /opt/toolcell/server, root-owned, readable, not writable.
  */
 export function buildContext(resolved: ResolvedSource, options: Pick<ServerImageOptions, 'name' | 'source' | 'allowInstallScripts' | 'runtime' | 'nodeImage' | 'pythonImage' | 'npmDir'> & {bin?: string}): BuildContext {
@@ -142,12 +143,16 @@ export function buildContext(resolved: ResolvedSource, options: Pick<ServerImage
         'RUN if [ -n "$EXTRA_CA_CERTS" ]; then printf \'%s\\n\' "$EXTRA_CA_CERTS" > /usr/local/share/ca-certificates/build-extra.crt && update-ca-certificates; fi',
         'ENV npm_config_cafile=/etc/ssl/certs/ca-certificates.crt npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false',
         'COPY npm /opt/toolcell/npm',
+        `RUN install -d -o 65534 -g 65534 ${SERVER_ROOT}`,
         `WORKDIR ${SERVER_ROOT}`,
         'COPY package.json pin.json verify.cjs ./',
+        '# npm (and install scripts, when allowed) run as nobody, not as the build container\'s root.',
+        'USER 65534:65534',
+        'ENV HOME=/tmp',
         `RUN node /opt/toolcell/npm/bin/npm-cli.js install --package-lock-only --ignore-scripts \\`,
         ` && node /opt/toolcell/npm/bin/npm-cli.js ci --omit=dev${scripts} \\`,
         ' && node verify.cjs \\',
-        ' && rm -f verify.cjs && rm -rf /root/.npm /tmp/*',
+        ' && rm -f verify.cjs && rm -rf /tmp/.npm',
         'FROM ${NODE_IMAGE}',
         `COPY --from=install ${SERVER_ROOT} ${SERVER_ROOT}`,
         'USER 65534:65534',
@@ -165,9 +170,13 @@ export function buildContext(resolved: ResolvedSource, options: Pick<ServerImage
         'RUN apt-get update \\',
         ' && apt-get install -y --no-install-recommends python3-pip python3-setuptools python3-wheel \\',
         ` && ${APT_CLEAN}`,
+        `RUN install -d -o 65534 -g 65534 /opt/toolcell/build ${SERVER_ROOT}`,
         'WORKDIR /opt/toolcell/build',
         'COPY requirements.txt ./',
         'COPY dist ./dist',
+        '# pip (and the sdist\'s build backend, which runs the package\'s own code) run as nobody, not as the build container\'s root.',
+        'USER 65534:65534',
+        'ENV HOME=/tmp',
         'RUN python3 -m pip install --no-index --no-deps --require-hashes --no-build-isolation --no-cache-dir --disable-pip-version-check \\',
         `      --target ${SERVER_ROOT}/lib -r requirements.txt \\`,
         ` && chmod -R a+rX,go-w ${SERVER_ROOT}`,
