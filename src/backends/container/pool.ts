@@ -83,6 +83,20 @@ interface Slot {
 }
 
 /** The warm pool; owned by a ContainerBackend. */
+/**
+ * Members ready and members being created, summed over a pool's slots (the container pool's
+ * and the hosted-server pool's `stats()`).
+ */
+export function countSlots(slots: Iterable<{readonly ready: readonly unknown[]; readonly creating: number}>): {ready: number; creating: number} {
+  let ready = 0;
+  let creating = 0;
+  for (const s of slots) {
+    ready += s.ready.length;
+    creating += s.creating;
+  }
+  return {ready, creating};
+}
+
 export class ContainerPool {
   readonly #docker: Docker;
   readonly #owner: string;
@@ -126,13 +140,7 @@ export class ContainerPool {
 
   /** Members ready now, being created, keys, and members handed to waiting calls so far (for metrics and tests). */
   stats(): {ready: number; creating: number; keys: number; handed: number} {
-    let ready = 0;
-    let creating = 0;
-    for (const s of this.#slots.values()) {
-      ready += s.ready.length;
-      creating += s.creating;
-    }
-    return {ready, creating, keys: this.#slots.size, handed: this.#handed};
+    return {...countSlots(this.#slots.values()), keys: this.#slots.size, handed: this.#handed};
   }
 
   /** Starts keeping members ready for jobs with the settings of `template`. */

@@ -1,5 +1,5 @@
 // Whether a worker process's main thread is waiting for a CPU (starved) rather than stopped or blocked, from procfs.
-import {readFileSync} from 'node:fs';
+import {readProcFile} from './proc-file.ts';
 
 /**
  * True when the main thread of process `pid` is runnable: state `R` in `/proc/<pid>/stat`
@@ -13,12 +13,8 @@ import {readFileSync} from 'node:fs';
  * bound how long they believe it (see `WorkerProcess`, MAX_LATE_PROBES).
  */
 export function isMainThreadRunnable(pid: number): boolean | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
+  const stat = readProcFile(pid, 'stat');
+  if (stat === undefined) return undefined;
   const end = stat.lastIndexOf(')');
   if (end < 0) return undefined;
   const state = stat.slice(end + 2, end + 3);

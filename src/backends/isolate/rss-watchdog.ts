@@ -1,5 +1,5 @@
 // The isolate worker's hard memory ceiling: watches its resident set size and reports when it is over.
-import {readFileSync} from 'node:fs';
+import {readProcFile} from './proc-file.ts';
 
 /**
  * Resident set size of process `pid`, in bytes, from `/proc/<pid>/status` (`VmRSS`,
@@ -7,12 +7,8 @@ import {readFileSync} from 'node:fs';
  * process is gone, or the OS has no procfs (e.g. macOS).
  */
 export function readRssBytes(pid: number): number | undefined {
-  let status: string;
-  try {
-    status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  } catch {
-    return undefined;
-  }
+  const status = readProcFile(pid, 'status');
+  if (status === undefined) return undefined;
   const match = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status);
   return match?.[1] === undefined ? undefined : Number(match[1]) * 1024;
 }

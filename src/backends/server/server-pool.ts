@@ -6,7 +6,7 @@ import {createHash} from 'node:crypto';
 import {log as rootLog} from '../../log.ts';
 import type {ContainerJob, ServerJob} from '../backend.ts';
 import {START_TIMEOUT_MS} from '../container/container-backend.ts';
-import type {PoolOptions} from '../container/pool.ts';
+import {countSlots, type PoolOptions} from '../container/pool.ts';
 import type {SessionHandlers} from './mcp-stdio-session.ts';
 import {ServerSandbox, type ServerSandboxDeps} from './server-sandbox.ts';
 
@@ -118,13 +118,7 @@ export class ServerPool {
 
   /** Members ready and being created, and members started in all (`started`, every create attempt). */
   stats(): {ready: number; creating: number; keys: number; started: number} {
-    let ready = 0;
-    let creating = 0;
-    for (const s of this.#slots.values()) {
-      ready += s.ready.length;
-      creating += s.creating;
-    }
-    return {ready, creating, keys: this.#slots.size, started: this.#started};
+    return {...countSlots(this.#slots.values()), keys: this.#slots.size, started: this.#started};
   }
 
   /**

@@ -21,10 +21,11 @@ const log = rootLog.child({component: 'server-sandbox'});
 
 /** How this client names itself in `initialize` (MCP `clientInfo`). */
 export const CLIENT_INFO = {name: 'toolcell', version: '0.1.0'} as const;
-/** Most `tools/list` (and other list) pages followed per session. */
-export const MAX_LIST_PAGES = 16;
-/** Most items accepted from one list across its pages. */
-export const MAX_LIST_ITEMS = 1_024;
+/**
+ * Bounds on one server's listings: `pages`, the most `tools/list` (and other list) pages
+ * followed per session; `items`, the most entries accepted from one list across its pages.
+ */
+export const LIST_LIMITS = Object.freeze({pages: 16, items: 1_024});
 
 /** The container tier's parts a server sandbox is made with (one set per backend instance). */
 export interface ServerSandboxDeps {
@@ -148,7 +149,7 @@ export class ServerSandbox {
   /**
    * A paginated list (`tools/list`, `resources/list`, `resources/templates/list`,
    * `prompts/list`; MCP 2025-11-25 server/utilities/pagination): follows `nextCursor` for at
-   * most {@link MAX_LIST_PAGES} pages and {@link MAX_LIST_ITEMS} items; each item must be an
+   * most `LIST_LIMITS.pages` pages and `LIST_LIMITS.items` items; each item must be an
    * object with a string `name` (or `uri`/`uriTemplate` for resources).
    * @throws ServerFailure `protocol` for a malformed page, too many pages or items.
    */
@@ -156,13 +157,13 @@ export class ServerSandbox {
     const items: Record<string, unknown>[] = [];
     let cursor: string | undefined;
     for (let page = 0; ; page++) {
-      if (page >= MAX_LIST_PAGES) throw new ServerFailure('protocol', `the server's ${method} has more than ${MAX_LIST_PAGES} pages`);
+      if (page >= LIST_LIMITS.pages) throw new ServerFailure('protocol', `the server's ${method} has more than ${LIST_LIMITS.pages} pages`);
       const result = await this.guard(this.session.request(method, cursor === undefined ? {} : {cursor}), signal, method);
       if (!isRecord(result) || !Array.isArray(result[key])) throw new ServerFailure('protocol', `the server answered ${method} without a "${key}" array`);
       for (const item of result[key] as unknown[]) {
         if (!isRecord(item)) throw new ServerFailure('protocol', `the server's ${method} holds an entry that is not an object`);
         items.push(item);
-        if (items.length > MAX_LIST_ITEMS) throw new ServerFailure('protocol', `the server's ${method} lists more than ${MAX_LIST_ITEMS} entries`);
+        if (items.length > LIST_LIMITS.items) throw new ServerFailure('protocol', `the server's ${method} lists more than ${LIST_LIMITS.items} entries`);
       }
       if (typeof result.nextCursor !== 'string' || result.nextCursor === '') return items;
       cursor = result.nextCursor;
