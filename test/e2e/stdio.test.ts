@@ -3,6 +3,7 @@ import {spawn} from 'node:child_process';
 import {readFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import {after, before, describe, test} from 'node:test';
+import {ISOLATE_WAIT_SLACK_MS} from '../../src/backends/isolate/isolate-backend.ts';
 import {BUNDLED_PROFILES, PACKAGE_ROOT} from '../../src/paths.ts';
 import {CLI, childPids, connectStdio, errorCode, textOf} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
@@ -115,14 +116,20 @@ describe('bundled tools over stdio', () => {
 });
 
 describe('a hostile package cannot hurt the server', () => {
-  for (const [tool, code] of [['spin', 'TIMEOUT'], ['microtasks', 'TIMEOUT'], ['slow', 'TIMEOUT'], ['heap', 'MEMORY_LIMIT'], ['flood', 'OUTPUT_LIMIT'], ['bigresult', 'OUTPUT_LIMIT']] as const) {
-    test(`${tool}: ends with ${code} within timeout + 500 ms, and the server keeps serving`, async () => {
+  // Every code that contains the attack is accepted: on a busy host the heap bomb can use up its
+  // own time (TIMEOUT) before its heap (MEMORY_LIMIT). The time bound is what the backend
+  // promises whatever the load: the isolate's absolute backstop, timeoutMs + ISOLATE_WAIT_SLACK_MS
+  // (a deadline measures the tool's own running time, not time spent waiting for a CPU).
+  const cases = [['spin', ['TIMEOUT']], ['microtasks', ['TIMEOUT']], ['slow', ['TIMEOUT']], ['heap', ['MEMORY_LIMIT', 'TIMEOUT']],
+    ['flood', ['OUTPUT_LIMIT']], ['bigresult', ['OUTPUT_LIMIT']]] as const;
+  for (const [tool, codes] of cases) {
+    test(`${tool}: ends with ${codes.join(' or ')} by its backstop, and the server keeps serving`, async () => {
       const started = performance.now();
       const result = await server.client.callTool({name: `hostile__${tool}`, arguments: {}});
       const elapsed = performance.now() - started;
       assert.equal(result.isError, true);
-      assert.equal(errorCode(result), code, textOf(result));
-      assert.ok(elapsed < HOSTILE_TIMEOUT_MS + 500, `ended after ${Math.round(elapsed)} ms`);
+      assert.ok((codes as readonly string[]).includes(errorCode(result) ?? ''), `${errorCode(result)}: ${textOf(result)}`);
+      assert.ok(elapsed < HOSTILE_TIMEOUT_MS + ISOLATE_WAIT_SLACK_MS, `ended after ${Math.round(elapsed)} ms`);
       assert.doesNotMatch(textOf(result), /\/work\/|\/home\/|at .*\.ts:\d+/, 'no host paths or stacks in the result');
       await assertStillServing();
     });
