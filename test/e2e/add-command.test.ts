@@ -8,7 +8,7 @@ import {promisify} from 'node:util';
 import {HostedPackageManifest} from '../../src/policy/manifest-schema.ts';
 import {definitionSha256} from '../../src/policy/pins.ts';
 import {docker, dockerAvailable} from '../support/docker.ts';
-import {FIXTURE_SERVERS_DIR, useFixtureServerImage} from '../support/fixture-server.ts';
+import {FIXTURE_SERVERS_DIR, FIXTURE_TOOL_NAMES, useFixtureServerImage} from '../support/fixture-server.ts';
 import {CLI} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
 
@@ -27,8 +27,8 @@ const run = async (args: string[], timeout = 240_000, env: Record<string, string
 };
 
 const prefix = `t${process.pid}`;
-/** How many tools the fixture server lists (one `{name: '…'` entry each in its tools() table), read from its source so new fixture tools do not break these tests. */
-const FIXTURE_TOOLS = (readFileSync(join(FIXTURE_SERVERS_DIR, 'fixture-server.mjs'), 'utf8').match(/^ {2}\{name: '/gm) ?? []).length;
+/** How many tools the fixture server lists. */
+const FIXTURE_TOOLS = FIXTURE_TOOL_NAMES.length;
 let dir: Awaited<ReturnType<typeof tempDir>>;
 before(async () => {
   dir = await tempDir('toolcell-add-');

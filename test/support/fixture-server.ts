@@ -1,4 +1,6 @@
 // Builds the test-only image of the fixture MCP servers (test/fixtures/servers) FROM toolcell/node, and removes it.
+import {readFileSync} from 'node:fs';
+import {join} from 'node:path';
 import {after, before} from 'node:test';
 import {fileURLToPath} from 'node:url';
 import type {ContainerJob} from '../../src/backends/backend.ts';
@@ -6,6 +8,14 @@ import {docker} from './docker.ts';
 
 /** Folder of the fixture servers and their Dockerfile. */
 export const FIXTURE_SERVERS_DIR = fileURLToPath(new URL('../fixtures/servers/', import.meta.url));
+
+/**
+ * The names of the tools the fixture server lists, in its order, read from its tools() table
+ * (one `  {name: '…'` line each), so that a tool added to the fixture does not break tests that
+ * check a whole listing.
+ */
+export const FIXTURE_TOOL_NAMES: readonly string[] = [...readFileSync(join(FIXTURE_SERVERS_DIR, 'fixture-server.mjs'), 'utf8')
+  .matchAll(/^ {2}\{name: '([a-z_-]+)'/gm)].map((m) => m[1]!);
 /** Longest wait for the fixture image build, in ms (two COPY/RUN steps on a busy host). */
 const BUILD_TIMEOUT_MS = 120_000;
 
