@@ -27,7 +27,9 @@ const tool: ToolDefinition = {
 
 const SELF_KILL = 'import os, signal\nprint("bye", flush=True)\nos.kill(os.getpid(), signal.SIGKILL)';
 const KILL_LAUNCHER = 'import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(5)';
-const FAKE_FORK_FAILURE = 'import sys\nprint("fork: Resource temporarily unavailable", file=sys.stderr)\nsys.exit(1)';
+// It lingers 2 s too, so its pids counter is read (0 refused forks) and decides; a container gone
+// before any sample falls back to the stderr message, the documented (fakeable) fallback.
+const FAKE_FORK_FAILURE = 'import sys, time\nprint("fork: Resource temporarily unavailable", file=sys.stderr)\ntime.sleep(2)\nsys.exit(1)';
 const GIVING_UP_BOMB = `
 import os, sys, time
 try:
