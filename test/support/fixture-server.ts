@@ -20,15 +20,17 @@ export const FIXTURE_TOOL_NAMES: readonly string[] = [...readFileSync(join(FIXTU
 const BUILD_TIMEOUT_MS = 120_000;
 
 /**
- * Builds `toolcell-test/fixture-server:<pid>` in `before` (deadline {@link BUILD_TIMEOUT_MS}) and
- * removes it in `after`; returns a getter of its image ID (valid inside tests).
+ * Builds the test image `toolcell-test/<name>:<pid>` from `files` of folder `context` in `before`
+ * (deadline {@link BUILD_TIMEOUT_MS}, label `toolcell.test=<name>`) and removes it in `after`,
+ * whatever the tests asserted. Returns its tag and a getter of its image ID (valid inside tests).
+ * @throws in `before` when the engine refuses the build or a step fails (the message names the tag)
  */
-export function useFixtureServerImage(): {tag: string; imageId: () => string} {
-  const tag = `toolcell-test/fixture-server:${process.pid}`;
+export function useTestImage(name: string, context: string, files: readonly string[]): {tag: string; imageId: () => string} {
+  const tag = `toolcell-test/${name}:${process.pid}`;
   let id: string | undefined;
   before(async () => {
-    const stream = await docker.buildImage({context: FIXTURE_SERVERS_DIR, src: ['Dockerfile', 'fixture-server.mjs']},
-      {t: tag, rm: true, forcerm: true, labels: {'toolcell.test': 'fixture-server'}, abortSignal: AbortSignal.timeout(BUILD_TIMEOUT_MS)} as object);
+    const stream = await docker.buildImage({context, src: [...files]},
+      {t: tag, rm: true, forcerm: true, labels: {'toolcell.test': name}, abortSignal: AbortSignal.timeout(BUILD_TIMEOUT_MS)} as object);
     let failure: string | undefined;
     await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err) => (err ? reject(err) : resolve()),
       (e: {error?: string}) => { if (e.error) failure = e.error; }));
@@ -39,9 +41,14 @@ export function useFixtureServerImage(): {tag: string; imageId: () => string} {
     await docker.getImage(tag).remove({force: true}).catch(() => undefined);
   });
   return {tag, imageId: () => {
-    if (id === undefined) throw new Error('the fixture image is built in before()');
+    if (id === undefined) throw new Error(`the image ${tag} is built in before()`);
     return id;
   }};
+}
+
+/** `toolcell-test/fixture-server:<pid>`, built and removed around the enclosing tests ({@link useTestImage}). */
+export function useFixtureServerImage(): {tag: string; imageId: () => string} {
+  return useTestImage('fixture-server', FIXTURE_SERVERS_DIR, ['Dockerfile', 'fixture-server.mjs']);
 }
 
 /** Sandbox settings of a fixture server: small limits, no network, read-only root, /tmp 8m. */
