@@ -1,22 +1,12 @@
 import assert from 'node:assert/strict';
-import {execFile} from 'node:child_process';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
-import {promisify} from 'node:util';
 import {BUNDLED_PROFILES, BUNDLED_TOOLS} from '../../src/paths.ts';
-import {CLI} from '../support/mcp-stdio.ts';
+import {runCli} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
 
 /** `--tools DIR` / `--profiles DIR` add to the bundled tools and profiles (issue 14, point 1); `--no-bundled-*` opt out. */
-const run = async (args: string[]) => {
-  try {
-    const {stdout, stderr} = await promisify(execFile)(process.execPath, [CLI, ...args], {env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn'}, timeout: 60_000});
-    return {code: 0, stdout, stderr};
-  } catch (e) {
-    const err = e as {code: number; stdout: string; stderr: string};
-    return {code: err.code, stdout: err.stdout, stderr: err.stderr};
-  }
-};
+const run = (args: string[]) => runCli(args);
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 const tool = (name: string, profile: string) => ({name, description: name, profile, inputSchema: {type: 'object'}, isolate: {entry: 'x.js'}});

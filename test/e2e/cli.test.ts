@@ -1,22 +1,12 @@
 import assert from 'node:assert/strict';
-import {execFile} from 'node:child_process';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
-import {promisify} from 'node:util';
 import {BUNDLED_PROFILES} from '../../src/paths.ts';
-import {CLI} from '../support/mcp-stdio.ts';
+import {CLI, runCli} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
 
 /** The CLI as a user meets it: `node dist/cli.js …`, exit codes and one-line explanations. */
-const run = async (args: string[], env: Record<string, string> = {}) => {
-  try {
-    const {stdout, stderr} = await promisify(execFile)(process.execPath, [CLI, ...args], {env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn', ...env}, timeout: 60_000});
-    return {code: 0, stdout, stderr};
-  } catch (e) {
-    const err = e as {code: number; stdout: string; stderr: string};
-    return {code: err.code, stdout: err.stdout, stderr: err.stderr};
-  }
-};
+const run = (args: string[], env: Record<string, string> = {}) => runCli(args, {env});
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 before(async () => {

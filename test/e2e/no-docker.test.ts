@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
-import {execFile} from 'node:child_process';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
-import {promisify} from 'node:util';
-import {CLI} from '../support/mcp-stdio.ts';
+import {runCli} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
 import {spawnCli, type SpawnedServer} from './http/support.ts';
 
@@ -13,15 +11,7 @@ import {spawnCli, type SpawnedServer} from './http/support.ts';
  * a tool left out for a fault (engine down while containers were wanted, a missing image) still
  * fails both.
  */
-const run = async (args: string[], env: Record<string, string> = {}) => {
-  try {
-    const {stdout, stderr} = await promisify(execFile)(process.execPath, [CLI, ...args], {env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn', ...env}, timeout: 90_000});
-    return {code: 0, stdout, stderr};
-  } catch (e) {
-    const err = e as {code: number; stdout: string; stderr: string};
-    return {code: err.code, stdout: err.stdout, stderr: err.stderr};
-  }
-};
+const run = (args: string[], env: Record<string, string> = {}) => runCli(args, {env, timeoutMs: 90_000});
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 /** DOCKER_HOST pointing at a socket nobody listens on: an engine that is down. */

@@ -1,23 +1,13 @@
 import assert from 'node:assert/strict';
-import {execFile} from 'node:child_process';
 import {readFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
-import {promisify} from 'node:util';
 import {PACKAGE_ROOT} from '../../src/paths.ts';
-import {CLI} from '../support/mcp-stdio.ts';
+import {runCli} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
 
 /** `toolcell --version` and `toolcell profiles` (issue 14, point 7). */
-const run = async (args: string[]) => {
-  try {
-    const {stdout, stderr} = await promisify(execFile)(process.execPath, [CLI, ...args], {env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn'}, timeout: 60_000});
-    return {code: 0, stdout, stderr};
-  } catch (e) {
-    const err = e as {code: number; stdout: string; stderr: string};
-    return {code: err.code, stdout: err.stdout, stderr: err.stderr};
-  }
-};
+const run = (args: string[]) => runCli(args);
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 before(async () => {

@@ -1,10 +1,35 @@
-import {execFileSync} from 'node:child_process';
+import {execFile, execFileSync} from 'node:child_process';
+import {promisify} from 'node:util';
 import {Client} from '@modelcontextprotocol/client';
 import {StdioClientTransport} from '@modelcontextprotocol/client/stdio';
 import {fileURLToPath} from 'node:url';
 
 /** Absolute path of the built CLI (`npm test` builds first). */
 export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+
+/** What one run of the CLI printed, and its exit code. */
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `node dist/cli.js ...args` to its end, as a user would, and resolves with its exit code and
+ * output whatever the code (a non-zero exit does not reject). The environment is this process's
+ * with `TOOLCELL_LOG_LEVEL=warn`, then `options.env`. The child is killed (SIGTERM) after
+ * `options.timeoutMs` (default 60 000 ms), so a CLI that never ends cannot hang the test run.
+ */
+export async function runCli(args: readonly string[], options: {env?: Record<string, string>; timeoutMs?: number; cwd?: string} = {}): Promise<CliRun> {
+  try {
+    const {stdout, stderr} = await promisify(execFile)(process.execPath, [CLI, ...args],
+      {env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn', ...options.env}, timeout: options.timeoutMs ?? 60_000, cwd: options.cwd});
+    return {code: 0, stdout, stderr};
+  } catch (e) {
+    const err = e as {code: number; stdout?: string; stderr?: string};
+    return {code: err.code, stdout: err.stdout ?? '', stderr: err.stderr ?? ''};
+  }
+}
 
 /**
  * Spawns `node dist/cli.js serve …` as a real stdio MCP server and connects an SDK client.

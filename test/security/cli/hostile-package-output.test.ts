@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
-import {execFile} from 'node:child_process';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
-import {promisify} from 'node:util';
-import {CLI} from '../../support/mcp-stdio.ts';
+import {runCli, type CliRun} from '../../support/mcp-stdio.ts';
 import {tempDir} from '../../support/temp.ts';
 
 /**
@@ -17,16 +15,7 @@ const ESC = '\u001b[2J\u001b]0;owned\u0007\u009b31m\u202e';
 // Raw control characters, other than the newlines that end lines.
 const RAW = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
 
-type Run = {code: number; stdout: string; stderr: string};
-async function cli(args: string[], cwd: string): Promise<Run> {
-  try {
-    const {stdout, stderr} = await promisify(execFile)(process.execPath, [CLI, ...args], {cwd, env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn'}, timeout: 120_000});
-    return {code: 0, stdout, stderr};
-  } catch (e) {
-    const err = e as {code: number; stdout: string; stderr: string};
-    return {code: err.code, stdout: err.stdout ?? '', stderr: err.stderr ?? ''};
-  }
-}
+const cli = (args: string[], cwd: string) => runCli(args, {cwd, timeoutMs: 120_000});
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 const tool = (name: string) => ({name, description: 'd', profile: 'isolate-strict', inputSchema: {type: 'object'}, isolate: {entry: `dist/${name}.js`}});
@@ -43,7 +32,7 @@ before(async () => {
 });
 after(() => dir.dispose());
 
-const assertClean = (label: string, r: Run) => {
+const assertClean = (label: string, r: CliRun) => {
   assert.doesNotMatch(r.stdout, RAW, `${label}: stdout carries a control character: ${JSON.stringify(r.stdout)}`);
   assert.doesNotMatch(r.stderr, RAW, `${label}: stderr carries a control character: ${JSON.stringify(r.stderr)}`);
 };
