@@ -3,9 +3,8 @@
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {probeServer} from '../../src/backends/server/probe-server.ts';
-import {definitionSha256} from '../../src/policy/pins.ts';
 import {dockerAvailable, managedContainers} from '../support/docker.ts';
-import {useFixtureServerImage} from '../support/fixture-server.ts';
+import {toolPins, useFixtureServerImage} from '../support/fixture-server.ts';
 import {connectStdio, errorCode, textOf} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
 
@@ -13,7 +12,6 @@ const ok = await dockerAvailable({images: ['toolcell/node']});
 const PROFILE_NAME = `e2e-server-${process.pid}`;
 const PROFILE = {name: PROFILE_NAME, backend: 'container', limits: {timeoutMs: 5_000, memoryMb: 192, cpus: 0.5, pids: 48, outputBytes: 1_048_576},
   network: 'none', filesystem: {readOnlyRoot: true, tmpfs: {'/tmp': '8m'}, mounts: []}, commands: ['node'], runtime: 'runc'};
-const PINNED = ['name', 'title', 'description', 'inputSchema', 'outputSchema', 'annotations'];
 
 describe('toolcell serve with a hosted MCP server', {skip: !ok && 'no Docker engine or toolcell/node'}, () => {
   const image = useFixtureServerImage();
@@ -24,10 +22,7 @@ describe('toolcell serve with a hosted MCP server', {skip: !ok && 'no Docker eng
     dir = await tempDir();
     await dir.write(`profiles/${PROFILE_NAME}.json`, PROFILE);
     const probed = await probeServer({image: image.tag, command: ['/usr/local/bin/node', '/srv/fixture-server.mjs'], args: ['good'], profile: PROFILE as never, handshakeTimeoutMs: 20_000});
-    const tools = probed.tools.filter((t) => t.name === 'echo' || t.name === 'whoami' || t.name === 'slow').map((t) => {
-      const definition = Object.fromEntries(Object.entries(t).filter(([k]) => PINNED.includes(k))) as {name: string};
-      return {name: definition.name, sha256: definitionSha256(definition), definition};
-    });
+    const tools = toolPins(probed.tools.filter((t) => t.name === 'echo' || t.name === 'whoami' || t.name === 'slow'));
     await dir.write('tools/fixture/toolcell.json', {name: 'fixture', version: '1.0.0',
       server: {source: 'dir:test/fixtures/servers', image: image.tag, imageId: probed.imageId, command: ['node', '/srv/fixture-server.mjs'], args: ['good'], transport: 'stdio'},
       profile: PROFILE_NAME, tools});

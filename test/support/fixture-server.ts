@@ -4,6 +4,8 @@ import {join} from 'node:path';
 import {after, before} from 'node:test';
 import {fileURLToPath} from 'node:url';
 import type {ContainerJob} from '../../src/backends/backend.ts';
+import {pinnedDefinition} from '../../src/hosted/hosted-package.ts';
+import {definitionSha256} from '../../src/policy/pins.ts';
 import {docker} from './docker.ts';
 
 /** Folder of the fixture servers and their Dockerfile. */
@@ -67,4 +69,15 @@ export function fixtureSandbox(imageId: string, mode: string, extraArgs: string[
     ...overrides,
     limits: {timeoutMs: 5_000, memoryMb: 128, cpus: 0.5, pids: 32, outputBytes: 1_048_576, ...overrides.limits},
   };
+}
+
+/**
+ * The `tools` section of a hosted package pinning `listed` as a server listed them (what
+ * `toolcell add` writes): per tool its pinned fields (pins.ts PINNED_FIELDS) and their SHA-256.
+ */
+export function toolPins(listed: readonly Record<string, unknown>[]): Array<{name: string; sha256: string; definition: Record<string, unknown>}> {
+  return listed.map((t) => {
+    const definition = pinnedDefinition(t);
+    return {name: definition.name, sha256: definitionSha256(definition), definition};
+  });
 }

@@ -8,11 +8,10 @@ import {after, before, describe, test} from 'node:test';
 import type {CallToolResult} from '@modelcontextprotocol/server';
 import {probeServer} from '../../../src/backends/server/probe-server.ts';
 import {callTool} from '../../../src/frontend/call-tool.ts';
-import {definitionSha256} from '../../../src/policy/pins.ts';
 import {localPrincipal} from '../../../src/policy/principal.ts';
 import {createRuntime, type Runtime} from '../../../src/runtime.ts';
 import {docker, dockerAvailable, managedContainers} from '../../support/docker.ts';
-import {useFixtureServerImage} from '../../support/fixture-server.ts';
+import {toolPins, useFixtureServerImage} from '../../support/fixture-server.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/node']});
@@ -22,7 +21,6 @@ const PROFILE = {name: PROFILE_NAME, backend: 'container', limits: {timeoutMs: 8
   network: 'none', filesystem: {readOnlyRoot: true, tmpfs: {'/tmp': '8m'}, mounts: []}, commands: ['node'], runtime: 'runc'};
 /** The operator's remedy for an image VOLUME: a tmpfs granted at the declared path. */
 const MASKED = {...PROFILE, name: MASKED_NAME, filesystem: {...PROFILE.filesystem, tmpfs: {'/tmp': '8m', '/data': '1m'}}};
-const PINNED = ['name', 'title', 'description', 'inputSchema', 'outputSchema', 'annotations'];
 const text = (r: CallToolResult) => r.content.map((c) => (c.type === 'text' ? c.text : '')).join('');
 const codeOf = (r: CallToolResult) => (r._meta?.['toolcell/error'] as {code?: string} | undefined)?.code;
 const ours = async () => [...await managedContainers(`toolcell.profile=${PROFILE_NAME}`), ...await managedContainers(`toolcell.profile=${MASKED_NAME}`)];
@@ -62,10 +60,7 @@ describe('hosted servers: image configuration grants nothing', {skip: !ok && 'no
     await dir.write(`profiles/${MASKED_NAME}.json`, MASKED);
     const probed = await probeServer({image: hcId, command: ['/usr/local/bin/node', '/srv/fixture-server.mjs'], args: ['good'],
       profile: PROFILE as never, handshakeTimeoutMs: 20_000});
-    const tools = probed.tools.map((t) => {
-      const definition = Object.fromEntries(Object.entries(t).filter(([k]) => PINNED.includes(k))) as {name: string};
-      return {name: definition.name, sha256: definitionSha256(definition), definition};
-    });
+    const tools = toolPins(probed.tools);
     const pkg = (name: string, tag: string, imageId: string, profile: string) => ({name, version: '1.0.0',
       server: {source: 'dir:test/fixtures/servers', image: tag, imageId, command: ['node', '/srv/fixture-server.mjs'], args: ['good'], transport: 'stdio'},
       profile, tools});

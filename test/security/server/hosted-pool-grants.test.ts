@@ -8,11 +8,10 @@ import {after, before, describe, test} from 'node:test';
 import type {CallToolResult} from '@modelcontextprotocol/server';
 import {probeServer} from '../../../src/backends/server/probe-server.ts';
 import {callTool} from '../../../src/frontend/call-tool.ts';
-import {definitionSha256} from '../../../src/policy/pins.ts';
 import {localPrincipal} from '../../../src/policy/principal.ts';
 import {createRuntime, type Runtime} from '../../../src/runtime.ts';
 import {dockerAvailable, managedContainers} from '../../support/docker.ts';
-import {useFixtureServerImage} from '../../support/fixture-server.ts';
+import {toolPins, useFixtureServerImage} from '../../support/fixture-server.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/node']});
@@ -22,7 +21,6 @@ const base = {backend: 'container', limits: {timeoutMs: 6_000, memoryMb: 128, cp
   network: 'none', commands: ['node'], runtime: 'runc'};
 const RO = {...base, name: RO_NAME, filesystem: {readOnlyRoot: true, tmpfs: {'/tmp': '8m'}, mounts: [{source: '${workspace}/in', target: '/in', readOnly: true}]}};
 const RW = {...base, name: RW_NAME, filesystem: {readOnlyRoot: true, tmpfs: {'/tmp': '8m'}, mounts: [{source: '${workspace}/out', target: '/workspace', readOnly: false}]}};
-const PINNED = ['name', 'title', 'description', 'inputSchema', 'outputSchema', 'annotations'];
 const text = (r: CallToolResult) => r.content.map((c) => (c.type === 'text' ? c.text : '')).join('');
 
 /** Waits (at most `ms`) until `cond` holds. */
@@ -45,10 +43,7 @@ describe('hosted servers: profiles with writable grants are never pre-initialize
     await dir.write(`profiles/${RW_NAME}.json`, RW);
     const probed = await probeServer({image: image.tag, command: ['/usr/local/bin/node', '/srv/fixture-server.mjs'], args: ['good'],
       profile: {...base, name: 'probe', filesystem: {readOnlyRoot: true, tmpfs: {'/tmp': '8m'}, mounts: []}} as never, handshakeTimeoutMs: 20_000});
-    const tools = probed.tools.map((t) => {
-      const definition = Object.fromEntries(Object.entries(t).filter(([k]) => PINNED.includes(k))) as {name: string};
-      return {name: definition.name, sha256: definitionSha256(definition), definition};
-    });
+    const tools = toolPins(probed.tools);
     const pkg = (name: string, profile: string) => ({name, version: '1.0.0',
       server: {source: 'dir:test/fixtures/servers', image: image.tag, imageId: probed.imageId, command: ['node', '/srv/fixture-server.mjs'], args: ['good'], transport: 'stdio'},
       profile, tools});

@@ -7,18 +7,16 @@ import {after, before, describe, test} from 'node:test';
 import type {CallToolResult} from '@modelcontextprotocol/server';
 import {probeServer} from '../../../src/backends/server/probe-server.ts';
 import {callTool} from '../../../src/frontend/call-tool.ts';
-import {definitionSha256} from '../../../src/policy/pins.ts';
 import {localPrincipal} from '../../../src/policy/principal.ts';
 import {createRuntime, type Runtime} from '../../../src/runtime.ts';
 import {dockerAvailable, managedContainers} from '../../support/docker.ts';
-import {useFixtureServerImage} from '../../support/fixture-server.ts';
+import {toolPins, useFixtureServerImage} from '../../support/fixture-server.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const ok = await dockerAvailable({images: ['toolcell/node']});
 const PROFILE_NAME = `test-pool-${process.pid}`;
 const PROFILE = {name: PROFILE_NAME, backend: 'container', limits: {timeoutMs: 4_000, memoryMb: 192, cpus: 0.5, pids: 48, outputBytes: 1_048_576},
   network: 'none', filesystem: {readOnlyRoot: true, tmpfs: {'/tmp': '8m'}, mounts: []}, commands: ['node'], runtime: 'runc'};
-const PINNED = ['name', 'title', 'description', 'inputSchema', 'outputSchema', 'annotations'];
 const text = (r: CallToolResult) => r.content.map((c) => (c.type === 'text' ? c.text : '')).join('');
 const ours = () => managedContainers(`toolcell.profile=${PROFILE_NAME}`);
 
@@ -39,10 +37,7 @@ describe('hosted servers: pre-initialized warm pool', {skip: !ok && 'no Docker e
     await dir.write(`profiles/${PROFILE_NAME}.json`, PROFILE);
     const probed = await probeServer({image: image.tag, command: ['/usr/local/bin/node', '/srv/fixture-server.mjs'], args: ['good'],
       profile: PROFILE as never, handshakeTimeoutMs: 20_000});
-    const tools = probed.tools.map((t) => {
-      const definition = Object.fromEntries(Object.entries(t).filter(([k]) => PINNED.includes(k))) as {name: string};
-      return {name: definition.name, sha256: definitionSha256(definition), definition};
-    });
+    const tools = toolPins(probed.tools);
     const pkg = (name: string, args: string[]) => ({name, version: '1.0.0',
       server: {source: 'dir:test/fixtures/servers', image: image.tag, imageId: probed.imageId, command: ['node', '/srv/fixture-server.mjs'], args, transport: 'stdio'},
       profile: PROFILE_NAME, tools});
