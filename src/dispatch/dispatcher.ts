@@ -1,8 +1,8 @@
-// Owns time and cancellation: one bounded queue per backend, one deadline and abort signal per call.
-import PQueue from 'p-queue';
+// Owns time and cancellation: one bounded queue per backend, fair between principals, one deadline and abort signal per call.
 import type {Backend, BackendEvent, ContainerJob, ExecutionResult, IsolateJob, Job, ServerJob} from '../backends/backend.ts';
 import {ToolcellError} from '../errors.ts';
 import {withDeadline} from './deadline.ts';
+import {FairQueue} from './fair-queue.ts';
 
 /** Bounds of one backend's queue. */
 export interface QueueLimits {
@@ -25,7 +25,15 @@ export interface DispatcherOptions {
    * themselves; this deadline aborts the call (reported `timedOut`) if one does not.
    */
   graceMs: number;
+  /**
+   * A principal's share of each backend's queue (deficit round robin weight, > 0; default 1
+   * for every principal). From the service config's `fairShare.weights`.
+   */
+  weightOf?: (principal: string) => number;
 }
+
+/** The principal of calls that do not name one (stdio, the CLI, readiness probes): one flow, i.e. plain FIFO. */
+export const DEFAULT_PRINCIPAL = 'local';
 
 /**
  * Defaults. Both backends' slack is long on purpose: each backend measures `timeoutMs` itself
@@ -53,15 +61,17 @@ export interface QueueStats {
 }
 
 /**
- * Owns time and cancellation (ARCHITECTURE.md, "dispatch"). One bounded p-queue per backend;
- * one AbortSignal per call joining the client's cancellation and the deadline; a call still
- * waiting is removed from its queue when that signal aborts, and a running call's sandbox is
- * stopped by the backend acting on the same signal. The concurrency slot is held until the
- * backend has actually finished (not released at abort, unlike p-queue's own `signal`).
+ * Owns time and cancellation (ARCHITECTURE.md, "dispatch"). One bounded queue per backend,
+ * fair between principals (`FairQueue`: per-principal queues served by deficit round robin
+ * with `weightOf` weights; a single principal, as on stdio, is plain FIFO); one AbortSignal
+ * per call joining the client's cancellation and the deadline; a call still waiting is removed
+ * from its queue when that signal aborts, and a running call's sandbox is stopped by the
+ * backend acting on the same signal. The concurrency slot is held until the backend has
+ * actually finished.
  */
 export class Dispatcher {
   readonly #backends: {isolate?: Backend<IsolateJob>; container?: Backend<ContainerJob>; server?: Backend<ServerJob>};
-  readonly #queues: {isolate: PQueue; container: PQueue};
+  readonly #queues: {isolate: FairQueue; container: FairQueue};
   readonly #options: DispatcherOptions;
 
   /** Hosted-server jobs (`server`) share the container queue: they are containers on the same engine. */
@@ -69,8 +79,8 @@ export class Dispatcher {
     this.#backends = backends;
     this.#options = options;
     this.#queues = {
-      isolate: new PQueue({concurrency: options.isolate.concurrency}),
-      container: new PQueue({concurrency: options.container.concurrency}),
+      isolate: new FairQueue(options.isolate.concurrency, options.isolate.maxQueued, options.weightOf),
+      container: new FairQueue(options.container.concurrency, options.container.maxQueued, options.weightOf),
     };
   }
 
@@ -82,8 +92,8 @@ export class Dispatcher {
   /** Running and waiting calls per backend. */
   stats(): Record<'isolate' | 'container', QueueStats> {
     return {
-      isolate: {running: this.#queues.isolate.pending, queued: this.#queues.isolate.size},
-      container: {running: this.#queues.container.pending, queued: this.#queues.container.size},
+      isolate: {running: this.#queues.isolate.running, queued: this.#queues.isolate.queued},
+      container: {running: this.#queues.container.running, queued: this.#queues.container.queued},
     };
   }
 
@@ -93,13 +103,15 @@ export class Dispatcher {
    * @param callerSignal aborts when the client cancels the call
    * @param onStart called when the call leaves its queue and its sandbox starts
    * @param onEvent receives the backend's events while the call runs (hosted servers' progress and log)
+   * @param principal whose share of the queue the call takes (`DEFAULT_PRINCIPAL` when omitted)
    * @returns the backend's result; `isCanceled` is true when the client cancelled a running
    *   call, `timedOut` when the backstop deadline stopped it.
-   * @throws ToolcellError `BUSY` (queue full, at once), `CANCELLED` (cancelled while waiting),
+   * @throws ToolcellError `BUSY` (queue full: at once, or later when a principal with fewer
+   *   waiting calls pushed this one out of a full queue), `CANCELLED` (cancelled while waiting),
    *   `TIMEOUT` (waited longer than `queueWaitMs`), `BACKEND_UNAVAILABLE` (no such backend, or the
    *   backend failed).
    */
-  async run(job: Job, callerSignal: AbortSignal, onStart?: () => void, onEvent?: (event: BackendEvent) => void): Promise<ExecutionResult> {
+  async run(job: Job, callerSignal: AbortSignal, onStart?: () => void, onEvent?: (event: BackendEvent) => void, principal: string = DEFAULT_PRINCIPAL): Promise<ExecutionResult> {
     const backend = this.#backends[job.kind] as Backend<Job> | undefined;
     if (backend === undefined) {
       throw new ToolcellError('BACKEND_UNAVAILABLE', `The ${job.kind} backend is not available on this server.`, {backend: job.kind});
@@ -107,18 +119,16 @@ export class Dispatcher {
     const lane = job.kind === 'isolate' ? 'isolate' : 'container';
     const queue = this.#queues[lane];
     const limits = this.#options[lane];
-    if (queue.size >= limits.maxQueued) {
-      throw new ToolcellError('BUSY',
-        `The ${job.kind} backend is busy (${queue.pending} running, ${queue.size} waiting, at most ${limits.maxQueued} may wait). Retry shortly.`,
-        {backend: job.kind, running: queue.pending, queued: queue.size, maxQueued: limits.maxQueued});
-    }
+    const busy = () => new ToolcellError('BUSY',
+      `The ${job.kind} backend is busy (${queue.running} running, ${queue.queued} waiting, at most ${limits.maxQueued} may wait). Retry shortly.`,
+      {backend: job.kind, running: queue.running, queued: queue.queued, maxQueued: limits.maxQueued});
     if (callerSignal.aborted) throw cancelled(callerSignal);
 
     // Waiting: the caller's cancellation or the queue-wait deadline removes the call.
     const waiting = withDeadline(callerSignal, this.#options.queueWaitMs);
     let started = false;
     try {
-      return await queue.add(async () => {
+      return await queue.add(principal, async () => {
         started = true;
         waiting.dispose();
         onStart?.();
@@ -130,7 +140,7 @@ export class Dispatcher {
         } finally {
           running.dispose();
         }
-      }, {signal: waiting.signal});
+      }, waiting.signal, busy);
     } catch (err) {
       if (!started && waiting.signal.aborted) {
         if (waiting.reason() === 'cancel') throw cancelled(callerSignal);
@@ -146,8 +156,9 @@ export class Dispatcher {
 
   /** Waits for running calls to finish and closes the backends. */
   async close(): Promise<void> {
-    this.#queues.isolate.clear();
-    this.#queues.container.clear();
+    const stopped = () => new ToolcellError('CANCELLED', 'The server stopped before the call started.');
+    this.#queues.isolate.clear(stopped);
+    this.#queues.container.clear(stopped);
     await Promise.allSettled([this.#queues.isolate.onIdle(), this.#queues.container.onIdle()]);
     await Promise.allSettled([this.#backends.isolate?.close(), this.#backends.container?.close(), this.#backends.server?.close()]);
   }

@@ -219,7 +219,7 @@ export async function runOnSpine<R>(runtime: ToolRuntime, request: SpineRequest<
         callLog.debug({err}, 'a relayed notification could not be delivered');
       }
     } : undefined;
-    const execution = await runtime.dispatcher.run(job, signal, hosted ? undefined : () => void context.progress?.(1, 2, 'running in a fresh sandbox'), onEvent);
+    const execution = await runtime.dispatcher.run(job, signal, hosted ? undefined : () => void context.progress?.(1, 2, 'running in a fresh sandbox'), onEvent, context.principal.id);
     sandboxMs = execution.durationMs;
     if (!hosted) await context.progress?.(2, 2, 'finished');
     if (execution.stderr !== '' && !execution.isCanceled) await context.console?.(execution.stderr);

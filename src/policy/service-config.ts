@@ -35,7 +35,8 @@ import type {Principal} from './principal.ts';
  *   "allowedOrigins": ["app.example.com"],
  *   "allowedHosts": ["tools.example.com"],
  *   "maxBodyBytes": 1048576,
- *   "metrics": {"principals": ["key:prometheus"]}
+ *   "metrics": {"principals": ["key:prometheus"]},
+ *   "fairShare": {"weights": {"key:ci-bot": 2}}
  * }
  * ```
  */
@@ -113,6 +114,16 @@ export const MetricsAccess = z.strictObject({
     .describe('Principals (key:NAME, sub:SUBJECT, or scope:SCOPE for any token carrying that scope) that may read /metrics with their credentials.'),
 });
 
+/**
+ * Each principal's share of a backend's queue when several wait (deficit round robin weights,
+ * `dispatch/fair-queue.ts`): a principal of weight 2 starts two calls per round where one of
+ * weight 1 starts one. Default 1. Not a quota: it orders waiting calls, it admits none.
+ */
+export const FairShare = z.strictObject({
+  weights: z.record(z.string().regex(/^(key|sub|local)(:.{1,256})?$/, 'must be a principal id such as "key:NAME" or "sub:SUBJECT"'),
+    z.number().min(0.01).max(1000).describe('Calls started per round; 0.01-1000, default 1.')).default({}),
+});
+
 export const ServiceConfig = z.strictObject({
   $schema: z.string().optional(),
   resourceUrl: SecureUrl.optional()
@@ -138,6 +149,8 @@ export const ServiceConfig = z.strictObject({
   }).default({drainMs: 20_000}),
   metrics: MetricsAccess.default({public: false, principals: []})
     .describe('Who may read /metrics: by default only the principals listed here, authenticated like /mcp.'),
+  fairShare: FairShare.default({weights: {}})
+    .describe('Weights of principals in the dispatcher\'s fair share of each backend queue (default 1 each).'),
 }).superRefine((config, ctx) => {
   const names = new Set<string>();
   const hashes = new Set<string>();
@@ -159,6 +172,7 @@ export const ServiceConfig = z.strictObject({
     }
   };
   for (const [index, grant] of config.grants.entries()) checkPrincipal(grant.principal, ['grants', index, 'principal']);
+  for (const principal of Object.keys(config.fairShare.weights)) checkPrincipal(principal, ['fairShare', 'weights', principal]);
   for (const [index, principal] of config.metrics.principals.entries()) {
     checkPrincipal(principal, ['metrics', 'principals', index]);
     // /metrics names every tool called, by anyone: a reader granted only some packages would

@@ -5,6 +5,7 @@ import {QuotaAdmission, quotaQueueProblems} from '../../policy/quota.ts';
 import {grantCoverage} from '../../policy/grant-coverage.ts';
 import {assertMayListen, defaultServiceConfig, loadServiceConfig} from '../../policy/service-config.ts';
 import {assertSomethingServed, emptyToolDirs} from '../../serve-preflight.ts';
+import {DEFAULT_WEIGHT} from '../../dispatch/fair-queue.ts';
 import {createRuntime, RUNTIME_DEFAULTS, type RuntimeOptions} from '../../runtime.ts';
 import {ServiceMetrics} from '../metrics.ts';
 import {startHttpService, type HttpService} from './serve-http.ts';
@@ -54,10 +55,11 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
       principals: config.quotas.principals,
       onLimited: (_principal, limit) => metrics.rateLimited(limit),
     });
-    const dispatch = options.dispatch ?? RUNTIME_DEFAULTS.dispatch;
+    const weights = new Map(Object.entries(config.fairShare.weights));
+    const dispatch = {...(options.dispatch ?? RUNTIME_DEFAULTS.dispatch), weightOf: (principal: string) => weights.get(principal) ?? DEFAULT_WEIGHT};
     const problems = quotaQueueProblems(quota, Object.keys(config.quotas.principals), {isolate: dispatch.isolate, container: dispatch.container});
     if (problems.length > 0) throw new ConfigError(configPath ?? '(defaults)', `quotas: ${problems.join('; ')}`);
-    const runtime = await createRuntime({...options, admission: quota, onCallFinished: metrics.onCallFinished});
+    const runtime = await createRuntime({...options, dispatch, admission: quota, onCallFinished: metrics.onCallFinished});
     close = () => runtime.close();
     for (const line of emptyToolDirs(runtime, userToolDirs)) say(line);
     assertSomethingServed(runtime);

@@ -55,6 +55,16 @@ test('unknown keys and typos are refused, naming the field', () => {
   refused({quotas: {ratePerSecond: 3}}, /ratePerSecond/);
 });
 
+test('fair-share weights are positive numbers for known principals, default 1 (empty map)', () => {
+  assert.deepEqual(parseServiceConfig('t', '{}').fairShare, {weights: {}});
+  const config = parseServiceConfig('t', JSON.stringify({apiKeys: [{name: 'a', sha256: HASH}], fairShare: {weights: {'key:a': 2.5}}}));
+  assert.equal(config.fairShare.weights['key:a'], 2.5);
+  refused({apiKeys: [{name: 'a', sha256: HASH}], fairShare: {weights: {'key:a': 0}}}, /weights/);
+  refused({apiKeys: [{name: 'a', sha256: HASH}], fairShare: {weights: {'key:a': 1e9}}}, /weights/);
+  refused({fairShare: {weights: {'key:ghost': 1}}}, /not in apiKeys/);
+  refused({fairShare: {weight: {}}}, /weight/);
+});
+
 test('API keys are stored only as SHA-256 hashes; names and hashes are unique', () => {
   refused({apiKeys: [{name: 'a', key: 'plaintext'}]}, /key|sha256/);
   refused({apiKeys: [{name: 'a', sha256: 'abc'}]}, /SHA-256/);
