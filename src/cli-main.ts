@@ -172,6 +172,15 @@ export function buildProgram(): {program: Command; exitCode: () => number} {
       exitCode = await imagesBuild(name);
     });
 
+  program.command('audit').description('the audit stream')
+    .command('verify').description('check an audit file\'s chains; name the first deleted, altered, reordered or forged event (exit 0 intact, 1 broken, 2 usage)')
+    .argument('<file>', 'audit JSONL file, or - for stdin (rotated files concatenated oldest first)')
+    .option('--public-key <file>', 'Ed25519 public key (PEM): every line must carry a signature that verifies with it')
+    .action(async (file: string, flags: {publicKey?: string}) => {
+      const {auditVerifyCommand} = await import('./audit-verify-command.ts');
+      exitCode = await auditVerifyCommand(file, flags);
+    });
+
   program.command('add').description('host an existing MCP server: resolve, build, probe once in its sandbox, screen, confirm, pin')
     .argument('<source>', 'npm:<package>[@<version|range>], pypi:<wheel or sdist path>, oci:<local image> or dir:<path>')
     .argument('[server-args...]', 'arguments for the server, after --')

@@ -1,5 +1,6 @@
 /** Assembles a runtime from the operator's directories: profiles, packages, backends, dispatcher and audit sink, with one set of defaults. */
 import {resolve} from 'node:path';
+import type {KeyObject} from 'node:crypto';
 import {JsonlAuditSink} from './audit/audit-log.ts';
 import type {AuditSink} from './audit/audit-event.ts';
 import type {ContainerJob} from './backends/backend.ts';
@@ -67,6 +68,8 @@ export interface RuntimeOptions {
   mountRoots?: readonly string[];
   /** Audit target: a file path, `stderr`, or `off` (default: `RUNTIME_DEFAULTS.audit`). */
   audit?: string;
+  /** Ed25519 private key that signs every audit line (`audit.signingKey`, `loadAuditSigningKey`); none by default. */
+  auditSigningKey?: KeyObject;
   /** Queue bounds and deadlines (default: `RUNTIME_DEFAULTS.dispatch`). */
   dispatch?: DispatcherOptions;
   /** Packages served under their bare tool names (serve --unprefixed). */
@@ -237,7 +240,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     poolSize: options.isolatePool ?? RUNTIME_DEFAULTS.isolatePool,
   });
   const dispatcher = new Dispatcher({isolate, container, server}, options.dispatch ?? RUNTIME_DEFAULTS.dispatch);
-  const audit: AuditSink = new JsonlAuditSink(options.audit ?? RUNTIME_DEFAULTS.audit);
+  const audit: AuditSink = new JsonlAuditSink(options.audit ?? RUNTIME_DEFAULTS.audit, options.auditSigningKey ? {signingKey: options.auditSigningKey} : {});
   let closing: Promise<void> | undefined;
   return {
     tools: served,

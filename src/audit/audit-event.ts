@@ -1,4 +1,4 @@
-/** The audit event (v1): one per decision and outcome of a call, never the arguments; and the sink interface events go to. */
+/** The audit event (v2): one per decision and outcome of a call, never the arguments, chained per stream (seq, prev, optional sig); and the sink interface events go to. */
 import {createHash, randomUUID} from 'node:crypto';
 
 /**
@@ -8,12 +8,14 @@ import {createHash, randomUUID} from 'node:crypto';
 export type AuditOutcome = 'ok' | 'tool-error' | 'failed' | 'timed-out' | 'canceled' | 'oom' | 'output-limit' | 'denied' | 'rate-limited' | 'busy' | 'invalid-arguments' | 'unavailable' | 'error';
 
 /**
- * Audit event, version 1: one event per decision that refused a call and one per call
+ * Audit event, version 2: one event per decision that refused a call and one per call
  * outcome. Separate from the debug log; never carries the raw arguments, only their
  * SHA-256. Who / what / where / when / outcome, after toolhive's audit events.
+ * Version 2 = version 1's fields plus the chain fields (`AuditChainFields`) the JSONL sink
+ * adds to every line it writes.
  */
-export interface AuditEventV1 {
-  v: 1;
+export interface AuditEventV2 {
+  v: 2;
   type: 'tool.call.completed' | 'tool.call.denied' | 'tool.call.rate-limited' | 'tool.call.rejected';
   /** ISO-8601 UTC time the event was written. */
   at: string;
@@ -58,8 +60,8 @@ export interface AuditEventV1 {
  * (`JsonlAuditSink`): how many events of each type were left out for that principal between
  * `since` and `until`. At most one per principal per second.
  */
-export interface AuditSuppressedV1 {
-  v: 1;
+export interface AuditSuppressedV2 {
+  v: 2;
   type: 'audit.suppressed';
   /** ISO-8601 UTC time the summary was written. */
   at: string;
@@ -69,8 +71,30 @@ export interface AuditSuppressedV1 {
   since: string;
   until: string;
   /** Events left out, by event type (`tool.call.denied`, `tool.call.rate-limited`, `tool.call.rejected`). */
-  suppressed: Partial<Record<AuditEventV1['type'], number>>;
+  suppressed: Partial<Record<AuditEventV2['type'], number>>;
 }
+
+/**
+ * What makes the audit stream tamper-evident, on every line the JSONL sink writes (schema
+ * version 2; `audit/audit-chain.ts` writes them, `audit/verify-chain.ts` checks them):
+ * - `stream`: the chain's id (a UUID), chosen when the chain starts: a new file, stderr at each
+ *   process start. A sink that appends to a file whose last line is a v2 event continues that
+ *   event's stream (same id, next seq, prev = its hash), so a file holds one chain across restarts.
+ * - `seq`: 1 for the chain's first event, then +1 per line, without gaps.
+ * - `prev`: SHA-256 (lower-case hex) of the previous line of the stream, its exact bytes
+ *   without the newline; `AUDIT_GENESIS` (64 zeros) for seq 1.
+ * - `sig` (only with `audit.signingKey`): Ed25519 signature (RFC 8032), base64, over the exact
+ *   bytes of the line as it would be without `,"sig":"…"`, which is always its last member.
+ */
+export interface AuditChainFields {
+  stream: string;
+  seq: number;
+  prev: string;
+  sig?: string;
+}
+
+/** `prev` of a stream's first event (seq 1). */
+export const AUDIT_GENESIS = '0'.repeat(64);
 
 /** SHA-256 hex of `JSON.stringify(value)` (undefined hashes as `null`). */
 export function sha256Json(value: unknown): string {
@@ -80,8 +104,8 @@ export function sha256Json(value: unknown): string {
 /** A fresh audit id. */
 export const newAuditId = (): string => randomUUID();
 
-/** Destination of audit events. Implementations must not throw from `write`. */
+/** Destination of audit events (the sink adds the chain fields). Implementations must not throw from `write`. */
 export interface AuditSink {
-  write(event: AuditEventV1): void;
+  write(event: AuditEventV2): void;
   close(): Promise<void>;
 }

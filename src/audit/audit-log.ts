@@ -1,7 +1,8 @@
-/** Where audit events go: JSON lines to a file or stderr (never stdout), or memory for tests; refusal events rate-limited per principal. */
+/** Where audit events go: chained JSON lines to a file or stderr (never stdout), or memory for tests; refusal events rate-limited per principal. */
+import type {KeyObject} from 'node:crypto';
 import {createWriteStream, type WriteStream} from 'node:fs';
-import {escapeJsonForTerminal} from '../terminal-text.ts';
-import {newAuditId, type AuditEventV1, type AuditSink, type AuditSuppressedV1} from './audit-event.ts';
+import {AuditChain, chainOfFile, newChain, type ChainHead} from './audit-chain.ts';
+import {newAuditId, type AuditEventV2, type AuditSink, type AuditSuppressedV2} from './audit-event.ts';
 
 /** The audit rate for refusal events of one principal: a token bucket. */
 export interface RefusalAuditLimits {
@@ -20,7 +21,7 @@ export interface RefusalAuditLimits {
 export const DEFAULT_REFUSAL_AUDIT_LIMITS: RefusalAuditLimits = {ratePerSec: 20, burst: 100};
 
 /** Event types that record a refusal before the principal's quota was charged. */
-const REFUSAL_TYPES: ReadonlySet<AuditEventV1['type']> = new Set(['tool.call.denied', 'tool.call.rate-limited', 'tool.call.rejected']);
+const REFUSAL_TYPES: ReadonlySet<AuditEventV2['type']> = new Set(['tool.call.denied', 'tool.call.rate-limited', 'tool.call.rejected']);
 /** Principals whose refusal buckets are remembered at once; past it the oldest is forgotten (it starts full again). */
 const MAX_TRACKED_PRINCIPALS = 10_000;
 /** How long after the first event left out its summary is written, in ms. */
@@ -30,7 +31,7 @@ interface RefusalBucket {
   tokens: number;
   updated: number;
   /** Events left out since the last summary, by type; undefined when none. */
-  suppressed?: Partial<Record<AuditEventV1['type'], number>>;
+  suppressed?: Partial<Record<AuditEventV2['type'], number>>;
   since?: string;
   until?: string;
 }
@@ -41,9 +42,15 @@ interface RefusalBucket {
  * protocol. Writes are asynchronous and ordered; a failing file is reported once on stderr
  * and then ignored, so that auditing cannot stop the server from answering.
  *
+ * Every line is chained (schema v2, `AuditChainFields`): a file continues the chain of its last
+ * line (same stream, next seq) or starts one; stderr starts a new stream at each process start.
+ * With `signingKey` every line is signed. A log shipper takes the lines as they are (one JSON
+ * object per line, UTF-8, never re-serialized: re-encoding a line breaks its hash); it may merge
+ * several replicas' streams into one file (verify checks each stream on its own).
+ *
  * Refusal events (`tool.call.denied`, `tool.call.rate-limited`, `tool.call.rejected`) are
  * written at most at `refusalLimits` per principal; past it they are counted and, a second
- * after the first one left out, one `audit.suppressed` event (`AuditSuppressedV1`) says how many
+ * after the first one left out, one `audit.suppressed` event (`AuditSuppressedV2`) says how many
  * of each type were left out, and when. Completed calls are never left out (the quota bounds
  * them). Nothing of this is visible to the client. Not guaranteed: which individual refusals are
  * written during a flood (the first ones are), nor their tool names.
@@ -60,24 +67,30 @@ export class JsonlAuditSink implements AuditSink {
   readonly #now: () => number;
   readonly #buckets = new Map<string, RefusalBucket>();
   readonly #timers = new Set<NodeJS.Timeout>();
+  readonly #chain: AuditChain | undefined;
   #failed = false;
 
   /**
    * @param target a file path, `'stderr'`, or `'off'`
    * @param options.refusalLimits the per-principal rate for refusal events (default `DEFAULT_REFUSAL_AUDIT_LIMITS`)
    * @param options.now monotonic clock in ms (tests); default `performance.now()`
-   * @throws RangeError when a limit is not a positive number
+   * @param options.signingKey an Ed25519 private key (`loadAuditSigningKey`): every line carries `sig`
+   * @throws RangeError when a limit is not a positive number; TypeError when the key is not an Ed25519 private key
    */
-  constructor(target: string, options: {refusalLimits?: RefusalAuditLimits; now?: () => number} = {}) {
+  constructor(target: string, options: {refusalLimits?: RefusalAuditLimits; now?: () => number; signingKey?: KeyObject} = {}) {
     this.#limits = {...(options.refusalLimits ?? DEFAULT_REFUSAL_AUDIT_LIMITS)};
     if (!(this.#limits.ratePerSec > 0) || !(this.#limits.burst >= 1)) throw new RangeError('refusal audit limits: ratePerSec must be > 0 and burst >= 1');
     this.#now = options.now ?? (() => performance.now());
     if (target === 'off') return;
     if (target === 'stderr') {
+      this.#chain = new AuditChain(newChain(), options.signingKey);
       this.#stream = process.stderr;
       return;
     }
+    const {head, torn} = chainOfFile(target);
+    this.#chain = new AuditChain(head, options.signingKey);
     const stream = createWriteStream(target, {flags: 'a', mode: 0o600});
+    if (torn) stream.write('\n');
     stream.on('error', (err) => {
       if (!this.#failed) process.stderr.write(`toolcell: audit log ${target} failed: ${err.message}\n`);
       this.#failed = true;
@@ -85,10 +98,15 @@ export class JsonlAuditSink implements AuditSink {
     this.#stream = stream;
   }
 
-  write(event: AuditEventV1): void {
+  write(event: AuditEventV2): void {
     if (this.#stream === undefined || this.#failed) return;
     if (REFUSAL_TYPES.has(event.type) && !this.#admitRefusal(event)) return;
     this.#line(event);
+  }
+
+  /** Where this sink's chain stands (undefined for `'off'`): an anchor to record elsewhere, since verify cannot see a cut tail. */
+  get head(): ChainHead | undefined {
+    return this.#chain?.head;
   }
 
   async close(): Promise<void> {
@@ -100,13 +118,13 @@ export class JsonlAuditSink implements AuditSink {
     await new Promise<void>((resolve) => (stream as WriteStream).end(resolve));
   }
 
-  #line(event: AuditEventV1 | AuditSuppressedV1): void {
+  #line(event: AuditEventV2 | AuditSuppressedV2): void {
     if (this.#stream === undefined || this.#failed) return;
-    this.#stream.write(`${escapeJsonForTerminal(JSON.stringify(event, wellFormed))}\n`);
+    this.#stream.write(`${this.#chain!.line(event, wellFormed)}\n`);
   }
 
   /** Takes a token from the principal's refusal bucket; when there is none, counts the event for the summary. */
-  #admitRefusal(event: AuditEventV1): boolean {
+  #admitRefusal(event: AuditEventV2): boolean {
     const now = this.#now();
     let bucket = this.#buckets.get(event.principal);
     if (bucket === undefined) {
@@ -145,7 +163,7 @@ export class JsonlAuditSink implements AuditSink {
   #summarize(principal: string, bucket: RefusalBucket): void {
     if (bucket.suppressed === undefined) return;
     this.#line({
-      v: 1,
+      v: 2,
       type: 'audit.suppressed',
       at: new Date().toISOString(),
       auditId: newAuditId(),
@@ -170,8 +188,8 @@ function wellFormed(_key: string, value: unknown): unknown {
  * audited. Not for a server: nothing is ever evicted, and nothing is rate-limited.
  */
 export class MemoryAuditSink implements AuditSink {
-  readonly events: AuditEventV1[] = [];
-  write(event: AuditEventV1): void {
+  readonly events: AuditEventV2[] = [];
+  write(event: AuditEventV2): void {
     this.events.push(event);
   }
   async close(): Promise<void> {}

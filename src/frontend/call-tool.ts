@@ -108,7 +108,7 @@ export function auditedName(name: string): string {
 export function auditRefusedName(runtime: ToolRuntime, name: string, args: unknown, context: CallContext, jobId: string, tool: Pick<ToolDefinition, 'profile'> | undefined, started: number,
   method?: 'prompts/get' | 'resources/read'): void {
   runtime.audit.write({
-    v: 1,
+    v: 2,
     type: 'tool.call.denied',
     at: new Date().toISOString(),
     auditId: newAuditId(),
@@ -247,7 +247,7 @@ export async function runOnSpine<R>(runtime: ToolRuntime, request: SpineRequest<
     && (outcomeValue.value as {isError?: unknown}).isError === true;
   const outcome = outcomeOf(code, code === undefined && toolError);
   runtime.audit.write({
-    v: 1,
+    v: 2,
     type: code === 'DENIED' ? 'tool.call.denied' : code === 'RATE_LIMITED' ? 'tool.call.rate-limited' : code === 'INVALID_ARGUMENTS' ? 'tool.call.rejected' : 'tool.call.completed',
     at: new Date().toISOString(),
     auditId: newAuditId(),

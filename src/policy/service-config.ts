@@ -36,7 +36,8 @@ import type {Principal} from './principal.ts';
  *   "allowedHosts": ["tools.example.com"],
  *   "maxBodyBytes": 1048576,
  *   "metrics": {"principals": ["key:prometheus"]},
- *   "fairShare": {"weights": {"key:ci-bot": 2}}
+ *   "fairShare": {"weights": {"key:ci-bot": 2}},
+ *   "audit": {"signingKey": "/etc/toolcell/audit-ed25519.pem"}
  * }
  * ```
  */
@@ -151,6 +152,10 @@ export const ServiceConfig = z.strictObject({
     .describe('Who may read /metrics: by default only the principals listed here, authenticated like /mcp.'),
   fairShare: FairShare.default({weights: {}})
     .describe('Weights of principals in the dispatcher\'s fair share of each backend queue (default 1 each).'),
+  audit: z.strictObject({
+    signingKey: z.string().min(1).optional()
+      .describe('Ed25519 private key (PEM, mode 0600, owned by the service user) that signs every audit line; relative to the config file.'),
+  }).optional(),
 }).superRefine((config, ctx) => {
   const names = new Set<string>();
   const hashes = new Set<string>();
@@ -207,8 +212,8 @@ export function parseServiceConfig(source: string, text: string): ServiceConfig 
 }
 
 /**
- * Reads and validates a service configuration file. A relative `oauth.jwksFile` is resolved
- * against the config file's directory.
+ * Reads and validates a service configuration file. A relative `oauth.jwksFile` or
+ * `audit.signingKey` is resolved against the config file's directory.
  * @throws ConfigError when the file cannot be read or is invalid
  */
 export async function loadServiceConfig(file: string): Promise<ServiceConfig> {
@@ -218,7 +223,9 @@ export async function loadServiceConfig(file: string): Promise<ServiceConfig> {
   } catch (err) {
     throw new ConfigError(file, `cannot read the service configuration (${(err as NodeJS.ErrnoException).code ?? 'error'})`, {cause: err});
   }
-  const config = parseServiceConfig(file, text);
+  let config = parseServiceConfig(file, text);
+  const signingKey = config.audit?.signingKey;
+  if (signingKey !== undefined && !isAbsolute(signingKey)) config = deepFreeze({...config, audit: {...config.audit, signingKey: resolve(file, '..', signingKey)}});
   const jwksFile = config.oauth?.jwksFile;
   if (jwksFile === undefined || isAbsolute(jwksFile)) return config;
   return deepFreeze({...config, oauth: {...config.oauth!, jwksFile: resolve(file, '..', jwksFile)}});

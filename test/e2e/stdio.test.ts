@@ -182,7 +182,7 @@ describe('cancellation and load', () => {
     assert.ok(canceled.length >= 1, 'the cancellation is audited');
     assert.ok(canceled.at(-1).durationMs < HOSTILE_TIMEOUT_MS, 'the isolate was stopped before its timeout');
     for (const e of events) {
-      assert.equal(e.v, 1);
+      assert.equal(e.v, 2);
       assert.match(e.inputSha256, /^[0-9a-f]{64}$/);
       assert.equal('arguments' in e || 'input' in e, false, 'raw arguments never reach the audit log');
     }

@@ -52,7 +52,7 @@ test('src never imports sandboxes/ (what runs beyond a boundary)', () => {
  * Modules of commands that answer on stdout (`list`, `call`, `doctor`, `profiles`, `check`,
  * `--help`), and check's probe child, whose stdout is a pipe to `check`; `serve` never does.
  */
-const STDOUT_COMMANDS = new Set(['src/cli-main.ts', 'src/doctor.ts', 'src/profiles-command.ts', 'src/check-command.ts', 'src/check-probe.ts']);
+const STDOUT_COMMANDS = new Set(['src/cli-main.ts', 'src/doctor.ts', 'src/profiles-command.ts', 'src/check-command.ts', 'src/check-probe.ts', 'src/audit-verify-command.ts']);
 
 test('nothing in src writes to stdout through console.log (stdout is the stdio protocol)', () => {
   const files = globSync('src/**/*.ts');

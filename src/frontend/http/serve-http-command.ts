@@ -1,4 +1,5 @@
 /** `toolcell serve --http`: parses the address, loads the service config, wires quotas and metrics into the runtime, serves until a signal. */
+import {loadAuditSigningKey} from '../../audit/signing-key.ts';
 import {ConfigError} from '../../errors.ts';
 import {log} from '../../log.ts';
 import {QuotaAdmission, quotaQueueProblems} from '../../policy/quota.ts';
@@ -59,7 +60,8 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     const dispatch = {...(options.dispatch ?? RUNTIME_DEFAULTS.dispatch), weightOf: (principal: string) => weights.get(principal) ?? DEFAULT_WEIGHT};
     const problems = quotaQueueProblems(quota, Object.keys(config.quotas.principals), {isolate: dispatch.isolate, container: dispatch.container});
     if (problems.length > 0) throw new ConfigError(configPath ?? '(defaults)', `quotas: ${problems.join('; ')}`);
-    const runtime = await createRuntime({...options, dispatch, admission: quota, onCallFinished: metrics.onCallFinished});
+    const auditSigningKey = config.audit?.signingKey === undefined ? undefined : loadAuditSigningKey(config.audit.signingKey, `${configPath}: audit.signingKey`);
+    const runtime = await createRuntime({...options, dispatch, ...(auditSigningKey ? {auditSigningKey} : {}), admission: quota, onCallFinished: metrics.onCallFinished});
     close = () => runtime.close();
     for (const line of emptyToolDirs(runtime, userToolDirs)) say(line);
     assertSomethingServed(runtime);

@@ -12,7 +12,7 @@ import type {AddressInfo} from 'node:net';
 import {fileURLToPath} from 'node:url';
 import {Client, ProtocolError, StreamableHTTPClientTransport} from '@modelcontextprotocol/client';
 import {exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload} from 'jose';
-import type {AuditEventV1} from '../../../src/audit/audit-event.ts';
+import type {AuditEventV2} from '../../../src/audit/audit-event.ts';
 import {MemoryAuditSink} from '../../../src/audit/audit-log.ts';
 import type {Backend, ExecutionResult, IsolateJob} from '../../../src/backends/backend.ts';
 import {Dispatcher, type DispatcherOptions} from '../../../src/dispatch/dispatcher.ts';
@@ -182,9 +182,9 @@ export async function realRuntime(fixtures: {toolDir: string; profileDir: string
     ...(options.isolateWorkers ? {isolateWorkers: options.isolateWorkers} : {}),
   });
   const {readFile} = await import('node:fs/promises');
-  const auditEvents = async (): Promise<AuditEventV1[]> => {
+  const auditEvents = async (): Promise<AuditEventV2[]> => {
     const text = await readFile(auditFile, 'utf8').catch(() => '');
-    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AuditEventV1);
+    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AuditEventV2);
   };
   return {runtime, auditEvents, auditFile};
 }

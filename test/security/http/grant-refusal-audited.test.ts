@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import {readFile} from 'node:fs/promises';
 import {after, before, test} from 'node:test';
-import type {AuditEventV1} from '../../../src/audit/audit-event.ts';
+import type {AuditEventV2} from '../../../src/audit/audit-event.ts';
 import {sha256Json} from '../../../src/audit/audit-event.ts';
 import type {HttpService} from '../../../src/frontend/http/serve-http.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
@@ -56,7 +56,7 @@ for (const era of ['legacy', 'modern'] as const) {
       assert.equal(ungranted.code, -32602);
       assert.equal(ungranted.message.replace('other__shout', 'X'), unknown.message.replace('other__whisper', 'X'), 'an ungranted tool looks like an unknown one');
 
-      let events: AuditEventV1[] = [];
+      let events: AuditEventV2[] = [];
       await until(async () => (events = (await env.auditEvents()).slice(before)).length >= 2, 5000, 'two audit events');
       const denied = events.find((e) => e.tool === 'other__shout');
       assert.ok(denied, `an event for the ungranted tool: ${JSON.stringify(events)}`);
@@ -90,7 +90,7 @@ test('a client-chosen tool name is cut in the audit event, and the server still 
     const name = `a${'b'.repeat(100_000)}`;
     const refused = await refusalOf(alice.client.callTool({name, arguments: {}}));
     assert.equal(refused.code, -32602);
-    let events: AuditEventV1[] = [];
+    let events: AuditEventV2[] = [];
     await until(async () => (events = (await env.auditEvents()).slice(before)).length >= 1, 5000, 'one audit event');
     assert.equal(events[0]!.rule, 'unknown-tool');
     assert.ok(events[0]!.tool.length <= 129, `cut name: ${events[0]!.tool.length} characters`);

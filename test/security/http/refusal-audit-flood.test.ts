@@ -15,7 +15,7 @@
 import assert from 'node:assert/strict';
 import {readFile} from 'node:fs/promises';
 import {after, before, test} from 'node:test';
-import type {AuditEventV1, AuditSuppressedV1} from '../../../src/audit/audit-event.ts';
+import type {AuditEventV2, AuditSuppressedV2} from '../../../src/audit/audit-event.ts';
 import {DEFAULT_REFUSAL_AUDIT_LIMITS} from '../../../src/audit/audit-log.ts';
 import type {HttpService} from '../../../src/frontend/http/serve-http.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
@@ -39,7 +39,7 @@ after(async () => {
   await fixtures?.dispose();
 });
 
-type Line = AuditEventV1 | AuditSuppressedV1;
+type Line = AuditEventV2 | AuditSuppressedV2;
 async function auditLines(): Promise<Line[]> {
   const bytes = await readFile(env.auditFile);
   // fatal: any byte sequence that is not UTF-8 throws.
@@ -102,7 +102,7 @@ test('a principal granted nothing floods refused calls: the audit file gets at m
   let lines: Line[] = [];
   await until(async () => (lines = (await auditLines()).slice(startLines)).some((l) => l.type === 'audit.suppressed' && l.principal === 'key:bob'), 10_000, 'a summary of what was left out');
   const bobDenied = lines.filter((l) => l.type === 'tool.call.denied' && l.principal === 'key:bob').length;
-  const suppressed = lines.filter((l): l is AuditSuppressedV1 => l.type === 'audit.suppressed' && l.principal === 'key:bob')
+  const suppressed = lines.filter((l): l is AuditSuppressedV2 => l.type === 'audit.suppressed' && l.principal === 'key:bob')
     .reduce((n, l) => n + (l.suppressed['tool.call.denied'] ?? 0), 0);
   const writtenElapsedS = (Date.now() - started) / 1000;
   assert.ok(bobDenied <= burst + ratePerSec * writtenElapsedS + 1, `denied events written for bob: ${bobDenied} (bound ${burst} + ${ratePerSec}/s)`);
@@ -110,10 +110,10 @@ test('a principal granted nothing floods refused calls: the audit file gets at m
   await until(async () => {
     lines = (await auditLines()).slice(startLines);
     const written = lines.filter((l) => l.type === 'tool.call.denied' && l.principal === 'key:bob').length;
-    const left = lines.filter((l): l is AuditSuppressedV1 => l.type === 'audit.suppressed' && l.principal === 'key:bob').reduce((n, l) => n + (l.suppressed['tool.call.denied'] ?? 0), 0);
+    const left = lines.filter((l): l is AuditSuppressedV2 => l.type === 'audit.suppressed' && l.principal === 'key:bob').reduce((n, l) => n + (l.suppressed['tool.call.denied'] ?? 0), 0);
     return written + left === calls;
   }, 10_000, `every refusal is written or counted (${calls} calls; written ${bobDenied}, counted ${suppressed} so far)`);
-  assert.ok(lines.some((l) => l.type === 'tool.call.denied' && l.principal === 'key:alice' && (l as AuditEventV1).tool === 'other__nothing'), "alice's refusal is written");
+  assert.ok(lines.some((l) => l.type === 'tool.call.denied' && l.principal === 'key:alice' && (l as AuditEventV2).tool === 'other__nothing'), "alice's refusal is written");
   assert.ok(lines.some((l) => l.type === 'tool.call.completed' && l.principal === 'key:alice'), "alice's call is written");
 });
 
@@ -127,7 +127,7 @@ test('names with lone surrogates (sent, or made by the 128-unit cut) are written
   assert.match(cut.text, /Unknown tool/);
   let lines: Line[] = [];
   await until(async () => (lines = (await auditLines()).slice(startLines)).length >= 2, 5000, 'two audit events');
-  const tools = lines.filter((l): l is AuditEventV1 => l.type === 'tool.call.denied').map((l) => l.tool);
+  const tools = lines.filter((l): l is AuditEventV2 => l.type === 'tool.call.denied').map((l) => l.tool);
   assert.equal(tools.length, 2);
   for (const tool of tools) assert.ok(tool.isWellFormed(), `well-formed: ${JSON.stringify(tool)}`);
   assert.equal(tools[0], 'x\uFFFDy\uFFFDz');

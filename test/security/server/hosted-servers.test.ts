@@ -21,7 +21,7 @@ import {definitionSha256, profileSha256} from '../../../src/policy/pins.ts';
 import {parseProfile} from '../../../src/policy/load-profiles.ts';
 import {localPrincipal} from '../../../src/policy/principal.ts';
 import {createRuntime, type Runtime} from '../../../src/runtime.ts';
-import type {AuditEventV1} from '../../../src/audit/audit-event.ts';
+import type {AuditEventV2} from '../../../src/audit/audit-event.ts';
 import {docker, dockerAvailable, managedContainers} from '../../support/docker.ts';
 import {useFixtureServerImage} from '../../support/fixture-server.ts';
 import {tempDir} from '../../support/temp.ts';
@@ -47,7 +47,7 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
   const image = useFixtureServerImage();
   let dir: Awaited<ReturnType<typeof tempDir>>;
   let runtime: Runtime;
-  const audit: AuditEventV1[] = [];
+  const audit: AuditEventV2[] = [];
   const servers: Server[] = [];
 
   before(async () => {
@@ -77,7 +77,7 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
     await dir.write('tools/retagged/toolcell.json', {...pkg('retagged', ['good']), server: {...pkg('retagged', ['good']).server, image: `${RETAG}:latest`}});
     runtime = await createRuntime({toolDirs: [`${dir.path}/tools`], profileDirs: [`${dir.path}/profiles`], audit: 'off', containerPool: 0});
     const write = runtime.audit.write.bind(runtime.audit);
-    (runtime.audit as {write: (e: AuditEventV1) => void}).write = (e) => {
+    (runtime.audit as {write: (e: AuditEventV2) => void}).write = (e) => {
       audit.push(e);
       write(e);
     };
