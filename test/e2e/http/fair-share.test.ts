@@ -10,7 +10,7 @@ import {tempDir} from '../../support/temp.ts';
 import {connectHttp, realRuntime, startService} from './support.ts';
 
 const FLOODERS = 20;
-const PER_FLOODER = 10;
+const PER_FLOODER = 15;
 const QUIET_CALLS = 3;
 const key = (name: string) => `${name}-key-0123456789abcdef0123456789abcdef`;
 
