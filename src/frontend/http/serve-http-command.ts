@@ -29,7 +29,9 @@ export function parseListenAddress(hostPort: string): {host: string; port: numbe
  * `toolcell serve --http HOST:PORT [--config FILE]`: loads the service configuration, builds
  * the runtime with per-principal quotas and metrics, serves until SIGTERM or SIGINT, then shuts
  * down gracefully (see `HttpService.shutdown`; a second signal exits at once). Prints the
- * endpoint URL on stderr.
+ * endpoint URL on stderr. SIGHUP re-reads `tls.cert`/`tls.key` (`HttpService.reloadTls`: new
+ * connections get the new pair, a bad pair is refused and the old one kept; one line on stderr
+ * either way); without a certificate configured it is ignored, never fatal.
  *
  * Refuses to serve nothing (exit 2): no tool served at all (`assertSomethingServed`), or
  * authentication configured while no principal can call a served tool (`grantCoverage`); warns
@@ -80,6 +82,12 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     throw err;
   }
   say(`serving MCP over Streamable HTTP at ${service.url}`);
+  const onHangup = () => {
+    void service.reloadTls().then((outcome) => say(outcome.reloaded
+      ? `SIGHUP: TLS certificate reloaded (sha256 ${outcome.fingerprint256})`
+      : `SIGHUP: TLS certificate not reloaded: ${outcome.reason}`));
+  };
+  process.on('SIGHUP', onHangup);
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
       say(`${signal}: shutting down (in-flight calls may take up to the drain deadline)`);
@@ -97,6 +105,7 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
   });
+  process.off('SIGHUP', onHangup);
   say('stopped');
   // Anything still holding the event loop (a stray socket) must not keep a stopped server alive.
   setTimeout(() => process.exit(0), 3000).unref();
