@@ -1,5 +1,6 @@
 /** Reads and checks the service's TLS certificate chain and private key (config `tls.cert` / `tls.key`), at start and on every SIGHUP reload. */
 import {createPrivateKey, X509Certificate} from 'node:crypto';
+import {constants} from 'node:fs';
 import {open} from 'node:fs/promises';
 import {createSecureContext} from 'node:tls';
 import {ConfigError} from '../../errors.ts';
@@ -69,7 +70,8 @@ export async function readTlsFiles(tls: {readonly cert: string; readonly key: st
 async function readChecked(path: string, source: string, secret: boolean): Promise<Buffer> {
   let handle;
   try {
-    handle = await open(path, 'r');
+    // O_NONBLOCK: a FIFO at the path must not hang start-up or a reload (it is then refused as not a regular file).
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     throw new ConfigError(source, `cannot open ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, {cause: err});
   }

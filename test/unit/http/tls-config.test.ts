@@ -2,6 +2,7 @@
 // the refusal to bind anything but loopback without TLS (or the statement that a proxy ends it),
 // and a private key that others can read, a key of another certificate or a non-file refused.
 import assert from 'node:assert/strict';
+import {execFileSync} from 'node:child_process';
 import {chmodSync, chownSync, readFileSync, symlinkSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
@@ -97,6 +98,9 @@ test('a key of another certificate, a missing file, a folder, or a key as the ce
   await assert.rejects(readTlsFiles({cert: a.cert, key: b.key}), configError(/tls\.key: .*pair-b\.key is not the private key of the certificate in .*pair-a\.pem/));
   await assert.rejects(readTlsFiles({cert: a.cert, key: join(dir.path, 'missing.key')}), configError(/tls\.key: cannot open .*missing\.key \(ENOENT\)/));
   await assert.rejects(readTlsFiles({cert: dir.path, key: a.key}), configError(/tls\.cert: .* is not a regular file/));
+  const fifo = join(dir.path, 'fifo.key');
+  execFileSync('mkfifo', ['-m', '600', fifo]);
+  await assert.rejects(readTlsFiles({cert: a.cert, key: fifo}), configError(/tls\.key: .*fifo\.key is not a regular file/), 'a FIFO is refused, not waited on');
   await assert.rejects(readTlsFiles({cert: a.key, key: a.key}), configError(/tls\.cert: .*does not start with a PEM certificate/));
   const certAsKey = join(dir.path, 'cert-as-key.pem');
   writeFileSync(certAsKey, readFileSync(a.cert), {mode: 0o600});
