@@ -83,6 +83,8 @@ export const INVARIANTS = {
     note: 'The proxy statement is taken on trust: the service cannot see whether TLS really ends in front of it, nor whether the hop from the proxy is private. Certificate names, chain and revocation are for clients to check.'},
   'http:tls:reload-keeps-serving': {behaviour: 'A certificate reload (SIGHUP) never closes the listening socket or a connection: a call in flight finishes on its connection, new connections get the new certificate, and a bad new pair (mismatched, unreadable, too open) is refused and the old pair kept.',
     note: 'An open keep-alive connection keeps the certificate it negotiated until it closes; a reload does not revoke anything.'},
+  'http:metrics:scrapable-by-pod-address': {behaviour: '/metrics skips the Host check only when it requires a bearer credential (authentication configured, metrics not public), so a scraper can reach each replica by its pod address; a request there without a listed reader\'s credential is 401/403 and learns nothing; public metrics, the unauthenticated loopback mode and every other route keep the Host check.',
+    note: 'Relies on browsers never sending a bearer token by themselves; a reader key that leaks can be used from any Host, as it could through an allowed one.'},
   'http:auth:required': {behaviour: 'Every MCP request without valid credentials is refused with the right challenge, and no tool runs.'},
   'http:credentials:never-logged': {behaviour: 'API keys and tokens never appear in logs or audit events, valid or not, in headers or query strings.'},
   'http:principals:isolated': {behaviour: 'Grants hide other principals\' tools (a refusal looks like an unknown tool), and one principal\'s flood only limits that principal.',

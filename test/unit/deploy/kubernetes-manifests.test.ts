@@ -7,6 +7,7 @@
 // `kubectl apply --dry-run=server --validate=strict -k deploy/kubernetes` on a cluster does that.
 import assert from 'node:assert/strict';
 import {readdirSync, readFileSync} from 'node:fs';
+import {request as httpRequest} from 'node:http';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
 import {parseAllDocuments, parse as parseYaml} from 'yaml';
@@ -139,7 +140,7 @@ after(async () => {
   await fixtures?.dispose();
 });
 
-test('the probes hit paths the server serves (200 from a running service, not 404), on the named HTTPS port', async () => {
+test('the probes hit paths the server serves (200 from a running service, not 404), on the named HTTPS port; the scraper key reads /metrics by the pod address', async () => {
   const {runtime} = await fakeRuntime(fixtures);
   // The same service, plain HTTP on loopback (the TLS files live in the cluster's Secret).
   const {tls: _tls, ...plain} = rawConfig;
@@ -150,10 +151,30 @@ test('the probes hit paths the server serves (200 from a running service, not 40
       assert.ok(get, `${probe} is an httpGet`);
       assert.equal(get.scheme, 'HTTPS', `${probe}: the service serves HTTPS`);
       assert.ok(container.ports.some((p: {name: string}) => p.name === get.port), `${probe}: port "${get.port}" is a named container port`);
-      const response = await fetch(`${service.origin}${get.path}`, {headers: {Host: '10.244.1.7:8443'}});
-      assert.equal(response.status, 200, `${probe} ${get.path} (Host: the pod address, as the kubelet sends it)`);
-      await response.text();
+      const status = await new Promise<number>((resolve, reject) => {
+        // Raw request: fetch cannot set Host, and the kubelet sends the pod address.
+        const req = httpRequest({host: '127.0.0.1', port: service.port, path: get.path, headers: {Host: '10.244.1.7:8443'}, timeout: 10_000}, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
+        req.on('error', reject);
+        req.end();
+      });
+      assert.equal(status, 200, `${probe} ${get.path} (Host: the pod address, as the kubelet sends it)`);
     }
+    // Prometheus scrapes each pod by its address with the key whose hash the ConfigMap lists
+    // (the example key is "replace-me-prometheus-key"; the operator replaces both).
+    const scraped = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest({host: '127.0.0.1', port: service.port, path: '/metrics', headers: {Host: '10.244.1.7:8443', Authorization: 'Bearer replace-me-prometheus-key'}, timeout: 10_000}, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(scraped, 200, 'the listed scraper reads /metrics by the pod address');
     assert.equal(container.readinessProbe.httpGet.path, '/readyz');
     assert.equal(container.livenessProbe.httpGet.path, '/healthz');
   } finally {
