@@ -67,6 +67,7 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     for (const line of coverage.warnings) say(`warning: ${line}`);
     if (coverage.nobody) throw new ConfigError(configPath ?? '(defaults)', 'grants: no principal can call any served tool (see the warnings above); grant packages in "grants"');
     metrics.watchPools(() => runtime.poolSizes());
+    metrics.watchWorkerRestarts(() => runtime.workerRestarts());
     service = await startHttpService({runtime, config, host, port, metrics, readinessCheck: () => runtime.containersReachable()});
   } catch (err) {
     await close?.().catch(() => {});

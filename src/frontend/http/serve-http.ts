@@ -10,6 +10,7 @@ import {assertMayListen, type ServiceConfig} from '../../policy/service-config.t
 import type {ToolRuntime} from '../call-tool.ts';
 import {createMcpServer} from '../mcp-server.ts';
 import {ServiceMetrics} from '../metrics.ts';
+import {RefusalWatch} from '../refusal-watch.ts';
 import {createAuthenticator, type Authenticator} from './authenticate.ts';
 import {BodyBudget, DEFAULT_BODY_LIMITS, type BodyLimits} from './body-budget.ts';
 import {drain, Exchanges} from './drain.ts';
@@ -102,7 +103,9 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   // At the drain deadline this signal stops every call still in flight; each call then ends
   // with its own CANCELLED result, which the client receives before the streams are closed.
   const stopCalls = new AbortController();
-  const served: ToolRuntime = {...runtime, stopSignal: stopCalls.signal};
+  // Refusals on the spine feed the metrics (per rule, and bursts by one principal) on their way to the audit sink.
+  const refusals = new RefusalWatch({onRefusal: (rule) => metrics.refused(rule), onBurst: (rule) => metrics.refusalBurst(rule)});
+  const served: ToolRuntime = {...runtime, stopSignal: stopCalls.signal, audit: refusals.tap(runtime.audit)};
   const sessions = new LegacySessions(served, {
     idleMs: config.sessions.idleSeconds * 1000,
     maxPerPrincipal: config.sessions.maxPerPrincipal,
