@@ -117,7 +117,22 @@ test('the ConfigMap config passes the service-config schema, may bind the addres
   assert.ok(pod.spec.terminationGracePeriodSeconds * 1000 > config.shutdown.drainMs + 5000, 'the grace period outlasts the drain');
   const socket = volumes.find((v) => v.hostPath?.path === '/var/run/docker.sock');
   assert.equal(socket?.hostPath?.type, 'Socket', 'the engine is the node\'s Docker socket (README.md says what that grants)');
-  assert.equal(container.env.find((e: {name: string}) => e.name === 'TOOLCELL_STATE_DIR')?.value, mounts.find((m) => m.name === 'state')?.mountPath);
+  // Node state (installation key, uid leases) on the node, prepared by the init container, one replica per node.
+  const nodeState = volumes.find((v) => v.name === 'node-state');
+  assert.equal(nodeState?.hostPath?.type, 'DirectoryOrCreate');
+  const stateMount = mounts.find((m) => m.name === 'node-state')!.mountPath;
+  const env = (name: string) => container.env.find((e: {name: string}) => e.name === name)?.value as string | undefined;
+  for (const name of ['TOOLCELL_STATE_DIR', 'TOOLCELL_UID_LEASE_DIR']) assert.ok(env(name)?.startsWith(`${stateMount}/`), `${name} lies on the node-state volume`);
+  const init = pod.spec.initContainers.find((c: {name: string}) => c.name === 'node-state');
+  for (const name of ['TOOLCELL_STATE_DIR', 'TOOLCELL_UID_LEASE_DIR']) {
+    assert.ok(init.command.join(' ').includes(env(name)!.slice(stateMount.length + 1)), `the init container prepares ${name}`);
+  }
+  assert.match(init.command.join(' '), /chown 10001:10001 .*chmod 0700/, 'owned by the service user, mode 0700 (checkPrivateDir, Provenance)');
+  assert.deepEqual(init.securityContext.capabilities, {drop: ['ALL'], add: ['CHOWN', 'FOWNER']});
+  const anti = pod.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution;
+  assert.ok(anti.some((t: {topologyKey: string; labelSelector: {matchLabels: Labels}}) => t.topologyKey === 'kubernetes.io/hostname' && matches(t.labelSelector.matchLabels, pod.metadata.labels)),
+    'one replica per node: uid leases are judged by pid, and pods do not see each other\'s pids');
+  assert.equal(toolcell.spec.strategy.rollingUpdate.maxSurge, 0, 'with one replica per node, a rollout cannot surge');
 });
 
 test('pod and container security context: non-root, no privilege escalation, read-only root, no capabilities, no API token', () => {
