@@ -1,4 +1,5 @@
 /** Spots one principal refused again and again (DENIED by grants, pins, egress, secrets) from the audit stream, for metrics that never name the principal. */
+import {createHash} from 'node:crypto';
 import type {AuditEventV1, AuditSink} from '../audit/audit-event.ts';
 
 /** How many refusals of one rule by one principal, within how long, make a burst. */
@@ -34,7 +35,8 @@ interface Window {
  *
  * Rules are labels of our own code (`grants`, `unknown-tool`, `pin`, `egress`, `secret`, ...);
  * anything that does not look like one, and any rule past the 32nd distinct one, is reported
- * as `other`. Memory: at most {@link MAX_TRACKED_REFUSERS} principal/rule windows (the least
+ * as `other`. Memory: at most {@link MAX_TRACKED_REFUSERS} principal/rule windows, each keyed by
+ * at most ~100 bytes (a principal id over 64 characters is keyed by its SHA-256) (the least
  * recently refused is forgotten, so a flood of fresh principals can hide one slow prober).
  * Not guaranteed: a principal refused just under the threshold per window forever is never
  * reported; refusals the audit sink suppressed in a flood are still counted here.
@@ -58,7 +60,8 @@ export class RefusalWatch {
   observe(principal: string, rule: string | undefined): void {
     const label = this.#label(rule);
     this.#onRefusal(label);
-    const key = `${label}\0${principal}`;
+    // A token subject can be long: keys stay small (memory is MAX_TRACKED_REFUSERS keys of at most ~100 bytes).
+    const key = `${label}\0${principal.length > 64 ? createHash('sha256').update(principal).digest('base64') : principal}`;
     const now = this.#now();
     let window = this.#windows.get(key);
     if (window === undefined || now - window.start >= this.#limits.windowMs) {

@@ -71,6 +71,17 @@ test('memory is bounded: past MAX_TRACKED_REFUSERS the least recently refused wi
   assert.deepEqual(bursts, ['grants']);
 });
 
+test('a long principal id (a token subject) is tracked by its hash: same principal, same window; different ones apart', () => {
+  const {w, bursts} = watch();
+  const long = `sub:${'x'.repeat(10_000)}`;
+  w.observe(long, 'grants');
+  w.observe(`${long}y`, 'grants');
+  w.observe(long, 'grants');
+  assert.deepEqual(bursts, []);
+  w.observe(long, 'grants');
+  assert.deepEqual(bursts, ['grants']);
+});
+
 test('tap writes every event through and observes only *.denied events', async () => {
   const {w, refusals} = watch();
   const sink = new MemoryAuditSink();
