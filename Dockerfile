@@ -18,8 +18,9 @@
 #   docker run ... -e DOCKER_HOST=tcp://docker.internal:2376 -e DOCKER_TLS_VERIFY=1 \
 #     -e DOCKER_CERT_PATH=/certs -v /path/to/client-certs:/certs:ro toolcell/service
 #
-# The config (see src/policy/service-config.ts) must configure apiKeys or oauth: the service
-# binds 0.0.0.0 inside the container and refuses to start without authentication.
+# The config (see src/policy/service-config.ts) must configure apiKeys or oauth, and "tls": the
+# service binds 0.0.0.0 inside the container and refuses to start without authentication and
+# either a certificate ("tls": {"cert": ..., "key": ...}) or "tls": {"terminatedBy": "proxy"}.
 
 ARG BASE=toolcell/base
 

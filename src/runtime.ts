@@ -128,6 +128,8 @@ export interface Runtime extends ToolRuntime {
   readonly allTools: ReadonlyMap<string, ToolDefinition>;
   /** Warm sandboxes ready now, by backend (for metrics). */
   poolSizes(): Record<string, number>;
+  /** Isolate worker processes replaced so far (for metrics). */
+  workerRestarts(): number;
   /** Whether the container backend, when tools need it, answers now (a Docker ping, at most 2 s). */
   containersReachable(): Promise<boolean>;
   /** Stops the backends (sandboxes are destroyed and reaped) and flushes the audit log. */
@@ -257,6 +259,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     onCallFinished: options.onCallFinished,
     // Kept conditional: every key is a pool gauge (metrics.watchPools), so no key without a pool.
     poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {}), ...(server ? {server: server.poolStats().ready} : {})}),
+    workerRestarts: () => isolate.stats().restarts,
     containersReachable: async () => {
       if (container === undefined) return !(options.containers ?? RUNTIME_DEFAULTS.containers) || (containerTools.length === 0 && hostedTools.length === 0);
       try {

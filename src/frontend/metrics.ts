@@ -1,5 +1,6 @@
 /** Prometheus metrics of the HTTP service, in a registry of its own, with labels that never name a principal. */
 import {collectDefaultMetrics, Counter, Gauge, Histogram, Registry} from 'prom-client';
+import {containersLeftBehind} from '../backends/container/reaper.ts';
 import type {QueueStats} from '../dispatch/dispatcher.ts';
 import type {ToolDefinition} from '../policy/tool-definition.ts';
 
@@ -35,6 +36,13 @@ const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
  * - `toolcell_http_responses_total{route, status}`: HTTP answers by route and status
  * - `toolcell_http_sessions`: open 2025-era sessions
  * - `toolcell_http_bodies_refused_total{reason}`: requests answered 503/429 because too many bodies were being read
+ * - `toolcell_refusals_total{rule}`: calls refused `DENIED`, by rule (`grants`, `unknown-tool`, `pin`, ...; `RefusalWatch`)
+ * - `toolcell_principal_refusal_bursts_total{rule}`: times one principal was refused for one rule
+ *   `DEFAULT_REFUSAL_BURST.threshold` times within its window (the audit stream says who)
+ * - `toolcell_isolate_worker_restarts_total`: isolate worker processes replaced (crash, kill, memory ceiling)
+ * - `toolcell_containers_left_behind_total{found}`: containers of this installation the reaper
+ *   found and removed although their owner should have (`orphans`: left by an earlier process on
+ *   this host or pod), and removals that failed (`remove-failed`)
  * - Node process metrics (`process_*`, `nodejs_*`) from `collectDefaultMetrics`.
  */
 export class ServiceMetrics {
@@ -48,6 +56,9 @@ export class ServiceMetrics {
   #queues: (() => Record<string, QueueStats>) | undefined;
   #pools: (() => Record<string, number>) | undefined;
   #sessions: (() => number) | undefined;
+  readonly #refusals: Counter<'rule'>;
+  readonly #refusalBursts: Counter<'rule'>;
+  #restarts: (() => number) | undefined;
 
   /** @param options.defaultMetrics collect Node process metrics too (default true) */
   constructor(options: {defaultMetrics?: boolean} = {}) {
@@ -85,6 +96,32 @@ export class ServiceMetrics {
         this.set(sessions()?.() ?? 0);
       },
     });
+    this.#refusals = new Counter({name: 'toolcell_refusals_total', help: 'Tool calls refused DENIED, by rule (grants, unknown-tool, pin, egress, secret, ...).', labelNames: ['rule'], registers});
+    this.#refusalBursts = new Counter({name: 'toolcell_principal_refusal_bursts_total', help: 'Times one principal was refused for one rule repeatedly within a window (see the audit stream for who).', labelNames: ['rule'], registers});
+    const restarts = () => this.#restarts;
+    let restartsSeen = 0;
+    new Counter({
+      name: 'toolcell_isolate_worker_restarts_total', help: 'Isolate worker processes replaced after a crash, a kill or their memory ceiling.', registers,
+      collect() {
+        const now = restarts()?.() ?? restartsSeen;
+        if (now > restartsSeen) this.inc(now - restartsSeen);
+        restartsSeen = Math.max(restartsSeen, now);
+      },
+    });
+    const leftSeen = {orphans: 0, 'remove-failed': 0};
+    const leftBehind = new Counter({
+      name: 'toolcell_containers_left_behind_total', help: 'Containers the reaper found left behind (orphans of an earlier process) or failed to remove.', labelNames: ['found'], registers,
+      collect() {
+        const now = containersLeftBehind();
+        for (const found of ['orphans', 'remove-failed'] as const) {
+          if (now[found] > leftSeen[found]) this.inc({found}, now[found] - leftSeen[found]);
+          leftSeen[found] = Math.max(leftSeen[found], now[found]);
+        }
+      },
+    });
+    for (const found of ['orphans', 'remove-failed']) leftBehind.inc({found}, 0);
+    this.#refusals.inc({rule: 'grants'}, 0);
+    this.#refusalBursts.inc({rule: 'grants'}, 0);
     if (options.defaultMetrics !== false) collectDefaultMetrics({register: this.registry});
   }
 
@@ -127,6 +164,21 @@ export class ServiceMetrics {
   /** Reports the number of open sessions, read at scrape time. */
   watchSessions(count: () => number): void {
     this.#sessions = count;
+  }
+
+  /** Counts one call refused DENIED, by rule (the `RefusalWatch` `onRefusal` hook). */
+  refused(rule: string): void {
+    this.#refusals.inc({rule});
+  }
+
+  /** Counts one burst of refusals by one principal (the `RefusalWatch` `onBurst` hook). */
+  refusalBurst(rule: string): void {
+    this.#refusalBursts.inc({rule});
+  }
+
+  /** Reports the isolate worker restarts so far (a running total), read at scrape time. */
+  watchWorkerRestarts(total: () => number): void {
+    this.#restarts = total;
   }
 
   /** The exposition text and its content type. */

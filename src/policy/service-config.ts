@@ -125,12 +125,31 @@ export const FairShare = z.strictObject({
     z.number().min(0.01).max(1000).describe('Calls started per round; 0.01-1000, default 1.')).default({}),
 });
 
+/**
+ * Where TLS ends. Either the service serves HTTPS itself from a certificate chain and its
+ * private key (PEM files, read at start and again on SIGHUP; the key file must be private: see
+ * `readTlsFiles`), or the operator states that TLS ends at a proxy or load balancer in front of
+ * it. Binding anything but loopback needs one of the two (`assertMayListen`). The statement
+ * `terminatedBy: "proxy"` is not checked: the service cannot see whether its clients' bearer
+ * tokens crossed a network in clear before they reached the proxy.
+ */
+export const TlsConfig = z.union([
+  z.strictObject({
+    cert: z.string().min(1).describe('PEM certificate chain (leaf first); relative to the config file.'),
+    key: z.string().min(1).describe('PEM private key of the leaf; relative to the config file; readable by this user (or root) only.'),
+  }),
+  z.strictObject({
+    terminatedBy: z.literal('proxy').describe('TLS ends at a proxy or load balancer in front of the service, which then serves plain HTTP.'),
+  }),
+], {error: () => 'must be {"cert": PATH, "key": PATH} (HTTPS served here) or {"terminatedBy": "proxy"} (TLS ends at a proxy in front)'});
+
 export const ServiceConfig = z.strictObject({
   $schema: z.string().optional(),
   resourceUrl: SecureUrl.optional()
     .describe('Public URL of this MCP endpoint (e.g. https://tools.example.com/mcp); required with oauth. Default: http://HOST:PORT/mcp.'),
   apiKeys: z.array(ApiKeyEntry).max(10_000).default([]),
   oauth: OAuthConfig.optional(),
+  tls: TlsConfig.optional().describe('HTTPS served by this process, or the statement that TLS ends at a proxy; required to bind anything but loopback.'),
   grants: z.array(Grant).default([]),
   quotas: Quotas.default({ratePerSec: DEFAULT_QUOTAS.ratePerSec, burst: DEFAULT_QUOTAS.burst, maxInFlight: DEFAULT_QUOTAS.maxInFlight, principals: {}}),
   allowedOrigins: z.array(z.string().min(1)).optional()
@@ -194,6 +213,7 @@ export const ServiceConfig = z.strictObject({
 /** A parsed, defaulted, frozen service configuration. */
 export type ServiceConfig = z.infer<typeof ServiceConfig>;
 export type OAuthConfig = z.infer<typeof OAuthConfig>;
+export type TlsConfig = z.infer<typeof TlsConfig>;
 export type QuotaLimits = z.infer<typeof QuotaLimits>;
 export type Quotas = z.infer<typeof Quotas>;
 
@@ -223,12 +243,13 @@ export async function loadServiceConfig(file: string): Promise<ServiceConfig> {
   } catch (err) {
     throw new ConfigError(file, `cannot read the service configuration (${(err as NodeJS.ErrnoException).code ?? 'error'})`, {cause: err});
   }
-  let config = parseServiceConfig(file, text);
+  const config = parseServiceConfig(file, text);
+  const near = (path: string) => (isAbsolute(path) ? path : resolve(file, '..', path));
   const signingKey = config.audit?.signingKey;
-  if (signingKey !== undefined && !isAbsolute(signingKey)) config = deepFreeze({...config, audit: {...config.audit, signingKey: resolve(file, '..', signingKey)}});
   const jwksFile = config.oauth?.jwksFile;
-  if (jwksFile === undefined || isAbsolute(jwksFile)) return config;
-  return deepFreeze({...config, oauth: {...config.oauth!, jwksFile: resolve(file, '..', jwksFile)}});
+  const tls = config.tls !== undefined && 'cert' in config.tls ? {cert: near(config.tls.cert), key: near(config.tls.key)} : config.tls;
+  return deepFreeze({...config, ...(jwksFile === undefined ? {} : {oauth: {...config.oauth!, jwksFile: near(jwksFile)}}), ...(tls === undefined ? {} : {tls}),
+    ...(signingKey === undefined ? {} : {audit: {...config.audit, signingKey: near(signingKey)}})});
 }
 
 /**
@@ -247,13 +268,20 @@ export function authConfigured(config: ServiceConfig): boolean {
 }
 
 /**
- * Refuses to serve on an address other than loopback without authentication: there, anyone who
- * reaches the address could call every tool.
+ * Refuses to serve on an address other than loopback without authentication (there, anyone who
+ * reaches the address could call every tool) or without TLS (bearer tokens would cross the
+ * network in clear): `tls` must name a certificate and key, or state that TLS ends at a proxy.
+ * Does NOT check that such a proxy exists, nor that the network between it and the service is
+ * private.
  * @throws ConfigError (option `--http`) naming the address and what is required
  */
 export function assertMayListen(host: string, config: ServiceConfig): void {
-  if (!isLoopbackHostname(host) && !authConfigured(config)) {
+  if (isLoopbackHostname(host)) return;
+  if (!authConfigured(config)) {
     throw new ConfigError('--http', `refusing to listen on ${host}: binding an address other than loopback requires authentication (apiKeys or oauth in --config)`);
+  }
+  if (config.tls === undefined) {
+    throw new ConfigError('--http', `refusing to listen on ${host}: binding an address other than loopback requires TLS, so that bearer tokens never cross a network in clear: set "tls": {"cert": PATH, "key": PATH} in --config to serve HTTPS here, or "tls": {"terminatedBy": "proxy"} when a proxy in front of the service ends TLS`);
   }
 }
 

@@ -36,6 +36,18 @@ export async function forceRemove(container: Docker.Container, timeoutMs: number
   }
 }
 
+const leftBehind = {orphans: 0, 'remove-failed': 0};
+
+/**
+ * Running totals, for this process, of containers `reapContainers` found that their owner should
+ * have removed: `orphans` removed by an orphans-only reap (left by an earlier process of this
+ * installation on this host, e.g. before a crash or a container restart in the same pod), and
+ * `remove-failed`, removals that failed in any reap. Read by the service's metrics.
+ */
+export function containersLeftBehind(): Readonly<typeof leftBehind> {
+  return {...leftBehind};
+}
+
 /** What a reap did. */
 export interface ReapResult {
   /** Ids of containers removed. */
@@ -78,6 +90,8 @@ export async function reapContainers(docker: Docker, scope: {owner?: string; job
     }
   }));
   if (result.removed.length > 0) log.debug({count: result.removed.length, owner: scope.owner, job: scope.job}, 'reaped containers');
+  if (scope.orphansOnly) leftBehind.orphans += result.removed.length;
+  leftBehind['remove-failed'] += result.failed.length;
   return result;
 }
 

@@ -13,7 +13,7 @@ import {
   type OAuthMetadata,
 } from '@modelcontextprotocol/server';
 import {log} from '../../log.ts';
-import {mayReadMetrics, type ServiceConfig} from '../../policy/service-config.ts';
+import {authConfigured, mayReadMetrics, type ServiceConfig} from '../../policy/service-config.ts';
 import type {ServiceMetrics} from '../metrics.ts';
 import type {Authenticator, AuthRefused} from './authenticate.ts';
 import type {BodyBudget} from './body-budget.ts';
@@ -69,7 +69,7 @@ export type Router = (req: IncomingMessage, closed: AbortSignal) => Promise<{rou
  * |---|---|---|---|---|---|
  * | healthz | `/healthz` | checked | not checked (probes use the pod address) | none | 200 |
  * | readyz | `/readyz` | checked | not checked | none | 200 / 503 (`Readiness`) |
- * | metrics | `/metrics` | checked | checked | like /mcp, and `mayReadMetrics` (unless `metrics.public`) | 200 / 401 / 403 |
+ * | metrics | `/metrics` | checked | checked, unless a bearer credential is required (see below) | like /mcp, and `mayReadMetrics` (unless `metrics.public`) | 200 / 401 / 403 |
  * | prm | RFC 9728 well-known paths | checked | checked | none | 200 with OAuth, else 404 |
  * | mcp | `/mcp` | checked | checked | every request | see below |
  * | other | anything else | checked | checked | none | 404 |
@@ -83,11 +83,17 @@ export type Router = (req: IncomingMessage, closed: AbortSignal) => Promise<{rou
  * Then the request goes to the 2025 sessions or the 2026 handler, with the principal as
  * `authInfo.extra.principal` and without the client's credentials (`toWebRequest`).
  * A foreign Origin or Host is 403 with a JSON-RPC error on every route it applies to.
+ *
+ * `/metrics` skips the Host check when it requires a bearer credential (authentication configured
+ * and `metrics.public` false): a scraper reaches each replica by its pod address (a Host nobody can
+ * list in advance), and DNS rebinding gains a web page nothing there, since a browser never sends
+ * a bearer token by itself. Public metrics, and the unauthenticated loopback mode, keep the check.
  */
 export function createRouter(parts: RouterParts): Router {
   const {config, authenticator, metrics, readiness, sessions, modern} = parts;
   const httpLog = log.child({component: 'http'});
   const allowedHosts = hostAllowlist(config, parts.host, parts.resourceUrl);
+  const metricsNeedBearer = !config.metrics.public && authConfigured(config);
   const allowedOrigins = config.allowedOrigins ? [...config.allowedOrigins] : localhostAllowedOrigins();
   const prm = protectedResourceMetadata(config, parts.resourceUrl);
   const prmPaths = new Set([PRM_PATH, `${PRM_PATH}${MCP_PATH}`, `${PRM_PATH}${trimSlash(new URL(parts.resourceUrl).pathname)}`]);
@@ -202,7 +208,8 @@ export function createRouter(parts: RouterParts): Router {
       httpLog.info({route}, 'request refused: foreign Origin');
       return {route, response: jsonRpcError(403, JSONRPC.SERVER_ERROR, 'Forbidden: Origin not allowed')};
     }
-    if (route !== 'healthz' && route !== 'readyz' && !validateHostHeader(req.headers.host, allowedHosts).ok) {
+    const hostChecked = route !== 'healthz' && route !== 'readyz' && !(route === 'metrics' && metricsNeedBearer);
+    if (hostChecked && !validateHostHeader(req.headers.host, allowedHosts).ok) {
       httpLog.info({route}, 'request refused: Host not allowed (DNS rebinding defence)');
       return {route, response: jsonRpcError(403, JSONRPC.SERVER_ERROR, 'Forbidden: Host not allowed')};
     }

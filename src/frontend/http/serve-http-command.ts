@@ -31,7 +31,9 @@ export function parseListenAddress(hostPort: string): {host: string; port: numbe
  * `toolcell serve --http HOST:PORT [--config FILE]`: loads the service configuration, builds
  * the runtime with per-principal quotas and metrics, serves until SIGTERM or SIGINT, then shuts
  * down gracefully (see `HttpService.shutdown`; a second signal exits at once). Prints the
- * endpoint URL on stderr.
+ * endpoint URL on stderr. SIGHUP re-reads `tls.cert`/`tls.key` (`HttpService.reloadTls`: new
+ * connections get the new pair, a bad pair is refused and the old one kept; one line on stderr
+ * either way); without a certificate configured it is ignored, never fatal.
  *
  * Refuses to serve nothing (exit 2): no tool served at all (`assertSomethingServed`), or
  * authentication configured while no principal can call a served tool (`grantCoverage`); warns
@@ -69,6 +71,7 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     for (const line of coverage.warnings) say(`warning: ${line}`);
     if (coverage.nobody) throw new ConfigError(configPath ?? '(defaults)', 'grants: no principal can call any served tool (see the warnings above); grant packages in "grants"');
     metrics.watchPools(() => runtime.poolSizes());
+    metrics.watchWorkerRestarts(() => runtime.workerRestarts());
     service = await startHttpService({runtime, config, host, port, metrics, readinessCheck: () => runtime.containersReachable()});
   } catch (err) {
     await close?.().catch(() => {});
@@ -84,6 +87,12 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     throw err;
   }
   say(`serving MCP over Streamable HTTP at ${service.url}`);
+  const onHangup = () => {
+    void service.reloadTls().then((outcome) => say(outcome.reloaded
+      ? `SIGHUP: TLS certificate reloaded (sha256 ${outcome.fingerprint256})`
+      : `SIGHUP: TLS certificate not reloaded: ${outcome.reason}`));
+  };
+  process.on('SIGHUP', onHangup);
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
       say(`${signal}: shutting down (in-flight calls may take up to the drain deadline)`);
@@ -101,6 +110,7 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
   });
+  process.off('SIGHUP', onHangup);
   say('stopped');
   // Anything still holding the event loop (a stray socket) must not keep a stopped server alive.
   setTimeout(() => process.exit(0), 3000).unref();

@@ -1,5 +1,6 @@
 /** The Streamable HTTP service: binds the socket, builds the two MCP legs and the router, writes each answer, and shuts down by draining. */
 import {createServer, type IncomingMessage, type ServerResponse} from 'node:http';
+import {createServer as createHttpsServer} from 'node:https';
 import type {AddressInfo} from 'node:net';
 import {createMcpHandler, type AuthInfo, type McpHttpHandler} from '@modelcontextprotocol/server';
 import type {JWTVerifyGetKey} from 'jose';
@@ -9,6 +10,7 @@ import {assertMayListen, type ServiceConfig} from '../../policy/service-config.t
 import type {ToolRuntime} from '../call-tool.ts';
 import {createMcpServer} from '../mcp-server.ts';
 import {ServiceMetrics} from '../metrics.ts';
+import {RefusalWatch} from '../refusal-watch.ts';
 import {createAuthenticator, type Authenticator} from './authenticate.ts';
 import {BodyBudget, DEFAULT_BODY_LIMITS, type BodyLimits} from './body-budget.ts';
 import {drain, Exchanges} from './drain.ts';
@@ -16,6 +18,7 @@ import {closingSockets, jsonRpcError, Lingers, writeResponse} from './http-io.ts
 import {LegacySessions} from './legacy-sessions.ts';
 import {Readiness, type ReadinessCheck} from './readiness.ts';
 import {createRouter, MCP_PATH, wasAuthenticated, type RouteName} from './router.ts';
+import {readTlsFiles, type TlsFiles} from './tls-files.ts';
 
 export {MCP_PATH, PRM_PATH} from './router.ts';
 
@@ -46,9 +49,9 @@ export interface HttpServiceOptions {
 
 /** A running HTTP service. */
 export interface HttpService {
-  /** `http://HOST:PORT` as bound. */
+  /** `http://HOST:PORT` as bound (`https://` when the config names a certificate). */
   readonly origin: string;
-  /** The MCP endpoint URL, `http://HOST:PORT/mcp`. */
+  /** The MCP endpoint URL, `http(s)://HOST:PORT/mcp`. */
   readonly url: string;
   readonly port: number;
   readonly metrics: ServiceMetrics;
@@ -62,6 +65,15 @@ export interface HttpService {
    * Idempotent; resolves when everything is closed.
    */
   shutdown(options?: {drainMs?: number}): Promise<void>;
+  /**
+   * Re-reads `tls.cert` and `tls.key` (`readTlsFiles`) and, when they are a valid pair, makes
+   * them the certificate of every connection accepted from then on (`server.setSecureContext`);
+   * open connections and the calls on them keep the one they negotiated, and the socket keeps
+   * accepting throughout. A bad pair is logged (WARN) and the old one kept.
+   * @returns `{reloaded: true, fingerprint256}`, or `{reloaded: false, reason}` (no TLS served
+   *   here, or why the new pair was refused)
+   */
+  reloadTls(): Promise<{reloaded: true; fingerprint256: string} | {reloaded: false; reason: string}>;
 }
 
 /**
@@ -75,7 +87,11 @@ export interface HttpService {
  * `headersTimeout`). Request bodies are read under `BodyBudget` (by default 64 at once, 8 per
  * principal, 64 MiB of buffers in total): over it a request is answered 429 or 503 unread.
  *
- * @throws ConfigError when `host` is not loopback and no authentication is configured
+ * TLS: with `tls.cert`/`tls.key` in the config it serves HTTPS (node:https, TLS 1.2 or later)
+ * with that pair, swapped by `reloadTls()` without closing anything.
+ *
+ * @throws ConfigError when `host` is not loopback and authentication or TLS is not configured
+ *   (`assertMayListen`), or when the TLS files are unusable (`readTlsFiles`)
  */
 export async function startHttpService(options: HttpServiceOptions): Promise<HttpService> {
   const {runtime, config, host} = options;
@@ -87,7 +103,9 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   // At the drain deadline this signal stops every call still in flight; each call then ends
   // with its own CANCELLED result, which the client receives before the streams are closed.
   const stopCalls = new AbortController();
-  const served: ToolRuntime = {...runtime, stopSignal: stopCalls.signal};
+  // Refusals on the spine feed the metrics (per rule, and bursts by one principal) on their way to the audit sink.
+  const refusals = new RefusalWatch({onRefusal: (rule) => metrics.refused(rule), onBurst: (rule) => metrics.refusalBurst(rule)});
+  const served: ToolRuntime = {...runtime, stopSignal: stopCalls.signal, audit: refusals.tap(runtime.audit)};
   const sessions = new LegacySessions(served, {
     idleMs: config.sessions.idleSeconds * 1000,
     maxPerPrincipal: config.sessions.maxPerPrincipal,
@@ -101,7 +119,12 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
     onerror: (err) => httpLog.debug({err}, 'mcp handler: request refused or failed'),
   });
 
-  const server = createServer({requestTimeout: 60_000, headersTimeout: 15_000});
+  const tlsPaths = config.tls !== undefined && 'cert' in config.tls ? config.tls : undefined;
+  const tlsFiles: TlsFiles | undefined = tlsPaths === undefined ? undefined : await readTlsFiles(tlsPaths);
+  const timeouts = {requestTimeout: 60_000, headersTimeout: 15_000};
+  const server = tlsFiles === undefined
+    ? createServer(timeouts)
+    : createHttpsServer({...timeouts, cert: tlsFiles.cert, key: tlsFiles.key, minVersion: 'TLSv1.2'});
   const closedListening = new Promise<void>((resolve) => server.once('close', () => resolve()));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -112,7 +135,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   });
   const address = server.address() as AddressInfo;
   const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const origin = `http://${urlHost}:${address.port}`;
+  const origin = `${tlsFiles === undefined ? 'http' : 'https'}://${urlHost}:${address.port}`;
   const resourceUrl = config.resourceUrl ?? `${origin}${MCP_PATH}`;
   let authenticator: Authenticator;
   try {
@@ -175,6 +198,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
     httpLog.warn('no authentication configured: any process that can reach this loopback address can call every tool');
   }
   if (config.metrics.public) httpLog.warn('/metrics is public (metrics.public): anyone who reaches it sees the name of every tool called');
+  if (tlsFiles !== undefined) httpLog.info({fingerprint256: tlsFiles.fingerprint256, validTo: tlsFiles.validTo.toISOString()}, 'serving HTTPS');
   let stopping: Promise<void> | undefined;
   return {
     origin,
@@ -193,6 +217,18 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
         closeRuntime: runtime.close?.bind(runtime),
       }, shutdownOptions.drainMs ?? config.shutdown.drainMs);
       return stopping;
+    },
+    async reloadTls() {
+      if (tlsPaths === undefined || !('setSecureContext' in server)) return {reloaded: false, reason: 'no certificate configured (tls.cert/tls.key): nothing to reload'};
+      try {
+        const next = await readTlsFiles(tlsPaths);
+        server.setSecureContext({cert: next.cert, key: next.key, minVersion: 'TLSv1.2'});
+        httpLog.info({fingerprint256: next.fingerprint256, validTo: next.validTo.toISOString()}, 'TLS certificate reloaded');
+        return {reloaded: true, fingerprint256: next.fingerprint256};
+      } catch (err) {
+        httpLog.warn({err}, 'TLS reload refused: the old certificate stays in use');
+        return {reloaded: false, reason: (err as Error).message};
+      }
     },
   };
 }

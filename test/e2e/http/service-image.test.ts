@@ -45,6 +45,8 @@ test('the service image builds, runs non-root, serves a tool over HTTP and stops
       apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}],
       grants: [{principal: 'key:alice', packages: ['fixture']}],
       shutdown: {drainMs: 5000},
+      // Bound to 0.0.0.0 inside the container, reached through a loopback port mapping: the test is the proxy.
+      tls: {terminatedBy: 'proxy'},
     }));
     execFileSync('chmod', ['-R', 'a+rX', fixtures.dir]);
     chmodSync(config, 0o644);
