@@ -113,6 +113,21 @@ export const MetricsAccess = z.strictObject({
     .describe('Principals (key:NAME, sub:SUBJECT, or scope:SCOPE for any token carrying that scope) that may read /metrics with their credentials.'),
 });
 
+/**
+ * Shared state among replicas (issue 12): per-principal quotas in Redis. Absent: this process
+ * keeps its own quotas (one replica). The URL may carry a password; it is never logged.
+ */
+export const RedisConfig = z.strictObject({
+  url: z.string().regex(/^rediss?:\/\/[^\s]+$/, 'must be a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379)')
+    .describe('redis://[user:password@]host:port[/db] or rediss:// for TLS.'),
+  failMode: z.enum(['closed', 'open']).default('closed')
+    .describe('Redis unreachable: "closed" refuses calls with BACKEND_UNAVAILABLE; "open" admits them under each replica\'s own limits.'),
+  leaseMs: z.number().int().min(1000).max(600_000).default(15_000)
+    .describe('Lease of an in-flight slot, in ms: a dead replica\'s slots come back at most this long after its last renewal.'),
+  keyPrefix: z.string().regex(/^[A-Za-z0-9:._-]{1,64}$/, 'must be 1-64 characters from A-Z a-z 0-9 : . _ -').default('toolcell:')
+    .describe('Prefix of every key this service writes (several services may share one Redis with different prefixes).'),
+});
+
 export const ServiceConfig = z.strictObject({
   $schema: z.string().optional(),
   resourceUrl: SecureUrl.optional()
@@ -138,6 +153,8 @@ export const ServiceConfig = z.strictObject({
   }).default({drainMs: 20_000}),
   metrics: MetricsAccess.default({public: false, principals: []})
     .describe('Who may read /metrics: by default only the principals listed here, authenticated like /mcp.'),
+  redis: RedisConfig.optional()
+    .describe('Shares quotas among replicas through Redis; absent: quotas are per process.'),
 }).superRefine((config, ctx) => {
   const names = new Set<string>();
   const hashes = new Set<string>();

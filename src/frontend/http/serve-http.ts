@@ -14,7 +14,7 @@ import {BodyBudget, DEFAULT_BODY_LIMITS, type BodyLimits} from './body-budget.ts
 import {drain, Exchanges} from './drain.ts';
 import {closingSockets, jsonRpcError, Lingers, writeResponse} from './http-io.ts';
 import {LegacySessions} from './legacy-sessions.ts';
-import {Readiness, type ReadinessCheck} from './readiness.ts';
+import {Readiness, type ReadinessCheck, type SharedStateReport} from './readiness.ts';
 import {createRouter, MCP_PATH, wasAuthenticated, type RouteName} from './router.ts';
 
 export {MCP_PATH, PRM_PATH} from './router.ts';
@@ -38,6 +38,8 @@ export interface HttpServiceOptions {
   metrics?: ServiceMetrics;
   /** Extra readiness check (e.g. a Docker ping). */
   readinessCheck?: ReadinessCheck;
+  /** State of the shared quota store for `/readyz` (`RedisQuotaStore.report`); absent without `redis` in the config. */
+  sharedState?: () => SharedStateReport;
   /** Bounds on request-body reads (`BodyBudget`); missing fields take `DEFAULT_BODY_LIMITS` (whose byte total is raised to twice `maxBodyBytes` when that is larger). */
   bodyLimits?: Partial<BodyLimits>;
   /** Key source that overrides the config's JWKS (tests). */
@@ -83,7 +85,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   const metrics = options.metrics ?? new ServiceMetrics();
   metrics.watchQueues(() => runtime.dispatcher.stats());
   const httpLog = log.child({component: 'http'});
-  const readiness = new Readiness(runtime, options.readinessCheck);
+  const readiness = new Readiness(runtime, options.readinessCheck, options.sharedState);
   // At the drain deadline this signal stops every call still in flight; each call then ends
   // with its own CANCELLED result, which the client receives before the streams are closed.
   const stopCalls = new AbortController();
