@@ -170,6 +170,11 @@ export class RedisQuotaStore implements QuotaStore {
     return this.#replica;
   }
 
+  /** The Redis connection (shared with `RedisSessionRecords`, so one replica holds one connection). */
+  get client(): Redis {
+    return this.#redis;
+  }
+
   /** Lease of an in-flight slot, in ms. */
   get leaseMs(): number {
     return this.#leaseMs;

@@ -3,6 +3,7 @@ import {ConfigError} from '../../errors.ts';
 import {log} from '../../log.ts';
 import {QuotaAdmission, quotaQueueProblems, type QuotaStore} from '../../policy/quota.ts';
 import {redactRedisUrl, RedisQuotaStore} from '../../policy/redis-quota.ts';
+import {RedisSessionRecords} from '../../policy/session-records.ts';
 import {grantCoverage} from '../../policy/grant-coverage.ts';
 import {assertMayListen, defaultServiceConfig, loadServiceConfig} from '../../policy/service-config.ts';
 import {assertSomethingServed, emptyToolDirs} from '../../serve-preflight.ts';
@@ -79,7 +80,8 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     for (const line of coverage.warnings) say(`warning: ${line}`);
     if (coverage.nobody) throw new ConfigError(configPath ?? '(defaults)', 'grants: no principal can call any served tool (see the warnings above); grant packages in "grants"');
     metrics.watchPools(() => runtime.poolSizes());
-    service = await startHttpService({runtime, config, host, port, metrics, readinessCheck: () => runtime.containersReachable(), sharedState: store && (() => store.report())});
+    service = await startHttpService({runtime, config, host, port, metrics, readinessCheck: () => runtime.containersReachable(), sharedState: store && (() => store.report()),
+      sessionRecords: store && new RedisSessionRecords(store.client, config.redis?.keyPrefix)});
   } catch (err) {
     await close?.().catch(() => {});
     if (err instanceof ConfigError) {

@@ -5,6 +5,7 @@ import {createMcpHandler, type AuthInfo, type McpHttpHandler} from '@modelcontex
 import type {JWTVerifyGetKey} from 'jose';
 import {log} from '../../log.ts';
 import type {Principal} from '../../policy/principal.ts';
+import type {SessionRecordStore} from '../../policy/session-records.ts';
 import {assertMayListen, type ServiceConfig} from '../../policy/service-config.ts';
 import type {ToolRuntime} from '../call-tool.ts';
 import {createMcpServer} from '../mcp-server.ts';
@@ -40,6 +41,8 @@ export interface HttpServiceOptions {
   readinessCheck?: ReadinessCheck;
   /** State of the shared quota store for `/readyz` (`RedisQuotaStore.report`); absent without `redis` in the config. */
   sharedState?: () => SharedStateReport;
+  /** Shared 2025-protocol session records (`RedisSessionRecords`), so any replica serves any session; absent: sessions live in this process only. */
+  sessionRecords?: SessionRecordStore;
   /** Bounds on request-body reads (`BodyBudget`); missing fields take `DEFAULT_BODY_LIMITS` (whose byte total is raised to twice `maxBodyBytes` when that is larger). */
   bodyLimits?: Partial<BodyLimits>;
   /** Key source that overrides the config's JWKS (tests). */
@@ -95,7 +98,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
     maxPerPrincipal: config.sessions.maxPerPrincipal,
     max: config.sessions.max,
     maxBodyBytes: config.maxBodyBytes,
-  });
+  }, options.sessionRecords);
   metrics.watchSessions(() => sessions.size);
   const modern: McpHttpHandler = createMcpHandler(({authInfo}) => createMcpServer(served, principalOf(authInfo), 'http'), {
     legacy: 'reject',
