@@ -9,11 +9,11 @@
  * Skipped when redis-server or haproxy is missing, unless CI is set (then it fails).
  */
 import assert from 'node:assert/strict';
-import {spawn, type ChildProcess} from 'node:child_process';
-import {writeFile} from 'node:fs/promises';
+import {execFileSync, spawn, type ChildProcess} from 'node:child_process';
 import {after, before, describe, test} from 'node:test';
 import {Redis} from 'ioredis';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
+import {dockerAvailable} from '../../support/docker.ts';
 import {childPids} from '../../support/mcp-stdio.ts';
 import {isAlive} from '../../support/processes.ts';
 import {freePort, missingPrograms, startRedis, stopChild, waitForPort, type TestRedis} from '../../support/redis-server.ts';
@@ -21,6 +21,10 @@ import {tempDir} from '../../support/temp.ts';
 import {CLI, connectHttp, errorCode, REPO} from '../http/support.ts';
 
 const skip = missingPrograms('redis-server', 'haproxy');
+/** With an engine and toolcell/shell, the replicas also serve one container tool (`scale-container__nap`). */
+const containers = skip ? false : await dockerAvailable({images: ['toolcell/shell']});
+/** Argument of the container tool: unusual enough to find its container among other tests'. */
+const NAP_SECONDS = '23';
 
 const KEYS = {
   alice: 'alice-scale-key-0123456789abcdef0123456789',
@@ -55,6 +59,13 @@ async function writeCluster(redisUrl: string): Promise<void> {
   });
   await tmp.write('tools/scale/double.js', 'export default (a) => a.x * 2;\n');
   await tmp.write('tools/scale/work.js', 'export default (a) => { const end = Date.now() + a.ms; while (Date.now() < end) {} return "done"; };\n');
+  await tmp.write('profiles/scale-nap.json', {name: 'scale-nap', backend: 'container', limits: {timeoutMs: 25_000, memoryMb: 32, cpus: 0.25, pids: 8, outputBytes: 1024},
+    network: 'none', filesystem: {readOnlyRoot: true, tmpfs: {}, mounts: []}, commands: ['sleep'], runtime: 'runc'});
+  await tmp.write('tools-container/scale-container/toolcell.json', {
+    name: 'scale-container', version: '1.0.0', description: 'a container tool for the SIGKILL test',
+    tools: [{name: 'nap', description: 'Sleeps s seconds in a container.', inputSchema: object({s: {type: 'string', pattern: '^[0-9]{1,2}$'}}, ['s']), profile: 'scale-nap',
+      container: {image: 'toolcell/shell', command: ['sleep', '{{s}}']}}],
+  });
   configFile = await tmp.write('service.json', {
     apiKeys: Object.entries(KEYS).map(([name, key]) => ({name, sha256: hashApiKey(key)})),
     grants: Object.keys(KEYS).map((name) => ({principal: `key:${name}`, packages: '*'})),
@@ -67,7 +78,8 @@ async function writeCluster(redisUrl: string): Promise<void> {
 async function startReplica(replica: Replica): Promise<void> {
   replica.stderr = '';
   const child = spawn(process.execPath, ['--no-node-snapshot', CLI, 'serve', '--http', `127.0.0.1:${replica.port}`, '--config', configFile,
-    '--tools', `${tmp.path}/tools`, '--profiles', `${tmp.path}/profiles`, '--no-bundled-tools', '--no-bundled-profiles', '--no-containers', '--audit-log', 'off'],
+    '--tools', `${tmp.path}/tools`, '--profiles', `${tmp.path}/profiles`, '--no-bundled-tools', '--no-bundled-profiles', '--audit-log', 'off',
+    ...(containers ? ['--tools', `${tmp.path}/tools-container`] : ['--no-containers'])],
   {env: {...process.env, TOOLCELL_LOG_LEVEL: 'warn'}, stdio: ['ignore', 'ignore', 'pipe']});
   replica.child = child;
   child.stderr!.on('data', (chunk: Buffer) => {
@@ -110,6 +122,23 @@ async function callThroughLb(token: string, name: string, args: Record<string, u
   }
 }
 
+/** Deadline keeper processes of the replicas, stopped by PID in after(). */
+const keepers: number[] = [];
+
+function commandOf(pid: number): string {
+  try {
+    return execFileSync('ps', ['-o', 'args=', '-p', String(pid)], {encoding: 'utf8'});
+  } catch {
+    return '';
+  }
+}
+
+/** Ids of containers (any state) running this test's nap command. */
+function napContainers(): string[] {
+  const out = execFileSync('docker', ['ps', '-a', '--no-trunc', '--filter', 'label=toolcell.managed=true', '--format', '{{.ID}} {{.Command}}'], {encoding: 'utf8', timeout: 10_000});
+  return out.split('\n').filter((line) => line.includes(`sleep ${NAP_SECONDS}`)).map((line) => line.split(' ')[0]!);
+}
+
 /** In-flight leases of a principal in Redis that have not expired (Redis clock). */
 async function sharedInFlight(principal: string): Promise<number> {
   const [s, us] = await probe!.time();
@@ -138,10 +167,14 @@ describe('three replicas behind HAProxy with shared state in Redis', {skip, time
 
   after(async () => {
     await stopChild(haproxy);
+    for (const r of replicas) if (r.child?.pid !== undefined) keepers.push(...childPids(r.child.pid).filter((pid) => /keeper\.[jt]s/.test(commandOf(pid))));
     await Promise.all(replicas.map((r) => stopChild(r.child)));
     probe?.disconnect();
+    // A failed run must not leave this test's container behind (only ours: matched by its command).
+    if (containers) for (const id of napContainers()) execFileSync('docker', ['rm', '-f', id], {timeout: 20_000, stdio: 'ignore'});
     await redis?.dispose();
     await tmp?.dispose();
+    for (const pid of keepers) if (isAlive(pid)) try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
   });
 
   // invariant: scale:quota:shared
@@ -167,7 +200,7 @@ describe('three replicas behind HAProxy with shared state in Redis', {skip, time
         const result = await client.callTool({name: 'scale__double', arguments: {x: i}}, {timeout: CALL_TIMEOUT_MS});
         assert.deepEqual(result.content, [{type: 'text', text: String(i * 2)}]);
       }
-      assert.equal((await client.listTools()).tools.length, 2);
+      assert.equal((await client.listTools()).tools.length, containers ? 3 : 2);
     } finally {
       await close();
     }
@@ -187,7 +220,28 @@ describe('three replicas behind HAProxy with shared state in Redis', {skip, time
     });
     try {
       await sleep(2000);
-      const workers = childPids(victim.child!.pid!);
+      let nap: Promise<string> | undefined;
+      if (containers) {
+        // Straight to the victim: one container call in flight when it dies.
+        nap = (async () => {
+          const {client, close} = await connectHttp(`http://127.0.0.1:${victim.port}/mcp`, {token: KEYS.carol, era: 'modern'});
+          try {
+            const r = await client.callTool({name: 'scale-container__nap', arguments: {s: NAP_SECONDS}}, {timeout: CALL_TIMEOUT_MS});
+            return errorCode(r) ?? 'ok';
+          } catch (err) {
+            return `error:${(err as Error).message}`;
+          } finally {
+            await close();
+          }
+        })();
+        await until('the container tool runs', () => napContainers().length === 1, 20_000);
+      }
+      // Its isolate workers; its container deadline keeper (detached on purpose: it enforces the
+      // deadlines of a dead server's containers, then exits by itself) is stopped in after().
+      const children = childPids(victim.child!.pid!);
+      const isKeeper = (pid: number) => /keeper\.[jt]s/.test(commandOf(pid));
+      keepers.push(...children.filter(isKeeper));
+      const workers = children.filter((pid) => !isKeeper(pid));
       assert.ok(workers.length >= 1, 'the victim runs an isolate worker');
       const killedAt = Date.now();
       victim.child!.kill('SIGKILL');
@@ -207,6 +261,12 @@ describe('three replicas behind HAProxy with shared state in Redis', {skip, time
       await startReplica(victim);
       await until('the restarted replica is ready', async () => (await readyz(victim.port)).status === 200, 20_000);
       assert.deepEqual(workers.filter((pid) => isAlive(pid)), [], 'no sandbox of the killed instance is left after its restart');
+      if (nap !== undefined) {
+        assert.match(await nap, /^error:/, 'the container call on the killed replica failed (connection lost), it did not hang');
+        // The restarted replica's start-up reap removes containers whose owner process is gone
+        // (or the dead replica's deadline keeper does, at the call's deadline).
+        await until('the killed replica\'s container is removed', () => napContainers().length === 0, 30_000);
+      }
       assert.equal(await callThroughLb(KEYS.bob, 'scale__double', {x: 1}), 'ok');
     } finally {
       stop = true;
@@ -235,5 +295,8 @@ describe('three replicas behind HAProxy with shared state in Redis', {skip, time
     await until('calls through the balancer succeed again', async () => (await callThroughLb(KEYS.carol, 'scale__double', {x: 4})) === 'ok', 20_000);
     for (const r of replicas) assert.equal((await readyz(r.port)).status, 200);
     assert.deepEqual(replicas.map((r) => r.child!.pid), pids, 'no replica was restarted');
+    const logs = replicas.map((r) => r.stderr).join('\n');
+    assert.match(logs, /Redis unreachable|Redis connection closed/, 'the outage was logged');
+    assert.ok(!logs.includes(redis!.password), 'the Redis password never reaches the log');
   });
 });
