@@ -84,6 +84,7 @@ export function redactRedisUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password !== '') u.password = '***';
+    if (u.search !== '') u.search = '?***';
     return u.toString();
   } catch {
     return '(unparseable redis url)';
@@ -212,14 +213,15 @@ export class RedisQuotaStore implements QuotaStore {
       if (this.#closed) throw new Error('store closed');
       answer = await this.#redis.toolcellAdmit(`${key}:bucket`, `${key}:leases`, limits.ratePerSec, limits.burst, limits.maxInFlight, lease, this.#leaseMs);
     } catch (err) {
-      if (err instanceof ToolcellError) throw err;
-      this.#reachable = this.#redis.status === 'ready' && this.#reachable;
+      // Down, or hung past commandTimeoutMs: not reachable until a PING or the next admission succeeds.
+      this.#reachable = false;
       log.debug({code: (err as NodeJS.ErrnoException).code ?? (err as Error).name, failMode: this.#failMode}, 'shared quota state: admission could not reach Redis');
       if (this.#failMode === 'open') return this.#local.admit(principal, tool);
       throw new ToolcellError('BACKEND_UNAVAILABLE',
         'The shared quota store (Redis) cannot be reached, and this service refuses calls until it answers again (failMode "closed"). Retry later.',
         {dependency: 'redis', failMode: 'closed', retryAfterMs: 1000}, {cause: err});
     }
+    this.#reachable = true;
     if (answer[0] !== 1) {
       const limit = answer[1] === 'rate' ? 'rate' : 'in-flight';
       this.#onLimited?.(principal, limit);
@@ -255,8 +257,20 @@ export class RedisQuotaStore implements QuotaStore {
     return this.#redis.zcount(`${this.#prefix}quota:${principalId}:leases`, `(${ms}`, '+inf');
   }
 
+  /**
+   * Every `leaseMs / 3`: a PING (so that a Redis that hangs, or comes back while no call arrives,
+   * is reflected in `report()` and `/readyz`), then the renewal of every lease this replica holds.
+   */
   async #renew(): Promise<void> {
-    if (this.#held.size === 0 || this.#redis.status !== 'ready') return;
+    if (this.#redis.status !== 'ready') return;
+    try {
+      await this.#redis.ping();
+      this.#reachable = true;
+    } catch {
+      this.#reachable = false;
+      return;
+    }
+    if (this.#held.size === 0) return;
     for (const [principalId, leases] of this.#held) {
       await this.#redis.toolcellRenew(`${this.#prefix}quota:${principalId}:leases`, this.#leaseMs, ...leases)
         .catch((err: unknown) => log.debug({code: (err as NodeJS.ErrnoException).code}, 'lease renewal failed; retried at the next tick'));

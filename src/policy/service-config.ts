@@ -118,8 +118,8 @@ export const MetricsAccess = z.strictObject({
  * keeps its own quotas (one replica). The URL may carry a password; it is never logged.
  */
 export const RedisConfig = z.strictObject({
-  url: z.string().regex(/^rediss?:\/\/[^\s]+$/, 'must be a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379)')
-    .describe('redis://[user:password@]host:port[/db] or rediss:// for TLS.'),
+  // Checked in parseServiceConfig, not here: a schema error would quote the value, password included.
+  url: z.string().min(1).describe('redis://[user:password@]host:port[/db] or rediss:// for TLS.'),
   failMode: z.enum(['closed', 'open']).default('closed')
     .describe('Redis unreachable: "closed" refuses calls with BACKEND_UNAVAILABLE; "open" admits them under each replica\'s own limits.'),
   leaseMs: z.number().int().min(1000).max(600_000).default(15_000)
@@ -206,7 +206,12 @@ export function defaultServiceConfig(): ServiceConfig {
  * @throws ConfigError naming the source and each invalid field
  */
 export function parseServiceConfig(source: string, text: string): ServiceConfig {
-  return parseJsonConfig(source, text, ServiceConfig, 'service configuration');
+  const config = parseJsonConfig(source, text, ServiceConfig, 'service configuration');
+  if (config.redis !== undefined && !/^rediss?:\/\/[^\s/?#]+(\/\d{0,2})?$/.test(config.redis.url)) {
+    // The value is not quoted: it may carry the Redis password.
+    throw new ConfigError(source, 'invalid service configuration: /redis/url must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379 or rediss://:PASSWORD@host:6380/0 (its value is not shown: it may hold a password)');
+  }
+  return config;
 }
 
 /**

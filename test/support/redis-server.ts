@@ -59,6 +59,8 @@ export interface TestRedis {
   readonly password: string;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** PID of the running redis-server (to freeze it with SIGSTOP in a test), undefined when stopped. */
+  pid(): number | undefined;
   dispose(): Promise<void>;
 }
 
@@ -73,7 +75,12 @@ export async function startRedis(): Promise<TestRedis> {
       '--dir', dir.path, '--requirepass', password, '--protected-mode', 'yes'], {stdio: 'ignore'});
     await waitForPort(port);
   };
-  const stop = () => stopChild(child);
+  const stop = async () => {
+    // A frozen (SIGSTOPped) server must be resumed to handle SIGTERM.
+    if (child?.pid !== undefined && child.exitCode === null) try { process.kill(child.pid, 'SIGCONT'); } catch { /* gone */ }
+    await stopChild(child);
+  };
   await start();
-  return {port, password, url: `redis://:${password}@127.0.0.1:${port}`, start, stop, dispose: async () => { await stop(); await dir.dispose(); }};
+  const pid = () => (child !== undefined && child.exitCode === null && child.signalCode === null ? child.pid : undefined);
+  return {port, password, url: `redis://:${password}@127.0.0.1:${port}`, start, stop, pid, dispose: async () => { await stop(); await dir.dispose(); }};
 }

@@ -134,8 +134,28 @@ test('Redis down: fail-closed refuses BACKEND_UNAVAILABLE without the password, 
   assert.equal(closed.report().admitting, 'shared');
 });
 
+test('a hung Redis (SIGSTOP) refuses calls after the command timeout instead of hanging them, and is seen again once it resumes', {skip}, async () => {
+  const prefix = `t${++n}:`;
+  const s = store(prefix, {defaults: {ratePerSec: 1000, burst: 1000, maxInFlight: 10}, commandTimeoutMs: 500});
+  await ready(s);
+  const pid = redis.pid()!;
+  process.kill(pid, 'SIGSTOP');
+  try {
+    const started = Date.now();
+    const refused = await refusal(s.admit(principal('key:alice'), tool));
+    assert.equal(refused.code, 'BACKEND_UNAVAILABLE');
+    assert.ok(Date.now() - started < 5000, 'refused after the command timeout, not left hanging');
+    assert.equal(s.report().admitting, 'refused');
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+  await until('seen reachable again (PING)', () => s.report().reachable, 10_000);
+  (await s.admit(principal('key:alice'), tool))();
+});
+
 test('redactRedisUrl hides the password and keeps the address', () => {
   assert.equal(redactRedisUrl('redis://:s3cret@10.0.0.1:6380/2'), 'redis://:***@10.0.0.1:6380/2');
   assert.ok(!redactRedisUrl('rediss://user:s3cret@h:1').includes('s3cret'));
   assert.equal(redactRedisUrl('not a url'), '(unparseable redis url)');
+  assert.ok(!redactRedisUrl('redis://h:1/?password=s3cret').includes('s3cret'));
 });

@@ -6,11 +6,11 @@ import type {HttpService} from '../../../src/frontend/http/serve-http.ts';
 import {RedisQuotaStore} from '../../../src/policy/redis-quota.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
 import {RedisSessionRecords} from '../../../src/policy/session-records.ts';
-import {fakeRuntime, KEYS, openRawSession, post, startService, useFixtures} from '../../e2e/http/support.ts';
+import {fakeRuntime, KEYS, openRawSession, post, startService, writeFixtures, type Fixtures} from '../../e2e/http/support.ts';
 import {missingPrograms, startRedis, type TestRedis} from '../../support/redis-server.ts';
 
 const skip = missingPrograms('redis-server');
-const fixtures = useFixtures();
+let fixtures: Fixtures | undefined;
 let redis: TestRedis | undefined;
 const stores: RedisQuotaStore[] = [];
 const services: HttpService[] = [];
@@ -24,7 +24,7 @@ const CONFIG = {
 async function replica(): Promise<HttpService> {
   const store = new RedisQuotaStore({defaults: {ratePerSec: 1000, burst: 1000, maxInFlight: 16}, url: redis!.url, keyPrefix: 'sessions-test:'});
   stores.push(store);
-  const {runtime} = await fakeRuntime(fixtures, {admission: store});
+  const {runtime} = await fakeRuntime(fixtures!, {admission: store});
   const service = await startService(runtime, CONFIG, {sessionRecords: new RedisSessionRecords(store.client, 'sessions-test:'), sharedState: () => store.report()});
   services.push(service);
   const deadline = Date.now() + 10_000;
@@ -39,6 +39,7 @@ let a: HttpService;
 let b: HttpService;
 before(async () => {
   if (skip) return;
+  fixtures = await writeFixtures();
   redis = await startRedis();
   a = await replica();
   b = await replica();
@@ -47,6 +48,7 @@ after(async () => {
   await Promise.all(services.map((s) => s.shutdown({drainMs: 0}).catch(() => {})));
   await Promise.all(stores.map((s) => s.close().catch(() => {})));
   await redis?.dispose();
+  await fixtures?.dispose();
 });
 
 // invariant: scale:sessions:shared

@@ -11,6 +11,12 @@ test('redis is optional; when given, failMode defaults to closed, leaseMs to 150
   assert.equal(parseServiceConfig('t', '{"redis": {"url": "rediss://:pw@r.example:6380/1", "failMode": "open"}}').redis?.failMode, 'open');
 });
 
+test('a malformed Redis URL is refused without quoting it (it may hold a password)', () => {
+  for (const url of ['redis//:s3cret@h:6379', 'http://:s3cret@h:6379', 'redis://:s3cret@h:6379/?password=s3cret', 'redis://:s3cret@h :1']) {
+    assert.throws(() => parseServiceConfig('t', JSON.stringify({redis: {url}})), (err: unknown) => err instanceof ConfigError && err.message.includes('/redis/url') && !err.message.includes('s3cret'), url);
+  }
+});
+
 test('a non-redis URL, an unknown fail mode, a too-short lease or an unknown key is refused, naming the field', () => {
   for (const [redis, field] of [
     [{url: 'http://127.0.0.1:6379'}, '/redis/url'],
