@@ -15,10 +15,11 @@ import type {HostedCatalog} from '../policy/hosted-content.ts';
 
 /**
  * Per-principal admission (issue: quotas). `admit` either returns a release function, to be
- * called when the call ends, or throws ToolcellError `RATE_LIMITED` with `retryAfterMs`.
+ * called when the call ends, or throws ToolcellError `RATE_LIMITED` with `retryAfterMs`. A
+ * shared store (Redis) answers asynchronously and may throw `BACKEND_UNAVAILABLE`.
  */
 export interface Admission {
-  admit(principal: Principal, tool: ToolDefinition): () => void;
+  admit(principal: Principal, tool: ToolDefinition): (() => void) | Promise<() => void>;
 }
 
 /** Everything the call spine needs; assembled once by the runtime. */
@@ -203,7 +204,7 @@ export async function runOnSpine<R>(runtime: ToolRuntime, request: SpineRequest<
   let changes: string[] | undefined;
   try {
     request.validate();
-    release = runtime.admission?.admit(context.principal, tool as ToolDefinition);
+    release = await runtime.admission?.admit(context.principal, tool as ToolDefinition);
     const job = request.job(jobId);
     callLog.debug({backend}, 'job queued');
     void context.progress?.(0, 2, 'queued');

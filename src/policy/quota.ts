@@ -30,6 +30,21 @@ export interface QuotaOptions {
  */
 export const IN_FLIGHT_RETRY_MS = 250;
 
+/**
+ * Where per-principal quota state lives: `QuotaAdmission` (this process; one replica) or
+ * `RedisQuotaStore` (redis-quota.ts; shared by every replica). Structurally the `Admission` of
+ * frontend/call-tool.ts. `admit` returns (or resolves to) a release function to call once when
+ * the call ends, or throws ToolcellError `RATE_LIMITED` (and, for a shared store whose backing
+ * service is unreachable in fail-closed mode, `BACKEND_UNAVAILABLE`).
+ */
+export interface QuotaStore {
+  admit(principal: Principal, tool: Pick<ToolDefinition, 'name'>): (() => void) | Promise<() => void>;
+  /** The limits that apply to a principal id. */
+  limitsOf(principalId: string): QuotaLimits;
+  /** The limits of principals without an override. */
+  readonly defaults: QuotaLimits;
+}
+
 interface Bucket {
   tokens: number;
   updated: number;
@@ -50,7 +65,7 @@ interface Bucket {
  * bound; the HTTP service refuses configurations where a single principal's cap reaches a
  * queue bound (see `quotaQueueProblems`).
  */
-export class QuotaAdmission {
+export class QuotaAdmission implements QuotaStore {
   readonly #defaults: QuotaLimits;
   readonly #overrides: Readonly<Record<string, Partial<QuotaLimits>>>;
   readonly #now: () => number;
@@ -163,7 +178,7 @@ function assertLimits(label: string, limits: QuotaLimits): void {
  * @param queues per backend: how many calls may wait (`maxQueued`)
  * @returns a list of problems, empty when the quotas fit
  */
-export function quotaQueueProblems(quota: QuotaAdmission, principalIds: readonly string[], queues: Readonly<Record<string, {maxQueued: number}>>): string[] {
+export function quotaQueueProblems(quota: Pick<QuotaStore, 'defaults' | 'limitsOf'>, principalIds: readonly string[], queues: Readonly<Record<string, {maxQueued: number}>>): string[] {
   const problems: string[] = [];
   const smallest = Math.min(...Object.values(queues).map((q) => q.maxQueued));
   for (const id of ['(default)', ...principalIds]) {

@@ -143,6 +143,21 @@ export const TlsConfig = z.union([
   }),
 ], {error: () => 'must be {"cert": PATH, "key": PATH} (HTTPS served here) or {"terminatedBy": "proxy"} (TLS ends at a proxy in front)'});
 
+/**
+ * Shared state among replicas (issue 12): per-principal quotas in Redis. Absent: this process
+ * keeps its own quotas (one replica). The URL may carry a password; it is never logged.
+ */
+export const RedisConfig = z.strictObject({
+  // Checked in parseServiceConfig, not here: a schema error would quote the value, password included.
+  url: z.string().min(1).describe('redis://[user:password@]host:port[/db] or rediss:// for TLS.'),
+  failMode: z.enum(['closed', 'open']).default('closed')
+    .describe('Redis unreachable: "closed" refuses calls with BACKEND_UNAVAILABLE; "open" admits them under each replica\'s own limits.'),
+  leaseMs: z.number().int().min(1000).max(600_000).default(15_000)
+    .describe('Lease of an in-flight slot, in ms: a dead replica\'s slots come back at most this long after its last renewal.'),
+  keyPrefix: z.string().regex(/^[A-Za-z0-9:._-]{1,64}$/, 'must be 1-64 characters from A-Z a-z 0-9 : . _ -').default('toolcell:')
+    .describe('Prefix of every key this service writes (several services may share one Redis with different prefixes).'),
+});
+
 export const ServiceConfig = z.strictObject({
   $schema: z.string().optional(),
   resourceUrl: SecureUrl.optional()
@@ -175,6 +190,8 @@ export const ServiceConfig = z.strictObject({
     signingKey: z.string().min(1).optional()
       .describe('Ed25519 private key (PEM, mode 0600, owned by the service user) that signs every audit line; relative to the config file.'),
   }).optional(),
+  redis: RedisConfig.optional()
+    .describe('Shares quotas among replicas through Redis; absent: quotas are per process.'),
 }).superRefine((config, ctx) => {
   const names = new Set<string>();
   const hashes = new Set<string>();
@@ -228,7 +245,12 @@ export function defaultServiceConfig(): ServiceConfig {
  * @throws ConfigError naming the source and each invalid field
  */
 export function parseServiceConfig(source: string, text: string): ServiceConfig {
-  return parseJsonConfig(source, text, ServiceConfig, 'service configuration');
+  const config = parseJsonConfig(source, text, ServiceConfig, 'service configuration');
+  if (config.redis !== undefined && !/^rediss?:\/\/[^\s/?#]+(\/\d{0,2})?$/.test(config.redis.url)) {
+    // The value is not quoted: it may carry the Redis password.
+    throw new ConfigError(source, 'invalid service configuration: /redis/url must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379 or rediss://:PASSWORD@host:6380/0 (its value is not shown: it may hold a password)');
+  }
+  return config;
 }
 
 /**

@@ -93,6 +93,13 @@ export const INVARIANTS = {
     note: 'Names only: what a directory the operator names holds is trusted as that operator\'s choice. With --no-bundled-tools / --no-bundled-profiles the bundled names are free, and the first directory given keeps each name.'},
   'http:sessions:bounded': {behaviour: 'Opening sessions without end evicts only the opener\'s own least recently used sessions; the total cap answers 503.'},
   'http:transport:guarded': {behaviour: 'Foreign Origin, DNS rebinding Host, oversized bodies, batches, and unknown/expired/foreign session ids are refused.'},
+  // Issue 12: scale-out, shared state in Redis.
+  'scale:quota:shared': {behaviour: 'With redis in the service config, a principal\'s token bucket and in-flight cap hold across every replica (one atomic Lua script per admission): replicas together admit its burst, not N times it; a slot held by a replica that dies comes back after leaseMs.',
+    note: 'Exact only while Redis keeps its state: an unpersisted Redis restart gives every principal a full bucket and no slots again; a call whose lease could not be renewed for longer than leaseMs keeps running uncounted. Fail-open admits under each replica\'s own limits, so N replicas admit up to N times the quota while Redis is down.'},
+  'scale:sessions:shared': {behaviour: 'With redis in the service config, a 2025-protocol session opened on one replica is served by any replica (rebuilt from its shared record), only for the principal and grant that opened it (anyone else gets 404 like an unknown id, and nothing is rebuilt for them); DELETE ends it on every replica.',
+    note: 'Whoever can write the Redis can forge records. SSE resumption (Last-Event-ID), the standalone GET stream and notifications/cancelled stay on the replica that serves them; session bounds (max, maxPerPrincipal) are per replica.'},
+  'scale:redis:fail-closed': {behaviour: 'Redis unreachable with failMode closed (the default): calls are refused BACKEND_UNAVAILABLE naming Redis, never the URL or its password, /readyz answers not ready with sharedState.admitting "refused", and calls are admitted again by themselves once Redis answers.',
+    note: 'Refusal starts when the connection is seen down or a command exceeds 1 s; a call admitted just before an outage runs to its end.'},
   // Front end (stdio and HTTP), December 2026 hardening.
   'audit:refusals:recorded': {behaviour: 'A call refused because its tool is not granted (or does not exist) answers exactly like an unknown tool, runs nothing, and writes tool.call.denied with principal, tool and rule, the arguments only as their SHA-256.',
     note: 'Refusals before the call spine (authentication, transport guards) are counted in metrics and logged, not audited.'},

@@ -3,6 +3,7 @@ import {randomBytes} from 'node:crypto';
 import {isInitializeRequest, WebStandardStreamableHTTPServerTransport, type AuthInfo, type Server} from '@modelcontextprotocol/server';
 import {log} from '../../log.ts';
 import type {Principal} from '../../policy/principal.ts';
+import type {SessionRecordStore} from '../../policy/session-records.ts';
 import type {ToolRuntime} from '../call-tool.ts';
 import {createMcpServer} from '../mcp-server.ts';
 import {jsonRpcError, JSONRPC} from './http-io.ts';
@@ -32,6 +33,8 @@ interface Session {
   lastUsed: number;
   /** HTTP responses of this session still being written (SSE streams included). */
   open: number;
+  /** Whether its record is in the shared store (other replicas can rebuild it). */
+  shared: boolean;
 }
 
 /**
@@ -45,6 +48,17 @@ interface Session {
  * gets here, and a session answers only the principal that opened it, with the same grant.
  * An unknown, expired or foreign session id gets 404 with a JSON-RPC error, so that a client
  * re-initializes and a prober learns nothing about other principals' sessions.
+ *
+ * Across replicas (`records`, the service config's `redis`): opening a session stores its record
+ * (principal, grant, initialize params) before the initialize answer is returned; a replica that
+ * gets a request for a session it does not hold rebuilds it from the record, for the same
+ * principal and grant only, by replaying the initialize handshake into a fresh MCP server with
+ * the same session id. Each request refreshes the record's TTL (`idleMs`); DELETE and eviction
+ * remove it, and a replica that still holds a session whose record is gone closes it (404).
+ * Not shared: SSE resumption (`Last-Event-ID`) and the standalone GET stream stay on the replica
+ * that served them, and a `notifications/cancelled` reaches a call only on the replica running
+ * it; the `max`/`maxPerPrincipal` bounds are per replica. Shared store unreachable: each
+ * replica serves the sessions it holds; others get 404 and the client re-initializes.
  */
 export class LegacySessions {
   readonly #runtime: ToolRuntime;
@@ -52,11 +66,15 @@ export class LegacySessions {
   readonly #sessions = new Map<string, Session>();
   readonly #sweeper: NodeJS.Timeout;
   readonly #log = log.child({component: 'http-sessions'});
+  readonly #records: SessionRecordStore | undefined;
+  /** Rebuilds under way, by session id (two requests for one foreign session rebuild it once). */
+  readonly #rebuilding = new Map<string, Promise<Session | undefined>>();
   #closed = false;
 
-  constructor(runtime: ToolRuntime, limits: SessionLimits) {
+  constructor(runtime: ToolRuntime, limits: SessionLimits, records?: SessionRecordStore) {
     this.#runtime = runtime;
     this.#limits = limits;
+    this.#records = records;
     this.#sweeper = setInterval(() => this.sweep(), Math.max(50, Math.min(60_000, Math.floor(limits.idleMs / 4))));
     this.#sweeper.unref();
   }
@@ -80,32 +98,98 @@ export class LegacySessions {
       }
       return jsonRpcError(405, JSONRPC.SERVER_ERROR, 'Method not allowed.', {Allow: 'GET, POST, DELETE'});
     }
-    const session = this.#sessions.get(sessionId);
+    let session = this.#sessions.get(sessionId);
+    const notFound = () => jsonRpcError(404, JSONRPC.SESSION_NOT_FOUND, 'Session not found');
+    if (this.#records !== undefined) {
+      const record = await this.#records.touch(sessionId, this.#limits.idleMs);
+      if (record === null && (session === undefined || session.shared)) {
+        // Ended elsewhere (DELETE or eviction on another replica) or expired there: end it here too.
+        if (session !== undefined) await this.#close(session, false);
+        return notFound();
+      }
+      if (record !== null && record !== 'unavailable') {
+        if (record.principalId !== principal.id || record.grantKey !== grantKeyOf(principal)) {
+          this.#log.info({principal: principal.id}, 'shared session id presented by a principal (or grant) other than its owner: answered as unknown');
+          return notFound();
+        }
+        if (session === undefined) {
+          let pending = this.#rebuilding.get(sessionId);
+          if (pending === undefined) {
+            pending = this.#rebuild(sessionId, record.initialize, principal, authInfo).finally(() => this.#rebuilding.delete(sessionId));
+            this.#rebuilding.set(sessionId, pending);
+          }
+          session = await pending;
+          if (session === undefined) return notFound();
+        }
+      }
+      if (this.#closed) return jsonRpcError(503, JSONRPC.SERVER_ERROR, 'Service Unavailable: the server is shutting down.', {Connection: 'close'});
+    }
     if (session === undefined || session.principalId !== principal.id || session.grantKey !== grantKeyOf(principal)) {
       if (session !== undefined) this.#log.info({principal: principal.id}, 'session id presented by a principal (or grant) other than its owner: answered as unknown');
-      return jsonRpcError(404, JSONRPC.SESSION_NOT_FOUND, 'Session not found');
+      return notFound();
     }
-    return this.#serve(session, request, parsedBody, authInfo);
+    const response = await this.#serve(session, request, parsedBody, authInfo);
+    if (request.method === 'DELETE' && session.shared && response.status < 300) await this.#records?.delete(sessionId);
+    return response;
   }
 
-  async #open(request: Request, parsedBody: unknown, principal: Principal, authInfo: AuthInfo): Promise<Response> {
+  /** Applies the per-principal and total bounds before a session is added; a Response when it must be refused. */
+  async #makeRoom(principal: Principal): Promise<Response | undefined> {
     const mine = [...this.#sessions.values()].filter((s) => s.principalId === principal.id);
     if (mine.length >= this.#limits.maxPerPrincipal) {
       // Prefer a session with nothing in flight; the least recently used among those.
       const oldest = mine.sort((a, b) => Number(a.open > 0) - Number(b.open > 0) || a.lastUsed - b.lastUsed)[0]!;
       this.#log.info({principal: principal.id, max: this.#limits.maxPerPrincipal}, 'per-principal session limit: closing the least recently used session');
-      await this.#close(oldest);
+      await this.#close(oldest, true);
     }
     if (this.#sessions.size >= this.#limits.max) {
       this.#log.warn({max: this.#limits.max}, 'session limit reached: initialize refused');
       return jsonRpcError(503, JSONRPC.SERVER_ERROR, 'Service Unavailable: too many open sessions; retry later.', {'Retry-After': '5'});
     }
+    return undefined;
+  }
+
+  /**
+   * Rebuilds a session opened on another replica: a fresh MCP server for `principal` (whose id
+   * and grant the caller checked against the record), a transport whose only session id is
+   * `id`, and the client's initialize + initialized replayed into it (answers discarded).
+   * @returns the session, or undefined when the replay was refused or a bound refused it
+   */
+  async #rebuild(id: string, initialize: Record<string, unknown>, principal: Principal, authInfo: AuthInfo): Promise<Session | undefined> {
+    if ((await this.#makeRoom(principal)) !== undefined) return undefined;
+    const {session, transport, server} = await this.#create(principal, () => id);
+    const headers = {'content-type': 'application/json', accept: 'application/json, text/event-stream'};
+    const replay = async (body: Record<string, unknown>, extra: Record<string, string> = {}) => {
+      const response = await transport.handleRequest(new Request('http://127.0.0.1/mcp', {method: 'POST', headers: {...headers, ...extra}, body: JSON.stringify(body)}), {parsedBody: body, authInfo});
+      await response.text();
+      return response;
+    };
+    try {
+      const init = await replay({jsonrpc: '2.0', id: 'toolcell-rebuild', method: 'initialize', params: initialize});
+      const built = session();
+      if (init.status !== 200 || built === undefined) throw new Error(`initialize replay answered ${init.status}`);
+      const version = typeof initialize.protocolVersion === 'string' ? initialize.protocolVersion : '2025-03-26';
+      await replay({jsonrpc: '2.0', method: 'notifications/initialized'}, {'mcp-session-id': id, 'mcp-protocol-version': version});
+      built.shared = true;
+      this.#log.debug({principal: principal.id}, 'session rebuilt from its shared record');
+      return built;
+    } catch (err) {
+      this.#log.warn({err, principal: principal.id}, 'a shared session could not be rebuilt; answered as unknown');
+      const built = session();
+      if (built !== undefined) await this.#close(built, false);
+      else await server.close().catch(() => {});
+      return undefined;
+    }
+  }
+
+  /** A new MCP server and transport for `principal`; the session appears in the map once the transport has initialized. */
+  async #create(principal: Principal, sessionIdGenerator: () => string) {
     const server = createMcpServer(this.#runtime, principal, 'http');
     let session: Session | undefined;
     const transport = new WebStandardStreamableHTTPServerTransport({
-      sessionIdGenerator: () => randomBytes(24).toString('base64url'),
+      sessionIdGenerator,
       onsessioninitialized: (id) => {
-        session = {id, principalId: principal.id, grantKey: grantKeyOf(principal), transport, server, lastUsed: Date.now(), open: 0};
+        session = {id, principalId: principal.id, grantKey: grantKeyOf(principal), transport, server, lastUsed: Date.now(), open: 0, shared: false};
         this.#sessions.set(id, session);
       },
       onsessionclosed: (id) => {
@@ -122,11 +206,25 @@ export class LegacySessions {
       if (session !== undefined && this.#sessions.get(session.id) === session) this.#sessions.delete(session.id);
       previous?.();
     };
+    return {session: () => session, transport, server};
+  }
+
+  async #open(request: Request, parsedBody: unknown, principal: Principal, authInfo: AuthInfo): Promise<Response> {
+    const refused = await this.#makeRoom(principal);
+    if (refused !== undefined) return refused;
+    const {session: created, transport, server} = await this.#create(principal, () => randomBytes(24).toString('base64url'));
     const response = await transport.handleRequest(request, {parsedBody, authInfo});
+    const session = created();
     if (session === undefined) {
       // The initialize request was refused (bad version header, invalid params): nothing to keep.
       await server.close().catch(() => {});
       return response;
+    }
+    if (this.#records !== undefined) {
+      // Stored before the client learns the id, so its next request may reach any replica.
+      const params = (parsedBody as {params?: unknown}).params;
+      session.shared = typeof params === 'object' && params !== null
+        && await this.#records.put(session.id, {principalId: principal.id, grantKey: session.grantKey, initialize: params as Record<string, unknown>}, this.#limits.idleMs);
     }
     return this.#track(session, response);
   }
@@ -188,13 +286,15 @@ export class LegacySessions {
     for (const session of this.#sessions.values()) {
       if (session.open === 0 && now - session.lastUsed > this.#limits.idleMs) {
         this.#log.debug({principal: session.principalId}, 'session expired');
-        void this.#close(session);
+        void this.#close(session, false);
       }
     }
   }
 
-  async #close(session: Session): Promise<void> {
+  /** Closes a session here; `forget` also removes its shared record (it ended for every replica). */
+  async #close(session: Session, forget: boolean): Promise<void> {
     this.#sessions.delete(session.id);
+    if (forget && session.shared) await this.#records?.delete(session.id);
     await session.server.close().catch(() => {});
   }
 
@@ -205,7 +305,8 @@ export class LegacySessions {
   async closeAll(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#sweeper);
-    await Promise.all([...this.#sessions.values()].map((s) => this.#close(s)));
+    // Shared records stay: the sessions go on on the other replicas.
+    await Promise.all([...this.#sessions.values()].map((s) => this.#close(s, false)));
   }
 }
 

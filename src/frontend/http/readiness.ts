@@ -19,6 +19,16 @@ export interface ReadinessReport {
   /** State of each backend that a served or loaded tool's profile needs. */
   backends: Partial<Record<'isolate' | 'container', BackendState>>;
   draining: boolean;
+  /** The shared quota store (Redis), when configured: reachable or not, and what calls get meanwhile. Unreachable with failMode `closed` is not ready. */
+  sharedState?: SharedStateReport;
+}
+
+/** What `/readyz` says about shared state (structurally `SharedStateReport` of policy/redis-quota.ts). */
+export interface SharedStateReport {
+  store: 'redis';
+  reachable: boolean;
+  failMode: 'closed' | 'open';
+  admitting: 'shared' | 'local' | 'refused';
 }
 
 /**
@@ -58,11 +68,13 @@ export class Readiness {
   readonly #extra: ReadinessCheck | undefined;
   #probe: {at: number; state: BackendState} | undefined;
   #pending: Promise<BackendState> | undefined;
+  readonly #sharedState: (() => SharedStateReport) | undefined;
   draining = false;
 
-  constructor(runtime: ToolRuntime & {unavailable?: readonly {readonly tool: string; readonly reason: string; readonly skipped?: boolean}[]}, extra?: ReadinessCheck) {
+  constructor(runtime: ToolRuntime & {unavailable?: readonly {readonly tool: string; readonly reason: string; readonly skipped?: boolean}[]}, extra?: ReadinessCheck, sharedState?: () => SharedStateReport) {
     this.#runtime = runtime;
     this.#extra = extra;
+    this.#sharedState = sharedState;
   }
 
   async report(): Promise<ReadinessReport> {
@@ -82,9 +94,11 @@ export class Readiness {
     let extraOk = true;
     if (this.#extra !== undefined) extraOk = await this.#extra().catch(() => false);
     if (!extraOk && backends.container === 'ok') backends.container = 'unavailable';
+    const sharedState = this.#sharedState?.();
     const ready = !this.draining && extraOk && tools.length > 0 && unavailableTools === 0
-      && Object.values(backends).every((s) => s === 'ok' || s === 'busy' || s === 'skipped');
-    return {ready, tools: tools.length, unavailableTools, skippedTools, backends, draining: this.draining};
+      && Object.values(backends).every((s) => s === 'ok' || s === 'busy' || s === 'skipped')
+      && sharedState?.admitting !== 'refused';
+    return {ready, tools: tools.length, unavailableTools, skippedTools, backends, draining: this.draining, ...(sharedState ? {sharedState} : {})};
   }
 
   async #isolateState(): Promise<BackendState> {

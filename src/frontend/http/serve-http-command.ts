@@ -2,7 +2,9 @@
 import {loadAuditSigningKey} from '../../audit/signing-key.ts';
 import {ConfigError} from '../../errors.ts';
 import {log} from '../../log.ts';
-import {QuotaAdmission, quotaQueueProblems} from '../../policy/quota.ts';
+import {QuotaAdmission, quotaQueueProblems, type QuotaStore} from '../../policy/quota.ts';
+import {redactRedisUrl, RedisQuotaStore} from '../../policy/redis-quota.ts';
+import {RedisSessionRecords} from '../../policy/session-records.ts';
 import {grantCoverage} from '../../policy/grant-coverage.ts';
 import {assertMayListen, defaultServiceConfig, loadServiceConfig} from '../../policy/service-config.ts';
 import {assertSomethingServed, emptyToolDirs} from '../../serve-preflight.ts';
@@ -47,24 +49,37 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
   const say = (text: string) => process.stderr.write(`toolcell: ${text}\n`);
   let service: HttpService;
   let close: (() => Promise<void>) | undefined;
+  let shared: RedisQuotaStore | undefined;
   try {
     const {host, port} = parseListenAddress(hostPort);
     const config = configPath === undefined ? defaultServiceConfig() : await loadServiceConfig(configPath);
     // Checked again by startHttpService; here it fails before any backend starts.
     assertMayListen(host, config);
     const metrics = new ServiceMetrics();
-    const quota = new QuotaAdmission({
+    const quotaOptions = {
       defaults: {ratePerSec: config.quotas.ratePerSec, burst: config.quotas.burst, maxInFlight: config.quotas.maxInFlight},
       principals: config.quotas.principals,
-      onLimited: (_principal, limit) => metrics.rateLimited(limit),
-    });
+      onLimited: (_principal: unknown, limit: 'rate' | 'in-flight') => metrics.rateLimited(limit),
+    };
+    // With `redis`, quotas are shared by every replica (redis-quota.ts); without, per process as before.
+    const store = config.redis === undefined ? undefined
+      : new RedisQuotaStore({...quotaOptions, url: config.redis.url, failMode: config.redis.failMode, leaseMs: config.redis.leaseMs, keyPrefix: config.redis.keyPrefix});
+    shared = store;
+    const quota: QuotaStore = store ?? new QuotaAdmission(quotaOptions);
+    if (store !== undefined) {
+      say(`quotas shared through Redis at ${redactRedisUrl(config.redis!.url)} (failMode ${config.redis!.failMode}, lease ${config.redis!.leaseMs} ms)`);
+      close = () => store.close();
+    }
     const weights = new Map(Object.entries(config.fairShare.weights));
     const dispatch = {...(options.dispatch ?? RUNTIME_DEFAULTS.dispatch), weightOf: (principal: string) => weights.get(principal) ?? DEFAULT_WEIGHT};
     const problems = quotaQueueProblems(quota, Object.keys(config.quotas.principals), {isolate: dispatch.isolate, container: dispatch.container});
     if (problems.length > 0) throw new ConfigError(configPath ?? '(defaults)', `quotas: ${problems.join('; ')}`);
     const auditSigningKey = config.audit?.signingKey === undefined ? undefined : loadAuditSigningKey(config.audit.signingKey, `${configPath}: audit.signingKey`);
     const runtime = await createRuntime({...options, dispatch, ...(auditSigningKey ? {auditSigningKey} : {}), admission: quota, onCallFinished: metrics.onCallFinished});
-    close = () => runtime.close();
+    close = store === undefined ? () => runtime.close() : async () => {
+      await runtime.close();
+      await store.close();
+    };
     for (const line of emptyToolDirs(runtime, userToolDirs)) say(line);
     assertSomethingServed(runtime);
     const coverage = grantCoverage(config, [...new Set([...[...runtime.tools.values()].map((t) => t.packageName), ...(runtime.hostedContent?.packages.map((p) => p.packageName) ?? [])])]);
@@ -72,7 +87,8 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     if (coverage.nobody) throw new ConfigError(configPath ?? '(defaults)', 'grants: no principal can call any served tool (see the warnings above); grant packages in "grants"');
     metrics.watchPools(() => runtime.poolSizes());
     metrics.watchWorkerRestarts(() => runtime.workerRestarts());
-    service = await startHttpService({runtime, config, host, port, metrics, readinessCheck: () => runtime.containersReachable()});
+    service = await startHttpService({runtime, config, host, port, metrics, readinessCheck: () => runtime.containersReachable(), sharedState: store && (() => store.report()),
+      sessionRecords: store && new RedisSessionRecords(store.client, config.redis?.keyPrefix)});
   } catch (err) {
     await close?.().catch(() => {});
     if (err instanceof ConfigError) {
@@ -111,6 +127,7 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     process.once('SIGINT', onSignal);
   });
   process.off('SIGHUP', onHangup);
+  await shared?.close().catch(() => {});
   say('stopped');
   // Anything still holding the event loop (a stray socket) must not keep a stopped server alive.
   setTimeout(() => process.exit(0), 3000).unref();

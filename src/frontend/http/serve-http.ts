@@ -6,6 +6,7 @@ import {createMcpHandler, type AuthInfo, type McpHttpHandler} from '@modelcontex
 import type {JWTVerifyGetKey} from 'jose';
 import {log} from '../../log.ts';
 import type {Principal} from '../../policy/principal.ts';
+import type {SessionRecordStore} from '../../policy/session-records.ts';
 import {assertMayListen, type ServiceConfig} from '../../policy/service-config.ts';
 import type {ToolRuntime} from '../call-tool.ts';
 import {createMcpServer} from '../mcp-server.ts';
@@ -16,7 +17,7 @@ import {BodyBudget, DEFAULT_BODY_LIMITS, type BodyLimits} from './body-budget.ts
 import {drain, Exchanges} from './drain.ts';
 import {closingSockets, jsonRpcError, Lingers, writeResponse} from './http-io.ts';
 import {LegacySessions} from './legacy-sessions.ts';
-import {Readiness, type ReadinessCheck} from './readiness.ts';
+import {Readiness, type ReadinessCheck, type SharedStateReport} from './readiness.ts';
 import {createRouter, MCP_PATH, wasAuthenticated, type RouteName} from './router.ts';
 import {readTlsFiles, type TlsFiles} from './tls-files.ts';
 
@@ -41,6 +42,10 @@ export interface HttpServiceOptions {
   metrics?: ServiceMetrics;
   /** Extra readiness check (e.g. a Docker ping). */
   readinessCheck?: ReadinessCheck;
+  /** State of the shared quota store for `/readyz` (`RedisQuotaStore.report`); absent without `redis` in the config. */
+  sharedState?: () => SharedStateReport;
+  /** Shared 2025-protocol session records (`RedisSessionRecords`), so any replica serves any session; absent: sessions live in this process only. */
+  sessionRecords?: SessionRecordStore;
   /** Bounds on request-body reads (`BodyBudget`); missing fields take `DEFAULT_BODY_LIMITS` (whose byte total is raised to twice `maxBodyBytes` when that is larger). */
   bodyLimits?: Partial<BodyLimits>;
   /** Key source that overrides the config's JWKS (tests). */
@@ -99,7 +104,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   const metrics = options.metrics ?? new ServiceMetrics();
   metrics.watchQueues(() => runtime.dispatcher.stats());
   const httpLog = log.child({component: 'http'});
-  const readiness = new Readiness(runtime, options.readinessCheck);
+  const readiness = new Readiness(runtime, options.readinessCheck, options.sharedState);
   // At the drain deadline this signal stops every call still in flight; each call then ends
   // with its own CANCELLED result, which the client receives before the streams are closed.
   const stopCalls = new AbortController();
@@ -111,7 +116,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
     maxPerPrincipal: config.sessions.maxPerPrincipal,
     max: config.sessions.max,
     maxBodyBytes: config.maxBodyBytes,
-  });
+  }, options.sessionRecords);
   metrics.watchSessions(() => sessions.size);
   const modern: McpHttpHandler = createMcpHandler(({authInfo}) => createMcpServer(served, principalOf(authInfo), 'http'), {
     legacy: 'reject',
