@@ -1,5 +1,5 @@
 // Rewrites a tool module so that its top level runs inside a function the prelude calls and catches: a thrown value never reaches isolated-vm's copy.
-import {parse, type Node as AcornNode} from 'acorn';
+import {Parser, type Node as AcornNode} from 'acorn';
 
 /**
  * A tool module rewritten by `wrapToolModule`: compile `source` as a module with
@@ -15,8 +15,32 @@ export interface WrapRefusal {
   error: {name: string; message: string};
 }
 
+/**
+ * A module too large to rewrite (its parse outgrew the rewrite thread's heap): it runs
+ * unwrapped, as before the rewrite (`UNWRAPPED_SETTLE_SOURCE`).
+ */
+export interface NotWrapped {
+  unwrapped: true;
+}
+
 /** The `lineOffset` to compile a `WrappedModule` with: its first line is the wrapper's own. */
 export const WRAP_LINE_OFFSET = -1;
+
+/**
+ * The specifier under which `UNWRAPPED_SETTLE_SOURCE` imports a tool module that runs
+ * unwrapped (`NotWrapped`); that module itself resolves no specifier.
+ */
+export const TOOL_SPECIFIER = 'toolcell:tool';
+
+/**
+ * A module of ours that imports an unwrapped tool module and exports, like a wrapped one,
+ * an async function resolving `{d: <default export>}`. V8 runs this body only once the
+ * tool module's evaluation (top-level await included) has settled, so until then its
+ * `default` is in its temporal dead zone (the prelude then waits for ever, ended as
+ * TIMEOUT by the idle probe). A value the unwrapped top level throws is copied out by
+ * isolated-vm, outside the time limit, as before the rewrite.
+ */
+export const UNWRAPPED_SETTLE_SOURCE = `import * as t from '${TOOL_SPECIFIER}'; const d = t.default; export default async () => ({__proto__: null, d});`;
 
 /** The message of a refused import, the same at load, check and call time. */
 export function importRefusal(specifier: string): string {
@@ -31,6 +55,38 @@ interface Edit {
 }
 
 type Loose = AcornNode & Record<string, any>;
+
+/** What the rewrite needs of a top-level statement; the rest of its tree is dropped at once. */
+function summarize(node: Loose): Loose {
+  const small: Loose = {type: node.type, start: node.start, end: node.end} as Loose;
+  if (node.source) small.source = {value: node.source.value};
+  if (node.declaration) {
+    const d = node.declaration as Loose;
+    small.declaration = {type: d.type, start: d.start, end: d.end, id: d.id ? {name: d.id.name} : null};
+  }
+  if (Array.isArray(node.specifiers)) {
+    small.specifiers = (node.specifiers as Loose[]).map((sp) => ({
+      exported: sp.exported ? {type: sp.exported.type, name: sp.exported.name, value: sp.exported.value} : undefined,
+      local: sp.local ? {name: sp.local.name} : undefined,
+    }));
+  }
+  // Kept for acorn's directive check (a string literal only: small).
+  if (node.type === 'ExpressionStatement') small.expression = node.expression.type === 'Literal' ? node.expression : {type: node.expression.type};
+  return small;
+}
+
+/**
+ * acorn's parser, keeping of each top-level statement only its `summarize`d shape: the
+ * tree of a statement is garbage as soon as it is parsed, so a parse holds at most the
+ * tree of the largest top-level statement (acorn's full tree is about 55 times the
+ * source's size: 515 MB for a 9.3 MB module here), not of the whole module.
+ */
+const TopLevelParser = Parser.extend((Base) => class extends (Base as any) {
+  parseStatement(context: unknown, topLevel: boolean, exports: unknown): Loose {
+    const node = super.parseStatement(context, topLevel, exports) as Loose;
+    return topLevel ? summarize(node) : node;
+  }
+} as unknown as typeof Parser);
 
 /**
  * `text` where every character but a line terminator becomes a space, then the head
@@ -93,7 +149,7 @@ export function wrapToolModule(source: string, filename: string): WrappedModule 
   if (text.startsWith('#!')) text = `//${text.slice(2)}`;
   let program: Loose;
   try {
-    program = parse(text, {ecmaVersion: 'latest', sourceType: 'module', preserveParens: true, locations: false}) as Loose;
+    program = TopLevelParser.parse(text, {ecmaVersion: 'latest', sourceType: 'module', preserveParens: true, locations: false}) as Loose;
   } catch (error) {
     const raw = error instanceof Error ? error.message : String(error);
     const loc = (error as {loc?: {line: number; column: number}}).loc;

@@ -104,7 +104,7 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
   const G: any = globalThis;
   const {
     ReflectApply, ReflectConstruct, ReflectOwnKeys, ObjectDefineProperty, ObjectGetOwnPropertyDescriptor, JSONStringify,
-    JSONParse, RangeErrorCtor, TypeErrorCtor, ObjectGetPrototypeOf, ObjectHasOwn, ObjectProtoToString,
+    JSONParse, PromiseCtor, RangeErrorCtor, TypeErrorCtor, ObjectGetPrototypeOf, ObjectHasOwn, ObjectProtoToString,
     ArrayIsArray, NumberCtor,
   } = primordials;
 
@@ -288,7 +288,15 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
       // top-level await included, and resolves a null-prototype record of ours holding
       // the tool's default export: a value the top level throws lands in this try. A top
       // level that never settles leaves this pending (see `entry('probe')`).
-      const top = (namespace as {default?: unknown}).default;
+      let top: unknown;
+      try {
+        top = (namespace as {default?: unknown}).default;
+      } catch {
+        // An unwrapped module (too large to rewrite, run-in-isolate.ts): its settle
+        // wrapper's default is in its temporal dead zone while the tool's top-level await
+        // has not settled, and without timers or host callbacks it never will.
+        await new PromiseCtor<never>(() => {});
+      }
       if (typeof top !== 'function') throw new TypeErrorCtor('The tool module was not wrapped.');
       const exported: unknown = await ReflectApply(top, undefined, []);
       const fn = (exported as {d?: unknown}).d;

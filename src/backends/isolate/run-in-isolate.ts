@@ -7,7 +7,8 @@ import {ERROR_TEXT_LIMITS, type DrainResult, type RunnerResult} from './prelude.
 import {watchDeadline} from './own-time-deadline.ts';
 import {disposePrepared, prepareIsolate, type PreparedIsolate} from './prepared-isolate.ts';
 import {LRUCache} from 'lru-cache';
-import {importRefusal, WRAP_LINE_OFFSET, wrapToolModule, type WrapRefusal, type WrappedModule} from './module-wrap.ts';
+import {importRefusal, TOOL_SPECIFIER, UNWRAPPED_SETTLE_SOURCE, WRAP_LINE_OFFSET, wrapToolModule, type NotWrapped, type WrapRefusal, type WrappedModule} from './module-wrap.ts';
+import {wrapThread} from './module-wrap-thread.ts';
 import {cutUtf8} from './utf8-cut.ts';
 import type {WarmPool} from './warm-pool.ts';
 import type {ResolvedRun, ToolError, WorkerOutcome} from './worker-protocol.ts';
@@ -72,18 +73,36 @@ const largeCompiles = new CompileSlots(1);
  * texts (a refusal counts 1); least recently used first out. The wrap is a function of
  * the source text only (and of this process's code), so an entry can never be stale.
  */
-const wrapped = new LRUCache<string, WrappedModule | WrapRefusal>({
+const wrapped = new LRUCache<string, WrappedModule | WrapRefusal | NotWrapped>({
   maxSize: 16 * 2 ** 20,
   sizeCalculation: (w) => ('source' in w ? Math.max(1, w.source.length) : 1),
 });
 
-/** The wrapped module of `request`'s source (see `wrapToolModule`), parsed on first sight in this worker. */
-function wrappedSource(request: ResolvedRun): WrappedModule | WrapRefusal {
+/**
+ * The wrapped module of `request`'s source (see `wrapToolModule`), parsed on first sight
+ * in this worker: on this thread up to `SYNC_COMPILE_MAX_CHARS`, else on the rewrite
+ * thread (module-wrap-thread.ts), so a large parse does not hold other calls' replies.
+ */
+async function wrappedSource(request: ResolvedRun): Promise<WrappedModule | WrapRefusal | NotWrapped> {
   const known = wrapped.get(request.sourceHash);
   if (known !== undefined) return known;
-  const fresh = wrapToolModule(request.source, request.filename);
+  const fresh = request.source.length <= SYNC_COMPILE_MAX_CHARS
+    ? wrapToolModule(request.source, request.filename)
+    : await wrapThread.wrap(request.source, request.filename);
   wrapped.set(request.sourceHash, fresh);
   return fresh;
+}
+
+/**
+ * The resolver of the settle wrapper of an unwrapped module: gives it the call's tool
+ * module and nothing else. Made by a module-level factory so the closure holds only
+ * `tool`, never the scope of `execute` (see `refuseImport` on why that matters).
+ */
+function resolveToolOnly(tool: ivm.Module): (specifier: string) => ivm.Module {
+  return (specifier: string): ivm.Module => {
+    if (specifier === TOOL_SPECIFIER) return tool;
+    throw new Error(importRefusal(specifier));
+  };
 }
 
 /**
@@ -192,14 +211,15 @@ async function execute(
   let codeCacheHit = false;
   /**
    * Code data this call's compile produced: stored in the code cache only once the call
-   * ended normally (not timed out, cancelled, failed to evaluate or out of memory), so a
+   * succeeded (not timed out, cancelled, failed, at its top level or after, or out of memory), so a
    * call that failed does not make every later call of its source cheaper to start.
    */
   let produced: ivm.ExternalCopy<ArrayBuffer> | undefined;
   /**
-   * A large compile is running on the isolate's thread: V8 does not interrupt a compile,
-   * but it ends by itself (in time bounded by the source size), so a call stopped during
-   * it is not reported wedged until the compile has ended.
+   * A large compile is running on the isolate's thread (or its source is being parsed on
+   * the rewrite thread): V8 does not interrupt either, but each ends by itself (in time
+   * bounded by the source size), so a call stopped during one is not reported wedged until
+   * it has ended.
    */
   let compiling = false;
   const dispose = (): void => {
@@ -258,25 +278,47 @@ async function execute(
     // Evaluation and the call itself run tool code and stay asynchronous, so a slow tool
     // never blocks the worker's main thread (other calls, deadlines, cancellation).
     entry.applySync(undefined, ['init', limits.outputBytes], {timeout: remaining()});
-    const wrap = wrappedSource(request);
-    if ('error' in wrap) return {refused: wrap.error};
+    // A large source is parsed (once per worker) and compiled in its turn of `largeCompiles`.
+    const turn = request.source.length > SYNC_COMPILE_MAX_CHARS ? largeCompiles.take() : undefined;
+    let wrap: WrappedModule | WrapRefusal | NotWrapped;
+    try {
+      if (turn) {
+        await Promise.race([turn.ready, stopped]);
+        if (stop !== undefined) {
+          turn.leave();
+          return undefined;
+        }
+      }
+      // A parse on the rewrite thread ends by itself, like a compile (see `compiling`).
+      compiling = turn !== undefined;
+      wrap = await wrappedSource(request);
+    } catch (error) {
+      turn?.leave();
+      throw error;
+    } finally {
+      compiling = false;
+    }
+    if ('error' in wrap) {
+      turn?.leave();
+      return {refused: wrap.error};
+    }
     const cache = deps.codeCache;
-    const key = codeCacheKey(request.sourceHash);
+    const unwrapped = 'unwrapped' in wrap;
+    const text = 'source' in wrap ? wrap.source : request.source;
+    const key = unwrapped ? request.sourceHash : codeCacheKey(request.sourceHash);
     const cached = cache?.get(key);
-    const origin = {filename: request.filename, lineOffset: WRAP_LINE_OFFSET};
+    const origin = unwrapped ? {filename: request.filename} : {filename: request.filename, lineOffset: WRAP_LINE_OFFSET};
     const compileOptions = cached ? {...origin, cachedData: cached} : {...origin, produceCachedData: cache !== undefined};
     // A large source compiles off the main thread even from cached data (see
     // SYNC_COMPILE_MAX_CHARS); the compile counts in the isolate's own time and the
     // deadline ends the call while it runs.
     let module: ivm.Module;
-    if (wrap.source.length <= SYNC_COMPILE_MAX_CHARS) module = isolate.compileModuleSync(wrap.source, compileOptions);
+    if (turn === undefined) module = isolate.compileModuleSync(text, compileOptions);
     else {
-      const turn = largeCompiles.take();
       try {
-        await Promise.race([turn.ready, stopped]);
         if (stop !== undefined) return undefined;
         compiling = true;
-        module = await isolate.compileModule(wrap.source, compileOptions);
+        module = await isolate.compileModule(text, compileOptions);
       } finally {
         compiling = false;
         // Only once the compile has ended: a compile that outlived its call's deadline
@@ -294,12 +336,19 @@ async function execute(
     // The wrapped module's own top level only defines the wrapper function: no tool code
     // runs until the prelude's `run` calls it.
     module.instantiateSync(context, refuseImport);
-    await module.evaluate({timeout: remaining()});
-    return await entry.apply(undefined, ['run', module.namespace.derefInto(), request.argsJson], {
+    let top = module;
+    if (unwrapped) {
+      top = isolate.compileModuleSync(UNWRAPPED_SETTLE_SOURCE, {filename: 'toolcell:settle'});
+      top.instantiateSync(context, resolveToolOnly(module));
+    }
+    await top.evaluate({timeout: remaining()});
+    return await entry.apply(undefined, ['run', top.namespace.derefInto(), request.argsJson], {
       timeout: remaining(), result: {copy: true, promise: true},
     });
   })();
 
+  /** The call returned a result that is not a failure: only then is its compiled code kept. */
+  let succeeded = false;
   type First = {kind: 'done'; value: unknown} | {kind: 'error'; error: unknown} | {kind: 'stop'};
   const first = await Promise.race<First>([
     work.then((value) => ({kind: 'done', value}), (error: unknown) => ({kind: 'error', error})),
@@ -339,7 +388,12 @@ async function execute(
     if (stop === 'cancel') return base(pooled, codeCacheHit);
     if (stop === 'timeout') return await withConsole({...base(pooled, codeCacheHit), timedOut: true});
     if (first.kind === 'done' && isRefusal(first.value)) return {...base(pooled, codeCacheHit), error: boundedError(first.value.refused.name, first.value.refused.message)};
-    if (first.kind === 'done') return fromRunner(first.value, limits.outputBytes, pooled, codeCacheHit);
+    if (first.kind === 'done') {
+      const outcome = fromRunner(first.value, limits.outputBytes, pooled, codeCacheHit);
+      // A failure (its top level threw, inside the wrapper) leaves no compiled code behind.
+      succeeded = !outcome.failed;
+      return outcome;
+    }
     const error = first.kind === 'error' ? first.error : undefined;
     const message = messageOf(error);
     if ((isolate.isDisposed && !disposedByUs) || message.includes('due to memory limit')) {
@@ -354,7 +408,7 @@ async function execute(
     });
   } finally {
     if (produced !== undefined) {
-      if (first.kind === 'done' && stop === undefined && deps.codeCache) deps.codeCache.set(codeCacheKey(request.sourceHash), produced);
+      if (succeeded && stop === undefined && deps.codeCache) deps.codeCache.set(codeCacheKey(request.sourceHash), produced);
       else produced.release();
     }
     if (first.kind === 'done' && stop === undefined && deps.afterReply) deps.afterReply(dispose);

@@ -28,6 +28,7 @@ const KEPT: Record<string, [string, unknown]> = {
   'this and arguments at top level': ['const t = [this === undefined, typeof arguments]; export default () => t;', [true, 'undefined']],
   'strict mode': ['const t = (function () { return this === undefined; })(); export default () => t;', true],
   'labels': ['let n = 0; outer: for (;;) { for (;;) { n++; break outer; } } export default () => n;', 1],
+  'a call as the first statement (not a directive)': ['String(1); "use strict"; export default () => "call";', 'call'],
   'a hashbang line': ['#!/usr/bin/env node\nexport default () => "bang";', 'bang'],
   'a name like the wrapper\'s own': ['const $d0 = 1; export default () => $d0;', 1],
   'an escaped name equal to the wrapper\'s own (breaks only its own default)': ['export default () => "mine"; let \\u0024d0 = 2;', 'own error'],
