@@ -119,9 +119,13 @@ function freeName(source: string): string {
  *
  * Parsed with acorn 8 (`ecmaVersion: 'latest'`, `sourceType: 'module'`), which also
  * refuses what a module may not contain at top level (`return`, `new.target`, duplicate
- * exports, undeclared exports), so the body can be moved into an async arrow function
- * (no own `this`, `arguments` or `new.target`: the same as at module top level) without
- * changing its meaning. Rewrites, each in place (blanks of the same length, so no line
+ * exports, undeclared exports), so the body can be moved into an async function called
+ * with `this` undefined without changing its meaning, but for one thing: a top-level
+ * `arguments` is the wrapper's own (empty) arguments object instead of a ReferenceError.
+ * A function expression in parentheses, not an arrow: V8 compiles it eagerly (its
+ * "possibly invoked function expression" heuristic), so its code is in the V8 code cache
+ * (measured: mathjs's 682 KB bundle gave 387 KB of cached code this way, 1 KB as an
+ * arrow, whose body V8 then parsed again in every call's fresh isolate). Rewrites, each in place (blanks of the same length, so no line
  * and, but for the cases below, no column moves; the wrapper's first line is compensated
  * by `WRAP_LINE_OFFSET`):
  * - `export` before a declaration is blanked;
@@ -197,6 +201,6 @@ export function wrapToolModule(source: string, filename: string): WrappedModule 
   body += text.slice(at);
   const result = defaultRead === undefined ? 'undefined' : defaultRead;
   return {
-    source: `let ${name};export default async()=>{\n${body}\n;return {__proto__:null,d:${result}};};`,
+    source: `let ${name};export default (async function(){\n${body}\n;return {__proto__:null,d:${result}};});`,
   };
 }
