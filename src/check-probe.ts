@@ -1,5 +1,7 @@
 // Child process of `toolcell check`: evaluates one isolate entry's top level in a fresh isolate, as a call would, without calling the tool.
 import {readFileSync} from 'node:fs';
+import type ivm from 'isolated-vm';
+import {WRAP_LINE_OFFSET, wrapToolModule} from './backends/isolate/module-wrap.ts';
 import {disposePrepared, prepareIsolate} from './backends/isolate/prepared-isolate.ts';
 
 /** One problem the probe found, with the position in the entry file where V8 gave one (1-based line and column). */
@@ -46,22 +48,24 @@ function evaluateOnce(source: string, filename: string, stubbed: readonly string
   const prepared = prepareIsolate({memoryMb: PROBE_MEMORY_MB, removeWebAssembly: true, onCatastrophicError: () => process.exit(70)});
   try {
     for (const name of stubbed) prepared.context.evalSync(STUB(name), {timeout: PROBE_TIMEOUT_MS});
-    const module = prepared.isolate.compileModuleSync(source, {filename});
+    // The module a call runs: the tool's top level inside the wrapper (module-wrap.ts).
+    const wrap = wrapToolModule(source, filename);
+    if ('error' in wrap) return {error: Object.assign(new Error(wrap.error.message), {name: wrap.error.name})};
+    const module = prepared.isolate.compileModuleSync(wrap.source, {filename, lineOffset: WRAP_LINE_OFFSET});
     module.instantiateSync(prepared.context, (specifier) => {
       throw new Error(`cannot import "${specifier}": an isolate entry must be one self-contained module`);
     });
-    try {
-      module.evaluateSync({timeout: PROBE_TIMEOUT_MS});
-    } catch (error) {
-      return {error};
-    }
-    try {
-      const value = module.namespace.getSync('default', {reference: true}) as unknown as {typeof: string} | undefined;
-      return {defaultType: value === undefined ? 'undefined' : value.typeof};
-    } catch {
-      // The binding exists but is not initialized yet: a top-level await had not settled when evaluation returned.
-      return {defaultType: 'uninitialized'};
-    }
+    module.evaluateSync({timeout: PROBE_TIMEOUT_MS});
+    // Runs the top level (the wrapper) and reports `typeof` the default export it resolves,
+    // or 'uninitialized' when its top-level await is still pending once the isolate is idle.
+    const probe = prepared.context.evalClosureSync(
+      `let state = 'uninitialized'; $0().then((r) => { state = typeof r.d; }, (e) => { state = {e}; }); return {get: () => state};`,
+      [(module.namespace.getSync('default', {reference: true}) as unknown as ivm.Reference).derefInto()], {timeout: PROBE_TIMEOUT_MS, result: {reference: true}},
+    ) as unknown as ivm.Reference<{get: () => unknown}>;
+    const state = probe.getSync('get', {reference: true}) as unknown as ivm.Reference<() => unknown>;
+    const seen = state.applySync(undefined, [], {timeout: PROBE_TIMEOUT_MS, result: {reference: true}}) as unknown as ivm.Reference<unknown>;
+    if (seen.typeof === 'string') return {defaultType: seen.copySync() as string};
+    return {error: (seen as unknown as ivm.Reference<{e: unknown}>).getSync('e', {copy: true})};
   } catch (error) {
     return {error};
   } finally {

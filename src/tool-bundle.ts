@@ -2,6 +2,7 @@
 import {existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync} from 'node:fs';
 import path from 'node:path';
 import * as esbuild from 'esbuild';
+import {wrapToolModule} from './backends/isolate/module-wrap.ts';
 
 /**
  * Where the source of an isolate entry is looked for, in this order: the entry `dist/<stem>.js`
@@ -188,7 +189,7 @@ export interface BuiltTool {
 /**
  * Bundles one tool and writes it (write, then rename) only if every check passes: esbuild
  * resolved every import, read nothing outside the package but npm packages, the bundle imports nothing (static, or dynamic with a literal) and
- * has a `default` export. Only `require` inside try/catch survives, as esbuild's throwing shim.
+ * has a `default` export, and `wrapToolModule` (the rewrite every call runs) accepts it. Only `require` inside try/catch survives, as esbuild's throwing shim.
  * @throws BuildError naming `where` and the reason
  */
 async function bundleTool(where: string, source: string, outfile: string, workingDir: string, generator: string, pkgDir: string): Promise<Omit<BuiltTool, 'tool' | 'outfile'>> {
@@ -214,6 +215,9 @@ async function bundleTool(where: string, source: string, outfile: string, workin
   const footer = packages.length === 0 ? '' : `\n/* Bundled npm packages (license texts: THIRD_PARTY_LICENSES.txt beside this file):\n${
     packages.map((p) => ` * ${p.name}@${p.version} (${p.license})`).join('\n')}\n */\n`;
   const contents = file.text + footer;
+  // The module a call runs is this bundle rewritten by wrapToolModule: refuse here what it would refuse there.
+  const wrap = wrapToolModule(contents, path.basename(outfile));
+  if ('error' in wrap) throw new BuildError(where, `the isolate cannot run the bundle: ${wrap.error.name}: ${wrap.error.message}`);
   // Write then rename: a reader (a running server, a parallel test) sees the old or the new bundle, never half of one.
   makeDirInside(pkgDir, path.dirname(outfile), where);
   const temporary = `${outfile}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;

@@ -75,10 +75,13 @@ export interface DrainResult {
  * Runs inside the isolate (see the module docstring). Returns the entry function:
  * - `entry('init', outputBytes)`: sets the byte cap (UTF-8) of the console text and of
  *   the result JSON, each. Called before the tool module is evaluated.
- * - `entry('run', namespace, argsJson)`: parses `argsJson` (a string, or null for
- *   undefined arguments) inside the isolate, calls the module's default export with it,
+ * - `entry('run', namespace, argsJson)`: `namespace` is a module wrapped by
+ *   `wrapToolModule` (module-wrap.ts): calls its `default` (the tool's top level), takes
+ *   the tool's default export from the record it resolves, parses `argsJson` (a string,
+ *   or null for undefined arguments) inside the isolate, calls the default export with it,
  *   awaits the result, serialises it with `JSON.stringify` and resolves a `RunnerResult`.
- *   A module whose top-level await has not settled resolves never (the caller's wall
+ *   What the top level or the default export throws is described by `describe`, inside
+ *   the isolate. A module whose top-level await has not settled resolves never (the caller's wall
  *   clock ends it: there are no timers in an isolate, so it cannot settle later).
  * - `entry('drain')`: the console text so far (after a timeout), as a `DrainResult`.
  * - `entry('probe')`: where `run` stands, `RUN_NOT_STARTED` (0), `RUN_PENDING` (1) or
@@ -281,14 +284,22 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
     let error: {name: string; message: string} | undefined;
     let value: unknown;
     try {
-      let fn: unknown;
+      // The wrapped module's default export (module-wrap.ts) runs the tool's top level,
+      // top-level await included, and resolves a null-prototype record of ours holding
+      // the tool's default export: a value the top level throws lands in this try. A top
+      // level that never settles leaves this pending (see `entry('probe')`).
+      let top: unknown;
       try {
-        fn = (namespace as {default?: unknown}).default;
+        top = (namespace as {default?: unknown}).default;
       } catch {
-        // The default export is still in its temporal dead zone: the module's top-level
-        // await has not settled, and without timers or host callbacks it never will.
+        // An unwrapped module (too large to rewrite, run-in-isolate.ts): its settle
+        // wrapper's default is in its temporal dead zone while the tool's top-level await
+        // has not settled, and without timers or host callbacks it never will.
         await new PromiseCtor<never>(() => {});
       }
+      if (typeof top !== 'function') throw new TypeErrorCtor('The tool module was not wrapped.');
+      const exported: unknown = await ReflectApply(top, undefined, []);
+      const fn = (exported as {d?: unknown}).d;
       if (typeof fn !== 'function') throw new TypeErrorCtor('The tool module has no default export function.');
       const args: unknown = typeof argsJson === 'string' ? JSONParse(argsJson) : undefined;
       value = await ReflectApply(fn, undefined, [args]);
@@ -341,7 +352,9 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
     }
     if (op === 'probe') return runState;
     if (op === 'warm') {
-      void run({default: function warm(value: unknown): unknown { return value; }}, '{"warm":[1,"x",true,null]}', false);
+      const exported = record<{d: unknown}>();
+      exported.d = function warm(value: unknown): unknown { return value; };
+      void run({default: async function top(): Promise<unknown> { return exported; }}, '{"warm":[1,"x",true,null]}', false);
       return undefined;
     }
     if (op === 'drain') {

@@ -6,6 +6,9 @@ import {CompileSlots} from './compile-slots.ts';
 import {ERROR_TEXT_LIMITS, type DrainResult, type RunnerResult} from './prelude.ts';
 import {watchDeadline} from './own-time-deadline.ts';
 import {disposePrepared, prepareIsolate, type PreparedIsolate} from './prepared-isolate.ts';
+import {LRUCache} from 'lru-cache';
+import {importRefusal, TOOL_SPECIFIER, UNWRAPPED_SETTLE_SOURCE, WRAP_LINE_OFFSET, wrapToolModule, type NotWrapped, type WrapRefusal, type WrappedModule} from './module-wrap.ts';
+import {wrapThread} from './module-wrap-thread.ts';
 import {cutUtf8} from './utf8-cut.ts';
 import type {WarmPool} from './warm-pool.ts';
 import type {ResolvedRun, ToolError, WorkerOutcome} from './worker-protocol.ts';
@@ -65,36 +68,48 @@ export const SYNC_COMPILE_MAX_CHARS = 64 * 1024;
 const largeCompiles = new CompileSlots(1);
 
 /**
- * The specifier under which the *settle wrapper* imports a call's tool module; the tool
- * module itself still resolves no specifier at all (`refuseImport`).
+ * Wrapped tool modules (module-wrap.ts) by the sha256 of their source, so a source is
+ * parsed once per worker, not per call. Bounded by the UTF-16 length of the wrapped
+ * texts (a refusal counts 1); least recently used first out. The wrap is a function of
+ * the source text only (and of this process's code), so an entry can never be stale.
  */
-const TOOL_SPECIFIER = 'toolcell:tool';
+const wrapped = new LRUCache<string, WrappedModule | WrapRefusal | NotWrapped>({
+  maxSize: 16 * 2 ** 20,
+  sizeCalculation: (w) => ('source' in w ? Math.max(1, w.source.length) : 1),
+});
 
 /**
- * A module of ours that imports the tool module and re-exports its default export as a
- * `const`, initialised only when its body runs: V8 runs the body of an importing module
- * only after the imported module's evaluation (top-level await included) has settled.
- * isolated-vm's `evaluate` returns with a module's top-level await still pending (its
- * promise is dropped), so the prelude reads `default` of *this* namespace: it is in its
- * temporal dead zone (a ReferenceError, which the prelude turns into "never settles",
- * ended by the idle probe as TIMEOUT) until the tool module has fully evaluated. Reading
- * `t.default` on a module namespace runs no tool code.
+ * The wrapped module of `request`'s source (see `wrapToolModule`), parsed on first sight
+ * in this worker: on this thread up to `SYNC_COMPILE_MAX_CHARS`, else on the rewrite
+ * thread (module-wrap-thread.ts), so a large parse does not hold other calls' replies.
  */
-const SETTLE_WRAPPER_SOURCE = `import * as t from '${TOOL_SPECIFIER}'; const settled = t.default; export {settled as default};`;
-
-function importRefusal(specifier: string): string {
-  const shown = JSON.stringify(specifier.length > 200 ? `${specifier.slice(0, 200)}…` : specifier);
-  return `Imports are not available to isolate tools (the module imports ${shown}); bundle the tool into one self-contained ES module.`;
+async function wrappedSource(request: ResolvedRun): Promise<WrappedModule | WrapRefusal | NotWrapped> {
+  const known = wrapped.get(request.sourceHash);
+  if (known !== undefined) return known;
+  const fresh = request.source.length <= SYNC_COMPILE_MAX_CHARS
+    ? wrapToolModule(request.source, request.filename)
+    : await wrapThread.wrap(request.source, request.filename);
+  wrapped.set(request.sourceHash, fresh);
+  return fresh;
 }
 
 /**
- * A copy of the first `max` UTF-16 units of `text` that does not refer to `text`: V8
- * makes a slice of a long string a view that keeps the whole parent alive (a 150 MB
- * thrown message would stay resident as long as its 4 KB head is referenced).
+ * The resolver of the settle wrapper of an unwrapped module: gives it the call's tool
+ * module and nothing else. Made by a module-level factory so the closure holds only
+ * `tool`, never the scope of `execute` (see `refuseImport` on why that matters).
  */
-function detachedHead(text: string, max: number): string {
-  return Buffer.from(text.slice(0, max), 'utf16le').toString('utf16le');
+function resolveToolOnly(tool: ivm.Module): (specifier: string) => ivm.Module {
+  return (specifier: string): ivm.Module => {
+    if (specifier === TOOL_SPECIFIER) return tool;
+    throw new Error(importRefusal(specifier));
+  };
 }
+
+/**
+ * Key of a wrapped module's V8 code cache data: the source's sha256 under the wrapper's
+ * name, so data compiled from a wrapped text is never taken for the tool's own text.
+ */
+const codeCacheKey = (sourceHash: string): string => `wrapped:${sourceHash}`;
 
 /**
  * The module resolver of every call: refuses every specifier. Defined once, at module
@@ -108,16 +123,12 @@ function refuseImport(specifier: unknown): never {
 }
 
 /**
- * The resolver of the settle wrapper: gives it the call's tool module and nothing else.
- * Made by a module-level factory so the closure holds only `tool` (a host handle of a
- * module of an isolate disposed after the call), never the scope of `execute`
- * (see `refuseImport` on why that matters).
+ * A copy of the first `max` UTF-16 units of `text` that does not refer to `text`: V8
+ * makes a slice of a long string a view that keeps the whole parent alive (a 150 MB
+ * thrown message would stay resident as long as its 4 KB head is referenced).
  */
-function resolveToolOnly(tool: ivm.Module): (specifier: string) => ivm.Module {
-  return (specifier: string): ivm.Module => {
-    if (specifier === TOOL_SPECIFIER) return tool;
-    throw new Error(importRefusal(specifier));
-  };
+function detachedHead(text: string, max: number): string {
+  return Buffer.from(text.slice(0, max), 'utf16le').toString('utf16le');
 }
 
 function boundedError(name: string, message: string): ToolError {
@@ -153,13 +164,15 @@ const base = (pooled: boolean, codeCacheHit: boolean): WorkerOutcome => ({
  * it. Resolves a `WorkerOutcome` for anything the tool did; rejects only when no
  * isolate could be created.
  *
- * Order: `init` the prelude with the output cap → `compileModule` (with cached code data
- * when the source's sha256 is in the code cache; off the main thread above
+ * Order: `init` the prelude with the output cap → the source wrapped by `wrapToolModule`
+ * (module-wrap.ts; parsed once per worker and source; a refused module, a SyntaxError or
+ * an import, ends the call here with its error) → `compileModule` of the wrapped text
+ * (with cached code data when its key is in the code cache; off the main thread above
  * `SYNC_COMPILE_MAX_CHARS`) → `instantiate` with a resolver that refuses every specifier
- * → the settle wrapper (`SETTLE_WRAPPER_SOURCE`) imports it and is `evaluate({timeout})`d
- * → the prelude's `run` with the wrapper's namespace (its `default` is readable only once
- * the tool module's top-level await has settled) and the argument JSON,
- * `{timeout, result: {copy: true, promise: true}}`. Code data produced by the compile
+ * → `evaluate({timeout})` (defines the wrapper only) → the prelude's `run` with the
+ * module's namespace and the argument JSON, `{timeout, result: {copy: true, promise:
+ * true}}`: `run` calls the wrapper (the tool's top level, top-level await included) and
+ * the default export inside one try/catch, so nothing the tool throws is copied out. Code data produced by the compile
  * enters the code cache only after the call ended normally.
  *
  * Time: `watchDeadline` (own-time-deadline.ts) ends the call when the isolate's own
@@ -198,14 +211,15 @@ async function execute(
   let codeCacheHit = false;
   /**
    * Code data this call's compile produced: stored in the code cache only once the call
-   * ended normally (not timed out, cancelled, failed to evaluate or out of memory), so a
+   * succeeded (not timed out, cancelled, failed, at its top level or after, or out of memory), so a
    * call that failed does not make every later call of its source cheaper to start.
    */
   let produced: ivm.ExternalCopy<ArrayBuffer> | undefined;
   /**
-   * A large compile is running on the isolate's thread: V8 does not interrupt a compile,
-   * but it ends by itself (in time bounded by the source size), so a call stopped during
-   * it is not reported wedged until the compile has ended.
+   * A large compile is running on the isolate's thread (or its source is being parsed on
+   * the rewrite thread): V8 does not interrupt either, but each ends by itself (in time
+   * bounded by the source size), so a call stopped during one is not reported wedged until
+   * it has ended.
    */
   let compiling = false;
   const dispose = (): void => {
@@ -264,24 +278,47 @@ async function execute(
     // Evaluation and the call itself run tool code and stay asynchronous, so a slow tool
     // never blocks the worker's main thread (other calls, deadlines, cancellation).
     entry.applySync(undefined, ['init', limits.outputBytes], {timeout: remaining()});
+    // A large source is parsed (once per worker) and compiled in its turn of `largeCompiles`.
+    const turn = request.source.length > SYNC_COMPILE_MAX_CHARS ? largeCompiles.take() : undefined;
+    let wrap: WrappedModule | WrapRefusal | NotWrapped;
+    try {
+      if (turn) {
+        await Promise.race([turn.ready, stopped]);
+        if (stop !== undefined) {
+          turn.leave();
+          return undefined;
+        }
+      }
+      // A parse on the rewrite thread ends by itself, like a compile (see `compiling`).
+      compiling = turn !== undefined;
+      wrap = await wrappedSource(request);
+    } catch (error) {
+      turn?.leave();
+      throw error;
+    } finally {
+      compiling = false;
+    }
+    if ('error' in wrap) {
+      turn?.leave();
+      return {refused: wrap.error};
+    }
     const cache = deps.codeCache;
-    const key = request.sourceHash;
+    const unwrapped = 'unwrapped' in wrap;
+    const text = 'source' in wrap ? wrap.source : request.source;
+    const key = unwrapped ? request.sourceHash : codeCacheKey(request.sourceHash);
     const cached = cache?.get(key);
-    const compileOptions = cached
-      ? {filename: request.filename, cachedData: cached}
-      : {filename: request.filename, produceCachedData: cache !== undefined};
+    const origin = unwrapped ? {filename: request.filename} : {filename: request.filename, lineOffset: WRAP_LINE_OFFSET};
+    const compileOptions = cached ? {...origin, cachedData: cached} : {...origin, produceCachedData: cache !== undefined};
     // A large source compiles off the main thread even from cached data (see
     // SYNC_COMPILE_MAX_CHARS); the compile counts in the isolate's own time and the
     // deadline ends the call while it runs.
     let module: ivm.Module;
-    if (request.source.length <= SYNC_COMPILE_MAX_CHARS) module = isolate.compileModuleSync(request.source, compileOptions);
+    if (turn === undefined) module = isolate.compileModuleSync(text, compileOptions);
     else {
-      const turn = largeCompiles.take();
       try {
-        await Promise.race([turn.ready, stopped]);
         if (stop !== undefined) return undefined;
         compiling = true;
-        module = await isolate.compileModule(request.source, compileOptions);
+        module = await isolate.compileModule(text, compileOptions);
       } finally {
         compiling = false;
         // Only once the compile has ended: a compile that outlived its call's deadline
@@ -296,15 +333,22 @@ async function execute(
       else codeCacheHit = true;
     } else if (cache && cacheInfo.cachedData) produced = cacheInfo.cachedData;
     if (stop !== undefined) return undefined;
+    // The wrapped module's own top level only defines the wrapper function: no tool code
+    // runs until the prelude's `run` calls it.
     module.instantiateSync(context, refuseImport);
-    const settled = isolate.compileModuleSync(SETTLE_WRAPPER_SOURCE, {filename: 'toolcell:settle'});
-    settled.instantiateSync(context, resolveToolOnly(module));
-    await settled.evaluate({timeout: remaining()});
-    return await entry.apply(undefined, ['run', settled.namespace.derefInto(), request.argsJson], {
+    let top = module;
+    if (unwrapped) {
+      top = isolate.compileModuleSync(UNWRAPPED_SETTLE_SOURCE, {filename: 'toolcell:settle'});
+      top.instantiateSync(context, resolveToolOnly(module));
+    }
+    await top.evaluate({timeout: remaining()});
+    return await entry.apply(undefined, ['run', top.namespace.derefInto(), request.argsJson], {
       timeout: remaining(), result: {copy: true, promise: true},
     });
   })();
 
+  /** The call returned a result that is not a failure: only then is its compiled code kept. */
+  let succeeded = false;
   type First = {kind: 'done'; value: unknown} | {kind: 'error'; error: unknown} | {kind: 'stop'};
   const first = await Promise.race<First>([
     work.then((value) => ({kind: 'done', value}), (error: unknown) => ({kind: 'error', error})),
@@ -343,7 +387,13 @@ async function execute(
   try {
     if (stop === 'cancel') return base(pooled, codeCacheHit);
     if (stop === 'timeout') return await withConsole({...base(pooled, codeCacheHit), timedOut: true});
-    if (first.kind === 'done') return fromRunner(first.value, limits.outputBytes, pooled, codeCacheHit);
+    if (first.kind === 'done' && isRefusal(first.value)) return {...base(pooled, codeCacheHit), error: boundedError(first.value.refused.name, first.value.refused.message)};
+    if (first.kind === 'done') {
+      const outcome = fromRunner(first.value, limits.outputBytes, pooled, codeCacheHit);
+      // A failure (its top level threw, inside the wrapper) leaves no compiled code behind.
+      succeeded = !outcome.failed;
+      return outcome;
+    }
     const error = first.kind === 'error' ? first.error : undefined;
     const message = messageOf(error);
     if ((isolate.isDisposed && !disposedByUs) || message.includes('due to memory limit')) {
@@ -358,7 +408,7 @@ async function execute(
     });
   } finally {
     if (produced !== undefined) {
-      if (first.kind === 'done' && stop === undefined && deps.codeCache) deps.codeCache.set(request.sourceHash, produced);
+      if (succeeded && stop === undefined && deps.codeCache) deps.codeCache.set(codeCacheKey(request.sourceHash), produced);
       else produced.release();
     }
     if (first.kind === 'done' && stop === undefined && deps.afterReply) deps.afterReply(dispose);
@@ -374,6 +424,10 @@ async function execute(
       setTimeout(check, WEDGED_AFTER_MS).unref();
     }
   }
+}
+
+function isRefusal(value: unknown): value is {refused: ToolError} {
+  return typeof value === 'object' && value !== null && 'refused' in value;
 }
 
 /** Turns the prelude's `run` result into an outcome, re-checking its shape and sizes. */

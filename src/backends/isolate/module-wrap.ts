@@ -1,0 +1,206 @@
+// Rewrites a tool module so that its top level runs inside a function the prelude calls and catches: a thrown value never reaches isolated-vm's copy.
+import {Parser, type Node as AcornNode} from 'acorn';
+
+/**
+ * A tool module rewritten by `wrapToolModule`: compile `source` as a module with
+ * isolated-vm's `lineOffset: WRAP_LINE_OFFSET`, so that every line and column V8 reports
+ * (syntax errors, stacks) is the one the tool author wrote.
+ */
+export interface WrappedModule {
+  source: string;
+}
+
+/** A module `wrapToolModule` refuses, described as V8 would describe it (name, message with `[filename:line:column]`). */
+export interface WrapRefusal {
+  error: {name: string; message: string};
+}
+
+/**
+ * A module too large to rewrite (its parse outgrew the rewrite thread's heap): it runs
+ * unwrapped, as before the rewrite (`UNWRAPPED_SETTLE_SOURCE`).
+ */
+export interface NotWrapped {
+  unwrapped: true;
+}
+
+/** The `lineOffset` to compile a `WrappedModule` with: its first line is the wrapper's own. */
+export const WRAP_LINE_OFFSET = -1;
+
+/**
+ * The specifier under which `UNWRAPPED_SETTLE_SOURCE` imports a tool module that runs
+ * unwrapped (`NotWrapped`); that module itself resolves no specifier.
+ */
+export const TOOL_SPECIFIER = 'toolcell:tool';
+
+/**
+ * A module of ours that imports an unwrapped tool module and exports, like a wrapped one,
+ * an async function resolving `{d: <default export>}`. V8 runs this body only once the
+ * tool module's evaluation (top-level await included) has settled, so until then its
+ * `default` is in its temporal dead zone (the prelude then waits for ever, ended as
+ * TIMEOUT by the idle probe). A value the unwrapped top level throws is copied out by
+ * isolated-vm, outside the time limit, as before the rewrite.
+ */
+export const UNWRAPPED_SETTLE_SOURCE = `import * as t from '${TOOL_SPECIFIER}'; const d = t.default; export default async () => ({__proto__: null, d});`;
+
+/** The message of a refused import, the same at load, check and call time. */
+export function importRefusal(specifier: string): string {
+  const shown = JSON.stringify(specifier.length > 200 ? `${specifier.slice(0, 200)}…` : specifier);
+  return `Imports are not available to isolate tools (the module imports ${shown}); bundle the tool into one self-contained ES module.`;
+}
+
+interface Edit {
+  start: number;
+  end: number;
+  text: string;
+}
+
+type Loose = AcornNode & Record<string, any>;
+
+/** What the rewrite needs of a top-level statement; the rest of its tree is dropped at once. */
+function summarize(node: Loose): Loose {
+  const small: Loose = {type: node.type, start: node.start, end: node.end} as Loose;
+  if (node.source) small.source = {value: node.source.value};
+  if (node.declaration) {
+    const d = node.declaration as Loose;
+    small.declaration = {type: d.type, start: d.start, end: d.end, id: d.id ? {name: d.id.name} : null};
+  }
+  if (Array.isArray(node.specifiers)) {
+    small.specifiers = (node.specifiers as Loose[]).map((sp) => ({
+      exported: sp.exported ? {type: sp.exported.type, name: sp.exported.name, value: sp.exported.value} : undefined,
+      local: sp.local ? {name: sp.local.name} : undefined,
+    }));
+  }
+  // Kept for acorn's directive check (a string literal only: small).
+  if (node.type === 'ExpressionStatement') small.expression = node.expression.type === 'Literal' ? node.expression : {type: node.expression.type};
+  return small;
+}
+
+/**
+ * acorn's parser, keeping of each top-level statement only its `summarize`d shape: the
+ * tree of a statement is garbage as soon as it is parsed, so a parse holds at most the
+ * tree of the largest top-level statement (acorn's full tree is about 55 times the
+ * source's size: 515 MB for a 9.3 MB module here), not of the whole module.
+ */
+const TopLevelParser = Parser.extend((Base) => class extends (Base as any) {
+  parseStatement(context: unknown, topLevel: boolean, exports: unknown): Loose {
+    const node = super.parseStatement(context, topLevel, exports) as Loose;
+    return topLevel ? summarize(node) : node;
+  }
+} as unknown as typeof Parser);
+
+/**
+ * `text` where every character but a line terminator becomes a space, then the head
+ * replaced by `head` (written over spaces only): a removal that moves no later line or
+ * column. Falls back to `head` + the line terminators when `head` does not fit before the
+ * first line terminator (the rest of that line then moves).
+ */
+function overwrite(text: string, head: string): string {
+  const blank = text.replace(/[^\n\r\u2028\u2029]/g, ' ');
+  const firstBreak = blank.search(/[\n\r\u2028\u2029]/);
+  if (firstBreak === -1 ? blank.length >= head.length : firstBreak >= head.length) return head + blank.slice(head.length);
+  return head + blank.replace(/ /g, '');
+}
+
+/** A name of ours for the default export: short, and absent from the source text. */
+function freeName(source: string): string {
+  for (let i = 0; ; i++) {
+    const name = `$d${i.toString(36)}`;
+    if (!source.includes(name)) return name;
+  }
+}
+
+/**
+ * Rewrites the ES module `source` (a tool's isolate entry) into a module whose only
+ * export, `default`, is an async function running the tool's whole top level and
+ * resolving a null-prototype record `{d: <the tool's default export>}`. The prelude calls
+ * it inside the isolate in a try/catch, so a value the top level throws (or its top-level
+ * await rejects with) is described by the prelude (own data properties only, bounded)
+ * and never copied out by isolated-vm, whose copy runs outside the time limit.
+ *
+ * Parsed with acorn 8 (`ecmaVersion: 'latest'`, `sourceType: 'module'`), which also
+ * refuses what a module may not contain at top level (`return`, `new.target`, duplicate
+ * exports, undeclared exports), so the body can be moved into an async function called
+ * with `this` undefined without changing its meaning, but for one thing: a top-level
+ * `arguments` is the wrapper's own (empty) arguments object instead of a ReferenceError.
+ * A function expression in parentheses, not an arrow: V8 compiles it eagerly (its
+ * "possibly invoked function expression" heuristic), so its code is in the V8 code cache
+ * (measured: mathjs's 682 KB bundle gave 387 KB of cached code this way, 1 KB as an
+ * arrow, whose body V8 then parsed again in every call's fresh isolate). Rewrites, each in place (blanks of the same length, so no line
+ * and, but for the cases below, no column moves; the wrapper's first line is compensated
+ * by `WRAP_LINE_OFFSET`):
+ * - `export` before a declaration is blanked;
+ * - `export {a, b as default}` is blanked; a `default` among its names is read at the end;
+ * - `export default function f() {}` / `class F {}` keep the declaration (hoisted as
+ *   before); `f` is read at the end;
+ * - `export default <expression>` and anonymous `function`/`class` become
+ *   `$dN=({default: <it>}).default;` (the object literal keeps the name `default` an
+ *   anonymous default export gets); code after it on the same line moves right by up to
+ *   11 columns;
+ * - a hashbang line becomes a `//` comment.
+ *
+ * What it does NOT guarantee: that acorn and V8 parse every text alike. A text they read
+ * differently could end the wrapper early; its code then runs at module top level, which
+ * is no worse than without the wrapper (a throw there is copied by isolated-vm as before).
+ * Parsing runs on the calling thread, about 0.2-0.4 s per MB of source on this host.
+ *
+ * @param filename shown in refusals as V8 shows it (`[filename:line:column]`).
+ * @returns the wrapped module, or a refusal: a SyntaxError (acorn's message, or not
+ *   enough stack for deeply nested code) or an import (`import`, `export ... from`),
+ *   refused with `importRefusal`'s message.
+ */
+export function wrapToolModule(source: string, filename: string): WrappedModule | WrapRefusal {
+  let text = source;
+  if (text.startsWith('#!')) text = `//${text.slice(2)}`;
+  let program: Loose;
+  try {
+    program = TopLevelParser.parse(text, {ecmaVersion: 'latest', sourceType: 'module', preserveParens: true, locations: false}) as Loose;
+  } catch (error) {
+    const raw = error instanceof Error ? error.message : String(error);
+    const loc = (error as {loc?: {line: number; column: number}}).loc;
+    const message = raw.replace(/ \(\d+:\d+\)$/, '');
+    return {error: {name: 'SyntaxError', message: loc ? `${message} [${filename}:${loc.line}:${loc.column + 1}]` : message}};
+  }
+  const name = freeName(text);
+  const edits: Edit[] = [];
+  let defaultRead: string | undefined;
+  for (const node of program.body as Loose[]) {
+    if (node.type === 'ImportDeclaration' || ((node.type === 'ExportNamedDeclaration' || node.type === 'ExportAllDeclaration') && node.source)) {
+      return {error: {name: 'Error', message: importRefusal(String(node.source.value))}};
+    }
+    if (node.type === 'ExportNamedDeclaration') {
+      if (node.declaration) {
+        edits.push({start: node.start, end: node.declaration.start, text: overwrite(text.slice(node.start, node.declaration.start), '')});
+      } else {
+        for (const s of node.specifiers as Loose[]) {
+          const exported = s.exported.type === 'Identifier' ? s.exported.name : String(s.exported.value);
+          if (exported === 'default') defaultRead = s.local.name as string;
+        }
+        edits.push({start: node.start, end: node.end, text: overwrite(text.slice(node.start, node.end), '')});
+      }
+    } else if (node.type === 'ExportDefaultDeclaration') {
+      const d = node.declaration as Loose;
+      const head = text.slice(node.start, d.start);
+      if ((d.type === 'FunctionDeclaration' || d.type === 'ClassDeclaration') && d.id) {
+        edits.push({start: node.start, end: d.start, text: overwrite(head, '')});
+        defaultRead = d.id.name as string;
+      } else {
+        // `export default <expression>;` ends at its semicolon when it has one.
+        const expressionEnd = d.end as number;
+        edits.push({start: node.start, end: d.start, text: overwrite(head, `${name}=({default:`)});
+        edits.push({start: expressionEnd, end: expressionEnd, text: '}).default;'});
+        defaultRead = name;
+      }
+    }
+  }
+  let body = '';
+  let at = 0;
+  for (const e of edits.sort((a, b) => a.start - b.start)) {
+    body += text.slice(at, e.start) + e.text;
+    at = e.end;
+  }
+  body += text.slice(at);
+  const result = defaultRead === undefined ? 'undefined' : defaultRead;
+  return {
+    source: `let ${name};export default (async function(){\n${body}\n;return {__proto__:null,d:${result}};});`,
+  };
+}
