@@ -11,6 +11,7 @@
  */
 
 import type {EgressGrant} from '../egress/policy.ts';
+import type {EgressCallContext, EgressLimitHit} from '../egress/proxy.ts';
 
 /** Limits shared by every backend. */
 export interface BaseLimits {
@@ -85,6 +86,8 @@ export interface ContainerJob {
   env?: Record<string, string>;
   /** The profile name, for labels and pool keys. */
   profile: string;
+  /** With an egress grant: who the call's egress belongs to (audit, metrics); the backend opens the proxy session. */
+  egress?: EgressCallContext;
 }
 
 /**
@@ -173,6 +176,8 @@ export interface ExecutionResult {
   error?: {name: string; message: string};
   /** Wall-clock time inside the backend, in ms. */
   durationMs: number;
+  /** Egress: the first per-call limit of the grant that was reached (the call's result is then `DENIED`, rule `egress`). */
+  egressLimit?: EgressLimitHit;
 }
 
 /**

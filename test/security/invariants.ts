@@ -177,6 +177,10 @@ export const INVARIANTS = {
     note: 'Header bytes are not counted; bytes are counted after they are read, so up to one read buffer (64 KiB) may pass the limit before the stream is cut.'},
   'egress:audit:every-decision': {behaviour: 'Every egress decision is one audit event (egress.allowed when a request or tunnel ends, with status and bytes; egress.denied at once, with the rule), carrying call id, principal, tool, host, port, method; never a path, query, header value or body; events per call are bounded by maxRequests (the rest are counted).',
     note: 'The host name is the sandbox\'s choice (cut at 100 characters): an attacker can put data in it (DNS-style exfiltration into the audit log and to allowed hosts is not prevented).'},
+  'egress:container:only-the-proxy': {behaviour: 'A container with an egress grant keeps NetworkMode none (only loopback); toolcell starts a relay in its network namespace (on the host, as the call\'s leased uid, outside its PID namespace) from 127.0.0.1:3128 to that call\'s private proxy socket, and sets HTTP(S)_PROXY/ALL_PROXY (and lower case), NO_PROXY empty, NODE_USE_ENV_PROXY=1; a direct connection to a host server (loopback port, docker0 address) has no route; the relay is gone when the call ends. A tool without a grant has no proxy variables and nothing listening on 127.0.0.1:3128.',
+    note: 'runc only (runsc keeps its own network stack: egress jobs are refused under it) and toolcell as root (setns); egress jobs never use the warm pool. Hosted servers (backends/server) do not get egress yet. The tool can use the relay as much as its limits allow; it cannot signal the relay but can load it (bounded by the proxy\'s limits).'},
+  'egress:container:no-dns': {behaviour: 'A container with an egress grant cannot resolve any name itself (getaddrinfo of any name fails: there is no route to any resolver); names are resolved only by the proxy, for allowed hosts.',
+    note: 'Names in the sandbox\'s own /etc/hosts (localhost, its hostname) still resolve locally, to its own loopback.'},
 } as const;
 
 /** An invariant id. */

@@ -57,7 +57,7 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     const dispatch = options.dispatch ?? RUNTIME_DEFAULTS.dispatch;
     const problems = quotaQueueProblems(quota, Object.keys(config.quotas.principals), {isolate: dispatch.isolate, container: dispatch.container});
     if (problems.length > 0) throw new ConfigError(configPath ?? '(defaults)', `quotas: ${problems.join('; ')}`);
-    const runtime = await createRuntime({...options, admission: quota, onCallFinished: metrics.onCallFinished});
+    const runtime = await createRuntime({...options, admission: quota, onCallFinished: metrics.onCallFinished, onEgress: metrics.egress});
     close = () => runtime.close();
     for (const line of emptyToolDirs(runtime, userToolDirs)) say(line);
     assertSomethingServed(runtime);
