@@ -218,6 +218,7 @@ class Session implements EgressSession {
     this.#server.on('request', (req, res) => void this.#forward(req, res));
     this.#server.on('connect', (req, socket, head) => void this.#tunnel(req, socket, head));
     this.#server.on('upgrade', (req, socket) => {
+      this.#chargeRequest(); // counted like any request: a flood of them cannot grow the audit stream
       this.#refuseRaw(socket, 501, 'protocol', req.method ?? 'GET', shown(String(req.headers.host ?? '')), 0,
         'HTTP Upgrade (WebSocket) is not proxied; use a CONNECT tunnel (wss:// through HTTPS_PROXY).');
     });

@@ -303,14 +303,18 @@ test('an upstream that stalls is timed out: a silent HTTP upstream gets 504, a r
 });
 
 test('not a proxy request: origin-form, https:// in the clear, and Upgrade are refused with a reason', async () => {
-  await withHarness({allow: [`127.0.0.1:${httpPort}`]}, async (h) => {
+  await withHarness({allow: [`127.0.0.1:${httpPort}`], maxRequests: 50}, async (h) => {
     const origin = await viaProxy(h, '/relative'.replace(/^/, ''), {headers: {host: `127.0.0.1:${httpPort}`}}).catch(() => ({status: 0, body: ''}));
     assert.equal(origin.status, 400);
     assert.match(origin.body, /absolute-form/);
     const https = await viaProxy(h, `https://127.0.0.1:${httpPort}/`);
     assert.equal(https.status, 400);
     assert.match(https.body, /CONNECT/);
-    await stillAnswers(h);
+    for (let i = 0; i < 60; i++) {
+      const up = await viaProxy(h, `http://127.0.0.1:${httpPort}/ws`, {headers: {connection: 'upgrade', upgrade: 'websocket'}});
+      assert.ok(up.status === 501 || up.error !== undefined, JSON.stringify(up));
+    }
+    assert.ok(h.audit.length <= 52, `Upgrade requests count against maxRequests: the audit stays bounded (${h.audit.length})`);
   });
 });
 
