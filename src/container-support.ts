@@ -1,4 +1,5 @@
 // Decides whether container tools can run on this host (engine, images, runtimes) before serving.
+import type {EgressProxy} from './egress/proxy.ts';
 import Docker from 'dockerode';
 import type {Backend, ContainerJob} from './backends/backend.ts';
 import {ContainerBackend} from './backends/container/container-backend.ts';
@@ -20,7 +21,7 @@ const PING_TIMEOUT_MS = 3000;
  *
  * @param options.poolSize warm containers per (image, profile) pair; 0 turns the pool off.
  */
-export async function containerSupport(options: {poolSize: number}): Promise<ContainerSupport> {
+export async function containerSupport(options: {poolSize: number; egress?: EgressProxy}): Promise<ContainerSupport> {
   const docker = new Docker();
   try {
     await Promise.race([
@@ -31,7 +32,7 @@ export async function containerSupport(options: {poolSize: number}): Promise<Con
     const where = process.env.DOCKER_HOST ?? '/var/run/docker.sock';
     return {backend: undefined, reason: `the Docker engine at ${where} is not reachable (${dockerMessage(err)}); run "toolcell doctor"`};
   }
-  const backend = new ContainerBackend({docker, ...(options.poolSize > 0 ? {pool: {size: options.poolSize}} : {})});
+  const backend = new ContainerBackend({docker, ...(options.poolSize > 0 ? {pool: {size: options.poolSize}} : {}), ...(options.egress ? {egress: options.egress} : {})});
   try {
     await backend.start();
   } catch (err) {

@@ -3,6 +3,7 @@ import {resolve} from 'node:path';
 import type {KeyObject} from 'node:crypto';
 import {JsonlAuditSink} from './audit/audit-log.ts';
 import type {AuditSink} from './audit/audit-event.ts';
+import {EgressProxy, type EgressOutcome} from './egress/proxy.ts';
 import type {ContainerJob} from './backends/backend.ts';
 import {IsolateBackend} from './backends/isolate/isolate-backend.ts';
 import {DEFAULT_DISPATCH, Dispatcher, type DispatcherOptions} from './dispatch/dispatcher.ts';
@@ -90,6 +91,8 @@ export interface RuntimeOptions {
   logProblems?: boolean;
   admission?: Admission;
   onCallFinished?: ToolRuntime['onCallFinished'];
+  /** Counts each egress decision (`ServiceMetrics.egress`: `toolcell_egress_total{tool, outcome}`). */
+  onEgress?: (tool: string, outcome: EgressOutcome) => void;
 }
 
 /**
@@ -182,11 +185,14 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
 
   let container: ContainerBackend | undefined;
   let server: ServerBackend | undefined;
+  // The egress proxy of container tools with an egress grant; its audit events go to the audit sink made below.
+  let auditSink: AuditSink | undefined;
+  const egressProxy = new EgressProxy({audit: (event) => auditSink?.write(event), ...(options.onEgress ? {count: options.onEgress} : {})});
   const contentPackages = loaded.hostedContent.packages;
   if (containerTools.length > 0 || hostedTools.length > 0 || contentPackages.length > 0) {
     const support = !(options.containers ?? RUNTIME_DEFAULTS.containers)
       ? {backend: undefined, reason: 'container tools are turned off (--no-containers)'}
-      : await containerSupport({poolSize: containerPool});
+      : await containerSupport({poolSize: containerPool, egress: egressProxy});
     if (support.backend === undefined) {
       const skipped = options.containers === false;
       const left = [...containerTools, ...hostedTools];
@@ -243,6 +249,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   });
   const dispatcher = new Dispatcher({isolate, container, server}, options.dispatch ?? RUNTIME_DEFAULTS.dispatch);
   const audit: AuditSink = new JsonlAuditSink(options.audit ?? RUNTIME_DEFAULTS.audit, options.auditSigningKey ? {signingKey: options.auditSigningKey} : {});
+  auditSink = audit;
   let closing: Promise<void> | undefined;
   return {
     tools: served,
@@ -271,6 +278,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     },
     close: () => (closing ??= (async () => {
       await dispatcher.close();
+      await egressProxy.close();
       await audit.close();
     })()),
   };

@@ -2,7 +2,7 @@
 import type {KeyObject} from 'node:crypto';
 import {createWriteStream, type WriteStream} from 'node:fs';
 import {AuditChain, chainOfFile, newChain, type ChainHead} from './audit-chain.ts';
-import {newAuditId, type AuditEventV2, type AuditSink, type AuditSuppressedV2} from './audit-event.ts';
+import {newAuditId, isEgressEvent, type AuditEgressV2, type AuditEventV2, type AuditSink, type AuditSuppressedV2} from './audit-event.ts';
 
 /** The audit rate for refusal events of one principal: a token bucket. */
 export interface RefusalAuditLimits {
@@ -98,9 +98,10 @@ export class JsonlAuditSink implements AuditSink {
     this.#stream = stream;
   }
 
-  write(event: AuditEventV2): void {
+  write(event: AuditEventV2 | AuditEgressV2): void {
     if (this.#stream === undefined || this.#failed) return;
-    if (REFUSAL_TYPES.has(event.type) && !this.#admitRefusal(event)) return;
+    // Egress events are bounded per call by the grant's maxRequests (egress/proxy.ts), not here.
+    if (!isEgressEvent(event) && REFUSAL_TYPES.has(event.type) && !this.#admitRefusal(event)) return;
     this.#line(event);
   }
 
@@ -118,7 +119,7 @@ export class JsonlAuditSink implements AuditSink {
     await new Promise<void>((resolve) => (stream as WriteStream).end(resolve));
   }
 
-  #line(event: AuditEventV2 | AuditSuppressedV2): void {
+  #line(event: AuditEventV2 | AuditEgressV2 | AuditSuppressedV2): void {
     if (this.#stream === undefined || this.#failed) return;
     this.#stream.write(`${this.#chain!.line(event, wellFormed)}\n`);
   }
@@ -189,8 +190,11 @@ function wellFormed(_key: string, value: unknown): unknown {
  */
 export class MemoryAuditSink implements AuditSink {
   readonly events: AuditEventV2[] = [];
-  write(event: AuditEventV2): void {
-    this.events.push(event);
+  /** Egress decisions (`egress.allowed` / `egress.denied`), apart so `events` keeps its one shape. */
+  readonly egress: AuditEgressV2[] = [];
+  write(event: AuditEventV2 | AuditEgressV2): void {
+    if (isEgressEvent(event)) this.egress.push(event);
+    else this.events.push(event);
   }
   async close(): Promise<void> {}
 }

@@ -10,6 +10,9 @@
  * `ToolcellError` whose code is `BACKEND_UNAVAILABLE` or `INTERNAL`.
  */
 
+import type {EgressGrant} from '../egress/policy.ts';
+import type {EgressCallContext, EgressLimitHit} from '../egress/proxy.ts';
+
 /** Limits shared by every backend. */
 export interface BaseLimits {
   /** Wall-clock limit for the call, in ms, measured inside the backend from the start of execution. */
@@ -66,8 +69,11 @@ export interface ContainerJob {
   /** Bytes written to the container's stdin, then stdin is closed; undefined: stdin is closed at once. */
   stdin?: string;
   limits: ContainerLimits;
-  /** Only `none` exists today: no network namespace interface but loopback. */
-  network: 'none';
+  /**
+   * `none`: no network namespace interface but loopback. `{egress}`: still no interface but
+   * loopback; the only way out is toolcell's egress proxy, enforcing the grant.
+   */
+  network: 'none' | {egress: EgressGrant};
   readOnlyRoot: boolean;
   /** tmpfs mounts: container path → size such as `64m`. Always mounted `noexec,nosuid,nodev`. */
   tmpfs: Record<string, string>;
@@ -80,6 +86,8 @@ export interface ContainerJob {
   env?: Record<string, string>;
   /** The profile name, for labels and pool keys. */
   profile: string;
+  /** With an egress grant: who the call's egress belongs to (audit, metrics); the backend opens the proxy session. */
+  egress?: EgressCallContext;
 }
 
 /**
@@ -168,6 +176,8 @@ export interface ExecutionResult {
   error?: {name: string; message: string};
   /** Wall-clock time inside the backend, in ms. */
   durationMs: number;
+  /** Egress: the first per-call limit of the grant that was reached (the call's result is then `DENIED`, rule `egress`). */
+  egressLimit?: EgressLimitHit;
 }
 
 /**

@@ -49,6 +49,10 @@ export function failureOf(tool: Pick<ToolDefinition, 'name' | 'profile'>, result
     return new ToolcellError('OUTPUT_LIMIT', `${name} produced more than ${limits.outputBytes} bytes of output, the limit of profile "${p.name}", and was stopped.`,
       {outputBytes: limits.outputBytes, profile: p.name});
   }
+  if (result.egressLimit) {
+    return new ToolcellError('DENIED', `${name} was stopped by its egress limit: ${result.egressLimit.message}.`,
+      {rule: 'egress', limit: result.egressLimit.limit, profile: p.name});
+  }
   if (result.pidsLimited && p.backend === 'container') {
     return new ToolcellError('PIDS_LIMIT', `${name} tried to run more than ${p.limits.pids} processes, the limit of profile "${p.name}".`,
       {pids: p.limits.pids, profile: p.name});

@@ -61,6 +61,7 @@ export function toJob(tool: ToolDefinition, args: Record<string, unknown>, id: s
     workdir: entry.workdir,
     env: entry.env && {...entry.env},
     profile: profile.name,
+    ...(profile.network === 'none' ? {} : {egress: {callId: id, principal: principal ?? 'unknown', tool: tool.name, profile: profile.name, grant: profile.network.egress}}),
   };
   return job;
 }

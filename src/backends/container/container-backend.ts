@@ -6,6 +6,8 @@
 import {randomUUID} from 'node:crypto';
 import {hostname} from 'node:os';
 import Docker from 'dockerode';
+import type {EgressProxy, EgressSession} from '../../egress/proxy.ts';
+import {netnsOf, startEgressRelay, type EgressRelay} from '../../egress/relay.ts';
 import {ToolcellError} from '../../errors.ts';
 import {log as rootLog} from '../../log.ts';
 import {makeResult, type Backend, type ContainerJob, type ExecutionResult} from '../backend.ts';
@@ -44,6 +46,12 @@ export interface ContainerBackendOptions {
   pool?: PoolOptions | false;
   /** State directory holding the installation's reaper key and container records (provenance.ts); default `defaultStateDir()`. */
   stateDir?: string;
+  /**
+   * The egress proxy (egress/proxy.ts) for jobs whose profile grants egress: each such call gets
+   * a session and a relay in its network namespace (egress/relay.ts). Absent: those jobs are
+   * refused (`BACKEND_UNAVAILABLE`, reason `egress-unavailable`); jobs without a grant never use it.
+   */
+  egress?: EgressProxy;
 }
 
 /** Why toolcell stopped a call: its own deadline, the caller, the output cap, or a sandbox that could not be started in time. */
@@ -110,6 +118,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
   readonly provenance: Provenance;
   readonly #pool: ContainerPool | undefined;
   readonly #oom: OomWatch;
+  readonly #egress: EgressProxy | undefined;
   /** Removes containers at their deadline if this process dies (deadline-keeper.ts). */
   readonly #keeper: DeadlineKeeper;
   /** Cancel functions of calls in flight. */
@@ -128,6 +137,7 @@ export class ContainerBackend implements Backend<ContainerJob> {
     this.#remover = new ContainerRemover(this.docker, this.provenance, this.#keeper);
     this.#pool = options.pool ? new ContainerPool(this.docker, this.owner, this.provenance, this.#remover, options.pool) : undefined;
     this.#oom = new OomWatch(this.docker, this.owner);
+    this.#egress = options.egress;
   }
 
   /**
@@ -210,6 +220,18 @@ export class ContainerBackend implements Backend<ContainerJob> {
     const {signal} = options;
     if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The container backend is shutting down.', {reason: 'closed'});
     if (signal.aborted) return makeResult(elapsed(), {isCanceled: true});
+    // Egress: a session of the proxy and a relay in the sandbox's network namespace, both this call's alone.
+    const egress = job.network === 'none' ? undefined : job.egress;
+    if (job.network !== 'none') {
+      if (this.#egress === undefined || egress === undefined) {
+        throw new ToolcellError('BACKEND_UNAVAILABLE', `Profile "${job.profile}" grants egress, but this server runs no egress proxy; the tool did not run.`, {reason: 'egress-unavailable'});
+      }
+      if (job.runtime !== 'runc') {
+        throw new ToolcellError('BACKEND_UNAVAILABLE', `Profile "${job.profile}" grants egress under runtime ${job.runtime}; egress is available under runc only.`, {reason: 'egress-runtime', runtime: job.runtime});
+      }
+    }
+    let egressSession: EgressSession | undefined;
+    let relay: EgressRelay | undefined;
     const claim = this.provenance.claim(this.owner);
     const base = toCreateOptions(job, {owner: this.owner});
     const createOptions = {...base, name: claim.name, Labels: {...base.Labels, ...claim.labels}};
@@ -267,7 +289,8 @@ export class ContainerBackend implements Backend<ContainerJob> {
     try {
       build = await (async (): Promise<() => ExecutionResult> => {
         // 1. A container: a warm-pool member for these exact settings, else a cold one.
-        const lease = this.#pool ? await this.#pool.acquire(job, stop.signal) : undefined;
+        // Egress jobs never use the pool: their relay and proxy session are bound to one call.
+        const lease = this.#pool && egress === undefined ? await this.#pool.acquire(job, stop.signal) : undefined;
         // Stopped while waiting for a member: no cold container (a lease is removed with the others).
         if (reason && !lease) return stoppedAs(reason);
         if (lease) {
@@ -283,6 +306,16 @@ export class ContainerBackend implements Backend<ContainerJob> {
               this.#keeper.watch(c.id, deadlineAt);
               if (!finished) this.#remover.track(c);
             },
+            ...(egress === undefined ? {} : {
+              afterStart: async ({pid, uid, gid}: {pid: number; uid: number; gid: number}) => {
+                // The namespace of `pid`, read while the container is known to run with that pid (before and after): no pid reuse.
+                const netns = netnsOf(pid);
+                const again = await teardown.container!.inspect({abortSignal: AbortSignal.timeout(5_000)});
+                if (!again.State.Running || again.State.Pid !== pid) throw new Error('the sandbox stopped before its egress relay started');
+                egressSession = await this.#egress!.open(egress, {uid, gid});
+                relay = await startEgressRelay({pid, uid, gid, socketPath: egressSession.socketPath, expectedNetns: netns});
+              },
+            }),
           });
           const prepared = await Promise.race([
             preparing.then((s) => ({s}), (e: unknown) => ({e})),
@@ -367,11 +400,15 @@ export class ContainerBackend implements Backend<ContainerJob> {
       try {
         await this.#remover.finish(teardown);
       } finally {
+        relay?.stop();
+        await egressSession?.close();
         // Only now: close() waits for calls in flight, and a call is in flight until its container is removed.
         this.#running.delete(onAbort);
       }
     }
-    return build();
+    const result = build();
+    if (egressSession?.limitHit) result.egressLimit = {...egressSession.limitHit};
+    return result;
   }
 
   /**

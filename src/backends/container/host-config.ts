@@ -2,6 +2,7 @@
 import type Docker from 'dockerode';
 import {ToolcellError} from '../../errors.ts';
 import type {ContainerJob} from '../backend.ts';
+import {EGRESS_RELAY_PORT} from '../../egress/relay.ts';
 import {isCanonicalPath} from './mount-check.ts';
 
 /**
@@ -117,7 +118,10 @@ export function toHostConfig(job: ContainerJob): ToolcellHostConfig {
   for (const [name, value] of Object.entries({memoryMb: limits.memoryMb, cpus: limits.cpus, pids: limits.pids})) {
     if (!(typeof value === 'number' && Number.isFinite(value) && value > 0)) throw invalid(`limits.${name} must be positive`);
   }
-  if (job.network !== 'none') throw invalid(`network ${String(job.network)} is not granted by any profile`);
+  // An egress grant keeps NetworkMode none: the only way out is the relay to the proxy (egress/relay.ts).
+  if (job.network !== 'none' && !(typeof job.network === 'object' && job.network !== null && 'egress' in job.network)) {
+    throw invalid(`network ${String(job.network)} is not granted by any profile`);
+  }
   if (job.runtime !== 'runc' && job.runtime !== 'runsc') throw invalid(`runtime ${String(job.runtime)} is unknown`);
 
   const memory = Math.floor(limits.memoryMb * MB);
@@ -201,6 +205,20 @@ export function containerLabels(job: Pick<ContainerJob, 'id' | 'profile'>, owner
   };
 }
 
+/**
+ * The environment that points a sandbox with an egress grant at its relay
+ * (`http://127.0.0.1:3128`, egress/relay.ts): `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and
+ * their lower-case forms, `NO_PROXY` empty (nothing bypasses the proxy: there is no other
+ * route anyway), and `NODE_USE_ENV_PROXY=1` (Node 24's fetch and http honour the variables
+ * then). Empty for a job without a grant. Pure. Not guaranteed: that a program honours these
+ * variables; one that does not simply has no network.
+ */
+export function egressEnv(job: Pick<ContainerJob, 'network'>): Record<string, string> {
+  if (job.network === 'none') return {};
+  const url = `http://127.0.0.1:${EGRESS_RELAY_PORT}`;
+  return {HTTP_PROXY: url, HTTPS_PROXY: url, ALL_PROXY: url, http_proxy: url, https_proxy: url, all_proxy: url, NO_PROXY: '', no_proxy: '', NODE_USE_ENV_PROXY: '1'};
+}
+
 /** `KEY=value` strings of `job.env`. @throws ToolcellError `INTERNAL` for names that are not shell-style identifiers or values with NUL. */
 export function toEnv(env: Record<string, string> | undefined): string[] {
   return Object.entries(env ?? {}).map(([k, v]) => {
@@ -237,7 +255,8 @@ export function toCreateOptions(
     Cmd: args,
     User: SANDBOX_USER,
     WorkingDir: job.workdir ?? '',
-    Env: toEnv(job.env),
+    // The proxy variables last: a package's env cannot point them elsewhere (there is no route anyway).
+    Env: toEnv({...job.env, ...egressEnv(job)}),
     Labels: containerLabels(job, options.owner, options.pool),
     Hostname: 'sandbox',
     NetworkDisabled: true,

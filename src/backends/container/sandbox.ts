@@ -70,6 +70,12 @@ export async function prepareSandbox(
     staging?: boolean;
     /** Parent of the staging paths (tests); default mount-staging.ts `STAGING_DIR`. */
     stagingDir?: string;
+    /**
+     * Runs after start and before the tool does (the container is held, runc only): gets the
+     * container's init pid and its leased uid/gid (egress: starts the relay in its network
+     * namespace). A throw fails the call like a start failure.
+     */
+    afterStart?: (started: {pid: number; uid: number; gid: number}) => Promise<void>;
   },
 ): Promise<Sandbox> {
   const {signal} = context;
@@ -86,7 +92,7 @@ export async function prepareSandbox(
     const sources = staged?.sources;
     const given = sources === undefined ? binds : binds.map((b, i) => ({...b, Source: sources[i]!}));
     // A cold container with binds under runc holds its tool until the check after start passed.
-    const hold = binds.length > 0 && context.runtime === 'runc' && options.Labels?.[POOL_LABEL] === undefined;
+    const hold = (binds.length > 0 || context.afterStart !== undefined) && context.runtime === 'runc' && options.Labels?.[POOL_LABEL] === undefined;
     const createOptions = withHold(sources === undefined ? options : withBindSources(options, sources), hold);
     const container = await createAsLeasedUser(docker, createOptions, context.leases ?? uidLeases);
     context.onCreated(container);
@@ -108,6 +114,12 @@ export async function prepareSandbox(
     // The container has its own copy of each mount now: the staging mounts can go.
     await staged?.release();
     if (binds.length > 0 && context.runtime === 'runc') await verifyStarted(container, checked, profile);
+    if (context.afterStart) {
+      const info = await container.inspect({abortSignal: AbortSignal.timeout(INSPECT_TIMEOUT_MS)});
+      const [uid, gid] = String(info.Config.User ?? '').split(':').map(Number);
+      if (!info.State.Running || !(info.State.Pid > 0) || !Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error('the container is not running as a leased uid after start');
+      await context.afterStart({pid: info.State.Pid, uid: uid!, gid: gid!});
+    }
     if (hold) socket.write(HOLD_RELEASE);
     const waiting = new AbortController();
     const exited = container.wait({abortSignal: waiting.signal}).then((r: {StatusCode?: number}) => r?.StatusCode, () => undefined);

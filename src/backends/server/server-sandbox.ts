@@ -94,6 +94,12 @@ export class ServerSandbox {
    *   when it aborted. A container created before a failure is removed before this throws.
    */
   static async start(deps: ServerSandboxDeps, spec: ContainerJob, options: {signal: AbortSignal; deadlineAt: number; handlers?: SessionHandlers}): Promise<ServerSandbox> {
+    // Egress for hosted servers (a relay and proxy session living as long as the server) is not
+    // built yet: refused here, before any container, rather than started without its route.
+    if (spec.network !== 'none') {
+      throw new ToolcellError('BACKEND_UNAVAILABLE', `Profile "${spec.profile}" grants egress, which hosted MCP servers cannot use yet; the server was not started.`,
+        {reason: 'egress-unavailable', profile: spec.profile});
+    }
     const claim = deps.provenance.claim(deps.owner);
     const base = toCreateOptions(spec, {owner: deps.owner});
     const createOptions = {...base, name: claim.name, Labels: {...base.Labels, ...claim.labels}};

@@ -75,7 +75,7 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     const problems = quotaQueueProblems(quota, Object.keys(config.quotas.principals), {isolate: dispatch.isolate, container: dispatch.container});
     if (problems.length > 0) throw new ConfigError(configPath ?? '(defaults)', `quotas: ${problems.join('; ')}`);
     const auditSigningKey = config.audit?.signingKey === undefined ? undefined : loadAuditSigningKey(config.audit.signingKey, `${configPath}: audit.signingKey`);
-    const runtime = await createRuntime({...options, dispatch, ...(auditSigningKey ? {auditSigningKey} : {}), admission: quota, onCallFinished: metrics.onCallFinished});
+    const runtime = await createRuntime({...options, dispatch, ...(auditSigningKey ? {auditSigningKey} : {}), admission: quota, onCallFinished: metrics.onCallFinished, onEgress: metrics.egress});
     close = store === undefined ? () => runtime.close() : async () => {
       await runtime.close();
       await store.close();
