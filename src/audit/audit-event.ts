@@ -102,7 +102,7 @@ export const AUDIT_GENESIS = '0'.repeat(64);
  * rule that refused it). Never a body, a header value, a path or a query: host, port, method only.
  */
 export interface AuditEgressV2 {
-  v: 1;
+  v: 2;
   type: 'egress.allowed' | 'egress.denied';
   at: string;
   auditId: string;

@@ -275,7 +275,7 @@ class Session implements EgressSession {
       return;
     }
     this.#options.audit?.({
-      v: 1, at: new Date().toISOString(), auditId: newAuditId(), jobId: this.#context.callId, principal: this.#context.principal,
+      v: 2, at: new Date().toISOString(), auditId: newAuditId(), jobId: this.#context.callId, principal: this.#context.principal,
       tool: this.#context.tool, profile: this.#context.profile, ...event,
     });
   }
