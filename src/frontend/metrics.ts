@@ -35,6 +35,7 @@ const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
  * - `toolcell_http_responses_total{route, status}`: HTTP answers by route and status
  * - `toolcell_http_sessions`: open 2025-era sessions
  * - `toolcell_http_bodies_refused_total{reason}`: requests answered 503/429 because too many bodies were being read
+ * - `toolcell_shared_state_reachable{store="redis"}`: 1 while the shared quota store (Redis) answers, 0 when not; absent without `redis`
  * - Node process metrics (`process_*`, `nodejs_*`) from `collectDefaultMetrics`.
  */
 export class ServiceMetrics {
@@ -48,6 +49,7 @@ export class ServiceMetrics {
   #queues: (() => Record<string, QueueStats>) | undefined;
   #pools: (() => Record<string, number>) | undefined;
   #sessions: (() => number) | undefined;
+  #sharedState: (() => boolean) | undefined;
 
   /** @param options.defaultMetrics collect Node process metrics too (default true) */
   constructor(options: {defaultMetrics?: boolean} = {}) {
@@ -83,6 +85,15 @@ export class ServiceMetrics {
       name: 'toolcell_http_sessions', help: 'Open 2025-era Streamable HTTP sessions.', registers,
       collect() {
         this.set(sessions()?.() ?? 0);
+      },
+    });
+    const sharedState = () => this.#sharedState;
+    new Gauge({
+      // Labelled so that the series is absent (not 0, which would read as "unreachable") without a store.
+      name: 'toolcell_shared_state_reachable', help: 'Whether the shared quota and session store answers: 1 yes, 0 no. Absent without "redis" in the config.', labelNames: ['store'], registers,
+      collect() {
+        const reachable = sharedState();
+        if (reachable !== undefined) this.set({store: 'redis'}, reachable() ? 1 : 0);
       },
     });
     if (options.defaultMetrics !== false) collectDefaultMetrics({register: this.registry});
@@ -127,6 +138,11 @@ export class ServiceMetrics {
   /** Reports the number of open sessions, read at scrape time. */
   watchSessions(count: () => number): void {
     this.#sessions = count;
+  }
+
+  /** Reports whether the shared store (Redis) is reachable, read at scrape time (`RedisQuotaStore.report`). */
+  watchSharedState(reachable: () => boolean): void {
+    this.#sharedState = reachable;
   }
 
   /** The exposition text and its content type. */

@@ -65,6 +65,7 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     if (store !== undefined) {
       say(`quotas shared through Redis at ${redactRedisUrl(config.redis!.url)} (failMode ${config.redis!.failMode}, lease ${config.redis!.leaseMs} ms)`);
       close = () => store.close();
+      metrics.watchSharedState(() => store.report().reachable);
     }
     const dispatch = options.dispatch ?? RUNTIME_DEFAULTS.dispatch;
     const problems = quotaQueueProblems(quota, Object.keys(config.quotas.principals), {isolate: dispatch.isolate, container: dispatch.container});
