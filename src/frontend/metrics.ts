@@ -44,6 +44,7 @@ const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
  * - `toolcell_containers_left_behind_total{found}`: containers of this installation the reaper
  *   found and removed although their owner should have (`orphans`: left by an earlier process on
  *   this host or pod), and removals that failed (`remove-failed`)
+ * - `toolcell_shared_state_reachable{store="redis"}`: 1 while the shared quota store (Redis) answers, 0 when not; absent without `redis`
  * - Node process metrics (`process_*`, `nodejs_*`) from `collectDefaultMetrics`.
  */
 export class ServiceMetrics {
@@ -61,6 +62,7 @@ export class ServiceMetrics {
   readonly #refusals: Counter<'rule'>;
   readonly #refusalBursts: Counter<'rule'>;
   #restarts: (() => number) | undefined;
+  #sharedState: (() => boolean) | undefined;
 
   /** @param options.defaultMetrics collect Node process metrics too (default true) */
   constructor(options: {defaultMetrics?: boolean} = {}) {
@@ -125,6 +127,15 @@ export class ServiceMetrics {
     for (const found of ['orphans', 'remove-failed']) leftBehind.inc({found}, 0);
     this.#refusals.inc({rule: 'grants'}, 0);
     this.#refusalBursts.inc({rule: 'grants'}, 0);
+    const sharedState = () => this.#sharedState;
+    new Gauge({
+      // Labelled so that the series is absent (not 0, which would read as "unreachable") without a store.
+      name: 'toolcell_shared_state_reachable', help: 'Whether the shared quota and session store answers: 1 yes, 0 no. Absent without "redis" in the config.', labelNames: ['store'], registers,
+      collect() {
+        const reachable = sharedState();
+        if (reachable !== undefined) this.set({store: 'redis'}, reachable() ? 1 : 0);
+      },
+    });
     if (options.defaultMetrics !== false) collectDefaultMetrics({register: this.registry});
   }
 
@@ -187,6 +198,11 @@ export class ServiceMetrics {
   /** Reports the isolate worker restarts so far (a running total), read at scrape time. */
   watchWorkerRestarts(total: () => number): void {
     this.#restarts = total;
+  }
+
+  /** Reports whether the shared store (Redis) is reachable, read at scrape time (`RedisQuotaStore.report`). */
+  watchSharedState(reachable: () => boolean): void {
+    this.#sharedState = reachable;
   }
 
   /** The exposition text and its content type. */

@@ -69,6 +69,7 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     if (store !== undefined) {
       say(`quotas shared through Redis at ${redactRedisUrl(config.redis!.url)} (failMode ${config.redis!.failMode}, lease ${config.redis!.leaseMs} ms)`);
       close = () => store.close();
+      metrics.watchSharedState(() => store.report().reachable);
     }
     const weights = new Map(Object.entries(config.fairShare.weights));
     const dispatch = {...(options.dispatch ?? RUNTIME_DEFAULTS.dispatch), weightOf: (principal: string) => weights.get(principal) ?? DEFAULT_WEIGHT};
