@@ -74,12 +74,16 @@ export function poolable(sandbox: ContainerJob): boolean {
  * exactly as a cold call's server (same image ID, floor, limits, uid lease, labels but the job
  * id `pool`), then initialized and listed within `handshakeTimeoutMs`; the deadline keeper
  * removes it if this process dies while it waits. {@link acquire} hands a ready member to
- * one call (the caller removes it after that call) and starts a replacement; a member whose
+ * one call (the caller removes it after that call); the caller starts its replacement with
+ * {@link refill} once the call is done, so that creating it does not compete with the call for
+ * the engine and the CPUs; a member whose
  * server ended, broke the protocol, or is older than `maxAgeMs` is removed, never handed out.
  * What a member's server writes while it waits (handshake included) counts against its
  * `outputBytes` (past it the member is dropped); the call then gets `outputBytes` of its own, as
  * a cold call does after its handshake.
  * Settings that grant a writable mount (not {@link poolable}) are never registered: they run cold.
+ * `alsoLive` counts containers that are not members but still live (calls' servers being removed)
+ * against `maxTotal` and `maxMemoryMb`.
  * Does NOT: queue calls for a member being created (a call without a ready member runs cold), or
  * share a member between calls.
  */
@@ -90,19 +94,21 @@ export class ServerPool {
   readonly #maxMemoryMb: number;
   readonly #maxAgeMs: number;
   readonly #handshakeMs: number;
+  readonly #alsoLive: () => {count: number; memoryMb: number};
   readonly #slots = new Map<string, Slot>();
   readonly #closing = new AbortController();
   readonly #pending = new Set<Promise<void>>();
   /** Members ever started (created), for stats. */
   #started = 0;
 
-  constructor(deps: ServerSandboxDeps, options: PoolOptions & {handshakeTimeoutMs: number}) {
+  constructor(deps: ServerSandboxDeps, options: PoolOptions & {handshakeTimeoutMs: number; alsoLive?: () => {count: number; memoryMb: number}}) {
     this.#deps = deps;
     this.#size = options.size ?? 2;
     this.#maxTotal = options.maxTotal ?? 8;
     this.#maxMemoryMb = options.maxMemoryMb ?? 2_048;
     this.#maxAgeMs = options.maxAgeMs ?? 120_000;
     this.#handshakeMs = options.handshakeTimeoutMs;
+    this.#alsoLive = options.alsoLive ?? (() => ({count: 0, memoryMb: 0}));
   }
 
   /** Keeps members ready for jobs like `job` (same sandbox settings), unless they are not {@link poolable}. */
@@ -123,7 +129,8 @@ export class ServerPool {
 
   /**
    * A ready member for `job`'s settings, taken out of the pool (the caller owns it and removes it
-   * after its one call), or undefined. Starts a replacement.
+   * after its one call), or undefined. Starts no replacement: the caller calls {@link refill}
+   * after the call.
    */
   acquire(job: ServerJob): ReadyServer | undefined {
     const slot = this.#slots.get(serverPoolKey(job.sandbox));
@@ -137,8 +144,18 @@ export class ServerPool {
       this.#discard(member);
     }
     if (member) slot.failures = 0;
-    this.#fill(slot);
     return member;
+  }
+
+  /** Starts members for `job`'s settings up to `size` (within the bounds and back-off); no-op for settings never registered. */
+  refill(job: ServerJob): void {
+    const slot = this.#slots.get(serverPoolKey(job.sandbox));
+    if (slot) this.#fill(slot);
+  }
+
+  /** {@link refill} for every registered settings key (e.g. once a live container is gone and the bounds have room). */
+  refillAll(): void {
+    for (const slot of this.#slots.values()) this.#fill(slot);
   }
 
   /** No refill of `slot` for the current back-off (doubling per failure in a row). */
@@ -148,8 +165,9 @@ export class ServerPool {
   }
 
   #reservedMb(): {count: number; mb: number} {
-    let count = 0;
-    let mb = 0;
+    const other = this.#alsoLive();
+    let count = other.count;
+    let mb = other.memoryMb;
     for (const s of this.#slots.values()) {
       const n = s.ready.length + s.creating;
       count += n;
