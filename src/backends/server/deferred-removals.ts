@@ -46,12 +46,14 @@ export class DeferredRemovals {
   }
 
   /**
-   * Starts `remove()` now and holds it until it settles. Over the bound it still starts (the
+   * Starts `remove()` on the next turn of the event loop (after the result of the call that
+   * ends here was handed on) and counts it from now until it settles. Over the bound it still starts (the
    * container must go): callers wait in {@link room} *before* they make another container.
    * @param memoryMb the container's memory limit, in MB (counted by {@link live})
    */
   add(remove: () => Promise<void>, memoryMb: number): void {
-    const p: Promise<void> = Promise.resolve()
+    // Started on the next turn of the event loop: the call's result is handed on first.
+    const p: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
       .then(remove)
       .catch((err: unknown) => log.warn({err}, 'deferred removal of a hosted server container failed; the remover retries'))
       .finally(() => {

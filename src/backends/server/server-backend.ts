@@ -309,8 +309,12 @@ export class ServerBackend implements Backend<ServerJob> {
     } finally {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
-      // A member was taken (or none was ready): its replacement starts now that the call is done, not during it.
-      if (!sticky && job.operation === undefined) this.#pool?.refill(job);
+      // A member was taken (or none was ready): its replacement starts once the call is done and its result was
+      // handed on (next turn of the event loop), so that creating it competes with neither for the engine or the CPUs.
+      if (!sticky && job.operation === undefined && this.#pool) {
+        const pool = this.#pool;
+        setImmediate(() => pool.refill(job));
+      }
       if (server && !keep) {
         server.logStderr({jobId: job.id, package: job.packageName});
         await this.#retire(server, job, reason);
