@@ -11,6 +11,7 @@ function gate(): {remove: () => Promise<void>; open: () => void; fail: () => voi
     open = resolve;
     fail = () => reject(new Error('engine said no'));
   });
+  p.catch(() => undefined); // may fail before the set calls remove() (it starts on the next event-loop turn)
   return {remove: () => p, open, fail};
 }
 const tick = () => new Promise((r) => setImmediate(r));
