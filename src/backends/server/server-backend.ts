@@ -237,7 +237,10 @@ export class ServerBackend implements Backend<ServerJob> {
         kept = undefined;
       }
       // A prompt or resource request (job.operation) never takes a member: members listed tools/list only.
-      const member = kept ?? (sticky || job.operation !== undefined ? undefined : this.#pool?.acquire(job));
+      // No member ready: wait for one being created (within the start budget) rather than start another server.
+      const member = kept ?? (sticky || job.operation !== undefined ? undefined : await this.#pool?.take(job, stop.signal));
+      // Stopped while waiting and no member came (one that came is owned below, and removed on the way out).
+      if (!member) stop.signal.throwIfAborted();
       const sessionHandlers = member ? member.handlers : handlers;
       let listed: Record<string, unknown>[];
       if (member) {

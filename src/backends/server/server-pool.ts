@@ -43,6 +43,8 @@ interface Slot {
   brokenUntil: number;
   /** Members that failed (start, handshake, or died unused) in a row: sets the back-off. */
   failures: number;
+  /** Calls waiting for a member being created ({@link ServerPool.take}), first come first served. */
+  waiters: Array<(member: Member | undefined) => void>;
 }
 
 /**
@@ -84,8 +86,9 @@ export function poolable(sandbox: ContainerJob): boolean {
  * Settings that grant a writable mount (not {@link poolable}) are never registered: they run cold.
  * `alsoLive` counts containers that are not members but still live (calls' servers being removed)
  * against `maxTotal` and `maxMemoryMb`.
- * Does NOT: queue calls for a member being created (a call without a ready member runs cold), or
- * share a member between calls.
+ * A call that finds no member ready waits ({@link take}) for one being created, if one is on its
+ * way for it (one waiting call per member being created); otherwise it runs cold.
+ * Does NOT: share a member between calls, or start extra members for waiting calls.
  */
 export class ServerPool {
   readonly #deps: ServerSandboxDeps;
@@ -118,7 +121,7 @@ export class ServerPool {
       return;
     }
     const key = serverPoolKey(job.sandbox);
-    if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, ready: [], creating: 0, brokenUntil: 0, failures: 0});
+    if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, ready: [], creating: 0, brokenUntil: 0, failures: 0, waiters: []});
     this.#fill(this.#slots.get(key)!);
   }
 
@@ -143,6 +146,34 @@ export class ServerPool {
       if (died) this.#backOff(slot);
       this.#discard(member);
     }
+    if (member) slot.failures = 0;
+    return member;
+  }
+
+  /**
+   * {@link acquire}, or, when no member is ready but more are being created for `job`'s settings
+   * than calls already wait for, the next of those once it is ready (a member on its way is
+   * ready sooner than a cold server started now). Resolves undefined when there is none to wait
+   * for, when the member being waited for failed, or when `signal` aborts.
+   */
+  async take(job: ServerJob, signal: AbortSignal): Promise<ReadyServer | undefined> {
+    const ready = this.acquire(job);
+    if (ready || signal.aborted) return ready;
+    const slot = this.#slots.get(serverPoolKey(job.sandbox));
+    if (!slot || slot.creating <= slot.waiters.length) return undefined;
+    const member = await new Promise<Member | undefined>((resolve) => {
+      const waiter = (m: Member | undefined) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(m);
+      };
+      const onAbort = () => {
+        const i = slot.waiters.indexOf(waiter);
+        if (i >= 0) slot.waiters.splice(i, 1);
+        resolve(undefined);
+      };
+      slot.waiters.push(waiter);
+      signal.addEventListener('abort', onAbort, {once: true});
+    });
     if (member) slot.failures = 0;
     return member;
   }
@@ -205,13 +236,18 @@ export class ServerPool {
         member.dead = true;
       };
       if (server.session.failure !== undefined) throw new Error('the server ended while waiting');
-      slot.ready.push(member);
       server = undefined;
+      // A call waiting for it takes it at once; otherwise it waits in the pool.
+      const waiter = slot.waiters.shift();
+      if (waiter) waiter(member);
+      else slot.ready.push(member);
     } catch (err) {
       if (!this.#closing.signal.aborted) {
         this.#backOff(slot);
         log.debug({err, key: slot.key}, 'hosted server pool member failed to start; calls run cold for a while');
       }
+      // The call waiting for this member starts its own server.
+      slot.waiters.shift()?.(undefined);
     } finally {
       if (server) await server.remove(5_000);
     }
@@ -225,6 +261,7 @@ export class ServerPool {
   /** Stops filling, removes every member (waiting for those being created). Idempotent. */
   async close(): Promise<void> {
     this.#closing.abort();
+    for (const slot of this.#slots.values()) for (const waiter of slot.waiters.splice(0)) waiter(undefined);
     for (const slot of this.#slots.values()) {
       for (const member of slot.ready.splice(0)) this.#discard(member);
     }
