@@ -234,9 +234,9 @@ try {
         exitAndRemovalMs: stats(phases.map((p) => p.exitMs)).p50}};
   }
 
-  // 4b. where a pooled call's ms go on this engine: a hosted server is a long-running process, so its
-  // removal after the call (which the call's result waits for) is a kill of a running container, then
-  // the removal; timed here with the docker CLI on started, idle servers, beside create and start.
+  // 4b. what the engine costs per server: a hosted server is a long-running process, so its removal after
+  // the call is a kill of a running container, then the removal (off the call's path since the result
+  // returns first); timed here with the docker CLI on started, idle servers, beside create and start.
   log('engine: create, start and rm -f of an idle started server …');
   {
     const create = [], start = [], rmf = [];
@@ -302,7 +302,7 @@ const table = [
   row('`docker run --rm -i` per call (handshake + call + exit)', r.dockerRun),
   '',
   `docker run phases (p50): start + initialize ${r.dockerRun.phasesP50.startAndHandshakeMs} ms, call ${r.dockerRun.phasesP50.callMs} ms, exit + removal ${r.dockerRun.phasesP50.exitAndRemovalMs} ms.`,
-  `Engine (docker CLI, p50): create ${r.engine.createP50Ms} ms, start ${r.engine.startP50Ms} ms, rm -f of a started idle server ${r.engine.rmForceRunningP50Ms} ms (a pooled call's result waits for this removal).`,
+  `Engine (docker CLI, p50): create ${r.engine.createP50Ms} ms, start ${r.engine.startP50Ms} ms, rm -f of a started idle server ${r.engine.rmForceRunningP50Ms} ms (after a call, off its path: the result returns first).`,
   `Server RSS idle with 8 hosted servers (8 packages of one image): pool off ${r.rssIdle8Pool0.rssMb} MB, pool 1 (8 members ready) ${r.rssIdle8Pool1.rssMb} MB.`,
   `Pooled paced p50 - floor p50 = ${r.ratios.pooledPacedP50MinusFloorMs} ms; docker run p50 / toolcell p50 = ${r.ratios.dockerRunOverPooledPacedP50} (pooled, paced), ${r.ratios.dockerRunOverPooledBackToBackP50} (pooled, back to back), ${r.ratios.dockerRunOverColdP50} (pool off).`,
   '',

@@ -31,6 +31,10 @@ export interface AddFlags {
   allowInstallScripts?: boolean;
   command?: string;
   python?: boolean;
+  /** `pypi:<project>==<version>`: a folder of wheels and sdists to take it from. */
+  findLinks?: string;
+  /** `pypi:<project>==<version>`: a simple index (PEP 503) to resolve against and install from. */
+  indexUrl?: string;
 }
 
 /** Where the CLI talks to the operator: stderr for everything but the protocol, and a TTY check. */
@@ -104,6 +108,7 @@ export function serverCommand(resolved: ResolvedSource, commandFlag: string | un
       return {command};
     }
     case 'pypi-file':
+    case 'pypi-index':
       return {command: commandFlag !== undefined ? parseCommandFlag(commandFlag) : ['python3', '-m', resolved.project.toLowerCase().replace(/[-.]+/g, '_')]};
     case 'dir':
       if (commandFlag === undefined) throw new ConfigError('--command', `a dir: source needs --command, e.g. --command "node ${SERVER_ROOT}/server.js" (the folder is at ${SERVER_ROOT}, also the working directory)`);
@@ -171,7 +176,8 @@ export function reportFindings(con: Console, findings: readonly ScreeningFinding
 
 /**
  * `toolcell add SOURCE [--name N] [--profile P] [--tools DIR] [--profiles DIR]... [--yes]
- * [--allow-flagged] [--allow-install-scripts] [--command CMD] [--python] [-- SERVER_ARGS...]`.
+ * [--allow-flagged] [--allow-install-scripts] [--command CMD] [--python] [--find-links DIR | --index-url URL]
+ * [-- SERVER_ARGS...]`.
  *
  * Steps: parse SOURCE → refuse early without --yes or a terminal → resolve (one exact version and
  * integrity) → build or tag the image → start the server once in its sandbox under the profile
@@ -208,10 +214,15 @@ export async function addCommand(sourceText: string, serverArgs: readonly string
     say(`a package "${name}" is already in ${toolsDir}; use "toolcell update ${name}" or choose another --name.`);
     return 2;
   }
+  if ((flags.findLinks !== undefined || flags.indexUrl !== undefined) && source.type !== 'pypi') {
+    say('--find-links and --index-url apply to pypi:<project>==<version> sources only.');
+    return 2;
+  }
   if (source.type === 'dir' || source.type === 'pypi-file') source = {...source, path: resolve(source.path)};
   const written = formatSource(source);
   try {
-    const resolved = await resolveSource(source, {onProgress: say});
+    const resolved = await resolveSource(source, {onProgress: say,
+      ...(flags.findLinks !== undefined ? {findLinks: flags.findLinks} : {}), ...(flags.indexUrl !== undefined ? {indexUrl: flags.indexUrl} : {})});
     say(`resolved ${written} → ${resolved.version} (${resolved.integrity.slice(0, 40)}${resolved.integrity.length > 40 ? '…' : ''})`);
     const {command, bin} = serverCommand(resolved, flags.command);
     const profile = await serverProfile(flags.profiles, flags.profile ?? DEFAULT_SERVER_PROFILE, command[0]);

@@ -183,7 +183,7 @@ export function buildProgram(): {program: Command; exitCode: () => number} {
     });
 
   program.command('add').description('host an existing MCP server: resolve, build, probe once in its sandbox, screen, confirm, pin')
-    .argument('<source>', 'npm:<package>[@<version|range>], pypi:<wheel or sdist path>, oci:<local image> or dir:<path>')
+    .argument('<source>', 'npm:<package>[@<version|range>], pypi:<project>==<version>, pypi:<wheel or sdist path>, oci:<local image> or dir:<path>')
     .argument('[server-args...]', 'arguments for the server, after --')
     .option('--name <name>', 'package name (default: from the source, e.g. everything)')
     .option('--profile <profile>', 'container profile the server runs under', 'server-offline')
@@ -194,6 +194,8 @@ export function buildProgram(): {program: Command; exitCode: () => number} {
     .option('--allow-install-scripts', 'npm: run the package\'s install scripts in the image build')
     .option('--command <argv>', 'the server\'s argv in its image (JSON array or words); npm: the bin to run')
     .option('--python', 'dir: copy the folder into toolcell/python instead of toolcell/node')
+    .option('--find-links <dir>', 'pypi:<project>==<version>: a folder of wheels and sdists to take it from')
+    .option('--index-url <url>', 'pypi:<project>==<version>: a simple package index (PEP 503) to resolve against and install from, hash-checked')
     .action(async (source: string, serverArgs: string[], flags: import('./add-command.ts').AddFlags) => {
       const {addCommand} = await import('./add-command.ts');
       exitCode = await addCommand(source, serverArgs, flags);
@@ -206,6 +208,8 @@ export function buildProgram(): {program: Command; exitCode: () => number} {
     .option('--yes', 'do not ask for confirmation (scripts); without it and without a terminal, update refuses')
     .option('--allow-flagged', 'update even when screening flags the new definitions')
     .option('--allow-install-scripts', 'npm: run the package\'s install scripts in the image build')
+    .option('--find-links <dir>', 'pypi:<project>==<version>: the folder of wheels and sdists to resolve in again')
+    .option('--index-url <url>', 'pypi:<project>==<version>: the simple package index to resolve against again')
     .action(async (name: string, flags: import('./update-command.ts').UpdateFlags) => {
       const {updateCommand} = await import('./update-command.ts');
       exitCode = await updateCommand(name, flags);

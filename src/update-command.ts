@@ -24,6 +24,10 @@ export interface UpdateFlags {
   yes?: boolean;
   allowFlagged?: boolean;
   allowInstallScripts?: boolean;
+  /** `pypi:<project>==<version>` sources: the wheelhouse folder to resolve in again. */
+  findLinks?: string;
+  /** `pypi:<project>==<version>` sources: the simple index to resolve against again. */
+  indexUrl?: string;
 }
 
 /**
@@ -107,7 +111,8 @@ export async function updateCommand(name: string, flags: UpdateFlags, con: Conso
   const docker = new Docker();
   try {
     const source = parseSource(current.server.source);
-    const resolved = await resolveSource(source, {onProgress: say, docker});
+    const resolved = await resolveSource(source, {onProgress: say, docker,
+      ...(flags.findLinks !== undefined ? {findLinks: flags.findLinks} : {}), ...(flags.indexUrl !== undefined ? {indexUrl: flags.indexUrl} : {})});
     say(`resolved ${current.server.source} → ${resolved.version} (was ${current.version})`);
     const {command, bin} = commandFor(resolved, current.server.command);
     const profile = await serverProfile(flags.profiles, current.profile, command[0]);

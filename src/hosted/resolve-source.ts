@@ -5,6 +5,7 @@ import {basename, join, posix, relative, resolve} from 'node:path';
 import Docker from 'dockerode';
 import {execa} from 'execa';
 import {ConfigError, ToolcellError} from '../errors.ts';
+import {checkIndexUrl, findInWheelhouse, resolveFromIndex} from './pypi-index.ts';
 import {compareSemver, type HostedSource, NPM_NAME} from './source.ts';
 
 /**
@@ -16,6 +17,7 @@ import {compareSemver, type HostedSource, NPM_NAME} from './source.ts';
 export type ResolvedSource =
   | {type: 'npm'; name: string; version: string; integrity: string; bin: Record<string, string>}
   | {type: 'pypi-file'; path: string; fileName: string; project: string; version: string; integrity: string; sha256: string}
+  | {type: 'pypi-index'; indexUrl: string; fileName: string; project: string; version: string; integrity: string; sha256: string}
   | {type: 'oci'; image: string; version: string; integrity: string; imageId: string; command: string[]}
   | {type: 'dir'; path: string; version: string; integrity: string};
 
@@ -28,6 +30,10 @@ export interface ResolveOptions {
   npm?: string;
   /** Progress lines (stderr in the CLI). */
   onProgress?: (line: string) => void;
+  /** `pypi:<project>==<version>`: a folder of wheels and sdists to take the file from (`--find-links`). */
+  findLinks?: string;
+  /** `pypi:<project>==<version>`: a simple repository API (PEP 503/691) to resolve against and install from (`--index-url`). */
+  indexUrl?: string;
 }
 
 /** Most files and bytes a `dir:` source may hold (the build context is copied). */
@@ -42,8 +48,11 @@ export const DIR_LIMITS = Object.freeze({files: 20_000, bytes: 512 * 2 ** 20});
  *   image build checks against what `npm ci` installed.
  * - `pypi:<file>`: SHA-256 of the file; project and version from its name (PEP 427 wheel names,
  *   PEP 625 sdist names `<name>-<version>.tar.gz`).
- * - `pypi:<name>==<version>`: refused: resolving from an index needs one, and the PyPI index is
- *   not reachable from where this was built and tested (download the file and add it by path).
+ * - `pypi:<name>==<version>`: against the index the operator names, never PyPI by default:
+ *   `findLinks` (a wheelhouse folder: the best file of that exact version, then as `pypi:<file>`)
+ *   or `indexUrl` (pypi-index.ts: the project page's file of that version and its stated
+ *   SHA-256; pip downloads it in the image build, hash-checked). Without either, or without
+ *   `==<version>`, refused naming both options.
  * - `oci:`: the engine's image ID of the local image; command from its Entrypoint + Cmd.
  * - `dir:`: the folder's real path and a SHA-256 over its files (sorted relative paths and
  *   contents); version `dir-<first 12 hex>`.
@@ -54,8 +63,23 @@ export const DIR_LIMITS = Object.freeze({files: 20_000, bytes: 512 * 2 ** 20});
 export async function resolveSource(source: HostedSource, options: ResolveOptions = {}): Promise<ResolvedSource> {
   switch (source.type) {
     case 'npm': return resolveNpm(source.name, source.spec, options);
-    case 'pypi':
-      throw new ConfigError('SOURCE', `pypi:${source.name}${source.version ? `==${source.version}` : ''} needs the PyPI index, which toolcell does not query; download the wheel or sdist and add it by path (pypi:./${source.name}-<version>-py3-none-any.whl).`);
+    case 'pypi': {
+      const written = `pypi:${source.name}${source.version ? `==${source.version}` : ''}`;
+      if (options.findLinks === undefined && options.indexUrl === undefined) {
+        throw new ConfigError('SOURCE', `${written} needs a package index, and toolcell queries none by default: give --find-links DIR (a folder of wheels and sdists) or --index-url URL (a simple index, PEP 503), or add a downloaded file by path (pypi:./${source.name}-<version>-py3-none-any.whl).`);
+      }
+      if (options.findLinks !== undefined && options.indexUrl !== undefined) throw new ConfigError('--find-links', 'and --index-url exclude each other; give one');
+      if (source.version === undefined) throw new ConfigError('SOURCE', `${written} names no version; give the exact one: pypi:${source.name}==<version>`);
+      if (options.findLinks !== undefined) {
+        options.onProgress?.(`resolving ${written} in ${options.findLinks}`);
+        return resolvePypiFile(findInWheelhouse(options.findLinks, source.name, source.version));
+      }
+      options.onProgress?.(`resolving ${written} at ${options.indexUrl}`);
+      const found = await resolveFromIndex(options.indexUrl!, source.name, source.version, {timeoutMs: options.timeoutMs ?? 60_000});
+      const parsed = parseDistributionName(found.fileName)!;
+      return {type: 'pypi-index', indexUrl: checkIndexUrl(options.indexUrl!), fileName: found.fileName, project: parsed.project, version: parsed.version,
+        sha256: found.sha256, integrity: `sha256-${found.sha256}`};
+    }
     case 'pypi-file': return resolvePypiFile(source.path);
     case 'oci': return resolveOci(source.image, options.docker ?? new Docker());
     case 'dir': return resolveDir(source.path);

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import {probeServer} from '../../src/backends/server/probe-server.ts';
-import {dockerAvailable, managedContainers} from '../support/docker.ts';
+import {dockerAvailable, leftAfter, managedContainers} from '../support/docker.ts';
 import {toolPins, useFixtureServerImage} from '../support/fixture-server.ts';
 import {connectStdio, errorCode, textOf} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
@@ -47,7 +47,7 @@ describe('toolcell serve with a hosted MCP server', {skip: !ok && 'no Docker eng
     assert.notEqual(a.instance, b.instance);
     const bad = await session!.client.callTool({name: 'fixture__echo', arguments: {message: 42}});
     assert.equal(errorCode(bad), 'INVALID_ARGUMENTS');
-    assert.deepEqual(await managedContainers(`toolcell.profile=${PROFILE_NAME}`), []);
+    assert.deepEqual(await leftAfter(() => managedContainers(`toolcell.profile=${PROFILE_NAME}`)), []);
   });
 
   test('the server\'s progress reaches the client through its progress token', async () => {

@@ -108,6 +108,20 @@ export async function managedContainers(...labels: string[]): Promise<string[]> 
   return list.map((c) => c.Id);
 }
 
+/**
+ * Ids `list()` returns that are not in `before`, polled every 250 ms until there are none or
+ * `deadlineMs` passed (then the ones still there). Hosted servers' containers are removed after
+ * their call's result returned, so a count right after a call must wait for them.
+ */
+export async function leftAfter(list: () => Promise<string[]>, before: ReadonlySet<string> = new Set(), deadlineMs = 20_000): Promise<string[]> {
+  const end = Date.now() + deadlineMs;
+  for (;;) {
+    const left = (await list()).filter((id) => !before.has(id));
+    if (left.length === 0 || Date.now() >= end) return left;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 /** A never-aborted signal. */
 export const noSignal = (): AbortSignal => new AbortController().signal;
 

@@ -16,7 +16,8 @@ import type {PoolOptions} from '../container/pool.ts';
 import {ContainerRemover} from '../container/teardown.ts';
 import {boundedJsonText, jsonDepth, jsonLine, MAX_RESULT_DEPTH} from './bounded-json.ts';
 import type {SessionHandlers} from './mcp-stdio-session.ts';
-import {ServerPool, serverPoolKey} from './server-pool.ts';
+import {DeferredRemovals, MAX_PENDING_REMOVALS} from './deferred-removals.ts';
+import {poolable, ServerPool, serverPoolKey} from './server-pool.ts';
 import {ServerFailure, ServerSandbox, startFailure, type ServerSandboxDeps} from './server-sandbox.ts';
 
 const log = rootLog.child({component: 'server-backend'});
@@ -41,6 +42,8 @@ const CANCEL_REMOVE_TIMEOUT_MS = 1_500;
 const REMOVE_TIMEOUT_MS = 5_000;
 /** After the session closed, how long to wait for the engine to report the server's exit, in ms. */
 const EXIT_WAIT_MS = 2_000;
+/** Bound on the kill that must end a server before its result returns (see `#retire`), in ms; past it the removal is awaited instead. */
+const KILL_TIMEOUT_MS = 5_000;
 
 /** Options of a {@link ServerBackend}. */
 export interface ServerBackendOptions {
@@ -51,6 +54,8 @@ export interface ServerBackendOptions {
   handshakeTimeoutMs?: number;
   /** Pre-initialized warm pool (server-pool.ts); absent or `false`: every call starts its server cold. */
   pool?: PoolOptions | false;
+  /** Removals in flight after their calls returned, at most (deferred-removals.ts); default {@link MAX_PENDING_REMOVALS}. */
+  maxPendingRemovals?: number;
 }
 
 type StopReason = 'timeout' | 'cancel' | 'truncated' | 'start-timeout' | 'handshake-timeout';
@@ -68,6 +73,17 @@ interface Sticky {
  * (host-config.ts; uid lease, mount checks, provenance label, deadline keeper and removal as for
  * container tools), then MCP over stdio (mcp-stdio-session.ts): `initialize`, `tools/list`
  * compared with the pins (`job.verifyListing`), `tools/call`, and the container is removed.
+ *
+ * Removal off the call's path: the result returns as soon as the server answered; the container
+ * (which served its one call and is never used again) is then removed in the background, in a
+ * bounded set (deferred-removals.ts: over `maxPendingRemovals` the next call waits before it
+ * takes or starts a server; the warm pool counts these containers against its `maxTotal` and
+ * `maxMemoryMb`; `close()` awaits them all). A server is *killed* (stopped, confirmed by the
+ * engine) before its result returns when its profile grants anything outside the sandbox (a
+ * read-write mount or network: not {@link poolable}) or when toolcell stopped the call (deadline,
+ * output cap, handshake budget); a cancelled call's container is removed before it returns, as
+ * for container tools. Where the kill cannot be confirmed within {@link KILL_TIMEOUT_MS} the
+ * removal is awaited.
  *
  * Time: creating and starting the container has {@link START_TIMEOUT_MS} (over it:
  * `BACKEND_UNAVAILABLE` `start-timeout`); the handshake has `handshakeTimeoutMs` (over it:
@@ -103,6 +119,8 @@ export class ServerBackend implements Backend<ServerJob> {
   #closed = false;
   #closing: Promise<void> | undefined;
 
+  readonly #removals: DeferredRemovals;
+
   constructor(options: ServerBackendOptions = {}) {
     this.docker = options.docker ?? new Docker();
     this.owner = `${hostname()}/${process.pid}/${randomUUID()}`;
@@ -110,7 +128,11 @@ export class ServerBackend implements Backend<ServerJob> {
     const keeper = new DeadlineKeeper(this.docker);
     this.#deps = {docker: this.docker, owner: this.owner, provenance, keeper, remover: new ContainerRemover(this.docker, provenance, keeper)};
     this.#handshakeMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
-    this.#pool = options.pool ? new ServerPool(this.#deps, {...options.pool, handshakeTimeoutMs: this.#handshakeMs}) : undefined;
+    this.#removals = new DeferredRemovals(options.maxPendingRemovals ?? MAX_PENDING_REMOVALS);
+    const removals = this.#removals;
+    this.#pool = options.pool ? new ServerPool(this.#deps, {...options.pool, handshakeTimeoutMs: this.#handshakeMs, alsoLive: () => removals.live()}) : undefined;
+    // A removal that settles may make room for a member the pool's bounds held back.
+    if (this.#pool) removals.onSettled = () => this.#pool?.refillAll();
   }
 
   /** Keeps pre-initialized members ready for jobs like `template` (no-op without a pool). */
@@ -118,9 +140,9 @@ export class ServerBackend implements Backend<ServerJob> {
     if (!this.#closed) this.#pool?.register(template);
   }
 
-  /** Members ready and being created, members started in all (zeros without a pool). */
-  poolStats(): {ready: number; creating: number; keys: number; started: number} {
-    return this.#pool?.stats() ?? {ready: 0, creating: 0, keys: 0, started: 0};
+  /** Members ready and being created, members started in all (zeros without a pool); `removing`: calls' containers still being removed. */
+  poolStats(): {ready: number; creating: number; keys: number; started: number; removing: number} {
+    return {...(this.#pool?.stats() ?? {ready: 0, creating: 0, keys: 0, started: 0}), removing: this.#removals.live().count};
   }
 
   /**
@@ -153,6 +175,13 @@ export class ServerBackend implements Backend<ServerJob> {
     const {signal} = options;
     if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The hosted-server backend is shutting down.', {reason: 'closed'});
     if (signal.aborted) return makeResult(elapsed(), {isCanceled: true});
+    // Too many earlier servers still being removed: wait for one (this call holds its dispatch slot meanwhile).
+    try {
+      await this.#removals.room(signal);
+    } catch {
+      return makeResult(elapsed(), {isCanceled: true});
+    }
+    if (this.#closed) throw new ToolcellError('BACKEND_UNAVAILABLE', 'The hosted-server backend is shutting down.', {reason: 'closed'});
     const callLog = log.child({jobId: job.id, package: job.packageName, tool: job.tool});
 
     const stop = new AbortController();
@@ -208,7 +237,10 @@ export class ServerBackend implements Backend<ServerJob> {
         kept = undefined;
       }
       // A prompt or resource request (job.operation) never takes a member: members listed tools/list only.
-      const member = kept ?? (sticky || job.operation !== undefined ? undefined : this.#pool?.acquire(job));
+      // No member ready: wait for one being created (within the start budget) rather than start another server.
+      const member = kept ?? (sticky || job.operation !== undefined ? undefined : await this.#pool?.take(job, stop.signal));
+      // Stopped while waiting and no member came (one that came is owned below, and removed on the way out).
+      if (!member) stop.signal.throwIfAborted();
       const sessionHandlers = member ? member.handlers : handlers;
       let listed: Record<string, unknown>[];
       if (member) {
@@ -280,12 +312,36 @@ export class ServerBackend implements Backend<ServerJob> {
     } finally {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
+      // A member was taken (or none was ready): its replacement starts once the call is done and its result was
+      // handed on (next turn of the event loop), so that creating it competes with neither for the engine or the CPUs.
+      if (!sticky && job.operation === undefined && this.#pool) {
+        const pool = this.#pool;
+        setImmediate(() => pool.refill(job));
+      }
       if (server && !keep) {
         server.logStderr({jobId: job.id, package: job.packageName});
-        await server.remove(reason === 'cancel' ? CANCEL_REMOVE_TIMEOUT_MS : REMOVE_TIMEOUT_MS);
+        await this.#retire(server, job, reason);
       }
       this.#running.delete(onAbort);
     }
+  }
+
+  /**
+   * Ends the server of a finished call (see the class comment): a cancelled call's container is
+   * removed now; a server whose profile grants anything outside the sandbox, or whose call
+   * toolcell stopped, is killed now (removed now if the kill is not confirmed); the removal
+   * itself then goes to the bounded background set. Never throws.
+   */
+  async #retire(server: ServerSandbox, job: ServerJob, reason: StopReason | undefined): Promise<void> {
+    if (reason === 'cancel') {
+      await server.remove(CANCEL_REMOVE_TIMEOUT_MS);
+      return;
+    }
+    if ((reason !== undefined || !poolable(job.sandbox)) && !(await server.kill(KILL_TIMEOUT_MS))) {
+      await server.remove(REMOVE_TIMEOUT_MS);
+      return;
+    }
+    this.#removals.add(() => server.remove(REMOVE_TIMEOUT_MS), job.sandbox.limits.memoryMb);
   }
 
   /**
@@ -344,6 +400,7 @@ export class ServerBackend implements Backend<ServerJob> {
       this.#closed = true;
       for (const cancel of this.#running) cancel();
       for (let i = 0; i < 40 && this.#running.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      await this.#removals.drain();
       await this.#pool?.close();
       for (const sticky of this.#sticky.values()) {
         if (sticky.idle) clearTimeout(sticky.idle);

@@ -43,6 +43,8 @@ interface Slot {
   brokenUntil: number;
   /** Members that failed (start, handshake, or died unused) in a row: sets the back-off. */
   failures: number;
+  /** Calls waiting for a member being created ({@link ServerPool.take}), first come first served. */
+  waiters: Array<(member: Member | undefined) => void>;
 }
 
 /**
@@ -74,14 +76,19 @@ export function poolable(sandbox: ContainerJob): boolean {
  * exactly as a cold call's server (same image ID, floor, limits, uid lease, labels but the job
  * id `pool`), then initialized and listed within `handshakeTimeoutMs`; the deadline keeper
  * removes it if this process dies while it waits. {@link acquire} hands a ready member to
- * one call (the caller removes it after that call) and starts a replacement; a member whose
+ * one call (the caller removes it after that call); the caller starts its replacement with
+ * {@link refill} once the call is done, so that creating it does not compete with the call for
+ * the engine and the CPUs; a member whose
  * server ended, broke the protocol, or is older than `maxAgeMs` is removed, never handed out.
  * What a member's server writes while it waits (handshake included) counts against its
  * `outputBytes` (past it the member is dropped); the call then gets `outputBytes` of its own, as
  * a cold call does after its handshake.
  * Settings that grant a writable mount (not {@link poolable}) are never registered: they run cold.
- * Does NOT: queue calls for a member being created (a call without a ready member runs cold), or
- * share a member between calls.
+ * `alsoLive` counts containers that are not members but still live (calls' servers being removed)
+ * against `maxTotal` and `maxMemoryMb`.
+ * A call that finds no member ready waits ({@link take}) for one being created, if one is on its
+ * way for it (one waiting call per member being created); otherwise it runs cold.
+ * Does NOT: share a member between calls, or start extra members for waiting calls.
  */
 export class ServerPool {
   readonly #deps: ServerSandboxDeps;
@@ -90,19 +97,21 @@ export class ServerPool {
   readonly #maxMemoryMb: number;
   readonly #maxAgeMs: number;
   readonly #handshakeMs: number;
+  readonly #alsoLive: () => {count: number; memoryMb: number};
   readonly #slots = new Map<string, Slot>();
   readonly #closing = new AbortController();
   readonly #pending = new Set<Promise<void>>();
   /** Members ever started (created), for stats. */
   #started = 0;
 
-  constructor(deps: ServerSandboxDeps, options: PoolOptions & {handshakeTimeoutMs: number}) {
+  constructor(deps: ServerSandboxDeps, options: PoolOptions & {handshakeTimeoutMs: number; alsoLive?: () => {count: number; memoryMb: number}}) {
     this.#deps = deps;
     this.#size = options.size ?? 2;
     this.#maxTotal = options.maxTotal ?? 8;
     this.#maxMemoryMb = options.maxMemoryMb ?? 2_048;
     this.#maxAgeMs = options.maxAgeMs ?? 120_000;
     this.#handshakeMs = options.handshakeTimeoutMs;
+    this.#alsoLive = options.alsoLive ?? (() => ({count: 0, memoryMb: 0}));
   }
 
   /** Keeps members ready for jobs like `job` (same sandbox settings), unless they are not {@link poolable}. */
@@ -112,7 +121,7 @@ export class ServerPool {
       return;
     }
     const key = serverPoolKey(job.sandbox);
-    if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, ready: [], creating: 0, brokenUntil: 0, failures: 0});
+    if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, ready: [], creating: 0, brokenUntil: 0, failures: 0, waiters: []});
     this.#fill(this.#slots.get(key)!);
   }
 
@@ -123,7 +132,8 @@ export class ServerPool {
 
   /**
    * A ready member for `job`'s settings, taken out of the pool (the caller owns it and removes it
-   * after its one call), or undefined. Starts a replacement.
+   * after its one call), or undefined. Starts no replacement: the caller calls {@link refill}
+   * after the call.
    */
   acquire(job: ServerJob): ReadyServer | undefined {
     const slot = this.#slots.get(serverPoolKey(job.sandbox));
@@ -137,8 +147,46 @@ export class ServerPool {
       this.#discard(member);
     }
     if (member) slot.failures = 0;
-    this.#fill(slot);
     return member;
+  }
+
+  /**
+   * {@link acquire}, or, when no member is ready but more are being created for `job`'s settings
+   * than calls already wait for, the next of those once it is ready (a member on its way is
+   * ready sooner than a cold server started now). Resolves undefined when there is none to wait
+   * for, when the member being waited for failed, or when `signal` aborts.
+   */
+  async take(job: ServerJob, signal: AbortSignal): Promise<ReadyServer | undefined> {
+    const ready = this.acquire(job);
+    if (ready || signal.aborted) return ready;
+    const slot = this.#slots.get(serverPoolKey(job.sandbox));
+    if (!slot || slot.creating <= slot.waiters.length) return undefined;
+    const member = await new Promise<Member | undefined>((resolve) => {
+      const waiter = (m: Member | undefined) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(m);
+      };
+      const onAbort = () => {
+        const i = slot.waiters.indexOf(waiter);
+        if (i >= 0) slot.waiters.splice(i, 1);
+        resolve(undefined);
+      };
+      slot.waiters.push(waiter);
+      signal.addEventListener('abort', onAbort, {once: true});
+    });
+    if (member) slot.failures = 0;
+    return member;
+  }
+
+  /** Starts members for `job`'s settings up to `size` (within the bounds and back-off); no-op for settings never registered. */
+  refill(job: ServerJob): void {
+    const slot = this.#slots.get(serverPoolKey(job.sandbox));
+    if (slot) this.#fill(slot);
+  }
+
+  /** {@link refill} for every registered settings key (e.g. once a live container is gone and the bounds have room). */
+  refillAll(): void {
+    for (const slot of this.#slots.values()) this.#fill(slot);
   }
 
   /** No refill of `slot` for the current back-off (doubling per failure in a row). */
@@ -148,8 +196,9 @@ export class ServerPool {
   }
 
   #reservedMb(): {count: number; mb: number} {
-    let count = 0;
-    let mb = 0;
+    const other = this.#alsoLive();
+    let count = other.count;
+    let mb = other.memoryMb;
     for (const s of this.#slots.values()) {
       const n = s.ready.length + s.creating;
       count += n;
@@ -187,13 +236,18 @@ export class ServerPool {
         member.dead = true;
       };
       if (server.session.failure !== undefined) throw new Error('the server ended while waiting');
-      slot.ready.push(member);
       server = undefined;
+      // A call waiting for it takes it at once; otherwise it waits in the pool.
+      const waiter = slot.waiters.shift();
+      if (waiter) waiter(member);
+      else slot.ready.push(member);
     } catch (err) {
       if (!this.#closing.signal.aborted) {
         this.#backOff(slot);
         log.debug({err, key: slot.key}, 'hosted server pool member failed to start; calls run cold for a while');
       }
+      // The call waiting for this member starts its own server.
+      slot.waiters.shift()?.(undefined);
     } finally {
       if (server) await server.remove(5_000);
     }
@@ -207,6 +261,7 @@ export class ServerPool {
   /** Stops filling, removes every member (waiting for those being created). Idempotent. */
   async close(): Promise<void> {
     this.#closing.abort();
+    for (const slot of this.#slots.values()) for (const waiter of slot.waiters.splice(0)) waiter(undefined);
     for (const slot of this.#slots.values()) {
       for (const member of slot.ready.splice(0)) this.#discard(member);
     }

@@ -235,6 +235,34 @@ export class ServerSandbox {
   }
 
   /**
+   * Stops the server without removing its container: SIGKILL through the engine (which ends
+   * the container's init, and with it every process of its pid namespace), then waits for the
+   * engine to report the container not running. Bounded by `timeoutMs`. Never throws.
+   * @returns true when the container is confirmed stopped (or already stopped, or gone); false
+   *   when that could not be confirmed in time (the caller must then remove it before relying on it).
+   * Does NOT: remove the container, release its uid lease or keeper watch ({@link remove} does).
+   */
+  async kill(timeoutMs: number): Promise<boolean> {
+    const abortSignal = AbortSignal.timeout(timeoutMs);
+    try {
+      await this.sandbox.container.kill({signal: 'SIGKILL', abortSignal} as object);
+    } catch (err) {
+      // 409 "is not running" and 404: stopped already. Anything else (timeout, engine error): not confirmed.
+      const status = (err as {statusCode?: number}).statusCode;
+      if (status !== 409 && status !== 404) {
+        log.debug({err, containerId: this.id}, 'kill of a hosted server container failed');
+        return false;
+      }
+    }
+    try {
+      const info = await this.sandbox.container.inspect({abortSignal});
+      return info.State.Running !== true;
+    } catch (err) {
+      return (err as {statusCode?: number}).statusCode === 404;
+    }
+  }
+
+  /**
    * Kills and removes the container (bounded by `timeoutMs`), through the container tier's
    * remover: uid lease, keeper watch and provenance record go with it. Idempotent.
    */

@@ -10,7 +10,7 @@ import {probeServer} from '../../../src/backends/server/probe-server.ts';
 import {callTool} from '../../../src/frontend/call-tool.ts';
 import {localPrincipal} from '../../../src/policy/principal.ts';
 import {createRuntime, type Runtime} from '../../../src/runtime.ts';
-import {docker, dockerAvailable, managedContainers} from '../../support/docker.ts';
+import {docker, dockerAvailable, leftAfter, managedContainers} from '../../support/docker.ts';
 import {toolPins, useFixtureServerImage} from '../../support/fixture-server.ts';
 import {tempDir} from '../../support/temp.ts';
 
@@ -89,7 +89,7 @@ describe('hosted servers: image configuration grants nothing', {skip: !ok && 'no
     // The backend still answers.
     const hc = await call('hc__echo', {message: 'still here'});
     assert.equal(text(hc), 'still here');
-    assert.deepEqual((await ours()).filter((id) => !before.has(id)), []);
+    assert.deepEqual(await leftAfter(ours, before), []);
   });
 
   test('with a tmpfs granted at the declared path (the remedy), the call runs and /data is that bounded tmpfs', async () => {

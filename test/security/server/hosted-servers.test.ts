@@ -22,7 +22,7 @@ import {parseProfile} from '../../../src/policy/load-profiles.ts';
 import {localPrincipal} from '../../../src/policy/principal.ts';
 import {createRuntime, type Runtime} from '../../../src/runtime.ts';
 import type {AuditEventV2} from '../../../src/audit/audit-event.ts';
-import {docker, dockerAvailable, managedContainers} from '../../support/docker.ts';
+import {docker, dockerAvailable, leftAfter, managedContainers} from '../../support/docker.ts';
 import {useFixtureServerImage} from '../../support/fixture-server.ts';
 import {tempDir} from '../../support/temp.ts';
 
@@ -100,7 +100,8 @@ describe('hosted MCP servers', {skip: !ok && 'no Docker engine or toolcell/node'
     assert.deepEqual(r.result.structuredContent, {sum: 5});
   };
   const ours = () => managedContainers(`toolcell.profile=${PROFILE_NAME}`);
-  const leftovers = async (before: Set<string>) => (await ours()).filter((id) => !before.has(id));
+  // Removal follows the result: polled, with its own deadline.
+  const leftovers = (before: Set<string>) => leftAfter(ours, before);
 
   test('the tools are served under <package>__<tool> with the pinned definitions', () => {
     assert.ok(runtime.tools.has('fixture__echo'), JSON.stringify({rejected: runtime.rejected, unavailable: runtime.unavailable}));
