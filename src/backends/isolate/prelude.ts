@@ -105,7 +105,7 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
   const {
     ReflectApply, ReflectConstruct, ReflectOwnKeys, ObjectDefineProperty, ObjectGetOwnPropertyDescriptor, JSONStringify,
     JSONParse, PromiseCtor, RangeErrorCtor, TypeErrorCtor, ObjectGetPrototypeOf, ObjectHasOwn, ObjectProtoToString,
-    ArrayIsArray, NumberCtor,
+    ArrayIsArray, NumberCtor, PromiseThen,
   } = primordials;
 
   // Where `run` stands (see `entry('probe')`): 0 not started, 1 pending, 2 settled.
@@ -354,7 +354,10 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
     if (op === 'warm') {
       const exported = record<{d: unknown}>();
       exported.d = function warm(value: unknown): unknown { return value; };
-      void run({default: async function top(): Promise<unknown> { return exported; }}, '{"warm":[1,"x",true,null]}', false);
+      // A handler at once: a rejection of a promise of ours left unhandled would be copied
+      // out by isolated-vm at the end of the task, outside any time limit.
+      const warmed = run({default: async function top(): Promise<unknown> { return exported; }}, '{"warm":[1,"x",true,null]}', false);
+      ReflectApply(PromiseThen, warmed, [undefined, function ignore(): undefined { return undefined; }]);
       return undefined;
     }
     if (op === 'drain') {
