@@ -299,7 +299,9 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
       }
       if (typeof top !== 'function') throw new TypeErrorCtor('The tool module was not wrapped.');
       const exported: unknown = await ReflectApply(top, undefined, []);
-      const fn = (exported as {d?: unknown}).d;
+      // Our record's own data property: a text V8 reads otherwise than the rewrite's parser
+      // could `return` a value of its own from the wrapper; no getter of it is called here.
+      const fn = dataProperty(exported, 'd');
       if (typeof fn !== 'function') throw new TypeErrorCtor('The tool module has no default export function.');
       const args: unknown = typeof argsJson === 'string' ? JSONParse(argsJson) : undefined;
       value = await ReflectApply(fn, undefined, [args]);

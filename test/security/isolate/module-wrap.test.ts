@@ -111,6 +111,14 @@ describe('the module rewrite keeps the tool\'s meaning and cannot be broken out 
     });
   }
 
+  test('a text whose V8 reading returns its own value from the wrapper: its getter is never called by the prelude', async () => {
+    const source = '0 ? 0 : function(){}\n/`/g\n"`; return {get d() { for (;;); }}; //"\nexport default () => 1;';
+    const result = await run(backend, source, {limits: {timeoutMs: 2000, memoryMb: 64}});
+    assert.equal(result.failed, true, JSON.stringify(result));
+    assert.equal(result.timedOut, false, JSON.stringify(result));
+    assert.match(result.error?.message ?? '', /no default export function/, JSON.stringify(result));
+  });
+
   test('a refusal names the file of each call, not the first call\'s (the wrap cache is shared)', async () => {
     const source = 'export default () => 1;\nconst = 2;';
     const messages: string[] = [];
