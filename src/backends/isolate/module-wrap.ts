@@ -120,7 +120,7 @@ const WRAP_DEFAULT = `${RESERVED_PREFIX}d`;
 export const WRAP_LABEL = `${RESERVED_PREFIX}top`;
 
 /** `\uXXXX` and `\u{X...}`, as in an identifier (also matched inside strings: over-refusal is fine). */
-const UNICODE_ESCAPE = /\\u(?:\{([0-9a-fA-F]{1,8})\}|([0-9a-fA-F]{4}))/g;
+const UNICODE_ESCAPE = /\\u(?:\{([0-9a-fA-F]+)\}|([0-9a-fA-F]{4}))/g;
 
 /**
  * The refusal of a source that contains `RESERVED_PREFIX` in any spelling, or undefined.

@@ -61,6 +61,10 @@ const REFUSED: Record<string, string> = {
   'an unterminated comment': 'export default () => 1; /*',
   'the wrapper\'s reserved name': 'let $toolcell$d = 1; export default () => 1;',
   'the wrapper\'s reserved label, unicode-escaped': '\\u0024toolcell\\u{24}top: { break \\u0024toolcell$top; } export default () => 1;',
+  // The wrapper's label, spelled with escapes of many leading zeros, in a function the text
+  // opens after closing the wrapper in V8's reading: the wrapper's tail would break to it.
+  'the wrapper\'s reserved label reopened after an early close, escaped with many leading zeros':
+    '0 ? 0 : function(){}\n/`/g\n"`}}); throw {get message() { for (;;); }}; (async function zz(){ \\u{00000000024}toolcell$top: { //"\nexport default () => "fine";',
   'nesting deeper than the parser\'s stack': `const a = ${'['.repeat(200_000)}${']'.repeat(200_000)}; export default () => 1;`,
 };
 
