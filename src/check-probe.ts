@@ -1,7 +1,7 @@
 // Child process of `toolcell check`: evaluates one isolate entry's top level in a fresh isolate, as a call would, without calling the tool.
 import {readFileSync} from 'node:fs';
 import type ivm from 'isolated-vm';
-import {WRAP_LINE_OFFSET, wrapToolModule} from './backends/isolate/module-wrap.ts';
+import {WRAP_LINE_OFFSET, wrapperBreakRefusal, wrapToolModule} from './backends/isolate/module-wrap.ts';
 import {disposePrepared, prepareIsolate} from './backends/isolate/prepared-isolate.ts';
 
 /** One problem the probe found, with the position in the entry file where V8 gave one (1-based line and column). */
@@ -51,7 +51,14 @@ function evaluateOnce(source: string, filename: string, stubbed: readonly string
     // The module a call runs: the tool's top level inside the wrapper (module-wrap.ts).
     const wrap = wrapToolModule(source, filename);
     if ('error' in wrap) return {error: Object.assign(new Error(wrap.error.message), {name: wrap.error.name})};
-    const module = prepared.isolate.compileModuleSync(wrap.source, {filename, lineOffset: WRAP_LINE_OFFSET});
+    let module: ivm.Module;
+    try {
+      module = prepared.isolate.compileModuleSync(wrap.source, {filename, lineOffset: WRAP_LINE_OFFSET});
+    } catch (error) {
+      const refusal = wrapperBreakRefusal(error, filename);
+      if (refusal) return {error: Object.assign(new Error(refusal.message), {name: refusal.name})};
+      throw error;
+    }
     module.instantiateSync(prepared.context, (specifier) => {
       throw new Error(`cannot import "${specifier}": an isolate entry must be one self-contained module`);
     });

@@ -111,6 +111,15 @@ describe('toolcell check', () => {
     assert.equal(lines.length, expect.length, `one line per problem, none twice:\n${stdout}`);
   });
 
+  // invariant: isolate:module-wrap:v8-judges-wrapper
+  test('a module whose code would close the wrapper in V8\'s reading (acorn reads a regex, V8 a division) is refused, its escaped top level never run', async () => {
+    await dir.write('esc/toolcell.json', {name: 'esc', version: '1.0.0', tools: [tool('esc')]});
+    await dir.write('esc/dist/esc.js', 'x ? y : function(){}\n/`/g\n"`}; throw {get message() { for (;;); }}; async function zz(){ //"\nexport default () => "fine";\n');
+    const {code, stdout} = await cli(['check', 'esc'], dir.path);
+    assert.equal(code, 1, stdout);
+    assert.match(stdout, /^esc\/dist\/esc\.js.*V8 does not read this module as its rewrite's parser/m);
+  });
+
   test('no false alarm: every bundled tool (mathjs, marked, diff bundles included) checks clean', async () => {
     const {code, stdout, stderr} = await cli(['check', join(REPO, 'tools')]);
     assert.equal(code, 0, stdout + stderr);

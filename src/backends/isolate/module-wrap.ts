@@ -101,12 +101,59 @@ function overwrite(text: string, head: string): string {
   return head + blank.replace(/ /g, '');
 }
 
-/** A name of ours for the default export: short, and absent from the source text. */
-function freeName(source: string): string {
-  for (let i = 0; ; i++) {
-    const name = `$d${i.toString(36)}`;
-    if (!source.includes(name)) return name;
+/**
+ * Prefix of the names the wrapper declares (`WRAP_DEFAULT`, `WRAP_LABEL`): a source that
+ * contains it, written plainly or with `\u` escapes, is refused (`reservedRefusal`), so
+ * no name of the tool's can be one of ours. Checked in one linear pass, with no search for
+ * a free name (a search per candidate was quadratic in the source's size).
+ */
+export const RESERVED_PREFIX = '$toolcell$';
+/** The wrapper's variable holding an anonymous default export. */
+const WRAP_DEFAULT = `${RESERVED_PREFIX}d`;
+/**
+ * The label of the block that holds the tool's whole top level inside the wrapper. The
+ * wrapper's tail, after the tool's last character, says `break WRAP_LABEL`: V8 accepts that
+ * only when the tail is inside the labelled block of the wrapper's head, in the same
+ * function (a label is never visible across a function boundary), so V8's own compile
+ * proves that nothing the tool wrote closed the wrapper early, whatever acorn thought.
+ */
+export const WRAP_LABEL = `${RESERVED_PREFIX}top`;
+
+/** `\uXXXX` and `\u{X...}`, as in an identifier (also matched inside strings: over-refusal is fine). */
+const UNICODE_ESCAPE = /\\u(?:\{([0-9a-fA-F]+)\}|([0-9a-fA-F]{4}))/g;
+
+/**
+ * The refusal of a source that contains `RESERVED_PREFIX` in any spelling, or undefined.
+ * Linear in the source's length: one search, and one more over the text with its unicode
+ * escapes decoded when it has any.
+ */
+function reservedRefusal(text: string, filename: string): WrapRefusal | undefined {
+  let found = text.includes(RESERVED_PREFIX);
+  if (!found && text.includes('\\u')) {
+    const decoded = text.replace(UNICODE_ESCAPE, (whole, braced: string | undefined, four: string | undefined) => {
+      const code = Number.parseInt(braced ?? four ?? '', 16);
+      return code <= 0x10ffff ? String.fromCodePoint(code) : whole;
+    });
+    found = decoded.includes(RESERVED_PREFIX);
   }
+  if (!found) return undefined;
+  return {error: {name: 'SyntaxError', message: `The names starting with ${RESERVED_PREFIX} are reserved for toolcell's module wrapper; the module contains that text (maybe as unicode escapes) [${filename}]`}};
+}
+
+/**
+ * The refusal of a wrapped module whose compile V8 refused because the wrapper's tail was
+ * not inside the wrapper's labelled block (`WRAP_LABEL`): V8 and acorn read the module's
+ * text differently (for example a `/` after a function expression: V8 reads a division,
+ * acorn a regular expression), or undefined for any other compile error.
+ * @param error what `compileModule` threw for a `WrappedModule`
+ */
+export function wrapperBreakRefusal(error: unknown, filename: string): {name: string; message: string} | undefined {
+  const message = error instanceof Error ? error.message : '';
+  if (!message.includes(WRAP_LABEL)) return undefined;
+  return {
+    name: 'SyntaxError',
+    message: `V8 does not read this module as its rewrite's parser (acorn) does: in V8's reading its code ends toolcell's module wrapper early (a "/" after a function expression is a division for V8); refused [${filename}]`,
+  };
 }
 
 /**
@@ -133,18 +180,24 @@ function freeName(source: string): string {
  * - `export default function f() {}` / `class F {}` keep the declaration (hoisted as
  *   before); `f` is read at the end;
  * - `export default <expression>` and anonymous `function`/`class` become
- *   `$dN=({default: <it>}).default;` (the object literal keeps the name `default` an
+ *   `$toolcell$d=({default: <it>}).default;` (the object literal keeps the name `default` an
  *   anonymous default export gets); code after it on the same line moves right by up to
  *   11 columns;
  * - a hashbang line becomes a `//` comment.
  *
- * What it does NOT guarantee: that acorn and V8 parse every text alike. A text they read
- * differently could end the wrapper early; its code then runs at module top level, which
- * is no worse than without the wrapper (a throw there is copied by isolated-vm as before).
+ * The tool's whole top level is the labelled block `WRAP_LABEL: {...}` inside the wrapper,
+ * and the wrapper's tail says `break WRAP_LABEL` after the tool's last character: V8's
+ * compile of the result then fails ("Undefined label", see `wrapperBreakRefusal`) unless V8
+ * itself reads the tail inside the wrapper, so a text that acorn and V8 read differently
+ * (a `/` after a function expression) cannot end the wrapper early and run at module top
+ * level. The callers compile the result with V8 before any of it runs. A source containing
+ * `RESERVED_PREFIX` (also as unicode escapes) is refused.
+ * What it does NOT guarantee: that a text acorn and V8 read differently means the same
+ * inside the wrapper as the author meant (it stays inside the wrapper, where V8 reads it).
  * Parsing runs on the calling thread, about 0.2-0.4 s per MB of source on this host.
  *
  * @param filename shown in refusals as V8 shows it (`[filename:line:column]`).
- * @returns the wrapped module, or a refusal: a SyntaxError (acorn's message, or not
+ * @returns the wrapped module, or a refusal: a SyntaxError (a reserved name, acorn's message, or not
  *   enough stack for deeply nested code) or an import (`import`, `export ... from`),
  *   refused with `importRefusal`'s message.
  */
@@ -160,7 +213,9 @@ export function wrapToolModule(source: string, filename: string): WrappedModule 
     const message = raw.replace(/ \(\d+:\d+\)$/, '');
     return {error: {name: 'SyntaxError', message: loc ? `${message} [${filename}:${loc.line}:${loc.column + 1}]` : message}};
   }
-  const name = freeName(text);
+  const reserved = reservedRefusal(text, filename);
+  if (reserved) return reserved;
+  const name = WRAP_DEFAULT;
   const edits: Edit[] = [];
   let defaultRead: string | undefined;
   for (const node of program.body as Loose[]) {
@@ -201,6 +256,6 @@ export function wrapToolModule(source: string, filename: string): WrappedModule 
   body += text.slice(at);
   const result = defaultRead === undefined ? 'undefined' : defaultRead;
   return {
-    source: `let ${name};export default (async function(){\n${body}\n;return {__proto__:null,d:${result}};});`,
+    source: `let ${name};export default (async function(){${WRAP_LABEL}:{\n${body}\n;return {__proto__:null,d:${result}};break ${WRAP_LABEL};}});`,
   };
 }

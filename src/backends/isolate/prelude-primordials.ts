@@ -27,6 +27,7 @@ export interface Primordials {
   StringCtor: StringConstructor;
   NumberCtor: NumberConstructor;
   PromiseCtor: PromiseConstructor;
+  PromiseThen: typeof Promise.prototype.then;
   RangeErrorCtor: RangeErrorConstructor;
   TypeErrorCtor: TypeErrorConstructor;
   ParseInt: typeof parseInt;
@@ -77,6 +78,7 @@ export function capturePrimordials(): Primordials {
     StringCtor: String,
     NumberCtor: Number,
     PromiseCtor: Promise,
+    PromiseThen: Promise.prototype.then,
     RangeErrorCtor: RangeError,
     TypeErrorCtor: TypeError,
     ParseInt: parseInt,

@@ -7,7 +7,7 @@ import {ERROR_TEXT_LIMITS, type DrainResult, type RunnerResult} from './prelude.
 import {watchDeadline} from './own-time-deadline.ts';
 import {disposePrepared, prepareIsolate, type PreparedIsolate} from './prepared-isolate.ts';
 import {LRUCache} from 'lru-cache';
-import {importRefusal, TOOL_SPECIFIER, UNWRAPPED_SETTLE_SOURCE, WRAP_LINE_OFFSET, wrapToolModule, type NotWrapped, type WrapRefusal, type WrappedModule} from './module-wrap.ts';
+import {importRefusal, TOOL_SPECIFIER, UNWRAPPED_SETTLE_SOURCE, WRAP_LINE_OFFSET, wrapperBreakRefusal, wrapToolModule, type NotWrapped, type WrapRefusal, type WrappedModule} from './module-wrap.ts';
 import {wrapThread} from './module-wrap-thread.ts';
 import {cutUtf8} from './utf8-cut.ts';
 import type {WarmPool} from './warm-pool.ts';
@@ -71,7 +71,8 @@ const largeCompiles = new CompileSlots(1);
  * Wrapped tool modules (module-wrap.ts) by the sha256 of their source, so a source is
  * parsed once per worker, not per call. Bounded by the UTF-16 length of the wrapped
  * texts (a refusal counts 1); least recently used first out. The wrap is a function of
- * the source text only (and of this process's code), so an entry can never be stale.
+ * the source text only (and of this process's code), so an entry can never be stale; a
+ * refusal, whose message names the file, is keyed by source hash and filename.
  */
 const wrapped = new LRUCache<string, WrappedModule | WrapRefusal | NotWrapped>({
   maxSize: 16 * 2 ** 20,
@@ -84,12 +85,14 @@ const wrapped = new LRUCache<string, WrappedModule | WrapRefusal | NotWrapped>({
  * thread (module-wrap-thread.ts), so a large parse does not hold other calls' replies.
  */
 async function wrappedSource(request: ResolvedRun): Promise<WrappedModule | WrapRefusal | NotWrapped> {
-  const known = wrapped.get(request.sourceHash);
+  // A refusal names the file it was made for, so it is kept under source and filename.
+  const refusalKey = `${request.sourceHash}\0${request.filename}`;
+  const known = wrapped.get(request.sourceHash) ?? wrapped.get(refusalKey);
   if (known !== undefined) return known;
   const fresh = request.source.length <= SYNC_COMPILE_MAX_CHARS
     ? wrapToolModule(request.source, request.filename)
     : await wrapThread.wrap(request.source, request.filename);
-  wrapped.set(request.sourceHash, fresh);
+  wrapped.set('error' in fresh ? refusalKey : request.sourceHash, fresh);
   return fresh;
 }
 
@@ -313,12 +316,25 @@ async function execute(
     // SYNC_COMPILE_MAX_CHARS); the compile counts in the isolate's own time and the
     // deadline ends the call while it runs.
     let module: ivm.Module;
-    if (turn === undefined) module = isolate.compileModuleSync(text, compileOptions);
-    else {
+    // V8 refuses a wrapped module whose wrapper the tool's text closed early (WRAP_LABEL).
+    const refusedByV8 = (error: unknown): {refused: ToolError} => {
+      const refusal = unwrapped ? undefined : wrapperBreakRefusal(error, request.filename);
+      if (refusal === undefined) throw error;
+      return {refused: refusal};
+    };
+    if (turn === undefined) {
+      try {
+        module = isolate.compileModuleSync(text, compileOptions);
+      } catch (error) {
+        return refusedByV8(error);
+      }
+    } else {
       try {
         if (stop !== undefined) return undefined;
         compiling = true;
         module = await isolate.compileModule(text, compileOptions);
+      } catch (error) {
+        return refusedByV8(error);
       } finally {
         compiling = false;
         // Only once the compile has ended: a compile that outlived its call's deadline

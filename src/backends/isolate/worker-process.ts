@@ -637,7 +637,8 @@ export class WorkerProcess {
         return;
       case 'wedged':
         this.#tainted = true;
-        this.#options.log.warn({pid: this.#child?.pid}, 'an isolate thread did not stop after its isolate was disposed; replacing the worker');
+        // The cause is the call that owned the isolate (its result, TIMEOUT or its own, is already out).
+        this.#options.log.warn({pid: this.#child?.pid, causeCallId: message.id}, 'an isolate thread did not stop after its isolate was disposed; replacing the worker');
         this.#options.onWedged(this);
         return;
       case 'need-source': {

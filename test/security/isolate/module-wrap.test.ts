@@ -5,12 +5,13 @@
  * after all of them the worker is the same one (no restart) and still answers.
  */
 // invariant: isolate:errors:top-level-caught-in-isolate
+// invariant: isolate:module-wrap:v8-judges-wrapper
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import ivm from 'isolated-vm';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
 import {wrapToolModule} from '../../../src/backends/isolate/module-wrap.ts';
-import {assertStillServes, run, startBackend} from '../../integration/isolate/helpers.ts';
+import {assertStillServes, job, run, startBackend} from '../../integration/isolate/helpers.ts';
 
 const LIMITS = {timeoutMs: 10_000, memoryMb: 64};
 
@@ -32,8 +33,22 @@ const KEPT: Record<string, [string, unknown]> = {
   'labels': ['let n = 0; outer: for (;;) { for (;;) { n++; break outer; } } export default () => n;', 1],
   'a call as the first statement (not a directive)': ['String(1); "use strict"; export default () => "call";', 'call'],
   'a hashbang line': ['#!/usr/bin/env node\nexport default () => "bang";', 'bang'],
-  'a name like the wrapper\'s own': ['const $d0 = 1; export default () => $d0;', 1],
-  'an escaped name equal to the wrapper\'s own (breaks only its own default)': ['export default () => "mine"; let \\u0024d0 = 2;', 'own error'],
+  'a name like the wrapper\'s own': ['const $d0 = 1; const $toolcell = 2; export default () => $d0 + $toolcell;', 3],
+  // V8 reads the `/` after the function expression as a division (acorn: a regex), so in
+  // V8's reading the export is inside a template; the text still stays inside the wrapper.
+  'a text V8 reads otherwise than acorn, whose reading stays inside the wrapper': ['x ? y : function(){}\n/`/g\nexport default 1\n//`', 'own error'],
+};
+
+/**
+ * Texts that acorn reads as a closed module but V8 reads as code that closes the wrapper
+ * (a `/` after a function expression after `:` or `await`: a division for V8, a regex for
+ * acorn; red-team reproducers esc-real.js, esc2.js): the escaped code would run at module
+ * evaluation and throw a value whose getter isolated-vm would read outside the time limit.
+ */
+const ESCAPES: Record<string, string> = {
+  'after ?:': 'x ? y : function(){}\n/`/g\n"`}; throw {get message() { for (;;); }}; async function zz(){ //"\nexport default () => "fine";',
+  'after await': 'await function(){}\n/`/g\n"`}; globalThis.ESCAPED = 1; throw {get message() { for (;;); }}; async function zz(){ //"\nexport default () => "fine";',
+  'after ?: with the wrapper\'s tail absorbed': 'x ? y : function(){}\n/`/g\n"`}}); throw {get message() { for (;;); }}; async function zz(){ { //"\nexport default () => "fine";',
 };
 
 /** Sources refused cleanly with a SyntaxError (the wrapper cannot be broken out of). */
@@ -44,6 +59,12 @@ const REFUSED: Record<string, string> = {
   'with (sloppy mode only)': 'with ({}) {} export default () => 1;',
   'an unterminated template that would swallow the wrapper\'s end': 'export default () => `',
   'an unterminated comment': 'export default () => 1; /*',
+  'the wrapper\'s reserved name': 'let $toolcell$d = 1; export default () => 1;',
+  'the wrapper\'s reserved label, unicode-escaped': '\\u0024toolcell\\u{24}top: { break \\u0024toolcell$top; } export default () => 1;',
+  // The wrapper's label, spelled with escapes of many leading zeros, in a function the text
+  // opens after closing the wrapper in V8's reading: the wrapper's tail would break to it.
+  'the wrapper\'s reserved label reopened after an early close, escaped with many leading zeros':
+    '0 ? 0 : function(){}\n/`/g\n"`}}); throw {get message() { for (;;); }}; (async function zz(){ \\u{00000000024}toolcell$top: { //"\nexport default () => "fine";',
   'nesting deeper than the parser\'s stack': `const a = ${'['.repeat(200_000)}${']'.repeat(200_000)}; export default () => 1;`,
 };
 
@@ -82,6 +103,37 @@ describe('the module rewrite keeps the tool\'s meaning and cannot be broken out 
       assert.ok((result.error?.message.length ?? 0) <= 4096);
     });
   }
+
+  for (const [name, source] of Object.entries(ESCAPES)) {
+    test(`acorn and V8 disagree on a / (${name}): refused by V8's compile, nothing runs at module top level`, async () => {
+      const result = await run(backend, source, {limits: {timeoutMs: 2000, memoryMb: 64}});
+      assert.equal(result.failed, true, JSON.stringify(result));
+      assert.equal(result.error?.name, 'SyntaxError', JSON.stringify(result));
+      assert.match(result.error?.message ?? '', /V8 does not read this module as its rewrite's parser/, JSON.stringify(result));
+      assert.deepEqual(backend.workerPids(), pids);
+      assert.equal(backend.stats().restarts, 0);
+    });
+  }
+
+  test('a text whose V8 reading returns its own value from the wrapper: its getter is never called by the prelude', async () => {
+    const source = '0 ? 0 : function(){}\n/`/g\n"`; return {get d() { for (;;); }}; //"\nexport default () => 1;';
+    const result = await run(backend, source, {limits: {timeoutMs: 2000, memoryMb: 64}});
+    assert.equal(result.failed, true, JSON.stringify(result));
+    assert.equal(result.timedOut, false, JSON.stringify(result));
+    assert.match(result.error?.message ?? '', /no default export function/, JSON.stringify(result));
+  });
+
+  test('a refusal names the file of each call, not the first call\'s (the wrap cache is shared)', async () => {
+    const source = 'export default () => 1;\nconst = 2;';
+    const messages: string[] = [];
+    for (const filename of ['pkgA/a.js', 'pkgB/b.js']) {
+      const result = await backend.run({...job(source, {}, LIMITS), filename}, {signal: new AbortController().signal});
+      assert.equal(result.error?.name, 'SyntaxError', JSON.stringify(result));
+      messages.push(result.error?.message ?? '');
+    }
+    assert.match(messages[0]!, /\[pkgA\/a\.js:2:7\]$/);
+    assert.match(messages[1]!, /\[pkgB\/b\.js:2:7\]$/);
+  });
 
   test('an export ... from and an import are refused as imports', async () => {
     for (const source of ['export * from "x"; export default () => 1;', 'export {a} from "y"; export default () => 1;', 'import "z"; export default () => 1;']) {
