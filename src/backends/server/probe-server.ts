@@ -136,7 +136,9 @@ export async function probeServer(options: ProbeOptions): Promise<ProbeResult> {
       try {
         return await server!.list(method, key, stop.signal);
       } catch (err) {
-        if (err instanceof ServerFailure && err.kind === 'protocol' && /^the server refused/.test(err.message)) return undefined;
+        // A JSON-RPC error answer (ServerSandbox.guard: "the server answered <method> with JSON-RPC error …"), e.g. -32601 from a
+        // server that declares `resources` but implements no listing: left out, as documented (the regex never matched guard's text before).
+        if (err instanceof ServerFailure && err.kind === 'protocol' && err.message.startsWith(`the server answered ${method} with JSON-RPC error`)) return undefined;
         throw err;
       }
     };

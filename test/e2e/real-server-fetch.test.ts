@@ -1,0 +1,105 @@
+// The real `@tokenizin/mcp-npx-fetch` from npm (its fetch tools call Node 24's global fetch, which honours
+// HTTP(S)_PROXY with NODE_USE_ENV_PROXY=1), added with `toolcell add` under a profile granting one loopback
+// test upstream: through `toolcell serve`, a real MCP client fetches the upstream's page; an unlisted host
+// and an ungranted loopback address are refused by the proxy (403, egress.denied audited); the same server
+// added without a grant reaches nothing. The only "internet" is the upstream this test starts on loopback.
+// invariant: egress:hosted:only-the-proxy
+// invariant: egress:hosted:no-grant-no-network
+import assert from 'node:assert/strict';
+import {once} from 'node:events';
+import {readFile} from 'node:fs/promises';
+import {createServer, type Server} from 'node:http';
+import type {AddressInfo} from 'node:net';
+import {after, before, describe, test} from 'node:test';
+import {connectStdio, textOf} from '../support/mcp-stdio.ts';
+import {addNpmServer, ADD_TIMEOUT_MS, realServerSkip, type RealServer} from '../support/real-server.ts';
+
+const SPEC = '@tokenizin/mcp-npx-fetch@1.0.0';
+const root = process.getuid?.() === 0;
+const skip = !root ? 'not root: the egress relay needs setns' : await realServerSkip(SPEC);
+const CALL_MS = 90_000;
+/** What the upstream answers: a page only it serves. */
+const PAGE = `<html><body><p>upstream page ${process.pid}</p></body></html>`;
+
+/** Polls `check` until it holds or `ms` passed (then fails naming `what`). */
+async function until(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!await check()) {
+    if (Date.now() > end) assert.fail(`${what} after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+describe('real fetch server from npm with an egress grant', {skip}, () => {
+  const granted = `f${process.pid}-fetch`;
+  const offline = `f${process.pid}-offline`;
+  let upstream: Server | undefined;
+  let decoy: Server | undefined;
+  let port = 0;
+  let hits = 0;
+  let decoyHits = 0;
+  let net: RealServer | undefined;
+  let none: RealServer | undefined;
+
+  before(async () => {
+    upstream = createServer((_req, res) => {
+      hits++;
+      res.setHeader('content-type', 'text/html');
+      res.end(PAGE);
+    }).listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    port = (upstream.address() as AddressInfo).port;
+    // The same port on 127.0.0.2 answers too: a refusal there is the proxy's, not an empty port.
+    decoy = createServer((_req, res) => { decoyHits++; res.end('decoy'); }).listen(port, '127.0.0.2');
+    await once(decoy, 'listening');
+    net = await addNpmServer({spec: SPEC, name: granted, network: {egress: {allow: [`127.0.0.1:${port}`], maxRequests: 8}}});
+    none = await addNpmServer({spec: SPEC, name: offline});
+  }, {timeout: 2 * ADD_TIMEOUT_MS + 60_000});
+  after(async () => {
+    await net?.dispose();
+    await none?.dispose();
+    upstream?.close();
+    decoy?.close();
+  });
+
+  test('through the grant: the upstream\'s page; an unlisted host and 127.0.0.2 refused by the proxy (403, audited); without a grant nothing', {timeout: 8 * CALL_MS}, async () => {
+    const audit = `${net!.toolsDir}/../audit.jsonl`;
+    const session = await connectStdio(['--tools', net!.toolsDir, '--tools', none!.toolsDir, '--profiles', net!.profilesDir, '--profiles', none!.profilesDir,
+      '--no-bundled-tools', '--audit-log', audit]);
+    try {
+      const fetched = await session.client.callTool({name: `${granted}__fetch_html`, arguments: {url: `http://127.0.0.1:${port}/page`}}, {timeout: CALL_MS});
+      assert.equal(fetched.isError ?? false, false, `the granted upstream answers: ${JSON.stringify(fetched).slice(0, 1000)}`);
+      assert.equal(textOf(fetched), PAGE);
+      assert.equal(hits, 1);
+
+      const unlisted = await session.client.callTool({name: `${granted}__fetch_html`, arguments: {url: `http://unlisted.test:${port}/`}}, {timeout: CALL_MS});
+      assert.equal(unlisted.isError, true, JSON.stringify(unlisted).slice(0, 1000));
+      assert.match(textOf(unlisted), /403|fetch failed/, 'the server reports the proxy\'s refusal');
+      const otherIp = await session.client.callTool({name: `${granted}__fetch_html`, arguments: {url: `http://127.0.0.2:${port}/`}}, {timeout: CALL_MS});
+      assert.equal(otherIp.isError, true, JSON.stringify(otherIp).slice(0, 1000));
+      assert.match(textOf(otherIp), /403|fetch failed/);
+      assert.equal(decoyHits, 0, 'nothing reached the ungranted address');
+      assert.equal(hits, 1, 'nothing else reached the upstream');
+
+      // The same server without a grant: no proxy variables, no route; the granted upstream is not reached.
+      const offlineFetch = await session.client.callTool({name: `${offline}__fetch_html`, arguments: {url: `http://127.0.0.1:${port}/page`}}, {timeout: CALL_MS});
+      assert.equal(offlineFetch.isError, true, JSON.stringify(offlineFetch).slice(0, 1000));
+      assert.doesNotMatch(textOf(offlineFetch), /upstream page/);
+      assert.equal(hits, 1, 'a server without a grant reached nothing');
+
+      // The server still serves after the refusals.
+      const again = await session.client.callTool({name: `${granted}__fetch_html`, arguments: {url: `http://127.0.0.1:${port}/again`}}, {timeout: CALL_MS});
+      assert.equal(textOf(again), PAGE);
+
+      const events = (await readFile(audit, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      const egress = events.filter((e) => String(e.type).startsWith('egress.'));
+      assert.ok(egress.some((e) => e.type === 'egress.allowed' && e.port === port && e.tool === `${granted}__fetch_html`), JSON.stringify(egress));
+      assert.ok(egress.some((e) => e.type === 'egress.denied' && e.host === 'unlisted.test' && e.rule === 'allowlist'), JSON.stringify(egress));
+      assert.ok(egress.some((e) => e.type === 'egress.denied' && e.host === '127.0.0.2' && e.rule === 'allowlist'), JSON.stringify(egress));
+      assert.ok(egress.every((e) => e.tool === `${granted}__fetch_html` && e.principal === 'local'), 'the offline server made no egress decision at all');
+    } finally {
+      await session.close();
+    }
+    await until(async () => (await net!.containers()).length === 0 && (await none!.containers()).length === 0, 30_000, 'a container of this test is left');
+  });
+});
