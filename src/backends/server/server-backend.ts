@@ -252,7 +252,15 @@ export class ServerBackend implements Backend<ServerJob> {
 
       // Egress (lifetime "principal"): the kept server gets this call's own session and relay
       // (fresh limits, audited under this call's id); a cold server got them at its start.
-      if (kept !== undefined && active.hasEgress) await active.bindEgress(job.sandbox.egress);
+      if (kept !== undefined && active.hasEgress) {
+        try {
+          await active.bindEgress(job.sandbox.egress);
+        } catch (err) {
+          // E.g. the kept server took 127.0.0.1:3128 itself while idle: it only loses its route; the call fails and the server is removed.
+          callLog.warn({err}, 'the kept hosted server\'s egress relay could not be bound to this call');
+          return makeResult(elapsed(), {error: {name: 'EgressUnavailable', message: 'the hosted server\'s egress relay could not be started for this call (is the server holding 127.0.0.1:3128?); the call was not sent'}});
+        }
+      }
 
       // The call: the tool's own time starts now.
       clearTimeout(timer);
