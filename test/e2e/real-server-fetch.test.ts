@@ -5,6 +5,7 @@
 // added without a grant reaches nothing. The only "internet" is the upstream this test starts on loopback.
 // invariant: egress:hosted:only-the-proxy
 // invariant: egress:hosted:no-grant-no-network
+// invariant: egress:hosted:per-call-session
 import assert from 'node:assert/strict';
 import {once} from 'node:events';
 import {readFile} from 'node:fs/promises';
@@ -12,7 +13,7 @@ import {createServer, type Server} from 'node:http';
 import type {AddressInfo} from 'node:net';
 import {after, before, describe, test} from 'node:test';
 import {connectStdio, textOf} from '../support/mcp-stdio.ts';
-import {addNpmServer, ADD_TIMEOUT_MS, realServerSkip, type RealServer} from '../support/real-server.ts';
+import {addNpmServer, ADD_TIMEOUT_MS, editServer, realServerSkip, type RealServer} from '../support/real-server.ts';
 
 const SPEC = '@tokenizin/mcp-npx-fetch@1.0.0';
 const root = process.getuid?.() === 0;
@@ -27,6 +28,19 @@ async function until(check: () => Promise<boolean>, ms: number, what: string): P
   while (!await check()) {
     if (Date.now() > end) assert.fail(`${what} after ${ms} ms`);
     await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+type Session = Awaited<ReturnType<typeof connectStdio>>;
+/**
+ * Calls `tool` for `url`; a call whose server did not finish its MCP handshake in time (this server loads
+ * jsdom at start: a busy shared host can push it past the 10 s handshake budget, before any egress) is
+ * tried again, at most 3 times in all. Any other outcome is returned as it is.
+ */
+async function fetchCall(session: Session, tool: string, url: string) {
+  for (let attempt = 1; ; attempt++) {
+    const r = await session.client.callTool({name: tool, arguments: {url}}, {timeout: CALL_MS});
+    if (attempt >= 3 || !/HandshakeTimeout/.test(textOf(r))) return r;
   }
 }
 
@@ -67,29 +81,29 @@ describe('real fetch server from npm with an egress grant', {skip}, () => {
     const session = await connectStdio(['--tools', net!.toolsDir, '--tools', none!.toolsDir, '--profiles', net!.profilesDir, '--profiles', none!.profilesDir,
       '--no-bundled-tools', '--audit-log', audit]);
     try {
-      const fetched = await session.client.callTool({name: `${granted}__fetch_html`, arguments: {url: `http://127.0.0.1:${port}/page`}}, {timeout: CALL_MS});
+      const fetched = await fetchCall(session, `${granted}__fetch_html`, `http://127.0.0.1:${port}/page`);
       assert.equal(fetched.isError ?? false, false, `the granted upstream answers: ${JSON.stringify(fetched).slice(0, 1000)}`);
       assert.equal(textOf(fetched), PAGE);
       assert.equal(hits, 1);
 
-      const unlisted = await session.client.callTool({name: `${granted}__fetch_html`, arguments: {url: `http://unlisted.test:${port}/`}}, {timeout: CALL_MS});
+      const unlisted = await fetchCall(session, `${granted}__fetch_html`, `http://unlisted.test:${port}/`);
       assert.equal(unlisted.isError, true, JSON.stringify(unlisted).slice(0, 1000));
       // Node's fetch tunnels through the proxy (CONNECT): the proxy's 403 ends the request, the server reports it failed.
       assert.match(textOf(unlisted), /^Failed to fetch http:\/\/unlisted\.test:\d+\/: (HTTP error: 403|fetch failed)$/, 'the server reports the proxy\'s refusal');
-      const otherIp = await session.client.callTool({name: `${granted}__fetch_html`, arguments: {url: `http://127.0.0.2:${port}/`}}, {timeout: CALL_MS});
+      const otherIp = await fetchCall(session, `${granted}__fetch_html`, `http://127.0.0.2:${port}/`);
       assert.equal(otherIp.isError, true, JSON.stringify(otherIp).slice(0, 1000));
       assert.match(textOf(otherIp), /^Failed to fetch http:\/\/127\.0\.0\.2:\d+\/: (HTTP error: 403|fetch failed)$/);
       assert.equal(decoyHits, 0, 'nothing reached the ungranted address');
       assert.equal(hits, 1, 'nothing else reached the upstream');
 
       // The same server without a grant: no proxy variables, no route; the granted upstream is not reached.
-      const offlineFetch = await session.client.callTool({name: `${offline}__fetch_html`, arguments: {url: `http://127.0.0.1:${port}/page`}}, {timeout: CALL_MS});
+      const offlineFetch = await fetchCall(session, `${offline}__fetch_html`, `http://127.0.0.1:${port}/page`);
       assert.equal(offlineFetch.isError, true, JSON.stringify(offlineFetch).slice(0, 1000));
       assert.doesNotMatch(textOf(offlineFetch), /upstream page/);
       assert.equal(hits, 1, 'a server without a grant reached nothing');
 
       // The server still serves after the refusals.
-      const again = await session.client.callTool({name: `${granted}__fetch_html`, arguments: {url: `http://127.0.0.1:${port}/again`}}, {timeout: CALL_MS});
+      const again = await fetchCall(session, `${granted}__fetch_html`, `http://127.0.0.1:${port}/again`);
       assert.equal(textOf(again), PAGE);
 
       const events = (await readFile(audit, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -102,5 +116,27 @@ describe('real fetch server from npm with an egress grant', {skip}, () => {
       await session.close();
     }
     await until(async () => (await net!.containers()).length === 0 && (await none!.containers()).length === 0, 30_000, 'a container of this test is left');
+  });
+
+  test('lifetime "principal": one kept server, but each call\'s egress is its own session (audited under that call\'s id)', {timeout: 6 * CALL_MS}, async () => {
+    editServer(net!, {lifetime: 'principal', idleMs: 60_000});
+    const audit = `${net!.toolsDir}/../audit-principal.jsonl`;
+    const session = await connectStdio(['--tools', net!.toolsDir, '--profiles', net!.profilesDir, '--no-bundled-tools', '--audit-log', audit]);
+    try {
+      for (const path of ['/one', '/two']) {
+        const r = await fetchCall(session, `${granted}__fetch_html`, `http://127.0.0.1:${port}${path}`);
+        assert.equal(textOf(r), PAGE, JSON.stringify(r).slice(0, 1000));
+      }
+      assert.equal((await net!.containers()).length, 1, 'one kept server served both calls');
+      const events = (await readFile(audit, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      const allowed = events.filter((e) => e.type === 'egress.allowed');
+      const calls = events.filter((e) => e.type !== 'egress.allowed' && e.type !== 'egress.denied' && e.tool === `${granted}__fetch_html`).map((e) => e.jobId);
+      assert.equal(allowed.length, 2, JSON.stringify(events));
+      assert.notEqual(allowed[0]!.jobId, allowed[1]!.jobId, 'each call\'s egress is attributed to that call');
+      for (const e of allowed) assert.ok(calls.includes(e.jobId), `egress event ${String(e.jobId)} belongs to a call of this server: ${JSON.stringify(calls)}`);
+    } finally {
+      await session.close();
+    }
+    await until(async () => (await net!.containers()).length === 0, 30_000, 'the kept server is removed at shutdown');
   });
 });
