@@ -1,4 +1,5 @@
 // Prepares the tools of hosted MCP servers for serving: image checked against its pin, argv[0] resolved, the server backend made.
+import type {EgressProxy} from './egress/proxy.ts';
 import type Docker from 'dockerode';
 import {ServerBackend} from './backends/server/server-backend.ts';
 import {dockerMessage} from './backends/container/docker-errors.ts';
@@ -36,6 +37,8 @@ export async function prepareHostedTools(tools: readonly ToolDefinition[], optio
   profileProblems: ReadonlyMap<string, string>;
   /** Pre-initialized members kept ready per server settings (server-pool.ts); 0: off. */
   poolSize?: number;
+  /** The egress proxy for servers whose profile grants egress (each call its own session); absent: those calls are refused. */
+  egress?: EgressProxy;
 }): Promise<HostedTools> {
   const served: ToolDefinition[] = [];
   const grants = new Map<string, ContainerGrants>();
@@ -80,7 +83,7 @@ export async function prepareHostedTools(tools: readonly ToolDefinition[], optio
     }
   }
   const poolSize = options.poolSize ?? 0;
-  const backend = served.length > 0 ? new ServerBackend({docker: options.docker, pool: poolSize > 0 ? {size: poolSize} : false}) : undefined;
+  const backend = served.length > 0 ? new ServerBackend({docker: options.docker, pool: poolSize > 0 ? {size: poolSize} : false, ...(options.egress ? {egress: options.egress} : {})}) : undefined;
   if (backend && poolSize > 0) {
     // One template per server (its tools share the sandbox settings); a drifted one is never warmed.
     const warmed = new Set<string>();

@@ -201,7 +201,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       if (logProblems) log.warn({tools: left.map((t) => t.name)}, `container tools left out: ${support.reason}`);
     } else {
       if (hostedTools.length > 0) {
-        const hosted = await prepareHostedTools(hostedTools, {docker: support.backend.docker, resolveCommands: support.resolveCommands, mountsByProfile, profileProblems, poolSize: containerPool});
+        const hosted = await prepareHostedTools(hostedTools, {docker: support.backend.docker, resolveCommands: support.resolveCommands, mountsByProfile, profileProblems, poolSize: containerPool, egress: egressProxy});
         server = hosted.backend;
         unavailable.push(...hosted.unavailable);
         if (logProblems) for (const u of hosted.unavailable) log.warn({tool: u.tool}, `tool left out: ${u.reason}`);
@@ -215,7 +215,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         for (const [key, grants] of prepared.grants) containerGrants.set(key, grants);
         if (prepared.catalog.packages.length > 0) {
           hostedContent = prepared.catalog;
-          server ??= new ServerBackend({docker: support.backend.docker});
+          server ??= new ServerBackend({docker: support.backend.docker, egress: egressProxy});
         }
       }
       container = support.backend;

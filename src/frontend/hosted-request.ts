@@ -90,7 +90,7 @@ export async function getPrompt(runtime: ToolRuntime, name: string, args: unknow
     method: 'prompts/get',
     args,
     validate: () => validatePromptArguments(name, prompt.pin.definition, input),
-    job: (id) => toContentJob(content, {kind: 'prompt', prompt, arguments: input as Record<string, string>}, id, runtime.containerGrants.get(contentGrantKey(content))),
+    job: (id) => toContentJob(content, {kind: 'prompt', prompt, arguments: input as Record<string, string>}, id, runtime.containerGrants.get(contentGrantKey(content)), context.principal.id),
     answer: (execution) => {
       const failure = failureOf(subject, execution, `The prompt "${name}"`);
       if (failure) throw failure;
@@ -125,7 +125,7 @@ export async function readResource(runtime: ToolRuntime, uri: string, context: C
     method: 'resources/read',
     args: {uri},
     validate: () => undefined,
-    job: (id) => toContentJob(content, {kind: 'resource', resource, uri}, id, runtime.containerGrants.get(contentGrantKey(content))),
+    job: (id) => toContentJob(content, {kind: 'resource', resource, uri}, id, runtime.containerGrants.get(contentGrantKey(content)), context.principal.id),
     answer: (execution) => {
       const failure = failureOf(subject, execution, `The read of resource "${resource.key}"`);
       if (failure) throw failure;

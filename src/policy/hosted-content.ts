@@ -245,7 +245,7 @@ export function verifyContentListing(kind: Exclude<PinnedKind, 'tool'>, key: str
  * @throws ToolcellError `DENIED` (`rule: "pin"` when a pin broke at load; `rule: "commands"` when argv[0] is not allowlisted).
  */
 export function toContentJob(content: HostedContent, request: {kind: 'prompt'; prompt: HostedPrompt; arguments: Record<string, string>} | {kind: 'resource'; resource: HostedResource; uri: string},
-  id: string, grants: ContainerGrants | undefined): ServerJob {
+  id: string, grants: ContainerGrants | undefined, principal?: string): ServerJob {
   const label = request.kind === 'prompt' ? `The prompt "${request.prompt.name}"` : `The resource "${request.uri.slice(0, 200)}"`;
   if (content.server.drift !== undefined) {
     throw new ToolcellError('DENIED', `${label} is refused: ${content.server.drift.message}.`, {rule: 'pin', changes: [...content.server.drift.changes]});
@@ -257,6 +257,7 @@ export function toContentJob(content: HostedContent, request: {kind: 'prompt'; p
     kind: 'container', id, image: content.server.imageId, argv, limits, network: profile.network,
     readOnlyRoot: profile.filesystem.readOnlyRoot, tmpfs: {...profile.filesystem.tmpfs}, mounts: [...(grants?.mounts ?? [])],
     runtime: profile.runtime, profile: profile.name,
+    ...(profile.network === 'none' ? {} : {egress: {callId: id, principal: principal ?? 'unknown', tool: `${content.packageName}:${request.kind}`, profile: profile.name, grant: profile.network.egress}}),
   };
   let operation: ServerOperation;
   let verify: ServerJob['verifyListing'];

@@ -98,6 +98,8 @@ function toServerJob(tool: ToolDefinition, args: Record<string, unknown>, id: st
     mounts: [...(grants?.mounts ?? [])],
     runtime: profile.runtime,
     profile: profile.name,
+    // Egress: this call's proxy session (lifetime "principal": bound to the kept server at each call).
+    ...(profile.network === 'none' ? {} : {egress: {callId: id, principal: principal ?? 'unknown', tool: tool.name, profile: profile.name, grant: profile.network.egress}}),
   };
   return {
     kind: 'server',

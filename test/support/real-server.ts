@@ -55,11 +55,12 @@ export interface RealServer {
  * Runs `toolcell add npm:<pkg>@<version> --name <name> --profile <profile> --tools <tmp> --profiles <tmp> --yes [-- serverArgs]`
  * (the built CLI) and reads the manifest it wrote. Throws with the tail of add's stderr when add fails.
  * @param mounts the profile's `filesystem.mounts` (e.g. the workspace read-only)
+ * @param network the profile's `network` (e.g. `{egress: {allow: [...]}}`); default the bundled profile's (`none`)
  */
-export async function addNpmServer(options: {spec: string; name: string; mounts?: unknown[]; serverArgs?: string[]}): Promise<RealServer> {
+export async function addNpmServer(options: {spec: string; name: string; mounts?: unknown[]; serverArgs?: string[]; network?: unknown}): Promise<RealServer> {
   const dir = await tempDir('toolcell-real-server-');
   const profile = `${options.name}-profile`;
-  await dir.write(`profiles/${profile}.json`, serverProfile(profile, options.mounts));
+  await dir.write(`profiles/${profile}.json`, {...serverProfile(profile, options.mounts), ...(options.network === undefined ? {} : {network: options.network})});
   const toolsDir = join(dir.path, 'tools');
   const profilesDir = join(dir.path, 'profiles');
   const argv = ['--no-node-snapshot', CLI, 'add', `npm:${options.spec}`, '--name', options.name, '--profile', profile,

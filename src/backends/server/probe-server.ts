@@ -1,6 +1,9 @@
 // probeServer: starts a hosted MCP server once in its sandbox, lists what it offers, and removes it (for `toolcell add`/`update`).
 import Docker from 'dockerode';
+import {EgressProxy} from '../../egress/proxy.ts';
+import type {EgressGrant} from '../../egress/policy.ts';
 import {ToolcellError} from '../../errors.ts';
+import {log as rootLog} from '../../log.ts';
 import type {ContainerJob, ContainerLimits, Mount} from '../backend.ts';
 import {START_TIMEOUT_MS} from '../container/container-backend.ts';
 import {dockerMessage} from '../container/docker-errors.ts';
@@ -11,7 +14,8 @@ import {ServerFailure, ServerSandbox, startFailure} from './server-sandbox.ts';
 export interface ProbeProfile {
   name: string;
   limits: ContainerLimits;
-  network: 'none';
+  /** `none`, or an egress grant: the probe's server then reaches exactly what a call's would, through the proxy. */
+  network: 'none' | {egress: EgressGrant};
   filesystem: {readOnlyRoot: boolean; tmpfs: Record<string, string>};
   runtime: 'runc' | 'runsc';
 }
@@ -35,6 +39,12 @@ export interface ProbeOptions {
   handshakeTimeoutMs?: number;
   /** State directory for the reaper key and records (tests). */
   stateDir?: string;
+  /**
+   * Under an egress grant: the proxy the probe's server goes through (tests: a resolver);
+   * default a proxy of the probe's own whose decisions are logged (audit events as log lines,
+   * component `probe-egress`). Closed sessions only: the caller keeps it open.
+   */
+  egress?: EgressProxy;
 }
 
 /** What a server offers, as it answered (untrusted JSON: shapes checked, contents not judged). */
@@ -51,12 +61,15 @@ export interface ProbeResult {
   imageId: string;
 }
 
+const probeLog = rootLog.child({component: 'probe-egress'});
+
 /** Default handshake budget of a probe, in ms. */
 export const PROBE_HANDSHAKE_TIMEOUT_MS = 30_000;
 
 /**
  * Starts the server once in its sandbox (a fresh container from the image's ID, with the
- * container tier's floor and `profile`'s limits: no network unless granted, read-only root,
+ * container tier's floor and `profile`'s limits: no network unless granted (then only through
+ * the egress proxy, as a call: NetworkMode none, relay, proxy variables; runc only), read-only root,
  * leased uid, capabilities dropped), performs `initialize`, `notifications/initialized` and
  * `tools/list` (and, when its capabilities declare them, `resources/list`,
  * `resources/templates/list` and `prompts/list`; a JSON-RPC error on one of those leaves it
@@ -94,8 +107,14 @@ export async function probeServer(options: ProbeOptions): Promise<ProbeResult> {
     runtime: p.runtime,
     ...(options.env ? {env: {...options.env}} : {}),
     profile: p.name,
+    // Egress: the probe is its own call (principal "toolcell-add"), its decisions audited to the log.
+    ...(p.network === 'none' ? {} : {egress: {callId: `probe-${Date.now()}`, principal: 'toolcell-add', tool: options.image.slice(0, 100), profile: p.name, grant: p.network.egress}}),
   };
-  const backend = new ServerBackend({docker, ...(options.stateDir ? {stateDir: options.stateDir} : {})});
+  const ownProxy = p.network !== 'none' && options.egress === undefined
+    ? new EgressProxy({audit: (event) => probeLog.info({egress: event}, event.type)})
+    : undefined;
+  const egress = options.egress ?? ownProxy;
+  const backend = new ServerBackend({docker, ...(options.stateDir ? {stateDir: options.stateDir} : {}), ...(egress ? {egress} : {})});
   const stop = new AbortController();
   const onAbort = () => stop.abort(new ToolcellError('CANCELLED', 'The probe was cancelled.'));
   options.signal?.addEventListener('abort', onAbort, {once: true});
@@ -117,7 +136,9 @@ export async function probeServer(options: ProbeOptions): Promise<ProbeResult> {
       try {
         return await server!.list(method, key, stop.signal);
       } catch (err) {
-        if (err instanceof ServerFailure && err.kind === 'protocol' && /^the server refused/.test(err.message)) return undefined;
+        // A JSON-RPC error answer (ServerSandbox.guard: "the server answered <method> with JSON-RPC error …"), e.g. -32601 from a
+        // server that declares `resources` but implements no listing: left out, as documented (the regex never matched guard's text before).
+        if (err instanceof ServerFailure && err.kind === 'protocol' && err.message.startsWith(`the server answered ${method} with JSON-RPC error`)) return undefined;
         throw err;
       }
     };
@@ -146,5 +167,6 @@ export async function probeServer(options: ProbeOptions): Promise<ProbeResult> {
     server?.logStderr({probe: options.image});
     await server?.remove(5_000);
     await backend.close();
+    await ownProxy?.close();
   }
 }

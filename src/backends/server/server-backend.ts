@@ -5,8 +5,10 @@
 import {randomUUID} from 'node:crypto';
 import {hostname} from 'node:os';
 import Docker from 'dockerode';
+import type {EgressProxy} from '../../egress/proxy.ts';
 import {ToolcellError} from '../../errors.ts';
 import {log as rootLog} from '../../log.ts';
+import type {EgressLimitHit} from '../../egress/proxy.ts';
 import {makeResult, type Backend, type BackendEvent, type ExecutionResult, type ServerJob} from '../backend.ts';
 import {START_TIMEOUT_MS} from '../container/container-backend.ts';
 import {DeadlineKeeper} from '../container/deadline-keeper.ts';
@@ -45,6 +47,12 @@ const EXIT_WAIT_MS = 2_000;
 /** Bound on the kill that must end a server before its result returns (see `#retire`), in ms; past it the removal is awaited instead. */
 const KILL_TIMEOUT_MS = 5_000;
 
+/** `result` with the call's first egress limit hit, if any (the frontend then answers `DENIED`, rule `egress`). */
+function withEgressLimit(result: ExecutionResult, hit: EgressLimitHit | undefined): ExecutionResult {
+  if (hit) result.egressLimit = hit;
+  return result;
+}
+
 /** Options of a {@link ServerBackend}. */
 export interface ServerBackendOptions {
   docker?: Docker;
@@ -56,6 +64,12 @@ export interface ServerBackendOptions {
   pool?: PoolOptions | false;
   /** Removals in flight after their calls returned, at most (deferred-removals.ts); default {@link MAX_PENDING_REMOVALS}. */
   maxPendingRemovals?: number;
+  /**
+   * The egress proxy for servers whose profile grants egress: each call gets its own proxy
+   * session and relay (server-sandbox.ts `bindEgress`). Absent: such servers are refused
+   * (`BACKEND_UNAVAILABLE`, `egress-unavailable`). Egress servers are never pre-initialized.
+   */
+  egress?: EgressProxy;
 }
 
 type StopReason = 'timeout' | 'cancel' | 'truncated' | 'start-timeout' | 'handshake-timeout';
@@ -126,7 +140,8 @@ export class ServerBackend implements Backend<ServerJob> {
     this.owner = `${hostname()}/${process.pid}/${randomUUID()}`;
     const provenance = Provenance.of(options.stateDir);
     const keeper = new DeadlineKeeper(this.docker);
-    this.#deps = {docker: this.docker, owner: this.owner, provenance, keeper, remover: new ContainerRemover(this.docker, provenance, keeper)};
+    this.#deps = {docker: this.docker, owner: this.owner, provenance, keeper, remover: new ContainerRemover(this.docker, provenance, keeper),
+      ...(options.egress ? {egress: options.egress} : {})};
     this.#handshakeMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
     this.#removals = new DeferredRemovals(options.maxPendingRemovals ?? MAX_PENDING_REMOVALS);
     const removals = this.#removals;
@@ -226,6 +241,7 @@ export class ServerBackend implements Backend<ServerJob> {
 
     let server: ServerSandbox | undefined;
     let keep = false;
+    let egressLimit: EgressLimitHit | undefined;
     try {
       // The principal's kept sandbox, a pre-initialized member (handshake done, tools/list answered), or a cold server.
       if (sticky?.idle) clearTimeout(sticky.idle);
@@ -266,6 +282,18 @@ export class ServerBackend implements Backend<ServerJob> {
         throw new ToolcellError('DENIED', verdict.message, {rule: 'pin', changes: verdict.changes});
       }
 
+      // Egress (lifetime "principal"): the kept server gets this call's own session and relay
+      // (fresh limits, audited under this call's id); a cold server got them at its start.
+      if (kept !== undefined && active.hasEgress) {
+        try {
+          await active.bindEgress(job.sandbox.egress);
+        } catch (err) {
+          // E.g. the kept server took 127.0.0.1:3128 itself while idle: it only loses its route; the call fails and the server is removed.
+          callLog.warn({err}, 'the kept hosted server\'s egress relay could not be bound to this call');
+          return makeResult(elapsed(), {error: {name: 'EgressUnavailable', message: 'the hosted server\'s egress relay could not be started for this call (is the server holding 127.0.0.1:3128?); the call was not sent'}});
+        }
+      }
+
       // The call: the tool's own time starts now.
       clearTimeout(timer);
       this.#deps.keeper.watch(active.id, Date.now() + job.limits.timeoutMs);
@@ -278,16 +306,19 @@ export class ServerBackend implements Backend<ServerJob> {
         : await active.guard(active.session.request('tools/call', {name: job.tool, arguments: job.args, _meta: {progressToken}}), stop.signal, 'tools/call');
       relaying = false;
       const pidsLimited = active.pidsLimited();
+      egressLimit = active.egressLimit;
       // The server's fault, not toolcell's: a result nested deeper than any tool needs is refused before anything serializes it.
       if (jsonDepth(result, MAX_RESULT_DEPTH) > MAX_RESULT_DEPTH) {
         return makeResult(elapsed(), {pidsLimited, error: {name: 'ResultTooDeep',
           message: `the hosted server's result is nested more than ${MAX_RESULT_DEPTH} levels deep (arrays/objects); toolcell relays at most ${MAX_RESULT_DEPTH}`}});
       }
-      if (sticky && !pidsLimited && !this.#closed && active.session.failure === undefined) {
+      if (sticky && !pidsLimited && egressLimit === undefined && !this.#closed && active.session.failure === undefined) {
         // Kept for the principal's next call: removed after idleMs without one (or by the keeper if this process dies).
         keep = true;
         const idleMs = job.affinity!.idleMs;
         // The handlers object the session holds: the one it was started with.
+        // Between calls the kept server has no route at all: its session and relay end with this call.
+        await active.releaseEgress();
         sticky.member = {server: active, listed, handlers: sessionHandlers};
         this.#deps.keeper.watch(active.id, Date.now() + idleMs + job.limits.timeoutMs);
         sticky.idle = setTimeout(() => {
@@ -297,17 +328,18 @@ export class ServerBackend implements Backend<ServerJob> {
         }, idleMs);
         sticky.idle.unref();
       }
-      return makeResult(elapsed(), {stdout: JSON.stringify(result), pidsLimited});
+      return withEgressLimit(makeResult(elapsed(), {stdout: JSON.stringify(result), pidsLimited}), egressLimit);
     } catch (err) {
+      egressLimit ??= server?.egressLimit;
       relaying = false;
       if (reason === 'start-timeout' && server === undefined) {
         throw new ToolcellError('BACKEND_UNAVAILABLE',
           `The hosted server's sandbox could not be started within ${START_TIMEOUT_MS / 1000} s (the container engine is overloaded); the tool did not run.`,
           {reason: 'start-timeout', startTimeoutMs: START_TIMEOUT_MS});
       }
-      if (reason) return this.#stopped(reason, elapsed, server);
+      if (reason) return withEgressLimit(this.#stopped(reason, elapsed, server), egressLimit);
       if (server === undefined && !(err instanceof ToolcellError)) throw startFailure(err);
-      if (err instanceof ServerFailure) return this.#failed(err, elapsed, server);
+      if (err instanceof ServerFailure) return withEgressLimit(await this.#failed(err, elapsed, server), egressLimit);
       throw err;
     } finally {
       clearTimeout(timer);

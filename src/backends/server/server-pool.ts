@@ -54,7 +54,8 @@ interface Slot {
  * its own pins.
  */
 export function serverPoolKey(sandbox: ContainerJob): string {
-  const {id: _id, ...settings} = sandbox;
+  // The egress context names the call (its id, principal): not a setting. The grant is (in `network`).
+  const {id: _id, egress: _egress, ...settings} = sandbox;
   return createHash('sha256').update(JSON.stringify(settings)).digest('hex').slice(0, 32);
 }
 
@@ -62,7 +63,9 @@ export function serverPoolKey(sandbox: ContainerJob): string {
  * Whether a server's sandbox settings may be pre-initialized: a member runs the server's code
  * before any call exists (for up to start + handshake + `maxAgeMs`, unaudited, attributed to no
  * principal), so only settings that grant nothing outside the sandbox are pooled: no read-write
- * mount (and no network, should a profile ever grant it). Others always run cold, fresh per call.
+ * mount and no egress grant: a member's proxy session could only be bound to a call after its
+ * server already ran (and could have connected) unattributed, so egress servers always start cold,
+ * their session bound to the call from the first instruction. Others always run cold, fresh per call.
  * Pure.
  * Does NOT: stop a pooled member from using its CPU, memory and pids limits while it waits.
  */

@@ -4,6 +4,8 @@
  * listed, then removed by the container tier's teardown (teardown.ts).
  */
 import type Docker from 'dockerode';
+import type {EgressCallContext, EgressLimitHit, EgressProxy, EgressSession} from '../../egress/proxy.ts';
+import {netnsOf, startEgressRelay, type EgressRelay} from '../../egress/relay.ts';
 import {ToolcellError} from '../../errors.ts';
 import {log as rootLog} from '../../log.ts';
 import type {ContainerJob} from '../backend.ts';
@@ -34,6 +36,55 @@ export interface ServerSandboxDeps {
   provenance: Provenance;
   remover: ContainerRemover;
   keeper: DeadlineKeeper;
+  /**
+   * The egress proxy for servers whose profile grants egress (egress/proxy.ts); absent: such
+   * servers are refused (`BACKEND_UNAVAILABLE`, reason `egress-unavailable`) before any container.
+   */
+  egress?: EgressProxy;
+}
+
+/** Where a running server container's egress relay is entered: its init pid, leased uid/gid, and the network namespace read at start. */
+interface EgressTarget {
+  pid: number;
+  uid: number;
+  gid: number;
+  netns: string;
+}
+
+/** The proxy session and relay bound to one call of a server with an egress grant. */
+interface EgressBinding {
+  session: EgressSession;
+  relay: EgressRelay | undefined;
+}
+
+/**
+ * Opens a proxy session for `context` (its socket owned by the container's leased uid) and a
+ * relay entered into the container's network namespace (egress/relay.ts), checking first that
+ * the container still runs with that pid. A failure closes what was opened, then throws.
+ */
+async function bindEgress(proxy: EgressProxy, container: Sandbox['container'], target: EgressTarget, context: EgressCallContext): Promise<EgressBinding> {
+  const again = await container.inspect({abortSignal: AbortSignal.timeout(5_000)});
+  if (!again.State.Running || again.State.Pid !== target.pid) throw new Error('the server sandbox stopped before its egress relay started');
+  const session = await proxy.open(context, {uid: target.uid, gid: target.gid});
+  try {
+    const relay = await startEgressRelay({pid: target.pid, uid: target.uid, gid: target.gid, socketPath: session.socketPath, expectedNetns: target.netns});
+    return {session, relay};
+  } catch (err) {
+    await session.close();
+    throw err;
+  }
+}
+
+/** Stops the relay (by its pid) and closes the session; returns the limit the call hit, if any. Never throws. */
+async function releaseEgress(binding: EgressBinding | undefined): Promise<EgressLimitHit | undefined> {
+  if (binding === undefined) return undefined;
+  binding.relay?.stop();
+  try {
+    await binding.session.close();
+  } catch (err) {
+    log.debug({err}, 'closing an egress session failed');
+  }
+  return binding.session.limitHit && {...binding.session.limitHit};
 }
 
 /** What a server said in its handshake (untrusted JSON, shapes checked). */
@@ -72,12 +123,59 @@ export class ServerSandbox {
   readonly #deps: ServerSandboxDeps;
   readonly #sampler: CgroupSampler;
   #removed: Promise<void> | undefined;
+  /** With an egress grant: where the relay is entered (fixed for the container's life). */
+  readonly #egressTarget: EgressTarget | undefined;
+  /** With an egress grant: the session and relay of the call the server serves now (undefined between calls). */
+  #egress: EgressBinding | undefined;
 
-  private constructor(deps: ServerSandboxDeps, sandbox: Sandbox, session: McpStdioSession) {
+  private constructor(deps: ServerSandboxDeps, sandbox: Sandbox, session: McpStdioSession, egress?: {target: EgressTarget; binding: EgressBinding}) {
     this.#deps = deps;
     this.sandbox = sandbox;
     this.session = session;
     this.#sampler = new CgroupSampler(sandbox.id);
+    this.#egressTarget = egress?.target;
+    this.#egress = egress?.binding;
+  }
+
+  /** Whether this server's profile grants egress (its network goes through a per-call proxy session). */
+  get hasEgress(): boolean {
+    return this.#egressTarget !== undefined;
+  }
+
+  /**
+   * Binds the server's egress to the call `context` (lifetime "principal": each call of a kept
+   * server): the previous call's session and relay are closed first (their open connections
+   * cut), then a fresh session (fresh limits, audit events with this call's id and principal)
+   * and a fresh relay are opened. No-op for a server without an egress grant.
+   * @throws Error when the container stopped or the relay could not start (the caller fails the call).
+   */
+  async bindEgress(context: EgressCallContext | undefined): Promise<void> {
+    if (this.#egressTarget === undefined) return;
+    await this.releaseEgress();
+    if (context === undefined || this.#deps.egress === undefined) throw new Error('a server with an egress grant needs the call\'s egress context and a proxy');
+    if (this.#removed) throw new Error('the server sandbox is being removed');
+    this.#egress = await bindEgress(this.#deps.egress, this.sandbox.container, this.#egressTarget, context);
+    // Removed while binding: nothing may outlive the container.
+    if (this.#removed) {
+      await this.releaseEgress();
+      throw new Error('the server sandbox was removed while its egress relay started');
+    }
+  }
+
+  /**
+   * Closes the current call's session and relay (the server then has no route at all until the
+   * next {@link bindEgress}); returns the limit that call hit, if any. Idempotent; never throws.
+   */
+  async releaseEgress(): Promise<EgressLimitHit | undefined> {
+    const binding = this.#egress;
+    this.#egress = undefined;
+    return releaseEgress(binding);
+  }
+
+  /** The first egress limit the current call hit, if any (read before {@link releaseEgress}). */
+  get egressLimit(): EgressLimitHit | undefined {
+    const hit = this.#egress?.session.limitHit;
+    return hit && {...hit};
   }
 
   /** Container id (for logs and tests). */
@@ -94,12 +192,20 @@ export class ServerSandbox {
    *   when it aborted. A container created before a failure is removed before this throws.
    */
   static async start(deps: ServerSandboxDeps, spec: ContainerJob, options: {signal: AbortSignal; deadlineAt: number; handlers?: SessionHandlers}): Promise<ServerSandbox> {
-    // Egress for hosted servers (a relay and proxy session living as long as the server) is not
-    // built yet: refused here, before any container, rather than started without its route.
+    // Egress: refused before any container unless a proxy and the call's context are there, under runc.
+    const proxy = deps.egress;
+    const context = spec.network === 'none' ? undefined : spec.egress;
     if (spec.network !== 'none') {
-      throw new ToolcellError('BACKEND_UNAVAILABLE', `Profile "${spec.profile}" grants egress, which hosted MCP servers cannot use yet; the server was not started.`,
-        {reason: 'egress-unavailable', profile: spec.profile});
+      if (proxy === undefined || context === undefined) {
+        throw new ToolcellError('BACKEND_UNAVAILABLE', `Profile "${spec.profile}" grants egress, but this server runs no egress proxy; the hosted server was not started.`,
+          {reason: 'egress-unavailable', profile: spec.profile});
+      }
+      if (spec.runtime !== 'runc') {
+        throw new ToolcellError('BACKEND_UNAVAILABLE', `Profile "${spec.profile}" grants egress under runtime ${spec.runtime}; egress is available under runc only.`,
+          {reason: 'egress-runtime', runtime: spec.runtime});
+      }
     }
+    let egress: {target: EgressTarget; binding: EgressBinding} | undefined;
     const claim = deps.provenance.claim(deps.owner);
     const base = toCreateOptions(spec, {owner: deps.owner});
     const createOptions = {...base, name: claim.name, Labels: {...base.Labels, ...claim.labels}};
@@ -114,13 +220,26 @@ export class ServerSandbox {
           deps.keeper.watch(c.id, options.deadlineAt);
           deps.remover.track(c);
         },
+        // The server is held until its relay listens: its first instruction already has its (only) route.
+        ...(context === undefined ? {} : {
+          afterStart: async ({pid, uid, gid}: {pid: number; uid: number; gid: number}) => {
+            const target = {pid, uid, gid, netns: netnsOf(pid)};
+            egress = {target, binding: await bindEgress(proxy!, teardown.container!, target, context)};
+          },
+        }),
       });
       teardown.sandbox = sandbox;
       const session = new McpStdioSession(sandbox.socket, {outputBytes: spec.limits.outputBytes}, options.handlers);
       done = true;
-      return new ServerSandbox(deps, sandbox, session);
+      return new ServerSandbox(deps, sandbox, session, egress);
     } finally {
-      if (!done) await deps.remover.finish(teardown);
+      if (!done) {
+        try {
+          await deps.remover.finish(teardown);
+        } finally {
+          await releaseEgress(egress?.binding);
+        }
+      }
     }
   }
 
@@ -273,7 +392,12 @@ export class ServerSandbox {
       teardown.container = this.sandbox.container;
       teardown.sandbox = this.sandbox;
       teardown.timeoutMs = timeoutMs;
-      await this.#deps.remover.finish(teardown);
+      try {
+        await this.#deps.remover.finish(teardown);
+      } finally {
+        // The relay and session go with the container, whatever ended it (deadline, kill, pool close, shutdown).
+        await this.releaseEgress();
+      }
     })();
     return this.#removed;
   }
