@@ -360,3 +360,31 @@ export class SecretStore {
     }
   }
 }
+
+/**
+ * Replaces each real value with its placeholder, in whole strings (`whole`) and across the
+ * chunks of a byte stream (`chunk`, then `flush` at its end; a latin1 view, so bytes map 1:1,
+ * with a carry of the longest value minus one byte). `pairs`: [value, placeholder].
+ * Not guaranteed: a value that arrives transformed (encoded, compressed, split by the sender
+ * into parts it reassembles) is not found.
+ */
+export function valueScrubber(pairs: Array<[string, string]>): {whole(text: string): string; chunk(buf: Buffer): Buffer; flush(): Buffer} {
+  const bytePairs = pairs.map(([value, placeholder]) => [Buffer.from(value, 'utf8').toString('latin1'), placeholder] as const);
+  const keep = Math.max(0, ...bytePairs.map(([v]) => v.length - 1));
+  const replace = (text: string) => bytePairs.reduce((acc, [v, p]) => acc.split(v).join(p), text);
+  let held = '';
+  return {
+    whole: (text) => pairs.reduce((acc, [v, p]) => acc.split(v).join(p), text),
+    chunk: (buf) => {
+      if (bytePairs.length === 0) return buf;
+      const text = replace(held + buf.toString('latin1'));
+      held = text.slice(text.length - Math.min(keep, text.length));
+      return Buffer.from(text.slice(0, text.length - held.length), 'latin1');
+    },
+    flush: () => {
+      const rest = Buffer.from(replace(held), 'latin1');
+      held = '';
+      return rest;
+    },
+  };
+}

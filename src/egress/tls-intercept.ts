@@ -6,7 +6,7 @@ import {isIP} from 'node:net';
 import {createSecureContext, getCACertificates, TLSSocket, type SecureContext} from 'node:tls';
 import {log as rootLog} from '../log.ts';
 import type {EgressCa} from './ca.ts';
-import {isSecretRefusal, type CallSecrets} from './secrets.ts';
+import {isSecretRefusal, valueScrubber, type CallSecrets} from './secrets.ts';
 
 const log = rootLog.child({component: 'tls-intercept'});
 
@@ -232,7 +232,7 @@ export class TlsInterceptor {
       fail(502, `the upstream ${target.host}:${target.port} could not be reached (${err.code ?? 'error'})`, {allowed: false, rule: 'upstream', reason: err.code ?? 'error'});
     });
     upstream.on('response', (answer) => {
-      const scrub = scrubber(used.map((s) => [s.reveal(), ctx.secrets.placeholders[s.name] ?? '[secret]']));
+      const scrub = valueScrubber(used.map((s) => [s.reveal(), ctx.secrets.placeholders[s.name] ?? '[secret]']));
       const out: Record<string, string | string[]> = {};
       for (const [name, value] of Object.entries(answer.headers)) {
         if (value === undefined || DROP_RESPONSE.has(name)) continue;
@@ -290,29 +290,4 @@ export class TlsInterceptor {
     this.#http.closeAllConnections();
     this.#http.close();
   }
-}
-
-/**
- * Replaces each real value with its placeholder, in whole strings and across the chunks of a
- * byte stream (latin1 view, so bytes map 1:1; a carry of the longest value minus one byte).
- */
-function scrubber(pairs: Array<[string, string]>): {whole(text: string): string; chunk(buf: Buffer): Buffer; flush(): Buffer} {
-  const bytePairs = pairs.map(([value, placeholder]) => [Buffer.from(value, 'utf8').toString('latin1'), placeholder] as const);
-  const keep = Math.max(0, ...bytePairs.map(([v]) => v.length - 1));
-  const replace = (text: string) => bytePairs.reduce((acc, [v, p]) => acc.split(v).join(p), text);
-  let held = '';
-  return {
-    whole: (text) => pairs.reduce((acc, [v, p]) => acc.split(v).join(p), text),
-    chunk: (buf) => {
-      if (bytePairs.length === 0) return buf;
-      const text = replace(held + buf.toString('latin1'));
-      held = text.slice(text.length - Math.min(keep, text.length));
-      return Buffer.from(text.slice(0, text.length - held.length), 'latin1');
-    },
-    flush: () => {
-      const rest = Buffer.from(replace(held), 'latin1');
-      held = '';
-      return rest;
-    },
-  };
 }

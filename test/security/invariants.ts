@@ -175,6 +175,8 @@ export const INVARIANTS = {
     note: 'Does not protect against root or toolcell\'s own uid reading the key; a sandbox trusts the CA, so whoever holds the key can intercept that sandbox\'s TLS.'},
   'egress:tls:upstream-verified': {behaviour: 'An intercepted request is forwarded to the address the policy resolved, with SNI and Host = the name, only over TLS that verifies against Node\'s default roots plus the operator\'s --upstream-ca; an upstream with an untrusted or mismatched certificate gets no request and no secret (502, rule upstream-tls).',
     note: 'Trust is what the roots say: a CA in the store that mis-issues for the name defeats it. No revocation checks (as Node\'s default).'},
+  'isolate:fetch:grant-only': {behaviour: 'An isolate has a global fetch only when its profile grants egress (and context.secrets holds only the granted placeholders); the fetch reaches the host through one fire-and-forget callback held in the prelude\'s closure, and every answer crosses as JSON text copied into the isolate, so no host object or reference is reachable from fetch, a Response or its Headers; the host validates each request (method, scheme, headers, size), applies the same allowlist, secrets and per-call limits as the proxy, bounds a body by maxBytesIn and memoryMb / 8, destroys the request when the call ends (timeout or cancel), and never re-runs a call with egress after a worker crash.',
+    note: 'A call waiting on fetch is idle: its own-time deadline does not grow, but once timeoutMs of wall clock has passed the idle probe ends it (TIMEOUT); so for a tool that fetches, timeoutMs is a bound on wall-clock time spent waiting. Redirects are not followed. What an allowed host answers is the tool\'s data.'},
 } as const;
 
 /** An invariant id. */

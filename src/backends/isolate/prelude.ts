@@ -28,6 +28,7 @@
  */
 
 import {createConsole} from './prelude-console.ts';
+import {createFetch} from './prelude-fetch.ts';
 import {capturePrimordials, type Primordials} from './prelude-primordials.ts';
 
 /** Caps on what a tool's error says, in UTF-16 units, wherever it is described (the prelude, the worker). */
@@ -42,7 +43,7 @@ export interface ErrorTextLimits {
 export const ERROR_TEXT_LIMITS: ErrorTextLimits = Object.freeze({nameChars: 200, messageChars: 4096});
 
 /** Operations of the entry function; see `isolatePrelude`. */
-export type EntryOp = 'init' | 'run' | 'drain' | 'warm' | 'probe';
+export type EntryOp = 'init' | 'run' | 'drain' | 'warm' | 'probe' | 'deliver';
 
 /**
  * What the entry returns for `probe`: where the call's `run` stands. `RUN_PENDING` from a
@@ -96,7 +97,7 @@ export interface DrainResult {
  * Console: installed as the global `console` from `makeConsole` (prelude-console.ts,
  * `createConsole`); its text and truncation flag are what `run` and `drain` report.
  */
-export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordials, makeConsole: typeof createConsole, errorLimits: ErrorTextLimits): (op: EntryOp, a?: unknown, b?: unknown) => unknown {
+export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordials, makeConsole: typeof createConsole, errorLimits: ErrorTextLimits, makeFetch: typeof createFetch): (op: EntryOp, a?: unknown, b?: unknown, contextJson?: unknown, fetchCallback?: unknown) => unknown {
   'use strict';
   const G: any = globalThis;
   const {
@@ -236,6 +237,8 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
   }
 
   const c = makeConsole(primordials);
+  // Captured now, before tool code; installed as the global `fetch` only for a call that brings a host callback (an egress grant).
+  const fetchModule = makeFetch();
   const {utf8Length, cutToBytes, slice, record, dataProperty, primitiveText} = c;
   ObjectDefineProperty(G, 'console', {value: c.console, writable: true, configurable: true, enumerable: false});
 
@@ -277,7 +280,7 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
   }
 
   /** The call itself; `track` records its end in `runState` (not for `warm`). */
-  async function run(namespace: unknown, argsJson: unknown, track: boolean): Promise<RunnerResult> {
+  async function run(namespace: unknown, argsJson: unknown, track: boolean, contextJson?: unknown, fetchCallback?: unknown): Promise<RunnerResult> {
     let error: {name: string; message: string} | undefined;
     let value: unknown;
     try {
@@ -291,7 +294,10 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
       }
       if (typeof fn !== 'function') throw new TypeErrorCtor('The tool module has no default export function.');
       const args: unknown = typeof argsJson === 'string' ? JSONParse(argsJson) : undefined;
-      value = await ReflectApply(fn, undefined, [args]);
+      // The second argument: `{secrets: {NAME: placeholder}}`, parsed here (a copy; no host object).
+      const context: unknown = typeof contextJson === 'string' ? JSONParse(contextJson) : JSONParse('{"secrets":{}}');
+      if (typeof fetchCallback === 'function') fetchModule.install(G, fetchCallback as (id: number, requestJson: string) => void);
+      value = await ReflectApply(fn, undefined, [args, context]);
     } catch (e) {
       error = describe(e);
     }
@@ -330,16 +336,20 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
     return result;
   }
 
-  return function entry(op: EntryOp, a?: unknown, b?: unknown): unknown {
+  return function entry(op: EntryOp, a?: unknown, b?: unknown, contextJson?: unknown, fetchCallback?: unknown): unknown {
     if (op === 'init') {
       if (typeof a === 'number' && a >= 0) c.setLimit(a);
       return undefined;
     }
     if (op === 'run') {
       runState = 1;
-      return run(a, b, true);
+      return run(a, b, true, contextJson, fetchCallback);
     }
     if (op === 'probe') return runState;
+    if (op === 'deliver') {
+      fetchModule.deliver(a, b);
+      return undefined;
+    }
     if (op === 'warm') {
       void run({default: function warm(value: unknown): unknown { return value; }}, '{"warm":[1,"x",true,null]}', false);
       return undefined;
@@ -361,5 +371,5 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
  * argument.
  */
 export function preludeSource(removeWebAssembly: boolean): string {
-  return `(${isolatePrelude.toString()})(${removeWebAssembly ? 'true' : 'false'}, (${capturePrimordials.toString()})(), ${createConsole.toString()}, ${JSON.stringify(ERROR_TEXT_LIMITS)})`;
+  return `(${isolatePrelude.toString()})(${removeWebAssembly ? 'true' : 'false'}, (${capturePrimordials.toString()})(), ${createConsole.toString()}, ${JSON.stringify(ERROR_TEXT_LIMITS)}, ${createFetch.toString()})`;
 }
