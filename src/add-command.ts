@@ -130,7 +130,7 @@ export function screeningTargets(probe: Pick<ProbeResult, 'tools' | 'prompts' | 
  * @throws ToolcellError from probeServer (the server does not start or speak MCP).
  */
 export async function probeAndScreen(packageName: string, image: string, command: readonly string[], args: readonly string[], profile: ContainerProfile): Promise<ProbedServer> {
-  const probe = await probeServer({image, command, args, profile: {name: profile.name, limits: profile.limits, network: profile.network, filesystem: profile.filesystem, runtime: profile.runtime}});
+  const probe = await probeServer({image, command, args, profile: {name: profile.name, limits: profile.limits, network: 'none', filesystem: profile.filesystem, runtime: profile.runtime}});
   return {probe, findings: screenDefinitions(screeningTargets(probe)), nameProblems: toolNameProblems(packageName, probe.tools)};
 }
 
@@ -218,7 +218,7 @@ export async function addCommand(sourceText: string, serverArgs: readonly string
     const built = await buildServerImage(resolved, {name, source: written, ...(bin ? {bin} : {}), allowInstallScripts: flags.allowInstallScripts === true,
       runtime: flags.python ? 'python' : 'node', onProgress: (line) => con.err(`  build: ${line}`)});
     say(`image ${built.image} (${built.imageId})`);
-    say(`starting the server once in its sandbox (profile ${profile.name}, network ${profile.network}) to list its tools…`);
+    say(`starting the server once in its sandbox (profile ${profile.name}, without network) to list its tools…`);
     const probed = await probeAndScreen(name, built.imageId, command, serverArgs, profile);
     if (probed.probe.imageId !== built.imageId) throw new ToolcellError('INTERNAL', 'The probe ran a different image than was built.');
     if (!reportFindings(con, probed.findings, flags.allowFlagged)) return 1;

@@ -12,6 +12,7 @@ import {assertSomethingServed, assertToolDirs, emptyToolDirs} from './serve-pref
 import {localPrincipal} from './policy/principal.ts';
 import {escapeForTerminal, escapeJsonForTerminal} from './terminal-text.ts';
 import type {Profile} from './policy/profile-schema.ts';
+import {networkInWords} from './egress/policy.ts';
 import {createRuntime, RUNTIME_DEFAULTS, type Runtime, type RuntimeOptions} from './runtime.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -290,12 +291,12 @@ async function listCommand(flags: LoadFlags & {json?: boolean}): Promise<number>
 export function grantsOf(profile: Profile): string {
   const l = profile.limits;
   if (profile.backend === 'isolate') {
-    return `memory ${l.memoryMb} MB, timeout ${l.timeoutMs} ms, output ${l.outputBytes} B, no network, no filesystem`;
+    return `memory ${l.memoryMb} MB, timeout ${l.timeoutMs} ms, output ${l.outputBytes} B, network ${networkInWords(profile.network, 'none')}, no filesystem`;
   }
   const fs = profile.filesystem;
   const mounts = fs.mounts.map((m) => `${m.target}${m.readOnly ? ' (ro)' : ' (rw)'}`).join(', ');
   return `commands ${profile.commands.join(' ')}; memory ${l.memoryMb} MB, cpus ${profile.limits.cpus}, pids ${profile.limits.pids}, `
-    + `timeout ${l.timeoutMs} ms, output ${l.outputBytes} B; network ${profile.network}; root ${fs.readOnlyRoot ? 'read-only' : 'writable'}`
+    + `timeout ${l.timeoutMs} ms, output ${l.outputBytes} B; network ${networkInWords(profile.network, 'none')}; root ${fs.readOnlyRoot ? 'read-only' : 'writable'}`
     + `${mounts ? `; mounts ${mounts}` : ''}; runtime ${profile.runtime}`;
 }
 

@@ -1,4 +1,5 @@
 // `toolcell profiles`: each loaded profile, its backend and what it grants, in words or as JSON.
+import {networkInWords} from './egress/policy.ts';
 import {loadProfiles} from './policy/load-profiles.ts';
 import type {Profile} from './policy/profile-schema.ts';
 import {escapeForTerminal, escapeJsonForTerminal} from './terminal-text.ts';
@@ -22,7 +23,7 @@ export function profileInWords(profile: Profile): ProfileGrantsInWords {
     const l = profile.limits;
     return {
       limits: `timeout ${l.timeoutMs} ms, CPU time ${l.cpuTimeMs ?? l.timeoutMs} ms, memory ${l.memoryMb} MB (V8 heap), output ${l.outputBytes} bytes`,
-      network: 'none (no fetch, no sockets)',
+      network: networkInWords(profile.network, 'none (no fetch, no sockets)'),
       filesystem: 'none',
       commands: 'none (JavaScript only: no processes)',
       runtime: 'a fresh V8 isolate (isolated-vm) in a killable worker process',
@@ -32,10 +33,9 @@ export function profileInWords(profile: Profile): ProfileGrantsInWords {
   const fs = profile.filesystem;
   const tmpfs = Object.entries(fs.tmpfs).map(([path, size]) => `tmpfs ${path} ${size} (noexec)`);
   const mounts = fs.mounts.map((m) => `${m.source} at ${m.target} (${m.readOnly ? 'read-only' : 'read-write'})`);
-  const network = profile.network as unknown;
   return {
     limits: `timeout ${l.timeoutMs} ms, memory ${l.memoryMb} MB (no swap), cpus ${l.cpus}, pids ${l.pids}, output ${l.outputBytes} bytes`,
-    network: network === 'none' ? 'none (loopback only)' : JSON.stringify(network),
+    network: networkInWords(profile.network, 'none (loopback only)'),
     filesystem: [`root ${fs.readOnlyRoot ? 'read-only' : 'writable'}`, ...tmpfs, ...(mounts.length > 0 ? [`mounts ${mounts.join(', ')}`] : ['no host directory'])].join('; '),
     commands: `${profile.commands.join(' ')} (allowlist for argv[0])`,
     runtime: profile.runtime === 'runsc' ? 'runsc (gVisor): a container under a user-space kernel' : `${profile.runtime}: a hardened container (all capabilities dropped, no-new-privileges, a uid of its own)`,

@@ -117,7 +117,7 @@ export async function updateCommand(name: string, flags: UpdateFlags, con: Conso
     const built = unchanged ? {image: current.server.image, imageId: current.server.imageId}
       : await buildServerImage(resolved, {name, source: current.server.source, ...(bin ? {bin} : {}), allowInstallScripts: flags.allowInstallScripts === true,
         docker, onProgress: (line) => con.err(`  build: ${line}`)});
-    say(`starting the server once in its sandbox (profile ${profile.name}, network ${profile.network}) to list its tools…`);
+    say(`starting the server once in its sandbox (profile ${profile.name}, without network) to list its tools…`);
     const args = current.server.args ?? [];
     const probed = await probeAndScreen(name, built.imageId, command, args, profile);
     if (!reportFindings(con, probed.findings, flags.allowFlagged)) return 1;

@@ -10,6 +10,8 @@
  * `ToolcellError` whose code is `BACKEND_UNAVAILABLE` or `INTERNAL`.
  */
 
+import type {EgressGrant} from '../egress/policy.ts';
+
 /** Limits shared by every backend. */
 export interface BaseLimits {
   /** Wall-clock limit for the call, in ms, measured inside the backend from the start of execution. */
@@ -85,8 +87,11 @@ export interface ContainerJob {
   /** Bytes written to the container's stdin, then stdin is closed; undefined: stdin is closed at once. */
   stdin?: string;
   limits: ContainerLimits;
-  /** Only `none` exists today: no network namespace interface but loopback. */
-  network: 'none';
+  /**
+   * `none`: no network namespace interface but loopback. `{egress}`: still no interface but
+   * loopback; the only way out is toolcell's egress proxy, enforcing the grant.
+   */
+  network: 'none' | {egress: EgressGrant};
   readOnlyRoot: boolean;
   /** tmpfs mounts: container path → size such as `64m`. Always mounted `noexec,nosuid,nodev`. */
   tmpfs: Record<string, string>;

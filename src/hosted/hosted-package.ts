@@ -3,6 +3,7 @@ import * as z from 'zod';
 import {HostedPackageManifest, MAX_HOSTED_TOOL_NAME, SERVER_TOOL_NAME} from '../policy/manifest-schema.ts';
 import {definitionSha256, PINNED_FIELDS, PINNED_FIELDS_BY_KIND, profileSha256, type PinnedKind, type ServerToolDefinition} from '../policy/pins.ts';
 import type {ContainerProfile, Profile} from '../policy/profile-schema.ts';
+import {networkInWords} from '../egress/policy.ts';
 import {makeVisible} from '../policy/screening.ts';
 
 /** Longest description shown per tool in the confirmation (characters); the rest is counted, and screening covers it all. */
@@ -22,7 +23,7 @@ export function permissionSummary(profile: Profile): string[] {
   return [
     `profile ${profile.name} (runtime ${profile.runtime})`,
     `  limits: ${l.timeoutMs} ms per call, ${l.memoryMb} MB memory (no swap), ${l.cpus} CPU, ${l.pids} processes, ${l.outputBytes} B output`,
-    `  network: ${profile.network === 'none' ? 'none (no interface but loopback)' : String(profile.network)}`,
+    `  network: ${networkInWords(profile.network)}`,
     `  filesystem: root ${fs.readOnlyRoot ? 'read-only' : 'WRITABLE'}; tmpfs ${tmpfs || 'none'}; mounts ${mounts || 'none'}`,
     `  commands: ${profile.commands.join(', ')}`,
   ];

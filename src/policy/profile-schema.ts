@@ -1,5 +1,6 @@
 // The profile format as a strict zod schema, and its generated JSON Schema.
 import * as z from 'zod';
+import {EgressGrantSchema} from '../egress/policy.ts';
 
 /**
  * The profile format (ARCHITECTURE.md, "Profile"): a least-privilege set of grants and
@@ -66,17 +67,31 @@ export const FilesystemGrant = z.strictObject({
 const CommandName = z.string().regex(/^(\/[A-Za-z0-9._+/-]+|[A-Za-z0-9._+-]+)$/,
   'must be a program name such as "grep" or an absolute path such as "/usr/bin/grep"');
 
+/**
+ * The network grant: `"none"` (the default: no interface but loopback, no fetch) or
+ * `{"egress": EgressGrant}`: only the allowlisted host:port, through toolcell's egress proxy
+ * (containers) or the host-performed `fetch` (isolates), under the grant's per-call limits.
+ */
+export const NetworkGrant = z.union([
+  z.literal('none'),
+  z.strictObject({egress: EgressGrantSchema}),
+], {error: 'expected "none" or {"egress": {"allow": [...], ...}}'}).describe('"none" (default), or {"egress": {"allow": [...], "maxRequests", "maxBytesOut", "maxBytesIn", "requestTimeoutMs"}}.');
+
+/** A profile's network grant (see `NetworkGrant`). */
+export type NetworkGrant = z.infer<typeof NetworkGrant>;
+
 export const IsolateProfile = z.strictObject({
   ...Common,
   backend: z.literal('isolate'),
   limits: IsolateLimits,
+  network: NetworkGrant.default('none'),
 });
 
 export const ContainerProfile = z.strictObject({
   ...Common,
   backend: z.literal('container'),
   limits: ContainerLimits,
-  network: z.literal('none').default('none').describe('Egress grant. Only "none" exists: no interface but loopback.'),
+  network: NetworkGrant.default('none'),
   filesystem: FilesystemGrant.default({readOnlyRoot: true, tmpfs: {}, mounts: []}),
   commands: z.array(CommandName).min(1).describe('Allowlist for argv[0]; nothing else may run as the tool command.'),
   runtime: z.enum(['runc', 'runsc']).default('runc').describe('OCI runtime; runsc is gVisor. Never silently downgraded.'),

@@ -30,7 +30,7 @@ for (const [title, value, expected] of [
   ['a missing field', {backend: 'isolate', limits: {memoryMb: 16, outputBytes: 100}},
     '/p/x.json: invalid profile: /limits/timeoutMs is missing: expected number'],
   ['a grant that does not exist', {backend: 'container', network: 'host', commands: ['cat'], limits: {...limits, cpus: 1, pids: 16}},
-    '/p/x.json: invalid profile: /network is "host": expected "none"'],
+    '/p/x.json: invalid profile: /network is "host": matches none of the allowed forms (expected "none" or {"egress": {"allow": [...], ...}})'],
 ] as const) {
   test(`profile: ${title}`, () => assert.equal(profileError(value), expected));
 }
