@@ -72,6 +72,50 @@ export interface AuditSuppressedV1 {
   suppressed: Partial<Record<AuditEventV1['type'], number>>;
 }
 
+/**
+ * One egress decision of a call (egress/proxy.ts, and the isolate `fetch`): a request or tunnel
+ * allowed (written when it ended, with its status and bytes) or refused (written at once, with the
+ * rule that refused it). Never a body, a header value, a path or a query: host, port, method only.
+ */
+export interface AuditEgressV1 {
+  v: 1;
+  type: 'egress.allowed' | 'egress.denied';
+  at: string;
+  auditId: string;
+  /** The call's job id. */
+  jobId: string;
+  principal: string;
+  /** The MCP tool name. */
+  tool: string;
+  profile: string;
+  /** Destination as the sandbox named it (a host name or an IP literal) and port. */
+  host: string;
+  port: number;
+  /** The address connected to (allowed only). */
+  address?: string;
+  /** HTTP method, or `CONNECT` for a tunnel. */
+  method: string;
+  /** HTTP status sent to the sandbox (200 for an established tunnel; 403/413/429/502/504 for refusals and failures). */
+  status: number;
+  /** Bytes of request body / tunnel payload sent upstream, and of response body / payload received. */
+  bytesOut: number;
+  bytesIn: number;
+  /**
+   * What decided: for `egress.allowed` the allow entry that matched (as written in the profile);
+   * for `egress.denied` `allowlist` (no entry matches), `address` (the name resolves to a refused
+   * range), `resolve` (no answer), or the limit (`maxRequests`, `maxBytesOut`, `maxBytesIn`,
+   * `requestTimeoutMs`), or `protocol` (not a proxy request toolcell serves).
+   */
+  rule: string;
+  /** Time from the request to its end, in ms. */
+  durationMs: number;
+}
+
+/** Whether an event is an egress decision (`AuditEgressV1`). */
+export function isEgressEvent(event: AuditEventV1 | AuditEgressV1): event is AuditEgressV1 {
+  return event.type === 'egress.allowed' || event.type === 'egress.denied';
+}
+
 /** SHA-256 hex of `JSON.stringify(value)` (undefined hashes as `null`). */
 export function sha256Json(value: unknown): string {
   return createHash('sha256').update(JSON.stringify(value ?? null)).digest('hex');
@@ -82,6 +126,6 @@ export const newAuditId = (): string => randomUUID();
 
 /** Destination of audit events. Implementations must not throw from `write`. */
 export interface AuditSink {
-  write(event: AuditEventV1): void;
+  write(event: AuditEventV1 | AuditEgressV1): void;
   close(): Promise<void>;
 }

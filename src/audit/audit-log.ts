@@ -1,7 +1,7 @@
 /** Where audit events go: JSON lines to a file or stderr (never stdout), or memory for tests; refusal events rate-limited per principal. */
 import {createWriteStream, type WriteStream} from 'node:fs';
 import {escapeJsonForTerminal} from '../terminal-text.ts';
-import {newAuditId, type AuditEventV1, type AuditSink, type AuditSuppressedV1} from './audit-event.ts';
+import {newAuditId, isEgressEvent, type AuditEgressV1, type AuditEventV1, type AuditSink, type AuditSuppressedV1} from './audit-event.ts';
 
 /** The audit rate for refusal events of one principal: a token bucket. */
 export interface RefusalAuditLimits {
@@ -85,9 +85,10 @@ export class JsonlAuditSink implements AuditSink {
     this.#stream = stream;
   }
 
-  write(event: AuditEventV1): void {
+  write(event: AuditEventV1 | AuditEgressV1): void {
     if (this.#stream === undefined || this.#failed) return;
-    if (REFUSAL_TYPES.has(event.type) && !this.#admitRefusal(event)) return;
+    // Egress events are bounded per call by the grant's maxRequests (egress/proxy.ts), not here.
+    if (!isEgressEvent(event) && REFUSAL_TYPES.has(event.type) && !this.#admitRefusal(event)) return;
     this.#line(event);
   }
 
@@ -100,7 +101,7 @@ export class JsonlAuditSink implements AuditSink {
     await new Promise<void>((resolve) => (stream as WriteStream).end(resolve));
   }
 
-  #line(event: AuditEventV1 | AuditSuppressedV1): void {
+  #line(event: AuditEventV1 | AuditEgressV1 | AuditSuppressedV1): void {
     if (this.#stream === undefined || this.#failed) return;
     this.#stream.write(`${escapeJsonForTerminal(JSON.stringify(event, wellFormed))}\n`);
   }
@@ -171,8 +172,11 @@ function wellFormed(_key: string, value: unknown): unknown {
  */
 export class MemoryAuditSink implements AuditSink {
   readonly events: AuditEventV1[] = [];
-  write(event: AuditEventV1): void {
-    this.events.push(event);
+  /** Egress decisions (`egress.allowed` / `egress.denied`), apart so `events` keeps its one shape. */
+  readonly egress: AuditEgressV1[] = [];
+  write(event: AuditEventV1 | AuditEgressV1): void {
+    if (isEgressEvent(event)) this.egress.push(event);
+    else this.events.push(event);
   }
   async close(): Promise<void> {}
 }

@@ -34,6 +34,7 @@ const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
  * - `toolcell_rate_limited_total{limit}`: calls refused by a quota (`rate` or `in-flight`)
  * - `toolcell_http_responses_total{route, status}`: HTTP answers by route and status
  * - `toolcell_http_sessions`: open 2025-era sessions
+ * - `toolcell_egress_total{tool, outcome}`: egress decisions (`allowed`, `denied`, `limit`, `failed`)
  * - `toolcell_http_bodies_refused_total{reason}`: requests answered 503/429 because too many bodies were being read
  * - Node process metrics (`process_*`, `nodejs_*`) from `collectDefaultMetrics`.
  */
@@ -45,6 +46,7 @@ export class ServiceMetrics {
   readonly #rateLimited: Counter<'limit'>;
   readonly #responses: Counter<'route' | 'status'>;
   readonly #bodiesRefused: Counter<'reason'>;
+  readonly #egress: Counter<'tool' | 'outcome'>;
   #queues: (() => Record<string, QueueStats>) | undefined;
   #pools: (() => Record<string, number>) | undefined;
   #sessions: (() => number) | undefined;
@@ -59,6 +61,7 @@ export class ServiceMetrics {
     this.#rateLimited = new Counter({name: 'toolcell_rate_limited_total', help: 'Tool calls refused by a per-principal quota, by limit.', labelNames: ['limit'], registers});
     this.#responses = new Counter({name: 'toolcell_http_responses_total', help: 'HTTP responses by route and status.', labelNames: ['route', 'status'], registers});
     this.#bodiesRefused = new Counter({name: 'toolcell_http_bodies_refused_total', help: 'Request bodies not read because too many were being read at once (busy: the service; principal-busy: that principal).', labelNames: ['reason'], registers});
+    this.#egress = new Counter({name: 'toolcell_egress_total', help: 'Egress decisions by tool and outcome (allowed, denied, limit, failed).', labelNames: ['tool', 'outcome'], registers});
     const queues = () => this.#queues;
     new Gauge({
       name: 'toolcell_dispatch_queue_depth', help: 'Calls running and queued per backend.', labelNames: ['backend', 'state'], registers,
@@ -98,6 +101,11 @@ export class ServiceMetrics {
   bodyRefused(reason: 'busy' | 'principal-busy'): void {
     this.#bodiesRefused.inc({reason});
   }
+
+  /** Counts one egress decision (the egress proxy's `count` hook; already bound). */
+  readonly egress = (tool: string, outcome: string): void => {
+    this.#egress.inc({tool, outcome});
+  };
 
   /** Counts one refused authentication. */
   authFailure(reason: AuthFailureReason): void {

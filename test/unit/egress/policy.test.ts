@@ -7,6 +7,8 @@ import {
 import {parseProfile} from '../../../src/policy/load-profiles.ts';
 
 // The address policy on literals only: no test here sends a packet or asks a real resolver.
+// invariant: egress:address:refused-ranges
+// invariant: egress:dns:resolved-once
 
 const CLASS_TABLE: ReadonlyArray<[string, AddressClass, string?]> = [
   // IPv4
