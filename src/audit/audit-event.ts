@@ -107,6 +107,11 @@ export interface AuditEgressV1 {
    * `requestTimeoutMs`), or `protocol` (not a proxy request toolcell serves).
    */
   rule: string;
+  /**
+   * Secret names, never values: for `rule: "secret"` the secret whose placeholder was sent where
+   * it does not belong (attempted exfiltration); for `egress.allowed` the secrets put into the request.
+   */
+  secrets?: string[];
   /** Time from the request to its end, in ms. */
   durationMs: number;
 }

@@ -189,6 +189,25 @@ export class CallSecrets {
   hasSecretFor(host: string, port: number): boolean {
     return [...this.#byPlaceholder.values()].some((s) => s.allows(host, port));
   }
+  /**
+   * The egress proxy's check of a request it does not intercept (a plain-HTTP forward request,
+   * or a CONNECT target, `url` '' and no headers): the refusal when a placeholder is in its
+   * target, URL or headers (any placeholder over plain HTTP, a placeholder in a target name),
+   * else undefined. Never substitutes.
+   */
+  refusal(request: OutboundRequest): {secret: string; where: string; message: string; host: string} | undefined {
+    try {
+      this.substitute(request);
+      return undefined;
+    } catch (err) {
+      if (!isSecretRefusal(err)) throw err;
+      return {secret: err.data.secret, where: err.data.where, message: err.message, host: this.redact(request.host)};
+    }
+  }
+  /** The egress proxy's question (egress/proxy.ts `EgressSecrets`): must a CONNECT to `host:port` be intercepted? */
+  carries(host: string, port: number): boolean {
+    return !this.#closed && this.hasSecretFor(host, port);
+  }
   /** The secrets of this call that belong to `host:port`. */
   secretsFor(host: string, port: number): Secret[] {
     return [...this.#byPlaceholder.values()].filter((s) => s.allows(host, port));
@@ -206,7 +225,9 @@ export class CallSecrets {
    * @throws ToolcellError DENIED, data `{rule: "secret", secret, host}`.
    */
   checkTarget(host: string, port: number): void {
-    const hit = this.found(host)[0];
+    // Host names compare without case (RFC 4343): a lower-cased placeholder is still one.
+    const lower = host.toLowerCase();
+    const hit = this.#closed ? undefined : [...this.#byPlaceholder].find(([placeholder]) => lower.includes(placeholder.toLowerCase()))?.[1];
     if (hit !== undefined) throw refusal({secret: hit.name, host: this.redact(host), port, where: 'target'}, hit);
   }
   /**
@@ -255,7 +276,9 @@ export class CallSecrets {
   /** `text` with each of this call's placeholders replaced by `<placeholder:NAME>` (for audit events and messages). */
   redact(text: string): string {
     let out = text;
-    for (const [placeholder, secret] of this.#byPlaceholder) out = out.split(placeholder).join(`<placeholder:${secret.name}>`);
+    for (const [placeholder, secret] of this.#byPlaceholder) {
+      out = out.split(placeholder).join(`<placeholder:${secret.name}>`).split(placeholder.toLowerCase()).join(`<placeholder:${secret.name}>`);
+    }
     return out;
   }
   /** Ends the call: its placeholders are no longer substituted or recognised. */

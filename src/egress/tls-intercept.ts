@@ -6,7 +6,8 @@ import {isIP} from 'node:net';
 import {createSecureContext, getCACertificates, TLSSocket, type SecureContext} from 'node:tls';
 import {log as rootLog} from '../log.ts';
 import type {EgressCa} from './ca.ts';
-import {isSecretRefusal, valueScrubber, type CallSecrets} from './secrets.ts';
+import type {EgressCallHandle, EgressInterceptor, EgressOutcome} from './proxy.ts';
+import {CallSecrets, isSecretRefusal, valueScrubber} from './secrets.ts';
 
 const log = rootLog.child({component: 'tls-intercept'});
 
@@ -72,6 +73,17 @@ export interface TlsInterceptorOptions {
    * (`serve --upstream-ca FILE`); this is how tests trust a local HTTPS test server.
    */
   upstreamCa?: string;
+}
+
+/** The call's limits as the proxy counts them, in the shape `intercept` uses. */
+function budgetOf(call: EgressCallHandle): EgressBudget {
+  const {grant, profile} = call.context;
+  const over = (limit: 'maxRequests' | 'maxBytesOut' | 'maxBytesIn') => `the profile "${profile}" allows ${limit} = ${grant[limit]} ${limit === 'maxRequests' ? 'requests' : 'bytes'} per call (${limit})`;
+  return {
+    request: () => (call.chargeRequest() ? undefined : over('maxRequests')),
+    out: (bytes) => (call.chargeOut(bytes) ? undefined : over('maxBytesOut')),
+    in: (bytes) => (call.chargeIn(bytes) ? undefined : over('maxBytesIn')),
+  };
 }
 
 /** Hop-by-hop and proxy fields never forwarded (RFC 9110 §7.6.1), plus Host, which is set from the target. */
@@ -283,6 +295,44 @@ export class TlsInterceptor {
     res.on('close', () => {
       if (!res.writableFinished) upstream.destroy();
     });
+  }
+
+  /**
+   * The hook the egress proxy calls for an allowed CONNECT to a host that carries one of the
+   * call's secrets (`EgressProxyOptions.intercept`): answers `200`, puts back the bytes that
+   * came with the CONNECT, and serves the tunnel with `intercept`, counting against the call's
+   * limits (`chargeRequest`/`chargeOut`/`chargeIn`) and auditing each request through the
+   * proxy's `record` (`egress.allowed` with the allow entry as rule, `egress.denied` with
+   * `secret`, `upstream-tls`, ...; secret names only). A call whose context carries no
+   * `CallSecrets` is refused (502): nothing is intercepted without them.
+   */
+  proxyHook(): EgressInterceptor {
+    return async (target, client, head, call) => {
+      const started = performance.now();
+      const secrets = call.context.secrets;
+      const record = (d: EgressDecision, outcome: EgressOutcome) => call.record({
+        type: d.allowed ? 'egress.allowed' : 'egress.denied', host: d.host, port: d.port, ...(d.allowed ? {address: target.address} : {}),
+        method: d.method, status: d.status ?? (d.allowed ? 200 : d.rule === 'timeout' ? 504 : d.rule === 'secret' ? 403 : 502), bytesOut: d.bytesOut, bytesIn: d.bytesIn,
+        rule: d.allowed ? target.rule : d.rule === 'timeout' ? 'requestTimeoutMs' : d.rule ?? 'egress', ...(d.secrets ? {secrets: d.secrets} : {}),
+        durationMs: Math.round(performance.now() - started),
+      }, outcome);
+      if (!(secrets instanceof CallSecrets)) {
+        client.end('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        record({allowed: false, host: target.host, port: target.port, method: 'CONNECT', bytesOut: 0, bytesIn: 0, rule: 'egress', status: 502}, 'failed');
+        return;
+      }
+      const ended = new AbortController();
+      client.once('close', () => ended.abort());
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (head.length > 0) client.unshift(head);
+      this.intercept({host: target.host, port: target.port, address: target.address}, client, {
+        secrets,
+        requestTimeoutMs: call.context.grant.requestTimeoutMs,
+        signal: ended.signal,
+        budget: budgetOf(call),
+        onDecision: (d) => record(d, d.allowed ? 'allowed' : d.rule === 'timeout' || /max(Requests|Bytes)/.test(d.reason ?? '') ? 'limit' : d.rule === 'upstream' || d.rule === 'upstream-tls' ? 'failed' : 'denied'),
+      });
+    };
   }
 
   /** Stops serving: open intercepted connections are closed. */
