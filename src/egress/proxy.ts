@@ -50,7 +50,6 @@ export interface EgressSecrets {
    * name), else undefined (h-eg2, egress/secrets.ts `CallSecrets.refusal`).
    */
   refusal?(request: {host: string; port: number; tls: boolean; url: string; headers: IncomingMessage['headers']}): {secret: string; message: string; host: string} | undefined;
-  readonly [extension: string]: unknown;
 }
 
 /** Who and what a call's egress belongs to; built by the caller for each call. */
