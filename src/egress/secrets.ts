@@ -12,6 +12,12 @@ import {describeZodIssues} from '../policy/schema-errors.ts';
  */
 export const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,63}$/;
 
+/**
+ * Names a secret may not have: a container sees its placeholder in an environment variable of
+ * that name, so these would override what toolcell or the loader sets (proxy, CA, search paths).
+ */
+const RESERVED_NAME = /^(HTTPS?_PROXY|ALL_PROXY|NO_PROXY|SSL_CERT_(FILE|DIR)|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|NODE_EXTRA_CA_CERTS|NODE_OPTIONS|PATH|HOME|USER|SHELL|TMPDIR|PYTHON\w*|LD_\w*|TOOLCELL_\w*)$/;
+
 /** An environment variable name (POSIX portable set). */
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 /** An HTTP field name (RFC 9110 §5.1: a token). */
@@ -335,6 +341,8 @@ export class SecretStore {
     if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) {
       const bad = Object.keys(raw).find((k) => !SECRET_NAME.test(k));
       if (bad !== undefined) throw new ConfigError(file, `secret name ${JSON.stringify(bad).slice(0, 80)}: secret names are upper case: A-Z, then A-Z, 0-9 or _ (at most 64)`);
+      const reserved = Object.keys(raw).find((k) => RESERVED_NAME.test(k));
+      if (reserved !== undefined) throw new ConfigError(file, `secret name "${reserved}" is reserved: a container sees the placeholder in an environment variable of that name (proxy, CA, PATH, LD_*, PYTHON*, TOOLCELL_* and similar are refused)`);
     }
     const parsed = SecretsFile.safeParse(raw);
     if (!parsed.success) throw new ConfigError(file, describeZodIssues(parsed.error.issues, raw).join('; '));

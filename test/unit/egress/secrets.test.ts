@@ -153,3 +153,23 @@ test.describe('placeholders', () => {
     assert.equal(out.authorization, ph);
   });
 });
+
+test('a secret named like a variable toolcell or the loader sets (proxy, CA, PATH, LD_*) is refused', async () => {
+  for (const name of ['HTTPS_PROXY', 'SSL_CERT_FILE', 'NODE_EXTRA_CA_CERTS', 'LD_PRELOAD', 'PATH', 'TOOLCELL_X']) {
+    const file = await writeSecrets({[name]: DECLARATIONS.GH}, `reserved-${name}.json`);
+    await assert.rejects(SecretStore.load(file, ENV), new RegExp(`"${name}" is reserved`));
+  }
+});
+
+test('a container call gets its placeholders as environment variables and the CA certificate (never the key) mounted read-only', async () => {
+  const {EgressCa, CA_FILES} = await import('../../../src/egress/ca.ts');
+  const {containerSecretSetup} = await import('../../../src/egress/container-trust.ts');
+  const ca = await EgressCa.open(join(dir.path, 'ca'));
+  const call = (await store()).forCall(['GH']);
+  const setup = containerSecretSetup(ca, call);
+  assert.equal(setup.env.GH, call.placeholders.GH);
+  assert.equal(setup.env.SSL_CERT_FILE, '/etc/toolcell/egress/ca-bundle.crt');
+  assert.equal(setup.env.NODE_EXTRA_CA_CERTS, '/etc/toolcell/egress/ca.crt');
+  assert.ok(!JSON.stringify(setup).includes(VALUE));
+  assert.ok(setup.mounts.every((m) => m.readOnly && !m.source.endsWith(CA_FILES.key)));
+});
