@@ -64,6 +64,7 @@ export function isolateCallEgress(services: EgressServices, grant: EgressGrant, 
     secrets,
     budget: grantBudget(grant, call.profile),
     requestTimeoutMs: grant.requestTimeoutMs,
+    maxBytesOut: grant.maxBytesOut,
     memoryMb,
     ...(services.upstreamCa ? {upstreamCa: services.upstreamCa} : {}),
     resolve: async (host, port) => {

@@ -33,6 +33,12 @@ export interface IsolateFetchOptions {
   memoryMb: number;
   /** Extra CA certificates (PEM) trusted for HTTPS upstreams besides Node's default store (`serve --upstream-ca`). */
   upstreamCa?: string;
+  /**
+   * The grant's maxBytesOut: a request whose JSON text is longer than its body could be
+   * (6 characters per byte, JSON's worst case, plus 128 KiB) is refused before it is parsed,
+   * so a tool cannot make the server process parse megabytes it would refuse anyway.
+   */
+  maxBytesOut?: number;
 }
 
 /** Methods a tool may use (RFC 9110 §9); CONNECT, TRACE and others are refused. */
@@ -146,6 +152,9 @@ export function isolateEgress(options: IsolateFetchOptions): IsolateEgress {
       const decide = (d: Omit<EgressDecision, 'host' | 'port' | 'method' | 'bytesOut' | 'bytesIn'>) =>
         options.onDecision({host: options.secrets.redact(host), port, method, bytesOut, bytesIn, ...d});
       try {
+        if (options.maxBytesOut !== undefined && requestJson.length > 6 * options.maxBytesOut + 128 * 1024) {
+          throw new Refused('egress', `toolcell egress: the request is larger than maxBytesOut (${options.maxBytesOut} bytes) allows.`);
+        }
         const request = parseRequest(requestJson);
         method = request.method;
         host = hostOf(request.url);

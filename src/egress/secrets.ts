@@ -1,6 +1,7 @@
 // Operator secrets for egress: the strict secrets file, per-call placeholders, and the substitution of the real value at the boundary.
 import {randomBytes} from 'node:crypto';
-import {lstat, readFile} from 'node:fs/promises';
+import {constants} from 'node:fs';
+import {open} from 'node:fs/promises';
 import {isIP} from 'node:net';
 import * as z from 'zod';
 import {ConfigError, ToolcellError} from '../errors.ts';
@@ -327,14 +328,22 @@ export class SecretStore {
    *   a value with CR, LF or NUL (header injection) or shorter than 8 characters is refused too.
    */
   static async load(file: string, env: NodeJS.ProcessEnv = process.env): Promise<SecretStore> {
-    const info = await lstat(file).catch((err: NodeJS.ErrnoException) => {
-      throw new ConfigError(file, `cannot read the secrets file (${err.code ?? err.message})`);
+    // Opened without following a symlink and checked on the descriptor it is read from: no swap between check and read.
+    const handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW).catch((err: NodeJS.ErrnoException) => {
+      throw new ConfigError(file, err.code === 'ELOOP' ? 'the secrets file must be a regular file, not a symlink' : `cannot read the secrets file (${err.code ?? err.message})`);
     });
-    if (info.isSymbolicLink() || !info.isFile()) throw new ConfigError(file, 'the secrets file must be a regular file, not a symlink');
-    if ((info.mode & 0o022) !== 0) throw new ConfigError(file, `the secrets file is writable by group or others (mode ${(info.mode & 0o777).toString(8)}); chmod go-w it`);
+    let text: string;
+    try {
+      const info = await handle.stat();
+      if (!info.isFile()) throw new ConfigError(file, 'the secrets file must be a regular file, not a symlink');
+      if ((info.mode & 0o022) !== 0) throw new ConfigError(file, `the secrets file is writable by group or others (mode ${(info.mode & 0o777).toString(8)}); chmod go-w it`);
+      text = await handle.readFile('utf8');
+    } finally {
+      await handle.close();
+    }
     let raw: unknown;
     try {
-      raw = JSON.parse(await readFile(file, 'utf8'));
+      raw = JSON.parse(text);
     } catch (err) {
       throw new ConfigError(file, `not valid JSON (${(err as Error).message})`);
     }
