@@ -235,3 +235,23 @@ test('cancelling the call disposes its request', async () => {
   while (closedRequests.length === before && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   assert.equal(closedRequests.length, before + 1);
 });
+
+test('a call with egress whose worker dies is not run again: its request reached the upstream once, and the call fails BACKEND_UNAVAILABLE', async () => {
+  const stalls = () => apiSeen.filter((s) => s.url === '/stall').length;
+  const before = stalls();
+  const pending = run(`export default async (args) => { await fetch(args.api + '/stall'); return 'answered'; }`, {requestTimeoutMs: 60_000})
+    .then((r) => ({result: r.result}), (error: unknown) => ({error}));
+  const deadline = performance.now() + 15_000;
+  while (stalls() === before && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(stalls(), before + 1, 'the request reached the upstream');
+  // Kill the worker this test file's backend started (by its PID), as a crash would.
+  for (const pid of backend.workerPids()) process.kill(pid, 'SIGKILL');
+  const outcome = await pending;
+  assert.ok('error' in outcome, `the call was not re-run to success: ${JSON.stringify(outcome)}`);
+  assert.equal((outcome.error as {code?: string}).code, 'BACKEND_UNAVAILABLE');
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(stalls(), before + 1, 'the request was sent once, not again by a re-run');
+  // The backend replaces its worker and answers.
+  const next = await run(`export default async (args) => (await fetch(args.other + '/')).text()`);
+  assert.equal(JSON.parse(next.result.stdout), 'other');
+});
