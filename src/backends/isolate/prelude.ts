@@ -48,7 +48,8 @@ export type EntryOp = 'init' | 'run' | 'drain' | 'warm' | 'probe' | 'deliver';
 /**
  * What the entry returns for `probe`: where the call's `run` stands. `RUN_PENDING` from a
  * probe means the isolate has nothing left to run and the tool's promise is still
- * pending: it can never settle (an isolate has no timers or host callbacks).
+ * pending: it can never settle (an isolate has no timers), or, with an egress grant, it
+ * waits for a fetch answer; either way it is ended once `timeoutMs` of wall clock has passed.
  */
 export const RUN_NOT_STARTED = 0;
 export const RUN_PENDING = 1;
@@ -76,9 +77,12 @@ export interface DrainResult {
  * Runs inside the isolate (see the module docstring). Returns the entry function:
  * - `entry('init', outputBytes)`: sets the byte cap (UTF-8) of the console text and of
  *   the result JSON, each. Called before the tool module is evaluated.
- * - `entry('run', namespace, argsJson)`: parses `argsJson` (a string, or null for
- *   undefined arguments) inside the isolate, calls the module's default export with it,
- *   awaits the result, serialises it with `JSON.stringify` and resolves a `RunnerResult`.
+ * - `entry('run', namespace, argsJson, contextJson, fetchCallback)`: parses `argsJson` (a
+ *   string, or null for undefined arguments) and `contextJson` (`{"secrets": {...}}`, or
+ *   null for `{"secrets": {}}`) inside the isolate; when `fetchCallback` (a fire-and-forget
+ *   host callback, only for a call with an egress grant) is given, installs the global
+ *   `fetch` (prelude-fetch.ts) that hands it each request; calls the module's default
+ *   export as `(args, context)`, awaits the result, serialises it with `JSON.stringify` and resolves a `RunnerResult`.
  *   A module whose top-level await has not settled resolves never (the caller's wall
  *   clock ends it: there are no timers in an isolate, so it cannot settle later).
  * - `entry('drain')`: the console text so far (after a timeout), as a `DrainResult`.
@@ -86,7 +90,10 @@ export interface DrainResult {
  *   `RUN_SETTLED` (2); runs no tool code. The worker sends it as a task of its own, which
  *   isolated-vm runs after every earlier task of this isolate (and their microtasks): a
  *   probe that answers `RUN_PENDING` shows an isolate that is idle with the tool's promise
- *   pending for ever.
+ *   pending for ever (or, with `fetch`, waiting for an answer: ended the same way once
+ *   `timeoutMs` of wall clock has passed).
+ * - `entry('deliver', id, responseJson)`: settles the tool's fetch request `id` with the
+ *   host's answer (JSON text); its continuation runs in this task.
  * - `entry('warm')`: runs `run` once on a module-like object made here (`default` returns
  *   its argument), before any tool code exists in the isolate, so that V8 compiles the
  *   prelude's own functions ahead of demand (they are compiled lazily, on first call,
