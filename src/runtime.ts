@@ -27,6 +27,8 @@ import {readFile} from 'node:fs/promises';
 import {ConfigError} from './errors.ts';
 import {registerLogSecrets} from './log.ts';
 import {SecretStore} from './egress/secrets.ts';
+import {openContainerInterception} from './egress/container-secrets.ts';
+import {defaultStateDir} from './backends/container/provenance.ts';
 
 /**
  * The default of every runtime option, in one place: `createRuntime` applies them, the CLI shows
@@ -185,6 +187,14 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       if (profile.backend === 'container') profileProblems.set(profile.name, secretless.get(profile.name)!);
     } else secrets.checkGranted(profile.name, granted);
   }
+  // Container secrets need TLS interception: the installation's egress CA, opened only when a container profile grants a secret.
+  const interception = await openContainerInterception(profiles.values(), secrets, defaultStateDir(), upstreamCa);
+  if (interception !== undefined && 'problem' in interception) {
+    for (const profile of profiles.values()) {
+      if (profile.backend === 'container' && (profile.secrets?.length ?? 0) > 0) profileProblems.set(profile.name, `its profile "${profile.name}" grants secrets, and ${interception.problem}`);
+    }
+  }
+  const containerCa = interception !== undefined && !('problem' in interception) ? interception : undefined;
   const mountable: ContainerProfile[] = [];
   /** Container profiles left out on purpose: they mount `${workspace}` and none was given. */
   const workspaceLess = new Set<string>();
@@ -226,7 +236,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   let server: ServerBackend | undefined;
   // The egress proxy of container tools with an egress grant; its audit events go to the audit sink made below.
   let auditSink: AuditSink | undefined;
-  const egressProxy = new EgressProxy({audit: (event) => auditSink?.write(event), ...(options.onEgress ? {count: options.onEgress} : {})});
+  const egressProxy = new EgressProxy({audit: (event) => auditSink?.write(event), ...(options.onEgress ? {count: options.onEgress} : {}), ...(containerCa ? {intercept: containerCa.interceptor.proxyHook()} : {})});
   const contentPackages = loaded.hostedContent.packages;
   if (containerTools.length > 0 || hostedTools.length > 0 || contentPackages.length > 0) {
     const support = !(options.containers ?? RUNTIME_DEFAULTS.containers)
@@ -303,7 +313,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     admission: options.admission,
     hostedContent,
     onCallFinished: options.onCallFinished,
-    egress: {secrets, ...(upstreamCa ? {upstreamCa} : {}), audit: (event) => audit.write(event), ...(options.onEgress ? {count: options.onEgress} : {})},
+    egress: {secrets, ...(upstreamCa ? {upstreamCa} : {}), ...(containerCa ? {ca: containerCa.ca} : {}), audit: (event) => audit.write(event), ...(options.onEgress ? {count: options.onEgress} : {})},
     // Kept conditional: every key is a pool gauge (metrics.watchPools), so no key without a pool.
     poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {}), ...(server ? {server: server.poolStats().ready} : {})}),
     workerRestarts: () => isolate.stats().restarts,
@@ -319,6 +329,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     close: () => (closing ??= (async () => {
       await dispatcher.close();
       await egressProxy.close();
+      containerCa?.interceptor.close();
       await audit.close();
     })()),
   };

@@ -3,6 +3,7 @@ import {performance} from 'node:perf_hooks';
 import type {AuditEgressV2} from '../audit/audit-event.ts';
 import {newAuditId} from '../audit/audit-event.ts';
 import type {IsolateEgress} from '../backends/backend.ts';
+import type {EgressCa} from './ca.ts';
 import {isolateEgress} from './isolate-fetch.ts';
 import {resolveEgress, type EgressGrant, type EgressLookup} from './policy.ts';
 import type {CallSecrets, SecretStore} from './secrets.ts';
@@ -16,6 +17,8 @@ export interface EgressServices {
   upstreamCa?: string;
   /** Resolver for tests (default: the host's). */
   lookup?: EgressLookup;
+  /** The egress CA, present only when a container profile grants secrets (container-secrets.ts); never mounted with its key. */
+  ca?: EgressCa;
   /** Writes one audit event. */
   audit(event: AuditEgressV2): void;
   /** Counts one decision (`toolcell_egress_total{tool, outcome}`), optional. */

@@ -13,6 +13,7 @@ import type {ToolDefinition} from '../policy/tool-definition.ts';
 import {errorResult, failureOf, outcomeOf, successResult, withUsage, type Usage} from './to-tool-result.ts';
 import type {HostedCatalog} from '../policy/hosted-content.ts';
 import {isolateCallEgress, type EgressServices} from '../egress/call-egress.ts';
+import {giveContainerSecrets} from '../egress/container-secrets.ts';
 
 /**
  * Per-principal admission (issue: quotas). `admit` either returns a release function, to be
@@ -188,6 +189,10 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
           {jobId: id, principal: context.principal.id, tool: name, profile: tool.profile.name}, job.limits.memoryMb);
         job.egress = egress.egress;
         releaseEgress = egress.close;
+      }
+      // A container with granted secrets gets this call's placeholders, the egress CA (certificate only) and the trust variables.
+      if (job.kind === 'container' && tool.profile.backend === 'container' && tool.profile.secrets?.length && runtime.egress?.ca) {
+        releaseEgress = giveContainerSecrets(job, tool.profile.secrets, runtime.egress.secrets, runtime.egress.ca);
       }
       return job;
     },
