@@ -2,7 +2,8 @@
 // `toolcell serve`: a local HTTPS test API that checks the real credential answers, the tool's own
 // output shows only the placeholder, the placeholder sent to another allowed host is refused
 // (DENIED rule secret) and audited, an allowed HTTPS host without a secret is tunnelled untouched
-// (the tool sees that server's own certificate), and the CA key is nowhere in the container.
+// (the tool sees that server's own certificate), a secret host whose certificate does not verify
+// gets no request, and the CA key is nowhere in the container.
 // Only servers this test starts on 127.0.0.1 are contacted.
 // invariant: egress:secret:placeholder-only-to-its-hosts
 // invariant: egress:secret:never-in-output
@@ -68,6 +69,8 @@ describe('secrets for a container tool through toolcell serve', {skip: !ready &&
   let otherPort = 0;
   let tlsPort = 0;
   let tlsFingerprint = '';
+  let roguePort = 0;
+  const rogueSeen: string[] = [];
   const apiSeen: string[] = [];
   const otherSeen: string[] = [];
 
@@ -90,19 +93,23 @@ describe('secrets for a container tool through toolcell serve', {skip: !ready &&
     }));
     otherPort = await listen(createHttpServer((req, res) => { otherSeen.push(req.url ?? ''); res.end('other'); }));
     tlsPort = await listen(createHttpsServer({cert: leaf.cert, key: leaf.key}, (_req, res) => res.end('plain-tls')));
+    // A secret host whose certificate comes from a CA nobody trusts (an impostor): it must get no request.
+    const rogueCa = await EgressCa.open(join(dir.path, 'rogue-ca'));
+    const rogueLeaf = await rogueCa.leaf('127.0.0.1');
+    roguePort = await listen(createHttpsServer({cert: rogueLeaf.cert, key: rogueLeaf.key}, (req, res) => { rogueSeen.push(String(req.headers.authorization)); res.end('rogue'); }));
     tlsFingerprint = createHash('sha256').update(new X509Certificate(leaf.cert).raw).digest('hex');
     await writeFile(join(dir.path, 'upstream-ca.pem'), publicCa.certPem);
     const limits = {timeoutMs: 30_000, memoryMb: 128, cpus: 0.5, pids: 32, outputBytes: 65_536};
     await dir.write('profiles/api-container.json', {name: 'api-container', backend: 'container', limits, commands: ['python3'],
       filesystem: {readOnlyRoot: true, tmpfs: {'/tmp': '8m'}},
-      network: {egress: {allow: [`127.0.0.1:${apiPort}`, `127.0.0.1:${otherPort}`, `127.0.0.1:${tlsPort}`], maxRequests: 5}},
+      network: {egress: {allow: [`127.0.0.1:${apiPort}`, `127.0.0.1:${otherPort}`, `127.0.0.1:${tlsPort}`, `127.0.0.1:${roguePort}`], maxRequests: 5}},
       secrets: ['API']});
     await dir.write('tools/apic/toolcell.json', {name: 'apic', version: '1.0.0', description: 'container secrets test', tools: [{
       name: 'run', description: 'Runs one mode of the test script.', profile: 'api-container',
       inputSchema: {type: 'object', properties: {mode: {type: 'string'}, arg: {type: 'string'}}, required: ['mode', 'arg'], additionalProperties: false},
       container: {image: 'toolcell/python', command: ['python3', '-c', SCRIPT, '{{mode}}', '{{arg}}']},
     }]});
-    await dir.write('secrets.json', {API: {env: 'TC_CONTAINER_API_TOKEN', hosts: [`127.0.0.1:${apiPort}`], header: 'Authorization', format: 'Bearer {}'}});
+    await dir.write('secrets.json', {API: {env: 'TC_CONTAINER_API_TOKEN', hosts: [`127.0.0.1:${apiPort}`, `127.0.0.1:${roguePort}`], header: 'Authorization', format: 'Bearer {}'}});
     await chmod(join(dir.path, 'secrets.json'), 0o600);
     server = await connectStdio(['--no-bundled-tools', '--tools', join(dir.path, 'tools'), '--profiles', join(dir.path, 'profiles'),
       '--secrets', join(dir.path, 'secrets.json'), '--upstream-ca', join(dir.path, 'upstream-ca.pem'), '--audit-log', join(dir.path, 'audit.jsonl')],
@@ -136,6 +143,11 @@ describe('secrets for a container tool through toolcell serve', {skip: !ready &&
     assert.equal(tunnel.isError, undefined, textOf(tunnel));
     assert.equal(textOf(tunnel).trim(), `peer ${tlsFingerprint} plain-tls`, 'a host without a secret is tunnelled: the tool sees the server\'s own certificate');
 
+    const rogue = await call('api', `https://127.0.0.1:${roguePort}`);
+    assert.equal(rogue.isError, true, textOf(rogue));
+    assert.match(textOf(rogue), /502/, textOf(rogue));
+    assert.deepEqual(rogueSeen, [], 'an upstream whose certificate does not verify gets no request and no credential');
+
     const ca = await call('ca', '-');
     assert.equal(ca.isError, undefined, textOf(ca));
     assert.match(textOf(ca), /files \['ca-bundle\.crt', 'ca\.crt'\]/);
@@ -146,8 +158,9 @@ describe('secrets for a container tool through toolcell serve', {skip: !ready &&
     const events = audit.trim().split('\n').map((l) => JSON.parse(l) as {type: string; rule?: string; secrets?: string[]; host?: string; port?: number});
     assert.ok(events.some((e) => e.type === 'egress.allowed' && e.secrets?.[0] === 'API' && e.port === apiPort), audit);
     assert.ok(events.some((e) => e.type === 'egress.denied' && e.rule === 'secret' && e.secrets?.[0] === 'API' && e.port === otherPort), audit);
+    assert.ok(events.some((e) => e.type === 'egress.denied' && e.rule === 'upstream-tls' && e.port === roguePort), audit);
     assert.ok(events.some((e) => e.type === 'egress.allowed' && e.port === tlsPort && e.secrets === undefined), audit);
-    for (const [where, textOut] of [['results', JSON.stringify([ok, leak, tunnel, ca])], ['log', server!.stderr()], ['audit', audit]] as const) {
+    for (const [where, textOut] of [['results', JSON.stringify([ok, leak, tunnel, rogue, ca])], ['log', server!.stderr()], ['audit', audit]] as const) {
       assert.ok(!textOut.includes(VALUE), `the secret value appears in the ${where}`);
     }
     // The server still answers after the attacks.
