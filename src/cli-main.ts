@@ -33,6 +33,10 @@ interface LoadFlags {
   isolatePool?: number;
   containerPool?: number;
   unprefixed?: string[];
+  /** `--secrets FILE` (serve, call). */
+  secrets?: string;
+  /** `--upstream-ca FILE` (serve, call). */
+  upstreamCa?: string;
 }
 
 function nonNegativeInt(value: string): number {
@@ -59,6 +63,8 @@ function runtimeOptions(flags: LoadFlags, extra: RuntimeOptions = {}): RuntimeOp
     mountRoots: flags.mountRoot,
     containers: flags.containers,
     unprefixed: flags.unprefixed,
+    ...(flags.secrets ? {secretsFile: flags.secrets} : {}),
+    ...(flags.upstreamCa ? {upstreamCaFile: flags.upstreamCa} : {}),
     ...extra,
   };
 }
@@ -73,6 +79,13 @@ function addLoadOptions(command: Command): Command {
     .option('--mount-root <dir>', 'directory under which profile mounts may lie (repeatable; default: the workspace)', collect)
     .option('--no-containers', 'do not use the Docker engine; container tools are left out')
     .option('--unprefixed <package>', 'serve this package\'s tools under their bare names, not <package>__<tool> (repeatable)', collect);
+}
+
+/** Options of the commands that run tools with egress (serve, call): the operator's secrets and upstream trust. */
+function addEgressOptions(command: Command): Command {
+  return command
+    .option('--secrets <file>', 'secrets file (JSON: NAME → {env, hosts, header, format}); values are read from the named environment variables at start')
+    .option('--upstream-ca <file>', 'extra CA certificates (PEM) trusted for upstream HTTPS servers, besides the default roots');
 }
 
 /** The `version` of toolcell's package.json. */
@@ -110,7 +123,7 @@ export function buildProgram(): {program: Command; exitCode: () => number} {
       if (format !== undefined) setLogFormat(format);
     });
 
-  addLoadOptions(program.command('serve').description('serve tools over MCP (stdio by default)'))
+  addEgressOptions(addLoadOptions(program.command('serve').description('serve tools over MCP (stdio by default)')))
     .addOption(new Option('--stdio', 'serve over stdio (default)'))
     .addOption(new Option('--http <host:port>', 'serve Streamable HTTP at http://HOST:PORT/mcp').conflicts('stdio'))
     .option('--config <file>', 'HTTP service configuration (authentication, grants, quotas): JSON')
@@ -129,7 +142,7 @@ export function buildProgram(): {program: Command; exitCode: () => number} {
       exitCode = await listCommand(flags);
     });
 
-  addLoadOptions(program.command('call').description('run one tool call; the result JSON goes to stdout').argument('<tool>', 'MCP tool name, e.g. text__word_count'))
+  addEgressOptions(addLoadOptions(program.command('call').description('run one tool call; the result JSON goes to stdout').argument('<tool>', 'MCP tool name, e.g. text__word_count')))
     .option('--args <json>', 'arguments as a JSON object', '{}')
     .action(async (tool: string, flags: LoadFlags & {args: string}) => {
       exitCode = await callCommand(tool, flags);

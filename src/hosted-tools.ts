@@ -64,6 +64,12 @@ export async function prepareHostedTools(tools: readonly ToolDefinition[], optio
       leaveOut(problem);
       continue;
     }
+    // Secrets reach container tools only (egress/container-secrets.ts): a hosted server would start
+    // without its placeholders, so its tools are left out with the reason rather than fail later.
+    if ((profile.secrets?.length ?? 0) > 0) {
+      leaveOut(`its profile "${profile.name}" grants secrets, which hosted MCP servers do not receive yet (container and isolate tools do)`);
+      continue;
+    }
     if ((await idOf(server.imageId)) !== server.imageId) {
       leaveOut(`its pinned image ${server.imageId.slice(0, 19)}… is not present on the Docker engine (run toolcell update ${tool.packageName})`);
       continue;

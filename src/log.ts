@@ -69,6 +69,28 @@ export function prettyLine(jsonLine: string): string {
   return `${escapeForTerminal(text)}\n`;
 }
 
+/** Operator secret values (serve --secrets), as they may appear in a JSON line: raw and JSON-escaped. */
+const secretForms: string[] = [];
+
+/**
+ * Registers secret values that must never reach the log: every log line has each of them
+ * replaced by `[secret]` before it is written (after pino's path redaction, as a net under it).
+ * Values shorter than 8 characters are not registered (they would censor ordinary words).
+ * Not guaranteed: a value that a log line carries transformed (encoded, split) is not found.
+ */
+export function registerLogSecrets(values: readonly string[]): void {
+  for (const value of values) {
+    if (value.length < 8) continue;
+    for (const form of new Set([value, JSON.stringify(value).slice(1, -1)])) if (!secretForms.includes(form)) secretForms.push(form);
+  }
+}
+
+function scrubSecrets(line: string): string {
+  let out = line;
+  for (const form of secretForms) if (out.includes(form)) out = out.split(form).join('[secret]');
+  return out;
+}
+
 const destination = pino.destination({fd: 2, sync: false});
 // pino flushes its own destination at exit only when it is handed one directly; this wrapper is not.
 process.once('exit', () => {
@@ -98,7 +120,7 @@ export const log: Logger = pino(
       censor: '[redacted]',
     },
   },
-  {write: (line: string) => destination.write(format === 'json' ? line : prettyLine(line))},
+  {write: (line: string) => destination.write(format === 'json' ? scrubSecrets(line) : prettyLine(scrubSecrets(line)))},
 );
 
 export type {Logger};

@@ -23,6 +23,12 @@ import {prepareHostedTools} from './hosted-tools.ts';
 import {ServerBackend} from './backends/server/server-backend.ts';
 import {prepareHostedContent} from './hosted-content-runtime.ts';
 import type {HostedCatalog} from './policy/hosted-content.ts';
+import {readFile} from 'node:fs/promises';
+import {ConfigError} from './errors.ts';
+import {registerLogSecrets} from './log.ts';
+import {SecretStore} from './egress/secrets.ts';
+import {openContainerInterception} from './egress/container-secrets.ts';
+import {defaultStateDir} from './backends/container/provenance.ts';
 
 /**
  * The default of every runtime option, in one place: `createRuntime` applies them, the CLI shows
@@ -93,6 +99,14 @@ export interface RuntimeOptions {
   onCallFinished?: ToolRuntime['onCallFinished'];
   /** Counts each egress decision (`ServiceMetrics.egress`: `toolcell_egress_total{tool, outcome}`). */
   onEgress?: (tool: string, outcome: EgressOutcome) => void;
+  /**
+   * The operator's secrets file (`--secrets FILE`, egress/secrets.ts). Without it, tools whose
+   * profile grants secrets are left out (skipped); with it, a profile that grants a secret the
+   * file does not declare stops the load (ConfigError naming both).
+   */
+  secretsFile?: string;
+  /** Extra CA certificates (PEM file) trusted for upstream HTTPS servers, besides Node's default roots (`--upstream-ca FILE`). */
+  upstreamCaFile?: string;
 }
 
 /**
@@ -154,6 +168,33 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const mountsByProfile = new Map<string, ContainerGrants['mounts']>();
   /** Container profiles that cannot be used as started, with the reason. */
   const profileProblems = new Map<string, string>();
+  const secrets = options.secretsFile === undefined ? SecretStore.empty() : await SecretStore.load(options.secretsFile);
+  registerLogSecrets(secrets.values());
+  let upstreamCa: string | undefined;
+  if (options.upstreamCaFile !== undefined) {
+    upstreamCa = await readFile(options.upstreamCaFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      throw new ConfigError(options.upstreamCaFile!, `cannot read the upstream CA file (${err.code ?? err.message})`);
+    });
+    if (!upstreamCa.includes('-----BEGIN CERTIFICATE-----')) throw new ConfigError(options.upstreamCaFile, 'not a PEM certificate file');
+  }
+  /** Profiles left out because they grant secrets and serve has no --secrets. */
+  const secretless = new Map<string, string>();
+  for (const profile of profiles.values()) {
+    const granted = profile.secrets ?? [];
+    if (granted.length === 0) continue;
+    if (options.secretsFile === undefined) {
+      secretless.set(profile.name, `its profile "${profile.name}" grants secrets (${granted.join(', ')}), and serve was started without --secrets FILE`);
+      if (profile.backend === 'container') profileProblems.set(profile.name, secretless.get(profile.name)!);
+    } else secrets.checkGranted(profile.name, granted);
+  }
+  // Container secrets need TLS interception: the installation's egress CA, opened only when a container profile grants a secret.
+  const interception = await openContainerInterception(profiles.values(), secrets, defaultStateDir(), upstreamCa);
+  if (interception !== undefined && 'problem' in interception) {
+    for (const profile of profiles.values()) {
+      if (profile.backend === 'container' && (profile.secrets?.length ?? 0) > 0) profileProblems.set(profile.name, `its profile "${profile.name}" grants secrets, and ${interception.problem}`);
+    }
+  }
+  const containerCa = interception !== undefined && !('problem' in interception) ? interception : undefined;
   const mountable: ContainerProfile[] = [];
   /** Container profiles left out on purpose: they mount `${workspace}` and none was given. */
   const workspaceLess = new Set<string>();
@@ -181,13 +222,21 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
   const containerTools = [...loaded.tools.values()].filter((t) => t.container !== undefined);
   const hostedTools = [...loaded.tools.values()].filter((t) => t.server !== undefined);
   let hostedContent: HostedCatalog | undefined;
-  for (const tool of loaded.tools.values()) if (tool.isolate) served.set(tool.name, tool);
+  for (const tool of loaded.tools.values()) {
+    if (!tool.isolate) continue;
+    const reason = secretless.get(tool.profile.name);
+    if (reason === undefined) served.set(tool.name, tool);
+    else {
+      unavailable.push({tool: tool.name, reason, skipped: true});
+      if (logProblems) log.warn({tool: tool.name}, `tool left out: ${reason}`);
+    }
+  }
 
   let container: ContainerBackend | undefined;
   let server: ServerBackend | undefined;
   // The egress proxy of container tools with an egress grant; its audit events go to the audit sink made below.
   let auditSink: AuditSink | undefined;
-  const egressProxy = new EgressProxy({audit: (event) => auditSink?.write(event), ...(options.onEgress ? {count: options.onEgress} : {})});
+  const egressProxy = new EgressProxy({audit: (event) => auditSink?.write(event), ...(options.onEgress ? {count: options.onEgress} : {}), ...(containerCa ? {intercept: containerCa.interceptor.proxyHook()} : {})});
   const contentPackages = loaded.hostedContent.packages;
   if (containerTools.length > 0 || hostedTools.length > 0 || contentPackages.length > 0) {
     const support = !(options.containers ?? RUNTIME_DEFAULTS.containers)
@@ -224,7 +273,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
         if (profile.backend !== 'container') continue;
         const problem = profileProblems.get(profile.name);
         if (problem !== undefined) {
-          unavailable.push({tool: tool.name, reason: problem, ...(workspaceLess.has(profile.name) ? {skipped: true as const} : {})});
+          unavailable.push({tool: tool.name, reason: problem, ...(workspaceLess.has(profile.name) || secretless.has(profile.name) ? {skipped: true as const} : {})});
           if (logProblems) log.warn({tool: tool.name}, `tool left out: ${problem}`);
           continue;
         }
@@ -264,6 +313,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     admission: options.admission,
     hostedContent,
     onCallFinished: options.onCallFinished,
+    egress: {secrets, ...(upstreamCa ? {upstreamCa} : {}), ...(containerCa ? {ca: containerCa.ca} : {}), audit: (event) => audit.write(event), ...(options.onEgress ? {count: options.onEgress} : {})},
     // Kept conditional: every key is a pool gauge (metrics.watchPools), so no key without a pool.
     poolSizes: () => ({isolate: isolate.stats().pooled, ...(container ? {container: container.poolStats().ready} : {}), ...(server ? {server: server.poolStats().ready} : {})}),
     workerRestarts: () => isolate.stats().restarts,
@@ -279,6 +329,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
     close: () => (closing ??= (async () => {
       await dispatcher.close();
       await egressProxy.close();
+      containerCa?.interceptor.close();
       await audit.close();
     })()),
   };

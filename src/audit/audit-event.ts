@@ -128,9 +128,15 @@ export interface AuditEgressV2 {
    * What decided: for `egress.allowed` the allow entry that matched (as written in the profile);
    * for `egress.denied` `allowlist` (no entry matches), `address` (the name resolves to a refused
    * range), `resolve` (no answer), or the limit (`maxRequests`, `maxBytesOut`, `maxBytesIn`,
-   * `requestTimeoutMs`), or `protocol` (not a proxy request toolcell serves).
+   * `requestTimeoutMs`), `protocol` (not a proxy request toolcell serves), or `secret` (a placeholder
+   * sent to a host its secret does not belong to, or over plain HTTP).
    */
   rule: string;
+  /**
+   * Secret names, never values: for `rule: "secret"` the secret whose placeholder was sent where
+   * it does not belong (attempted exfiltration); for `egress.allowed` the secrets put into the request.
+   */
+  secrets?: string[];
   /** Time from the request to its end, in ms. */
   durationMs: number;
 }

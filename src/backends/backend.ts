@@ -41,6 +41,25 @@ export interface IsolateJob {
   /** The validated arguments; only a JSON copy crosses into the isolate. */
   args: unknown;
   limits: IsolateLimits;
+  /** Present when the profile grants egress: the isolate gets a global `fetch` and `context.secrets`. */
+  egress?: IsolateEgress;
+}
+
+/**
+ * The network of one isolate call, a host-side service the backend is handed (built by the
+ * call spine from the profile's egress grant and secrets; src/egress/isolate-fetch.ts). The
+ * backend only relays: it never sees a secret's value.
+ */
+export interface IsolateEgress {
+  /** `context.secrets` of the tool: secret name → this call's placeholder. */
+  secrets: Readonly<Record<string, string>>;
+  /**
+   * Performs one request the tool made (its JSON text as the isolate sent it, unvalidated)
+   * under the call's policy and limits; resolves the JSON text the isolate's `fetch` reads
+   * (`{ok: true, status, statusText, url, headers, body}` or `{ok: false, message}`). Never
+   * rejects. `signal` aborts when the call is over.
+   */
+  fetch(requestJson: string, signal: AbortSignal): Promise<string>;
 }
 
 /** Limits of a container call. */

@@ -44,7 +44,12 @@ export type EgressOutcome = 'allowed' | 'denied' | 'limit' | 'failed';
  */
 export interface EgressSecrets {
   carries(host: string, port: number): boolean;
-  readonly [extension: string]: unknown;
+  /**
+   * A placeholder in a request the proxy does not intercept (plain HTTP: `tls` false; a CONNECT
+   * target: `url` '' and no headers): the refusal (403, rule `secret`, audited with the secret's
+   * name), else undefined (h-eg2, egress/secrets.ts `CallSecrets.refusal`).
+   */
+  refusal?(request: {host: string; port: number; tls: boolean; url: string; headers: IncomingMessage['headers']}): {secret: string; message: string; host: string} | undefined;
 }
 
 /** Who and what a call's egress belongs to; built by the caller for each call. */
@@ -296,21 +301,21 @@ class Session implements EgressSession {
   }
 
   /** Answers a raw socket (CONNECT, Upgrade) with a status and a text body, then closes it; audits the refusal. */
-  #refuseRaw(socket: Duplex, status: number, rule: string, method: string, host: string, port: number, text: string, started = performance.now()): void {
+  #refuseRaw(socket: Duplex, status: number, rule: string, method: string, host: string, port: number, text: string, started = performance.now(), secrets?: string[]): void {
     const body = `${text}\n`;
     socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-    this.#record({type: 'egress.denied', host, port, method, status, bytesOut: 0, bytesIn: 0, rule, durationMs: Math.round(performance.now() - started)},
+    this.#record({type: 'egress.denied', host, port, method, status, bytesOut: 0, bytesIn: 0, rule, ...(secrets ? {secrets} : {}), durationMs: Math.round(performance.now() - started)},
       status === 429 || status === 413 || status === 504 ? 'limit' : status === 502 ? 'failed' : 'denied');
   }
 
-  #refuseHttp(res: ServerResponse, status: number, rule: string, method: string, host: string, port: number, text: string, started: number): void {
+  #refuseHttp(res: ServerResponse, status: number, rule: string, method: string, host: string, port: number, text: string, started: number, secrets?: string[]): void {
     if (!res.headersSent) {
       res.writeHead(status, {'content-type': 'text/plain; charset=utf-8', connection: 'close'});
       res.end(`${text}\n`);
     } else {
       res.destroy();
     }
-    this.#record({type: 'egress.denied', host, port, method, status, bytesOut: 0, bytesIn: 0, rule, durationMs: Math.round(performance.now() - started)},
+    this.#record({type: 'egress.denied', host, port, method, status, bytesOut: 0, bytesIn: 0, rule, ...(secrets ? {secrets} : {}), durationMs: Math.round(performance.now() - started)},
       status === 429 || status === 413 || status === 504 ? 'limit' : status === 502 ? 'failed' : 'denied');
   }
 
@@ -346,6 +351,13 @@ class Session implements EgressSession {
     }
     const host = url.hostname;
     const port = url.port === '' ? 80 : Number(url.port);
+    const leak = this.#context.secrets?.refusal?.({host: host.replace(/^\[|\]$/g, ''), port, tls: false, url: req.url ?? '', headers: req.headers});
+    if (leak !== undefined) {
+      req.resume();
+      this.#chargeRequest();
+      this.#refuseHttp(res, 403, 'secret', method, shown(leak.host), port, `egress refused: ${leak.message}`, started, [leak.secret]);
+      return;
+    }
     const decision = await this.#decide(host, port);
     if (!('target' in decision)) {
       req.resume();
@@ -450,6 +462,12 @@ class Session implements EgressSession {
     if (!authority) {
       this.#chargeRequest();
       this.#refuseRaw(client, 400, 'protocol', 'CONNECT', shown(req.url ?? ''), 0, 'CONNECT needs host:port (an IPv6 address in brackets).', started);
+      return;
+    }
+    const leak = this.#context.secrets?.refusal?.({host: authority.host.replace(/^\[|\]$/g, ''), port: authority.port, tls: true, url: '', headers: {}});
+    if (leak !== undefined) {
+      this.#chargeRequest();
+      this.#refuseRaw(client, 403, 'secret', 'CONNECT', shown(leak.host), authority.port, `egress refused: ${leak.message}`, started, [leak.secret]);
       return;
     }
     const decision = await this.#decide(authority.host, authority.port);

@@ -12,6 +12,8 @@ import {toJob, type ContainerGrants} from '../policy/to-job.ts';
 import type {ToolDefinition} from '../policy/tool-definition.ts';
 import {errorResult, failureOf, outcomeOf, successResult, withUsage, type Usage} from './to-tool-result.ts';
 import type {HostedCatalog} from '../policy/hosted-content.ts';
+import {isolateCallEgress, type EgressServices} from '../egress/call-egress.ts';
+import {giveContainerSecrets} from '../egress/container-secrets.ts';
 
 /**
  * Per-principal admission (issue: quotas). `admit` either returns a release function, to be
@@ -45,6 +47,8 @@ export interface ToolRuntime {
    * answer of calls that had not started yet.
    */
   readonly stopSignal?: AbortSignal;
+  /** Secrets, upstream trust and the audit of egress decisions (egress/call-egress.ts); absent: no isolate gets a fetch. */
+  readonly egress?: EgressServices;
 }
 
 /** The caller's side of one call. */
@@ -146,6 +150,8 @@ export interface SpineRequest<R> {
   job(jobId: string): Job;
   /** Reads a finished execution; throws the ToolcellError that describes a failure. */
   answer(execution: ExecutionResult): R;
+  /** Releases what `job` acquired for the call (its secrets' placeholders), once the call is over, whatever happened. */
+  release?(): void;
 }
 
 /** How a request on the spine ended: its answer or the error that replaced it, and its usage. */
@@ -170,11 +176,27 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     throw new UnknownToolError(name);
   }
   const input = (args ?? {}) as Record<string, unknown>;
+  let releaseEgress: (() => void) | undefined;
   const outcome = await runOnSpine<CallToolResult>(runtime, {
     subject: tool,
     args,
     validate: () => assertValidArguments(name, tool.validateInput, input),
-    job: (id) => toJob(tool, input, id, runtime.containerGrants.get(name), context.principal.id),
+    job: (id) => {
+      const job = toJob(tool, input, id, runtime.containerGrants.get(name), context.principal.id);
+      // An isolate with an egress grant gets its fetch and this call's placeholders (context.secrets).
+      if (job.kind === 'isolate' && tool.profile.backend === 'isolate' && tool.profile.network !== 'none' && runtime.egress) {
+        const egress = isolateCallEgress(runtime.egress, tool.profile.network.egress, tool.profile.secrets ?? [],
+          {jobId: id, principal: context.principal.id, tool: name, profile: tool.profile.name}, job.limits.memoryMb);
+        job.egress = egress.egress;
+        releaseEgress = egress.close;
+      }
+      // A container with granted secrets gets this call's placeholders, the egress CA (certificate only) and the trust variables.
+      if (job.kind === 'container' && tool.profile.backend === 'container' && tool.profile.secrets?.length && runtime.egress?.ca) {
+        releaseEgress = giveContainerSecrets(job, tool.profile.secrets, runtime.egress.secrets, runtime.egress.ca);
+      }
+      return job;
+    },
+    release: () => releaseEgress?.(),
     answer: (execution) => {
       const failure = failureOf(tool, execution);
       if (failure) throw failure;
@@ -239,6 +261,7 @@ export async function runOnSpine<R>(runtime: ToolRuntime, request: SpineRequest<
     outcomeValue = {ok: false, error: err};
   } finally {
     release?.();
+    request.release?.();
   }
   const durationMs = Math.round((performance.now() - started) * 100) / 100;
   const usage: Usage = {backend, profile: tool.profile.name, durationMs, sandboxMs};

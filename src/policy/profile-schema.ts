@@ -1,6 +1,7 @@
 // The profile format as a strict zod schema, and its generated JSON Schema.
 import * as z from 'zod';
 import {EgressGrantSchema} from '../egress/policy.ts';
+import {SECRET_NAME} from '../egress/secrets.ts';
 
 /**
  * The profile format (ARCHITECTURE.md, "Profile"): a least-privilege set of grants and
@@ -77,6 +78,14 @@ export const NetworkGrant = z.union([
   z.strictObject({egress: EgressGrantSchema}),
 ], {error: 'expected "none" or {"egress": {"allow": [...], ...}}'}).describe('"none" (default), or {"egress": {"allow": [...], "maxRequests", "maxBytesOut", "maxBytesIn", "requestTimeoutMs"}}.');
 
+/**
+ * Secrets a profile grants, by name (declared by the operator's `serve --secrets FILE`; an
+ * undeclared name is a load error). The sandbox sees only a per-call placeholder; the value is
+ * put in at the egress boundary, toward the secret's own hosts (egress/secrets.ts).
+ */
+const SecretGrants = z.array(z.string().regex(SECRET_NAME, 'secret names are upper case: A-Z, then A-Z, 0-9 or _ (at most 64)')).max(32)
+  .describe('Secret names granted (the operator declares them with serve --secrets FILE); needs an egress grant.');
+
 /** A profile's network grant (see `NetworkGrant`). */
 export type NetworkGrant = z.infer<typeof NetworkGrant>;
 
@@ -85,7 +94,8 @@ export const IsolateProfile = z.strictObject({
   backend: z.literal('isolate'),
   limits: IsolateLimits,
   network: NetworkGrant.default('none'),
-});
+  secrets: SecretGrants.optional(),
+}).refine((p) => !p.secrets?.length || p.network !== 'none', {path: ['secrets'], message: 'secrets need an egress grant ("network": {"egress": {...}}): a secret is only ever sent to its hosts over the network'});
 
 export const ContainerProfile = z.strictObject({
   ...Common,
@@ -95,7 +105,8 @@ export const ContainerProfile = z.strictObject({
   filesystem: FilesystemGrant.default({readOnlyRoot: true, tmpfs: {}, mounts: []}),
   commands: z.array(CommandName).min(1).describe('Allowlist for argv[0]; nothing else may run as the tool command.'),
   runtime: z.enum(['runc', 'runsc']).default('runc').describe('OCI runtime; runsc is gVisor. Never silently downgraded.'),
-});
+  secrets: SecretGrants.optional(),
+}).refine((p) => !p.secrets?.length || p.network !== 'none', {path: ['secrets'], message: 'secrets need an egress grant ("network": {"egress": {...}}): a secret is only ever sent to its hosts over the network'});
 
 /** A profile: isolate or container, discriminated by `backend`. */
 export const Profile = z.discriminatedUnion('backend', [IsolateProfile, ContainerProfile]);

@@ -336,6 +336,8 @@ export class IsolateBackend implements Backend<IsolateJob> {
       return await this.#admit(costMb, signal, started, (worker) => worker.call(job, digest, argsJson, limits, signal, started, costMb));
     } catch (error) {
       if (!(error instanceof WorkerStoppedError) || this.#closed || error.death.kind === 'closed') throw error;
+      // A call with egress may have had effects outside its isolate (requests sent): never run it twice.
+      if (job.egress !== undefined) throw error;
       // Even alone in its worker the call is not known to be the cause: the RSS watchdog
       // measures the whole process, including what earlier calls left there. Only a
       // re-run on a clean worker is evidence.

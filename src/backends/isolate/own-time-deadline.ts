@@ -39,7 +39,8 @@ const PROBE_RECHECK_MS = 50;
  *   `Atomics.wait`, or spun in a microtask loop that long;
  * - `timeoutMs` of wall clock has passed since `readyAt` and a probe finds the isolate idle
  *   with the tool's promise pending (`RUN_PENDING`): it waits for something that can never
- *   happen (an isolate has no timers and no host callbacks), so it is ended as soon as the
+ *   happen (an isolate has no timers), or for a fetch answer (an egress grant): either way it
+ *   is not running, so it is ended as soon as the
  *   wall clock says it could have used its time, as before this deadline measured own time;
  * - `backstopMs` of wall clock since `readyAt`, whatever the isolate did: nothing runs for ever.
  *

@@ -28,6 +28,7 @@
  */
 
 import {createConsole} from './prelude-console.ts';
+import {createFetch} from './prelude-fetch.ts';
 import {capturePrimordials, type Primordials} from './prelude-primordials.ts';
 
 /** Caps on what a tool's error says, in UTF-16 units, wherever it is described (the prelude, the worker). */
@@ -42,12 +43,13 @@ export interface ErrorTextLimits {
 export const ERROR_TEXT_LIMITS: ErrorTextLimits = Object.freeze({nameChars: 200, messageChars: 4096});
 
 /** Operations of the entry function; see `isolatePrelude`. */
-export type EntryOp = 'init' | 'run' | 'drain' | 'warm' | 'probe';
+export type EntryOp = 'init' | 'run' | 'drain' | 'warm' | 'probe' | 'deliver';
 
 /**
  * What the entry returns for `probe`: where the call's `run` stands. `RUN_PENDING` from a
  * probe means the isolate has nothing left to run and the tool's promise is still
- * pending: it can never settle (an isolate has no timers or host callbacks).
+ * pending: it can never settle (an isolate has no timers), or, with an egress grant, it
+ * waits for a fetch answer; either way it is ended once `timeoutMs` of wall clock has passed.
  */
 export const RUN_NOT_STARTED = 0;
 export const RUN_PENDING = 1;
@@ -75,20 +77,26 @@ export interface DrainResult {
  * Runs inside the isolate (see the module docstring). Returns the entry function:
  * - `entry('init', outputBytes)`: sets the byte cap (UTF-8) of the console text and of
  *   the result JSON, each. Called before the tool module is evaluated.
- * - `entry('run', namespace, argsJson)`: `namespace` is a module wrapped by
- *   `wrapToolModule` (module-wrap.ts): calls its `default` (the tool's top level), takes
- *   the tool's default export from the record it resolves, parses `argsJson` (a string,
- *   or null for undefined arguments) inside the isolate, calls the default export with it,
- *   awaits the result, serialises it with `JSON.stringify` and resolves a `RunnerResult`.
- *   What the top level or the default export throws is described by `describe`, inside
- *   the isolate. A module whose top-level await has not settled resolves never (the caller's wall
+ * - `entry('run', namespace, argsJson, contextJson, fetchCallback)`: `namespace` is a module
+ *   wrapped by `wrapToolModule` (module-wrap.ts): calls its `default` (the tool's top level),
+ *   takes the tool's default export from the record it resolves, parses `argsJson` (a string,
+ *   or null for undefined arguments) and `contextJson` (`{"secrets": {...}}`, or null for
+ *   `{"secrets": {}}`) inside the isolate; when `fetchCallback` (a fire-and-forget host
+ *   callback, only for a call with an egress grant) is given, installs the global `fetch`
+ *   (prelude-fetch.ts) that hands it each request; calls the default export as
+ *   `(args, context)`, awaits the result, serialises it with `JSON.stringify` and resolves a
+ *   `RunnerResult`. What the top level or the default export throws is described by
+ *   `describe`, inside the isolate. A module whose top-level await has not settled resolves never (the caller's wall
  *   clock ends it: there are no timers in an isolate, so it cannot settle later).
  * - `entry('drain')`: the console text so far (after a timeout), as a `DrainResult`.
  * - `entry('probe')`: where `run` stands, `RUN_NOT_STARTED` (0), `RUN_PENDING` (1) or
  *   `RUN_SETTLED` (2); runs no tool code. The worker sends it as a task of its own, which
  *   isolated-vm runs after every earlier task of this isolate (and their microtasks): a
  *   probe that answers `RUN_PENDING` shows an isolate that is idle with the tool's promise
- *   pending for ever.
+ *   pending for ever (or, with `fetch`, waiting for an answer: ended the same way once
+ *   `timeoutMs` of wall clock has passed).
+ * - `entry('deliver', id, responseJson)`: settles the tool's fetch request `id` with the
+ *   host's answer (JSON text); its continuation runs in this task.
  * - `entry('warm')`: runs `run` once on a module-like object made here (`default` returns
  *   its argument), before any tool code exists in the isolate, so that V8 compiles the
  *   prelude's own functions ahead of demand (they are compiled lazily, on first call,
@@ -99,7 +107,7 @@ export interface DrainResult {
  * Console: installed as the global `console` from `makeConsole` (prelude-console.ts,
  * `createConsole`); its text and truncation flag are what `run` and `drain` report.
  */
-export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordials, makeConsole: typeof createConsole, errorLimits: ErrorTextLimits): (op: EntryOp, a?: unknown, b?: unknown) => unknown {
+export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordials, makeConsole: typeof createConsole, errorLimits: ErrorTextLimits, makeFetch: typeof createFetch): (op: EntryOp, a?: unknown, b?: unknown, contextJson?: unknown, fetchCallback?: unknown) => unknown {
   'use strict';
   const G: any = globalThis;
   const {
@@ -239,6 +247,8 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
   }
 
   const c = makeConsole(primordials);
+  // Captured now, before tool code; installed as the global `fetch` only for a call that brings a host callback (an egress grant).
+  const fetchModule = makeFetch();
   const {utf8Length, cutToBytes, slice, record, dataProperty, primitiveText} = c;
   ObjectDefineProperty(G, 'console', {value: c.console, writable: true, configurable: true, enumerable: false});
 
@@ -280,7 +290,7 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
   }
 
   /** The call itself; `track` records its end in `runState` (not for `warm`). */
-  async function run(namespace: unknown, argsJson: unknown, track: boolean): Promise<RunnerResult> {
+  async function run(namespace: unknown, argsJson: unknown, track: boolean, contextJson?: unknown, fetchCallback?: unknown): Promise<RunnerResult> {
     let error: {name: string; message: string} | undefined;
     let value: unknown;
     try {
@@ -304,7 +314,10 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
       const fn = dataProperty(exported, 'd');
       if (typeof fn !== 'function') throw new TypeErrorCtor('The tool module has no default export function.');
       const args: unknown = typeof argsJson === 'string' ? JSONParse(argsJson) : undefined;
-      value = await ReflectApply(fn, undefined, [args]);
+      // The second argument: `{secrets: {NAME: placeholder}}`, parsed here (a copy; no host object).
+      const context: unknown = typeof contextJson === 'string' ? JSONParse(contextJson) : JSONParse('{"secrets":{}}');
+      if (typeof fetchCallback === 'function') fetchModule.install(G, fetchCallback as (id: number, requestJson: string) => void);
+      value = await ReflectApply(fn, undefined, [args, context]);
     } catch (e) {
       error = describe(e);
     }
@@ -343,16 +356,20 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
     return result;
   }
 
-  return function entry(op: EntryOp, a?: unknown, b?: unknown): unknown {
+  return function entry(op: EntryOp, a?: unknown, b?: unknown, contextJson?: unknown, fetchCallback?: unknown): unknown {
     if (op === 'init') {
       if (typeof a === 'number' && a >= 0) c.setLimit(a);
       return undefined;
     }
     if (op === 'run') {
       runState = 1;
-      return run(a, b, true);
+      return run(a, b, true, contextJson, fetchCallback);
     }
     if (op === 'probe') return runState;
+    if (op === 'deliver') {
+      fetchModule.deliver(a, b);
+      return undefined;
+    }
     if (op === 'warm') {
       const exported = record<{d: unknown}>();
       exported.d = function warm(value: unknown): unknown { return value; };
@@ -379,5 +396,5 @@ export function isolatePrelude(removeWebAssembly: boolean, primordials: Primordi
  * argument.
  */
 export function preludeSource(removeWebAssembly: boolean): string {
-  return `(${isolatePrelude.toString()})(${removeWebAssembly ? 'true' : 'false'}, (${capturePrimordials.toString()})(), ${createConsole.toString()}, ${JSON.stringify(ERROR_TEXT_LIMITS)})`;
+  return `(${isolatePrelude.toString()})(${removeWebAssembly ? 'true' : 'false'}, (${capturePrimordials.toString()})(), ${createConsole.toString()}, ${JSON.stringify(ERROR_TEXT_LIMITS)}, ${createFetch.toString()})`;
 }

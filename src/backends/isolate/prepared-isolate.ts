@@ -11,7 +11,7 @@ export interface PreparedIsolate {
   readonly isolate: ivm.Isolate;
   readonly context: ivm.Context;
   /** Host-side handle to the prelude's entry function; never passed into the isolate. */
-  readonly entry: ivm.Reference<(op: EntryOp, a?: unknown, b?: unknown) => unknown>;
+  readonly entry: ivm.Reference<(op: EntryOp, a?: unknown, b?: unknown, c?: unknown, d?: unknown) => unknown>;
   /** The isolate's `memoryLimit`, in MB. */
   readonly memoryMb: number;
   /** `isolate.cpuTime` (ns) once the prelude had run, so a call counts only its own CPU time. */

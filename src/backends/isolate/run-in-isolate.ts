@@ -1,6 +1,6 @@
 // Runs one tool call in one prepared isolate inside the worker: limits, output capture, result.
 import {performance} from 'node:perf_hooks';
-import type ivm from 'isolated-vm';
+import ivm from 'isolated-vm';
 import type {CodeCache} from './code-cache.ts';
 import {CompileSlots} from './compile-slots.ts';
 import {ERROR_TEXT_LIMITS, type DrainResult, type RunnerResult} from './prelude.ts';
@@ -32,6 +32,16 @@ export interface RunDeps {
    * Calls that timed out, were cancelled or failed are always disposed at once.
    */
   afterReply?: (task: () => void) => void;
+  /**
+   * Present for a call with an egress grant: its isolate gets a global `fetch`. Each request
+   * the tool makes is handed to `send` (the isolate's own id for it, and its JSON text,
+   * unvalidated); `attach` receives the function that hands an answer back into the isolate,
+   * which the worker calls once per request.
+   */
+  fetch?: {
+    send(isolateFetchId: number, requestJson: string): void;
+    attach(deliver: (isolateFetchId: number, responseJson: string) => void): void;
+  };
 }
 
 /** How long a drain of the console may take after a timeout, in ms. */
@@ -358,7 +368,19 @@ async function execute(
       top.instantiateSync(context, resolveToolOnly(module));
     }
     await top.evaluate({timeout: remaining()});
-    return await entry.apply(undefined, ['run', top.namespace.derefInto(), request.argsJson], {
+    // With an egress grant: a fire-and-forget host callback (a plain function inside the
+    // isolate, held only by the prelude's closure); answers come back through `deliver`.
+    const fetchCallback = deps.fetch === undefined ? undefined : new ivm.Callback((id: unknown, json: unknown) => {
+      if (typeof id === 'number' && typeof json === 'string') deps.fetch!.send(id, json);
+    }, {ignored: true});
+    deps.fetch?.attach((id, json) => {
+      if (stop !== undefined || isolate.isDisposed) return;
+      // The tool's continuation runs in this task: under what is left of its own time.
+      entry.apply(undefined, ['deliver', id, json], {timeout: remaining()}).catch((error: unknown) => {
+        if (messageOf(error) === TIMED_OUT_MESSAGE) halt('timeout');
+      });
+    });
+    return await entry.apply(undefined, ['run', top.namespace.derefInto(), request.argsJson, request.contextJson ?? null, fetchCallback], {
       timeout: remaining(), result: {copy: true, promise: true},
     });
   })();

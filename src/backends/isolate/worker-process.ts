@@ -157,6 +157,8 @@ interface Pending {
    * from when the isolate was ready) plus `backstopGraceMs` has passed.
    */
   hardDue: number;
+  /** The call's egress (its job's), and the abort of its fetches in flight: aborted once the caller has its answer. */
+  egress?: {fetch: NonNullable<IsolateJob['egress']>['fetch']; abort: AbortController};
 }
 
 /**
@@ -320,6 +322,7 @@ export class WorkerProcess {
     const id = String(++this.#seq);
     const request: RunRequest = {
       type: 'run', id, jobId: job.id, sourceHash: digest.hash, filename: job.filename, argsJson, limits,
+      ...(job.egress ? {fetch: true, contextJson: JSON.stringify({secrets: job.egress.secrets})} : {}),
     };
     return new Promise<ExecutionResult>((resolve, reject) => {
       const onAbort = (): void => {
@@ -338,6 +341,7 @@ export class WorkerProcess {
       const pending: Pending = {
         request, source: job.source, costMb, resent: false, started, caller: {resolve, reject},
         unlisten: () => signal.removeEventListener('abort', onAbort), backstop: undefined, due: Infinity, hardDue: Infinity,
+        ...(job.egress ? {egress: {fetch: job.egress.fetch, abort: new AbortController()}} : {}),
       };
       this.#pending.set(id, pending);
       this.#reservedMb += costMb;
@@ -392,6 +396,7 @@ export class WorkerProcess {
     if (caller === undefined) return;
     pending.caller = undefined;
     pending.unlisten();
+    pending.egress?.abort.abort();
     this.#lastFinishedAt = performance.now();
     settle(caller);
   }
@@ -402,6 +407,7 @@ export class WorkerProcess {
     if (pending === undefined) return;
     clearTimeout(pending.backstop);
     pending.unlisten();
+    pending.egress?.abort.abort();
     this.#pending.delete(id);
     this.#reservedMb -= pending.costMb;
     if (!this.#hasExited) this.#updateRef(); // #onExit updates once for all
@@ -635,6 +641,21 @@ export class WorkerProcess {
       case 'pong':
         this.#pongs.get(message.id)?.(true);
         return;
+      case 'fetch': {
+        // A request the tool made (untrusted JSON text): performed by the job's egress, under its policy and limits.
+        const pending = this.#pending.get(message.id);
+        const egress = pending?.caller === undefined ? undefined : pending.egress;
+        if (egress === undefined || egress.abort.signal.aborted) {
+          this.#send({type: 'fetch-result', id: message.id, fetchId: message.fetchId, responseJson: JSON.stringify({ok: false, message: 'toolcell egress: this call has no network grant, or it has ended.'})});
+          return;
+        }
+        void egress.fetch(message.requestJson, egress.abort.signal).then((responseJson) => {
+          if (this.#pending.get(message.id) === pending && !egress.abort.signal.aborted) {
+            this.#send({type: 'fetch-result', id: message.id, fetchId: message.fetchId, responseJson});
+          }
+        });
+        return;
+      }
       case 'wedged':
         this.#tainted = true;
         // The cause is the call that owned the isolate (its result, TIMEOUT or its own, is already out).

@@ -49,6 +49,18 @@ export interface RunRequest {
   /** JSON text of the arguments, or null when the arguments are undefined. */
   argsJson: string | null;
   limits: WorkerLimits;
+  /** JSON text of the tool's second argument, `{"secrets": {NAME: placeholder}}`; absent means `{"secrets": {}}`. */
+  contextJson?: string;
+  /** The call has an egress grant: the isolate gets a global `fetch`, whose requests come back as `fetch` messages. */
+  fetch?: boolean;
+}
+
+/** Supervisor → worker: the answer to a `fetch` of call `id` (JSON text the isolate's fetch reads: `{ok: true, status, ...}` or `{ok: false, message}`). */
+export interface FetchResultMessage {
+  type: 'fetch-result';
+  id: string;
+  fetchId: number;
+  responseJson: string;
 }
 
 /** Supervisor → worker: stop a call at once (its isolate is disposed). */
@@ -67,7 +79,7 @@ export interface PingRequest {
   id: string;
 }
 
-export type SupervisorMessage = RunRequest | CancelRequest | PingRequest;
+export type SupervisorMessage = RunRequest | CancelRequest | PingRequest | FetchResultMessage;
 
 /** A `RunRequest` whose source is known (received with it, or found in the worker's source cache). */
 export interface ResolvedRun extends RunRequest {
@@ -116,7 +128,12 @@ export type WorkerMessage =
    */
   | {type: 'wedged'; id: string}
   /** The answer to a `ping`: the worker's main thread runs. */
-  | {type: 'pong'; id: string};
+  | {type: 'pong'; id: string}
+  /**
+   * The tool of call `id` called `fetch`: `requestJson` is what its isolate sent (untrusted;
+   * the supervisor validates it). Answered by one `fetch-result` with the same `fetchId`.
+   */
+  | {type: 'fetch'; id: string; fetchId: number; requestJson: string};
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -158,6 +175,10 @@ export function parseSupervisorMessage(raw: unknown): SupervisorMessage | undefi
   if (!isRecord(raw) || typeof raw.id !== 'string') return undefined;
   if (raw.type === 'cancel') return {type: 'cancel', id: raw.id};
   if (raw.type === 'ping') return {type: 'ping', id: raw.id};
+  if (raw.type === 'fetch-result') {
+    return Number.isSafeInteger(raw.fetchId) && typeof raw.responseJson === 'string'
+      ? {type: 'fetch-result', id: raw.id, fetchId: raw.fetchId as number, responseJson: raw.responseJson} : undefined;
+  }
   if (raw.type !== 'run') return undefined;
   if (typeof raw.jobId !== 'string' || typeof raw.filename !== 'string') return undefined;
   if (typeof raw.sourceHash !== 'string' || !SHA256_HEX.test(raw.sourceHash)) return undefined;
@@ -170,6 +191,8 @@ export function parseSupervisorMessage(raw: unknown): SupervisorMessage | undefi
     argsJson: raw.argsJson, limits: {timeoutMs, backstopMs, cpuTimeMs, memoryMb, outputBytes},
   };
   if (raw.source !== undefined) request.source = raw.source;
+  if (typeof raw.contextJson === 'string') request.contextJson = raw.contextJson;
+  if (raw.fetch === true) request.fetch = true;
   return request;
 }
 
@@ -215,6 +238,9 @@ export function parseWorkerMessage(raw: unknown): WorkerMessage | undefined {
       return typeof raw.id === 'string' ? {type: 'pong', id: raw.id} : undefined;
     case 'need-source':
       return typeof raw.id === 'string' ? {type: 'need-source', id: raw.id} : undefined;
+    case 'fetch':
+      return typeof raw.id === 'string' && Number.isSafeInteger(raw.fetchId) && typeof raw.requestJson === 'string'
+        ? {type: 'fetch', id: raw.id, fetchId: raw.fetchId as number, requestJson: raw.requestJson} : undefined;
     case 'log': {
       if (typeof raw.level !== 'string' || !LOG_LEVELS.includes(raw.level) || typeof raw.msg !== 'string') return undefined;
       const message: WorkerMessage = {type: 'log', level: raw.level as LogLevel, msg: raw.msg};

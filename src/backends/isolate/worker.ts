@@ -100,8 +100,38 @@ const hygiene = new MemoryHygiene({
 
 let wedgedReported = false;
 
-function runDeps(id: string, afterReply: (task: () => void) => void): RunDeps {
+/**
+ * Fetches in flight, per call: worker fetch id → the isolate's own id for the request. The
+ * answer (`fetch-result`) is handed back into the isolate by the call's `deliver`.
+ */
+const fetches = new Map<string, {deliver?: (isolateFetchId: number, responseJson: string) => void; ids: Map<number, number>}>();
+let fetchSeq = 0;
+/** Longest request (JSON text) a tool may hand to fetch, in UTF-16 units; the supervisor applies the call's maxBytesOut. */
+const MAX_FETCH_REQUEST_CHARS = 64 * 2 ** 20;
+
+function fetchDeps(id: string): RunDeps['fetch'] {
+  const entry: {deliver?: (isolateFetchId: number, responseJson: string) => void; ids: Map<number, number>} = {ids: new Map()};
+  fetches.set(id, entry);
   return {
+    send: (isolateFetchId, requestJson) => {
+      if (!fetches.has(id)) return;
+      if (requestJson.length > MAX_FETCH_REQUEST_CHARS) {
+        entry.deliver?.(isolateFetchId, JSON.stringify({ok: false, message: 'toolcell egress: the request is too large.'}));
+        return;
+      }
+      const fetchId = ++fetchSeq;
+      entry.ids.set(fetchId, isolateFetchId);
+      send({type: 'fetch', id, fetchId, requestJson});
+    },
+    attach: (deliver) => {
+      entry.deliver = deliver;
+    },
+  };
+}
+
+function runDeps(id: string, afterReply: (task: () => void) => void, fetch: boolean): RunDeps {
+  return {
+    ...(fetch ? {fetch: fetchDeps(id)} : {}),
     afterReply,
     pool,
     codeCache,
@@ -152,7 +182,7 @@ function startRun(received: RunRequest): void {
   };
   runInIsolate(request, controller.signal, runDeps(request.id, (task) => {
     cleanup = task;
-  })).then(
+  }, request.fetch === true)).then(
     (outcome) => {
       send({type: 'result', id: request.id, outcome});
       runCleanup();
@@ -164,6 +194,7 @@ function startRun(received: RunRequest): void {
   ).finally(() => {
     runCleanup();
     calls.delete(request.id);
+    fetches.delete(request.id);
     hygiene.afterCall();
     if (calls.size === 0) pool?.resume();
   });
@@ -177,6 +208,13 @@ process.on('message', (raw: unknown) => {
   }
   if (message.type === 'cancel') calls.get(message.id)?.abort();
   else if (message.type === 'ping') send({type: 'pong', id: message.id});
+  else if (message.type === 'fetch-result') {
+    const entry = fetches.get(message.id);
+    const isolateFetchId = entry?.ids.get(message.fetchId);
+    if (entry === undefined || isolateFetchId === undefined) return;
+    entry.ids.delete(message.fetchId);
+    entry.deliver?.(isolateFetchId, message.responseJson);
+  }
   else startRun(message);
 });
 
