@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
-import {assertBounded, assertStillServes, bytes, LIMITS, run, startBackend} from '../../integration/isolate/helpers.ts';
+import {assertBounded, assertStillServes, bytes, GENEROUS_TIMEOUT_MS, LIMITS, run, startBackend} from '../../integration/isolate/helpers.ts';
 
 describe('output flooding', () => {
   let backend: IsolateBackend;
@@ -55,7 +55,9 @@ describe('output flooding', () => {
   });
 
   test('a result whose JSON exceeds outputBytes is truncated', async () => {
-    const result = await run(backend, 'export default () => Array.from({length: 100000}, (_, i) => ({i}))', {limits: {memoryMb: 64}});
+    // The attack is on the output cap, not on time: a generous deadline, so that a busy host
+    // cannot end the call as TIMEOUT before its result reaches the cap.
+    const result = await run(backend, 'export default () => Array.from({length: 100000}, (_, i) => ({i}))', {limits: {memoryMb: 64, timeoutMs: GENEROUS_TIMEOUT_MS}});
     assert.equal(result.truncated, true);
     assert.equal(result.failed, true);
     assert.ok(bytes(result.stdout) <= LIMITS.outputBytes);
@@ -73,7 +75,7 @@ describe('output flooding', () => {
       console.log(big);
       return big;
     }`;
-    const result = await run(backend, source, {limits: {memoryMb: 64}});
+    const result = await run(backend, source, {limits: {memoryMb: 64, timeoutMs: GENEROUS_TIMEOUT_MS}});
     assert.equal(result.truncated, true);
     assert.ok(bytes(result.stdout) <= LIMITS.outputBytes);
     assert.ok(bytes(result.stderr) <= LIMITS.outputBytes);
