@@ -12,7 +12,11 @@ import {escapeForTerminal} from './terminal-text.ts';
 
 /** The probe child's entry file, from src/ or dist/. */
 const PROBE_PATH = fileURLToPath(new URL(`./check-probe${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
-/** Deadline for one probe child (isolate start, up to 8 evaluations of at most 2 s each), in ms; then it is killed. */
+/**
+ * Wall-clock deadline for one probe child, in ms; then it is killed by its pid. The probe
+ * limits each of its (up to 8) evaluations to 2 s of the isolate's CPU time, with a 15 s
+ * wall-clock backstop each: this deadline bounds the whole child whatever its top level does.
+ */
 const PROBE_DEADLINE_MS = 30_000;
 
 /** One problem: the file (relative to the current directory), where in it, and what. */

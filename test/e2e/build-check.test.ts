@@ -127,6 +127,21 @@ describe('toolcell check', () => {
     assert.match(stderr, /toolcell check: ok \(\d+ package\(s\) loaded, 0 rejected, [5-9] isolate entries checked\)/);
   });
 
+  test('a hostile top level is stopped by the probe\'s limits (2 s of its own CPU time; a 15 s wall-clock backstop for one that blocks)', async () => {
+    await dir.write('spin/toolcell.json', {name: 'spin', version: '1.0.0', tools: [tool('spin'), tool('block')]});
+    await dir.write('spin/dist/spin.js', 'for (;;) {}\nexport default () => 1;\n');
+    await dir.write('spin/dist/block.js', 'Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);\nexport default () => 1;\n');
+    const {code, stdout, stderr} = await cli(['check', 'spin'], dir.path);
+    assert.equal(code, 1, stdout + stderr);
+    const lines = stdout.trim().split('\n');
+    // Each ends on its CPU time (isolated-vm's cpuTime was seen counting Atomics.wait too), on the
+    // wall-clock backstop (a busy host starves the probe for 15 s), or at the probe child's own deadline.
+    const stopped = /(used more than 2000 ms of CPU time|did not finish within 15000 ms of wall clock) and was stopped|did not finish in 30000 ms/;
+    assert.equal(lines.length, 2, stdout);
+    assert.ok(lines.some((l) => l.startsWith('spin/dist/spin.js: ') && stopped.test(l)), stdout);
+    assert.ok(lines.some((l) => l.startsWith('spin/dist/block.js: ') && stopped.test(l)), stdout);
+  });
+
   test('a package serve would reject is one line naming its toolcell.json; a clean package exits 0', async () => {
     await dir.write('mismatch/toolcell.json', {name: 'mismatch', version: '1.0.0', tools: [{...tool('x'), profile: 'python-offline'}]});
     await dir.write('mismatch/dist/x.js', 'export default () => 1;\n');

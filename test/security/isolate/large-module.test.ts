@@ -37,6 +37,12 @@ const TRIVIALS = 5;
  * busy host, well below the blocked case.
  */
 const TRIVIAL_MAX_WAIT_MS = 3000;
+/**
+ * The same bound beside the 16-call flood of 15 MB modules, in ms: without the fix the
+ * trivial calls waited about 34 s (until dispatch cancelled them); beside two CPU burners
+ * they took 3.5 s with it (16 compiles share the host's CPUs with them).
+ */
+const FLOOD_TRIVIAL_MAX_WAIT_MS = 10_000;
 
 type Timed = ExecutionResult & {elapsedMs: number};
 
@@ -126,7 +132,7 @@ describe('a large tool module in a shared worker', () => {
       trivial.forEach((result, n) => {
         assert.equal(result.failed, false, `trivial call ${n}: ${JSON.stringify(result)}`);
         assert.deepEqual(JSON.parse(result.stdout), {n: n * 2});
-        assert.ok(result.elapsedMs <= TRIVIAL_MAX_WAIT_MS + 2 * result.hostLagMs,
+        assert.ok(result.elapsedMs <= FLOOD_TRIVIAL_MAX_WAIT_MS + 2 * result.hostLagMs,
           `trivial call ${n} waited ${Math.round(result.elapsedMs)} ms beside the flood (host lag ${Math.round(result.hostLagMs)} ms)`);
       });
     } finally {

@@ -29,10 +29,15 @@ const INNOCENT_CALLS = 10;
  * calls take to end their worker (well under a second on a quiet host, a few seconds on
  * a busy one).
  */
-const INNOCENT_SLEEP_MS = 6000;
+const INNOCENT_SLEEP_MS = 15_000;
 /** Generous: a neighbour's crash costs the innocent calls a re-run each, one at a time, on a slow CI host. */
-const INNOCENT_LIMITS = {timeoutMs: 20_000, memoryMb: 32};
-const HOSTILE_LIMITS = {timeoutMs: 4000, memoryMb: 32};
+const INNOCENT_LIMITS = {timeoutMs: 40_000, memoryMb: 32};
+/**
+ * Long enough for the attack to end its worker before its own deadline even on a busy host
+ * (beside two CPU burners the growing Map once used 4 s of its own time without V8 giving up,
+ * so it ended TIMEOUT and nothing was re-run), and shorter than the innocents' sleep.
+ */
+const HOSTILE_LIMITS = {timeoutMs: 12_000, memoryMb: 32};
 
 const HOSTILE = {
   growingMap: 'export default () => { const keep = new Map(); for (let i = 0; ; i++) keep.set(i, {i, text: String(i)}); }',

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
-import {assertStillServes, run, sleep, startBackend} from '../../integration/isolate/helpers.ts';
+import {assertStillServes, GENEROUS_TIMEOUT_MS, run, sleep, startBackend} from '../../integration/isolate/helpers.ts';
 
 /** Reports traces of earlier calls, then leaves its own in every place it can write. */
 const SNOOP_AND_POLLUTE = `
@@ -110,9 +110,11 @@ describe('warm pool isolation', () => {
     try {
       await sleep(100); // both keys warm
       const allocate48Mb = 'export default () => { const keep = []; for (let i = 0; i < 48 * 1024; i++) keep.push(Array.from({length: 128}, (_, j) => i + j)); return keep.length; }';
-      const small = await run(mixed, allocate48Mb, {limits: {memoryMb: 16, timeoutMs: 3000}});
+      // The attack is on memory: a generous deadline, so that a busy host (V8's last-resort GCs
+      // slowed down) cannot end the call as TIMEOUT before the 16 MB limit stops it.
+      const small = await run(mixed, allocate48Mb, {limits: {memoryMb: 16, timeoutMs: GENEROUS_TIMEOUT_MS}});
       assert.equal(small.outOfMemory, true, JSON.stringify(small));
-      const large = await run(mixed, allocate48Mb, {limits: {memoryMb: 256, timeoutMs: 3000}});
+      const large = await run(mixed, allocate48Mb, {limits: {memoryMb: 256, timeoutMs: GENEROUS_TIMEOUT_MS}});
       assert.equal(large.failed, false, JSON.stringify(large));
       assert.equal(mixed.stats().pooled, 2);
     } finally {
