@@ -20,7 +20,7 @@ import {testCa} from '../../support/test-ca.ts';
 
 let fixtures: Awaited<ReturnType<typeof writeFixtures>>;
 let service: HttpService;
-const FIRST_REQUEST_MS = 1500;
+const FIRST_REQUEST_MS = 3000;
 const PER_ADDRESS = 20;
 const sockets: Socket[] = [];
 
