@@ -13,7 +13,8 @@ import {escapeForTerminal} from './terminal-text.ts';
  *   whether signatures were checked;
  * - or `broken: line N: PROBLEM` (N counted from 1) and how many events before it were intact.
  *
- * @returns the exit code: 0 intact, 1 broken, 2 usage error (unreadable file or key; message on stderr)
+ * @returns the exit code: 0 intact, 1 broken, 2 usage error (unreadable file or key; message on
+ *   stderr) or a check that could not finish (an unexpected error: no verdict, no stack)
  */
 export async function auditVerifyCommand(file: string, flags: {publicKey?: string}): Promise<number> {
   let bytes: Buffer;
@@ -29,7 +30,14 @@ export async function auditVerifyCommand(file: string, flags: {publicKey?: strin
     process.stderr.write(`toolcell: cannot read ${escapeForTerminal(file)} (${(err as NodeJS.ErrnoException).code ?? 'error'})\n`);
     return 2;
   }
-  const verdict = verifyAuditChain(bytes, key);
+  let verdict;
+  try {
+    verdict = verifyAuditChain(bytes, key);
+  } catch (err) {
+    // A bug or a resource limit (a crafted file), never a verdict: say so, without the file's content or a stack.
+    process.stderr.write(`toolcell: audit verify could not finish (${err instanceof RangeError ? 'RangeError' : (err as Error)?.name ?? 'error'}): no verdict; the file may be crafted to break the checker\n`);
+    return 2;
+  }
   if (!verdict.intact) {
     process.stdout.write(`broken: line ${verdict.line}: ${escapeForTerminal(verdict.problem)}\n`);
     process.stdout.write(`(${verdict.eventsBefore} events before it are intact)\n`);

@@ -48,6 +48,8 @@ if (major < 24) {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => child.kill(signal));
   child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 + constants.signals[signal] : 1)));
 } else {
+  // serve --http: SIGHUP (a certificate reload) must not kill the process while it starts.
+  if (process.argv.slice(2).some((a) => a === '--http' || a.startsWith('--http='))) (await import('./frontend/http/early-hangup.ts')).holdHangups();
   const {main} = await import('./cli-main.ts');
   process.exitCode = await main(process.argv.slice(2));
 }

@@ -20,6 +20,18 @@ export type ChainVerdict =
 /** `,"sig":"<base64>"}` at the end of a signed line. */
 const SIG_TAIL = /,"sig":"([A-Za-z0-9+/]+={0,2})"\}$/;
 const HEX64 = /^[0-9a-f]{64}$/;
+/** Strict UTF-8 (WHATWG Encoding): an invalid byte sequence throws instead of becoming U+FFFD; a BOM is kept (and then fails JSON.parse). */
+const STRICT_UTF8 = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true});
+
+/**
+ * How a value read from the file appears in a message: its type, and for a string its first 40
+ * characters JSON-escaped (never the value itself: it may be huge or nested past any stack).
+ */
+function described(value: unknown): string {
+  if (typeof value === 'string') return value.length <= 40 ? JSON.stringify(value) : `${JSON.stringify(value.slice(0, 40))}... (${value.length} characters)`;
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
+  return Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'an object' : typeof value;
+}
 
 /**
  * Verifies the audit lines in `bytes` (a whole JSONL file): every v2 line must follow the
@@ -42,6 +54,10 @@ const HEX64 = /^[0-9a-f]{64}$/;
  * chain proves order and completeness only against careless edits; with a key, only the key
  * holder can write lines that verify).
  *
+ * Every line must be valid UTF-8 (decoded strictly: an invalid byte is an alteration, never read
+ * as U+FFFD); the hash and the signature cover the line's exact bytes. Messages never quote a
+ * value from the file beyond its type or 40 escaped characters.
+ *
  * @param bytes the file's contents
  * @param publicKey an Ed25519 public key (or private key: its public half is used)
  */
@@ -62,7 +78,13 @@ export function verifyAuditChain(bytes: Uint8Array, publicKey?: KeyObject): Chai
     start = end + 1;
     lineNo++;
     if (raw.length === 0) return broken('empty line (a line was removed or blanked)');
-    const line = raw.toString('utf8');
+    let line: string;
+    try {
+      // Strict: a replaced byte must not decode like the U+FFFD it replaced (the signature is also checked over the bytes).
+      line = STRICT_UTF8.decode(raw);
+    } catch {
+      return broken('not valid UTF-8: altered (toolcell writes only valid UTF-8)');
+    }
     let event: Record<string, unknown>;
     try {
       const parsed: unknown = JSON.parse(line);
@@ -76,8 +98,10 @@ export function verifyAuditChain(bytes: Uint8Array, publicKey?: KeyObject): Chai
       legacyLines++;
       continue;
     }
-    if (event.v !== 2) return broken(`unknown schema version ${JSON.stringify(event.v)}: altered or inserted`);
+    if (event.v !== 2) return broken(`unknown schema version ${described(event.v)}: altered or inserted`);
     const {stream, seq, prev, sig} = event;
+    // A plain id (toolcell writes UUIDs) as it is; anything else described.
+    const named = typeof stream === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(stream) ? stream : described(stream);
     if (typeof stream !== 'string' || stream === '' || !Number.isSafeInteger(seq) || (seq as number) < 1 || typeof prev !== 'string' || !HEX64.test(prev)) {
       return broken('a v2 line without a valid stream, seq (integer >= 1) and prev (64 hex digits): altered or forged');
     }
@@ -86,36 +110,37 @@ export function verifyAuditChain(bytes: Uint8Array, publicKey?: KeyObject): Chai
       if (typeof sig !== 'string' || tail === null || tail[1] !== sig) return broken('"sig" is not the last member of the line as the writer puts it: altered or forged');
       signed++;
       if (publicKey !== undefined) {
-        const body = Buffer.from(line.slice(0, tail.index) + '}', 'utf8');
+        // The exact bytes of the line without its `,"sig":"…"` tail (ASCII: as many bytes as characters), plus the closing brace.
+        const body = Buffer.concat([raw.subarray(0, raw.length - tail[0].length), Buffer.from('}')]);
         let good = false;
         try {
           good = verify(null, body, publicKey, Buffer.from(sig, 'base64'));
         } catch {
           good = false;
         }
-        if (!good) return broken(`forged or altered: the signature does not verify with the given public key (stream ${stream}, seq ${seq})`);
+        if (!good) return broken(`forged or altered: the signature does not verify with the given public key (stream ${named}, seq ${seq})`);
       }
     } else if (publicKey !== undefined) {
-      return broken(`unsigned line (stream ${stream}, seq ${seq}) while a public key was given: forged, or written without the signing key`);
+      return broken(`unsigned line (stream ${named}, seq ${seq}) while a public key was given: forged, or written without the signing key`);
     }
     const n = seq as number;
     const known = streams.get(stream);
     if (known === undefined) {
-      if (n !== 1) return broken(`stream ${stream} begins at seq ${n}: events 1-${n - 1} are missing (deleted; or the file was rotated: verify the rotated files together, oldest first)`);
-      if (prev !== AUDIT_GENESIS) return broken(`stream ${stream} begins with a prev that is not the genesis value (64 zeros): altered`);
+      if (n !== 1) return broken(`stream ${named} begins at seq ${n}: events 1-${n - 1} are missing (deleted; or the file was rotated: verify the rotated files together, oldest first)`);
+      if (prev !== AUDIT_GENESIS) return broken(`stream ${named} begins with a prev that is not the genesis value (64 zeros): altered`);
       streams.set(stream, {stream, firstSeq: 1, lastSeq: 1, lastLine: lineNo, head: lineHash(raw)});
       events++;
       continue;
     }
-    if (n <= known.lastSeq) return broken(`seq ${n} after seq ${known.lastSeq} (line ${known.lastLine}) of stream ${stream}: reordered, duplicated or inserted`);
+    if (n <= known.lastSeq) return broken(`seq ${n} after seq ${known.lastSeq} (line ${known.lastLine}) of stream ${named}: reordered, duplicated or inserted`);
     if (n > known.lastSeq + 1) {
       const later = lineOf(text, start, stream, known.lastSeq + 1);
-      if (later !== undefined) return broken(`seq ${n} of stream ${stream} comes before seq ${known.lastSeq + 1} (line ${lineNo + later}): reordered`);
+      if (later !== undefined) return broken(`seq ${n} of stream ${named} comes before seq ${known.lastSeq + 1} (line ${lineNo + later}): reordered`);
       const missing = n === known.lastSeq + 2 ? `event ${known.lastSeq + 1} is` : `events ${known.lastSeq + 1}-${n - 1} are`;
-      return broken(`${missing} missing from stream ${stream} between line ${known.lastLine} and this line: deleted`);
+      return broken(`${missing} missing from stream ${named} between line ${known.lastLine} and this line: deleted`);
     }
     if (prev !== known.head) {
-      return broken(`prev is not the hash of line ${known.lastLine} (seq ${known.lastSeq} of stream ${stream}): that line was altered, or this one was forged or inserted`);
+      return broken(`prev is not the hash of line ${known.lastLine} (seq ${known.lastSeq} of stream ${named}): that line was altered, or this one was forged or inserted`);
     }
     known.lastSeq = n;
     known.lastLine = lineNo;

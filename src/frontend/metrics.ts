@@ -3,6 +3,7 @@ import {collectDefaultMetrics, Counter, Gauge, Histogram, Registry} from 'prom-c
 import {containersLeftBehind} from '../backends/container/reaper.ts';
 import type {QueueStats} from '../dispatch/dispatcher.ts';
 import type {ToolDefinition} from '../policy/tool-definition.ts';
+import {REFUSAL_RULES} from './refusal-watch.ts';
 
 /** What a finished call reports (the `ToolRuntime.onCallFinished` event). */
 export interface CallFinished {
@@ -125,8 +126,11 @@ export class ServiceMetrics {
       },
     });
     for (const found of ['orphans', 'remove-failed']) leftBehind.inc({found}, 0);
-    this.#refusals.inc({rule: 'grants'}, 0);
-    this.#refusalBursts.inc({rule: 'grants'}, 0);
+    // Every rule starts at 0, so increase() sees the first refusal (and burst) of each.
+    for (const rule of REFUSAL_RULES) {
+      this.#refusals.inc({rule}, 0);
+      this.#refusalBursts.inc({rule}, 0);
+    }
     const sharedState = () => this.#sharedState;
     new Gauge({
       // Labelled so that the series is absent (not 0, which would read as "unreachable") without a store.

@@ -13,6 +13,17 @@ export interface RefusalBurstLimits {
 /** Default: 10 refusals of one rule by one principal within 5 minutes. */
 export const DEFAULT_REFUSAL_BURST: RefusalBurstLimits = {threshold: 10, windowMs: 5 * 60_000};
 
+/**
+ * Every rule label the watch can report for toolcell's own refusals, so the metrics can start
+ * each series at 0 (Prometheus `increase()` misses the first increment of a series that
+ * appears with value 1): `tool.call.denied` rules (`grants`, `unknown-tool`, `pin`, `egress`,
+ * `secret`, `commands`), `egress.denied` rules that are labels (`allowlist`, `address`,
+ * `resolve`, `protocol`; the limit names `maxRequests`... are not and count as `other`), and
+ * `other`. Not guaranteed: a rule a later change adds must be added here, or its first
+ * increment is missed the same way (its series still appears).
+ */
+export const REFUSAL_RULES = ['grants', 'unknown-tool', 'pin', 'egress', 'secret', 'commands', 'allowlist', 'address', 'resolve', 'protocol', 'other'] as const;
+
 /** Principal/rule pairs remembered at once; past it the least recently refused is forgotten. */
 export const MAX_TRACKED_REFUSERS = 10_000;
 /** Distinct rule labels reported; further rules are reported as `other`. */

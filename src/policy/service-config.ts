@@ -178,6 +178,17 @@ export const ServiceConfig = z.strictObject({
     maxPerPrincipal: z.number().int().min(1).max(10_000).default(32).describe('Open sessions per principal; the least recently used is closed beyond it.'),
     max: z.number().int().min(1).max(1_000_000).default(1000).describe('Open sessions in total; beyond it new sessions get 503.'),
   }).default({idleSeconds: 1800, maxPerPrincipal: 32, max: 1000}),
+  connections: z.strictObject({
+    max: z.number().int().min(1).max(1_000_000).default(1024)
+      .describe('Open connections in total (server.maxConnections); past it new connections are closed unanswered. Keep it below the fd limit (ulimit -n) minus headroom.'),
+    maxPerAddress: z.number().int().min(1).max(1_000_000).default(128)
+      .describe('Open connections from one source IP address; past it new ones from that address are closed unanswered. Behind a proxy, raise it to max.'),
+    firstRequestMs: z.number().int().min(100).max(120_000).default(10_000)
+      .describe('From accepting a connection (TLS handshake included) until its first request\'s headers are complete, in ms; slower connections are closed unanswered.'),
+    keepAliveMs: z.number().int().min(100).max(600_000).default(5000)
+      .describe('How long a connection may sit idle between requests, in ms.'),
+  }).default({max: 1024, maxPerAddress: 128, firstRequestMs: 10_000, keepAliveMs: 5000})
+    .describe('Bounds on connections before and between requests (idle sockets exhaust file descriptors).'),
   shutdown: z.strictObject({
     drainMs: z.number().int().min(0).max(600_000).default(20_000)
       .describe('On SIGTERM, how long in-flight calls may run before they are cancelled, in ms.'),

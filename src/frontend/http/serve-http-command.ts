@@ -11,6 +11,7 @@ import {assertSomethingServed, emptyToolDirs} from '../../serve-preflight.ts';
 import {DEFAULT_WEIGHT} from '../../dispatch/fair-queue.ts';
 import {createRuntime, RUNTIME_DEFAULTS, type RuntimeOptions} from '../../runtime.ts';
 import {ServiceMetrics} from '../metrics.ts';
+import {holdHangups, onHangup as deliverHangups} from './early-hangup.ts';
 import {startHttpService, type HttpService} from './serve-http.ts';
 
 /** Address bound when `--http` names only a port. */
@@ -35,7 +36,8 @@ export function parseListenAddress(hostPort: string): {host: string; port: numbe
  * down gracefully (see `HttpService.shutdown`; a second signal exits at once). Prints the
  * endpoint URL on stderr. SIGHUP re-reads `tls.cert`/`tls.key` (`HttpService.reloadTls`: new
  * connections get the new pair, a bad pair is refused and the old one kept; one line on stderr
- * either way); without a certificate configured it is ignored, never fatal.
+ * either way); without a certificate configured it is ignored, never fatal. A SIGHUP during
+ * start-up is queued and delivered once the service exists (`early-hangup.ts`).
  *
  * Refuses to serve nothing (exit 2): no tool served at all (`assertSomethingServed`), or
  * authentication configured while no principal can call a served tool (`grantCoverage`); warns
@@ -46,6 +48,8 @@ export function parseListenAddress(hostPort: string): {host: string; port: numbe
  *   (message on stderr)
  */
 export async function serveHttpCommand(hostPort: string, options: RuntimeOptions, configPath?: string, userToolDirs: readonly string[] = []): Promise<number> {
+  // Before anything slow: a SIGHUP from here on is queued until the service exists (cli.ts installs it earlier still).
+  holdHangups();
   const say = (text: string) => process.stderr.write(`toolcell: ${text}\n`);
   let service: HttpService;
   let close: (() => Promise<void>) | undefined;
@@ -109,7 +113,8 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
       ? `SIGHUP: TLS certificate reloaded (sha256 ${outcome.fingerprint256})`
       : `SIGHUP: TLS certificate not reloaded: ${outcome.reason}`));
   };
-  process.on('SIGHUP', onHangup);
+  // A SIGHUP during start-up was queued (early-hangup.ts, installed by cli.ts); it is delivered now.
+  const stopHangups = deliverHangups(onHangup);
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
       say(`${signal}: shutting down (in-flight calls may take up to the drain deadline)`);
@@ -127,7 +132,7 @@ export async function serveHttpCommand(hostPort: string, options: RuntimeOptions
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
   });
-  process.off('SIGHUP', onHangup);
+  stopHangups();
   await shared?.close().catch(() => {});
   say('stopped');
   // Anything still holding the event loop (a stray socket) must not keep a stopped server alive.

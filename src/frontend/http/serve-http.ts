@@ -15,6 +15,7 @@ import {RefusalWatch} from '../refusal-watch.ts';
 import {createAuthenticator, type Authenticator} from './authenticate.ts';
 import {BodyBudget, DEFAULT_BODY_LIMITS, type BodyLimits} from './body-budget.ts';
 import {drain, Exchanges} from './drain.ts';
+import {guardConnections} from './connection-guard.ts';
 import {closingSockets, jsonRpcError, Lingers, writeResponse} from './http-io.ts';
 import {LegacySessions} from './legacy-sessions.ts';
 import {Readiness, type ReadinessCheck, type SharedStateReport} from './readiness.ts';
@@ -89,7 +90,10 @@ export interface HttpService {
  * `createRouter` (Origin, Host, credentials in the URL, authentication, body cap, batches) before
  * it reaches the SDK; sessions answer only the principal that opened them (`LegacySessions`).
  * Server timeouts: 60 s to receive a whole request, 15 s for its headers (Node's `requestTimeout`,
- * `headersTimeout`). Request bodies are read under `BodyBudget` (by default 64 at once, 8 per
+ * `headersTimeout`); a connection's first request headers must arrive within
+ * `connections.firstRequestMs` of accepting it, idle keep-alive connections close after
+ * `connections.keepAliveMs`, and `connections.max` / `connections.maxPerAddress` cap open
+ * connections (`guardConnections`). Request bodies are read under `BodyBudget` (by default 64 at once, 8 per
  * principal, 64 MiB of buffers in total): over it a request is answered 429 or 503 unread.
  *
  * TLS: with `tls.cert`/`tls.key` in the config it serves HTTPS (node:https, TLS 1.2 or later)
@@ -129,7 +133,9 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
   const timeouts = {requestTimeout: 60_000, headersTimeout: 15_000};
   const server = tlsFiles === undefined
     ? createServer(timeouts)
-    : createHttpsServer({...timeouts, cert: tlsFiles.cert, key: tlsFiles.key, minVersion: 'TLSv1.2'});
+    : createHttpsServer({...timeouts, cert: tlsFiles.cert, key: tlsFiles.key, minVersion: 'TLSv1.2', handshakeTimeout: config.connections.firstRequestMs});
+  // Idle and slow connections are closed before they can exhaust file descriptors (connection-guard.ts).
+  const guard = guardConnections(server, config.connections);
   const closedListening = new Promise<void>((resolve) => server.once('close', () => resolve()));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -159,6 +165,7 @@ export async function startHttpService(options: HttpServiceOptions): Promise<Htt
 
   const lingers = new Lingers();
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    guard.firstRequest(req.socket);
     if (closingSockets.has(req.socket)) {
       // Pipelined behind a refused body on a connection being closed: never run, never answered
       // (Node closes the socket once the refusal is written).

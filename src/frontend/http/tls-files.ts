@@ -28,6 +28,10 @@ export const MAX_TLS_FILE_BYTES = 64 * 1024;
  * - the key is private: no permission for others, no write or execute for its group, owned by
  *   this process's user (mode 0600 or 0400), or owned by root and readable by its group only
  *   (0440/0400: a Kubernetes Secret volume with `fsGroup`);
+ * - both are strict PEM (RFC 7468 strict form, `parsePemStrictly`): complete blocks only, nothing
+ *   but whitespace between them; the certificate file holds only CERTIFICATE blocks, each a
+ *   valid X.509 certificate; the key file one private key (and optionally EC PARAMETERS). A file
+ *   cut in the middle (written halfway when the reload came) is refused, not half used;
  * - the first certificate is valid now and matches the key, and node's TLS accepts the pair.
  *
  * Does NOT check the chain up to a trusted root, the names in the certificate (clients do), or
@@ -49,6 +53,19 @@ export async function readTlsFiles(tls: {readonly cert: string; readonly key: st
     privateKey = createPrivateKey(key);
   } catch (err) {
     throw new ConfigError('tls.key', `${tls.key} is not a PEM private key (or it is encrypted, which is not supported)`, {cause: err});
+  }
+  // OpenSSL skips what it cannot read (a block cut in the middle, text around blocks): a file
+  // written halfway would pass and serve an incomplete chain. Every byte must be accounted for.
+  const certBlocks = parsePemStrictly(cert, tls.cert, 'tls.cert', CERT_LABELS);
+  for (const [index, block] of certBlocks.entries()) {
+    try {
+      new X509Certificate(block.der);
+    } catch (err) {
+      throw new ConfigError('tls.cert', `${tls.cert}: certificate ${index + 1} of ${certBlocks.length} is not a valid X.509 certificate (${(err as Error).message})`, {cause: err});
+    }
+  }
+  if (parsePemStrictly(key, tls.key, 'tls.key', KEY_LABELS).filter((b) => b.label !== 'EC PARAMETERS').length !== 1) {
+    throw new ConfigError('tls.key', `${tls.key} must hold exactly one private key block`);
   }
   if (!leaf.checkPrivateKey(privateKey)) {
     throw new ConfigError('tls.key', `${tls.key} is not the private key of the certificate in ${tls.cert} (subject ${leaf.subject.replace(/\n/g, ', ')})`);
@@ -97,4 +114,47 @@ async function readChecked(path: string, source: string, secret: boolean): Promi
   } finally {
     await handle.close();
   }
+}
+
+const CERT_LABELS: ReadonlySet<string> = new Set(['CERTIFICATE']);
+const KEY_LABELS: ReadonlySet<string> = new Set(['PRIVATE KEY', 'RSA PRIVATE KEY', 'EC PRIVATE KEY', 'EC PARAMETERS']);
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9][A-Z0-9 ]{0,40})-----\r?\n([A-Za-z0-9+/=\r\n\t ]*?)-----END ([A-Z0-9][A-Z0-9 ]{0,40})-----/y;
+const WHITESPACE = /[ \t\r\n]*/y;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * Parses PEM text strictly (RFC 7468 section 3, strict form, without explanatory text): the file
+ * is ASCII, and is nothing but complete `-----BEGIN L-----` ... `-----END L-----` blocks, with
+ * matching labels from `labels`, well-formed base64 bodies (padding only at the end), and only
+ * whitespace before, between and after them; at least one block.
+ * @returns the blocks in order: label and decoded DER bytes
+ * @throws ConfigError (`source`) naming the file, the line and what is wrong (never the content)
+ */
+export function parsePemStrictly(bytes: Buffer, path: string, source: string, labels: ReadonlySet<string>): Array<{label: string; der: Buffer}> {
+  const nonAscii = bytes.findIndex((b) => b > 0x7e || (b < 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d));
+  if (nonAscii !== -1) throw new ConfigError(source, `${path} is not PEM text: byte ${nonAscii} is not printable ASCII`);
+  const text = bytes.toString('latin1');
+  const lineAt = (at: number) => text.slice(0, at).split('\n').length;
+  const blocks: Array<{label: string; der: Buffer}> = [];
+  let at = 0;
+  for (;;) {
+    WHITESPACE.lastIndex = at;
+    WHITESPACE.exec(text);
+    at = WHITESPACE.lastIndex;
+    if (at === text.length) break;
+    PEM_BLOCK.lastIndex = at;
+    const m = PEM_BLOCK.exec(text);
+    if (m === null) {
+      throw new ConfigError(source, `${path}: line ${lineAt(at)} does not start a complete PEM block (-----BEGIN ...----- to -----END ...-----); the file may be written halfway, or hold text outside its blocks, which is not accepted`);
+    }
+    const [, label, body, endLabel] = m as unknown as [string, string, string, string];
+    if (label !== endLabel) throw new ConfigError(source, `${path}: line ${lineAt(at)}: block BEGIN ${label} ends with END ${endLabel}`);
+    if (!labels.has(label)) throw new ConfigError(source, `${path}: line ${lineAt(at)}: a ${label} block; allowed here: ${[...labels].join(', ')}`);
+    const b64 = body.replace(/[ \t\r\n]/g, '');
+    if (b64.length === 0 || !BASE64.test(b64)) throw new ConfigError(source, `${path}: line ${lineAt(at)}: the ${label} block's base64 is incomplete or malformed`);
+    blocks.push({label, der: Buffer.from(b64, 'base64')});
+    at = PEM_BLOCK.lastIndex;
+  }
+  if (blocks.length === 0) throw new ConfigError(source, `${path} holds no PEM block`);
+  return blocks;
 }

@@ -1,6 +1,8 @@
 // Tampering with an audit file: deleted, altered, reordered, inserted, forged and cut lines against the chain (seq, prev, sig) and `toolcell audit verify`.
 // invariant: audit:chain:tamper-evident
 // invariant: audit:signing-key:private
+// invariant: audit:verify:hostile-file-contained
+// invariant: audit:verify:strict-utf8
 import assert from 'node:assert/strict';
 import {generateKeyPairSync, type KeyObject} from 'node:crypto';
 import {chmod, readFile, symlink, writeFile} from 'node:fs/promises';
@@ -179,4 +181,57 @@ test('the signing key must be a private regular file of the service user, and Ed
   const rsaFile = join(dir.path, 'rsa.pem');
   await writeFile(rsaFile, rsa, {mode: 0o600});
   assert.throws(() => loadAuditSigningKey(rsaFile, 'cfg'), /rsa.*Ed25519/);
+});
+
+test('a crafted deeply nested line (200,000 levels in v, stream or another field) gets a verdict naming its type, never a crash or a stack (exit 1)', {timeout: 120_000}, async () => {
+  const deep = (n: number) => '['.repeat(n) + ']'.repeat(n);
+  const {privateKey} = generateKeyPairSync('ed25519');
+  const good = await writeEvents(join(dir.path, 'deep-base.jsonl'), 1, privateKey);
+  const cases: Array<[string, string, RegExp]> = [
+    ['v', `{"v":${deep(200_000)}}`, /^broken: line 1: unknown schema version an array/m],
+    ['stream', `{"v":2,"stream":${deep(200_000)},"seq":1,"prev":"${'0'.repeat(64)}"}`, /^broken: line 1: a v2 line without a valid stream/m],
+    ['long stream', `{"v":2,"stream":"${'x'.repeat(1_000_000)}","seq":5,"prev":"${'0'.repeat(64)}"}`, /^broken: line 1: stream "x{40}"\.\.\. \(1000000 characters\) begins at seq 5/m],
+    ['after a good line', `${good[0]}\n{"v":${deep(200_000)}}`, /^broken: line 2: unknown schema version an array/m],
+  ];
+  for (const [name, text, expected] of cases) {
+    const file = await dir.write(`deep-${name.replace(/ /g, '-')}.jsonl`, `${text}\n`);
+    const r = await runCli(['audit', 'verify', file]);
+    assert.equal(r.code, 1, `${name}: exit ${r.code}; stderr: ${r.stderr.slice(0, 300)}`);
+    assert.match(r.stdout, expected, name);
+    assert.ok(r.stdout.length < 2000, `${name}: the verdict does not quote the file (${r.stdout.length} bytes)`);
+    assert.doesNotMatch(r.stderr, /RangeError|at .*\.ts:\d+/, `${name}: no stack`);
+  }
+});
+
+test('signed lines are checked as bytes: an invalid UTF-8 byte in place of U+FFFD (or anywhere) is broken, even with the key; the original verifies', async () => {
+  const {privateKey, publicKey} = generateKeyPairSync('ed25519');
+  const file = join(dir.path, 'utf8.jsonl');
+  // A tool name with a lone surrogate: the writer makes it U+FFFD (EF BF BD) before hashing and signing.
+  const sink = new JsonlAuditSink(file, {signingKey: privateKey});
+  sink.write(event(1));
+  sink.write(event(2, 'text__\ud800x'));
+  await sink.close();
+  const bytes = await readFile(file);
+  const at = bytes.indexOf(Buffer.from([0xef, 0xbf, 0xbd]));
+  assert.ok(at > 0, 'the writer wrote U+FFFD for the lone surrogate');
+  const intact = verifyAuditChain(bytes, publicKey);
+  assert.equal(intact.intact, true, JSON.stringify(intact));
+  // The three bytes of U+FFFD become one invalid byte (a lenient decoder reads it as U+FFFD again).
+  const mutated = Buffer.concat([bytes.subarray(0, at), Buffer.from([0xff]), bytes.subarray(at + 3)]);
+  brokenAt(verifyAuditChain(mutated, publicKey), 2, /not valid UTF-8/);
+  brokenAt(verifyAuditChain(mutated), 2, /not valid UTF-8/);
+  // Any invalid sequence (overlong, lone continuation byte, a surrogate encoded in UTF-8) in any line.
+  for (const bad of [[0xc0, 0xaf], [0x80], [0xed, 0xa0, 0x80]]) {
+    const first = bytes.indexOf(0x0a);
+    const spliced = Buffer.concat([bytes.subarray(0, 20), Buffer.from(bad), bytes.subarray(20, first), bytes.subarray(first)]);
+    brokenAt(verifyAuditChain(spliced, publicKey), 1, /not valid UTF-8/);
+  }
+  // A byte-order mark before a line is not the writer's bytes either.
+  brokenAt(verifyAuditChain(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), bytes]), publicKey), 1, /not a JSON object/);
+  const mfile = await dir.write('utf8-mutated.jsonl', '');
+  await writeFile(mfile, mutated);
+  const pub = await dir.write('utf8.pub', publicKey.export({type: 'spki', format: 'pem'}).toString());
+  const r = await runCli(['audit', 'verify', mfile, '--public-key', pub]);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stdout, /^broken: line 2: not valid UTF-8/m);
 });

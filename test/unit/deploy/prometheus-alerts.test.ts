@@ -7,7 +7,7 @@ import {readFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
 import {parse as parseYaml} from 'yaml';
-import {DEFAULT_REFUSAL_BURST} from '../../../src/frontend/refusal-watch.ts';
+import {DEFAULT_REFUSAL_BURST, REFUSAL_RULES} from '../../../src/frontend/refusal-watch.ts';
 import {hashApiKey} from '../../../src/policy/service-config.ts';
 import {fakeRuntime, KEYS, modernCall, post, REPO, startService, writeFixtures, type Fixtures} from '../../e2e/http/support.ts';
 
@@ -124,6 +124,36 @@ test('a principal probing for tools it is not granted moves the series ToolcellP
     assert.match(text, new RegExp(`^toolcell_refusals_total\\{rule="grants"\\} ${DEFAULT_REFUSAL_BURST.threshold}$`, 'm'));
     assert.match(text, /^toolcell_principal_refusal_bursts_total\{rule="grants"\} 1$/m);
     assert.doesNotMatch(text, /key:bob|principal=/, 'no principal in any label');
+  } finally {
+    await service.shutdown({drainMs: 0});
+  }
+});
+
+test('every refusal rule starts at 0, so increase() sees the first burst of unknown-name probing (rule "unknown-tool")', async () => {
+  const {runtime} = await fakeRuntime(fixtures);
+  const service = await startService(runtime, {
+    apiKeys: [{name: 'alice', sha256: hashApiKey(KEYS.alice)}, {name: 'bob', sha256: hashApiKey(KEYS.bob)}],
+    grants: [{principal: 'key:alice', packages: '*'}, {principal: 'key:bob', packages: ['other']}],
+    metrics: {principals: ['key:alice']},
+  });
+  const scrape = async () => {
+    const metrics = await fetch(`${service.origin}/metrics`, {headers: {Authorization: `Bearer ${KEYS.alice}`}, signal: AbortSignal.timeout(10_000)});
+    assert.equal(metrics.status, 200);
+    return metrics.text();
+  };
+  try {
+    const before = await scrape();
+    for (const rule of ['grants', 'unknown-tool', 'pin', 'egress', 'secret', ...REFUSAL_RULES]) {
+      assert.match(before, new RegExp(`^toolcell_refusals_total\\{rule="${rule}"\\} 0$`, 'm'), `refusals rule="${rule}" starts at 0`);
+      assert.match(before, new RegExp(`^toolcell_principal_refusal_bursts_total\\{rule="${rule}"\\} 0$`, 'm'), `bursts rule="${rule}" starts at 0`);
+    }
+    for (let i = 0; i < DEFAULT_REFUSAL_BURST.threshold; i++) {
+      const {body, headers} = modernCall(`no_such_tool_${i}`, {}, i + 1);
+      await (await post(service.url, body, {...headers, Authorization: `Bearer ${KEYS.bob}`})).text();
+    }
+    const text = await scrape();
+    assert.match(text, new RegExp(`^toolcell_refusals_total\\{rule="unknown-tool"\\} ${DEFAULT_REFUSAL_BURST.threshold}$`, 'm'));
+    assert.match(text, /^toolcell_principal_refusal_bursts_total\{rule="unknown-tool"\} 1$/m);
   } finally {
     await service.shutdown({drainMs: 0});
   }

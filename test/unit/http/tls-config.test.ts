@@ -1,6 +1,8 @@
 // The service config's `tls` section and the checks on its files: strict shape, relative paths,
 // the refusal to bind anything but loopback without TLS (or the statement that a proxy ends it),
 // and a private key that others can read, a key of another certificate or a non-file refused.
+// A chain file written halfway (leaf + a cut intermediate) is refused, not half used.
+// invariant: http:tls:files-strict-pem
 import assert from 'node:assert/strict';
 import {execFileSync} from 'node:child_process';
 import {chmodSync, chownSync, readFileSync, symlinkSync, writeFileSync} from 'node:fs';
@@ -118,4 +120,37 @@ test('a private key owned by another user is refused, whatever its mode', {skip:
   const pair = writePair('foreign', 0o600);
   chownSync(pair.key, 4242, 4242);
   await assert.rejects(readTlsFiles(pair), configError(/tls\.key: .*foreign\.key is owned by uid 4242; a private key must belong to this user/));
+});
+
+test('a chain file written halfway (leaf + part of the next block, cut anywhere) or with text outside its blocks is refused; the complete chain is accepted', async () => {
+  const a = writePair('chain-a');
+  const leaf = readFileSync(a.cert, 'latin1');
+  const chain = leaf + ca.root;
+  const chainFile = join(dir.path, 'chain-full.pem');
+  writeFileSync(chainFile, chain);
+  assert.equal((await readTlsFiles({cert: chainFile, key: a.key})).fingerprint256, a.fingerprint256, 'the complete chain is accepted');
+  // Cut the intermediate at every point of interest: in its BEGIN line, in its base64, just before and in its END line.
+  const second = chain.indexOf('-----BEGIN', leaf.length - 1);
+  const endOfSecond = chain.lastIndexOf('-----END');
+  const cuts = [second + 3, second + 16, second + 40, second + 100, endOfSecond, endOfSecond + 1, endOfSecond + 20];
+  for (const cut of cuts) {
+    const half = join(dir.path, `chain-half-${cut}.pem`);
+    writeFileSync(half, chain.slice(0, cut));
+    await assert.rejects(readTlsFiles({cert: half, key: a.key}), configError(/tls\.cert: .*chain-half-\d+\.pem: line \d+ does not start a complete PEM block/), `cut at ${cut}`);
+  }
+  // A complete-looking block whose base64 was cut at a line end is not a certificate.
+  const lines = ca.root.trimEnd().split('\n');
+  const shortened = join(dir.path, 'chain-short.pem');
+  writeFileSync(shortened, leaf + [...lines.slice(0, 3), lines.at(-1)].join('\n') + '\n');
+  await assert.rejects(readTlsFiles({cert: shortened, key: a.key}), configError(/tls\.cert: .*certificate 2 of 2 is not a valid X\.509 certificate|base64 is incomplete/));
+  // Text outside the blocks, a foreign block, non-ASCII bytes.
+  for (const [name, text] of [['text', `subject=CN localhost\n${chain}`], ['foreign', leaf + '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n'], ['bytes', `${chain}\u00ff`]] as const) {
+    const f = join(dir.path, `chain-${name}.pem`);
+    writeFileSync(f, text, 'latin1');
+    await assert.rejects(readTlsFiles({cert: f, key: a.key}), configError(/tls\.cert: /), name);
+  }
+  // A key file written halfway after a complete key.
+  const keyHalf = join(dir.path, 'key-half.key');
+  writeFileSync(keyHalf, readFileSync(a.key, 'latin1') + '-----BEGIN PRIV', {mode: 0o600});
+  await assert.rejects(readTlsFiles({cert: a.cert, key: keyHalf}), configError(/tls\.key: .*does not start a complete PEM block/));
 });
