@@ -1,11 +1,11 @@
 // The host side of an isolate's `fetch`: validates what the tool asked for, applies the egress policy and secrets, performs it against the resolved address, and answers with a bounded copy.
-import {request as httpRequest, type IncomingMessage} from 'node:http';
+import {request as httpRequest, STATUS_CODES, type IncomingMessage} from 'node:http';
 import {request as httpsRequest} from 'node:https';
 import {isIP} from 'node:net';
 import {getCACertificates} from 'node:tls';
 import type {IsolateEgress} from '../backends/backend.ts';
 import {log as rootLog} from '../log.ts';
-import {isSecretRefusal, valueScrubber, type CallSecrets} from './secrets.ts';
+import {isSecretRefusal, type CallSecrets} from './secrets.ts';
 import type {EgressBudget, EgressDecision} from './tls-intercept.ts';
 
 const log = rootLog.child({component: 'isolate-fetch'});
@@ -200,7 +200,8 @@ export function isolateEgress(options: IsolateFetchOptions): IsolateEgress {
           log.debug({err, host}, 'isolate fetch failed');
           throw new Refused('upstream', `toolcell egress: ${host}:${port} could not be reached (${err.code ?? 'error'}).`);
         });
-        const scrub = valueScrubber(used.map((s) => [s.reveal(), options.secrets.placeholders[s.name] ?? '[secret]']));
+        // Every secret of the call, not only those sent in this request: an upstream may hand back a stored value.
+        const scrub = options.secrets.scrubber();
         const chunks: Buffer[] = [];
         try {
           for await (const chunk of answer as AsyncIterable<Buffer>) {
@@ -220,12 +221,12 @@ export function isolateEgress(options: IsolateFetchOptions): IsolateEgress {
         const pairs: string[][] = [];
         for (let i = 0; i + 1 < answer.rawHeaders.length; i += 2) {
           const name = answer.rawHeaders[i]!.toLowerCase();
-          if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive') continue;
+          if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive' || options.secrets.inHeaderName(name)) continue;
           pairs.push([name, scrub.whole(answer.rawHeaders[i + 1]!)]);
         }
         decide({allowed: true, status: answer.statusCode, ...(used.length ? {secrets: used.map((s) => s.name)} : {})});
         return JSON.stringify({
-          ok: true, status: answer.statusCode ?? 0, statusText: answer.statusMessage ?? '', url: request.url.href,
+          ok: true, status: answer.statusCode ?? 0, statusText: STATUS_CODES[answer.statusCode ?? 0] ?? '', url: request.url.href,
           headers: pairs, body: Buffer.concat(chunks).toString('latin1'),
         });
       } catch (err) {

@@ -50,6 +50,10 @@ export interface EgressSecrets {
    * name), else undefined (h-eg2, egress/secrets.ts `CallSecrets.refusal`).
    */
   refusal?(request: {host: string; port: number; tls: boolean; url: string; headers: IncomingMessage['headers']}): {secret: string; message: string; host: string} | undefined;
+  /** Replaces the call's secret values by their placeholders in a plain-HTTP response (`CallSecrets.scrubber`). */
+  scrubber?(): {whole(text: string): string; chunk(buf: Buffer): Buffer; flush(): Buffer};
+  /** Whether a response header name carries a secret value, any case (`CallSecrets.inHeaderName`): such a header is dropped. */
+  inHeaderName?(name: string): boolean;
 }
 
 /** Who and what a call's egress belongs to; built by the caller for each call. */
@@ -425,7 +429,17 @@ class Session implements EgressSession {
         finish();
         return;
       }
-      res.writeHead(status, up.statusMessage, endToEndHeaders(up.headers));
+      // A stored secret value may come back from any host: scrubbed here too; the upstream's reason phrase is not passed on.
+      const scrub = this.#context.secrets?.scrubber?.();
+      const headers = endToEndHeaders(up.headers);
+      if (scrub !== undefined) {
+        delete headers['content-length'];
+        for (const [name, value] of Object.entries(headers)) {
+          if (value === undefined || this.#context.secrets?.inHeaderName?.(name)) delete headers[name];
+          else headers[name] = Array.isArray(value) ? value.map(scrub.whole) : scrub.whole(String(value));
+        }
+      }
+      res.writeHead(status, headers);
       up.on('data', (chunk: Buffer) => {
         bytesIn += chunk.length;
         if (!this.#chargeIn(chunk.length)) {
@@ -436,13 +450,13 @@ class Session implements EgressSession {
           finish();
           return;
         }
-        if (!res.write(chunk)) {
+        if (!res.write(scrub === undefined ? chunk : scrub.chunk(chunk))) {
           up.pause();
           res.once('drain', () => up.resume());
         }
       });
       up.on('end', () => {
-        res.end();
+        res.end(scrub?.flush());
         finish();
       });
       up.on('error', () => {
