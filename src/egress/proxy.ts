@@ -37,6 +37,9 @@ import {resolveEgress, type EgressGrant, type EgressLookup, type ResolvedEgress}
 /** Outcome label of `toolcell_egress_total`. */
 export type EgressOutcome = 'allowed' | 'denied' | 'limit' | 'failed';
 
+/** Connections open at once to one call's proxy socket (requests and tunnels); more are closed on accept. */
+export const MAX_CALL_CONNECTIONS = 64;
+
 /**
  * The secrets of a call, as h-eg2's secret module hands them to the proxy: `carries` says
  * whether requests to `host:port` must be intercepted (a secret belongs to that host). Opaque
@@ -221,8 +224,11 @@ class Session implements EgressSession {
     this.#context = context;
     this.#options = options;
     this.#onClose = onClose;
-    this.#server = createServer({requestTimeout: context.grant.requestTimeoutMs + 5000, headersTimeout: Math.min(30_000, context.grant.requestTimeoutMs + 5000),
-      maxHeaderSize: 64 * 1024});
+    // A connection that has not sent a whole request head within min(30 s, requestTimeoutMs) gets 408 and is closed (checked every second).
+    this.#server = createServer({requestTimeout: context.grant.requestTimeoutMs + 5000, headersTimeout: Math.min(30_000, context.grant.requestTimeoutMs),
+      connectionsCheckingInterval: 1000, maxHeaderSize: 64 * 1024});
+    // Open connections (requests and tunnels) of one call; beyond, a new one is closed at once (a flood cannot exhaust the server's descriptors).
+    this.#server.maxConnections = MAX_CALL_CONNECTIONS;
     this.#server.on('connection', (socket: Socket) => this.#track(socket));
     this.#server.on('request', (req, res) => void this.#forward(req, res));
     this.#server.on('connect', (req, socket, head) => void this.#tunnel(req, socket, head));
