@@ -339,6 +339,8 @@ class Session implements EgressSession {
       const rule = r.rule === undefined ? 'allowlist' : /could not be resolved|no address|not an address/.test(r.reason) ? 'resolve' : 'address';
       return {status: 403, rule, text: `egress refused by the profile "${this.#context.profile}": ${r.reason}`};
     }
+    // The lookup may answer after the call ended: nothing is opened for a closed session.
+    if (this.#closed) return {status: 503, rule: 'egress', text: 'toolcell egress: the call has ended; nothing was sent.'};
     const {allowed: _allowed, ...target} = r;
     return {target};
   }
@@ -389,6 +391,8 @@ class Session implements EgressSession {
     let done = false;
     let failure: {status: number; rule: string; text: string} | undefined;
     const upstream = httpRequest({host: target.address, family: target.family, port, method, path: `${url.pathname}${url.search}`, headers, setHost: false, agent: false});
+    // Destroyed with the session (and at once if it closed meanwhile).
+    upstream.once('socket', (socket) => this.#track(socket));
     const timer = setTimeout(() => {
       failure ??= {status: 504, rule: 'requestTimeoutMs', text: this.#hit('requestTimeoutMs', `request to ${target.host}:${port}`)};
       upstream.destroy();

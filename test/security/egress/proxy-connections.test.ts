@@ -67,3 +67,39 @@ test(`a call's proxy keeps at most ${MAX_CALL_CONNECTIONS} connections, closes i
     await proxy.close();
   }
 });
+
+// invariant: egress:proxy:connections-bounded
+test('a request whose DNS answer comes after the call ended opens no upstream connection', async () => {
+  let release: () => void = () => {};
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let asked = 0;
+  const upstreamConnections: number[] = [];
+  const onConnection = () => upstreamConnections.push(Date.now());
+  upstream.on('connection', onConnection);
+  const proxy = new EgressProxy({lookup: async () => {
+    asked++;
+    await gate;
+    return [{address: '127.0.0.1', family: 4}];
+  }, audit: () => {}});
+  const session = await proxy.open({callId: 'late-1', principal: 'local', tool: 't', profile: 'p', grant: parseEgressGrant({allow: [`slow.toolcell.test:${port}`, `127.0.0.1:${port}`], requestTimeoutMs: 5000})});
+  try {
+    const forward = connect(session.socketPath, () => forward.write(`POST http://slow.toolcell.test:${port}/late HTTP/1.1\r\nHost: slow.toolcell.test:${port}\r\nContent-Length: 1\r\n\r\nx`));
+    const tunnel = connect(session.socketPath, () => tunnel.write(`CONNECT slow.toolcell.test:${port} HTTP/1.1\r\nHost: slow.toolcell.test:${port}\r\n\r\n`));
+    for (const c of [forward, tunnel]) {
+      opened.push(c);
+      c.on('error', () => {});
+    }
+    const deadline = Date.now() + 10_000;
+    while (asked < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(asked, 2, 'both requests are waiting on the lookup');
+    await session.close();
+    release();
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(upstreamConnections, [], 'no connection reached the upstream after the call ended');
+  } finally {
+    release();
+    upstream.off('connection', onConnection);
+    await session.close();
+    await proxy.close();
+  }
+});
