@@ -56,7 +56,7 @@ export interface IsolateEgress {
   /**
    * Performs one request the tool made (its JSON text as the isolate sent it, unvalidated)
    * under the call's policy and limits; resolves the JSON text the isolate's `fetch` reads
-   * (`{ok: true, status, statusText, url, headers, body}` or `{ok: false, message}`). Never
+   * (`{ok: true, status, statusText, url, headers, body64}`, the body in base64, or `{ok: false, message}`). Never
    * rejects. `signal` aborts when the call is over.
    */
   fetch(requestJson: string, signal: AbortSignal): Promise<string>;

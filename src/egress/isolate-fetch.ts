@@ -1,11 +1,11 @@
 // The host side of an isolate's `fetch`: validates what the tool asked for, applies the egress policy and secrets, performs it against the resolved address, and answers with a bounded copy.
-import {request as httpRequest, type IncomingMessage} from 'node:http';
+import {request as httpRequest, STATUS_CODES, type IncomingMessage} from 'node:http';
 import {request as httpsRequest} from 'node:https';
 import {isIP} from 'node:net';
 import {getCACertificates} from 'node:tls';
 import type {IsolateEgress} from '../backends/backend.ts';
 import {log as rootLog} from '../log.ts';
-import {isSecretRefusal, valueScrubber, type CallSecrets} from './secrets.ts';
+import {isSecretRefusal, type CallSecrets} from './secrets.ts';
 import type {EgressBudget, EgressDecision} from './tls-intercept.ts';
 
 const log = rootLog.child({component: 'isolate-fetch'});
@@ -39,7 +39,16 @@ export interface IsolateFetchOptions {
    * so a tool cannot make the server process parse megabytes it would refuse anyway.
    */
   maxBytesOut?: number;
+  /**
+   * Called with the running count of decisions not written because the call was already over
+   * maxRequests (the first refusal by the limit is written; the rest are only counted, like the
+   * proxy's `usage.unaudited`), so a flood of refused requests cannot grow the audit stream.
+   */
+  onUnaudited?(count: number): void;
 }
+
+/** Fetches of one call whose answers are not yet delivered: beyond this a new fetch is refused (the tool awaits some first). */
+export const MAX_FETCHES_IN_FLIGHT = 4;
 
 /** Methods a tool may use (RFC 9110 §9); CONNECT, TRACE and others are refused. */
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -48,6 +57,8 @@ const FORBIDDEN = new Set(['host', 'content-length', 'transfer-encoding', 'conne
 const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]{1,128}$/;
 const MAX_HEADERS = 100;
 const MAX_HEADER_BYTES = 64 * 1024;
+/** Room in a serialized answer besides the base64 body (status, URL, headers as JSON), chars. */
+const ANSWER_SLACK = 512 * 1024;
 /** Longest URL accepted, in characters. */
 const MAX_URL = 8192;
 
@@ -119,16 +130,20 @@ const hostOf = (url: URL): string => url.hostname.replace(/^\[|\]$/g, '').toLowe
 
 /**
  * The egress of one isolate call: `context.secrets` (placeholders) and the `fetch` the backend
- * relays the tool's requests to. Per request: parse and validate (methods GET, HEAD, POST, PUT,
+ * relays the tool's requests to. Per request: count it (maxRequests; before anything of it is
+ * read, so refused and unreadable requests count too; past the limit only the first refusal is
+ * audited, the rest counted through `onUnaudited`) → at most MAX_FETCHES_IN_FLIGHT unanswered
+ * fetches per call → parse and validate (methods GET, HEAD, POST, PUT,
  * PATCH, DELETE, OPTIONS; http: and https: only; no credentials in the URL; header names and
- * values checked, framing headers dropped) → count it (maxRequests) → refuse a placeholder where
+ * values checked, framing headers dropped) → refuse a placeholder where
  * it does not belong and substitute it where it does (HTTPS only; `CallSecrets.substitute`,
  * `scanBody`) → count the body (maxBytesOut) → `resolve` (the policy; refusals name the grant)
  * → connect to the resolved address (SNI and Host = the name; the certificate verified against
  * Node's default roots plus `upstreamCa`) → read the answer within `requestTimeoutMs`, at most
- * what is left of maxBytesIn and at most memoryMb / 8 bytes (the body crosses into the isolate
- * as a JSON string and becomes a string there, then an ArrayBuffer: a few copies of it must fit
- * the isolate's heap) → replace echoed secret values by their placeholders → answer. Redirects
+ * what is left of maxBytesIn and at most memoryMb / 8 bytes, also for all the call's fetches in
+ * flight together (the body crosses into the isolate as base64 in JSON text, 4/3 chars per byte,
+ * and becomes bytes there, then perhaps a string: a few copies of it must fit the isolate's heap;
+ * the serialized answer is capped at 4/3 of that plus 512 KiB) → replace echoed secret values by their placeholders → answer. Redirects
  * are not followed (a 3xx is the answer; a tool that follows one makes a new, checked request).
  *
  * Every refusal is an answer `{ok: false, message}` (the isolate's fetch rejects with a
@@ -141,6 +156,12 @@ const hostOf = (url: URL): string => url.hostname.replace(/^\[|\]$/g, '').toLowe
 export function isolateEgress(options: IsolateFetchOptions): IsolateEgress {
   const trust = [...getCACertificates('default'), ...(options.upstreamCa ? [options.upstreamCa] : [])];
   const memoryCap = Math.floor((options.memoryMb * 2 ** 20) / 8);
+  // Per call: fetches not yet answered, and response body bytes held for them (together at most memoryCap).
+  let inFlight = 0;
+  let held = 0;
+  // Refusals by maxRequests: the first is audited, the rest counted (a flood cannot grow the audit stream).
+  let overLimit = 0;
+  let unaudited = 0;
   return {
     secrets: options.secrets.placeholders,
     fetch: async (requestJson, signal) => {
@@ -149,9 +170,29 @@ export function isolateEgress(options: IsolateFetchOptions): IsolateEgress {
       let method = '';
       let bytesOut = 0;
       let bytesIn = 0;
-      const decide = (d: Omit<EgressDecision, 'host' | 'port' | 'method' | 'bytesOut' | 'bytesIn'>) =>
+      let counted = false;
+      let chargedOver = false;
+      const decide = (d: Omit<EgressDecision, 'host' | 'port' | 'method' | 'bytesOut' | 'bytesIn'>) => {
+        if (chargedOver && overLimit > 1) {
+          unaudited++;
+          options.onUnaudited?.(unaudited);
+          return;
+        }
         options.onDecision({host: options.secrets.redact(host), port, method, bytesOut, bytesIn, ...d});
+      };
       try {
+        // Charged before anything of the request is read: a refused or unreadable request counts too.
+        const over = options.budget.request();
+        if (over !== undefined) {
+          chargedOver = true;
+          overLimit++;
+          throw new Refused('egress', `toolcell egress: ${over}`);
+        }
+        if (inFlight >= MAX_FETCHES_IN_FLIGHT) {
+          throw new Refused('egress', `toolcell egress: at most ${MAX_FETCHES_IN_FLIGHT} fetches of a call may wait for their answers at once; await some before starting more.`);
+        }
+        inFlight++;
+        counted = true;
         if (options.maxBytesOut !== undefined && requestJson.length > 6 * options.maxBytesOut + 128 * 1024) {
           throw new Refused('egress', `toolcell egress: the request is larger than maxBytesOut (${options.maxBytesOut} bytes) allows.`);
         }
@@ -159,8 +200,6 @@ export function isolateEgress(options: IsolateFetchOptions): IsolateEgress {
         method = request.method;
         host = hostOf(request.url);
         port = portOf(request.url);
-        const over = options.budget.request();
-        if (over !== undefined) throw new Refused('egress', `toolcell egress: ${over}`);
         const tls = request.url.protocol === 'https:';
         let headers: Record<string, string | string[]>;
         try {
@@ -200,14 +239,17 @@ export function isolateEgress(options: IsolateFetchOptions): IsolateEgress {
           log.debug({err, host}, 'isolate fetch failed');
           throw new Refused('upstream', `toolcell egress: ${host}:${port} could not be reached (${err.code ?? 'error'}).`);
         });
-        const scrub = valueScrubber(used.map((s) => [s.reveal(), options.secrets.placeholders[s.name] ?? '[secret]']));
+        // Every secret of the call, not only those sent in this request: an upstream may hand back a stored value.
+        const scrub = options.secrets.scrubber();
         const chunks: Buffer[] = [];
         try {
           for await (const chunk of answer as AsyncIterable<Buffer>) {
             bytesIn += chunk.length;
+            held += chunk.length;
             const inOver = options.budget.in(chunk.length);
             if (inOver !== undefined) throw new Refused('egress', `toolcell egress: ${inOver}`);
             if (bytesIn > memoryCap) throw new Refused('egress', `toolcell egress: the response is larger than ${memoryCap} bytes (memoryMb / 8 of this isolate).`);
+            if (held > memoryCap) throw new Refused('egress', `toolcell egress: the responses of this call's fetches in flight together exceed ${memoryCap} bytes (memoryMb / 8 of this isolate); await one before starting the next.`);
             chunks.push(scrub.chunk(chunk));
           }
         } catch (err) {
@@ -220,14 +262,20 @@ export function isolateEgress(options: IsolateFetchOptions): IsolateEgress {
         const pairs: string[][] = [];
         for (let i = 0; i + 1 < answer.rawHeaders.length; i += 2) {
           const name = answer.rawHeaders[i]!.toLowerCase();
-          if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive') continue;
+          if (name === 'transfer-encoding' || name === 'connection' || name === 'keep-alive' || options.secrets.inHeaderName(name)) continue;
           pairs.push([name, scrub.whole(answer.rawHeaders[i + 1]!)]);
         }
-        decide({allowed: true, status: answer.statusCode, ...(used.length ? {secrets: used.map((s) => s.name)} : {})});
-        return JSON.stringify({
-          ok: true, status: answer.statusCode ?? 0, statusText: answer.statusMessage ?? '', url: request.url.href,
-          headers: pairs, body: Buffer.concat(chunks).toString('latin1'),
+        // base64: 4/3 chars per byte whatever the byte (a JSON-escaped binary string costs up to 6).
+        const answerJson = JSON.stringify({
+          ok: true, status: answer.statusCode ?? 0, statusText: STATUS_CODES[answer.statusCode ?? 0] ?? '', url: request.url.href,
+          headers: pairs, body64: Buffer.concat(chunks).toString('base64'),
         });
+        // The serialized answer is bounded too (headers are bounded by Node's maxHeaderSize, but escaped).
+        if (answerJson.length > Math.ceil((memoryCap * 4) / 3) + ANSWER_SLACK) {
+          throw new Refused('egress', `toolcell egress: the answer from ${host} is larger than ${memoryCap} bytes (memoryMb / 8 of this isolate) allow.`);
+        }
+        decide({allowed: true, status: answer.statusCode, ...(used.length ? {secrets: used.map((s) => s.name)} : {})});
+        return answerJson;
       } catch (err) {
         if (err instanceof Refused) {
           decide({allowed: false, rule: err.rule, reason: err.message, ...(err.secret ? {secrets: [err.secret]} : {})});
@@ -236,6 +284,9 @@ export function isolateEgress(options: IsolateFetchOptions): IsolateEgress {
         log.warn({err}, 'isolate fetch failed unexpectedly');
         decide({allowed: false, rule: 'egress', reason: 'internal error'});
         return JSON.stringify({ok: false, message: 'toolcell egress: the request failed.'});
+      } finally {
+        if (counted) inFlight--;
+        held -= bytesIn;
       }
     },
   };

@@ -37,6 +37,9 @@ import {resolveEgress, type EgressGrant, type EgressLookup, type ResolvedEgress}
 /** Outcome label of `toolcell_egress_total`. */
 export type EgressOutcome = 'allowed' | 'denied' | 'limit' | 'failed';
 
+/** Connections open at once to one call's proxy socket (requests and tunnels); more are closed on accept. */
+export const MAX_CALL_CONNECTIONS = 64;
+
 /**
  * The secrets of a call, as h-eg2's secret module hands them to the proxy: `carries` says
  * whether requests to `host:port` must be intercepted (a secret belongs to that host). Opaque
@@ -50,6 +53,10 @@ export interface EgressSecrets {
    * name), else undefined (h-eg2, egress/secrets.ts `CallSecrets.refusal`).
    */
   refusal?(request: {host: string; port: number; tls: boolean; url: string; headers: IncomingMessage['headers']}): {secret: string; message: string; host: string} | undefined;
+  /** Replaces the call's secret values by their placeholders in a plain-HTTP response (`CallSecrets.scrubber`). */
+  scrubber?(): {whole(text: string): string; chunk(buf: Buffer): Buffer; flush(): Buffer};
+  /** Whether a response header name carries a secret value, any case (`CallSecrets.inHeaderName`): such a header is dropped. */
+  inHeaderName?(name: string): boolean;
 }
 
 /** Who and what a call's egress belongs to; built by the caller for each call. */
@@ -217,8 +224,11 @@ class Session implements EgressSession {
     this.#context = context;
     this.#options = options;
     this.#onClose = onClose;
-    this.#server = createServer({requestTimeout: context.grant.requestTimeoutMs + 5000, headersTimeout: Math.min(30_000, context.grant.requestTimeoutMs + 5000),
-      maxHeaderSize: 64 * 1024});
+    // A connection that has not sent a whole request head within min(30 s, requestTimeoutMs) gets 408 and is closed (checked every second).
+    this.#server = createServer({requestTimeout: context.grant.requestTimeoutMs + 5000, headersTimeout: Math.min(30_000, context.grant.requestTimeoutMs),
+      connectionsCheckingInterval: 1000, maxHeaderSize: 64 * 1024});
+    // Open connections (requests and tunnels) of one call; beyond, a new one is closed at once (a flood cannot exhaust the server's descriptors).
+    this.#server.maxConnections = MAX_CALL_CONNECTIONS;
     this.#server.on('connection', (socket: Socket) => this.#track(socket));
     this.#server.on('request', (req, res) => void this.#forward(req, res));
     this.#server.on('connect', (req, socket, head) => void this.#tunnel(req, socket, head));
@@ -329,6 +339,8 @@ class Session implements EgressSession {
       const rule = r.rule === undefined ? 'allowlist' : /could not be resolved|no address|not an address/.test(r.reason) ? 'resolve' : 'address';
       return {status: 403, rule, text: `egress refused by the profile "${this.#context.profile}": ${r.reason}`};
     }
+    // The lookup may answer after the call ended: nothing is opened for a closed session.
+    if (this.#closed) return {status: 503, rule: 'egress', text: 'toolcell egress: the call has ended; nothing was sent.'};
     const {allowed: _allowed, ...target} = r;
     return {target};
   }
@@ -379,6 +391,8 @@ class Session implements EgressSession {
     let done = false;
     let failure: {status: number; rule: string; text: string} | undefined;
     const upstream = httpRequest({host: target.address, family: target.family, port, method, path: `${url.pathname}${url.search}`, headers, setHost: false, agent: false});
+    // Destroyed with the session (and at once if it closed meanwhile).
+    upstream.once('socket', (socket) => this.#track(socket));
     const timer = setTimeout(() => {
       failure ??= {status: 504, rule: 'requestTimeoutMs', text: this.#hit('requestTimeoutMs', `request to ${target.host}:${port}`)};
       upstream.destroy();
@@ -425,7 +439,17 @@ class Session implements EgressSession {
         finish();
         return;
       }
-      res.writeHead(status, up.statusMessage, endToEndHeaders(up.headers));
+      // A stored secret value may come back from any host: scrubbed here too; the upstream's reason phrase is not passed on.
+      const scrub = this.#context.secrets?.scrubber?.();
+      const headers = endToEndHeaders(up.headers);
+      if (scrub !== undefined) {
+        delete headers['content-length'];
+        for (const [name, value] of Object.entries(headers)) {
+          if (value === undefined || this.#context.secrets?.inHeaderName?.(name)) delete headers[name];
+          else headers[name] = Array.isArray(value) ? value.map(scrub.whole) : scrub.whole(String(value));
+        }
+      }
+      res.writeHead(status, headers);
       up.on('data', (chunk: Buffer) => {
         bytesIn += chunk.length;
         if (!this.#chargeIn(chunk.length)) {
@@ -436,13 +460,13 @@ class Session implements EgressSession {
           finish();
           return;
         }
-        if (!res.write(chunk)) {
+        if (!res.write(scrub === undefined ? chunk : scrub.chunk(chunk))) {
           up.pause();
           res.once('drain', () => up.resume());
         }
       });
       up.on('end', () => {
-        res.end();
+        res.end(scrub?.flush());
         finish();
       });
       up.on('error', () => {

@@ -23,19 +23,27 @@ export const EGRESS_RELAY_PORT = 3128;
 
 /** How long the relay may take to enter the namespace and listen, in ms. */
 const RELAY_READY_TIMEOUT_MS = 10_000;
+/** Connections the relay pipes at once (the proxy socket takes MAX_CALL_CONNECTIONS); more are closed on accept. */
+export const RELAY_MAX_CONNECTIONS = 64;
+/** The relay's RLIMIT_NOFILE: two descriptors per connection plus Node's own (about 30). */
+const RELAY_NOFILE = 2 * RELAY_MAX_CONNECTIONS + 64;
 
 /**
- * The relay's source, run by the same Node binary with `-e`: argv = [socketPath, port,
- * expectedNetns]. It checks it is in the expected network namespace, listens on 127.0.0.1:port,
+ * The relay's source, run by the same Node binary with `-e` (under prlimit): argv = [socketPath, port,
+ * expectedNetns, maxConnections]. It checks it is in the expected network namespace, listens on 127.0.0.1:port,
  * prints `ready` on stderr (its stdout is unused) and pipes each connection to the Unix socket. Exits when stdin closes (toolcell
  * went away) or on SIGTERM.
  */
 const RELAY_SOURCE = `
 const net = require('node:net');
 const fs = require('node:fs');
-const [sock, port, expected] = process.argv.slice(1);
+const [sock, port, expected, max] = process.argv.slice(1);
+const MAX = Number(max);
 if (fs.readlinkSync('/proc/self/ns/net') !== expected) { process.stderr.write('wrong network namespace\\n'); process.exit(3); }
+let open = 0;
 const server = net.createServer({pauseOnConnect: true}, (c) => {
+  if (open >= MAX) { c.destroy(); return; }
+  open++; c.once('close', () => open--);
   const u = net.connect(sock);
   c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
   u.on('connect', () => { c.pipe(u); u.pipe(c); c.resume(); });
@@ -68,7 +76,9 @@ export function netnsOf(pid: number): string {
 export async function startEgressRelay(options: {pid: number; uid: number; gid: number; socketPath: string; expectedNetns: string}): Promise<EgressRelay> {
   const child: ChildProcess = spawn('nsenter', [
     `--target=${options.pid}`, '--net', `--setuid=${options.uid}`, `--setgid=${options.gid}`, '--',
-    process.execPath, '--max-old-space-size=32', '-e', RELAY_SOURCE, options.socketPath, String(EGRESS_RELAY_PORT), options.expectedNetns,
+    // Under a low descriptor limit: a flood of connections is refused by the relay, never crashes it or the host.
+    'prlimit', `--nofile=${RELAY_NOFILE}`, '--',
+    process.execPath, '--max-old-space-size=32', '-e', RELAY_SOURCE, options.socketPath, String(EGRESS_RELAY_PORT), options.expectedNetns, String(RELAY_MAX_CONNECTIONS),
   ], {stdio: ['pipe', 'ignore', 'pipe'], env: {}});
   const stop = () => {
     if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {

@@ -161,7 +161,8 @@ export interface OutboundRequest {
  * placeholders; `substitute` puts the real value in at the boundary.
  *
  * Does NOT guarantee: that a tool cannot learn the secret from the upstream (the upstream sees
- * the real value and may echo it back: response bodies are not scrubbed by this class); that a
+ * the real value and may echo it back: responses are scrubbed by the interceptor and the isolate
+ * fetch with `scrubber()`, literal values only); that a
  * placeholder transformed by the tool (split, encoded, reversed) is detected when sent elsewhere
  * (only literal occurrences are, and a placeholder alone is worthless: it is substituted only
  * toward the secret's hosts, during this call); that a tool uses the credential against its own
@@ -279,6 +280,25 @@ export class CallSecrets {
         acc === placeholder ? s.headerValue() : acc.split(placeholder).join(s.reveal()), v)).join(', ');
     }
     return out;
+  }
+  /**
+   * A response scrubber for every secret of this call (`valueScrubber`: value → its
+   * placeholder), whatever host the response comes from: an upstream may store the value and
+   * hand it back later, to another request or from another host, so scrubbing only the secrets
+   * sent in this request is not enough. Works after `close()` too.
+   * Does NOT guarantee: that a transformed value (encoded, split, compressed) is found.
+   */
+  scrubber(): ReturnType<typeof valueScrubber> {
+    return valueScrubber([...this.#byPlaceholder].map(([placeholder, secret]) => [secret.reveal(), placeholder]));
+  }
+  /**
+   * Whether a response header name carries one of this call's secret values, compared without
+   * case (HTTP field names are case-insensitive, RFC 9110 §5.1, and Node lower-cases them):
+   * such a header is dropped, since a name cannot be rewritten into a placeholder faithfully.
+   */
+  inHeaderName(name: string): boolean {
+    const lower = name.toLowerCase();
+    return [...this.#byPlaceholder.values()].some((s) => lower.includes(s.reveal().toLowerCase()));
   }
   /** `text` with each of this call's placeholders replaced by `<placeholder:NAME>` (for audit events and messages). */
   redact(text: string): string {

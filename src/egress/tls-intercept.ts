@@ -7,7 +7,7 @@ import {createSecureContext, getCACertificates, TLSSocket, type SecureContext} f
 import {log as rootLog} from '../log.ts';
 import type {EgressCa} from './ca.ts';
 import type {EgressCallHandle, EgressInterceptor, EgressOutcome} from './proxy.ts';
-import {CallSecrets, isSecretRefusal, valueScrubber} from './secrets.ts';
+import {CallSecrets, isSecretRefusal} from './secrets.ts';
 
 const log = rootLog.child({component: 'tls-intercept'});
 
@@ -244,15 +244,17 @@ export class TlsInterceptor {
       fail(502, `the upstream ${target.host}:${target.port} could not be reached (${err.code ?? 'error'})`, {allowed: false, rule: 'upstream', reason: err.code ?? 'error'});
     });
     upstream.on('response', (answer) => {
-      const scrub = valueScrubber(used.map((s) => [s.reveal(), ctx.secrets.placeholders[s.name] ?? '[secret]']));
+      // Every secret of the call, not only those sent in this request: an upstream may hand back a stored value.
+      const scrub = ctx.secrets.scrubber();
       const out: Record<string, string | string[]> = {};
       for (const [name, value] of Object.entries(answer.headers)) {
-        if (value === undefined || DROP_RESPONSE.has(name)) continue;
+        if (value === undefined || DROP_RESPONSE.has(name) || ctx.secrets.inHeaderName(name)) continue;
         out[name] = Array.isArray(value) ? value.map(scrub.whole) : scrub.whole(value);
       }
       // The body is scrubbed, so its length may change.
       delete out['content-length'];
-      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, out);
+      // The upstream's reason phrase is not passed on (it may carry the secret): Node sends the standard one (STATUS_CODES).
+      res.writeHead(answer.statusCode ?? 502, out);
       answer.on('data', (chunk: Buffer) => {
         bytesIn += chunk.length;
         const refused = ctx.budget.in(chunk.length);

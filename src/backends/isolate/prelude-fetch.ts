@@ -7,8 +7,9 @@
  * without one there is none, as before.
  *
  * The boundary: the host callback is held in this closure only; what crosses is strings (the
- * request as JSON text, the response as JSON text with the body as a binary string, one char
- * per byte), copied both ways; the Response and Headers objects are made here, in the isolate.
+ * request as JSON text with the body as a binary string, one char per byte; the response as JSON
+ * text with the body in base64, so every byte costs 4/3 of a char whatever its value, where a
+ * JSON-escaped binary string cost up to 6), copied both ways; the Response and Headers objects are made here, in the isolate.
  * Subset: `fetch(url, {method, headers, body})` where url is a string (or anything whose
  * String() is the URL), headers a plain object or an array of pairs, body a string, an
  * ArrayBuffer, a typed array, or another object (sent as JSON, content-type application/json
@@ -60,9 +61,29 @@ export function createFetch(): IsolateFetchModule {
     for (let i = 0; i < length; i++) out += FromCharCode(bytes[i] as number);
     return out;
   }
-  function binaryToBytes(binary: string): Uint8Array {
-    const bytes = new U8(binary.length);
-    for (let i = 0; i < binary.length; i++) bytes[i] = ReflectApply(CharCodeAt, binary, [i]) as number;
+  /** base64 (RFC 4648 §4, as the host writes it: padded, no line breaks) to bytes; anything else throws. */
+  const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  const B64Index = new U8(128).fill(255);
+  for (let i = 0; i < 64; i++) B64Index[ReflectApply(CharCodeAt, B64, [i]) as number] = i;
+  function base64ToBytes(text: string): Uint8Array {
+    if (text.length % 4 !== 0) throw new TypeErrorCtor('fetch: the response body could not be read.');
+    let pad = 0;
+    if (text.length > 0 && ReflectApply(CharCodeAt, text, [text.length - 1]) === 61) pad++;
+    if (text.length > 1 && ReflectApply(CharCodeAt, text, [text.length - 2]) === 61) pad++;
+    const bytes = new U8((text.length / 4) * 3 - pad);
+    let o = 0;
+    for (let i = 0; i < text.length; i += 4) {
+      let n = 0;
+      for (let j = 0; j < 4; j++) {
+        const c = ReflectApply(CharCodeAt, text, [i + j]) as number;
+        const v = c === 61 && i + j >= text.length - pad ? 0 : c < 128 ? (B64Index[c] as number) : 255;
+        if (v === 255) throw new TypeErrorCtor('fetch: the response body could not be read.');
+        n = (n << 6) | v;
+      }
+      if (o < bytes.length) bytes[o++] = (n >> 16) & 255;
+      if (o < bytes.length) bytes[o++] = (n >> 8) & 255;
+      if (o < bytes.length) bytes[o++] = n & 255;
+    }
     return bytes;
   }
   /** UTF-8 of a string, as a binary string (lone surrogates become U+FFFD, as TextEncoder does). */
@@ -183,12 +204,16 @@ export function createFetch(): IsolateFetchModule {
     return headers;
   }
 
-  function makeResponse(r: {status: number; statusText: string; url: string; headers: string[][]; body: string}): object {
+  function makeResponse(r: {status: number; statusText: string; url: string; headers: string[][]; body64: string}): object {
     let used = false;
-    const take = (): string => {
+    const takeBytes = (): Uint8Array => {
       if (used) throw new TypeErrorCtor('fetch: the response body was already read.');
       used = true;
-      return r.body;
+      return base64ToBytes(r.body64);
+    };
+    const take = (): string => {
+      const bytes = takeBytes();
+      return bytesToBinary(bytes, bytes.length);
     };
     return {
       status: r.status,
@@ -208,10 +233,10 @@ export function createFetch(): IsolateFetchModule {
         return JSONParse(decodeUtf8(take()));
       },
       async arrayBuffer(): Promise<ArrayBuffer> {
-        return binaryToBytes(take()).buffer as ArrayBuffer;
+        return takeBytes().buffer as ArrayBuffer;
       },
       async bytes(): Promise<Uint8Array> {
-        return binaryToBytes(take());
+        return takeBytes();
       },
     };
   }
@@ -248,7 +273,7 @@ export function createFetch(): IsolateFetchModule {
         pending[id] = resolve;
         send(id, text);
       });
-      const answer = JSONParse(answerJson) as {ok: boolean; message?: string; status: number; statusText: string; url: string; headers: string[][]; body: string};
+      const answer = JSONParse(answerJson) as {ok: boolean; message?: string; status: number; statusText: string; url: string; headers: string[][]; body64: string};
       if (answer.ok !== true) throw new TypeErrorCtor(typeof answer.message === 'string' ? answer.message : 'fetch failed');
       return makeResponse(answer);
     }
