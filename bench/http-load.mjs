@@ -13,6 +13,7 @@ import {cpus, tmpdir, totalmem} from 'node:os';
 import {join} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {Client, StreamableHTTPClientTransport} from '@modelcontextprotocol/client';
+import {driveDoubleCalls} from './call-load.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const CLIENTS = Number(process.env.HTTP_LOAD_CLIENTS ?? 50);
@@ -62,24 +63,7 @@ async function connect(i) {
 let exitCode = 0;
 try {
   const clients = await Promise.all(Array.from({length: CLIENTS}, (_, i) => connect(i)));
-  for (const client of clients) await client.callTool({name: 'bench__double', arguments: {n: 1}}); // warm-up
-  const latencies = [];
-  const errors = [];
-  const started = performance.now();
-  await Promise.all(clients.map(async (client, c) => {
-    for (let i = 0; i < CALLS; i++) {
-      const n = c * 1000 + i;
-      const t = performance.now();
-      try {
-        const result = await client.callTool({name: 'bench__double', arguments: {n}});
-        latencies.push(performance.now() - t);
-        if (result.isError || result.structuredContent?.value !== n * 2) errors.push(`client ${c} call ${i}: ${JSON.stringify(result).slice(0, 200)}`);
-      } catch (err) {
-        errors.push(`client ${c} call ${i}: ${err.message}`);
-      }
-    }
-  }));
-  const seconds = (performance.now() - started) / 1000;
+  const {latencies, errors, seconds} = await driveDoubleCalls(clients, CALLS);
   await Promise.all(clients.map((c) => c.close().catch(() => {})));
   const sorted = [...latencies].sort((a, b) => a - b);
   const summary = {

@@ -15,6 +15,7 @@ import {cpus, loadavg, tmpdir, totalmem} from 'node:os';
 import {join} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {Client, StreamableHTTPClientTransport} from '@modelcontextprotocol/client';
+import {driveDoubleCalls} from './call-load.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const CLIENTS = Number(process.env.SCALE_CLIENTS ?? 16);
@@ -109,24 +110,7 @@ async function load(url) {
     await client.connect(new StreamableHTTPClientTransport(new URL(url), {authProvider: {token: async () => key}}));
     return client;
   }));
-  for (const client of clients) await client.callTool({name: 'bench__double', arguments: {n: 1}}); // warm-up
-  const latencies = [];
-  const errors = [];
-  const started = performance.now();
-  await Promise.all(clients.map(async (client, c) => {
-    for (let i = 0; i < CALLS; i++) {
-      const n = c * 1000 + i;
-      const t = performance.now();
-      try {
-        const result = await client.callTool({name: 'bench__double', arguments: {n}});
-        latencies.push(performance.now() - t);
-        if (result.isError || result.structuredContent?.value !== n * 2) errors.push(JSON.stringify(result).slice(0, 200));
-      } catch (err) {
-        errors.push(err.message);
-      }
-    }
-  }));
-  const seconds = (performance.now() - started) / 1000;
+  const {latencies, errors, seconds} = await driveDoubleCalls(clients, CALLS);
   await Promise.all(clients.map((c) => c.close().catch(() => {})));
   const sorted = latencies.sort((a, b) => a - b);
   return {calls: latencies.length, errors: errors.length, firstError: errors[0], p50Ms: round(pct(sorted, 50)), p99Ms: round(pct(sorted, 99)), callsPerSecond: round(latencies.length / seconds, 1)};
