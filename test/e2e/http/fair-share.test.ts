@@ -32,6 +32,9 @@ test(`${FLOODERS} API keys flooding one isolate backend over HTTP cannot starve 
     apiKeys: names.map((name) => ({name, sha256: hashApiKey(key(name))})),
     grants: names.map((name) => ({principal: `key:${name}`, packages: ['fair']})),
     quotas,
+    // 21 tenants share this test's one loopback address; in production they come from their own
+    // (or through a proxy, for which the README says to raise maxPerAddress the same way).
+    connections: {maxPerAddress: 1024},
   });
   // Watch the order at the dispatcher: when the HTTP layer hands it each call, and when each starts.
   // (Time a request spends in transit and in the service's event loop before that is not the scheduler's.)
