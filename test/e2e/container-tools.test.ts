@@ -3,7 +3,7 @@ import {execFileSync} from 'node:child_process';
 import {chmod} from 'node:fs/promises';
 import {hostname} from 'node:os';
 import {after, before, describe, test} from 'node:test';
-import {dockerAvailable} from '../support/docker.ts';
+import {dockerAvailable, leftAfter} from '../support/docker.ts';
 import {connectStdio, errorCode, textOf} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
 
@@ -99,7 +99,13 @@ for (const pool of [0, 2]) describe(`bundled container tools over stdio, contain
   });
 
   test('no container with our label is left behind by these calls', async () => {
-    const left = execFileSync('docker', ['ps', '-aq', '--filter', `label=toolcell.job`, '--filter', 'status=exited'], {encoding: 'utf8'}).trim();
-    assert.equal(left, '');
+    // This server's containers only (other test files run beside this one), polled with a
+    // deadline: a removal may still be finishing just after its call's result returned.
+    const exited = async () => {
+      const out = execFileSync('docker', ['ps', '-a', '--filter', 'label=toolcell.managed=true', '--filter', 'status=exited', '--format', '{{.ID}} {{.Label "toolcell.owner"}}'], {encoding: 'utf8'}).trim();
+      const prefix = `${hostname()}/${serverPid}/`;
+      return out === '' ? [] : out.split('\n').filter((line) => line.slice(line.indexOf(' ') + 1).startsWith(prefix)).map((line) => line.slice(0, line.indexOf(' ')));
+    };
+    assert.deepEqual(await leftAfter(exited), []);
   });
 });
