@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import {execFileSync} from 'node:child_process';
 import {hostname} from 'node:os';
 import {test} from 'node:test';
+import {START_TIMEOUT_MS} from '../../../src/backends/container/container-backend.ts';
 import {dockerAvailable} from '../../support/docker.ts';
 import {connectStdio} from '../../support/mcp-stdio.ts';
 
@@ -22,7 +23,7 @@ function containersOf(pid: number): string[] {
   return out === '' ? [] : out.split('\n').filter((l) => l.split(' ')[1]?.startsWith(`${hostname()}/${pid}/`)).map((l) => l.split(' ')[0]!);
 }
 
-test('a container call in flight when the server is SIGKILLed is gone by its deadline', {skip: !ready && 'no Docker engine or sandbox images', timeout: 120_000}, async () => {
+test('a container call in flight when the server is SIGKILLed is gone by its deadline', {skip: !ready && 'no Docker engine or sandbox images', timeout: 150_000}, async () => {
   const server = await connectStdio(['--audit-log', 'off', '--container-pool', '0']);
   const pid = server.pid()!;
   let ids: string[] = [];
@@ -37,9 +38,13 @@ test('a container call in flight when the server is SIGKILLed is gone by its dea
     assert.equal(execFileSync('docker', ['inspect', '-f', '{{.State.Running}}', ids[0]!], {encoding: 'utf8'}).trim(), 'true');
     process.kill(pid, 'SIGKILL');
     void call;
-    const limit = t0 + TIMEOUT_MS + MARGIN_MS;
+    // The container is seen running before its tool is handed its input; a SIGKILL in between
+    // leaves the keeper holding the start budget's deadline (START_TIMEOUT_MS + TIMEOUT_MS from
+    // creation), after it the tool's own (TIMEOUT_MS from its input). Both are deadlines the
+    // container must not outlive; the later one bounds the wait.
+    const limit = t0 + START_TIMEOUT_MS + TIMEOUT_MS + MARGIN_MS;
     while (Date.now() < limit && containersOf(pid).length > 0) await new Promise((r) => setTimeout(r, 250));
-    assert.deepEqual(containersOf(pid), [], `the container outlived its deadline by ${MARGIN_MS} ms with its server dead`);
+    assert.deepEqual(containersOf(pid), [], `the container outlived its deadline (start budget ${START_TIMEOUT_MS} ms + timeout ${TIMEOUT_MS} ms) by ${MARGIN_MS} ms with its server dead`);
   } finally {
     try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
     await server.close();
