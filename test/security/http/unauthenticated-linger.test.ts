@@ -29,26 +29,41 @@ after(async () => {
   await fixtures?.dispose();
 });
 
+/** What one anonymous trickle saw; times in ms. */
+interface Trickle {
+  saw401: boolean;
+  /** From connect to the close. */
+  closedAfterMs: number;
+  /** From the first byte of the answer (the refusal: the server lingers right after writing it) to the close; undefined when no answer came. */
+  lingeredMs: number | undefined;
+  closedByServer: boolean;
+}
+
 /**
  * One anonymous POST whose body is an endless stream of 1-byte chunks (bounded by the test: 15 s).
  * @returns whether a 401 came back, and how long until the server closed the connection (ms)
  */
-function anonymousTrickle(): Promise<{saw401: boolean; closedAfterMs: number; closedByServer: boolean}> {
+function anonymousTrickle(): Promise<Trickle> {
   return new Promise((resolve) => {
     const started = Date.now();
     const socket = connect({host: '127.0.0.1', port: service.port});
     let text = '';
+    let answeredAt: number | undefined;
     let done = false;
     const finish = (closedByServer: boolean) => {
       if (done) return;
       done = true;
       clearTimeout(hazard);
       socket.destroy();
-      resolve({saw401: /^HTTP\/1\.1 401 /.test(text), closedAfterMs: Date.now() - started, closedByServer});
+      const now = Date.now();
+      resolve({saw401: /^HTTP\/1\.1 401 /.test(text), closedAfterMs: now - started, lingeredMs: answeredAt === undefined ? undefined : now - answeredAt, closedByServer});
     };
     const hazard = setTimeout(() => finish(false), 15_000);
     socket.setEncoding('latin1');
-    socket.on('data', (d: string) => (text += d));
+    socket.on('data', (d: string) => {
+      answeredAt ??= Date.now();
+      text += d;
+    });
     socket.on('error', () => finish(true));
     socket.on('close', () => finish(true));
     socket.write(`POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:${service.port}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`);
@@ -77,11 +92,19 @@ test('anonymous 1-byte-chunk bodies: each gets its 401, the server closes each c
   const results = await Promise.all(Array.from({length: 24}, anonymousTrickle));
   attacking = false;
   await probe;
+  const lingered = results.map((r) => r.lingeredMs ?? -1).sort((a, b) => a - b);
   const times = results.map((r) => r.closedAfterMs).sort((a, b) => a - b);
   for (const r of results) {
-    assert.ok(r.closedByServer, 'the server closed the connection (not the test\'s 15 s bound)');
-    // The old bound was 5 s; the new one 1 s, plus slack for a busy host.
-    assert.ok(r.closedAfterMs < UNAUTHENTICATED_LINGER_MS + 2500, `closed after ${r.closedAfterMs} ms (all: ${times.join(',')})`);
+    assert.ok(r.closedByServer, `the server closed the connection (not the test's 15 s bound; closed after ${times.join(',')} ms)`);
+    // The linger starts when the refusal is written: measured from its first byte, not from
+    // connect. Each connection's 1-byte chunks cost the server's one event loop CPU (up to 4096
+    // chunks, the bound under test), so on a busy host the last of 24 connections waited
+    // seconds for its refusal (seen: 2.6-8 s from connect beside two CPU burners, 5-1557 ms
+    // from the refusal). The old bound was 5 s; the new one 1 s, plus slack for a busy host.
+    // A connection refused past the linger budget is closed at once and may see no answer.
+    if (r.lingeredMs !== undefined) {
+      assert.ok(r.lingeredMs < UNAUTHENTICATED_LINGER_MS + 2500, `closed ${r.lingeredMs} ms after its refusal (all: ${lingered.join(',')}; from connect: ${times.join(',')})`);
+    }
   }
   assert.ok(results.filter((r) => r.saw401).length >= 16, `the lingering ones read their 401 (${results.filter((r) => r.saw401).length} of 24)`);
   assert.ok(health.length > 0 && health.every((s) => s === 200), `/healthz answered throughout: ${health.join(',')}`);

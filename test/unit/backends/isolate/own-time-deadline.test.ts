@@ -70,6 +70,45 @@ describe('watchDeadline', () => {
     assert.equal(fired, 1);
   });
 
+  test('a check that fires a fraction of a millisecond early still probes an idle isolate at timeoutMs, not timeoutMs later', async () => {
+    // Node counts timers in whole milliseconds: the first check can find the wall clock at
+    // 99.5 of 100 ms (here: ready at 0.5). Seen: idle calls ended at 1.6 s instead of 0.8 s.
+    let probes = 0;
+    start({readyAt: 0.5, probe: () => {
+      probes++;
+      return Promise.resolve(RUN_PENDING);
+    }});
+    await advance(100, 1);
+    assert.equal(probes, 0, 'wall clock 99.5 of 100 ms: not idle long enough yet');
+    await advance(5, 0);
+    assert.equal(probes, 1);
+    assert.equal(fired, 1, 'ended within a few ms of timeoutMs of wall clock');
+  });
+
+  test('a probe that fails (timed out, pre-empted) is sent again soon, not only at the own-time deadline', async () => {
+    let probes = 0;
+    start({probe: () => {
+      probes++;
+      return probes === 1 ? Promise.reject(new Error('Script execution timed out.')) : Promise.resolve(RUN_PENDING);
+    }});
+    await advance(101, 1);
+    assert.equal(probes, 1);
+    assert.equal(fired, 0);
+    await advance(60, 0);
+    assert.equal(probes, 2, 'asked again within PROBE_RECHECK_MS');
+    assert.equal(fired, 1);
+  });
+
+  test('a probe answer does not postpone an own-time deadline that comes sooner', async () => {
+    // Own time 95 of 100 ms at wall 100: the own-time check is due in 5 ms, before the
+    // 50 ms re-probe a settled answer asks for.
+    start({probe: () => Promise.resolve(RUN_SETTLED)});
+    await advance(100, 95);
+    assert.equal(fired, 0);
+    await advance(10, 10);
+    assert.equal(fired, 1);
+  });
+
   test('a probe that finds the call settled or not started does not end it', async () => {
     let answer: number = RUN_SETTLED;
     start({probe: () => Promise.resolve(answer)});
