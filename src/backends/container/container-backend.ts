@@ -32,7 +32,7 @@ const log = rootLog.child({component: 'container-backend'});
 /** Removal after a cancellation must finish within this many ms (the issue allows 2 s in all). */
 const CANCEL_REMOVE_TIMEOUT_MS = 1_500;
 /** Removal after a deadline or the output cap: the call waits at most this long, in ms, then the reaper takes over. */
-const STOP_REMOVE_TIMEOUT_MS = 5_000;
+export const STOP_REMOVE_TIMEOUT_MS = 5_000;
 /** After the process exited, how long to wait for the rest of its output to arrive, in ms. */
 const OUTPUT_DRAIN_MS = 1_000;
 /** How long a successful `docker info` runtime list is trusted, in ms. */
