@@ -1,5 +1,6 @@
 // Pins of a hosted MCP server's tools: the canonical form of a definition, its SHA-256, and a readable diff.
 import {createHash} from 'node:crypto';
+import {isFrozenEntry} from '../backends/server/frozen-listing.ts';
 
 /**
  * The fields of an MCP tool definition (MCP 2025-11-25, server/tools §Tool) that a pin covers.
@@ -214,12 +215,36 @@ export type PinVerdict =
 const MESSAGE_CHANGES = 3;
 
 /**
+ * Tool pin hashes ({@link definitionSha256}, or undefined when the entry cannot be hashed) of
+ * listing entries deep-frozen by `freezeListing` (backends/server/frozen-listing.ts): such an
+ * entry can no longer change, so its hash is computed once (the warm pool does it when a member
+ * is ready, off the call's path) and reused by the call that takes the member. Entries that are
+ * not frozen are hashed at every {@link verifyListing}. Keyed by identity; keeps nothing alive.
+ */
+const frozenEntryHashes = new WeakMap<object, string | undefined>();
+
+/** {@link definitionSha256} of a listed tool entry (cached for frozen entries); undefined when it cannot be hashed. */
+function listedToolSha256(def: Readonly<Record<string, unknown>>): string | undefined {
+  const cacheable = isFrozenEntry(def);
+  if (cacheable && frozenEntryHashes.has(def)) return frozenEntryHashes.get(def);
+  let sha: string | undefined;
+  try {
+    sha = definitionSha256(def as ServerToolDefinition);
+  } catch {
+    sha = undefined;
+  }
+  if (cacheable) frozenEntryHashes.set(def, sha);
+  return sha;
+}
+
+/**
  * Compares the `tools/list` a fresh server answered with the pins, for a call of `tool` (the
  * server's own tool name; `mcpName` names it in the message). The call may go on only when the
  * server lists `tool` exactly once and its canonical definition hashes to the pin. Changes of
  * *other* tools (changed, vanished, or listed but never approved) are returned as `drift`, for
  * the log: they do not refuse this call (each is refused when it is called, and an unapproved
- * tool is never served). Pure.
+ * tool is never served). Pure (the hashes of entries deep-frozen by `freezeListing` are computed
+ * once and kept: see {@link frozenEntryHashes}).
  * @returns `{ok: false, message, changes}` naming what changed (diffDefinitions lines) when the pin breaks.
  */
 export function verifyListing(tool: string, mcpName: string, pins: ReadonlyMap<string, ToolPin>,
@@ -229,13 +254,7 @@ export function verifyListing(tool: string, mcpName: string, pins: ReadonlyMap<s
     const name = typeof entry.name === 'string' ? entry.name : '';
     byName.set(name, [...(byName.get(name) ?? []), entry]);
   }
-  const hash = (def: Readonly<Record<string, unknown>>): string | undefined => {
-    try {
-      return definitionSha256(def as ServerToolDefinition);
-    } catch {
-      return undefined;
-    }
-  };
+  const hash = listedToolSha256;
   const drift: string[] = [];
   for (const [name, pin] of pins) {
     if (name === tool) continue;

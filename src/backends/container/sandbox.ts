@@ -109,6 +109,9 @@ export async function prepareSandbox(
       stream: true, stdin: true, stdout: true, stderr: true, hijack: true, abortSignal: signal,
     })) as unknown as Duplex;
     socket.on('error', () => { /* EPIPE/ECONNRESET after the container ended: the result says why */ });
+    // An engine reached over TCP (DOCKER_HOST=tcp://): small stdin writes (a JSON-RPC line) go out
+    // at once, not after Nagle's wait for an ACK. A unix socket has no Nagle (no-op there).
+    (socket as Duplex & {setNoDelay?: (noDelay?: boolean) => unknown}).setNoDelay?.(true);
     phase = 'start';
     await container.start({abortSignal: signal});
     // The container has its own copy of each mount now: the staging mounts can go.

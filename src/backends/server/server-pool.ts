@@ -7,6 +7,7 @@ import {log as rootLog} from '../../log.ts';
 import type {ContainerJob, ServerJob} from '../backend.ts';
 import {START_TIMEOUT_MS} from '../container/container-backend.ts';
 import {countSlots, type PoolOptions} from '../container/pool.ts';
+import {freezeListing} from './frozen-listing.ts';
 import type {SessionHandlers} from './mcp-stdio-session.ts';
 import {ServerSandbox, type ServerSandboxDeps} from './server-sandbox.ts';
 
@@ -38,6 +39,13 @@ interface Member extends ReadyServer {
 interface Slot {
   key: string;
   template: ContainerJob;
+  /**
+   * The pin check of the job that registered the slot: run once on each new member's (frozen)
+   * listing, off the call's path, so that the pin hashes a call compares are already computed
+   * (policy/pins.ts keeps the hashes of frozen entries). Its verdict is not used: every call still
+   * checks the member's listing against its own pins.
+   */
+  prehash: ServerJob['verifyListing'];
   ready: Member[];
   creating: number;
   brokenUntil: number;
@@ -124,7 +132,7 @@ export class ServerPool {
       return;
     }
     const key = serverPoolKey(job.sandbox);
-    if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, ready: [], creating: 0, brokenUntil: 0, failures: 0, waiters: []});
+    if (!this.#slots.has(key)) this.#slots.set(key, {key, template: {...job.sandbox, id: 'pool'}, prehash: job.verifyListing, ready: [], creating: 0, brokenUntil: 0, failures: 0, waiters: []});
     this.#fill(this.#slots.get(key)!);
   }
 
@@ -231,7 +239,13 @@ export class ServerPool {
     try {
       server = await ServerSandbox.start(this.#deps, slot.template, {signal, deadlineAt: Date.now() + START_TIMEOUT_MS + this.#handshakeMs + this.#maxAgeMs, handlers});
       await server.initialize(signal);
-      const listed = await server.list('tools/list', 'tools', signal);
+      // Frozen: the listing a call checks is exactly the one hashed here, ahead of the call.
+      const listed = freezeListing(await server.list('tools/list', 'tools', signal));
+      try {
+        slot.prehash(listed);
+      } catch (err) {
+        log.debug({err, key: slot.key}, 'pre-hashing a pool member\'s listing failed; its call hashes it');
+      }
       if (this.#closing.signal.aborted) throw new Error('pool closed');
       const member: Member = {server, listed, handlers, createdAt: performance.now(), dead: false};
       // While it waits, a member that breaks is marked and removed at the next acquire.

@@ -348,9 +348,9 @@ export class ServerSandbox {
     return attributeExit({status: exitCode, engineOomKilled, cgroup, stderrTail: this.session.stderrText().slice(-4096)});
   }
 
-  /** Refused forks so far (pids cgroup), read now; false where the cgroup cannot be read. */
+  /** Whether a fork was refused so far (pids cgroup, read now: the pids files only); false where the cgroup cannot be read. */
   pidsLimited(): boolean {
-    return (this.#sampler.sample().pids?.refused ?? 0) > 0;
+    return (this.#sampler.samplePids()?.refused ?? 0) > 0;
   }
 
   /**
