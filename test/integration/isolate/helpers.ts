@@ -157,3 +157,13 @@ export function isolatedVmPatched(patch: string = UNHANDLED_REJECTION_PATCH): bo
     return false;
   }
 }
+
+/**
+ * Whether tests hold the isolate backend to what the patched isolated-vm can do: when it is
+ * the build that loads, or when `TOOLCELL_REQUIRE_PATCHED_ISOLATED_VM=1` says it must be (a CI
+ * that runs scripts/build-isolated-vm.mjs sets it, so a missing build fails there instead of
+ * turning into a todo).
+ */
+export function expectPatchedIsolatedVm(): boolean {
+  return isolatedVmPatched() || process.env.TOOLCELL_REQUIRE_PATCHED_ISOLATED_VM === '1';
+}

@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
-import {assertBounded, assertStillServes, isolatedVmPatched, run, startBackend, waitFor, type CapturedLog} from '../../integration/isolate/helpers.ts';
+import {assertBounded, assertStillServes, expectPatchedIsolatedVm, run, startBackend, waitFor, type CapturedLog} from '../../integration/isolate/helpers.ts';
 
 describe('hostile thrown values', () => {
   let backend: IsolateBackend;
@@ -52,7 +52,7 @@ describe('hostile thrown values', () => {
   // With isolated-vm's prebuilt binary the copy of the reason wedges its thread past dispose();
   // with toolcell's patch built (scripts/build-isolated-vm.mjs) dispose() stops the trap and
   // the worker must stay: each build is held to what it can do, never to less.
-  const patched = isolatedVmPatched();
+  const patched = expectPatchedIsolatedVm();
   test(`an unhandled rejection with a looping Proxy reason ends at timeoutMs and its worker is ${patched ? 'kept (patched isolated-vm)' : 'replaced'}`, async () => {
     const source = 'export default () => { Promise.reject(new Proxy({}, {get() { for (;;); }})); return 1; }';
     if (!patched) {

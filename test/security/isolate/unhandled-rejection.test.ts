@@ -17,7 +17,7 @@
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
-import {assertStillServes, isolatedVmPatched, run, startBackend, UNHANDLED_REJECTION_PATCH} from '../../integration/isolate/helpers.ts';
+import {assertStillServes, expectPatchedIsolatedVm, run, startBackend, UNHANDLED_REJECTION_PATCH} from '../../integration/isolate/helpers.ts';
 
 const HOSTILE = 'export default () => { Promise.reject({get message() { for (;;); }, get stack() { for (;;); }}); return "fine"; };';
 /** Busy for a while (a few hundred ms here), so that it is in flight while the hostile call wedges its thread. */
@@ -51,7 +51,7 @@ describe('an unhandled rejection with spinning getters beside innocent calls', (
     restarts = backend.stats().restarts;
   });
 
-  const todo = isolatedVmPatched() ? false : `isolated-vm without ${UNHANDLED_REJECTION_PATCH} (build it: node_modules/.bin/node scripts/build-isolated-vm.mjs): its copy of the reason swallows the termination of dispose(), so the thread spins on and the worker is replaced and retired`;
+  const todo = expectPatchedIsolatedVm() ? false : `isolated-vm without ${UNHANDLED_REJECTION_PATCH} (build it: node_modules/.bin/node scripts/build-isolated-vm.mjs): its copy of the reason swallows the termination of dispose(), so the thread spins on and the worker is replaced and retired`;
   test('the wedge costs no worker restart', {todo}, () => {
     assert.equal(restarts, 0);
     assert.deepEqual(backend.workerPids(), pids);
