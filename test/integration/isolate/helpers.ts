@@ -3,6 +3,9 @@
  * Fixtures are inline ES module source strings, like an esbuild bundle of a tool.
  */
 import assert from 'node:assert/strict';
+import {existsSync, readFileSync} from 'node:fs';
+import {createRequire} from 'node:module';
+import path from 'node:path';
 import {performance} from 'node:perf_hooks';
 import {pino} from 'pino';
 import type {ExecutionResult, IsolateJob, IsolateLimits} from '../../../src/backends/backend.ts';
@@ -135,4 +138,32 @@ export async function waitFor(predicate: () => boolean, timeoutMs: number, what:
     if (performance.now() > deadline) assert.fail(`timed out waiting for ${what}`);
     await sleep(20);
   }
+}
+
+/** toolcell's patch to isolated-vm's native code that lets a spinning rejection reason stop at dispose(). */
+export const UNHANDLED_REJECTION_PATCH = 'isolated-vm-7.0.1-unhandled-rejection.patch';
+
+/**
+ * True when the isolated-vm this project loads was built by scripts/build-isolated-vm.mjs with
+ * `patch` (its record `build/toolcell-patches.json` next to `build/Release/isolated_vm.node`,
+ * which node-gyp-build loads before any prebuild). False with the prebuilt binary of `npm ci`.
+ */
+export function isolatedVmPatched(patch: string = UNHANDLED_REJECTION_PATCH): boolean {
+  const dir = path.dirname(createRequire(import.meta.url).resolve('isolated-vm/package.json'));
+  try {
+    const record = JSON.parse(readFileSync(path.join(dir, 'build', 'toolcell-patches.json'), 'utf8')) as {patches?: Array<{name?: unknown}>};
+    return (record.patches ?? []).some((p) => p.name === patch) && existsSync(path.join(dir, 'build', 'Release', 'isolated_vm.node'));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether tests hold the isolate backend to what the patched isolated-vm can do: when it is
+ * the build that loads, or when `TOOLCELL_REQUIRE_PATCHED_ISOLATED_VM=1` says it must be (a CI
+ * that runs scripts/build-isolated-vm.mjs sets it, so a missing build fails there instead of
+ * turning into a todo).
+ */
+export function expectPatchedIsolatedVm(): boolean {
+  return isolatedVmPatched() || process.env.TOOLCELL_REQUIRE_PATCHED_ISOLATED_VM === '1';
 }

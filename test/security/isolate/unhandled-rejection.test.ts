@@ -6,14 +6,18 @@
  * prelude cannot see or handle a rejection of the tool's own promises (a native async
  * function's promise never passes through anything the prelude owns), so the cost is made
  * to land on the caller: the hostile call ends with its own code, the 10 innocent calls in
- * flight beside it all succeed, and the server still answers. What does not hold yet: the
- * wedge costs a worker restart (replacement started, wedged worker retired once idle).
+ * flight beside it all succeed, and the server still answers. With toolcell's patch to
+ * isolated-vm built (patches/isolated-vm-7.0.1-unhandled-rejection.patch, applied by
+ * scripts/build-isolated-vm.mjs) the getters stop when the call's deadline disposes the
+ * isolate, so the wedge costs no worker restart; with the prebuilt binary that second test
+ * is a `todo` (the worker is replaced and retired).
  */
 // invariant: isolate:errors:unhandled-rejection-neighbours-unharmed
+// invariant: isolate:errors:unhandled-rejection-no-restart
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
-import {assertStillServes, run, startBackend} from '../../integration/isolate/helpers.ts';
+import {assertStillServes, expectPatchedIsolatedVm, run, startBackend, UNHANDLED_REJECTION_PATCH} from '../../integration/isolate/helpers.ts';
 
 const HOSTILE = 'export default () => { Promise.reject({get message() { for (;;); }, get stack() { for (;;); }}); return "fine"; };';
 /** Busy for a while (a few hundred ms here), so that it is in flight while the hostile call wedges its thread. */
@@ -47,7 +51,8 @@ describe('an unhandled rejection with spinning getters beside innocent calls', (
     restarts = backend.stats().restarts;
   });
 
-  test('the wedge costs no worker restart', {todo: 'isolated-vm copies the reason in native code after the task, with no time limit, and disposing the isolate does not stop that thread (not fixable in JS; the prebuilt binary cannot be rebuilt here): the worker is replaced and retired'}, () => {
+  const todo = expectPatchedIsolatedVm() ? false : `isolated-vm without ${UNHANDLED_REJECTION_PATCH} (build it: node_modules/.bin/node scripts/build-isolated-vm.mjs): its copy of the reason swallows the termination of dispose(), so the thread spins on and the worker is replaced and retired`;
+  test('the wedge costs no worker restart', {todo}, () => {
     assert.equal(restarts, 0);
     assert.deepEqual(backend.workerPids(), pids);
   });
