@@ -33,7 +33,7 @@ const PROFILE_NAME = `test-server-${process.pid}`;
 
 const PROFILE = {
   name: PROFILE_NAME, backend: 'container',
-  limits: {timeoutMs: 4_000, memoryMb: 192, cpus: 0.5, pids: 48, outputBytes: 1_048_576},
+  limits: {timeoutMs: 8_000, memoryMb: 192, cpus: 0.5, pids: 48, outputBytes: 1_048_576},
   network: 'none', filesystem: {readOnlyRoot: true, tmpfs: {'/tmp': '8m'}, mounts: []}, commands: ['node'], runtime: 'runc',
 };
 const PINNED = ['name', 'title', 'description', 'inputSchema', 'outputSchema', 'annotations'];
