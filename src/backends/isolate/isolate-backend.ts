@@ -207,8 +207,8 @@ function resolveLimits(job: IsolateJob): WorkerLimits {
  * call at a time). A suspect that completes there returns its result as if nothing
  * happened; one that kills its quarantine worker too is the cause and ends with `outOfMemory` (memory) or a failure
  * naming the crash (`CAUSE_MESSAGE`). Blame needs that evidence: a quarantine worker
- * runs a suspect only when clean (fresh, or its RSS near its RSS at start; else it is
- * replaced first), and a call that was alone in its shared worker when that died is a
+ * runs one suspect only and starts clean (fresh, its RSS near its RSS at start; a used
+ * one is replaced first), and a call that was alone in its shared worker when that died is a
  * suspect like any other (the worker may have held what earlier calls left). Each call runs at most twice, so one hostile
  * call costs at most one re-run of each call that shared its worker, one at a time. A
  * re-run gets its full `timeoutMs` again (the deadline measures the tool's own
@@ -250,8 +250,8 @@ export class IsolateBackend implements Backend<IsolateJob> {
   readonly #quarantine: PQueue;
   /** Quarantine slot indexes running a suspect. */
   readonly #quarantineBusy = new Set<number>();
-  /** Quarantine workers whose last suspect timed out or was cancelled (see `#cleanQuarantineWorker`). */
-  readonly #quarantineUnsettled = new WeakSet<WorkerProcess>();
+  /** Quarantine workers that were given a suspect: each runs one only (see `#cleanQuarantineWorker`). */
+  readonly #quarantineUsed = new WeakSet<WorkerProcess>();
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -471,23 +471,18 @@ export class IsolateBackend implements Backend<IsolateJob> {
         while (this.#quarantineBusy.has(index)) index++;
         this.#quarantineBusy.add(index);
         const worker = this.#cleanQuarantineWorker(index);
-        let settled = false;
         try {
-          const result = await worker.call(job, digest, argsJson, limits, signal, started);
-          // A suspect that timed out or was cancelled may leave an isolate thread still
-          // running there (isolated-vm copying a thrown value after the deadline): its
-          // worker is no longer clean for the next suspect, whatever its RSS says now.
-          settled = !result.timedOut && !result.isCanceled;
-          return result;
+          return await worker.call(job, digest, argsJson, limits, signal, started);
         } catch (error) {
           if (!(error instanceof WorkerStoppedError) || this.#closed || error.death.kind === 'closed') throw error;
           return this.#asCause(job, error.death, started);
         } finally {
-          // The next suspect must run where nothing else does: a stopped call's isolate
-          // thread may keep running after its disposal (isolated-vm #107/#186), so such a
-          // worker is marked unsettled and replaced before the next suspect (#cleanQuarantineWorker).
+          // The next suspect must run where nothing ran before: what this one left (memory
+          // its worker has not returned, about 110-130 MB after a 16 MB source here; an
+          // isolate thread still running after a stop, isolated-vm #107/#186) would be
+          // charged to the next one by the RSS ceiling, and its death there is no evidence.
           if (!worker.hasExited && worker.inflight > 0) await Promise.race([worker.exited, worker.drained()]);
-          if (!settled) this.#quarantineUnsettled.add(worker);
+          this.#quarantineUsed.add(worker);
           this.#quarantineBusy.delete(index);
         }
       }, {signal});
@@ -498,16 +493,17 @@ export class IsolateBackend implements Backend<IsolateJob> {
   }
 
   /**
-   * The quarantine worker of slot `index`, clean (`WorkerProcess.isClean`: no call held,
-   * RSS within `QUARANTINE_CLEAN_SLACK_MB` of its RSS when it started; and its last
-   * suspect neither timed out nor was cancelled, which may leave an isolate thread
-   * running): one that is not is killed and a fresh one spawned in its place, so that a
-   * death during the suspect's re-run is evidence against the suspect.
+   * The quarantine worker of slot `index`, clean: it has run no suspect yet, and
+   * `WorkerProcess.isClean` (no call held, RSS within `QUARANTINE_CLEAN_SLACK_MB` of its
+   * RSS when it started). One that is not is killed and a fresh one spawned in its place,
+   * so that a death during the suspect's re-run is evidence against the suspect: a worker
+   * reused with memory an earlier suspect left (up to the slack, which once admitted it)
+   * got an honest call blamed under CPU load (memory-blame.test.ts). Costs one worker
+   * start per suspect.
    */
   #cleanQuarantineWorker(index: number): WorkerProcess {
     const worker = this.#slot(index);
-    if (!this.#quarantineUnsettled.has(worker) && worker.isClean(QUARANTINE_CLEAN_SLACK_MB * 2 ** 20)) return worker;
-    this.#quarantineUnsettled.delete(worker);
+    if (!this.#quarantineUsed.has(worker) && worker.isClean(QUARANTINE_CLEAN_SLACK_MB * 2 ** 20)) return worker;
     this.#log.info({pid: worker.pid, rssMb: Math.round((worker.rssBytes() ?? 0) / 2 ** 20)},
       'quarantine isolate worker is not clean; replacing it before the next suspect');
     const fresh = this.#spawn(index, 0);

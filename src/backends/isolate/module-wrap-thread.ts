@@ -1,16 +1,17 @@
 // Rewrites large tool modules (wrapToolModule) on a thread of its own, so the isolate worker's main thread stays free for other calls.
 import {fileURLToPath} from 'node:url';
 import {isMainThread, parentPort, Worker} from 'node:worker_threads';
-import {wrapToolModule, type NotWrapped, type WrapRefusal, type WrappedModule} from './module-wrap.ts';
+import {THREAD_WRAP_BUDGET, wrapToolModule, type NotWrapped, type WrapRefusal, type WrappedModule} from './module-wrap.ts';
 
 /** This file, run as the thread's entry (`.ts` from src/, `.js` from dist/). */
 const THREAD_PATH = fileURLToPath(import.meta.url);
 
 /**
  * Heap of the rewrite thread, in MB: the parse keeps the tree of one top-level statement
- * at a time (module-wrap.ts), about 55 bytes per source byte of that statement. A module
- * whose largest statement needs more runs unwrapped, as before the rewrite (the thread
- * dies of its heap limit, not the worker).
+ * at a time (module-wrap.ts), and stops at `THREAD_WRAP_BUDGET`, well below this heap (the
+ * module then runs unwrapped, as before the rewrite). The limit is a second line only:
+ * Node ends a thread at its heap limit on a best-effort basis, and an allocation of the
+ * wrong shape there aborts the whole worker process instead (nodejs/node#47224).
  */
 const THREAD_HEAP_MB = 256;
 
@@ -29,7 +30,7 @@ class WrapThread {
   readonly #jobs = new Map<number, Job>();
   #next = 0;
 
-  /** The rewrite of `source`; a refusal (syntax, imports); `{unwrapped: true}` when its parse outgrew the thread's heap. */
+  /** The rewrite of `source`; a refusal (syntax, imports); `{unwrapped: true}` when its parse went over `THREAD_WRAP_BUDGET` or the thread ended. */
   wrap(source: string, filename: string): Promise<WrappedModule | WrapRefusal | NotWrapped> {
     const thread = this.#thread ?? this.#start();
     const id = this.#next++;
@@ -70,6 +71,6 @@ export const wrapThread = new WrapThread();
 if (!isMainThread && parentPort) {
   const port = parentPort;
   port.on('message', (message: {id: number; source: string; filename: string}) => {
-    port.postMessage({id: message.id, result: wrapToolModule(message.source, message.filename)});
+    port.postMessage({id: message.id, result: wrapToolModule(message.source, message.filename, THREAD_WRAP_BUDGET)});
   });
 }

@@ -16,8 +16,8 @@ export interface WrapRefusal {
 }
 
 /**
- * A module too large to rewrite (its parse outgrew the rewrite thread's heap): it runs
- * unwrapped, as before the rewrite (`UNWRAPPED_SETTLE_SOURCE`).
+ * A module too large to rewrite (its parse went over its `WrapBudget`, or the rewrite
+ * thread ended during it): it runs unwrapped, as before the rewrite (`UNWRAPPED_SETTLE_SOURCE`).
  */
 export interface NotWrapped {
   unwrapped: true;
@@ -76,17 +76,102 @@ function summarize(node: Loose): Loose {
 }
 
 /**
- * acorn's parser, keeping of each top-level statement only its `summarize`d shape: the
- * tree of a statement is garbage as soon as it is parsed, so a parse holds at most the
- * tree of the largest top-level statement (acorn's full tree is about 55 times the
- * source's size: 515 MB for a 9.3 MB module here), not of the whole module.
+ * Bounds of one rewrite's parse, in acorn tokens, for a parse whose heap is bounded (the
+ * rewrite thread's, module-wrap-thread.ts). Over either bound the parse stops and the
+ * module runs unwrapped (`NotWrapped`), a decision that depends on the source only.
+ *
+ * Why tokens: the memory a parse holds grows with the tokens it has read, and no input
+ * makes a token cost much: acorn's tree of one statement measured 15-105 bytes per token
+ * here over 27 shapes (array literals of numbers, strings, regular expressions, empty
+ * arrays or holes, template literals, member, call and optional chains, sequences,
+ * object literals and patterns, arrows, functions, class fields; typescript.js, one
+ * statement of 1.32 M tokens: 90 bytes per token).
+ */
+export interface WrapBudget {
+  /** Tokens one top-level statement may span (its whole tree is held until it ends). */
+  statementTokens: number;
+  /**
+   * Items held for the whole parse: names declared in the module's scope, plus the tokens
+   * of its import and export statements (kept for the rewrite), checked after each
+   * top-level statement.
+   */
+  moduleItems: number;
+}
+
+/**
+ * The budget of a parse on the rewrite thread (256 MB heap): about 105 MB for the largest
+ * statement's tree, at most about 50 MB for what the whole parse keeps, plus the source
+ * itself (32 MB at 16 Mi UTF-16 units). Node ends a thread that reaches its heap limit
+ * only on a best-effort basis: depending on the shape of the allocation that meets the
+ * limit, V8 aborts the whole process instead ("Reached heap limit", nodejs/node#47224 and
+ * #65019; seen here: a 15 MB array literal aborted the isolate worker under CPU load after
+ * 10-55 s of garbage collection), so the parse must stay well below it. Does NOT bound the
+ * parse's time, which is linear in the source (0.2-1 s per MB here) but for acorn's
+ * checks of names declared in one scope, which are linear per declaration.
+ */
+export const THREAD_WRAP_BUDGET: WrapBudget = {statementTokens: 1_000_000, moduleItems: 500_000};
+
+/** Thrown inside the parse when it goes over its `WrapBudget`. */
+class OverBudget extends Error {}
+
+type ParserClass = {parse(input: string, options: Record<string, unknown>): Loose};
+
+/** The top-level statements a rewrite reads again: only its imports and exports are kept. */
+const isModuleDeclaration = (node: Loose): boolean => node.type === 'ImportDeclaration'
+  || node.type === 'ExportNamedDeclaration' || node.type === 'ExportDefaultDeclaration' || node.type === 'ExportAllDeclaration';
+
+/**
+ * `Program.body` of a rewrite's parse: acorn pushes every top-level statement; only
+ * imports and exports are kept (a module of 15 M empty statements would otherwise hold
+ * 15 M nodes).
+ */
+class ModuleDeclarations extends Array<Loose> {
+  override push(...nodes: Loose[]): number {
+    for (const node of nodes) if (isModuleDeclaration(node)) super.push(node);
+    return this.length;
+  }
+}
+
+/**
+ * acorn's parser, keeping of each top-level statement only its `summarize`d shape, and of
+ * the program only its imports and exports: the tree of a statement is garbage as soon as
+ * it is parsed, so a parse holds at most the tree of the largest top-level statement
+ * (acorn's full tree is about 55 times the source's size: 515 MB for a 9.3 MB module
+ * here), not of the whole module. With a `budget` option (`WrapBudget`) it throws
+ * `OverBudget` when a statement spans more tokens, or the program keeps more items, than
+ * allowed.
  */
 const TopLevelParser = Parser.extend((Base) => class extends (Base as any) {
-  parseStatement(context: unknown, topLevel: boolean, exports: unknown): Loose {
-    const node = super.parseStatement(context, topLevel, exports) as Loose;
-    return topLevel ? summarize(node) : node;
+  readonly budget: WrapBudget | undefined;
+  statementTokens = 0;
+  keptTokens = 0;
+  constructor(options: {budget?: WrapBudget}, input: string, startPos?: number) {
+    super(options, input, startPos);
+    this.budget = options.budget;
   }
-} as unknown as typeof Parser);
+
+  next(ignoreEscapeSequenceInKeyword?: boolean): void {
+    if (this.budget !== undefined && ++this.statementTokens > this.budget.statementTokens) throw new OverBudget();
+    super.next(ignoreEscapeSequenceInKeyword);
+  }
+
+  parseTopLevel(node: Loose): Loose {
+    node.body = new ModuleDeclarations();
+    return super.parseTopLevel(node);
+  }
+
+  parseStatement(context: unknown, topLevel: boolean, exports: unknown): Loose {
+    if (topLevel) this.statementTokens = 0;
+    const node = super.parseStatement(context, topLevel, exports) as Loose;
+    if (!topLevel) return node;
+    if (this.budget !== undefined) {
+      if (isModuleDeclaration(node)) this.keptTokens += this.statementTokens;
+      const scope = this.scopeStack[0] as {var: unknown[]; lexical: unknown[]; functions: unknown[]};
+      if (this.keptTokens + scope.var.length + scope.lexical.length + scope.functions.length > this.budget.moduleItems) throw new OverBudget();
+    }
+    return summarize(node);
+  }
+} as unknown as typeof Parser) as unknown as ParserClass;
 
 /**
  * `text` where every character but a line terminator becomes a space, then the head
@@ -197,17 +282,23 @@ export function wrapperBreakRefusal(error: unknown, filename: string): {name: st
  * Parsing runs on the calling thread, about 0.2-0.4 s per MB of source on this host.
  *
  * @param filename shown in refusals as V8 shows it (`[filename:line:column]`).
+ * @param budget bounds of the parse (`WrapBudget`, e.g. `THREAD_WRAP_BUDGET` on the
+ *   rewrite thread); without it the parse holds what the source needs.
  * @returns the wrapped module, or a refusal: a SyntaxError (a reserved name, acorn's message, or not
  *   enough stack for deeply nested code) or an import (`import`, `export ... from`),
- *   refused with `importRefusal`'s message.
+ *   refused with `importRefusal`'s message; with a `budget`, `{unwrapped: true}` when the
+ *   parse went over it.
  */
-export function wrapToolModule(source: string, filename: string): WrappedModule | WrapRefusal {
+export function wrapToolModule(source: string, filename: string): WrappedModule | WrapRefusal;
+export function wrapToolModule(source: string, filename: string, budget: WrapBudget): WrappedModule | WrapRefusal | NotWrapped;
+export function wrapToolModule(source: string, filename: string, budget?: WrapBudget): WrappedModule | WrapRefusal | NotWrapped {
   let text = source;
   if (text.startsWith('#!')) text = `//${text.slice(2)}`;
   let program: Loose;
   try {
-    program = TopLevelParser.parse(text, {ecmaVersion: 'latest', sourceType: 'module', preserveParens: true, locations: false}) as Loose;
+    program = TopLevelParser.parse(text, {ecmaVersion: 'latest', sourceType: 'module', preserveParens: true, locations: false, budget});
   } catch (error) {
+    if (error instanceof OverBudget) return {unwrapped: true};
     const raw = error instanceof Error ? error.message : String(error);
     const loc = (error as {loc?: {line: number; column: number}}).loc;
     const message = raw.replace(/ \(\d+:\d+\)$/, '');

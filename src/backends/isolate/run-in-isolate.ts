@@ -223,11 +223,11 @@ async function execute(
   let disposedByUs = false;
   let codeCacheHit = false;
   /**
-   * Code data this call's compile produced: stored in the code cache only once the call
-   * succeeded (not timed out, cancelled, failed, at its top level or after, or out of memory), so a
+   * Code data this call's compile produced, and the key it was looked up by (wrapped or
+   * not): stored in the code cache only once the call succeeded (not timed out, cancelled, failed, at its top level or after, or out of memory), so a
    * call that failed does not make every later call of its source cheaper to start.
    */
-  let produced: ivm.ExternalCopy<ArrayBuffer> | undefined;
+  let produced: {key: string; data: ivm.ExternalCopy<ArrayBuffer>} | undefined;
   /**
    * A large compile is running on the isolate's thread (or its source is being parsed on
    * the rewrite thread): V8 does not interrupt either, but each ends by itself (in time
@@ -357,7 +357,7 @@ async function execute(
     if (cache && cached) {
       if (cacheInfo.cachedDataRejected === true) cache.delete(key);
       else codeCacheHit = true;
-    } else if (cache && cacheInfo.cachedData) produced = cacheInfo.cachedData;
+    } else if (cache && cacheInfo.cachedData) produced = {key, data: cacheInfo.cachedData}; // the key it was looked up by
     if (stop !== undefined) return undefined;
     // The wrapped module's own top level only defines the wrapper function: no tool code
     // runs until the prelude's `run` calls it.
@@ -446,8 +446,8 @@ async function execute(
     });
   } finally {
     if (produced !== undefined) {
-      if (succeeded && stop === undefined && deps.codeCache) deps.codeCache.set(codeCacheKey(request.sourceHash), produced);
-      else produced.release();
+      if (succeeded && stop === undefined && deps.codeCache) deps.codeCache.set(produced.key, produced.data);
+      else produced.data.release();
     }
     if (first.kind === 'done' && stop === undefined && deps.afterReply) deps.afterReply(dispose);
     else dispose();
