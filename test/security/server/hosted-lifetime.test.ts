@@ -17,9 +17,14 @@ const ok = await dockerAvailable({images: ['toolcell/node']});
 const PROFILE_NAME = `test-lifetime-${process.pid}`;
 const PROFILE = {name: PROFILE_NAME, backend: 'container', limits: {timeoutMs: 3_000, memoryMb: 192, cpus: 0.5, pids: 48, outputBytes: 1_048_576},
   network: 'none', filesystem: {readOnlyRoot: true, tmpfs: {'/tmp': '8m'}, mounts: []}, commands: ['node'], runtime: 'runc'};
-const IDLE_MS = 2_000;
+/** Longer than any cold start on a loaded host: the isolation checks must never race the idle timer. */
+const IDLE_MS = 30_000;
+/** A second package and profile whose kept sandbox expires quickly, to show idleMs removes it. */
+const BRIEF_PROFILE = `${PROFILE_NAME}-brief`;
+const BRIEF_IDLE_MS = 2_000;
 const text = (r: CallToolResult) => r.content.map((c) => (c.type === 'text' ? c.text : '')).join('');
 const ours = () => managedContainers(`toolcell.profile=${PROFILE_NAME}`);
+const oursBrief = () => managedContainers(`toolcell.profile=${BRIEF_PROFILE}`);
 const principal = (id: string): Principal => ({id, kind: 'api-key', scopes: [], packages: '*'});
 
 describe('hosted servers: lifetime', {skip: !ok && 'no Docker engine or toolcell/node'}, () => {
@@ -30,10 +35,12 @@ describe('hosted servers: lifetime', {skip: !ok && 'no Docker engine or toolcell
   before(async () => {
     dir = await tempDir();
     await dir.write(`profiles/${PROFILE_NAME}.json`, PROFILE);
+    await dir.write(`profiles/${BRIEF_PROFILE}.json`, {...PROFILE, name: BRIEF_PROFILE});
     const probed = await probeServer({image: image.tag, command: ['/usr/local/bin/node', '/srv/fixture-server.mjs'], args: ['good'], profile: PROFILE as never, handshakeTimeoutMs: 20_000});
     const tools = toolPins(probed.tools);
     const server = {source: 'dir:test/fixtures/servers', image: image.tag, imageId: probed.imageId, command: ['node', '/srv/fixture-server.mjs'], args: ['good'], transport: 'stdio'};
     await dir.write('tools/kept/toolcell.json', {name: 'kept', version: '1.0.0', server: {...server, lifetime: 'principal', idleMs: IDLE_MS}, profile: PROFILE_NAME, tools});
+    await dir.write('tools/brief/toolcell.json', {name: 'brief', version: '1.0.0', server: {...server, lifetime: 'principal', idleMs: BRIEF_IDLE_MS}, profile: BRIEF_PROFILE, tools});
     await dir.write('tools/percall/toolcell.json', {name: 'percall', version: '1.0.0', server, profile: PROFILE_NAME, tools});
     runtime = await createRuntime({toolDirs: [`${dir.path}/tools`], profileDirs: [`${dir.path}/profiles`], audit: 'off', containerPool: 0});
   });
@@ -52,7 +59,7 @@ describe('hosted servers: lifetime', {skip: !ok && 'no Docker engine or toolcell
     assert.equal(text(await call('alice', 'percall__recall')), '[]');
   });
 
-  test('"lifetime": "principal": kept for one principal, invisible to another, gone after idleMs', async () => {
+  test('"lifetime": "principal": kept for one principal, invisible to another', async () => {
     assert.equal(text(await call('alice', 'kept__remember', {value: 'a1'})), '["a1"]');
     assert.equal(text(await call('alice', 'kept__remember', {value: 'a2'})), '["a1","a2"]');
     assert.equal(text(await call('bob', 'kept__recall')), '[]', 'another principal never sees alice\'s server');
@@ -62,10 +69,19 @@ describe('hosted servers: lifetime', {skip: !ok && 'no Docker engine or toolcell
     const both = await Promise.all([call('alice', 'kept__remember', {value: 'c1'}), call('alice', 'kept__remember', {value: 'c2'})]);
     assert.deepEqual(both.map((r) => (JSON.parse(text(r)) as string[]).length).sort(), [3, 4]);
     assert.equal((await ours()).length, 2, 'one sandbox per principal');
-    // Past idleMs without a call, each principal's sandbox is removed and the state with it.
-    await new Promise((r) => setTimeout(r, IDLE_MS + 6_000));
-    assert.deepEqual(await ours(), []);
-    assert.equal(text(await call('alice', 'kept__recall')), '[]');
+  });
+
+  test('"lifetime": "principal": a kept sandbox is removed after idleMs without a call, and its state with it', async () => {
+    assert.equal(text(await call('alice', 'brief__remember', {value: 'z'})), '["z"]');
+    // Removed BRIEF_IDLE_MS after the call; the removal itself gets a deadline of its own on a busy engine.
+    const deadline = Date.now() + BRIEF_IDLE_MS + 20_000;
+    let left = await oursBrief();
+    while (left.length > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250));
+      left = await oursBrief();
+    }
+    assert.deepEqual(left, [], `the kept sandbox outlived idleMs (${BRIEF_IDLE_MS} ms) by 20 s`);
+    assert.equal(text(await call('alice', 'brief__recall')), '[]');
   });
 
   test('a failed call (timeout) removes the principal\'s sandbox: its next call starts fresh', async () => {
@@ -81,5 +97,6 @@ describe('hosted servers: lifetime', {skip: !ok && 'no Docker engine or toolcell
     await runtime!.close();
     runtime = undefined;
     assert.deepEqual(await ours(), []);
+    assert.deepEqual(await oursBrief(), []);
   });
 });
