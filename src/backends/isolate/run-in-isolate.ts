@@ -44,8 +44,22 @@ export interface RunDeps {
   };
 }
 
-/** How long a drain of the console may take after a timeout, in ms. */
+/** How long a drain of the console may take after a timeout, in ms (from when it starts running). */
 const DRAIN_WAIT_MS = 100;
+/**
+ * After a timeout, how long (ms) the drain may wait for the step the isolate is still
+ * running to end, before its own `DRAIN_WAIT_MS` start. The deadline's timer usually fires
+ * while the tool's step still runs; isolated-vm's own step `timeout` then ends that step
+ * 12-250+ ms later on a loaded host (seen beside 2 CPU burners), and the drain, a task of
+ * the same isolate, runs only after it: waiting only `DRAIN_WAIT_MS` lost the console text
+ * the tool wrote before its deadline (3 calls in 30). A step that never ends (a wedged
+ * native copy, a compile V8 cannot interrupt) never lets the drain run, hence this cap,
+ * the same 1 s after which such work is taken for wedged (`WEDGED_AFTER_MS`). An idle
+ * isolate runs the drain at once: the wait costs nothing then.
+ * Does NOT guarantee the text: a step still running after this cap loses it (the call is
+ * still `TIMEOUT`, with no console text).
+ */
+const STEP_END_WAIT_MS = 1000;
 /** isolated-vm `timeout` of an idle probe (it runs no tool code), in ms. */
 const PROBE_TIMEOUT_MS = 100;
 /** After this long (ms) past its disposal, a call's work that has not settled is reported as wedged. */
@@ -193,8 +207,9 @@ const base = (pooled: boolean, codeCacheHit: boolean): WorkerOutcome => ({
  * with the tool's promise pending after `timeoutMs` of wall clock (a `probe` task), or at
  * `limits.backstopMs` of wall clock, even when isolated-vm's own `timeout` (given what is
  * left of the own time, per step) does not apply (microtasks, a promise that never
- * settles) or does not fire; the console text is then drained (≤ 100 ms) and the isolate
- * disposed. CPU time (`isolate.cpuTime`) is polled every 10 ms when `cpuTimeMs` is below
+ * settles) or does not fire; the console text is then drained (a task queued behind the
+ * step still running, which may take up to `STEP_END_WAIT_MS` to end, then ≤ 100 ms) and
+ * the isolate disposed. CPU time (`isolate.cpuTime`) is polled every 10 ms when `cpuTimeMs` is below
  * `timeoutMs`. Aborting `signal` disposes the isolate at once.
  *
  * Does NOT guarantee: that the isolate's thread stops when disposed (isolated-vm can
@@ -396,6 +411,9 @@ async function execute(
   if (cpuTimer) clearInterval(cpuTimer);
   signal.removeEventListener('abort', onAbort);
 
+  // After a timeout the drain is queued behind the step the isolate may still be running
+  // (see STEP_END_WAIT_MS); during a compile no tool code has run yet, so nothing is lost.
+  const drainWaitMs = stop === 'timeout' && !compiling ? STEP_END_WAIT_MS + DRAIN_WAIT_MS : DRAIN_WAIT_MS;
   const drain = async (): Promise<DrainResult | undefined> => {
     if (isolate.isDisposed) return undefined;
     const drained = entry.apply(undefined, ['drain'], {timeout: DRAIN_WAIT_MS, result: {copy: true}})
@@ -404,7 +422,7 @@ async function execute(
     // call's scope (its isolate, a thrown value's copy) alive for its whole delay.
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), DRAIN_WAIT_MS + 20);
+      timer = setTimeout(() => resolve(undefined), drainWaitMs + 20);
     });
     try {
       return await Promise.race([drained, late]);
