@@ -235,6 +235,8 @@ async function execute(
   const {limits} = request;
   const {isolate, context, entry} = prepared;
   let stop: 'timeout' | 'cancel' | undefined;
+  /** The isolate's own running time when the call ended (its deadline, a cancel, or its work settled first), in ms. */
+  let endOwnMs: number | undefined;
   let disposedByUs = false;
   let codeCacheHit = false;
   /**
@@ -262,6 +264,7 @@ async function execute(
   const halt = (reason: 'timeout' | 'cancel'): void => {
     if (stop !== undefined) return;
     stop = reason;
+    endOwnMs ??= ownMs();
     if (reason === 'cancel') dispose();
     onStop();
   };
@@ -407,6 +410,7 @@ async function execute(
     work.then((value) => ({kind: 'done', value}), (error: unknown) => ({kind: 'error', error})),
     stopped.then(() => ({kind: 'stop'})),
   ]);
+  endOwnMs ??= ownMs();
   deadline.stop();
   if (cpuTimer) clearInterval(cpuTimer);
   signal.removeEventListener('abort', onAbort);
@@ -440,28 +444,34 @@ async function execute(
     return outcome;
   };
 
+  /** Adds the call's own time (`WorkerOutcome.ownTimeMs`) when it could be read. */
+  const timed = (outcome: WorkerOutcome): WorkerOutcome => {
+    if (endOwnMs !== undefined && Number.isFinite(endOwnMs)) outcome.ownTimeMs = Math.round(endOwnMs * 10) / 10;
+    return outcome;
+  };
+
   try {
-    if (stop === 'cancel') return base(pooled, codeCacheHit);
-    if (stop === 'timeout') return await withConsole({...base(pooled, codeCacheHit), timedOut: true});
-    if (first.kind === 'done' && isRefusal(first.value)) return {...base(pooled, codeCacheHit), error: boundedError(first.value.refused.name, first.value.refused.message)};
+    if (stop === 'cancel') return timed(base(pooled, codeCacheHit));
+    if (stop === 'timeout') return timed(await withConsole({...base(pooled, codeCacheHit), timedOut: true}));
+    if (first.kind === 'done' && isRefusal(first.value)) return timed({...base(pooled, codeCacheHit), error: boundedError(first.value.refused.name, first.value.refused.message)});
     if (first.kind === 'done') {
       const outcome = fromRunner(first.value, limits.outputBytes, pooled, codeCacheHit);
       // A failure (its top level threw, inside the wrapper) leaves no compiled code behind.
       succeeded = !outcome.failed;
-      return outcome;
+      return timed(outcome);
     }
     const error = first.kind === 'error' ? first.error : undefined;
     const message = messageOf(error);
     if ((isolate.isDisposed && !disposedByUs) || message.includes('due to memory limit')) {
-      return {...base(pooled, codeCacheHit), outOfMemory: true};
+      return timed({...base(pooled, codeCacheHit), outOfMemory: true});
     }
-    if (message === TIMED_OUT_MESSAGE) return await withConsole({...base(pooled, codeCacheHit), timedOut: true});
+    if (message === TIMED_OUT_MESSAGE) return timed(await withConsole({...base(pooled, codeCacheHit), timedOut: true}));
     const toolError = describeHostError(error);
-    return await withConsole({
+    return timed(await withConsole({
       ...base(pooled, codeCacheHit),
       outOfMemory: toolError.name === 'RangeError' && toolError.message === ARRAY_BUFFER_FAILED,
       error: toolError,
-    });
+    }));
   } finally {
     if (produced !== undefined) {
       if (succeeded && stop === undefined && deps.codeCache) deps.codeCache.set(codeCacheKey(request.sourceHash), produced);
