@@ -195,6 +195,17 @@ export interface ExecutionResult {
   error?: {name: string; message: string};
   /** Wall-clock time inside the backend, in ms. */
   durationMs: number;
+  /**
+   * Isolate: the isolate's own running time (isolated-vm `isolate.wallTime`, the time the
+   * `timeoutMs` deadline counts) from when it was ready until the call ended (its deadline,
+   * a cancel, or its last step settled), in ms, as the worker reported it. For logs and
+   * tests only: not sent to clients, and not trusted for any decision (the worker runs
+   * hostile code). Does NOT include the queue, the worker hop, the compile-slot wait, the
+   * console drain, nor the time a step still runs after the deadline until isolated-vm's
+   * step timeout or the disposal stops it. Absent for containers, for calls that never
+   * reached a worker's isolate, and when the worker died.
+   */
+  ownTimeMs?: number;
   /** Egress: the first per-call limit of the grant that was reached (the call's result is then `DENIED`, rule `egress`). */
   egressLimit?: EgressLimitHit;
 }

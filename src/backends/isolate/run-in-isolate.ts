@@ -44,8 +44,22 @@ export interface RunDeps {
   };
 }
 
-/** How long a drain of the console may take after a timeout, in ms. */
+/** How long a drain of the console may take after a timeout, in ms (from when it starts running). */
 const DRAIN_WAIT_MS = 100;
+/**
+ * After a timeout, how long (ms) the drain may wait for the step the isolate is still
+ * running to end, before its own `DRAIN_WAIT_MS` start. The deadline's timer usually fires
+ * while the tool's step still runs; isolated-vm's own step `timeout` then ends that step
+ * 12-250+ ms later on a loaded host (seen beside 2 CPU burners), and the drain, a task of
+ * the same isolate, runs only after it: waiting only `DRAIN_WAIT_MS` lost the console text
+ * the tool wrote before its deadline (3 calls in 30). A step that never ends (a wedged
+ * native copy, a compile V8 cannot interrupt) never lets the drain run, hence this cap,
+ * the same 1 s after which such work is taken for wedged (`WEDGED_AFTER_MS`). An idle
+ * isolate runs the drain at once: the wait costs nothing then.
+ * Does NOT guarantee the text: a step still running after this cap loses it (the call is
+ * still `TIMEOUT`, with no console text).
+ */
+const STEP_END_WAIT_MS = 1000;
 /** isolated-vm `timeout` of an idle probe (it runs no tool code), in ms. */
 const PROBE_TIMEOUT_MS = 100;
 /** After this long (ms) past its disposal, a call's work that has not settled is reported as wedged. */
@@ -193,8 +207,9 @@ const base = (pooled: boolean, codeCacheHit: boolean): WorkerOutcome => ({
  * with the tool's promise pending after `timeoutMs` of wall clock (a `probe` task), or at
  * `limits.backstopMs` of wall clock, even when isolated-vm's own `timeout` (given what is
  * left of the own time, per step) does not apply (microtasks, a promise that never
- * settles) or does not fire; the console text is then drained (≤ 100 ms) and the isolate
- * disposed. CPU time (`isolate.cpuTime`) is polled every 10 ms when `cpuTimeMs` is below
+ * settles) or does not fire; the console text is then drained (a task queued behind the
+ * step still running, which may take up to `STEP_END_WAIT_MS` to end, then ≤ 100 ms) and
+ * the isolate disposed. CPU time (`isolate.cpuTime`) is polled every 10 ms when `cpuTimeMs` is below
  * `timeoutMs`. Aborting `signal` disposes the isolate at once.
  *
  * Does NOT guarantee: that the isolate's thread stops when disposed (isolated-vm can
@@ -220,6 +235,8 @@ async function execute(
   const {limits} = request;
   const {isolate, context, entry} = prepared;
   let stop: 'timeout' | 'cancel' | undefined;
+  /** The isolate's own running time when the call ended (its deadline, a cancel, or its work settled first), in ms. */
+  let endOwnMs: number | undefined;
   let disposedByUs = false;
   let codeCacheHit = false;
   /**
@@ -247,6 +264,7 @@ async function execute(
   const halt = (reason: 'timeout' | 'cancel'): void => {
     if (stop !== undefined) return;
     stop = reason;
+    endOwnMs ??= ownMs();
     if (reason === 'cancel') dispose();
     onStop();
   };
@@ -392,10 +410,14 @@ async function execute(
     work.then((value) => ({kind: 'done', value}), (error: unknown) => ({kind: 'error', error})),
     stopped.then(() => ({kind: 'stop'})),
   ]);
+  endOwnMs ??= ownMs();
   deadline.stop();
   if (cpuTimer) clearInterval(cpuTimer);
   signal.removeEventListener('abort', onAbort);
 
+  // After a timeout the drain is queued behind the step the isolate may still be running
+  // (see STEP_END_WAIT_MS); during a compile no tool code has run yet, so nothing is lost.
+  const drainWaitMs = stop === 'timeout' && !compiling ? STEP_END_WAIT_MS + DRAIN_WAIT_MS : DRAIN_WAIT_MS;
   const drain = async (): Promise<DrainResult | undefined> => {
     if (isolate.isDisposed) return undefined;
     const drained = entry.apply(undefined, ['drain'], {timeout: DRAIN_WAIT_MS, result: {copy: true}})
@@ -404,7 +426,7 @@ async function execute(
     // call's scope (its isolate, a thrown value's copy) alive for its whole delay.
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), DRAIN_WAIT_MS + 20);
+      timer = setTimeout(() => resolve(undefined), drainWaitMs + 20);
     });
     try {
       return await Promise.race([drained, late]);
@@ -422,28 +444,34 @@ async function execute(
     return outcome;
   };
 
+  /** Adds the call's own time (`WorkerOutcome.ownTimeMs`) when it could be read. */
+  const timed = (outcome: WorkerOutcome): WorkerOutcome => {
+    if (endOwnMs !== undefined && Number.isFinite(endOwnMs)) outcome.ownTimeMs = Math.round(endOwnMs * 10) / 10;
+    return outcome;
+  };
+
   try {
-    if (stop === 'cancel') return base(pooled, codeCacheHit);
-    if (stop === 'timeout') return await withConsole({...base(pooled, codeCacheHit), timedOut: true});
-    if (first.kind === 'done' && isRefusal(first.value)) return {...base(pooled, codeCacheHit), error: boundedError(first.value.refused.name, first.value.refused.message)};
+    if (stop === 'cancel') return timed(base(pooled, codeCacheHit));
+    if (stop === 'timeout') return timed(await withConsole({...base(pooled, codeCacheHit), timedOut: true}));
+    if (first.kind === 'done' && isRefusal(first.value)) return timed({...base(pooled, codeCacheHit), error: boundedError(first.value.refused.name, first.value.refused.message)});
     if (first.kind === 'done') {
       const outcome = fromRunner(first.value, limits.outputBytes, pooled, codeCacheHit);
       // A failure (its top level threw, inside the wrapper) leaves no compiled code behind.
       succeeded = !outcome.failed;
-      return outcome;
+      return timed(outcome);
     }
     const error = first.kind === 'error' ? first.error : undefined;
     const message = messageOf(error);
     if ((isolate.isDisposed && !disposedByUs) || message.includes('due to memory limit')) {
-      return {...base(pooled, codeCacheHit), outOfMemory: true};
+      return timed({...base(pooled, codeCacheHit), outOfMemory: true});
     }
-    if (message === TIMED_OUT_MESSAGE) return await withConsole({...base(pooled, codeCacheHit), timedOut: true});
+    if (message === TIMED_OUT_MESSAGE) return timed(await withConsole({...base(pooled, codeCacheHit), timedOut: true}));
     const toolError = describeHostError(error);
-    return await withConsole({
+    return timed(await withConsole({
       ...base(pooled, codeCacheHit),
       outOfMemory: toolError.name === 'RangeError' && toolError.message === ARRAY_BUFFER_FAILED,
       error: toolError,
-    });
+    }));
   } finally {
     if (produced !== undefined) {
       if (succeeded && stop === undefined && deps.codeCache) deps.codeCache.set(produced.key, produced.data);

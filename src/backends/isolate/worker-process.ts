@@ -702,7 +702,7 @@ export class WorkerProcess {
         this.#options.log.debug({
           jobId: pending.request.jobId, durationMs: Math.round(result.durationMs), failed: result.failed,
           timedOut: result.timedOut, outOfMemory: result.outOfMemory, truncated: result.truncated,
-          pooled: message.outcome.pooled, codeCacheHit: message.outcome.codeCacheHit,
+          pooled: message.outcome.pooled, codeCacheHit: message.outcome.codeCacheHit, ownTimeMs: message.outcome.ownTimeMs,
         }, 'isolate call finished');
         this.#settle(pending, (caller) => caller.resolve(result));
         this.#release(message.id);
@@ -784,5 +784,6 @@ function toResult(outcome: WorkerOutcome, outputBytes: number, durationMs: numbe
     durationMs,
   };
   if (outcome.error) result.error = {name: outcome.error.name.slice(0, 200), message: outcome.error.message.slice(0, 4096)};
+  if (outcome.ownTimeMs !== undefined) result.ownTimeMs = outcome.ownTimeMs;
   return result;
 }

@@ -109,6 +109,8 @@ export interface WorkerOutcome {
   pooled: boolean;
   /** The module was compiled from cached V8 code data. */
   codeCacheHit: boolean;
+  /** See `ExecutionResult.ownTimeMs` (ms); absent when the isolate's time could not be read. */
+  ownTimeMs?: number;
 }
 
 /** Worker → supervisor: messages. */
@@ -227,6 +229,8 @@ export function parseWorkerMessage(raw: unknown): WorkerMessage | undefined {
         stdout: o.stdout, stderr: o.stderr, pooled: o.pooled, codeCacheHit: o.codeCacheHit,
       };
       if (o.error) outcome.error = {name: o.error.name, message: o.error.message};
+      // Reported by the untrusted worker: kept only as a plain number, for logs and tests.
+      if (typeof o.ownTimeMs === 'number' && Number.isFinite(o.ownTimeMs) && o.ownTimeMs >= 0) outcome.ownTimeMs = o.ownTimeMs;
       return {type: 'result', id: raw.id, outcome};
     }
     case 'failure':
