@@ -292,6 +292,22 @@ export class CallSecrets {
     return valueScrubber([...this.#byPlaceholder].map(([placeholder, secret]) => [secret.reveal(), placeholder]));
   }
   /**
+   * The scrubber of what a call hands to its client (egress/output-scrub.ts): each value of this
+   * call's secrets, as it is and as it appears inside a JSON string (escaped), becomes its
+   * placeholder. Works after `close()` too.
+   * Does NOT guarantee: that a transformed value (encoded, split, other escapes) is found.
+   */
+  outputScrubber(): (text: string) => string {
+    const pairs: Array<[string, string]> = [];
+    for (const [placeholder, secret] of this.#byPlaceholder) {
+      const value = secret.reveal();
+      const escaped = JSON.stringify(value).slice(1, -1);
+      pairs.push([value, placeholder]);
+      if (escaped !== value) pairs.push([escaped, placeholder]);
+    }
+    return valueScrubber(pairs).whole;
+  }
+  /**
    * Whether a response header name carries one of this call's secret values, compared without
    * case (HTTP field names are case-insensitive, RFC 9110 §5.1, and Node lower-cases them):
    * such a header is dropped, since a name cannot be rewritten into a placeholder faithfully.

@@ -165,9 +165,15 @@ export class ServerBackend implements Backend<ServerJob> {
    * the sandbox kept for its (key, settings), one call at a time: started (and pinned) at its
    * first call, kept after each successful call until `idleMs` pass without one, removed after
    * any failed, stopped or refused call (its state is then lost) and at close.
+   * @throws ToolcellError `BACKEND_UNAVAILABLE` (`secrets-kept-server`) for a job with `affinity`
+   *   whose sandbox carries secrets (hosted-tools.ts leaves such tools out; this is the backstop).
    */
   async run(job: ServerJob, options: {signal: AbortSignal; onEvent?: (event: BackendEvent) => void}): Promise<ExecutionResult> {
     if (job.affinity === undefined) return this.#runOnce(job, options, undefined);
+    // A kept server's environment is fixed at its start: it would carry one call's secret placeholders into the next calls.
+    if (job.sandbox.egress?.secrets !== undefined) {
+      throw new ToolcellError('BACKEND_UNAVAILABLE', 'A hosted server kept per principal cannot receive secrets (they are given per call); the call was not run.', {reason: 'secrets-kept-server'});
+    }
     const key = `${job.affinity.key}\0${serverPoolKey(job.sandbox)}`;
     let sticky = this.#sticky.get(key);
     if (!sticky) {
