@@ -1,0 +1,60 @@
+// What a call with secrets hands back is scrubbed: each real value (raw or JSON-escaped) becomes the call's placeholder, in a server's JSON result (strings and keys), a container's stdout/stderr, error text and relayed notifications.
+// invariant: egress:secret:scrubbed-from-output
+import assert from 'node:assert/strict';
+import {chmod} from 'node:fs/promises';
+import {after, before, test} from 'node:test';
+import {makeResult, type ContainerJob, type ServerJob} from '../../../src/backends/backend.ts';
+import {outputScrubber} from '../../../src/egress/output-scrub.ts';
+import {SecretStore, type CallSecrets} from '../../../src/egress/secrets.ts';
+import {tempDir} from '../../support/temp.ts';
+
+/** A value with characters JSON escapes, so that its form inside JSON text differs. */
+const VALUE = 'tc-"quoted"\\value-0123';
+let dir: Awaited<ReturnType<typeof tempDir>>;
+let store: SecretStore;
+before(async () => {
+  dir = await tempDir();
+  const file = await dir.write('secrets.json', {API: {env: 'TC_SCRUB_API', hosts: ['api.example.com'], header: 'Authorization'}});
+  await chmod(file, 0o600);
+  store = await SecretStore.load(file, {TC_SCRUB_API: VALUE});
+});
+after(() => dir.dispose());
+
+const grant = {allow: ['api.example.com'], maxRequests: 1, maxBytesOut: 1, maxBytesIn: 1, requestTimeoutMs: 1000} as never;
+const sandbox = (secrets?: CallSecrets): ContainerJob => ({kind: 'container', id: 'j', image: 'i', argv: ['/bin/x'], limits: {timeoutMs: 1, memoryMb: 1, cpus: 1, pids: 1, outputBytes: 1},
+  network: {egress: grant}, readOnlyRoot: true, tmpfs: {}, mounts: [], runtime: 'runc', profile: 'p',
+  egress: {callId: 'j', principal: 'local', tool: 't', profile: 'p', grant, ...(secrets ? {secrets} : {})}});
+const serverJob = (secrets?: CallSecrets) => ({kind: 'server', id: 'j', sandbox: sandbox(secrets), tool: 't', args: {}, verifyListing: () => ({ok: true}), limits: sandbox().limits, packageName: 'p'}) as ServerJob;
+
+test('no secrets, no scrubber', () => {
+  assert.equal(outputScrubber(sandbox()), undefined);
+  assert.equal(outputScrubber(serverJob()), undefined);
+  assert.equal(outputScrubber({kind: 'isolate'} as never), undefined);
+});
+
+test('a hosted server\'s JSON result: the value in strings and keys becomes the placeholder; the JSON stays valid', () => {
+  const secrets = store.forCall(['API']);
+  const ph = secrets.placeholders.API!;
+  secrets.close(); // the call is over when its output is read: scrubbing still works
+  const scrub = outputScrubber(serverJob(secrets))!;
+  const result = {content: [{type: 'text', text: `got ${VALUE}!`}], structuredContent: {[VALUE]: [VALUE, 1, null]}};
+  const out = scrub.execution(makeResult(1, {stdout: JSON.stringify(result), error: {name: 'E', message: `bad ${VALUE}`}}));
+  assert.ok(!out.stdout.includes(JSON.stringify(VALUE).slice(1, -1)) && !out.stdout.includes(VALUE), out.stdout);
+  assert.deepEqual(JSON.parse(out.stdout), {content: [{type: 'text', text: `got ${ph}!`}], structuredContent: {[ph]: [ph, 1, null]}});
+  assert.equal(out.error?.message, `bad ${ph}`);
+});
+
+test('a container\'s stdout and stderr, raw or JSON-escaped, and relayed notifications', () => {
+  const secrets = store.forCall(['API']);
+  const ph = secrets.placeholders.API!;
+  const scrub = outputScrubber(sandbox(secrets))!;
+  const out = scrub.execution(makeResult(1, {stdout: `a ${VALUE} b`, stderr: `{"k":${JSON.stringify(VALUE)}}`}));
+  assert.equal(out.stdout, `a ${ph} b`);
+  assert.equal(out.stderr, `{"k":"${ph}"}`);
+  const serverScrub = outputScrubber(serverJob(secrets))!;
+  assert.deepEqual(serverScrub.event({type: 'progress', progress: 1, message: `m ${VALUE}`}), {type: 'progress', progress: 1, message: `m ${ph}`});
+  // Relayed log data is one-line JSON text: the escaped form is found there.
+  assert.deepEqual(serverScrub.event({type: 'log', level: 'info', data: JSON.stringify({v: VALUE})}), {type: 'log', level: 'info', data: JSON.stringify({v: ph})});
+  // Text that is not JSON in a server's stdout is still scrubbed as text.
+  assert.equal(serverScrub.execution(makeResult(1, {stdout: `not json ${VALUE}`})).stdout, `not json ${ph}`);
+});
