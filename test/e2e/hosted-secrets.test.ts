@@ -21,6 +21,7 @@ import {fileURLToPath} from 'node:url';
 import {after, before, describe, test} from 'node:test';
 import {probeServer} from '../../src/backends/server/probe-server.ts';
 import {EgressCa} from '../../src/egress/ca.ts';
+import {createRuntime} from '../../src/runtime.ts';
 import {dockerAvailable, managedContainers} from '../support/docker.ts';
 import {toolPins, useTestImage} from '../support/fixture-server.ts';
 import {connectStdio, textOf} from '../support/mcp-stdio.ts';
@@ -159,5 +160,20 @@ describe('secrets for a hosted MCP server through toolcell serve', {skip: !ready
     // The server still answers after the attacks, and each call's container is gone.
     assert.match(textOf(await call('user', {url: `https://127.0.0.1:${apiPort}`})), /^status 200$/m);
     await until(async () => (await managedContainers(`toolcell.profile=${PROFILE_NAME}`)).length === 0, 30_000, 'a container of this test is left');
+  });
+
+  test('without --secrets the server\'s tools are left out on purpose (skipped), naming the flag', async () => {
+    const runtime = await createRuntime({toolDirs: [join(dir.path, 'tools')], profileDirs: [join(dir.path, 'profiles')], audit: 'off', containerPool: 0, logProblems: false});
+    try {
+      assert.equal([...runtime.tools.keys()].filter((t) => t.startsWith('apis__')).length, 0);
+      const left = runtime.unavailable.filter((u) => u.tool.startsWith('apis__'));
+      assert.equal(left.length, 4, JSON.stringify(runtime.unavailable));
+      for (const u of left) {
+        assert.equal(u.skipped, true, JSON.stringify(u));
+        assert.match(u.reason, /grants secrets \(API_TOKEN\), and serve was started without --secrets FILE/);
+      }
+    } finally {
+      await runtime.close();
+    }
   });
 });
