@@ -6,6 +6,7 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import type {Duplex} from 'node:stream';
 import {newAuditId, type AuditEgressV2} from '../audit/audit-event.ts';
+import {prepareScrubbedRequest, unscrubbableResponse} from './response-guard.ts';
 import {resolveEgress, type EgressGrant, type EgressLookup, type ResolvedEgress} from './policy.ts';
 
 /**
@@ -397,6 +398,8 @@ class Session implements EgressSession {
     }
     const headers = endToEndHeaders(req.headers);
     headers.host = url.host;
+    // A call with secrets has its responses scrubbed: whole, uncompressed bodies only (response-guard.ts).
+    if (this.#context.secrets?.scrubber !== undefined) prepareScrubbedRequest(headers);
     let bytesOut = 0;
     let bytesIn = 0;
     let status = 0;
@@ -453,6 +456,16 @@ class Session implements EgressSession {
       }
       // A stored secret value may come back from any host: scrubbed here too; the upstream's reason phrase is not passed on.
       const scrub = this.#context.secrets?.scrubber?.();
+      // A compressed or partial body would pass the scrubber unread (the sandbox's client decompresses it after): refused.
+      const unreadable = scrub === undefined ? undefined : unscrubbableResponse(up.statusCode, up.headers);
+      if (unreadable !== undefined) {
+        failure ??= {status: 502, rule: 'upstream', text: `egress from ${target.host}:${port} refused: ${unreadable}`};
+        up.on('error', () => undefined);
+        up.destroy();
+        upstream.destroy();
+        finish();
+        return;
+      }
       const headers = endToEndHeaders(up.headers);
       if (scrub !== undefined) {
         delete headers['content-length'];
