@@ -58,3 +58,69 @@ test('a container\'s stdout and stderr, raw or JSON-escaped, and relayed notific
   // Text that is not JSON in a server's stdout is still scrubbed as text.
   assert.equal(serverScrub.execution(makeResult(1, {stdout: `not json ${VALUE}`})).stdout, `not json ${ph}`);
 });
+
+test('a "__proto__" key is kept as a key, scrubbed, and sets no prototype', () => {
+  const secrets = store.forCall(['API']);
+  const ph = secrets.placeholders.API!;
+  const scrub = outputScrubber(serverJob(secrets))!;
+  const stdout = `{"__proto__":{"polluted":${JSON.stringify(VALUE)}},"k":${JSON.stringify(VALUE)}}`;
+  const out = scrub.execution(makeResult(1, {stdout})).stdout;
+  assert.equal(out, `{"__proto__":{"polluted":"${ph}"},"k":"${ph}"}`);
+  assert.ok(!out.includes(VALUE) && !out.includes(JSON.stringify(VALUE).slice(1, -1)));
+  assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  secrets.close();
+});
+
+test('values that contain one another: the longer is replaced whole, not its remainder left beside the shorter one\'s placeholder', async () => {
+  const SHORT = 'tc-prefix-value-01';
+  const LONG = `${SHORT}-and-the-secret-tail-99`;
+  const file = await dir.write('overlap.json', {
+    SHORT: {env: 'TC_OV_SHORT', hosts: ['a.example.com'], header: 'X-A'},
+    LONG: {env: 'TC_OV_LONG', hosts: ['b.example.com'], header: 'X-B'},
+  });
+  await chmod(file, 0o600);
+  // Declared both ways round: the order of declaration must not matter.
+  for (const env of [{TC_OV_SHORT: SHORT, TC_OV_LONG: LONG}, {TC_OV_SHORT: LONG, TC_OV_LONG: SHORT}]) {
+    const overlapping = await SecretStore.load(file, env);
+    const secrets = overlapping.forCall(['SHORT', 'LONG']);
+    const longPh = env.TC_OV_LONG === LONG ? secrets.placeholders.LONG! : secrets.placeholders.SHORT!;
+    const shortPh = env.TC_OV_LONG === LONG ? secrets.placeholders.SHORT! : secrets.placeholders.LONG!;
+    const out = outputScrubber(sandbox(secrets))!.execution(makeResult(1, {stdout: `[${LONG}] [${SHORT}]`})).stdout;
+    assert.equal(out, `[${longPh}] [${shortPh}]`);
+    // The proxy's response scrubber, across chunks too.
+    const stream = secrets.scrubber();
+    const body = Buffer.from(`x${LONG}y${SHORT}z`);
+    const streamed = Buffer.concat([stream.chunk(body.subarray(0, 7)), stream.chunk(body.subarray(7, 30)), stream.chunk(body.subarray(30)), stream.flush()]).toString();
+    assert.equal(streamed, `x${longPh}y${shortPh}z`);
+    assert.ok(!streamed.includes('secret-tail'));
+    secrets.close();
+  }
+});
+
+test('cost: a result of many tiny strings is searched once per value, not walked string by string (walked only on a hit)', () => {
+  let calls = 0;
+  let chars = 0;
+  const counted = (s: string) => {
+    calls++;
+    chars += s.length;
+    return s.split(VALUE).join('PLACEHOLDER').split(JSON.stringify(VALUE).slice(1, -1)).join('PLACEHOLDER');
+  };
+  const secrets = {carries: () => false, outputScrubber: () => counted} as unknown as CallSecrets;
+  const scrub = outputScrubber(serverJob(secrets))!;
+  const tiny = JSON.stringify({content: [{type: 'text', text: 'x'}], structuredContent: {items: Array.from({length: 200_000}, (_, i) => String(i % 10))}});
+  const out = scrub.execution(makeResult(1, {stdout: tiny}));
+  assert.equal(out.stdout, tiny);
+  // One search of the whole text (plus stderr), not one per string: 200 000 strings would be 200 000 calls.
+  assert.ok(calls <= 3, `${calls} scrub calls`);
+  assert.ok(chars <= tiny.length + 100, `${chars} characters searched for ${tiny.length}`);
+  // Log data (structured) likewise.
+  calls = 0;
+  const data = {items: Array.from({length: 50_000}, () => 'y')};
+  assert.equal(scrub.event({type: 'log', level: 'info', data}).type, 'log');
+  assert.ok(calls <= 1, `${calls} scrub calls for log data`);
+  // A hit is still found inside one of the tiny strings, and only then walked.
+  calls = 0;
+  const hit = JSON.stringify({items: [...Array.from({length: 1000}, () => 'z'), `a${VALUE}b`]});
+  assert.deepEqual(JSON.parse(scrub.execution(makeResult(1, {stdout: hit})).stdout), {items: [...Array.from({length: 1000}, () => 'z'), 'aPLACEHOLDERb']});
+  assert.ok(calls > 1000, 'walked on a hit');
+});
