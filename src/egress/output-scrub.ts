@@ -7,6 +7,8 @@ export interface OutputScrubber {
   execution(execution: ExecutionResult): ExecutionResult;
   /** A relayed notification of a hosted server, scrubbed (progress `message`, log `data` and `logger`). */
   event(event: BackendEvent): BackendEvent;
+  /** `text` with each value, raw or JSON-escaped, replaced (the backend scrubs a notification's text with it before cutting it to its bound). */
+  text(text: string): string;
 }
 
 /**
@@ -58,6 +60,7 @@ export function outputScrubber(job: Job): OutputScrubber | undefined {
     return deep(value, text);
   };
   return {
+    text,
     execution: (e) => ({
       ...e,
       stdout: job.kind === 'server' ? json(e.stdout) : text(e.stdout),

@@ -157,6 +157,10 @@ describe('secrets for a hosted MCP server through toolcell serve', {skip: !ready
       ['log', log], ['audit', audit]] as const) {
       assert.ok(!out.includes(VALUE), `the secret value appears in the ${where}`);
     }
+    // The value straddling the cut of a progress message (1024) and of log data (8 KiB) was scrubbed before the cut: no prefix of it arrives.
+    await until(async () => notifications.some((n) => n.includes('straddle')), 10_000, 'the relayed straddling log notification');
+    assert.ok(progress.some((m) => m.startsWith('pppp')), JSON.stringify(progress.map((m) => m.slice(-40))));
+    for (const out of [...progress, ...notifications]) assert.ok(!out.includes(VALUE.slice(0, 12)), `a prefix of the value was relayed: …${out.slice(-60)}`);
     // The server still answers after the attacks, and each call's container is gone.
     assert.match(textOf(await call('user', {url: `https://127.0.0.1:${apiPort}`})), /^status 200$/m);
     await until(async () => (await managedContainers(`toolcell.profile=${PROFILE_NAME}`)).length === 0, 30_000, 'a container of this test is left');

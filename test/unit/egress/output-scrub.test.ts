@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import {chmod} from 'node:fs/promises';
 import {after, before, test} from 'node:test';
 import {makeResult, type ContainerJob, type ServerJob} from '../../../src/backends/backend.ts';
+import {boundedJsonText, boundedScrubbedText, MAX_LOG_DATA_CHARS} from '../../../src/backends/server/bounded-json.ts';
 import {outputScrubber} from '../../../src/egress/output-scrub.ts';
 import {SecretStore, type CallSecrets} from '../../../src/egress/secrets.ts';
 import {tempDir} from '../../support/temp.ts';
@@ -123,4 +124,27 @@ test('cost: a result of many tiny strings is searched once per value, not walked
   const hit = JSON.stringify({items: [...Array.from({length: 1000}, () => 'z'), `a${VALUE}b`]});
   assert.deepEqual(JSON.parse(scrub.execution(makeResult(1, {stdout: hit})).stdout), {items: [...Array.from({length: 1000}, () => 'z'), 'aPLACEHOLDERb']});
   assert.ok(calls > 1000, 'walked on a hit');
+});
+
+test('log data cut to its bound after the scrub: a value straddling the 8 KiB cut leaves no prefix (before: the cut kept one)', () => {
+  const secrets = store.forCall(['API']);
+  const ph = secrets.placeholders.API!;
+  const scrub = outputScrubber(serverJob(secrets))!;
+  const escaped = JSON.stringify(VALUE).slice(1, -1);
+  const prefix = escaped.slice(0, 12);
+  // A string: cut at MAX_LOG_DATA_CHARS - 1 characters, with 12 characters of the value before the cut.
+  const text = `${'a'.repeat(MAX_LOG_DATA_CHARS - 1 - 12)}${VALUE}`;
+  assert.ok(scrub.text(boundedJsonText(text)).includes(VALUE.slice(0, 12)), 'cutting first leaves the prefix (the attack)');
+  const out = boundedScrubbedText(text, scrub.text);
+  assert.equal(out.length, MAX_LOG_DATA_CHARS);
+  assert.ok(!out.includes(VALUE.slice(0, 12)) && out.endsWith('…'), out.slice(-40));
+  // Structured data: the JSON-escaped form straddles the cut.
+  const data = {k: `${'b'.repeat(MAX_LOG_DATA_CHARS - 1 - 12 - '{"k":"'.length)}${VALUE}`};
+  assert.ok(scrub.text(boundedJsonText(data)).includes(prefix), 'cutting first leaves the escaped prefix (the attack)');
+  const structured = boundedScrubbedText(data, scrub.text);
+  assert.ok(!structured.includes(prefix) && !structured.includes(VALUE.slice(0, 12)), structured.slice(-40));
+  // Short data is whole, the value replaced; without a scrubber it is exactly boundedJsonText.
+  assert.equal(boundedScrubbedText({k: VALUE}, scrub.text), JSON.stringify({k: ph}));
+  assert.equal(boundedScrubbedText(data, undefined), boundedJsonText(data));
+  secrets.close();
 });
