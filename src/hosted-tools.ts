@@ -15,7 +15,7 @@ export interface HostedTools {
   /** Tools to serve (possibly with `server.drift` set: served, refused at every call). */
   served: ToolDefinition[];
   grants: Map<string, ContainerGrants>;
-  unavailable: Array<{tool: string; reason: string}>;
+  unavailable: Array<{tool: string; reason: string; skipped?: true}>;
 }
 
 /**
@@ -25,7 +25,10 @@ export interface HostedTools {
  * since it was approved; the calls would still run the pinned ID, but the operator asked for a
  * tag that now means something else); the server's argv[0] is resolved to an absolute path in
  * the pinned image through the profile's `commands` (as for container tools, resolve-commands.ts),
- * and a profile problem (mounts) leaves the tool out.
+ * and a profile problem (mounts; secrets without a `--secrets` store or a usable egress CA) leaves
+ * the tool out. A profile that grants secrets works for servers with `lifetime: "call"` (each call's
+ * server gets its placeholders, frontend/call-tool.ts); with `lifetime: "principal"` the tool is
+ * left out with the reason.
  * With `poolSize` > 0 the backend keeps that many pre-initialized members per server.
  * Never throws: each problem is per tool.
  * Does NOT check the image's contents: the image ID (a content digest) is the pin.
@@ -39,10 +42,12 @@ export async function prepareHostedTools(tools: readonly ToolDefinition[], optio
   poolSize?: number;
   /** The egress proxy for servers whose profile grants egress (each call its own session); absent: those calls are refused. */
   egress?: EgressProxy;
+  /** Profiles whose problem (in `profileProblems`) is a choice of how serve was started (no `--secrets`): their tools are left out `skipped`. */
+  skippedProfiles?: ReadonlySet<string>;
 }): Promise<HostedTools> {
   const served: ToolDefinition[] = [];
   const grants = new Map<string, ContainerGrants>();
-  const unavailable: Array<{tool: string; reason: string}> = [];
+  const unavailable: Array<{tool: string; reason: string; skipped?: true}> = [];
   const tagIds = new Map<string, Promise<string | undefined>>();
   const idOf = (ref: string) => {
     let p = tagIds.get(ref);
@@ -56,18 +61,22 @@ export async function prepareHostedTools(tools: readonly ToolDefinition[], optio
     const server = tool.server!;
     const profile = tool.profile;
     if (profile.backend !== 'container') continue;
-    const leaveOut = (reason: string) => {
-      unavailable.push({tool: tool.name, reason}); // the runtime logs it (once)
+    const leaveOut = (reason: string, skipped?: true) => {
+      unavailable.push({tool: tool.name, reason, ...(skipped ? {skipped} : {})}); // the runtime logs it (once)
     };
     const problem = options.profileProblems.get(profile.name);
     if (problem !== undefined) {
-      leaveOut(problem);
+      // Left out on purpose by how serve was started (no --secrets), as container tools: not a fault.
+      leaveOut(problem, options.skippedProfiles?.has(profile.name) ? true : undefined);
       continue;
     }
-    // Secrets reach container tools only (egress/container-secrets.ts): a hosted server would start
-    // without its placeholders, so its tools are left out with the reason rather than fail later.
-    if ((profile.secrets?.length ?? 0) > 0) {
-      leaveOut(`its profile "${profile.name}" grants secrets, which hosted MCP servers do not receive yet (container and isolate tools do)`);
+    // Secrets: each call's server gets that call's placeholders in its environment (call-tool.ts, as a
+    // container tool; a server with egress is never pre-initialized, so placeholders are per container).
+    // A kept server ("lifetime": "principal") outlives its call while its environment is fixed at
+    // start: it would keep one call's placeholder into the next calls, so it is left out instead.
+    // (No --secrets store, or an unusable egress CA: profileProblems above, as for container tools.)
+    if ((profile.secrets?.length ?? 0) > 0 && server.lifetime === 'principal') {
+      leaveOut(`its profile "${profile.name}" grants secrets, and the server is kept per principal ("lifetime": "principal"); secrets are given per call, so such a server cannot receive them (use "lifetime": "call")`);
       continue;
     }
     if ((await idOf(server.imageId)) !== server.imageId) {

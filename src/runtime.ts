@@ -250,7 +250,7 @@ export async function createRuntime(options: RuntimeOptions = {}): Promise<Runti
       if (logProblems) log.warn({tools: left.map((t) => t.name)}, `container tools left out: ${support.reason}`);
     } else {
       if (hostedTools.length > 0) {
-        const hosted = await prepareHostedTools(hostedTools, {docker: support.backend.docker, resolveCommands: support.resolveCommands, mountsByProfile, profileProblems, poolSize: containerPool, egress: egressProxy});
+        const hosted = await prepareHostedTools(hostedTools, {docker: support.backend.docker, resolveCommands: support.resolveCommands, mountsByProfile, profileProblems, poolSize: containerPool, egress: egressProxy, skippedProfiles: new Set(secretless.keys())});
         server = hosted.backend;
         unavailable.push(...hosted.unavailable);
         if (logProblems) for (const u of hosted.unavailable) log.warn({tool: u.tool}, `tool left out: ${u.reason}`);

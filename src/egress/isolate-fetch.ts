@@ -5,6 +5,7 @@ import {isIP} from 'node:net';
 import {getCACertificates} from 'node:tls';
 import type {IsolateEgress} from '../backends/backend.ts';
 import {log as rootLog} from '../log.ts';
+import {prepareScrubbedRequest, unscrubbableResponse} from './response-guard.ts';
 import {isSecretRefusal, type CallSecrets} from './secrets.ts';
 import type {EgressBudget, EgressDecision} from './tls-intercept.ts';
 
@@ -222,7 +223,8 @@ export function isolateEgress(options: IsolateFetchOptions): IsolateEgress {
         const destination = await options.resolve(host, port, both);
         if ('refused' in destination) throw new Refused('egress', destination.refused);
         headers.host = request.url.host;
-        headers['accept-encoding'] = 'identity';
+        // Whole, uncompressed bodies only: Range/If-Range removed, Accept-Encoding identity (response-guard.ts).
+        prepareScrubbedRequest(headers);
         if (request.body !== undefined) headers['content-length'] = String(request.body.length);
         const answer = await new Promise<IncomingMessage>((resolve, reject) => {
           const common = {host: destination.address, port, method, path: request.url.pathname + request.url.search, headers, agent: false as const, signal: both};
@@ -239,6 +241,13 @@ export function isolateEgress(options: IsolateFetchOptions): IsolateEgress {
           log.debug({err, host}, 'isolate fetch failed');
           throw new Refused('upstream', `toolcell egress: ${host}:${port} could not be reached (${err.code ?? 'error'}).`);
         });
+        // A compressed or partial body would pass the scrubber unread: refused.
+        const unreadable = unscrubbableResponse(answer.statusCode, answer.headers);
+        if (unreadable !== undefined) {
+          answer.on('error', () => undefined);
+          answer.destroy();
+          throw new Refused('upstream', `toolcell egress: ${unreadable}.`);
+        }
         // Every secret of the call, not only those sent in this request: an upstream may hand back a stored value.
         const scrub = options.secrets.scrubber();
         const chunks: Buffer[] = [];

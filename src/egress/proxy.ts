@@ -6,6 +6,7 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import type {Duplex} from 'node:stream';
 import {newAuditId, type AuditEgressV2} from '../audit/audit-event.ts';
+import {prepareScrubbedRequest, unscrubbableResponse} from './response-guard.ts';
 import {resolveEgress, type EgressGrant, type EgressLookup, type ResolvedEgress} from './policy.ts';
 
 /**
@@ -20,7 +21,9 @@ import {resolveEgress, type EgressGrant, type EgressLookup, type ResolvedEgress}
  *   Trailer, Transfer-Encoding, Upgrade) stripped both ways;
  * - CONNECT tunnels (RFC 9110 §9.3.6) to an allowed host:port: any TCP protocol, bytes relayed
  *   untouched (opaque: TLS stays end to end) unless the call's secrets say the host carries a
- *   secret and an interceptor is installed (h-eg2's TLS interception).
+ *   secret and an interceptor is installed (h-eg2's TLS interception); a call with secrets has
+ *   the bytes it sends into an opaque tunnel scanned for a literal placeholder that does not
+ *   belong to that host (found: the tunnel ends, `egress.denied` rule `secret`).
  * Every destination goes through `resolveEgress` (allowlist, one DNS answer, refused ranges);
  * the upstream connection goes to the address it returned, never to the name.
  *
@@ -57,6 +60,16 @@ export interface EgressSecrets {
   scrubber?(): {whole(text: string): string; chunk(buf: Buffer): Buffer; flush(): Buffer};
   /** Whether a response header name carries a secret value, any case (`CallSecrets.inHeaderName`): such a header is dropped. */
   inHeaderName?(name: string): boolean;
+  /**
+   * Scans what the sandbox sends into an opaque tunnel (one chunk as latin1 text, and the carry
+   * the previous chunk returned; returns the new carry): throws the refusal (ToolcellError
+   * `DENIED`, data `{rule: "secret", secret}`) when a placeholder of a secret that does not belong
+   * to `host:port` occurs literally (`CallSecrets.scanBody`). Only plaintext protocols can match
+   * (Node's fetch sends http:// through CONNECT too); TLS bytes never carry a placeholder.
+   */
+  scanBody?(chunk: string, carry: string, host: string, port: number): string;
+  /** Not the proxy's: replaces the values, raw and JSON-escaped, in what the call hands to its client (`CallSecrets.outputScrubber`, egress/output-scrub.ts). */
+  outputScrubber?(): (text: string) => string;
 }
 
 /** Who and what a call's egress belongs to; built by the caller for each call. */
@@ -385,6 +398,8 @@ class Session implements EgressSession {
     }
     const headers = endToEndHeaders(req.headers);
     headers.host = url.host;
+    // A call with secrets has its responses scrubbed: whole, uncompressed bodies only (response-guard.ts).
+    if (this.#context.secrets?.scrubber !== undefined) prepareScrubbedRequest(headers);
     let bytesOut = 0;
     let bytesIn = 0;
     let status = 0;
@@ -441,6 +456,16 @@ class Session implements EgressSession {
       }
       // A stored secret value may come back from any host: scrubbed here too; the upstream's reason phrase is not passed on.
       const scrub = this.#context.secrets?.scrubber?.();
+      // A compressed or partial body would pass the scrubber unread (the sandbox's client decompresses it after): refused.
+      const unreadable = scrub === undefined ? undefined : unscrubbableResponse(up.statusCode, up.headers);
+      if (unreadable !== undefined) {
+        failure ??= {status: 502, rule: 'upstream', text: `egress from ${target.host}:${port} refused: ${unreadable}`};
+        up.on('error', () => undefined);
+        up.destroy();
+        upstream.destroy();
+        finish();
+        return;
+      }
       const headers = endToEndHeaders(up.headers);
       if (scrub !== undefined) {
         delete headers['content-length'];
@@ -511,6 +536,9 @@ class Session implements EgressSession {
     let established = false;
     let ended = false;
     let limit: {status: number; rule: string} | undefined;
+    // A call with secrets: the bytes it sends into the tunnel are scanned for a placeholder that does not belong here.
+    let carry = '';
+    let leaked: string | undefined;
     const upstream = netConnect({host: target.address, port, family: target.family});
     this.#track(upstream);
     const end = (failure?: {status: number; rule: string; text: string}) => {
@@ -524,6 +552,11 @@ class Session implements EgressSession {
       }
       upstream.destroy();
       client.destroy();
+      if (leaked !== undefined) {
+        this.#record({type: 'egress.denied', host: target.host, port, address: target.address, method: 'CONNECT', status: 403, bytesOut, bytesIn,
+          rule: 'secret', secrets: [leaked], durationMs: Math.round(performance.now() - started)}, 'denied');
+        return;
+      }
       if (limit) {
         this.#record({type: 'egress.denied', host: target.host, port, address: target.address, method: 'CONNECT', status: limit.status, bytesOut, bytesIn,
           rule: limit.rule, durationMs: Math.round(performance.now() - started)}, 'limit');
@@ -549,6 +582,17 @@ class Session implements EgressSession {
         end();
       });
       const out = (chunk: Buffer) => {
+        if (secrets?.scanBody !== undefined) {
+          try {
+            carry = secrets.scanBody(chunk.toString('latin1'), carry, target.host, port);
+          } catch (err) {
+            // The chunk that completes the placeholder is never sent; the tunnel ends (nothing can be answered inside it).
+            const data = (err as {data?: {secret?: unknown}}).data;
+            leaked = typeof data?.secret === 'string' ? data.secret : 'unknown';
+            end();
+            return;
+          }
+        }
         bytesOut += chunk.length;
         if (!this.#chargeOut(chunk.length)) {
           limit ??= {status: 413, rule: 'maxBytesOut'};

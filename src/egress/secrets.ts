@@ -292,6 +292,22 @@ export class CallSecrets {
     return valueScrubber([...this.#byPlaceholder].map(([placeholder, secret]) => [secret.reveal(), placeholder]));
   }
   /**
+   * The scrubber of what a call hands to its client (egress/output-scrub.ts): each value of this
+   * call's secrets, as it is and as it appears inside a JSON string (escaped), becomes its
+   * placeholder. Works after `close()` too.
+   * Does NOT guarantee: that a transformed value (encoded, split, other escapes) is found.
+   */
+  outputScrubber(): (text: string) => string {
+    const pairs: Array<[string, string]> = [];
+    for (const [placeholder, secret] of this.#byPlaceholder) {
+      const value = secret.reveal();
+      const escaped = JSON.stringify(value).slice(1, -1);
+      pairs.push([value, placeholder]);
+      if (escaped !== value) pairs.push([escaped, placeholder]);
+    }
+    return valueScrubber(pairs).whole;
+  }
+  /**
    * Whether a response header name carries one of this call's secret values, compared without
    * case (HTTP field names are case-insensitive, RFC 9110 §5.1, and Node lower-cases them):
    * such a header is dropped, since a name cannot be rewritten into a placeholder faithfully.
@@ -424,25 +440,47 @@ export class SecretStore {
 /**
  * Replaces each real value with its placeholder, in whole strings (`whole`) and across the
  * chunks of a byte stream (`chunk`, then `flush` at its end; a latin1 view, so bytes map 1:1,
- * with a carry of the longest value minus one byte). `pairs`: [value, placeholder].
+ * with a carry of the longest value minus one byte). `pairs`: [value, placeholder]; replaced
+ * longest value first, so a value that contains another (a prefix, a substring) is replaced
+ * whole rather than leaving its remainder around the shorter one's placeholder.
  * Not guaranteed: a value that arrives transformed (encoded, compressed, split by the sender
- * into parts it reassembles) is not found.
+ * into parts it reassembles) is not found; two values that merely overlap in the text (the end
+ * of one is the start of the other) leave the non-shared part of the second.
  */
-export function valueScrubber(pairs: Array<[string, string]>): {whole(text: string): string; chunk(buf: Buffer): Buffer; flush(): Buffer} {
-  const bytePairs = pairs.map(([value, placeholder]) => [Buffer.from(value, 'utf8').toString('latin1'), placeholder] as const);
-  const keep = Math.max(0, ...bytePairs.map(([v]) => v.length - 1));
-  const replace = (text: string) => bytePairs.reduce((acc, [v, p]) => acc.split(v).join(p), text);
+export function valueScrubber(given: Array<[string, string]>): {whole(text: string): string; chunk(buf: Buffer): Buffer; flush(): Buffer} {
+  // One alternation, longest value first: at each position the longest value that starts there wins (a regex tries its alternatives in order).
+  const matcher = (pairs: ReadonlyArray<readonly [string, string]>) => {
+    const sorted = [...pairs].filter(([v]) => v !== '').sort((a, b) => b[0].length - a[0].length);
+    const map = new Map(sorted);
+    const pattern = sorted.length === 0 ? undefined : new RegExp(sorted.map(([v]) => v.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g');
+    return {map, pattern, replace: (text: string) => (pattern === undefined ? text : text.replace(pattern, (m) => map.get(m)!))};
+  };
+  const text = matcher(given);
+  const bytes = matcher(given.map(([value, placeholder]) => [Buffer.from(value, 'utf8').toString('latin1'), placeholder] as const));
+  const keep = Math.max(0, ...[...bytes.map.keys()].map((v) => v.length - 1));
+  // Raw (not yet scrubbed) bytes held back: they may be the start of a value the next chunk completes.
   let held = '';
   return {
-    whole: (text) => pairs.reduce((acc, [v, p]) => acc.split(v).join(p), text),
+    whole: text.replace,
     chunk: (buf) => {
-      if (bytePairs.length === 0) return buf;
-      const text = replace(held + buf.toString('latin1'));
-      held = text.slice(text.length - Math.min(keep, text.length));
-      return Buffer.from(text.slice(0, text.length - held.length), 'latin1');
+      if (bytes.pattern === undefined) return buf;
+      const pending = held + buf.toString('latin1');
+      // A value that starts before `safe` lies wholly in `pending`; one that starts at or after it may continue in the next chunk.
+      const safe = pending.length - keep;
+      let out = '';
+      let last = 0;
+      bytes.pattern.lastIndex = 0;
+      for (let m = bytes.pattern.exec(pending); m !== null && m.index < safe; m = bytes.pattern.exec(pending)) {
+        out += pending.slice(last, m.index) + bytes.map.get(m[0])!;
+        last = m.index + m[0].length;
+      }
+      const emit = Math.max(safe, last);
+      out += pending.slice(last, emit);
+      held = pending.slice(emit);
+      return Buffer.from(out, 'latin1');
     },
     flush: () => {
-      const rest = Buffer.from(replace(held), 'latin1');
+      const rest = Buffer.from(bytes.replace(held), 'latin1');
       held = '';
       return rest;
     },

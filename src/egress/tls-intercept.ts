@@ -7,6 +7,7 @@ import {createSecureContext, getCACertificates, TLSSocket, type SecureContext} f
 import {log as rootLog} from '../log.ts';
 import type {EgressCa} from './ca.ts';
 import type {EgressCallHandle, EgressInterceptor, EgressOutcome} from './proxy.ts';
+import {prepareScrubbedRequest, unscrubbableResponse} from './response-guard.ts';
 import {CallSecrets, isSecretRefusal} from './secrets.ts';
 
 const log = rootLog.child({component: 'tls-intercept'});
@@ -106,7 +107,9 @@ interface Connection {
  * placeholders, and is forwarded to the already resolved address with node:https, SNI and Host
  * = the name, the upstream certificate verified against Node's default roots plus `upstreamCa`.
  * Responses have every substituted value replaced by its placeholder (headers and body;
- * `Accept-Encoding` is not forwarded, so bodies arrive uncompressed and can be scrubbed).
+ * `Accept-Encoding: identity` is sent and `Range`/`If-Range` are not forwarded, and a response
+ * that is compressed, transfer-encoded other than chunked, or partial (206, multipart/byteranges)
+ * is refused with 502 and an `egress.denied` decision, rule `upstream`: response-guard.ts).
  *
  * Only what the proxy hands over is intercepted: hosts without a granted secret are tunnelled
  * untouched by the proxy and never reach this class.
@@ -218,7 +221,8 @@ export class TlsInterceptor {
     });
     for (const name of Object.keys(headers)) if (DROP_REQUEST.has(name.toLowerCase())) delete headers[name];
     headers.host = (isIP(target.host) === 6 ? `[${target.host}]` : target.host) + (target.port === 443 ? '' : `:${target.port}`);
-    headers['accept-encoding'] = 'identity';
+    // Whole, uncompressed bodies only: Range/If-Range removed, Accept-Encoding identity (response-guard.ts).
+    prepareScrubbedRequest(headers);
 
     const timeout = AbortSignal.timeout(ctx.requestTimeoutMs);
     const signal = AbortSignal.any([ctx.signal, timeout]);
@@ -246,6 +250,14 @@ export class TlsInterceptor {
     upstream.on('response', (answer) => {
       // Every secret of the call, not only those sent in this request: an upstream may hand back a stored value.
       const scrub = ctx.secrets.scrubber();
+      // A compressed or partial body would pass the scrubber unread (the sandbox's fetch decompresses it after): refused.
+      const unreadable = unscrubbableResponse(answer.statusCode, answer.headers);
+      if (unreadable !== undefined) {
+        fail(502, unreadable, {allowed: false, rule: 'upstream', status: 502, reason: 'unscrubbable response'});
+        answer.on('error', () => undefined);
+        answer.destroy();
+        return;
+      }
       const out: Record<string, string | string[]> = {};
       for (const [name, value] of Object.entries(answer.headers)) {
         if (value === undefined || DROP_RESPONSE.has(name) || ctx.secrets.inHeaderName(name)) continue;

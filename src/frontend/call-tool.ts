@@ -14,6 +14,7 @@ import {errorResult, failureOf, outcomeOf, successResult, withUsage, type Usage}
 import type {HostedCatalog} from '../policy/hosted-content.ts';
 import {isolateCallEgress, type EgressServices} from '../egress/call-egress.ts';
 import {giveContainerSecrets} from '../egress/container-secrets.ts';
+import {outputScrubber} from '../egress/output-scrub.ts';
 
 /**
  * Per-principal admission (issue: quotas). `admit` either returns a release function, to be
@@ -194,6 +195,10 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
       if (job.kind === 'container' && tool.profile.backend === 'container' && tool.profile.secrets?.length && runtime.egress?.ca) {
         releaseEgress = giveContainerSecrets(job, tool.profile.secrets, runtime.egress.secrets, runtime.egress.ca);
       }
+      // A hosted server the same, in its sandbox: it serves this one call (egress servers are never pooled; kept ones get no secrets).
+      if (job.kind === 'server' && tool.profile.backend === 'container' && tool.profile.secrets?.length && runtime.egress?.ca) {
+        releaseEgress = giveContainerSecrets(job.sandbox, tool.profile.secrets, runtime.egress.secrets, runtime.egress.ca);
+      }
       return job;
     },
     release: () => releaseEgress?.(),
@@ -233,16 +238,20 @@ export async function runOnSpine<R>(runtime: ToolRuntime, request: SpineRequest<
     const signal = runtime.stopSignal ? AbortSignal.any([context.signal, runtime.stopSignal]) : context.signal;
     // A hosted server reports its own progress (relayed, bounded by the backend) and log messages.
     const hosted = job.kind === 'server';
-    const onEvent = hosted ? (event: BackendEvent) => {
+    // A call given secrets: a real value its sandbox came by anyway is replaced by the placeholder in all it hands back.
+    const scrub = outputScrubber(job);
+    const onEvent = hosted ? (relayed: BackendEvent) => {
       // Runs inside the backend's stream listener: it must not throw (the backend bounds data; this guards the rest).
       try {
+        const event = scrub ? scrub.event(relayed) : relayed;
         if (event.type === 'progress') void context.progress?.(event.progress, event.total, event.message ?? '');
         else void context.console?.(`[${event.level}]${event.logger === undefined ? '' : ` ${event.logger}:`} ${typeof event.data === 'string' ? event.data : JSON.stringify(event.data) ?? ''}`);
       } catch (err) {
         callLog.debug({err}, 'a relayed notification could not be delivered');
       }
     } : undefined;
-    const execution = await runtime.dispatcher.run(job, signal, hosted ? undefined : () => void context.progress?.(1, 2, 'running in a fresh sandbox'), onEvent, context.principal.id);
+    const ran = await runtime.dispatcher.run(job, signal, hosted ? undefined : () => void context.progress?.(1, 2, 'running in a fresh sandbox'), onEvent, context.principal.id);
+    const execution = scrub ? scrub.execution(ran) : ran;
     sandboxMs = execution.durationMs;
     if (!hosted) await context.progress?.(2, 2, 'finished');
     if (execution.stderr !== '' && !execution.isCanceled) await context.console?.(execution.stderr);

@@ -5,6 +5,8 @@
 import {randomUUID} from 'node:crypto';
 import {isSpecType, ProtocolError, ProtocolErrorCode, type GetPromptResult, type Prompt, type ReadResourceResult, type Resource} from '@modelcontextprotocol/server';
 import {ToolcellError} from '../errors.ts';
+import type {ServerJob} from '../backends/backend.ts';
+import {giveContainerSecrets} from '../egress/container-secrets.ts';
 import {toContentJob, type HostedContent} from '../policy/hosted-content.ts';
 import {MAX_URI_CHARS} from '../policy/manifest-schema.ts';
 import {mayUseTool, type Principal} from '../policy/principal.ts';
@@ -15,6 +17,19 @@ import {errorResult, failureOf, type Usage} from './to-tool-result.ts';
 export const MAX_PROMPT_ARGUMENT_CHARS = 65_536;
 
 const granted = (principal: Principal, content: HostedContent) => mayUseTool(principal, content);
+
+/**
+ * The request's own secrets, as for a call of one of the server's tools (call-tool.ts): when the
+ * package's profile grants secrets, `job`'s sandbox gets fresh placeholders, the egress CA and the
+ * trust variables (egress/container-secrets.ts); `release` then ends the placeholders. A content
+ * request always runs in a server of its own (never pooled or kept), so the placeholders are per
+ * container. Returns `job`.
+ */
+function withSecrets(runtime: ToolRuntime, content: HostedContent, job: ServerJob, holder: {release?: () => void}): ServerJob {
+  const names = content.profile.secrets ?? [];
+  if (names.length > 0 && runtime.egress?.ca) holder.release = giveContainerSecrets(job.sandbox, names, runtime.egress.secrets, runtime.egress.ca);
+  return job;
+}
 
 /**
  * The prompts a principal may see: those of hosted packages it is granted (a package's grant
@@ -85,12 +100,14 @@ export async function getPrompt(runtime: ToolRuntime, name: string, args: unknow
   const {content, prompt} = found;
   const input = (args ?? {}) as Record<string, unknown>;
   const subject = {name, packageName: content.packageName, profile: content.profile};
+  const secrets: {release?: () => void} = {};
   const request: SpineRequest<GetPromptResult> = {
     subject,
     method: 'prompts/get',
     args,
     validate: () => validatePromptArguments(name, prompt.pin.definition, input),
-    job: (id) => toContentJob(content, {kind: 'prompt', prompt, arguments: input as Record<string, string>}, id, runtime.containerGrants.get(contentGrantKey(content)), context.principal.id),
+    job: (id) => withSecrets(runtime, content, toContentJob(content, {kind: 'prompt', prompt, arguments: input as Record<string, string>}, id, runtime.containerGrants.get(contentGrantKey(content)), context.principal.id), secrets),
+    release: () => secrets.release?.(),
     answer: (execution) => {
       const failure = failureOf(subject, execution, `The prompt "${name}"`);
       if (failure) throw failure;
@@ -120,12 +137,14 @@ export async function readResource(runtime: ToolRuntime, uri: string, context: C
   }
   const {content, resource} = found;
   const subject = {name: resource.key, packageName: content.packageName, profile: content.profile};
+  const secrets: {release?: () => void} = {};
   const request: SpineRequest<ReadResourceResult> = {
     subject,
     method: 'resources/read',
     args: {uri},
     validate: () => undefined,
-    job: (id) => toContentJob(content, {kind: 'resource', resource, uri}, id, runtime.containerGrants.get(contentGrantKey(content)), context.principal.id),
+    job: (id) => withSecrets(runtime, content, toContentJob(content, {kind: 'resource', resource, uri}, id, runtime.containerGrants.get(contentGrantKey(content)), context.principal.id), secrets),
+    release: () => secrets.release?.(),
     answer: (execution) => {
       const failure = failureOf(subject, execution, `The read of resource "${resource.key}"`);
       if (failure) throw failure;

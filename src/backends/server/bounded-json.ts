@@ -71,6 +71,20 @@ export function boundedJsonText(value: unknown, maxDepth = MAX_LOG_DATA_DEPTH, m
   }
 }
 
+/**
+ * `boundedJsonText` of `value` for a call whose output is scrubbed of secret values: the text is
+ * scrubbed whole (`scrub`: egress/output-scrub.ts `OutputScrubber.text`) BEFORE it is cut to
+ * `maxChars`, so a value straddling the cut cannot reach the client as a prefix (a cut may only
+ * shorten a placeholder). Without `scrub`, exactly `boundedJsonText`.
+ * Cost: the whole text up to `maxDepth` is serialized (bounded by the line the server sent).
+ * Never throws (as `boundedJsonText`, unless `scrub` does).
+ */
+export function boundedScrubbedText(value: unknown, scrub: ((text: string) => string) | undefined, maxDepth = MAX_LOG_DATA_DEPTH, maxChars = MAX_LOG_DATA_CHARS): string {
+  if (scrub === undefined) return boundedJsonText(value, maxDepth, maxChars);
+  const whole = scrub(boundedJsonText(value, maxDepth, Number.POSITIVE_INFINITY));
+  return whole.length > maxChars ? `${whole.slice(0, maxChars - 1)}…` : whole;
+}
+
 /** Most characters of a server's text quoted inside one of toolcell's own messages. */
 export const MAX_QUOTED_CHARS = 200;
 

@@ -5,6 +5,7 @@
 import {randomUUID} from 'node:crypto';
 import {hostname} from 'node:os';
 import Docker from 'dockerode';
+import {outputScrubber} from '../../egress/output-scrub.ts';
 import type {EgressProxy} from '../../egress/proxy.ts';
 import {ToolcellError} from '../../errors.ts';
 import {log as rootLog} from '../../log.ts';
@@ -16,7 +17,7 @@ import {Provenance} from '../container/provenance.ts';
 import {reapContainers} from '../container/reaper.ts';
 import type {PoolOptions} from '../container/pool.ts';
 import {ContainerRemover} from '../container/teardown.ts';
-import {boundedJsonText, jsonDepth, jsonLine, MAX_RESULT_DEPTH} from './bounded-json.ts';
+import {boundedScrubbedText, jsonDepth, jsonLine, MAX_RESULT_DEPTH} from './bounded-json.ts';
 import type {SessionHandlers} from './mcp-stdio-session.ts';
 import {DeferredRemovals, MAX_PENDING_REMOVALS} from './deferred-removals.ts';
 import {poolable, ServerPool, serverPoolKey} from './server-pool.ts';
@@ -165,9 +166,15 @@ export class ServerBackend implements Backend<ServerJob> {
    * the sandbox kept for its (key, settings), one call at a time: started (and pinned) at its
    * first call, kept after each successful call until `idleMs` pass without one, removed after
    * any failed, stopped or refused call (its state is then lost) and at close.
+   * @throws ToolcellError `BACKEND_UNAVAILABLE` (`secrets-kept-server`) for a job with `affinity`
+   *   whose sandbox carries secrets (hosted-tools.ts leaves such tools out; this is the backstop).
    */
   async run(job: ServerJob, options: {signal: AbortSignal; onEvent?: (event: BackendEvent) => void}): Promise<ExecutionResult> {
     if (job.affinity === undefined) return this.#runOnce(job, options, undefined);
+    // A kept server's environment is fixed at its start: it would carry one call's secret placeholders into the next calls.
+    if (job.sandbox.egress?.secrets !== undefined) {
+      throw new ToolcellError('BACKEND_UNAVAILABLE', 'A hosted server kept per principal cannot receive secrets (they are given per call); the call was not run.', {reason: 'secrets-kept-server'});
+    }
     const key = `${job.affinity.key}\0${serverPoolKey(job.sandbox)}`;
     let sticky = this.#sticky.get(key);
     if (!sticky) {
@@ -217,6 +224,8 @@ export class ServerBackend implements Backend<ServerJob> {
     let progressCount = 0;
     let logCount = 0;
     let lastProgress = 0;
+    // A call with secrets: a notification's text is scrubbed before it is cut, so no value straddling the cut leaves as a prefix.
+    const scrubText = outputScrubber(job)?.text;
     const handlers: SessionHandlers = {
       onProgress: (p: Record<string, unknown>) => {
         if (!relaying || p.progressToken !== progressToken || typeof p.progress !== 'number' || !Number.isFinite(p.progress)) return;
@@ -224,14 +233,14 @@ export class ServerBackend implements Backend<ServerJob> {
         lastProgress = p.progress;
         options.onEvent?.({type: 'progress', progress: p.progress,
           ...(typeof p.total === 'number' && Number.isFinite(p.total) ? {total: p.total} : {}),
-          ...(typeof p.message === 'string' ? {message: p.message.slice(0, 1024)} : {})});
+          ...(typeof p.message === 'string' ? {message: (scrubText ? scrubText(p.message) : p.message).slice(0, 1024)} : {})});
       },
       onLog: (p: Record<string, unknown>) => {
         if (!relaying || ++logCount > MAX_RELAYED_EVENTS) return;
         // data is untrusted JSON of any depth: relayed as bounded one-line text (bounded-json.ts), never as the value;
         // level is one of MCP's names, logger a safe name, so neither can forge a line of ours.
         options.onEvent?.({type: 'log', level: typeof p.level === 'string' && LOG_LEVELS.has(p.level) ? p.level : 'info',
-          ...(typeof p.logger === 'string' && SAFE_LOGGER.test(p.logger) ? {logger: p.logger} : {}), data: oneLine(boundedJsonText(p.data))});
+          ...(typeof p.logger === 'string' && SAFE_LOGGER.test(p.logger) ? {logger: p.logger} : {}), data: oneLine(boundedScrubbedText(p.data, scrubText))});
       },
       onServerRequest: (method: string) => callLog.debug({method: method.slice(0, 100)}, 'server→client request refused'),
       onFailure: (f: {kind: string}) => {
