@@ -106,8 +106,9 @@ export interface WrapBudget {
  * limit, V8 aborts the whole process instead ("Reached heap limit", nodejs/node#47224 and
  * #65019; seen here: a 15 MB array literal aborted the isolate worker under CPU load after
  * 10-55 s of garbage collection), so the parse must stay well below it. Does NOT bound the
- * parse's time, which is linear in the source (0.2-1 s per MB here) but for acorn's
- * checks of names declared in one scope, which are linear per declaration.
+ * parse's time, which is linear in the source (0.2-1 s per MB here; names declared in one
+ * scope are checked by hash lookup, `LinearScopeParser`), but for a `var` nested in
+ * blocks, which acorn records in each enclosing block scope (cost: nesting depth per `var`).
  */
 export const THREAD_WRAP_BUDGET: WrapBudget = {statementTokens: 1_000_000, moduleItems: 500_000};
 
@@ -133,6 +134,51 @@ class ModuleDeclarations extends Array<Loose> {
 }
 
 /**
+ * A scope's list of declared names (acorn's `Scope.var`, `lexical`, `functions`) whose
+ * `indexOf` is a hash lookup instead of a linear search. acorn 8 checks every declaration
+ * against these arrays (`declareName`, `checkLocalExport`), which made a parse quadratic in
+ * the names declared in one scope (100 K top-level `let`s, 1 MB: 107 s). Keeps the array
+ * itself, in acorn's order and with its duplicates, so every other reader (`lexical[0]` for
+ * a simple catch parameter, `.length` for `WrapBudget.moduleItems`) sees what it saw.
+ * `indexOf(name)` returns the first index of `name`, as Array's does, for a string; any
+ * other argument, or a `fromIndex`, falls back to Array's search.
+ * Does NOT change the walk of a `var` up through its enclosing block scopes (acorn pushes
+ * it into each, so its cost is the nesting depth per `var`).
+ */
+export class NameList extends Array<string> {
+  readonly #first = new Map<string, number>();
+  override push(...names: string[]): number {
+    for (const name of names) {
+      if (!this.#first.has(name)) this.#first.set(name, this.length);
+      super.push(name);
+    }
+    return this.length;
+  }
+  override indexOf(name: string, fromIndex?: number): number {
+    if (typeof name !== 'string' || fromIndex !== undefined) return super.indexOf(name, fromIndex);
+    return this.#first.get(name) ?? -1;
+  }
+  /** Array methods that build a new array (`map`, `slice`...) build a plain one. */
+  static override get [Symbol.species](): ArrayConstructor { return Array; }
+}
+
+/**
+ * acorn's parser with each scope's names in `NameList`s: declaring a name costs a hash
+ * lookup, not a search of the scope's names. acorn's own `declareName` still decides
+ * (same accepted sources, same errors at the same positions). Every parse of the rewrite
+ * goes through it (`TopLevelParser` extends it).
+ */
+export const LinearScopeParser = Parser.extend((Base) => class extends (Base as any) {
+  enterScope(flags: number): void {
+    super.enterScope(flags);
+    const scope = this.scopeStack[this.scopeStack.length - 1] as {var: string[]; lexical: string[]; functions: string[]};
+    scope.var = new NameList();
+    scope.lexical = new NameList();
+    scope.functions = new NameList();
+  }
+} as unknown as typeof Parser);
+
+/**
  * acorn's parser, keeping of each top-level statement only its `summarize`d shape, and of
  * the program only its imports and exports: the tree of a statement is garbage as soon as
  * it is parsed, so a parse holds at most the tree of the largest top-level statement
@@ -141,7 +187,7 @@ class ModuleDeclarations extends Array<Loose> {
  * `OverBudget` when a statement spans more tokens, or the program keeps more items, than
  * allowed.
  */
-const TopLevelParser = Parser.extend((Base) => class extends (Base as any) {
+const TopLevelParser = LinearScopeParser.extend((Base) => class extends (Base as any) {
   readonly budget: WrapBudget | undefined;
   statementTokens = 0;
   keptTokens = 0;
