@@ -112,6 +112,9 @@ export interface WrapBudget {
  */
 export const THREAD_WRAP_BUDGET: WrapBudget = {statementTokens: 1_000_000, moduleItems: 500_000};
 
+/** acorn 8's binding kinds and var-scope flags (dist/acorn.mjs, not exported; checked by test/unit/backends/isolate/linear-scope-parser.test.ts). */
+export const BIND_LEXICAL = 2, BIND_FUNCTION = 3, BIND_SIMPLE_CATCH = 4, SCOPE_VAR = 1 | 2 | 256;
+
 /** Thrown inside the parse when it goes over its `WrapBudget`. */
 class OverBudget extends Error {}
 
@@ -194,6 +197,27 @@ const TopLevelParser = LinearScopeParser.extend((Base) => class extends (Base as
   constructor(options: {budget?: WrapBudget}, input: string, startPos?: number) {
     super(options, input, startPos);
     this.budget = options.budget;
+  }
+
+  /**
+   * acorn records a `var` in every block scope from the current one up to its function's
+   * (or the module's) scope: depth times declarations, so `{` x 1,000 around 50 K `var`s
+   * (540 KB) held 50 M records (195 s here, far over the thread's heap). With a budget,
+   * the records in block scopes (all of the parse's, also those already freed: this bounds
+   * the walk's time too) count against `moduleItems`, checked before acorn walks: over it
+   * the module runs unwrapped (`OverBudget`). A `var` directly in its function's or the
+   * module's scope costs none. Without a budget (sources up to 64 Ki characters, on the
+   * worker's main thread) nothing is counted.
+   */
+  varRecords = 0;
+  declareName(name: string, bindingType: number, pos: number): void {
+    if (this.budget !== undefined && bindingType !== BIND_LEXICAL && bindingType !== BIND_FUNCTION && bindingType !== BIND_SIMPLE_CATCH) {
+      const stack = this.scopeStack as {flags: number}[];
+      for (let i = stack.length - 1; i >= 0 && !(stack[i]!.flags & SCOPE_VAR); i--) {
+        if (++this.varRecords > this.budget.moduleItems) throw new OverBudget();
+      }
+    }
+    super.declareName(name, bindingType, pos);
   }
 
   next(ignoreEscapeSequenceInKeyword?: boolean): void {

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import {describe, test} from 'node:test';
 import {Parser} from 'acorn';
-import {LinearScopeParser, NameList} from '../../../../src/backends/isolate/module-wrap.ts';
+import {LinearScopeParser, NameList, THREAD_WRAP_BUDGET, wrapToolModule} from '../../../../src/backends/isolate/module-wrap.ts';
 
 type Outcome = {ok: true} | {ok: false; message: string; pos: number; raisedAt: number};
 
@@ -105,5 +105,33 @@ describe('LinearScopeParser\'s name checks search no list', () => {
     const n = 2000;
     const searched = searchedElements(() => Parser.parse(lets(n), {ecmaVersion: 'latest', sourceType: 'module'}));
     assert.ok(searched > n * n / 4, `stock acorn searched ${searched}`);
+  });
+});
+
+describe('acorn constants the rewrite relies on', () => {
+  test('binding kinds and var-scope flags match acorn\'s (read from its dist)', async () => {
+    const {readFile} = await import('node:fs/promises');
+    const dist = await readFile(new URL(import.meta.resolve('acorn')), 'utf8');
+    assert.match(dist, /BIND_LEXICAL = 2,/);
+    assert.match(dist, /BIND_FUNCTION = 3,/);
+    assert.match(dist, /BIND_SIMPLE_CATCH = 4,/);
+    assert.match(dist, /SCOPE_TOP = 1,[\s\S]*SCOPE_FUNCTION = 2,[\s\S]*SCOPE_CLASS_STATIC_BLOCK = 256,[\s\S]*SCOPE_VAR = SCOPE_TOP \| SCOPE_FUNCTION \| SCOPE_CLASS_STATIC_BLOCK;/);
+  });
+});
+
+describe('a var nested in many blocks is bounded by the thread\'s budget', () => {
+  test('{ x 1,000 around 50 K vars is not rewritten (runs unwrapped); shallow vars are; the bound is exact', () => {
+    const nested = `${'{'.repeat(1000)}${Array.from({length: 50_000}, (_, i) => `var v${i};`).join('')}${'}'.repeat(1000)}\nexport default 1;\n`;
+    // Stock acorn: 195 s and 50 M records; the budget stops the parse after 500 K records (0.3 s here).
+    assert.deepEqual(wrapToolModule(nested, 'nested.js', THREAD_WRAP_BUDGET), {unwrapped: true});
+    const shallow = `function f() { for (var i = 0; i < 1; i++) { ${Array.from({length: 50_000}, (_, i) => `var v${i};`).join('')} } }\nexport default 1;\n`;
+    assert.ok('source' in wrapToolModule(shallow, 'shallow.js', THREAD_WRAP_BUDGET));
+    // Exactly at the budget it is rewritten, one record over it is not (inside a function, so
+    // the module scope's own names, also counted, stay few).
+    const budget = {statementTokens: THREAD_WRAP_BUDGET.statementTokens, moduleItems: 1000};
+    const atBudget = `function f() {{${'var a;'.repeat(budget.moduleItems)}}}\nexport default 1;\n`;
+    assert.ok('source' in wrapToolModule(atBudget, 'at.js', budget));
+    const overBudget = `function f() {{${'var a;'.repeat(budget.moduleItems + 1)}}}\nexport default 1;\n`;
+    assert.deepEqual(wrapToolModule(overBudget, 'over.js', budget), {unwrapped: true});
   });
 });
