@@ -99,7 +99,9 @@ export interface WrapBudget {
 }
 
 /**
- * The budget of a parse on the rewrite thread (256 MB heap): about 105 MB for the largest
+ * The budget of a parse on the rewrite thread (256 MB heap; also given to the worker's
+ * main-thread parse of sources up to 64 Ki characters, where only its count of nested
+ * `var` records can be reached): about 105 MB for the largest
  * statement's tree, at most about 50 MB for what the whole parse keeps, plus the source
  * itself (32 MB at 16 Mi UTF-16 units). Node ends a thread that reaches its heap limit
  * only on a best-effort basis: depending on the shape of the allocation that meets the
@@ -149,16 +151,24 @@ class ModuleDeclarations extends Array<Loose> {
  * it into each, so its cost is the nesting depth per `var`).
  */
 export class NameList extends Array<string> {
-  readonly #first = new Map<string, number>();
+  /** Built at the first search of a list longer than `NameList.SCAN_MAX` (a list nobody searches costs no index). */
+  #first: Map<string, number> | undefined;
+  /** Lists up to this length are searched by Array's own search (a few comparisons). */
+  static readonly SCAN_MAX = 8;
   override push(...names: string[]): number {
     for (const name of names) {
-      if (!this.#first.has(name)) this.#first.set(name, this.length);
+      if (this.#first !== undefined && !this.#first.has(name)) this.#first.set(name, this.length);
       super.push(name);
     }
     return this.length;
   }
   override indexOf(name: string, fromIndex?: number): number {
     if (typeof name !== 'string' || fromIndex !== undefined) return super.indexOf(name, fromIndex);
+    if (this.#first === undefined) {
+      if (this.length <= NameList.SCAN_MAX) return super.indexOf(name);
+      this.#first = new Map();
+      for (let i = 0; i < this.length; i++) if (!this.#first.has(this[i]!)) this.#first.set(this[i]!, i);
+    }
     return this.#first.get(name) ?? -1;
   }
   /** Array methods that build a new array (`map`, `slice`...) build a plain one. */
@@ -206,8 +216,8 @@ const TopLevelParser = LinearScopeParser.extend((Base) => class extends (Base as
    * the records in block scopes (all of the parse's, also those already freed: this bounds
    * the walk's time too) count against `moduleItems`, checked before acorn walks: over it
    * the module runs unwrapped (`OverBudget`). A `var` directly in its function's or the
-   * module's scope costs none. Without a budget (sources up to 64 Ki characters, on the
-   * worker's main thread) nothing is counted.
+   * module's scope costs none. Without a budget (`toolcell check`'s probe) nothing is
+   * counted; the isolate worker passes `THREAD_WRAP_BUDGET` on both of its paths.
    */
   varRecords = 0;
   declareName(name: string, bindingType: number, pos: number): void {

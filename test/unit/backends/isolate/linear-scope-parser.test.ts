@@ -70,6 +70,14 @@ describe('LinearScopeParser reads sources exactly as stock acorn does', () => {
     assert.equal(list.indexOf('c'), -1);
     assert.equal(list.indexOf('a', 1), 2);
     assert.ok(!(list.slice(0) instanceof NameList));
+    // Past SCAN_MAX the list is indexed: first indexes stay right, also for names pushed after.
+    for (let i = 0; i < 50; i++) list.push(`n${i % 20}`);
+    assert.equal(list.indexOf('n5'), 3 + 5);
+    assert.equal(list.indexOf('a'), 0);
+    list.push('late', 'late');
+    assert.equal(list.indexOf('late'), 53);
+    assert.equal(list.indexOf('n19'), 3 + 19);
+    assert.equal(list.indexOf('missing'), -1);
   });
 });
 
