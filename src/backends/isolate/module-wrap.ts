@@ -99,17 +99,23 @@ export interface WrapBudget {
 }
 
 /**
- * The budget of a parse on the rewrite thread (256 MB heap): about 105 MB for the largest
+ * The budget of a parse on the rewrite thread (256 MB heap; also given to the worker's
+ * main-thread parse of sources up to 64 Ki characters, where only its count of nested
+ * `var` records can be reached): about 105 MB for the largest
  * statement's tree, at most about 50 MB for what the whole parse keeps, plus the source
  * itself (32 MB at 16 Mi UTF-16 units). Node ends a thread that reaches its heap limit
  * only on a best-effort basis: depending on the shape of the allocation that meets the
  * limit, V8 aborts the whole process instead ("Reached heap limit", nodejs/node#47224 and
  * #65019; seen here: a 15 MB array literal aborted the isolate worker under CPU load after
  * 10-55 s of garbage collection), so the parse must stay well below it. Does NOT bound the
- * parse's time, which is linear in the source (0.2-1 s per MB here) but for acorn's
- * checks of names declared in one scope, which are linear per declaration.
+ * parse's time, which is linear in the source (0.2-1 s per MB here; names declared in one
+ * scope are checked by hash lookup, `LinearScopeParser`), but for a `var` nested in
+ * blocks, which acorn records in each enclosing block scope (cost: nesting depth per `var`).
  */
 export const THREAD_WRAP_BUDGET: WrapBudget = {statementTokens: 1_000_000, moduleItems: 500_000};
+
+/** acorn 8's binding kinds and var-scope flags (dist/acorn.mjs, not exported; checked by test/unit/backends/isolate/linear-scope-parser.test.ts). */
+export const BIND_LEXICAL = 2, BIND_FUNCTION = 3, BIND_SIMPLE_CATCH = 4, SCOPE_VAR = 1 | 2 | 256;
 
 /** Thrown inside the parse when it goes over its `WrapBudget`. */
 class OverBudget extends Error {}
@@ -133,6 +139,59 @@ class ModuleDeclarations extends Array<Loose> {
 }
 
 /**
+ * A scope's list of declared names (acorn's `Scope.var`, `lexical`, `functions`) whose
+ * `indexOf` is a hash lookup instead of a linear search. acorn 8 checks every declaration
+ * against these arrays (`declareName`, `checkLocalExport`), which made a parse quadratic in
+ * the names declared in one scope (100 K top-level `let`s, 1 MB: 107 s). Keeps the array
+ * itself, in acorn's order and with its duplicates, so every other reader (`lexical[0]` for
+ * a simple catch parameter, `.length` for `WrapBudget.moduleItems`) sees what it saw.
+ * `indexOf(name)` returns the first index of `name`, as Array's does, for a string; any
+ * other argument, or a `fromIndex`, falls back to Array's search.
+ * Does NOT change the walk of a `var` up through its enclosing block scopes (acorn pushes
+ * it into each, so its cost is the nesting depth per `var`).
+ */
+export class NameList extends Array<string> {
+  /** Built at the first search of a list longer than `NameList.SCAN_MAX` (a list nobody searches costs no index). */
+  #first: Map<string, number> | undefined;
+  /** Lists up to this length are searched by Array's own search (a few comparisons). */
+  static readonly SCAN_MAX = 8;
+  override push(...names: string[]): number {
+    for (const name of names) {
+      if (this.#first !== undefined && !this.#first.has(name)) this.#first.set(name, this.length);
+      super.push(name);
+    }
+    return this.length;
+  }
+  override indexOf(name: string, fromIndex?: number): number {
+    if (typeof name !== 'string' || fromIndex !== undefined) return super.indexOf(name, fromIndex);
+    if (this.#first === undefined) {
+      if (this.length <= NameList.SCAN_MAX) return super.indexOf(name);
+      this.#first = new Map();
+      for (let i = 0; i < this.length; i++) if (!this.#first.has(this[i]!)) this.#first.set(this[i]!, i);
+    }
+    return this.#first.get(name) ?? -1;
+  }
+  /** Array methods that build a new array (`map`, `slice`...) build a plain one. */
+  static override get [Symbol.species](): ArrayConstructor { return Array; }
+}
+
+/**
+ * acorn's parser with each scope's names in `NameList`s: declaring a name costs a hash
+ * lookup, not a search of the scope's names. acorn's own `declareName` still decides
+ * (same accepted sources, same errors at the same positions). Every parse of the rewrite
+ * goes through it (`TopLevelParser` extends it).
+ */
+export const LinearScopeParser = Parser.extend((Base) => class extends (Base as any) {
+  enterScope(flags: number): void {
+    super.enterScope(flags);
+    const scope = this.scopeStack[this.scopeStack.length - 1] as {var: string[]; lexical: string[]; functions: string[]};
+    scope.var = new NameList();
+    scope.lexical = new NameList();
+    scope.functions = new NameList();
+  }
+} as unknown as typeof Parser);
+
+/**
  * acorn's parser, keeping of each top-level statement only its `summarize`d shape, and of
  * the program only its imports and exports: the tree of a statement is garbage as soon as
  * it is parsed, so a parse holds at most the tree of the largest top-level statement
@@ -141,13 +200,34 @@ class ModuleDeclarations extends Array<Loose> {
  * `OverBudget` when a statement spans more tokens, or the program keeps more items, than
  * allowed.
  */
-const TopLevelParser = Parser.extend((Base) => class extends (Base as any) {
+const TopLevelParser = LinearScopeParser.extend((Base) => class extends (Base as any) {
   readonly budget: WrapBudget | undefined;
   statementTokens = 0;
   keptTokens = 0;
   constructor(options: {budget?: WrapBudget}, input: string, startPos?: number) {
     super(options, input, startPos);
     this.budget = options.budget;
+  }
+
+  /**
+   * acorn records a `var` in every block scope from the current one up to its function's
+   * (or the module's) scope: depth times declarations, so `{` x 1,000 around 50 K `var`s
+   * (540 KB) held 50 M records (195 s here, far over the thread's heap). With a budget,
+   * the records in block scopes (all of the parse's, also those already freed: this bounds
+   * the walk's time too) count against `moduleItems`, checked before acorn walks: over it
+   * the module runs unwrapped (`OverBudget`). A `var` directly in its function's or the
+   * module's scope costs none. Without a budget (`toolcell check`'s probe) nothing is
+   * counted; the isolate worker passes `THREAD_WRAP_BUDGET` on both of its paths.
+   */
+  varRecords = 0;
+  declareName(name: string, bindingType: number, pos: number): void {
+    if (this.budget !== undefined && bindingType !== BIND_LEXICAL && bindingType !== BIND_FUNCTION && bindingType !== BIND_SIMPLE_CATCH) {
+      const stack = this.scopeStack as {flags: number}[];
+      for (let i = stack.length - 1; i >= 0 && !(stack[i]!.flags & SCOPE_VAR); i--) {
+        if (++this.varRecords > this.budget.moduleItems) throw new OverBudget();
+      }
+    }
+    super.declareName(name, bindingType, pos);
   }
 
   next(ignoreEscapeSequenceInKeyword?: boolean): void {

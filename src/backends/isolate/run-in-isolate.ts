@@ -7,7 +7,7 @@ import {ERROR_TEXT_LIMITS, type DrainResult, type RunnerResult} from './prelude.
 import {watchDeadline} from './own-time-deadline.ts';
 import {disposePrepared, prepareIsolate, type PreparedIsolate} from './prepared-isolate.ts';
 import {LRUCache} from 'lru-cache';
-import {importRefusal, TOOL_SPECIFIER, UNWRAPPED_SETTLE_SOURCE, WRAP_LINE_OFFSET, wrapperBreakRefusal, wrapToolModule, type NotWrapped, type WrapRefusal, type WrappedModule} from './module-wrap.ts';
+import {importRefusal, THREAD_WRAP_BUDGET, TOOL_SPECIFIER, UNWRAPPED_SETTLE_SOURCE, WRAP_LINE_OFFSET, wrapperBreakRefusal, wrapToolModule, type NotWrapped, type WrapRefusal, type WrappedModule} from './module-wrap.ts';
 import {wrapThread} from './module-wrap-thread.ts';
 import {cutUtf8} from './utf8-cut.ts';
 import type {WarmPool} from './warm-pool.ts';
@@ -114,7 +114,8 @@ async function wrappedSource(request: ResolvedRun): Promise<WrappedModule | Wrap
   const known = wrapped.get(request.sourceHash) ?? wrapped.get(refusalKey);
   if (known !== undefined) return known;
   const fresh = request.source.length <= SYNC_COMPILE_MAX_CHARS
-    ? wrapToolModule(request.source, request.filename)
+    // The thread's budget here too: within 64 Ki characters only its count of nested `var` records can be reached.
+    ? wrapToolModule(request.source, request.filename, THREAD_WRAP_BUDGET)
     : await wrapThread.wrap(request.source, request.filename);
   wrapped.set('error' in fresh ? refusalKey : request.sourceHash, fresh);
   return fresh;
