@@ -1,0 +1,63 @@
+// Shared set-up for egress tests: loopback listeners closed in one call, a 0600 secret store, a TLS interceptor and a no-op budget.
+import {chmod} from 'node:fs/promises';
+import type {Server as HttpServer} from 'node:http';
+import type {AddressInfo} from 'node:net';
+import {SecretStore} from '../../src/egress/secrets.ts';
+import type {EgressBudget} from '../../src/egress/tls-intercept.ts';
+import type {tempDir} from './temp.ts';
+
+/** The temporary directory of `tempDir()`. */
+type TempDir = Awaited<ReturnType<typeof tempDir>>;
+
+/**
+ * Starts `server` on 127.0.0.1, port 0 (the kernel picks a free port) and resolves with that port.
+ * Loopback only: nothing here listens on another address. Errors: a failed listen is not turned into
+ * a rejection (the server's 'error' event is left to the caller), as in the tests this replaces.
+ */
+export async function listenLoopback(server: Pick<HttpServer, 'listen' | 'address'>): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as AddressInfo).port;
+}
+
+/**
+ * Drops every open connection of each server and stops it listening (for `after()`); `undefined`
+ * entries (a `before()` that failed early) are skipped. Does not wait for 'close'.
+ */
+export function closeServers(servers: ReadonlyArray<Pick<HttpServer, 'closeAllConnections' | 'close'> | undefined>): void {
+  for (const s of servers) {
+    s?.closeAllConnections();
+    s?.close();
+  }
+}
+
+/**
+ * A set of loopback servers started with `listen` (resolves with the port) and stopped together
+ * with `close()`; see `listenLoopback` and `closeServers`.
+ */
+export function loopbackServers(): {servers: HttpServer[]; listen: (s: HttpServer) => Promise<number>; close: () => void} {
+  const servers: HttpServer[] = [];
+  return {
+    servers,
+    listen: async (s) => {
+      servers.push(s);
+      return listenLoopback(s);
+    },
+    close: () => closeServers(servers),
+  };
+}
+
+/**
+ * Writes `config` (the secrets.json shape: name -> {env, hosts, header, format}) to `secrets.json`
+ * in `dir` with mode 0600 (the store refuses a file others can read) and loads it with `env` as the
+ * environment the values come from. Errors: whatever `SecretStore.load` throws for a bad file.
+ */
+export async function writeSecretStore(dir: TempDir, config: Record<string, unknown>, env: Record<string, string>): Promise<SecretStore> {
+  const file = await dir.write('secrets.json', config);
+  await chmod(file, 0o600);
+  return SecretStore.load(file, env);
+}
+
+/** An EgressBudget that never refuses: counts nothing, for tests of what the interceptor scrubs, not of limits. */
+export function noBudget(): EgressBudget {
+  return {request: () => undefined, out: () => undefined, in: () => undefined};
+}
