@@ -1,7 +1,7 @@
 // Shared set-up for egress tests: loopback listeners closed in one call, a 0600 secret store, a TLS interceptor and a no-op budget.
 import {chmod} from 'node:fs/promises';
 import type {Server as HttpServer} from 'node:http';
-import type {AddressInfo} from 'node:net';
+import type {AddressInfo, Server as NetServer} from 'node:net';
 import {SecretStore} from '../../src/egress/secrets.ts';
 import type {EgressBudget} from '../../src/egress/tls-intercept.ts';
 import type {tempDir} from './temp.ts';
@@ -14,7 +14,7 @@ type TempDir = Awaited<ReturnType<typeof tempDir>>;
  * Loopback only: nothing here listens on another address. Errors: a failed listen is not turned into
  * a rejection (the server's 'error' event is left to the caller), as in the tests this replaces.
  */
-export async function listenLoopback(server: Pick<HttpServer, 'listen' | 'address'>): Promise<number> {
+export async function listenLoopback(server: NetServer): Promise<number> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return (server.address() as AddressInfo).port;
 }

@@ -3,12 +3,13 @@
 import assert from 'node:assert/strict';
 import {chmod, lstat, readFile, rename, stat, symlink} from 'node:fs/promises';
 import {createServer as createHttpsServer, request as httpsRequest, type Server as HttpsServer} from 'node:https';
-import {createServer as createNetServer, type AddressInfo, type Server as NetServer} from 'node:net';
+import {createServer as createNetServer} from 'node:net';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
 import {CA_FILES, EgressCa} from '../../../src/egress/ca.ts';
-import {SecretStore, type CallSecrets} from '../../../src/egress/secrets.ts';
+import type {CallSecrets, SecretStore} from '../../../src/egress/secrets.ts';
 import {TlsInterceptor, type EgressDecision, type InterceptContext} from '../../../src/egress/tls-intercept.ts';
+import {closeServers, listenLoopback, writeSecretStore} from '../../support/egress.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const VALUE = 'tc-live-credential-6f1d2e3c4b5a';
@@ -28,11 +29,6 @@ const received: Array<{authorization?: string; host?: string; url?: string}> = [
 let store: SecretStore;
 let interceptor: TlsInterceptor;
 
-async function listen<T extends HttpsServer | NetServer>(server: T): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return (server.address() as AddressInfo).port;
-}
-
 before(async () => {
   dir = await tempDir();
   egressCa = await EgressCa.open(join(dir.path, 'state', 'egress-ca'));
@@ -46,32 +42,27 @@ before(async () => {
     res.writeHead(ok ? 200 : 401, {'content-type': 'application/json', 'x-echo': String(req.headers.authorization)});
     res.end(JSON.stringify({ok, echo: req.headers.authorization, pad: 'x'.repeat(70_000), tail: req.headers.authorization}));
   });
-  goodPort = await listen(good);
+  goodPort = await listenLoopback(good);
   const badLeaf = await untrustedCa.leaf(NAME);
   bad = createHttpsServer({cert: badLeaf.cert, key: badLeaf.key}, (req, res) => {
     received.push({authorization: req.headers.authorization, host: 'bad'});
     res.end('should never be reached');
   });
-  badPort = await listen(bad);
+  badPort = await listenLoopback(bad);
   stall = createHttpsServer({cert: goodLeaf.cert, key: goodLeaf.key}, () => {
     // Never answers.
   });
-  stallPort = await listen(stall);
-  const file = await dir.write('secrets.json', {
+  stallPort = await listenLoopback(stall);
+  store = await writeSecretStore(dir, {
     API: {env: 'TC_TEST_API', hosts: [`${NAME}:${goodPort}`, `${NAME}:${badPort}`, `${NAME}:${stallPort}`], header: 'Authorization', format: 'Bearer {}'},
     ELSEWHERE: {env: 'TC_TEST_ELSEWHERE', hosts: ['other.toolcell.test'], header: 'X-Key'},
-  });
-  await chmod(file, 0o600);
-  store = await SecretStore.load(file, {TC_TEST_API: VALUE, TC_TEST_ELSEWHERE: 'elsewhere-value-123456'});
+  }, {TC_TEST_API: VALUE, TC_TEST_ELSEWHERE: 'elsewhere-value-123456'});
   interceptor = new TlsInterceptor({ca: egressCa, upstreamCa: upstreamCa.certPem});
 });
 
 after(async () => {
   interceptor?.close();
-  for (const s of [good, bad, stall]) {
-    s?.closeAllConnections();
-    s?.close();
-  }
+  closeServers([good, bad, stall]);
   await dir?.dispose();
 });
 
@@ -94,7 +85,7 @@ async function withProxy<T>(port: number, secrets: CallSecrets, run: (proxyPort:
     },
   };
   const proxy = createNetServer((socket) => interceptor.intercept({host: NAME, port, address: '127.0.0.1'}, socket, ctx));
-  const proxyPort = await listen(proxy);
+  const proxyPort = await listenLoopback(proxy);
   try {
     return await run(proxyPort, decisions);
   } finally {
