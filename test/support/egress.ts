@@ -1,7 +1,10 @@
-// Shared set-up for egress tests: loopback listeners closed in one call, a 0600 secret store, a TLS interceptor and a no-op budget.
+// Shared set-up for egress tests: loopback listeners closed in one call, a 0600 secret store, a no-op budget, and a "public" CA with an HTTPS test API that checks the credential.
 import {chmod} from 'node:fs/promises';
-import type {Server as HttpServer} from 'node:http';
+import type {IncomingMessage, Server as HttpServer} from 'node:http';
+import {createServer as createHttpsServer, type Server as HttpsServer} from 'node:https';
 import type {AddressInfo, Server as NetServer} from 'node:net';
+import {join} from 'node:path';
+import {EgressCa, type LeafCertificate} from '../../src/egress/ca.ts';
 import {SecretStore} from '../../src/egress/secrets.ts';
 import type {EgressBudget} from '../../src/egress/tls-intercept.ts';
 import type {tempDir} from './temp.ts';
@@ -60,4 +63,28 @@ export async function writeSecretStore(dir: TempDir, config: Record<string, unkn
 /** An EgressBudget that never refuses: counts nothing, for tests of what the interceptor scrubs, not of limits. */
 export function noBudget(): EgressBudget {
   return {request: () => undefined, out: () => undefined, in: () => undefined};
+}
+
+/**
+ * The test's "public" CA (what --upstream-ca trusts), kept in `<dir>/public-ca`, and its leaf
+ * certificate for 127.0.0.1 to serve the HTTPS test servers with. Errors: whatever `EgressCa.open`
+ * or `leaf` throws. Not a real public CA: only this test's clients trust it.
+ */
+export async function publicCaFor127(dir: TempDir): Promise<{publicCa: EgressCa; leaf: LeafCertificate}> {
+  const publicCa = await EgressCa.open(join(dir.path, 'public-ca'));
+  return {publicCa, leaf: await publicCa.leaf('127.0.0.1')};
+}
+
+/**
+ * An HTTPS test API (not yet listening) that pushes each request's Authorization header (as a
+ * string, "undefined" when absent) onto `seen` and answers JSON: 200 when the header is exactly
+ * `Bearer <value>`, else 401; the body is `body(req, ok)`, by default `{login: 'octocat' | null, echo: <the header>}`.
+ */
+export function credentialApi(leaf: LeafCertificate, value: string, seen: string[], body: (req: IncomingMessage, ok: boolean) => unknown = (req, ok) => ({login: ok ? 'octocat' : null, echo: req.headers.authorization})): HttpsServer {
+  return createHttpsServer({cert: leaf.cert, key: leaf.key}, (req, res) => {
+    seen.push(String(req.headers.authorization));
+    const ok = req.headers.authorization === `Bearer ${value}`;
+    res.writeHead(ok ? 200 : 401, {'content-type': 'application/json'});
+    res.end(JSON.stringify(body(req, ok)));
+  });
 }
