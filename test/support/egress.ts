@@ -2,11 +2,11 @@
 import {chmod} from 'node:fs/promises';
 import type {IncomingMessage, Server as HttpServer} from 'node:http';
 import {createServer as createHttpsServer, type Server as HttpsServer} from 'node:https';
-import type {AddressInfo, Server as NetServer} from 'node:net';
+import {createServer as createNetServer, type AddressInfo, type Server as NetServer} from 'node:net';
 import {join} from 'node:path';
 import {EgressCa, type LeafCertificate} from '../../src/egress/ca.ts';
-import {SecretStore} from '../../src/egress/secrets.ts';
-import type {EgressBudget} from '../../src/egress/tls-intercept.ts';
+import {SecretStore, type CallSecrets} from '../../src/egress/secrets.ts';
+import type {EgressBudget, EgressDecision, InterceptContext, TlsInterceptor} from '../../src/egress/tls-intercept.ts';
 import type {tempDir} from './temp.ts';
 
 /** The temporary directory of `tempDir()`. */
@@ -87,4 +87,26 @@ export function credentialApi(leaf: LeafCertificate, value: string, seen: string
     res.writeHead(ok ? 200 : 401, {'content-type': 'application/json'});
     res.end(JSON.stringify(body(req, ok)));
   });
+}
+
+/**
+ * Runs `run` against a loopback "proxy" (127.0.0.1, a free port) that hands each connection to
+ * `interceptor` for `target`, as the CONNECT handler does after its 200: one call context with
+ * `secrets`, a 5000 ms request timeout, no budget (`noBudget`) and every decision pushed onto the
+ * array `run` gets. The call is aborted and the listener closed when `run` settles (open sockets are
+ * left to the interceptor's abort handling).
+ */
+export async function withLoopbackInterceptor<T>(interceptor: TlsInterceptor, target: {host: string; port: number; address: string}, secrets: CallSecrets,
+  run: (proxyPort: number, decisions: EgressDecision[]) => Promise<T>): Promise<T> {
+  const call = new AbortController();
+  const decisions: EgressDecision[] = [];
+  const ctx: InterceptContext = {secrets, requestTimeoutMs: 5000, signal: call.signal, onDecision: (d) => decisions.push(d), budget: noBudget()};
+  const proxy = createNetServer((socket) => interceptor.intercept(target, socket, ctx));
+  const proxyPort = await listenLoopback(proxy);
+  try {
+    return await run(proxyPort, decisions);
+  } finally {
+    call.abort();
+    proxy.close();
+  }
 }

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import {createServer as createHttpsServer, request as httpsRequest, type Server as HttpsServer} from 'node:https';
 import {createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse} from 'node:http';
-import {connect, createServer as createNetServer, type AddressInfo} from 'node:net';
+import {connect} from 'node:net';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
 import {gunzipSync, gzipSync} from 'node:zlib';
@@ -14,8 +14,8 @@ import {isolateEgress} from '../../../src/egress/isolate-fetch.ts';
 import {parseEgressGrant} from '../../../src/egress/policy.ts';
 import {EgressProxy} from '../../../src/egress/proxy.ts';
 import type {CallSecrets, SecretStore} from '../../../src/egress/secrets.ts';
-import {TlsInterceptor, type EgressDecision, type InterceptContext} from '../../../src/egress/tls-intercept.ts';
-import {closeServers, listenLoopback, noBudget, writeSecretStore} from '../../support/egress.ts';
+import {TlsInterceptor, type EgressDecision} from '../../../src/egress/tls-intercept.ts';
+import {closeServers, listenLoopback, noBudget, withLoopbackInterceptor, writeSecretStore} from '../../support/egress.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const VALUE = 'tc-live-Encoded-Credential-5e6f7a8b';
@@ -106,19 +106,8 @@ function leaks(raw: Buffer): boolean {
 }
 
 /** A loopback "proxy" that hands each connection to the interceptor, as the CONNECT handler does after its 200. */
-async function withInterceptor<T>(secrets: CallSecrets, run: (proxyPort: number, decisions: EgressDecision[]) => Promise<T>): Promise<T> {
-  const call = new AbortController();
-  const decisions: EgressDecision[] = [];
-  const ctx: InterceptContext = {secrets, requestTimeoutMs: 5000, signal: call.signal, onDecision: (d) => decisions.push(d), budget: noBudget()};
-  const proxy = createNetServer((socket) => interceptor.intercept({host: NAME, port: apiPort, address: '127.0.0.1'}, socket, ctx));
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  try {
-    return await run((proxy.address() as AddressInfo).port, decisions);
-  } finally {
-    call.abort();
-    proxy.close();
-  }
-}
+const withInterceptor = <T>(secrets: CallSecrets, run: (proxyPort: number, decisions: EgressDecision[]) => Promise<T>): Promise<T> =>
+  withLoopbackInterceptor(interceptor, {host: NAME, port: apiPort, address: '127.0.0.1'}, secrets, run);
 
 /** One HTTPS request from the "sandbox" through the interceptor; the body as received, undecoded. */
 function sandboxGet(proxyPort: number, path: string, headers: Record<string, string>): Promise<{status: number; headers: IncomingMessage['headers']; body: Buffer}> {
