@@ -92,15 +92,15 @@ export function credentialApi(leaf: LeafCertificate, value: string, seen: string
 /**
  * Runs `run` against a loopback "proxy" (127.0.0.1, a free port) that hands each connection to
  * `interceptor` for `target`, as the CONNECT handler does after its 200: one call context with
- * `secrets`, a 5000 ms request timeout, no budget (`noBudget`) and every decision pushed onto the
- * array `run` gets. The call is aborted and the listener closed when `run` settles (open sockets are
- * left to the interceptor's abort handling).
+ * `secrets`, `opts.requestTimeoutMs` (ms, default 5000), `opts.budget` (default `noBudget()`) and
+ * every decision pushed onto the array `run` gets. The call is aborted and the listener closed when
+ * `run` settles (open sockets are left to the interceptor's abort handling; `secrets` stay open).
  */
 export async function withLoopbackInterceptor<T>(interceptor: TlsInterceptor, target: {host: string; port: number; address: string}, secrets: CallSecrets,
-  run: (proxyPort: number, decisions: EgressDecision[]) => Promise<T>): Promise<T> {
+  run: (proxyPort: number, decisions: EgressDecision[]) => Promise<T>, opts: {budget?: EgressBudget; requestTimeoutMs?: number} = {}): Promise<T> {
   const call = new AbortController();
   const decisions: EgressDecision[] = [];
-  const ctx: InterceptContext = {secrets, requestTimeoutMs: 5000, signal: call.signal, onDecision: (d) => decisions.push(d), budget: noBudget()};
+  const ctx: InterceptContext = {secrets, requestTimeoutMs: opts.requestTimeoutMs ?? 5000, signal: call.signal, onDecision: (d) => decisions.push(d), budget: opts.budget ?? noBudget()};
   const proxy = createNetServer((socket) => interceptor.intercept(target, socket, ctx));
   const proxyPort = await listenLoopback(proxy);
   try {

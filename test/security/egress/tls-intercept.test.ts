@@ -3,13 +3,12 @@
 import assert from 'node:assert/strict';
 import {chmod, lstat, readFile, rename, stat, symlink} from 'node:fs/promises';
 import {createServer as createHttpsServer, request as httpsRequest, type Server as HttpsServer} from 'node:https';
-import {createServer as createNetServer} from 'node:net';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
 import {CA_FILES, EgressCa} from '../../../src/egress/ca.ts';
 import type {CallSecrets, SecretStore} from '../../../src/egress/secrets.ts';
-import {TlsInterceptor, type EgressDecision, type InterceptContext} from '../../../src/egress/tls-intercept.ts';
-import {closeServers, listenLoopback, writeSecretStore} from '../../support/egress.ts';
+import {TlsInterceptor, type EgressDecision} from '../../../src/egress/tls-intercept.ts';
+import {closeServers, listenLoopback, withLoopbackInterceptor, writeSecretStore} from '../../support/egress.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const VALUE = 'tc-live-credential-6f1d2e3c4b5a';
@@ -69,28 +68,18 @@ after(async () => {
 interface Budget {requests: number; bytesIn: number}
 /** A "proxy" on loopback that hands every connection to the interceptor, as the CONNECT handler does after its 200. */
 async function withProxy<T>(port: number, secrets: CallSecrets, run: (proxyPort: number, decisions: EgressDecision[]) => Promise<T>, budget: Budget = {requests: 10, bytesIn: 1 << 20}, requestTimeoutMs = 5000): Promise<T> {
-  const decisions: EgressDecision[] = [];
-  const call = new AbortController();
   let requests = 0;
   let bytesIn = 0;
-  const ctx: InterceptContext = {
-    secrets,
-    requestTimeoutMs,
-    signal: call.signal,
-    onDecision: (d) => decisions.push(d),
-    budget: {
-      request: () => (++requests > budget.requests ? `over the call's limit of ${budget.requests} requests (maxRequests)` : undefined),
-      out: () => undefined,
-      in: (n) => ((bytesIn += n) > budget.bytesIn ? `over the call's limit of ${budget.bytesIn} bytes in (maxBytesIn)` : undefined),
-    },
-  };
-  const proxy = createNetServer((socket) => interceptor.intercept({host: NAME, port, address: '127.0.0.1'}, socket, ctx));
-  const proxyPort = await listenLoopback(proxy);
   try {
-    return await run(proxyPort, decisions);
+    return await withLoopbackInterceptor(interceptor, {host: NAME, port, address: '127.0.0.1'}, secrets, run, {
+      requestTimeoutMs,
+      budget: {
+        request: () => (++requests > budget.requests ? `over the call's limit of ${budget.requests} requests (maxRequests)` : undefined),
+        out: () => undefined,
+        in: (n) => ((bytesIn += n) > budget.bytesIn ? `over the call's limit of ${budget.bytesIn} bytes in (maxBytesIn)` : undefined),
+      },
+    });
   } finally {
-    call.abort();
-    proxy.close();
     secrets.close();
   }
 }
