@@ -1,4 +1,4 @@
-// Shared set-up for egress tests: loopback listeners closed in one call, a 0600 secret store, a no-op budget, and a "public" CA with an HTTPS test API that checks the credential.
+// Shared set-up for egress tests: loopback listeners closed in one call, a 0600 secret store, a no-op budget, a loopback proxy into the TLS interceptor, and a "public" CA with an HTTPS test API that checks the credential.
 import {chmod} from 'node:fs/promises';
 import type {IncomingMessage, Server as HttpServer} from 'node:http';
 import {createServer as createHttpsServer, type Server as HttpsServer} from 'node:https';
