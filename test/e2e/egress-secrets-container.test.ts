@@ -12,13 +12,13 @@
 import assert from 'node:assert/strict';
 import {createHash, X509Certificate} from 'node:crypto';
 import {chmod, readFile, writeFile} from 'node:fs/promises';
-import {createServer as createHttpServer, type Server} from 'node:http';
+import {createServer as createHttpServer} from 'node:http';
 import {createServer as createHttpsServer} from 'node:https';
-import type {AddressInfo} from 'node:net';
 import {join} from 'node:path';
 import {after, before, describe, test} from 'node:test';
 import {EgressCa} from '../../src/egress/ca.ts';
 import {dockerAvailable} from '../support/docker.ts';
+import {credentialApi, loopbackServers, publicCaFor127} from '../support/egress.ts';
 import {connectStdio, textOf} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
 
@@ -64,7 +64,7 @@ const SCRIPT = [
 describe('secrets for a container tool through toolcell serve', {skip: !ready && 'no Docker engine, no toolcell/python, or not root'}, () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
   let server: Awaited<ReturnType<typeof connectStdio>> | undefined;
-  const servers: Server[] = [];
+  const {listen, close: closeListeners} = loopbackServers();
   let apiPort = 0;
   let otherPort = 0;
   let tlsPort = 0;
@@ -74,23 +74,11 @@ describe('secrets for a container tool through toolcell serve', {skip: !ready &&
   const apiSeen: string[] = [];
   const otherSeen: string[] = [];
 
-  async function listen(s: Server): Promise<number> {
-    servers.push(s);
-    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-    return (s.address() as AddressInfo).port;
-  }
-
   before(async () => {
     dir = await tempDir();
     // The test's "public" CA: what --upstream-ca trusts, and the issuer of both HTTPS test servers.
-    const publicCa = await EgressCa.open(join(dir.path, 'public-ca'));
-    const leaf = await publicCa.leaf('127.0.0.1');
-    apiPort = await listen(createHttpsServer({cert: leaf.cert, key: leaf.key}, (req, res) => {
-      apiSeen.push(String(req.headers.authorization));
-      const ok = req.headers.authorization === `Bearer ${VALUE}`;
-      res.writeHead(ok ? 200 : 401, {'content-type': 'application/json'});
-      res.end(JSON.stringify({login: ok ? 'octocat' : null, echo: req.headers.authorization}));
-    }));
+    const {publicCa, leaf} = await publicCaFor127(dir);
+    apiPort = await listen(credentialApi(leaf, VALUE, apiSeen));
     otherPort = await listen(createHttpServer((req, res) => { otherSeen.push(req.url ?? ''); res.end('other'); }));
     tlsPort = await listen(createHttpsServer({cert: leaf.cert, key: leaf.key}, (_req, res) => res.end('plain-tls')));
     // A secret host whose certificate comes from a CA nobody trusts (an impostor): it must get no request.
@@ -117,10 +105,7 @@ describe('secrets for a container tool through toolcell serve', {skip: !ready &&
   });
   after(async () => {
     await server?.close();
-    for (const s of servers) {
-      s.closeAllConnections();
-      s.close();
-    }
+    closeListeners();
     await dir?.dispose();
   });
 

@@ -13,17 +13,15 @@
 // invariant: egress:secret:never-in-output
 import assert from 'node:assert/strict';
 import {chmod, readFile, writeFile} from 'node:fs/promises';
-import {createServer as createHttpServer, type Server} from 'node:http';
-import {createServer as createHttpsServer} from 'node:https';
-import type {AddressInfo} from 'node:net';
+import {createServer as createHttpServer} from 'node:http';
 import {join} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {after, before, describe, test} from 'node:test';
 import {probeServer} from '../../src/backends/server/probe-server.ts';
-import {EgressCa} from '../../src/egress/ca.ts';
 import {createRuntime} from '../../src/runtime.ts';
 import {dockerAvailable, managedContainers} from '../support/docker.ts';
 import {toolPins, useTestImage} from '../support/fixture-server.ts';
+import {credentialApi, loopbackServers, publicCaFor127} from '../support/egress.ts';
 import {connectStdio, textOf} from '../support/mcp-stdio.ts';
 import {tempDir} from '../support/temp.ts';
 
@@ -46,33 +44,21 @@ describe('secrets for a hosted MCP server through toolcell serve', {skip: !ready
   const image = useTestImage('api-server', fileURLToPath(new URL('../fixtures/api-server/', import.meta.url)), ['Dockerfile', 'api-server.mjs']);
   let dir: Awaited<ReturnType<typeof tempDir>>;
   let server: Awaited<ReturnType<typeof connectStdio>> | undefined;
-  const servers: Server[] = [];
+  const {listen, close: closeListeners} = loopbackServers();
   let apiPort = 0;
   let otherPort = 0;
   const apiSeen: string[] = [];
   const otherSeen: string[] = [];
   const notifications: string[] = [];
 
-  async function listen(s: Server): Promise<number> {
-    servers.push(s);
-    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-    return (s.address() as AddressInfo).port;
-  }
-
   before(async () => {
     dir = await tempDir();
     // The test's "public" CA: what --upstream-ca trusts, and the issuer of the HTTPS test API.
-    const publicCa = await EgressCa.open(join(dir.path, 'public-ca'));
-    const leaf = await publicCa.leaf('127.0.0.1');
-    apiPort = await listen(createHttpsServer({cert: leaf.cert, key: leaf.key}, (req, res) => {
-      apiSeen.push(String(req.headers.authorization));
-      const ok = req.headers.authorization === `Bearer ${VALUE}`;
-      res.writeHead(ok ? 200 : 401, {'content-type': 'application/json'});
-      // /encoded hands the credential back base64-encoded: the proxy's response scrubbing cannot see it.
-      res.end(JSON.stringify(req.url === '/encoded'
-        ? {b64: ok ? Buffer.from(VALUE).toString('base64') : ''}
-        : {login: ok ? 'octocat' : null, echo: req.headers.authorization}));
-    }));
+    const {publicCa, leaf} = await publicCaFor127(dir);
+    // /encoded hands the credential back base64-encoded: the proxy's response scrubbing cannot see it.
+    apiPort = await listen(credentialApi(leaf, VALUE, apiSeen, (req, ok) => (req.url === '/encoded'
+      ? {b64: ok ? Buffer.from(VALUE).toString('base64') : ''}
+      : {login: ok ? 'octocat' : null, echo: req.headers.authorization})));
     otherPort = await listen(createHttpServer((req, res) => { otherSeen.push(req.url ?? ''); res.end('other'); }));
     await writeFile(join(dir.path, 'upstream-ca.pem'), publicCa.certPem);
     const profile = {name: PROFILE_NAME, backend: 'container', limits: {timeoutMs: 30_000, memoryMb: 192, cpus: 0.5, pids: 48, outputBytes: 1_048_576},
@@ -95,10 +81,7 @@ describe('secrets for a hosted MCP server through toolcell serve', {skip: !ready
   }, {timeout: 240_000});
   after(async () => {
     await server?.close();
-    for (const s of servers) {
-      s.closeAllConnections();
-      s.close();
-    }
+    closeListeners();
     await dir?.dispose();
   });
 

@@ -2,19 +2,18 @@
 // credential reaches only its host, the tool sees only its placeholder, limits and the call's
 // deadline hold, and nothing of the host crosses into the isolate.
 import assert from 'node:assert/strict';
-import {chmod} from 'node:fs/promises';
 import {createServer as createHttpServer, type IncomingMessage, type Server} from 'node:http';
 import {createServer as createHttpsServer} from 'node:https';
-import type {AddressInfo} from 'node:net';
 import {join} from 'node:path';
 import {performance} from 'node:perf_hooks';
 import {after, before, test} from 'node:test';
 import type {IsolateJob, IsolateLimits} from '../../../src/backends/backend.ts';
 import {EgressCa} from '../../../src/egress/ca.ts';
 import {isolateEgress, type ResolvedDestination} from '../../../src/egress/isolate-fetch.ts';
-import {SecretStore} from '../../../src/egress/secrets.ts';
+import type {SecretStore} from '../../../src/egress/secrets.ts';
 import type {EgressDecision} from '../../../src/egress/tls-intercept.ts';
 import {useIsolateBackend} from '../../support/isolate-backend.ts';
+import {closeServers, listenLoopback, writeSecretStore} from '../../support/egress.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const VALUE = 'tc-isolate-credential-9a8b7c6d5e';
@@ -33,10 +32,6 @@ const apiSeen: Array<{authorization?: string; url?: string; body: string}> = [];
 const otherSeen: Array<{url?: string; body: string}> = [];
 const closedRequests: string[] = [];
 
-async function listen(server: Server): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return (server.address() as AddressInfo).port;
-}
 const bodyOf = async (req: IncomingMessage) => {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
@@ -62,21 +57,16 @@ before(async () => {
     res.writeHead(ok ? 200 : 401, {'content-type': 'application/json', 'x-seen': String(req.headers.authorization)});
     res.end(JSON.stringify({ok, seen: req.headers.authorization, body, bytes: [...Buffer.from(body, 'utf8')].slice(0, 4)}));
   });
-  apiPort = await listen(api);
+  apiPort = await listenLoopback(api);
   other = createHttpServer(async (req, res) => {
     otherSeen.push({url: req.url, body: await bodyOf(req)});
     res.end('other');
   });
-  otherPort = await listen(other);
-  const file = await dir.write('secrets.json', {API: {env: 'TC_ISOLATE_API', hosts: [`${NAME}:${apiPort}`], header: 'Authorization', format: 'Bearer {}'}});
-  await chmod(file, 0o600);
-  store = await SecretStore.load(file, {TC_ISOLATE_API: VALUE});
+  otherPort = await listenLoopback(other);
+  store = await writeSecretStore(dir, {API: {env: 'TC_ISOLATE_API', hosts: [`${NAME}:${apiPort}`], header: 'Authorization', format: 'Bearer {}'}}, {TC_ISOLATE_API: VALUE});
 });
 after(async () => {
-  for (const s of [api, other]) {
-    s?.closeAllConnections();
-    s?.close();
-  }
+  closeServers([api, other]);
   await dir?.dispose();
 });
 

@@ -2,10 +2,9 @@
 // intercepted (the sandbox sees a leaf of the egress CA there); every other allowed HTTPS host is
 // tunnelled untouched (the sandbox sees the upstream's own certificate). Loopback servers only.
 import assert from 'node:assert/strict';
-import {chmod} from 'node:fs/promises';
 import {Agent, request as httpRequest} from 'node:http';
 import {createServer as createHttpsServer, type Server} from 'node:https';
-import {connect, type AddressInfo} from 'node:net';
+import {connect} from 'node:net';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
 import {connect as tlsConnect, type TLSSocket} from 'node:tls';
@@ -13,8 +12,9 @@ import type {AuditEgressV2} from '../../../src/audit/audit-event.ts';
 import {EgressCa} from '../../../src/egress/ca.ts';
 import {parseEgressGrant, type EgressLookup} from '../../../src/egress/policy.ts';
 import {EgressProxy, type EgressSession} from '../../../src/egress/proxy.ts';
-import {SecretStore} from '../../../src/egress/secrets.ts';
+import type {SecretStore} from '../../../src/egress/secrets.ts';
 import {TlsInterceptor} from '../../../src/egress/tls-intercept.ts';
+import {closeServers, listenLoopback, writeSecretStore} from '../../support/egress.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const VALUE = 'tc-proxy-credential-0f9e8d7c6b5a';
@@ -37,11 +37,6 @@ const lookup: EgressLookup = async (name) => {
   throw Object.assign(new Error(`ENOTFOUND ${name}`), {code: 'ENOTFOUND'});
 };
 
-async function listen(server: Server): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return (server.address() as AddressInfo).port;
-}
-
 before(async () => {
   dir = await tempDir();
   egressCa = await EgressCa.open(join(dir.path, 'state', 'egress-ca'));
@@ -52,24 +47,19 @@ before(async () => {
     res.writeHead(req.headers.authorization === `Bearer ${VALUE}` ? 200 : 401, {'content-type': 'text/plain'});
     res.end(`api saw ${req.headers.authorization}`);
   });
-  apiPort = await listen(api);
+  apiPort = await listenLoopback(api);
   const otherLeaf = await publicCa.leaf(OTHER);
   other = createHttpsServer({cert: otherLeaf.cert, key: otherLeaf.key}, (req, res) => {
     seen.push({server: 'other', key: String(req.headers['x-key'])});
     res.end('other');
   });
-  otherPort = await listen(other);
-  const file = await dir.write('secrets.json', {API: {env: 'TC_PROXY_API', hosts: [`${API}:${apiPort}`], header: 'Authorization', format: 'Bearer {}'}});
-  await chmod(file, 0o600);
-  store = await SecretStore.load(file, {TC_PROXY_API: VALUE});
+  otherPort = await listenLoopback(other);
+  store = await writeSecretStore(dir, {API: {env: 'TC_PROXY_API', hosts: [`${API}:${apiPort}`], header: 'Authorization', format: 'Bearer {}'}}, {TC_PROXY_API: VALUE});
   interceptor = new TlsInterceptor({ca: egressCa, upstreamCa: publicCa.certPem});
 });
 after(async () => {
   interceptor?.close();
-  for (const s of [api, other]) {
-    s?.closeAllConnections();
-    s?.close();
-  }
+  closeServers([api, other]);
   await dir?.dispose();
 });
 

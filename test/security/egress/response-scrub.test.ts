@@ -2,18 +2,18 @@
 // reason phrase, a header name, a later request without the placeholder): attacked for real on
 // loopback through the TLS interceptor and the isolate fetch; the tool never sees the value.
 import assert from 'node:assert/strict';
-import {chmod} from 'node:fs/promises';
 import {createServer as createHttpsServer, request as httpsRequest, type Server as HttpsServer} from 'node:https';
 import {createServer as createHttpServer, type Server as HttpServer} from 'node:http';
-import {connect, createServer as createNetServer, type AddressInfo} from 'node:net';
+import {connect} from 'node:net';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
 import {EgressCa} from '../../../src/egress/ca.ts';
 import {isolateEgress} from '../../../src/egress/isolate-fetch.ts';
 import {parseEgressGrant} from '../../../src/egress/policy.ts';
 import {EgressProxy} from '../../../src/egress/proxy.ts';
-import {SecretStore, type CallSecrets} from '../../../src/egress/secrets.ts';
-import {TlsInterceptor, type EgressBudget, type InterceptContext} from '../../../src/egress/tls-intercept.ts';
+import type {CallSecrets, SecretStore} from '../../../src/egress/secrets.ts';
+import {TlsInterceptor} from '../../../src/egress/tls-intercept.ts';
+import {closeServers, listenLoopback, noBudget, withLoopbackInterceptor, writeSecretStore} from '../../support/egress.ts';
 import {tempDir} from '../../support/temp.ts';
 
 // Mixed case: a header name comes back lower-cased.
@@ -57,45 +57,26 @@ before(async () => {
       res.end('?\n');
     }
   });
-  await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
-  apiPort = (api.address() as AddressInfo).port;
+  apiPort = await listenLoopback(api);
   // Another allowed host, plain HTTP, that the credential reached by another way (a paste the API made public).
   paste = createHttpServer((req, res) => {
     res.writeHead(200, 'leaked ' + VALUE, {[`x-${VALUE}`]: '1', 'x-copy': VALUE});
     res.end(`paste: ${VALUE}`);
   });
-  await new Promise<void>((resolve) => paste.listen(0, '127.0.0.1', resolve));
-  pastePort = (paste.address() as AddressInfo).port;
-  const file = await dir.write('secrets.json', {API: {env: 'TC_SCRUB_API', hosts: [`${NAME}:${apiPort}`], header: 'Authorization', format: 'Bearer {}'}});
-  await chmod(file, 0o600);
-  store = await SecretStore.load(file, {TC_SCRUB_API: VALUE});
+  pastePort = await listenLoopback(paste);
+  store = await writeSecretStore(dir, {API: {env: 'TC_SCRUB_API', hosts: [`${NAME}:${apiPort}`], header: 'Authorization', format: 'Bearer {}'}}, {TC_SCRUB_API: VALUE});
   interceptor = new TlsInterceptor({ca: egressCa, upstreamCa: upstreamCa.certPem});
 });
 
 after(async () => {
   interceptor?.close();
-  for (const s of [api, paste]) {
-    s?.closeAllConnections();
-    s?.close();
-  }
+  closeServers([api, paste]);
   await dir?.dispose();
 });
 
-const budget = (): EgressBudget => ({request: () => undefined, out: () => undefined, in: () => undefined});
-
 /** A loopback "proxy" that hands each connection to the interceptor, as the CONNECT handler does after its 200. */
-async function withInterceptor<T>(secrets: CallSecrets, run: (proxyPort: number) => Promise<T>): Promise<T> {
-  const call = new AbortController();
-  const ctx: InterceptContext = {secrets, requestTimeoutMs: 5000, signal: call.signal, onDecision: () => {}, budget: budget()};
-  const proxy = createNetServer((socket) => interceptor.intercept({host: NAME, port: apiPort, address: '127.0.0.1'}, socket, ctx));
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  try {
-    return await run((proxy.address() as AddressInfo).port);
-  } finally {
-    call.abort();
-    proxy.close();
-  }
-}
+const withInterceptor = <T>(secrets: CallSecrets, run: (proxyPort: number) => Promise<T>): Promise<T> =>
+  withLoopbackInterceptor(interceptor, {host: NAME, port: apiPort, address: '127.0.0.1'}, secrets, run);
 
 /** One HTTPS request from the "sandbox" through the interceptor: the whole answer as text (status line, headers, body). */
 function sandboxGet(proxyPort: number, path: string, headers: Record<string, string>): Promise<{status: number; reason: string; raw: string}> {
@@ -145,7 +126,7 @@ test('interceptor: the value in the reason phrase, in a header name, or handed b
 test('isolate fetch: the value in the status text, in a header name, or handed back to a request without the placeholder never reaches the isolate', async () => {
   const secrets = store.forCall(['API']);
   const ph = secrets.placeholders.API!;
-  const egress = isolateEgress({secrets, budget: budget(), requestTimeoutMs: 5000, memoryMb: 64, upstreamCa: upstreamCa.certPem, onDecision: () => {},
+  const egress = isolateEgress({secrets, budget: noBudget(), requestTimeoutMs: 5000, memoryMb: 64, upstreamCa: upstreamCa.certPem, onDecision: () => {},
     resolve: async (host, port) => (host === NAME && port === apiPort ? {address: '127.0.0.1'} : {refused: 'not allowed'})});
   const fetch = (path: string, auth: boolean) => egress.fetch(JSON.stringify({method: 'GET', url: `https://${NAME}:${apiPort}${path}`, headers: auth ? [['authorization', `Bearer ${ph}`]] : [], body: null}), AbortSignal.timeout(20_000));
   const reason = await fetch('/reason', true);

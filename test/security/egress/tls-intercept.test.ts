@@ -3,12 +3,12 @@
 import assert from 'node:assert/strict';
 import {chmod, lstat, readFile, rename, stat, symlink} from 'node:fs/promises';
 import {createServer as createHttpsServer, request as httpsRequest, type Server as HttpsServer} from 'node:https';
-import {createServer as createNetServer, type AddressInfo, type Server as NetServer} from 'node:net';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
 import {CA_FILES, EgressCa} from '../../../src/egress/ca.ts';
-import {SecretStore, type CallSecrets} from '../../../src/egress/secrets.ts';
-import {TlsInterceptor, type EgressDecision, type InterceptContext} from '../../../src/egress/tls-intercept.ts';
+import type {CallSecrets, SecretStore} from '../../../src/egress/secrets.ts';
+import {TlsInterceptor, type EgressDecision} from '../../../src/egress/tls-intercept.ts';
+import {closeServers, listenLoopback, withLoopbackInterceptor, writeSecretStore} from '../../support/egress.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const VALUE = 'tc-live-credential-6f1d2e3c4b5a';
@@ -28,11 +28,6 @@ const received: Array<{authorization?: string; host?: string; url?: string}> = [
 let store: SecretStore;
 let interceptor: TlsInterceptor;
 
-async function listen<T extends HttpsServer | NetServer>(server: T): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return (server.address() as AddressInfo).port;
-}
-
 before(async () => {
   dir = await tempDir();
   egressCa = await EgressCa.open(join(dir.path, 'state', 'egress-ca'));
@@ -46,60 +41,45 @@ before(async () => {
     res.writeHead(ok ? 200 : 401, {'content-type': 'application/json', 'x-echo': String(req.headers.authorization)});
     res.end(JSON.stringify({ok, echo: req.headers.authorization, pad: 'x'.repeat(70_000), tail: req.headers.authorization}));
   });
-  goodPort = await listen(good);
+  goodPort = await listenLoopback(good);
   const badLeaf = await untrustedCa.leaf(NAME);
   bad = createHttpsServer({cert: badLeaf.cert, key: badLeaf.key}, (req, res) => {
     received.push({authorization: req.headers.authorization, host: 'bad'});
     res.end('should never be reached');
   });
-  badPort = await listen(bad);
+  badPort = await listenLoopback(bad);
   stall = createHttpsServer({cert: goodLeaf.cert, key: goodLeaf.key}, () => {
     // Never answers.
   });
-  stallPort = await listen(stall);
-  const file = await dir.write('secrets.json', {
+  stallPort = await listenLoopback(stall);
+  store = await writeSecretStore(dir, {
     API: {env: 'TC_TEST_API', hosts: [`${NAME}:${goodPort}`, `${NAME}:${badPort}`, `${NAME}:${stallPort}`], header: 'Authorization', format: 'Bearer {}'},
     ELSEWHERE: {env: 'TC_TEST_ELSEWHERE', hosts: ['other.toolcell.test'], header: 'X-Key'},
-  });
-  await chmod(file, 0o600);
-  store = await SecretStore.load(file, {TC_TEST_API: VALUE, TC_TEST_ELSEWHERE: 'elsewhere-value-123456'});
+  }, {TC_TEST_API: VALUE, TC_TEST_ELSEWHERE: 'elsewhere-value-123456'});
   interceptor = new TlsInterceptor({ca: egressCa, upstreamCa: upstreamCa.certPem});
 });
 
 after(async () => {
   interceptor?.close();
-  for (const s of [good, bad, stall]) {
-    s?.closeAllConnections();
-    s?.close();
-  }
+  closeServers([good, bad, stall]);
   await dir?.dispose();
 });
 
 interface Budget {requests: number; bytesIn: number}
 /** A "proxy" on loopback that hands every connection to the interceptor, as the CONNECT handler does after its 200. */
 async function withProxy<T>(port: number, secrets: CallSecrets, run: (proxyPort: number, decisions: EgressDecision[]) => Promise<T>, budget: Budget = {requests: 10, bytesIn: 1 << 20}, requestTimeoutMs = 5000): Promise<T> {
-  const decisions: EgressDecision[] = [];
-  const call = new AbortController();
   let requests = 0;
   let bytesIn = 0;
-  const ctx: InterceptContext = {
-    secrets,
-    requestTimeoutMs,
-    signal: call.signal,
-    onDecision: (d) => decisions.push(d),
-    budget: {
-      request: () => (++requests > budget.requests ? `over the call's limit of ${budget.requests} requests (maxRequests)` : undefined),
-      out: () => undefined,
-      in: (n) => ((bytesIn += n) > budget.bytesIn ? `over the call's limit of ${budget.bytesIn} bytes in (maxBytesIn)` : undefined),
-    },
-  };
-  const proxy = createNetServer((socket) => interceptor.intercept({host: NAME, port, address: '127.0.0.1'}, socket, ctx));
-  const proxyPort = await listen(proxy);
   try {
-    return await run(proxyPort, decisions);
+    return await withLoopbackInterceptor(interceptor, {host: NAME, port, address: '127.0.0.1'}, secrets, run, {
+      requestTimeoutMs,
+      budget: {
+        request: () => (++requests > budget.requests ? `over the call's limit of ${budget.requests} requests (maxRequests)` : undefined),
+        out: () => undefined,
+        in: (n) => ((bytesIn += n) > budget.bytesIn ? `over the call's limit of ${budget.bytesIn} bytes in (maxBytesIn)` : undefined),
+      },
+    });
   } finally {
-    call.abort();
-    proxy.close();
     secrets.close();
   }
 }

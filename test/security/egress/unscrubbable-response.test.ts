@@ -2,10 +2,9 @@
 // invariant: egress:secret:no-unscrubbable-responses
 // invariant: egress:secret:scrubbed-from-every-response
 import assert from 'node:assert/strict';
-import {chmod} from 'node:fs/promises';
 import {createServer as createHttpsServer, request as httpsRequest, type Server as HttpsServer} from 'node:https';
 import {createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse} from 'node:http';
-import {connect, createServer as createNetServer, type AddressInfo} from 'node:net';
+import {connect} from 'node:net';
 import {join} from 'node:path';
 import {after, before, test} from 'node:test';
 import {gunzipSync, gzipSync} from 'node:zlib';
@@ -14,8 +13,9 @@ import {EgressCa} from '../../../src/egress/ca.ts';
 import {isolateEgress} from '../../../src/egress/isolate-fetch.ts';
 import {parseEgressGrant} from '../../../src/egress/policy.ts';
 import {EgressProxy} from '../../../src/egress/proxy.ts';
-import {SecretStore, type CallSecrets} from '../../../src/egress/secrets.ts';
-import {TlsInterceptor, type EgressBudget, type EgressDecision, type InterceptContext} from '../../../src/egress/tls-intercept.ts';
+import type {CallSecrets, SecretStore} from '../../../src/egress/secrets.ts';
+import {TlsInterceptor, type EgressDecision} from '../../../src/egress/tls-intercept.ts';
+import {closeServers, listenLoopback, noBudget, withLoopbackInterceptor, writeSecretStore} from '../../support/egress.ts';
 import {tempDir} from '../../support/temp.ts';
 
 const VALUE = 'tc-live-Encoded-Credential-5e6f7a8b';
@@ -78,28 +78,19 @@ before(async () => {
   const leaf = await upstreamCa.leaf(NAME);
   // The secret's host echoes the credential it received.
   api = createHttpsServer({cert: leaf.cert, key: leaf.key}, (req, res) => hostile(req, res, JSON.stringify({youSent: String(req.headers.authorization ?? '')})));
-  await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
-  apiPort = (api.address() as AddressInfo).port;
+  apiPort = await listenLoopback(api);
   // Another allowed host, plain HTTP, that holds the value (e.g. the API's public request log).
   plain = createHttpServer((req, res) => hostile(req, res, JSON.stringify({stored: `Bearer ${VALUE}`})));
-  await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
-  plainPort = (plain.address() as AddressInfo).port;
-  const file = await dir.write('secrets.json', {API: {env: 'TC_ENC_API', hosts: [`${NAME}:${apiPort}`], header: 'Authorization', format: 'Bearer {}'}});
-  await chmod(file, 0o600);
-  store = await SecretStore.load(file, {TC_ENC_API: VALUE});
+  plainPort = await listenLoopback(plain);
+  store = await writeSecretStore(dir, {API: {env: 'TC_ENC_API', hosts: [`${NAME}:${apiPort}`], header: 'Authorization', format: 'Bearer {}'}}, {TC_ENC_API: VALUE});
   interceptor = new TlsInterceptor({ca: egressCa, upstreamCa: upstreamCa.certPem});
 });
 
 after(async () => {
   interceptor?.close();
-  for (const s of [api, plain]) {
-    s?.closeAllConnections();
-    s?.close();
-  }
+  closeServers([api, plain]);
   await dir?.dispose();
 });
-
-const budget = (): EgressBudget => ({request: () => undefined, out: () => undefined, in: () => undefined});
 
 /** Whether `raw` (or, if it is gzip somewhere, its decompression) holds the value. */
 function leaks(raw: Buffer): boolean {
@@ -115,19 +106,8 @@ function leaks(raw: Buffer): boolean {
 }
 
 /** A loopback "proxy" that hands each connection to the interceptor, as the CONNECT handler does after its 200. */
-async function withInterceptor<T>(secrets: CallSecrets, run: (proxyPort: number, decisions: EgressDecision[]) => Promise<T>): Promise<T> {
-  const call = new AbortController();
-  const decisions: EgressDecision[] = [];
-  const ctx: InterceptContext = {secrets, requestTimeoutMs: 5000, signal: call.signal, onDecision: (d) => decisions.push(d), budget: budget()};
-  const proxy = createNetServer((socket) => interceptor.intercept({host: NAME, port: apiPort, address: '127.0.0.1'}, socket, ctx));
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  try {
-    return await run((proxy.address() as AddressInfo).port, decisions);
-  } finally {
-    call.abort();
-    proxy.close();
-  }
-}
+const withInterceptor = <T>(secrets: CallSecrets, run: (proxyPort: number, decisions: EgressDecision[]) => Promise<T>): Promise<T> =>
+  withLoopbackInterceptor(interceptor, {host: NAME, port: apiPort, address: '127.0.0.1'}, secrets, run);
 
 /** One HTTPS request from the "sandbox" through the interceptor; the body as received, undecoded. */
 function sandboxGet(proxyPort: number, path: string, headers: Record<string, string>): Promise<{status: number; headers: IncomingMessage['headers']; body: Buffer}> {
@@ -228,7 +208,7 @@ test('proxy plain-HTTP forward of a call with secrets: Accept-Encoding becomes i
 test('isolate fetch: a compressed or partial answer is refused; Range is not forwarded', async () => {
   const secrets = store.forCall(['API']);
   const ph = secrets.placeholders.API!;
-  const egress = isolateEgress({secrets, budget: budget(), requestTimeoutMs: 5000, memoryMb: 64, upstreamCa: upstreamCa.certPem, onDecision: () => {},
+  const egress = isolateEgress({secrets, budget: noBudget(), requestTimeoutMs: 5000, memoryMb: 64, upstreamCa: upstreamCa.certPem, onDecision: () => {},
     resolve: async (host, port) => (host === NAME && port === apiPort ? {address: '127.0.0.1'} : {refused: 'not allowed'})});
   const fetch = (path: string, extra: string[][] = []) => egress.fetch(JSON.stringify({method: 'GET', url: `https://${NAME}:${apiPort}${path}`,
     headers: [['authorization', `Bearer ${ph}`], ['accept-encoding', 'gzip'], ...extra], body: null}), AbortSignal.timeout(20_000));
