@@ -2,11 +2,12 @@
 import {randomUUID} from 'node:crypto';
 import type {CallToolResult} from '@modelcontextprotocol/server';
 import {newAuditId, sha256Json, type AuditSink} from '../audit/audit-event.ts';
-import type {BackendEvent, ExecutionResult, Job} from '../backends/backend.ts';
+import type {BackendEvent, ContainerJob, ExecutionResult, Job, ServerJob} from '../backends/backend.ts';
 import type {Dispatcher} from '../dispatch/dispatcher.ts';
 import {ToolcellError} from '../errors.ts';
 import {log} from '../log.ts';
 import {assertValidArguments} from '../policy/json-schema.ts';
+import type {Profile} from '../policy/profile-schema.ts';
 import {mayUseTool, type Principal} from '../policy/principal.ts';
 import {toJob, type ContainerGrants} from '../policy/to-job.ts';
 import type {ToolDefinition} from '../policy/tool-definition.ts';
@@ -191,14 +192,9 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
         job.egress = egress.egress;
         releaseEgress = egress.close;
       }
-      // A container with granted secrets gets this call's placeholders, the egress CA (certificate only) and the trust variables.
-      if (job.kind === 'container' && tool.profile.backend === 'container' && tool.profile.secrets?.length && runtime.egress?.ca) {
-        releaseEgress = giveContainerSecrets(job, tool.profile.secrets, runtime.egress.secrets, runtime.egress.ca);
-      }
-      // A hosted server the same, in its sandbox: it serves this one call (egress servers are never pooled; kept ones get no secrets).
-      if (job.kind === 'server' && tool.profile.backend === 'container' && tool.profile.secrets?.length && runtime.egress?.ca) {
-        releaseEgress = giveContainerSecrets(job.sandbox, tool.profile.secrets, runtime.egress.secrets, runtime.egress.ca);
-      }
+      // A container, or a hosted server's sandbox (it serves this one call: egress servers are never
+      // pooled, kept ones get no secrets), gets this call's placeholders, the CA and the trust variables.
+      if (job.kind === 'container' || job.kind === 'server') releaseEgress = grantContainerSecrets(runtime, tool.profile, job);
       return job;
     },
     release: () => releaseEgress?.(),
@@ -209,6 +205,21 @@ export async function callTool(runtime: ToolRuntime, name: string, args: unknown
     },
   }, context, jobId, started);
   return withUsage(outcome.ok ? outcome.value : errorResult(outcome.error), outcome.usage);
+}
+
+/**
+ * Gives a container job, or a hosted server job's sandbox, the secrets `profile` grants: fresh
+ * placeholders, the egress CA (certificate only) and the trust variables
+ * (egress/container-secrets.ts `giveContainerSecrets`). Returns the function that ends the
+ * placeholders (call it when the request ends), or undefined when the profile grants no secret,
+ * is not a container profile, or the runtime has no egress CA (then `serve` left such tools out).
+ * Used by tool calls and by hosted prompts and resources alike.
+ * @throws ConfigError for a secret the store does not declare (checked at load).
+ */
+export function grantContainerSecrets(runtime: ToolRuntime, profile: Profile, job: ContainerJob | ServerJob): (() => void) | undefined {
+  const names = profile.backend === 'container' ? profile.secrets ?? [] : [];
+  if (names.length === 0 || !runtime.egress?.ca) return undefined;
+  return giveContainerSecrets(job.kind === 'server' ? job.sandbox : job, names, runtime.egress.secrets, runtime.egress.ca);
 }
 
 /**

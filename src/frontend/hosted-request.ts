@@ -6,11 +6,10 @@ import {randomUUID} from 'node:crypto';
 import {isSpecType, ProtocolError, ProtocolErrorCode, type GetPromptResult, type Prompt, type ReadResourceResult, type Resource} from '@modelcontextprotocol/server';
 import {ToolcellError} from '../errors.ts';
 import type {ServerJob} from '../backends/backend.ts';
-import {giveContainerSecrets} from '../egress/container-secrets.ts';
 import {toContentJob, type HostedContent} from '../policy/hosted-content.ts';
 import {MAX_URI_CHARS} from '../policy/manifest-schema.ts';
 import {mayUseTool, type Principal} from '../policy/principal.ts';
-import {auditRefusedName, runOnSpine, type CallContext, type SpineRequest, type ToolRuntime} from './call-tool.ts';
+import {auditRefusedName, grantContainerSecrets, runOnSpine, type CallContext, type SpineRequest, type ToolRuntime} from './call-tool.ts';
 import {errorResult, failureOf, type Usage} from './to-tool-result.ts';
 
 /** Longest value of one prompt argument, in characters. */
@@ -19,15 +18,12 @@ export const MAX_PROMPT_ARGUMENT_CHARS = 65_536;
 const granted = (principal: Principal, content: HostedContent) => mayUseTool(principal, content);
 
 /**
- * The request's own secrets, as for a call of one of the server's tools (call-tool.ts): when the
- * package's profile grants secrets, `job`'s sandbox gets fresh placeholders, the egress CA and the
- * trust variables (egress/container-secrets.ts); `release` then ends the placeholders. A content
- * request always runs in a server of its own (never pooled or kept), so the placeholders are per
- * container. Returns `job`.
+ * The request's own secrets, as for a call of one of the server's tools (`grantContainerSecrets`);
+ * `holder.release` then ends the placeholders. A content request always runs in a server of its
+ * own (never pooled or kept), so the placeholders are per container. Returns `job`.
  */
 function withSecrets(runtime: ToolRuntime, content: HostedContent, job: ServerJob, holder: {release?: () => void}): ServerJob {
-  const names = content.profile.secrets ?? [];
-  if (names.length > 0 && runtime.egress?.ca) holder.release = giveContainerSecrets(job.sandbox, names, runtime.egress.secrets, runtime.egress.ca);
+  holder.release = grantContainerSecrets(runtime, content.profile, job);
   return job;
 }
 
