@@ -46,6 +46,8 @@ export interface RunDeps {
 
 /** How long a drain of the console may take after a timeout, in ms (from when it starts running). */
 const DRAIN_WAIT_MS = 100;
+/** After this long (ms) past its disposal, a call's work that has not settled is reported as wedged. */
+const WEDGED_AFTER_MS = 1000;
 /**
  * After a timeout, how long (ms) the drain may wait for the step the isolate is still
  * running to end, before its own `DRAIN_WAIT_MS` start. The deadline's timer usually fires
@@ -53,17 +55,15 @@ const DRAIN_WAIT_MS = 100;
  * 12-250+ ms later on a loaded host (seen beside 2 CPU burners), and the drain, a task of
  * the same isolate, runs only after it: waiting only `DRAIN_WAIT_MS` lost the console text
  * the tool wrote before its deadline (3 calls in 30). A step that never ends (a wedged
- * native copy, a compile V8 cannot interrupt) never lets the drain run, hence this cap,
- * the same 1 s after which such work is taken for wedged (`WEDGED_AFTER_MS`). An idle
+ * native copy, a compile V8 cannot interrupt) never lets the drain run, hence this cap:
+ * the time after which such work is taken for wedged (`WEDGED_AFTER_MS`). An idle
  * isolate runs the drain at once: the wait costs nothing then.
  * Does NOT guarantee the text: a step still running after this cap loses it (the call is
  * still `TIMEOUT`, with no console text).
  */
-const STEP_END_WAIT_MS = 1000;
+const STEP_END_WAIT_MS = WEDGED_AFTER_MS;
 /** isolated-vm `timeout` of an idle probe (it runs no tool code), in ms. */
 const PROBE_TIMEOUT_MS = 100;
-/** After this long (ms) past its disposal, a call's work that has not settled is reported as wedged. */
-const WEDGED_AFTER_MS = 1000;
 /** Poll interval (ms) of `isolate.cpuTime` when the CPU limit is below the wall-clock limit. */
 const CPU_POLL_MS = 10;
 const TIMED_OUT_MESSAGE = 'Script execution timed out.';
