@@ -104,7 +104,8 @@ until [ -S "$SOCK" ] && engine_up; do
   sleep 0.5
 done
 # A SIGHUP reload is asynchronous: wait until runsc is listed.
-until docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; do
+# (Captured, not piped into `grep -q`: with pipefail an early grep exit can SIGPIPE docker.)
+until [[ "$(docker info --format '{{json .Runtimes}}' 2>/dev/null || true)" == *'"runsc"'* ]]; do
   if [ $SECONDS -ge $deadline ]; then
     say "engine answers but runsc is not among its runtimes: $(docker info --format '{{json .Runtimes}}' 2>&1)"
     exit 1
