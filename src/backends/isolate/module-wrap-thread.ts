@@ -16,47 +16,66 @@ const THREAD_PATH = fileURLToPath(import.meta.url);
 const THREAD_HEAP_MB = 256;
 
 interface Job {
+  source: string;
+  filename: string;
   resolve: (result: WrappedModule | WrapRefusal | NotWrapped) => void;
 }
 
 /**
- * One lazily started thread that runs `wrapToolModule` for the worker, jobs in order.
+ * One lazily started thread that runs `wrapToolModule` for the worker, jobs in order, one
+ * posted at a time: a job's source is copied to the thread only when the thread is free, so
+ * the thread holds one source (and its parse) at most, however many calls queue (16 queued
+ * 15 MB sources were about 250 MB of copies waiting in the thread's message port).
  * Does NOT bound the time of a parse (V8 cannot be interrupted in it, and the parse ends by
  * itself in time linear in the source: about 0.2-0.5 s per MB here); a call waiting for it
- * is ended by its backstop or a cancel, the parse going on.
+ * is ended by its backstop or a cancel, the parse going on. Does NOT bound the queue's
+ * length: the worker already holds each queued source (its source cache), this adds none.
  */
 class WrapThread {
   #thread: Worker | undefined;
-  readonly #jobs = new Map<number, Job>();
-  #next = 0;
+  /** The job on the thread, if any. */
+  #running: Job | undefined;
+  readonly #queue: Job[] = [];
 
   /** The rewrite of `source`; a refusal (syntax, imports); `{unwrapped: true}` when its parse went over `THREAD_WRAP_BUDGET` or the thread ended. */
   wrap(source: string, filename: string): Promise<WrappedModule | WrapRefusal | NotWrapped> {
-    const thread = this.#thread ?? this.#start();
-    const id = this.#next++;
     return new Promise((resolve) => {
-      this.#jobs.set(id, {resolve});
-      thread.ref();
-      thread.postMessage({id, source, filename});
+      this.#queue.push({source, filename, resolve});
+      this.#next();
     });
+  }
+
+  /** Posts the next queued job when none runs. */
+  #next(): void {
+    if (this.#running !== undefined) return;
+    const job = this.#queue.shift();
+    if (job === undefined) {
+      this.#thread?.unref();
+      return;
+    }
+    const thread = this.#thread ?? this.#start();
+    this.#running = job;
+    thread.ref();
+    thread.postMessage({source: job.source, filename: job.filename});
   }
 
   #start(): Worker {
     const thread = new Worker(THREAD_PATH, {resourceLimits: {maxOldGenerationSizeMb: THREAD_HEAP_MB}});
     thread.unref();
-    thread.on('message', (message: {id: number; result: WrappedModule | WrapRefusal}) => {
-      const job = this.#jobs.get(message.id);
-      this.#jobs.delete(message.id);
-      if (this.#jobs.size === 0) thread.unref();
+    thread.on('message', (message: {result: WrappedModule | WrapRefusal}) => {
+      const job = this.#running;
+      this.#running = undefined;
       job?.resolve(message.result);
+      this.#next();
     });
     const fail = (): void => {
-      if (this.#thread === thread) this.#thread = undefined;
-      const jobs = [...this.#jobs.values()];
-      this.#jobs.clear();
-      for (const job of jobs) {
-        job.resolve({unwrapped: true});
-      }
+      if (this.#thread !== thread) return;
+      this.#thread = undefined;
+      // The job it was parsing runs unwrapped (as documented); the queued ones go to a new thread.
+      const job = this.#running;
+      this.#running = undefined;
+      job?.resolve({unwrapped: true});
+      this.#next();
     };
     thread.on('error', fail);
     thread.on('exit', fail);
@@ -70,7 +89,7 @@ export const wrapThread = new WrapThread();
 
 if (!isMainThread && parentPort) {
   const port = parentPort;
-  port.on('message', (message: {id: number; source: string; filename: string}) => {
-    port.postMessage({id: message.id, result: wrapToolModule(message.source, message.filename, THREAD_WRAP_BUDGET)});
+  port.on('message', (message: {source: string; filename: string}) => {
+    port.postMessage({result: wrapToolModule(message.source, message.filename, THREAD_WRAP_BUDGET)});
   });
 }

@@ -113,11 +113,28 @@ async function wrappedSource(request: ResolvedRun): Promise<WrappedModule | Wrap
   const refusalKey = `${request.sourceHash}\0${request.filename}`;
   const known = wrapped.get(request.sourceHash) ?? wrapped.get(refusalKey);
   if (known !== undefined) return known;
-  const fresh = request.source.length <= SYNC_COMPILE_MAX_CHARS
+  if (request.source.length <= SYNC_COMPILE_MAX_CHARS) {
     // The thread's budget here too: within 64 Ki characters only its count of nested `var` records can be reached.
-    ? wrapToolModule(request.source, request.filename, THREAD_WRAP_BUDGET)
-    : await wrapThread.wrap(request.source, request.filename);
-  wrapped.set('error' in fresh ? refusalKey : request.sourceHash, fresh);
+    return remember(wrapToolModule(request.source, request.filename, THREAD_WRAP_BUDGET), request.sourceHash, refusalKey);
+  }
+  // Calls of a large source that arrive while it is being parsed wait for that one parse
+  // (a flood of one 15 MB module made 16 parses and 16 copies of its source on the thread).
+  let parse = wrapping.get(refusalKey);
+  if (parse === undefined) {
+    parse = wrapThread.wrap(request.source, request.filename)
+      .then((fresh) => remember(fresh, request.sourceHash, refusalKey))
+      .finally(() => wrapping.delete(refusalKey));
+    wrapping.set(refusalKey, parse);
+  }
+  return parse;
+}
+
+/** Rewrites on the rewrite thread not yet answered, by source hash and filename (see `wrappedSource`). */
+const wrapping = new Map<string, Promise<WrappedModule | WrapRefusal | NotWrapped>>();
+
+/** Keeps `fresh` in `wrapped` (a refusal under its filename too) and returns it. */
+function remember(fresh: WrappedModule | WrapRefusal | NotWrapped, sourceHash: string, refusalKey: string): WrappedModule | WrapRefusal | NotWrapped {
+  wrapped.set('error' in fresh ? refusalKey : sourceHash, fresh);
   return fresh;
 }
 
@@ -376,7 +393,14 @@ async function execute(
     if (cache && cached) {
       if (cacheInfo.cachedDataRejected === true) cache.delete(key);
       else codeCacheHit = true;
-    } else if (cache && cacheInfo.cachedData) produced = {key, data: cacheInfo.cachedData}; // the key it was looked up by
+    } else if (cache && cacheInfo.cachedData) {
+      // A call that ended while it compiled has already run its `finally`, which releases
+      // `produced`: its data is released here instead of waiting for the main heap's GC
+      // (a flood of 16 timed-out calls of a 15 MB module held about 29 MB each, and took the
+      // worker over its RSS ceiling).
+      if (stop !== undefined) cacheInfo.cachedData.release();
+      else produced = {key, data: cacheInfo.cachedData}; // the key it was looked up by
+    }
     if (stop !== undefined) return undefined;
     // The wrapped module's own top level only defines the wrapper function: no tool code
     // runs until the prelude's `run` calls it.

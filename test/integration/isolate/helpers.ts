@@ -157,6 +157,8 @@ export async function waitFor(predicate: () => boolean, timeoutMs: number, what:
 
 /** toolcell's patch to isolated-vm's native code that lets a spinning rejection reason stop at dispose(). */
 export const UNHANDLED_REJECTION_PATCH = 'isolated-vm-7.0.1-unhandled-rejection.patch';
+/** toolcell's patch to isolated-vm's native code that frees V8's buffer of a produced code cache. */
+export const CACHED_DATA_LEAK_PATCH = 'isolated-vm-7.0.1-cached-data-leak.patch';
 
 /**
  * True when the isolated-vm this project loads was built by scripts/build-isolated-vm.mjs with
@@ -179,6 +181,6 @@ export function isolatedVmPatched(patch: string = UNHANDLED_REJECTION_PATCH): bo
  * that runs scripts/build-isolated-vm.mjs sets it, so a missing build fails there instead of
  * turning into a todo).
  */
-export function expectPatchedIsolatedVm(): boolean {
-  return isolatedVmPatched() || process.env.TOOLCELL_REQUIRE_PATCHED_ISOLATED_VM === '1';
+export function expectPatchedIsolatedVm(patch: string = UNHANDLED_REJECTION_PATCH): boolean {
+  return isolatedVmPatched(patch) || process.env.TOOLCELL_REQUIRE_PATCHED_ISOLATED_VM === '1';
 }

@@ -12,7 +12,7 @@ import {after, before, describe, test} from 'node:test';
 import type {ExecutionResult} from '../../../src/backends/backend.ts';
 import {ISOLATE_WAIT_SLACK_MS, type IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
 import {DEFAULT_DISPATCH} from '../../../src/dispatch/dispatcher.ts';
-import {assertStillServes, GENEROUS_TIMEOUT_MS, HAZARD_SLACK_MS, run, sleep, startBackend} from '../../integration/isolate/helpers.ts';
+import {assertStillServes, type CapturedLog, GENEROUS_TIMEOUT_MS, HAZARD_SLACK_MS, run, sleep, startBackend} from '../../integration/isolate/helpers.ts';
 
 /** Elements of the array literal: about 10.4 MB of source. */
 const ELEMENTS = 1_400_000;
@@ -57,9 +57,12 @@ function assertOwnOutcome(result: Timed): void {
 
 describe('a large tool module in a shared worker', () => {
   let backend: IsolateBackend;
+  let log: CapturedLog;
   before(async () => {
-    ({backend} = await startBackend({workers: 1}));
+    ({backend, log} = await startBackend({workers: 1}));
   });
+  /** The backend's warnings (why a worker was restarted), for an assertion's message. */
+  const warnings = (): string => JSON.stringify(log.lines.filter((line) => Number(line.level) >= 40).map(({level: _l, time: _t, pid: _p, hostname: _h, ...rest}) => rest));
   after(() => backend.close());
 
   test('calls of a ~10 MB module, from the code cache, do not hold trivial calls beside them', async () => {
@@ -142,7 +145,7 @@ describe('a large tool module in a shared worker', () => {
       if (!result.failed) assert.equal(result.stdout, String(ELEMENTS + EXTRA));
       else assert.ok(result.timedOut || result.outOfMemory, JSON.stringify({...result, stdout: ''}));
     }
-    assert.equal(backend.stats().restarts, restartsBefore, 'the flood restarted the worker');
+    assert.equal(backend.stats().restarts, restartsBefore, `the flood restarted the worker: ${warnings()}`);
     await assertStillServes(backend);
   });
 });
