@@ -26,7 +26,11 @@ ARG BASE=toolcell/base
 
 # ---- build: Debian's npm installs the locked dependencies, which bring Node 24 (npm package
 # "node") and isolated-vm's prebuilt binary; `npm ci` runs `prepare` (tsc + tool bundles) on
-# Node 24 from node_modules/.bin. Dev dependencies are pruned afterwards.
+# Node 24 from node_modules/.bin. isolated-vm is then rebuilt from source with toolcell's
+# patches to its native code (patches/, scripts/build-isolated-vm.mjs: Node 24's headers from
+# node_modules, upstream node-gyp from the npm registry, build-essential; about 3 min of CPU) and
+# self-tested, so the service runs the fixed binary (upstream node-gyp, as on the host: Debian's
+# is patched for Debian's own Node). Dev dependencies are pruned afterwards.
 # EXTRA_CA_CERTS: PEM text of extra CA certificates the build must trust to reach the npm
 # registry (a TLS-intercepting egress proxy), e.g.
 #   --build-arg EXTRA_CA_CERTS="$(cat /usr/local/share/ca-certificates/*.crt)"
@@ -34,21 +38,25 @@ ARG BASE=toolcell/base
 FROM ${BASE} AS build
 ARG EXTRA_CA_CERTS=""
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nodejs npm ca-certificates \
+ && apt-get install -y --no-install-recommends nodejs npm ca-certificates build-essential python3 \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
  && if [ -n "$EXTRA_CA_CERTS" ]; then printf '%s\n' "$EXTRA_CA_CERTS" > /usr/local/share/ca-certificates/build-extra.crt && update-ca-certificates; fi
 ENV npm_config_cafile=/etc/ssl/certs/ca-certificates.crt
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.json ./
 COPY scripts ./scripts
+COPY patches ./patches
 COPY src ./src
 COPY tools ./tools
 COPY profiles ./profiles
 COPY sandboxes ./sandboxes
 RUN npm ci --no-audit --no-fund \
  && node_modules/.bin/node --version | grep -q '^v24\.' \
+ && npm install --global --no-audit --no-fund node-gyp@12.4.0 \
+ && node_modules/.bin/node scripts/build-isolated-vm.mjs --node-gyp /usr/local/lib/node_modules/node-gyp/bin/node-gyp.js \
  && npm prune --omit=dev --no-audit --no-fund \
- && rm -rf /root/.npm
+ && node_modules/.bin/node scripts/build-isolated-vm.mjs --check \
+ && rm -rf /root/.npm /root/.cache
 
 # ---- runtime: the same base, no npm, no compiler; Node 24 from node_modules.
 FROM ${BASE}

@@ -29,8 +29,9 @@
  * 5. a self-test in a child process (own deadline 30 s): a trivial isolate runs, and an
  *    unhandled rejection whose `message` and `stack` getters spin lets its thread go within
  *    3 s of `dispose()` (unpatched, that thread spins for ever).
- * `--check` does steps 1-3 without writing (a patch not yet applied fails), checks the record,
- * and runs the self-test: exit 0 only when the patched build is the one that loads.
+ * `--check` does steps 1 and 3 without writing (a patch not yet applied fails; no headers are
+ * needed, so it works after `npm prune`), checks the record, and runs the self-test: exit 0
+ * only when the patched build is the one that loads.
  *
  * It never downloads anything (node-gyp gets `--nodedir`; no headers tarball is fetched).
  * Time on a 2-CPU host: about 3 min of CPU (12.7 min wall with the host's CPUs oversubscribed,
@@ -283,7 +284,6 @@ async function main() {
   const options = parseArgs(process.argv.slice(2));
   const pkg = findPackage();
   const patches = findPatches(pkg.version);
-  const nodedir = findNodedir(options.nodedir);
   const upToDate = () => recordMatches(readRecord(pkg.dir), patches) && existsSync(path.join(pkg.dir, BINARY));
   if (options.check) {
     applyPatches(pkg.dir, patches, true);
@@ -295,13 +295,18 @@ async function main() {
   const applied = applyPatches(pkg.dir, patches, false);
   if (applied > 0 || options.force || !upToDate()) {
     requireTools();
+    // Only a build needs the headers (`--check` does not: a pruned install may no longer have them).
+    const nodedir = findNodedir(options.nodedir);
     const nodeGyp = findNodeGyp(options.nodeGyp);
     const started = Date.now();
     log(`building isolated-vm ${pkg.version} in ${pkg.dir} with ${patches.length} patch(es), headers ${nodedir}, ${options.jobs} jobs`);
     await run(process.execPath, [nodeGyp, 'rebuild', '--release', '-j', String(options.jobs), `--nodedir=${nodedir}`], {
       cwd: pkg.dir,
       // No download: the headers are local; npm_config_* of an enclosing npm run must not redirect it.
-      env: {...process.env, npm_config_nodedir: nodedir, npm_config_build_from_source: 'true'},
+      // The running Node first on PATH: isolated-vm's binding.gyp asks `node` (from PATH) for
+      // process.config's link libraries, and a distribution's Node built with shared zlib, ICU,
+      // c-ares... (Debian's) names libraries the running Node 24 neither has nor needs.
+      env: {...process.env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}`, npm_config_nodedir: nodedir, npm_config_build_from_source: 'true'},
     }, options.deadlineMin * 60_000);
     if (spawnSync('sh', ['-c', 'command -v strip'], {stdio: 'ignore'}).status === 0) {
       await run('strip', ['--strip-debug', path.join(pkg.dir, BINARY)], {}, 60_000);

@@ -58,6 +58,11 @@ test('the service image builds, runs non-root, serves a tool over HTTP and stops
     const origin = `http://127.0.0.1:${port}`;
     await until(async () => (await fetch(`${origin}/healthz`).catch(() => undefined))?.status === 200, 60_000, 'the service to answer /healthz');
     assert.equal((await run('docker', ['exec', name, 'id', '-u'])).stdout.trim(), '10001', 'the service runs as uid 10001, not root');
+    // isolated-vm was rebuilt with every patch in patches/ (build/Release loads before any prebuild).
+    const record = JSON.parse((await run('docker', ['exec', name, 'cat', '/app/node_modules/isolated-vm/build/toolcell-patches.json'])).stdout) as {patches?: Array<{name?: string}>};
+    assert.deepEqual((record.patches ?? []).map((p) => p.name).sort(), readdirSync(join(REPO, 'patches')).filter((f) => f.endsWith('.patch')).sort(),
+      'the service image runs isolated-vm built with toolcell\'s patches');
+    await run('docker', ['exec', name, 'test', '-f', '/app/node_modules/isolated-vm/build/Release/isolated_vm.node']);
 
     const noKey = await fetch(`${origin}/mcp`, {method: 'POST', headers: {'Content-Type': 'application/json'}, body: '{}'});
     assert.equal(noKey.status, 401, 'bound to 0.0.0.0 inside the container: authentication is on');
