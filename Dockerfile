@@ -28,9 +28,9 @@ ARG BASE=toolcell/base
 # "node") and isolated-vm's prebuilt binary; `npm ci` runs `prepare` (tsc + tool bundles) on
 # Node 24 from node_modules/.bin. isolated-vm is then rebuilt from source with toolcell's
 # patches to its native code (patches/, scripts/build-isolated-vm.mjs: Node 24's headers from
-# node_modules, upstream node-gyp from the npm registry, build-essential; about 3 min of CPU) and
-# self-tested, so the service runs the fixed binary (upstream node-gyp, as on the host: Debian's
-# is patched for Debian's own Node). Dev dependencies are pruned afterwards.
+# node_modules, upstream node-gyp from the npm registry as on the host, since Debian's is patched
+# for Debian's own Node; build-essential; about 3 min of CPU) and self-tested, so the service runs
+# the fixed binary. Dev dependencies are pruned afterwards.
 # EXTRA_CA_CERTS: PEM text of extra CA certificates the build must trust to reach the npm
 # registry (a TLS-intercepting egress proxy), e.g.
 #   --build-arg EXTRA_CA_CERTS="$(cat /usr/local/share/ca-certificates/*.crt)"

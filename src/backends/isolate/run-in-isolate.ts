@@ -395,9 +395,7 @@ async function execute(
       else codeCacheHit = true;
     } else if (cache && cacheInfo.cachedData) {
       // A call that ended while it compiled has already run its `finally`, which releases
-      // `produced`: its data is released here instead of waiting for the main heap's GC
-      // (a flood of 16 timed-out calls of a 15 MB module held about 29 MB each, and took the
-      // worker over its RSS ceiling).
+      // `produced`: its data is released here, not left to the main heap's GC.
       if (stop !== undefined) cacheInfo.cachedData.release();
       else produced = {key, data: cacheInfo.cachedData}; // the key it was looked up by
     }

@@ -179,7 +179,7 @@ export function isolatedVmPatched(patch: string = UNHANDLED_REJECTION_PATCH): bo
  * Whether tests hold the isolate backend to what the patched isolated-vm can do: when it is
  * the build that loads, or when `TOOLCELL_REQUIRE_PATCHED_ISOLATED_VM=1` says it must be (a CI
  * that runs scripts/build-isolated-vm.mjs sets it, so a missing build fails there instead of
- * turning into a todo).
+ * turning into a todo). `patch` names the file in patches/ whose fix the test relies on.
  */
 export function expectPatchedIsolatedVm(patch: string = UNHANDLED_REJECTION_PATCH): boolean {
   return isolatedVmPatched(patch) || process.env.TOOLCELL_REQUIRE_PATCHED_ISOLATED_VM === '1';

@@ -11,9 +11,9 @@
  */
 // invariant: isolate:code-cache:no-leak
 import assert from 'node:assert/strict';
-import {readFileSync} from 'node:fs';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
+import {readRssBytes} from '../../../src/backends/isolate/rss-watchdog.ts';
 import {assertStillServes, CACHED_DATA_LEAK_PATCH, expectPatchedIsolatedVm, GENEROUS_TIMEOUT_MS, run, startBackend} from '../../integration/isolate/helpers.ts';
 
 /** Elements of the module's array literal. V8's cached code holds its boilerplate, about 8 bytes per element. */
@@ -28,9 +28,9 @@ const WARM_CALLS = 4;
 const MEASURED_CALLS = 12;
 
 function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  assert.ok(m, `no VmRSS for worker ${pid}`);
-  return Number(m[1]) / 1024;
+  const bytes = readRssBytes(pid);
+  assert.ok(bytes !== undefined, `no VmRSS for worker ${pid}`);
+  return bytes / 2 ** 20;
 }
 
 describe('cached code produced by calls that fail', () => {
