@@ -28,6 +28,8 @@ const HONEST = `export default (args) => {
   return {ok: true, mb: a.length >> 20};
 }`;
 const MB = 2 ** 20;
+/** Most filler calls the second test makes before its honest call (about 4 MB of cached source each). */
+const MAX_FILLERS = 60;
 
 describe('memory left in a worker by a finished call', () => {
   let backend: IsolateBackend | undefined;
@@ -60,7 +62,7 @@ describe('memory left in a worker by a finished call', () => {
     backend = undefined;
   });
 
-  test('a call alone in a worker that dies of memory others left is re-run on a clean worker, not blamed', async () => {
+  test('a call alone in a worker that dies of memory others left is re-run on a clean worker, not blamed', async (t) => {
     // The worker's baseline, measured on a probe, sets the ceiling: the honest call fits a
     // fresh worker with room to spare, but not one holding the sources below.
     const probe = await startBackend({workers: 1});
@@ -69,15 +71,24 @@ describe('memory left in a worker by a finished call', () => {
     await probe.backend.close();
     const ceilingMb = Math.ceil(fresh / MB) + 150;
     ({backend} = await startBackend({workers: 1, workerMemoryCeilingMb: ceilingMb, rssPollMs: 20, sourceCacheBytes: 256 * MB}));
-    const [pid] = backend.workerPids();
-    // Seven distinct 16 MB sources, kept by the worker's source cache (about 110 MB no call owns).
-    for (let i = 0; i < 7; i++) {
-      const filler = `// ${String(i).repeat(16 * MB)}\nexport default () => ${i};`;
+    // Distinct 4 MB sources, kept by the worker's source cache (with the heap their
+    // parses left committed: memory no call owns), until the worker holds enough that the
+    // honest call (about 64 MB at its peak) crosses the ceiling. Small ones, so that one
+    // fits a fresh worker far below the ceiling (a 16 MB source peaks at about +150 MB,
+    // as high as the ceiling: its re-run died too, and was blamed). A filler that crosses
+    // the ceiling itself is re-run on a clean worker; filling then goes on in the new one.
+    const target = (ceilingMb - 40) * MB;
+    let pid = backend.workerPids()[0] ?? -1;
+    for (let i = 0; i < MAX_FILLERS && (readRssBytes(pid) ?? 0) < target; i++) {
+      const filler = `// ${String(i % 10).repeat(4 * MB)} ${i}\nexport default () => ${i};`;
       const r = await run(backend, filler, {limits: STANDARD});
       assert.equal(r.failed, false, JSON.stringify(r).slice(0, 300));
+      pid = backend.workerPids()[0] ?? -1;
     }
+    const held = readRssBytes(pid) ?? 0;
     const honest = await run(backend, HONEST, {args: {mb: 60, ms: 500}, limits: {...STANDARD, memoryMb: 96}});
-    const died = !backend.workerPids().includes(pid ?? -1);
+    const died = !backend.workerPids().includes(pid);
+    t.diagnostic(`worker RSS before the honest call: ${Math.round(held / MB)} MB (ceiling ${ceilingMb} MB); it died under it: ${died}; re-runs: ${backend.stats().reruns}`);
     assert.equal(honest.failed, false, `the honest call was failed (worker died: ${died}): ${JSON.stringify(honest)}`);
     assert.equal(honest.outOfMemory, false);
     if (died) assert.ok(backend.stats().reruns >= 1, 'the worker died under the honest call, which was re-run');
