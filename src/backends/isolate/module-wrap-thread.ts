@@ -15,6 +15,25 @@ const THREAD_PATH = fileURLToPath(import.meta.url);
  */
 const THREAD_HEAP_MB = 256;
 
+/**
+ * CPU time a rewrite may take on the thread, in ms: `PARSE_CPU_BASE_MS` plus
+ * `PARSE_CPU_MS_PER_MI` per Mi (2^20) UTF-16 units of source. Measured here: 0.1-0.2 s of
+ * CPU per MB (typescript.js, 400 K small declarations, 200 K regular expressions), so a
+ * 16 Mi source may take 10 s, about three times its measured need. Over it the thread is
+ * terminated and the module runs unwrapped (`NotWrapped`), as over `THREAD_WRAP_BUDGET`:
+ * a parse whose time some input makes grow faster than the source (as acorn's duplicate
+ * regex group name check did) cannot hold the thread, and the calls queued behind it,
+ * longer than this.
+ */
+export const PARSE_CPU_BASE_MS = 2000;
+/** See `PARSE_CPU_BASE_MS`. */
+export const PARSE_CPU_MS_PER_MI = 500;
+/** How often the thread's CPU time is read during a rewrite, in ms. */
+const CPU_POLL_MS = 100;
+
+/** CPU time budget of the rewrite of a source of `chars` UTF-16 units, in ms (see `PARSE_CPU_BASE_MS`). */
+export const parseCpuBudgetMs = (chars: number): number => PARSE_CPU_BASE_MS + PARSE_CPU_MS_PER_MI * chars / 2 ** 20;
+
 interface Job {
   source: string;
   filename: string;
@@ -26,17 +45,32 @@ interface Job {
  * posted at a time: a job's source is copied to the thread only when the thread is free, so
  * the thread holds one source (and its parse) at most, however many calls queue (16 queued
  * 15 MB sources could otherwise wait as about 250 MB of copies in the thread's message port).
- * Does NOT bound the time of a parse (V8 cannot be interrupted in it, and the parse ends by
- * itself, mostly in time linear in the source, about 0.2-0.5 s per MB here, but pairwise in
- * a regex's same-named capture groups: 14 000 of them took 0.5 s); a call waiting for it
- * is ended by its backstop or a cancel, the parse going on. Does NOT bound the queue's
- * length: the worker already holds each queued source (its source cache), this adds none.
+ * A parse cannot be interrupted but by terminating the thread: one over its CPU time
+ * budget (`cpuBudgetMs`, by default `parseCpuBudgetMs`, read every 100 ms) is, and its
+ * module runs unwrapped.
+ *
+ * Does NOT guarantee: fairness (first come first served: queued rewrites wait for the
+ * one running, up to its budget, 10 s for 16 Mi characters by default); that a module
+ * is wrapped on every host (the CPU budget depends on the host's speed, unlike
+ * `THREAD_WRAP_BUDGET`; the worker keeps the decision for the source). Does NOT bound the
+ * queue's length: the worker already holds each queued source (its source cache), this
+ * adds none.
  */
-class WrapThread {
+export class WrapThread {
+  readonly #cpuBudgetMs: (chars: number) => number;
   #thread: Worker | undefined;
   /** The job on the thread, if any. */
   #running: Job | undefined;
+  /** Reads the thread's CPU time while `#running` is set. */
+  #watch: NodeJS.Timeout | undefined;
   readonly #queue: Job[] = [];
+  /** Rewrites whose thread was terminated over their CPU budget (for tests and logs). */
+  overBudget = 0;
+
+  /** @param options.cpuBudgetMs CPU time a rewrite of `chars` UTF-16 units may take, in ms (default `parseCpuBudgetMs`). */
+  constructor(options: {cpuBudgetMs?: (chars: number) => number} = {}) {
+    this.#cpuBudgetMs = options.cpuBudgetMs ?? parseCpuBudgetMs;
+  }
 
   /** The rewrite of `source`; a refusal (syntax, imports); `{unwrapped: true}` when its parse went over `THREAD_WRAP_BUDGET` or the thread ended. */
   wrap(source: string, filename: string): Promise<WrappedModule | WrapRefusal | NotWrapped> {
@@ -57,7 +91,39 @@ class WrapThread {
     const thread = this.#thread ?? this.#start();
     this.#running = job;
     thread.ref();
+    this.#watchCpu(thread, job);
     thread.postMessage({source: job.source, filename: job.filename});
+  }
+
+  /** Terminates `thread` when `job`, still running, has used more CPU time than `parseCpuBudgetMs`. */
+  #watchCpu(thread: Worker, job: Job): void {
+    const budgetUs = this.#cpuBudgetMs(job.source.length) * 1000;
+    // The thread's CPU time now, the baseline of this job; a thread still starting has
+    // none yet, and its job is charged from zero (its start included).
+    const start = thread.cpuUsage().catch(() => ({user: 0, system: 0}));
+    let reading = false;
+    this.#watch = setInterval(() => {
+      if (reading) return;
+      reading = true;
+      void start.then(async (base) => {
+        if (this.#running !== job || this.#thread !== thread) return;
+        const used = await thread.cpuUsage(base);
+        if (this.#running !== job || this.#thread !== thread || used.user + used.system <= budgetUs) return;
+        this.overBudget++;
+        // The exit handler resolves the job as NotWrapped and starts the queue on a new thread.
+        await thread.terminate();
+      }).catch(() => {
+        // Not running yet (read again at the next tick), or ended: its exit handler settles the job.
+      }).finally(() => {
+        reading = false;
+      });
+    }, CPU_POLL_MS);
+    this.#watch.unref();
+  }
+
+  #stopWatch(): void {
+    clearInterval(this.#watch);
+    this.#watch = undefined;
   }
 
   #start(): Worker {
@@ -66,6 +132,7 @@ class WrapThread {
     thread.on('message', (message: {result: WrappedModule | WrapRefusal}) => {
       const job = this.#running;
       this.#running = undefined;
+      this.#stopWatch();
       job?.resolve(message.result);
       this.#next();
     });
@@ -75,6 +142,7 @@ class WrapThread {
       // The job it was parsing runs unwrapped (as documented); the queued ones go to a new thread.
       const job = this.#running;
       this.#running = undefined;
+      this.#stopWatch();
       job?.resolve({unwrapped: true});
       this.#next();
     };

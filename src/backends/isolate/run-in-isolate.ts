@@ -86,8 +86,9 @@ export const SYNC_COMPILE_MAX_CHARS = 64 * 1024;
 /**
  * Large compiles of this worker, one at a time (see `CompileSlots`): with 8 at once on a
  * 2-CPU host the worker's main thread got so little CPU that trivial calls beside them
- * still waited seconds. A call waits for its turn before its compile starts, which is
- * not its own time (its isolate is not entered); its backstop or a cancel ends the wait.
+ * still waited seconds. A call waits for its turn once its source is rewritten (the
+ * parse holds no turn) and before its compile starts; the wait is not its own time (its
+ * isolate is not entered); its backstop or a cancel ends the wait.
  */
 const largeCompiles = new CompileSlots(1);
 
@@ -264,10 +265,9 @@ async function execute(
    */
   let produced: {key: string; data: ivm.ExternalCopy<ArrayBuffer>} | undefined;
   /**
-   * A large compile is running on the isolate's thread (or its source is being parsed on
-   * the rewrite thread): V8 does not interrupt either, but each ends by itself (in time
-   * bounded by the source size), so a call stopped during one is not reported wedged until
-   * it has ended.
+   * A large compile is running on the isolate's thread: V8 does not interrupt it, but it
+   * ends by itself (in time bounded by the source size), so a call stopped during one is
+   * not reported wedged until it has ended.
    */
   let compiling = false;
   const dispose = (): void => {
@@ -327,29 +327,24 @@ async function execute(
     // Evaluation and the call itself run tool code and stay asynchronous, so a slow tool
     // never blocks the worker's main thread (other calls, deadlines, cancellation).
     entry.applySync(undefined, ['init', limits.outputBytes], {timeout: remaining()});
-    // A large source is parsed (once per worker) and compiled in its turn of `largeCompiles`.
-    const turn = request.source.length > SYNC_COMPILE_MAX_CHARS ? largeCompiles.take() : undefined;
-    let wrap: WrappedModule | WrapRefusal | NotWrapped;
-    try {
-      if (turn) {
-        await Promise.race([turn.ready, stopped]);
-        if (stop !== undefined) {
-          turn.leave();
-          return undefined;
-        }
+    // A large source is parsed on the rewrite thread (once per worker: calls of one source
+    // share the parse), then compiled in its turn of `largeCompiles`. Nothing of the call
+    // runs during the parse, so a stop ends the wait at once (the parse goes on, for the
+    // next call of the source), and the call holds no compile slot meanwhile: a slow parse
+    // delays only the parses queued behind it, not the compile of a source already parsed.
+    const large = request.source.length > SYNC_COMPILE_MAX_CHARS;
+    const wrap = large
+      ? await Promise.race([wrappedSource(request), stopped.then(() => undefined)])
+      : await wrappedSource(request);
+    if (wrap === undefined || stop !== undefined) return undefined;
+    if ('error' in wrap) return {refused: wrap.error};
+    const turn = large ? largeCompiles.take() : undefined;
+    if (turn) {
+      await Promise.race([turn.ready, stopped]);
+      if (stop !== undefined) {
+        turn.leave();
+        return undefined;
       }
-      // A parse on the rewrite thread ends by itself, like a compile (see `compiling`).
-      compiling = turn !== undefined;
-      wrap = await wrappedSource(request);
-    } catch (error) {
-      turn?.leave();
-      throw error;
-    } finally {
-      compiling = false;
-    }
-    if ('error' in wrap) {
-      turn?.leave();
-      return {refused: wrap.error};
     }
     const cache = deps.codeCache;
     const unwrapped = 'unwrapped' in wrap;
