@@ -1,5 +1,5 @@
 // Rewrites a tool module so that its top level runs inside a function the prelude calls and catches: a thrown value never reaches isolated-vm's copy.
-import {Parser, type Node as AcornNode} from 'acorn';
+import {getLineInfo, Parser, type Node as AcornNode} from 'acorn';
 
 /**
  * A tool module rewritten by `wrapToolModule`: compile `source` as a module with
@@ -85,7 +85,9 @@ function summarize(node: Loose): Loose {
  * here over 27 shapes (array literals of numbers, strings, regular expressions, empty
  * arrays or holes, template literals, member, call and optional chains, sequences,
  * object literals and patterns, arrows, functions, class fields; typescript.js, one
- * statement of 1.32 M tokens: 90 bytes per token).
+ * statement of 1.32 M tokens: 90 bytes per token). A regular expression literal is one
+ * token whose cost (acorn builds it with `new RegExp`, as V8 does when it compiles the
+ * module) is bounded apart, by `REGEX_BUDGET`.
  */
 export interface WrapBudget {
   /** Tokens one top-level statement may span (its whole tree is held until it ends). */
@@ -113,6 +115,70 @@ export interface WrapBudget {
  * blocks, which acorn records in each enclosing block scope (cost: nesting depth per `var`).
  */
 export const THREAD_WRAP_BUDGET: WrapBudget = {statementTokens: 1_000_000, moduleItems: 500_000};
+
+/**
+ * Bounds of the regular expression literals of one module, which V8 parses when it
+ * compiles the module (uninterruptibly: on the worker's main thread for sources up to
+ * 64 Ki characters, else holding the worker's compile slot), in time and native memory
+ * that neither `memoryMb` nor the call's deadline bounds. Measured with V8 13 (Node 24):
+ * a Unicode property escape costs 0.02-0.06 ms (`\p{L}`), a property of strings
+ * (`\p{RGI_Emoji}`, `v` flag) 0.8 ms and 0.9 MB of native memory per occurrence in one
+ * literal (a red team's 64 KB module of them took 6 s, one literal of 5000 took over 1 GB
+ * and got the worker killed); a `v` flag class of ranges with `i` grows faster than its
+ * length (16 000 ranges, 300 KB: 0.57 s; 1000: 3 ms). A module over a bound is refused
+ * before V8 sees it (`regexRefusal`), as `toolcell build` and `check` refuse it.
+ * Does NOT bound: other V8 pattern costs (not audited beyond those above and `u`/non-`u`
+ * classes and alternations, linear here), nor the cost of a pattern built at run time
+ * with `new RegExp` (inside the isolate, under the call's own limits and the worker's RSS
+ * ceiling).
+ */
+export const REGEX_BUDGET = {
+  /** Property escape units per module: `\p{…}`/`\P{…}` in a `u` or `v` pattern count 1, a property of strings `stringPropertyUnits`. */
+  moduleUnits: 512,
+  /** Units of one property of strings (`PROPERTIES_OF_STRINGS`): 16 of them fill a module's budget. */
+  stringPropertyUnits: 32,
+  /** Longest `v` flag pattern, in UTF-16 units. */
+  unicodeSetsPatternChars: 8192,
+} as const;
+
+/** ECMAScript's binary Unicode properties of strings (ES2024, `v` flag only). */
+const PROPERTIES_OF_STRINGS = new Set([
+  'Basic_Emoji', 'Emoji_Keycap_Sequence', 'RGI_Emoji_Modifier_Sequence', 'RGI_Emoji_Flag_Sequence',
+  'RGI_Emoji_Tag_Sequence', 'RGI_Emoji_ZWJ_Sequence', 'RGI_Emoji',
+]);
+/** Longest property name (with `=value`) looked for after `\p{`, in UTF-16 units. */
+const PROPERTY_NAME_MAX = 64;
+
+/**
+ * Property escape units (`REGEX_BUDGET`) of one regular expression literal's `pattern`
+ * with `flags`: 0 without `u` or `v` (there `\p` is a plain `p`). One linear pass: an
+ * escaped backslash is skipped with what it escapes, a name is looked for only within
+ * `PROPERTY_NAME_MAX` units. Counts what V8 would read as an escape; a malformed one is
+ * counted too (V8 then refuses the pattern anyway).
+ */
+export function regexPropertyUnits(pattern: string, flags: string): number {
+  if (!flags.includes('u') && !flags.includes('v')) return 0;
+  let units = 0;
+  for (let i = 0; i < pattern.length - 1; i++) {
+    if (pattern.charCodeAt(i) !== 0x5c /* \ */) continue;
+    i++;
+    const escaped = pattern.charCodeAt(i);
+    if ((escaped !== 0x70 /* p */ && escaped !== 0x50 /* P */) || pattern.charCodeAt(i + 1) !== 0x7b /* { */) continue;
+    let end = i + 2;
+    while (end < pattern.length && end - i - 2 <= PROPERTY_NAME_MAX && pattern.charCodeAt(end) !== 0x7d /* } */) end++;
+    units += PROPERTIES_OF_STRINGS.has(pattern.slice(i + 2, end)) ? REGEX_BUDGET.stringPropertyUnits : 1;
+  }
+  return units;
+}
+
+/** Thrown inside the parse at the regular expression literal (`pos`) that goes over `REGEX_BUDGET`. */
+class RegexTooCostly extends Error {
+  readonly pos: number;
+  constructor(message: string, pos: number) {
+    super(message);
+    this.pos = pos;
+  }
+}
 
 /** acorn 8's binding kinds and var-scope flags (dist/acorn.mjs, not exported; checked by test/unit/backends/isolate/linear-scope-parser.test.ts). */
 export const BIND_LEXICAL = 2, BIND_FUNCTION = 3, BIND_SIMPLE_CATCH = 4, SCOPE_VAR = 1 | 2 | 256;
@@ -244,9 +310,20 @@ const TopLevelParser = LinearScopeParser.extend((Base) => class extends (Base as
    * 0.14 s, and refuses over 32 Ki capture groups. The literal's extent, which the rewrite
    * relies on, is read by the tokenizer (`readRegexp`), not by this check.
    */
-  validateRegExpPattern(state: unknown): void {
+  validateRegExpPattern(state: {start: number; source: string; flags: string}): void {
+    // Every parse (worker, build, check) bounds what V8 will pay for the module's patterns.
+    const {source, flags} = state;
+    if (flags.includes('v') && source.length > REGEX_BUDGET.unicodeSetsPatternChars) {
+      throw new RegexTooCostly(`A regular expression with the v flag is ${source.length} characters long; at most ${REGEX_BUDGET.unicodeSetsPatternChars} are allowed (its cost to compile grows faster than its length).`, state.start);
+    }
+    this.regexUnits += regexPropertyUnits(source, flags);
+    if (this.regexUnits > REGEX_BUDGET.moduleUnits) {
+      throw new RegexTooCostly(`The module's regular expressions use too many Unicode property escapes (\\p{...} or \\P{...} with the u or v flag): at most ${REGEX_BUDGET.moduleUnits} units per module, where each counts 1 and a property of strings such as \\p{RGI_Emoji} counts ${REGEX_BUDGET.stringPropertyUnits}.`, state.start);
+    }
     if (this.budget === undefined) super.validateRegExpPattern(state);
   }
+  /** Property escape units of the module's patterns so far (`REGEX_BUDGET.moduleUnits`). */
+  regexUnits = 0;
 
   next(ignoreEscapeSequenceInKeyword?: boolean): void {
     if (this.budget !== undefined && ++this.statementTokens > this.budget.statementTokens) throw new OverBudget();
@@ -397,6 +474,10 @@ export function wrapToolModule(source: string, filename: string, budget?: WrapBu
     program = TopLevelParser.parse(text, {ecmaVersion: 'latest', sourceType: 'module', preserveParens: true, locations: false, budget});
   } catch (error) {
     if (error instanceof OverBudget) return {unwrapped: true};
+    if (error instanceof RegexTooCostly) {
+      const {line, column} = getLineInfo(text, error.pos);
+      return {error: {name: 'Error', message: `${error.message} [${filename}:${line}:${column + 1}]`}};
+    }
     const raw = error instanceof Error ? error.message : String(error);
     const loc = (error as {loc?: {line: number; column: number}}).loc;
     const message = raw.replace(/ \(\d+:\d+\)$/, '');

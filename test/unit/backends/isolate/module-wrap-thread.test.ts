@@ -9,7 +9,7 @@
 // invariant: isolate:module-wrap:parse-cpu-bounded
 import assert from 'node:assert/strict';
 import {describe, test} from 'node:test';
-import {THREAD_WRAP_BUDGET, wrapToolModule} from '../../../../src/backends/isolate/module-wrap.ts';
+import {REGEX_BUDGET, regexPropertyUnits, THREAD_WRAP_BUDGET, wrapToolModule} from '../../../../src/backends/isolate/module-wrap.ts';
 import {parseCpuBudgetMs, WrapThread} from '../../../../src/backends/isolate/module-wrap-thread.ts';
 
 /** About 4 MB of small declarations: 0.4-1 s of parse here, far over a 20 ms budget. */
@@ -61,6 +61,34 @@ describe('regular expressions in the rewrite', () => {
     assert.ok('source' in wrapped, JSON.stringify(wrapped).slice(0, 200));
     // The regular expression is unchanged inside the wrapper, where V8 checks it.
     assert.ok(wrapped.source.includes(NESTED_GROUP_NAMES.slice(0, 5000)));
+  });
+
+  test('property escape units: counted only with u or v, escaped backslashes skipped, properties of strings weigh more', () => {
+    const cases: Array<[string, string, number]> = [
+      [String.raw`\\p{L}`, 'u', 0],
+      [String.raw`\p{L}`, '', 0],
+      [String.raw`\p{L}\P{Script=Greek}[\p{RGI_Emoji}]`, 'v', 2 + REGEX_BUDGET.stringPropertyUnits],
+      [String.raw`\p{RGI_Emoji}`, 'u', REGEX_BUDGET.stringPropertyUnits],
+      [String.raw`\p{L`, 'u', 1],
+      [String.raw`\p`, 'u', 0],
+      [`\\p{${'x'.repeat(100_000)}`, 'u', 1],
+    ];
+    for (const [pattern, flags, units] of cases) assert.equal(regexPropertyUnits(pattern, flags), units, `/${pattern.slice(0, 40)}/${flags}`);
+  });
+
+  test('the bounds hold on every parse (worker, build, check), at the literal that crosses them', () => {
+    const over = `const a = /${String.raw`\p{L}`.repeat(REGEX_BUDGET.moduleUnits)}/u;\nconst b = /\\p{N}/u;\nexport default 1;`;
+    for (const wrapped of [wrapToolModule(over, 'm.js', THREAD_WRAP_BUDGET), wrapToolModule(over, 'm.js')]) {
+      assert.ok('error' in wrapped);
+      assert.match(wrapped.error.message, /at most 512 units per module.* \[m\.js:2:12\]$/);
+    }
+    const within = `const a = /${String.raw`\p{L}`.repeat(REGEX_BUDGET.moduleUnits)}/u;\nconst b = /\\p{N}/;\nexport default 1;`;
+    assert.ok('source' in wrapToolModule(within, 'm.js', THREAD_WRAP_BUDGET));
+    const longV = `const v = /${'a'.repeat(REGEX_BUDGET.unicodeSetsPatternChars + 1)}/v;\nexport default 1;`;
+    const refused = wrapToolModule(longV, 'v.js');
+    assert.ok('error' in refused);
+    assert.match(refused.error.message, /at most 8192 are allowed .* \[v\.js:1:12\]$/);
+    assert.ok('source' in wrapToolModule(`const u = /${'a'.repeat(REGEX_BUDGET.unicodeSetsPatternChars + 1)}/u;\nexport default 1;`, 'u.js'));
   });
 
   test('with a budget an invalid pattern passes the rewrite (V8 refuses it); without one acorn refuses it', () => {
