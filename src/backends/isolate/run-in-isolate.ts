@@ -93,6 +93,14 @@ export const SYNC_COMPILE_MAX_CHARS = 64 * 1024;
 const largeCompiles = new CompileSlots(1);
 
 /**
+ * Total UTF-16 length of the wrapped texts a worker keeps (`wrapped`): one whole largest
+ * entry (16 MiB, `MAX_ENTRY_BYTES` in policy/load-packages.ts) with its wrapper (about 150
+ * units) fits. At 16 Mi it did not (lru-cache keeps no item over its `maxSize`), so every
+ * call of a maximal module was parsed again, up to its CPU budget on the rewrite thread.
+ */
+export const WRAPPED_CACHE_CHARS = 16 * 2 ** 20 + 64 * 1024;
+
+/**
  * Wrapped tool modules (module-wrap.ts) by the sha256 of their source, so a source is
  * parsed once per worker, not per call. Bounded by the UTF-16 length of the wrapped
  * texts (a refusal counts 1); least recently used first out. The wrap is a function of
@@ -100,7 +108,7 @@ const largeCompiles = new CompileSlots(1);
  * refusal, whose message names the file, is keyed by source hash and filename.
  */
 const wrapped = new LRUCache<string, WrappedModule | WrapRefusal | NotWrapped>({
-  maxSize: 16 * 2 ** 20,
+  maxSize: WRAPPED_CACHE_CHARS,
   sizeCalculation: (w) => ('source' in w ? Math.max(1, w.source.length) : 1),
 });
 

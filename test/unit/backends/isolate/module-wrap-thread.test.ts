@@ -11,6 +11,8 @@ import assert from 'node:assert/strict';
 import {describe, test} from 'node:test';
 import {REGEX_BUDGET, regexPropertyUnits, THREAD_WRAP_BUDGET, wrapToolModule} from '../../../../src/backends/isolate/module-wrap.ts';
 import {parseCpuBudgetMs, WrapThread} from '../../../../src/backends/isolate/module-wrap-thread.ts';
+import {WRAPPED_CACHE_CHARS} from '../../../../src/backends/isolate/run-in-isolate.ts';
+import {MAX_ENTRY_BYTES} from '../../../../src/policy/load-packages.ts';
 
 /** About 4 MB of small declarations: 0.4-1 s of parse here, far over a 20 ms budget. */
 const SLOW = `${Array.from({length: 400_000}, (_, i) => `const v${i} = [${i}];`).join('\n')}\nexport default () => 1;`;
@@ -43,6 +45,14 @@ describe('the rewrite thread', () => {
     const again = await generous.wrap(SLOW, 'slow.js');
     assert.ok('source' in again);
     assert.equal(generous.overBudget, 0);
+  });
+
+  test('the worker keeps the rewrite of a largest entry (so a 16 MiB module is parsed once per worker, not per call)', () => {
+    const plain = 'export default () => 1;';
+    const wrapped = wrapToolModule(plain, 'x.js', THREAD_WRAP_BUDGET);
+    assert.ok('source' in wrapped);
+    const overhead = wrapped.source.length - plain.length;
+    assert.ok(WRAPPED_CACHE_CHARS >= MAX_ENTRY_BYTES + overhead + 64, `${WRAPPED_CACHE_CHARS} < ${MAX_ENTRY_BYTES} + ${overhead}`);
   });
 
   test('the default budget: 2 s plus 0.5 s per Mi characters', () => {
