@@ -121,24 +121,40 @@ export const THREAD_WRAP_BUDGET: WrapBudget = {statementTokens: 1_000_000, modul
  * compiles the module (uninterruptibly: on the worker's main thread for sources up to
  * 64 Ki characters, else holding the worker's compile slot), in time and native memory
  * that neither `memoryMb` nor the call's deadline bounds. Measured with V8 13 (Node 24):
- * a Unicode property escape costs 0.02-0.06 ms (`\p{L}`), a property of strings
+ * a Unicode property escape costs 0.02-0.06 ms (`\p{L}`; 0.1-0.4 ms with `i`), a property of strings
  * (`\p{RGI_Emoji}`, `v` flag) 0.8 ms and 0.9 MB of native memory per occurrence in one
  * literal (a red team's 64 KB module of them took 6 s, one literal of 5000 took over 1 GB
  * and got the worker killed); a `v` flag class of ranges with `i` grows faster than its
- * length (16 000 ranges, 300 KB: 0.57 s; 1000: 3 ms). A module over a bound is refused
- * before V8 sees it (`regexRefusal`), as `toolcell build` and `check` refuse it.
+ * length (16 000 ranges, 300 KB: 0.57 s; 1000: 3 ms); duplicate named groups times named
+ * backreferences cost both (`modulePairs`). A module over a bound is refused
+ * before V8 sees it (a refusal naming the bound and the literal's line:column), as
+ * `toolcell build` and `check` refuse it.
  * Does NOT bound: other V8 pattern costs (not audited beyond those above and `u`/non-`u`
  * classes and alternations, linear here), nor the cost of a pattern built at run time
  * with `new RegExp` (inside the isolate, under the call's own limits and the worker's RSS
  * ceiling).
  */
 export const REGEX_BUDGET = {
-  /** Property escape units per module: `\p{…}`/`\P{…}` in a `u` or `v` pattern count 1, a property of strings `stringPropertyUnits`. */
-  moduleUnits: 512,
-  /** Units of one property of strings (`PROPERTIES_OF_STRINGS`): 16 of them fill a module's budget. */
+  /**
+   * Property escape units per module: `\p{…}`/`\P{…}` in a `u` or `v` pattern count 1,
+   * `caseInsensitiveUnits` with the `i` flag (`[\p{L}]` with `vi`: 0.3-0.4 ms, so a full
+   * budget of them is about 25 ms), a property of strings `stringPropertyUnits`.
+   */
+  moduleUnits: 256,
+  /** Units of an ordinary property escape in a pattern with the `i` flag. */
+  caseInsensitiveUnits: 4,
+  /** Units of one property of strings (`PROPERTIES_OF_STRINGS`), with or without `i`: 8 of them fill a module's budget. */
   stringPropertyUnits: 32,
   /** Longest `v` flag pattern, in UTF-16 units. */
   unicodeSetsPatternChars: 8192,
+  /**
+   * Named groups times named backreferences (`\k<name>`) of each pattern, summed over the
+   * module (`namedBackreferencePairs`): V8 resolves a backreference to every group of its
+   * name (duplicate names in separate alternatives), in time and memory proportional to
+   * the pairs (4600 groups x 6500 references, 64.7 KB: 0.6-0.9 s and 700 MB; 1000 x 1000:
+   * 37 ms and 17 MB). 2^18 pairs: about 10 ms.
+   */
+  modulePairs: 2 ** 18,
 } as const;
 
 /** ECMAScript's binary Unicode properties of strings (ES2024, `v` flag only). */
@@ -158,6 +174,7 @@ const PROPERTY_NAME_MAX = 64;
  */
 export function regexPropertyUnits(pattern: string, flags: string): number {
   if (!flags.includes('u') && !flags.includes('v')) return 0;
+  const each = flags.includes('i') ? REGEX_BUDGET.caseInsensitiveUnits : 1;
   let units = 0;
   for (let i = 0; i < pattern.length - 1; i++) {
     if (pattern.charCodeAt(i) !== 0x5c /* \ */) continue;
@@ -166,9 +183,31 @@ export function regexPropertyUnits(pattern: string, flags: string): number {
     if ((escaped !== 0x70 /* p */ && escaped !== 0x50 /* P */) || pattern.charCodeAt(i + 1) !== 0x7b /* { */) continue;
     let end = i + 2;
     while (end < pattern.length && end - i - 2 <= PROPERTY_NAME_MAX && pattern.charCodeAt(end) !== 0x7d /* } */) end++;
-    units += PROPERTIES_OF_STRINGS.has(pattern.slice(i + 2, end)) ? REGEX_BUDGET.stringPropertyUnits : 1;
+    units += PROPERTIES_OF_STRINGS.has(pattern.slice(i + 2, end)) ? REGEX_BUDGET.stringPropertyUnits : each;
   }
   return units;
+}
+
+/**
+ * Named capture groups (`(?<`, not a lookbehind) times named backreferences (`\k<`) of one
+ * pattern, counted in one linear pass (an escaped character is skipped with its
+ * backslash): an upper bound of the pairs V8 resolves (`REGEX_BUDGET.modulePairs`), since
+ * a name may be spelled with escapes and a group in a class is counted too.
+ */
+export function namedBackreferencePairs(pattern: string): number {
+  let groups = 0;
+  let references = 0;
+  for (let i = 0; i < pattern.length - 2; i++) {
+    const code = pattern.charCodeAt(i);
+    if (code === 0x5c /* \ */) {
+      if (pattern.charCodeAt(i + 1) === 0x6b /* k */ && pattern.charCodeAt(i + 2) === 0x3c /* < */) references++;
+      i++;
+    } else if (code === 0x28 /* ( */ && pattern.charCodeAt(i + 1) === 0x3f /* ? */ && pattern.charCodeAt(i + 2) === 0x3c /* < */) {
+      const after = pattern.charCodeAt(i + 3);
+      if (after !== 0x3d /* = */ && after !== 0x21 /* ! */) groups++;
+    }
+  }
+  return groups * references;
 }
 
 /** Thrown inside the parse at the regular expression literal (`pos`) that goes over `REGEX_BUDGET`. */
@@ -318,12 +357,18 @@ const TopLevelParser = LinearScopeParser.extend((Base) => class extends (Base as
     }
     this.regexUnits += regexPropertyUnits(source, flags);
     if (this.regexUnits > REGEX_BUDGET.moduleUnits) {
-      throw new RegexTooCostly(`The module's regular expressions use too many Unicode property escapes (\\p{...} or \\P{...} with the u or v flag): at most ${REGEX_BUDGET.moduleUnits} units per module, where each counts 1 and a property of strings such as \\p{RGI_Emoji} counts ${REGEX_BUDGET.stringPropertyUnits}.`, state.start);
+      throw new RegexTooCostly(`The module's regular expressions use too many Unicode property escapes (\\p{...} or \\P{...} with the u or v flag): at most ${REGEX_BUDGET.moduleUnits} units per module, where each counts 1 (${REGEX_BUDGET.caseInsensitiveUnits} with the i flag) and a property of strings such as \\p{RGI_Emoji} counts ${REGEX_BUDGET.stringPropertyUnits}.`, state.start);
+    }
+    this.regexPairs += namedBackreferencePairs(source);
+    if (this.regexPairs > REGEX_BUDGET.modulePairs) {
+      throw new RegexTooCostly(`The module's regular expressions pair too many named groups with named backreferences (\\k<name>): named groups times backreferences of each pattern, summed over the module, at most ${REGEX_BUDGET.modulePairs}.`, state.start);
     }
     if (this.budget === undefined) super.validateRegExpPattern(state);
   }
   /** Property escape units of the module's patterns so far (`REGEX_BUDGET.moduleUnits`). */
   regexUnits = 0;
+  /** Named group x backreference pairs of the module's patterns so far (`REGEX_BUDGET.modulePairs`). */
+  regexPairs = 0;
 
   next(ignoreEscapeSequenceInKeyword?: boolean): void {
     if (this.budget !== undefined && ++this.statementTokens > this.budget.statementTokens) throw new OverBudget();

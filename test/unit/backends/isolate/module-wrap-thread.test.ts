@@ -9,7 +9,7 @@
 // invariant: isolate:module-wrap:parse-cpu-bounded
 import assert from 'node:assert/strict';
 import {describe, test} from 'node:test';
-import {REGEX_BUDGET, regexPropertyUnits, THREAD_WRAP_BUDGET, wrapToolModule} from '../../../../src/backends/isolate/module-wrap.ts';
+import {namedBackreferencePairs, REGEX_BUDGET, regexPropertyUnits, THREAD_WRAP_BUDGET, wrapToolModule} from '../../../../src/backends/isolate/module-wrap.ts';
 import {parseCpuBudgetMs, WrapThread} from '../../../../src/backends/isolate/module-wrap-thread.ts';
 import {WRAPPED_CACHE_CHARS} from '../../../../src/backends/isolate/run-in-isolate.ts';
 import {MAX_ENTRY_BYTES} from '../../../../src/policy/load-packages.ts';
@@ -79,6 +79,8 @@ describe('regular expressions in the rewrite', () => {
       [String.raw`\p{L}`, '', 0],
       [String.raw`\p{L}\P{Script=Greek}[\p{RGI_Emoji}]`, 'v', 2 + REGEX_BUDGET.stringPropertyUnits],
       [String.raw`\p{RGI_Emoji}`, 'u', REGEX_BUDGET.stringPropertyUnits],
+      [String.raw`\p{L}[^\P{N}]`, 'ui', 2 * REGEX_BUDGET.caseInsensitiveUnits],
+      [String.raw`\p{RGI_Emoji}`, 'vi', REGEX_BUDGET.stringPropertyUnits],
       [String.raw`\p{L`, 'u', 1],
       [String.raw`\p`, 'u', 0],
       [`\\p{${'x'.repeat(100_000)}`, 'u', 1],
@@ -86,11 +88,23 @@ describe('regular expressions in the rewrite', () => {
     for (const [pattern, flags, units] of cases) assert.equal(regexPropertyUnits(pattern, flags), units, `/${pattern.slice(0, 40)}/${flags}`);
   });
 
+  test('named group x backreference pairs: lookbehinds and escaped parentheses are not groups, escaped backslashes not references', () => {
+    const cases: Array<[string, number]> = [
+      [String.raw`(?<a>x)|(?<a>y)\k<a>\k<a>`, 4],
+      [String.raw`(?<=x)(?<!y)\k<a>`, 0],
+      [String.raw`\(?<a>x)\k<a>`, 0],
+      [String.raw`(?<a>x)\\k<a>`, 0],
+      [String.raw`(?<\u0061>x)\k<a>`, 1],
+      [`(?:${Array(4600).fill('(?<a>)').join('|')})${String.raw`\k<a>`.repeat(6500)}`, 4600 * 6500],
+    ];
+    for (const [pattern, pairs] of cases) assert.equal(namedBackreferencePairs(pattern), pairs, pattern.slice(0, 40));
+  });
+
   test('the bounds hold on every parse (worker, build, check), at the literal that crosses them', () => {
     const over = `const a = /${String.raw`\p{L}`.repeat(REGEX_BUDGET.moduleUnits)}/u;\nconst b = /\\p{N}/u;\nexport default 1;`;
     for (const wrapped of [wrapToolModule(over, 'm.js', THREAD_WRAP_BUDGET), wrapToolModule(over, 'm.js')]) {
       assert.ok('error' in wrapped);
-      assert.match(wrapped.error.message, /at most 512 units per module.* \[m\.js:2:12\]$/);
+      assert.match(wrapped.error.message, /at most 256 units per module.* \[m\.js:2:12\]$/);
     }
     const within = `const a = /${String.raw`\p{L}`.repeat(REGEX_BUDGET.moduleUnits)}/u;\nconst b = /\\p{N}/;\nexport default 1;`;
     assert.ok('source' in wrapToolModule(within, 'm.js', THREAD_WRAP_BUDGET));
