@@ -137,7 +137,7 @@ export const THREAD_WRAP_BUDGET: WrapBudget = {statementTokens: 1_000_000, modul
 export const REGEX_BUDGET = {
   /**
    * Property escape units per module: `\p{…}`/`\P{…}` in a `u` or `v` pattern count 1,
-   * `caseInsensitiveUnits` with the `i` flag (`[\p{L}]` with `vi`: 0.3-0.4 ms, so a full
+   * `caseInsensitiveUnits` with the `i` flag or an `(?i:…)` group (`[\p{L}]` with `vi`: 0.3-0.4 ms, so a full
    * budget of them is about 25 ms), a property of strings `stringPropertyUnits`.
    */
   moduleUnits: 256,
@@ -174,7 +174,7 @@ const PROPERTY_NAME_MAX = 64;
  */
 export function regexPropertyUnits(pattern: string, flags: string): number {
   if (!flags.includes('u') && !flags.includes('v')) return 0;
-  const each = flags.includes('i') ? REGEX_BUDGET.caseInsensitiveUnits : 1;
+  const each = flags.includes('i') || addsIgnoreCase(pattern) ? REGEX_BUDGET.caseInsensitiveUnits : 1;
   let units = 0;
   for (let i = 0; i < pattern.length - 1; i++) {
     if (pattern.charCodeAt(i) !== 0x5c /* \ */) continue;
@@ -208,6 +208,20 @@ export function namedBackreferencePairs(pattern: string): number {
     }
   }
   return groups * references;
+}
+
+/**
+ * Whether `pattern` may turn on `i` in a group (ES2025 pattern modifiers: `(?i:…)`; one
+ * that turns it off, `(?m-i:…)`, is counted too): a `(?` followed by up to 7 flag
+ * letters or `-` that include an `i`, then `:`. Over-approximate (also inside a class or
+ * after an escaped parenthesis) and linear.
+ */
+function addsIgnoreCase(pattern: string): boolean {
+  for (let at = pattern.indexOf('(?'); at >= 0; at = pattern.indexOf('(?', at + 2)) {
+    const head = /^[a-z-]{1,7}:/.exec(pattern.slice(at + 2, at + 10));
+    if (head?.[0].includes('i')) return true;
+  }
+  return false;
 }
 
 /** Thrown inside the parse at the regular expression literal (`pos`) that goes over `REGEX_BUDGET`. */

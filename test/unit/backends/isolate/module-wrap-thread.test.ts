@@ -81,6 +81,8 @@ describe('regular expressions in the rewrite', () => {
       [String.raw`\p{RGI_Emoji}`, 'u', REGEX_BUDGET.stringPropertyUnits],
       [String.raw`\p{L}[^\P{N}]`, 'ui', 2 * REGEX_BUDGET.caseInsensitiveUnits],
       [String.raw`\p{RGI_Emoji}`, 'vi', REGEX_BUDGET.stringPropertyUnits],
+      [String.raw`(?i:\p{Lu})`, 'u', REGEX_BUDGET.caseInsensitiveUnits],
+      [String.raw`(?<i>x)\p{Lu}`, 'u', 1],
       [String.raw`\p{L`, 'u', 1],
       [String.raw`\p`, 'u', 0],
       [`\\p{${'x'.repeat(100_000)}`, 'u', 1],
