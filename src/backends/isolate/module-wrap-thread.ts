@@ -10,8 +10,9 @@ const THREAD_PATH = fileURLToPath(import.meta.url);
  * Heap of the rewrite thread, in MB: the parse keeps the tree of one top-level statement
  * at a time (module-wrap.ts), and stops at `THREAD_WRAP_BUDGET`, well below this heap (the
  * module then runs unwrapped, as before the rewrite). The limit is a second line only:
- * Node ends a thread at its heap limit on a best-effort basis, and an allocation of the
- * wrong shape there aborts the whole worker process instead (nodejs/node#47224).
+ * Node ends a thread at its heap limit on a best-effort basis (the module is then refused,
+ * `rewriteRefusal`), and an allocation of the wrong shape there aborts the whole worker
+ * process instead (nodejs/node#47224).
  */
 const THREAD_HEAP_MB = 256;
 
@@ -20,10 +21,11 @@ const THREAD_HEAP_MB = 256;
  * `PARSE_CPU_MS_PER_MI` per Mi (2^20) UTF-16 units of source. Measured here: 0.1-0.2 s of
  * CPU per MB (typescript.js, 400 K small declarations, 200 K regular expressions), so a
  * 16 Mi source may take 10 s, about three times its measured need. Over it the thread is
- * terminated and the module runs unwrapped (`NotWrapped`), as over `THREAD_WRAP_BUDGET`:
- * a parse whose time some input makes grow faster than the source (as acorn's duplicate
- * regex group name check did) cannot hold the thread, and the calls queued behind it,
- * longer than this.
+ * terminated and the module refused (`rewriteRefusal`; not run unwrapped: a rewrite cut
+ * short has not checked the module's regular expressions against `REGEX_BUDGET`): a parse
+ * whose time some input makes grow faster than the source (as acorn's duplicate regex
+ * group name check did) cannot hold the thread, and the calls queued behind it, longer
+ * than this.
  */
 export const PARSE_CPU_BASE_MS = 2000;
 /** See `PARSE_CPU_BASE_MS`. */
@@ -33,6 +35,17 @@ const CPU_POLL_MS = 100;
 
 /** CPU time budget of the rewrite of a source of `chars` UTF-16 units, in ms (see `PARSE_CPU_BASE_MS`). */
 export const parseCpuBudgetMs = (chars: number): number => PARSE_CPU_BASE_MS + PARSE_CPU_MS_PER_MI * chars / 2 ** 20;
+
+/**
+ * The refusal of a module whose rewrite the thread did not finish: over its CPU time
+ * budget (`budgetMs`), or the thread stopped (its heap limit; `budgetMs` undefined).
+ */
+export function rewriteRefusal(filename: string, chars: number, budgetMs: number | undefined): WrapRefusal {
+  const why = budgetMs === undefined
+    ? 'its rewrite stopped before the end (the rewrite thread ran out of memory)'
+    : `its rewrite took more than its CPU time budget of ${Math.round(budgetMs)} ms (${PARSE_CPU_BASE_MS} ms + ${PARSE_CPU_MS_PER_MI} ms per Mi characters; this module has ${chars})`;
+  return {error: {name: 'Error', message: `The module cannot be run: ${why}. [${filename}]`}};
+}
 
 interface Job {
   source: string;
@@ -47,12 +60,12 @@ interface Job {
  * 15 MB sources could otherwise wait as about 250 MB of copies in the thread's message port).
  * A parse cannot be interrupted but by terminating the thread: one over its CPU time
  * budget (`cpuBudgetMs`, by default `parseCpuBudgetMs`, read every 100 ms) is, and its
- * module runs unwrapped.
+ * module refused (`rewriteRefusal`), as when the thread stops by itself.
  *
  * Does NOT guarantee: fairness (first come first served: queued rewrites wait for the
  * one running, up to its budget, 10 s for 16 Mi characters by default); that a module
- * is wrapped on every host (the CPU budget depends on the host's speed, unlike
- * `THREAD_WRAP_BUDGET`; the worker keeps the decision for the source). Does NOT bound the
+ * near its budget is accepted on every host (the CPU budget depends on the host's speed,
+ * unlike `THREAD_WRAP_BUDGET`; the worker keeps the refusal for the source). Does NOT bound the
  * queue's length: the worker already holds each queued source (its source cache), this
  * adds none.
  */
@@ -61,6 +74,8 @@ export class WrapThread {
   #thread: Worker | undefined;
   /** The job on the thread, if any. */
   #running: Job | undefined;
+  /** Budget (ms) of the running job when it went over it and its thread is being terminated. */
+  #overBudgetMs: number | undefined;
   /** Reads the thread's CPU time while `#running` is set. */
   #watch: NodeJS.Timeout | undefined;
   readonly #queue: Job[] = [];
@@ -72,7 +87,7 @@ export class WrapThread {
     this.#cpuBudgetMs = options.cpuBudgetMs ?? parseCpuBudgetMs;
   }
 
-  /** The rewrite of `source`; a refusal (syntax, imports); `{unwrapped: true}` when its parse went over `THREAD_WRAP_BUDGET` or the thread ended. */
+  /** The rewrite of `source`; a refusal (syntax, imports, `REGEX_BUDGET`, `rewriteRefusal`); `{unwrapped: true}` when its parse went over `THREAD_WRAP_BUDGET`. */
   wrap(source: string, filename: string): Promise<WrappedModule | WrapRefusal | NotWrapped> {
     return new Promise((resolve) => {
       this.#queue.push({source, filename, resolve});
@@ -110,7 +125,8 @@ export class WrapThread {
         const used = await thread.cpuUsage(base);
         if (this.#running !== job || this.#thread !== thread || used.user + used.system <= budgetUs) return;
         this.overBudget++;
-        // The exit handler resolves the job as NotWrapped and starts the queue on a new thread.
+        this.#overBudgetMs = budgetUs / 1000;
+        // The exit handler refuses the job and starts the queue on a new thread.
         await thread.terminate();
       }).catch(() => {
         // Not running yet (read again at the next tick), or ended: its exit handler settles the job.
@@ -139,11 +155,13 @@ export class WrapThread {
     const fail = (): void => {
       if (this.#thread !== thread) return;
       this.#thread = undefined;
-      // The job it was parsing runs unwrapped (as documented); the queued ones go to a new thread.
+      // The job it was parsing is refused; the queued ones go to a new thread.
       const job = this.#running;
+      const budgetMs = this.#overBudgetMs;
       this.#running = undefined;
+      this.#overBudgetMs = undefined;
       this.#stopWatch();
-      job?.resolve({unwrapped: true});
+      job?.resolve(rewriteRefusal(job.filename, job.source.length, budgetMs));
       this.#next();
     };
     thread.on('error', fail);

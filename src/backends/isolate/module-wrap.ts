@@ -224,6 +224,52 @@ function addsIgnoreCase(pattern: string): boolean {
   return false;
 }
 
+/** What acorn hands `validateRegExpPattern`: the literal's pattern, flags and position (after its `/`). */
+interface RegexState {
+  start: number;
+  source: string;
+  flags: string;
+}
+
+/** What one module's patterns have used of `REGEX_BUDGET`. */
+interface RegexCharge {
+  units: number;
+  pairs: number;
+}
+
+/**
+ * Charges one regular expression literal to its module's `charge`.
+ * @throws RegexTooCostly when the literal, or the module with it, goes over `REGEX_BUDGET`.
+ */
+function chargeRegex(charge: RegexCharge, state: RegexState): void {
+  const {source, flags} = state;
+  if (flags.includes('v') && source.length > REGEX_BUDGET.unicodeSetsPatternChars) {
+    throw new RegexTooCostly(`A regular expression with the v flag is ${source.length} characters long; at most ${REGEX_BUDGET.unicodeSetsPatternChars} are allowed (its cost to compile grows faster than its length).`, state.start);
+  }
+  charge.units += regexPropertyUnits(source, flags);
+  if (charge.units > REGEX_BUDGET.moduleUnits) {
+    throw new RegexTooCostly(`The module's regular expressions use too many Unicode property escapes (\\p{...} or \\P{...} with the u or v flag): at most ${REGEX_BUDGET.moduleUnits} units per module, where each counts 1 (${REGEX_BUDGET.caseInsensitiveUnits} with the i flag) and a property of strings such as \\p{RGI_Emoji} counts ${REGEX_BUDGET.stringPropertyUnits}.`, state.start);
+  }
+  charge.pairs += namedBackreferencePairs(source);
+  if (charge.pairs > REGEX_BUDGET.modulePairs) {
+    throw new RegexTooCostly(`The module's regular expressions pair too many named groups with named backreferences (\\k<name>): named groups times backreferences of each pattern, summed over the module, at most ${REGEX_BUDGET.modulePairs}.`, state.start);
+  }
+}
+
+/**
+ * acorn's tokenizer alone (no tree, no scopes: time linear in the source, memory of one
+ * token), charging every regular expression literal to `REGEX_BUDGET`: the check of a
+ * module whose parse went over its `WrapBudget` (it then runs unwrapped, and V8 still
+ * compiles every pattern in it). The tokenizer decides what is a regular expression as
+ * acorn's parse does (its own context tracking, which the parse uses too).
+ */
+const RegexScanner = Parser.extend((Base) => class extends (Base as any) {
+  readonly regexCharge: RegexCharge = {units: 0, pairs: 0};
+  validateRegExpPattern(state: RegexState): void {
+    chargeRegex(this.regexCharge, state);
+  }
+} as unknown as typeof Parser);
+
 /** Thrown inside the parse at the regular expression literal (`pos`) that goes over `REGEX_BUDGET`. */
 class RegexTooCostly extends Error {
   readonly pos: number;
@@ -363,26 +409,13 @@ const TopLevelParser = LinearScopeParser.extend((Base) => class extends (Base as
    * 0.14 s, and refuses over 32 Ki capture groups. The literal's extent, which the rewrite
    * relies on, is read by the tokenizer (`readRegexp`), not by this check.
    */
-  validateRegExpPattern(state: {start: number; source: string; flags: string}): void {
+  validateRegExpPattern(state: RegexState): void {
     // Every parse (worker, build, check) bounds what V8 will pay for the module's patterns.
-    const {source, flags} = state;
-    if (flags.includes('v') && source.length > REGEX_BUDGET.unicodeSetsPatternChars) {
-      throw new RegexTooCostly(`A regular expression with the v flag is ${source.length} characters long; at most ${REGEX_BUDGET.unicodeSetsPatternChars} are allowed (its cost to compile grows faster than its length).`, state.start);
-    }
-    this.regexUnits += regexPropertyUnits(source, flags);
-    if (this.regexUnits > REGEX_BUDGET.moduleUnits) {
-      throw new RegexTooCostly(`The module's regular expressions use too many Unicode property escapes (\\p{...} or \\P{...} with the u or v flag): at most ${REGEX_BUDGET.moduleUnits} units per module, where each counts 1 (${REGEX_BUDGET.caseInsensitiveUnits} with the i flag) and a property of strings such as \\p{RGI_Emoji} counts ${REGEX_BUDGET.stringPropertyUnits}.`, state.start);
-    }
-    this.regexPairs += namedBackreferencePairs(source);
-    if (this.regexPairs > REGEX_BUDGET.modulePairs) {
-      throw new RegexTooCostly(`The module's regular expressions pair too many named groups with named backreferences (\\k<name>): named groups times backreferences of each pattern, summed over the module, at most ${REGEX_BUDGET.modulePairs}.`, state.start);
-    }
+    chargeRegex(this.regexCharge, state);
     if (this.budget === undefined) super.validateRegExpPattern(state);
   }
-  /** Property escape units of the module's patterns so far (`REGEX_BUDGET.moduleUnits`). */
-  regexUnits = 0;
-  /** Named group x backreference pairs of the module's patterns so far (`REGEX_BUDGET.modulePairs`). */
-  regexPairs = 0;
+  /** What the module's patterns have used of `REGEX_BUDGET` so far. */
+  readonly regexCharge: RegexCharge = {units: 0, pairs: 0};
 
   next(ignoreEscapeSequenceInKeyword?: boolean): void {
     if (this.budget !== undefined && ++this.statementTokens > this.budget.statementTokens) throw new OverBudget();
@@ -406,6 +439,32 @@ const TopLevelParser = LinearScopeParser.extend((Base) => class extends (Base as
     return summarize(node);
   }
 } as unknown as typeof Parser) as unknown as ParserClass;
+
+/** The refusal of a module whose patterns went over `REGEX_BUDGET`, at the literal `error` names. */
+function regexRefusal(text: string, filename: string, error: RegexTooCostly): WrapRefusal {
+  const {line, column} = getLineInfo(text, error.pos);
+  return {error: {name: 'Error', message: `${error.message} [${filename}:${line}:${column + 1}]`}};
+}
+
+/**
+ * Charges every regular expression literal of `text` to `REGEX_BUDGET` with `RegexScanner`.
+ * Returns undefined when the whole text is read within the budget, else a refusal: over
+ * the budget, or text the tokenizer cannot read (the literals after it would go
+ * unchecked; the parse read that text, so this is not expected).
+ */
+function scanRegexes(text: string, filename: string): WrapRefusal | undefined {
+  try {
+    for (const _token of RegexScanner.tokenizer(text, {ecmaVersion: 'latest', sourceType: 'module'})) {
+      // Each token read charges its literal, if it is one.
+    }
+  } catch (error) {
+    if (error instanceof RegexTooCostly) return regexRefusal(text, filename, error);
+    const loc = (error as {loc?: {line: number; column: number}}).loc;
+    const where = loc ? ` [${filename}:${loc.line}:${loc.column + 1}]` : '';
+    return {error: {name: 'Error', message: `The module is too large to rewrite, and its regular expressions could not be checked: ${String((error as Error)?.message ?? error).replace(/ \(\d+:\d+\)$/, '')}${where}`}};
+  }
+  return undefined;
+}
 
 /**
  * `text` where every character but a line terminator becomes a space, then the head
@@ -532,11 +591,8 @@ export function wrapToolModule(source: string, filename: string, budget?: WrapBu
   try {
     program = TopLevelParser.parse(text, {ecmaVersion: 'latest', sourceType: 'module', preserveParens: true, locations: false, budget});
   } catch (error) {
-    if (error instanceof OverBudget) return {unwrapped: true};
-    if (error instanceof RegexTooCostly) {
-      const {line, column} = getLineInfo(text, error.pos);
-      return {error: {name: 'Error', message: `${error.message} [${filename}:${line}:${column + 1}]`}};
-    }
+    if (error instanceof OverBudget) return scanRegexes(text, filename) ?? {unwrapped: true};
+    if (error instanceof RegexTooCostly) return regexRefusal(text, filename, error);
     const raw = error instanceof Error ? error.message : String(error);
     const loc = (error as {loc?: {line: number; column: number}}).loc;
     const message = raw.replace(/ \(\d+:\d+\)$/, '');

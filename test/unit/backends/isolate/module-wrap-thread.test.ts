@@ -1,6 +1,6 @@
 /**
  * Bounds of the rewrite's parse on the isolate worker's rewrite thread: a parse over its
- * CPU time budget is ended (its thread terminated) and its module runs unwrapped, and the
+ * CPU time budget is ended (its thread terminated) and its module refused, and the
  * rewrites queued behind it go on, on a new thread; a regular expression built to make
  * acorn's duplicate group name check quadratic is left to V8 (red-team finding on the
  * isolate hardening: one such module held the thread, and every large call of the worker,
@@ -31,11 +31,13 @@ const NESTED_GROUP_NAMES = `const r = /${Array.from({length: 300}, () => `${'(?:
 const MAX_REWRITE_CPU_US = 10_000_000;
 
 describe('the rewrite thread', () => {
-  test('a parse over its CPU budget ends as unwrapped; a rewrite queued behind it runs on a new thread', {timeout: 120_000}, async () => {
+  test('a parse over its CPU budget is refused (its regexes went unchecked); a rewrite queued behind it runs on a new thread', {timeout: 120_000}, async () => {
     const thread = new WrapThread({cpuBudgetMs: (chars) => (chars > 2 ** 20 ? 20 : 60_000)});
     const slow = thread.wrap(SLOW, 'slow.js');
     const quick = thread.wrap(QUICK, 'quick.js');
-    assert.deepEqual(await slow, {unwrapped: true});
+    const refused = await slow;
+    assert.ok('error' in refused, JSON.stringify(refused).slice(0, 200));
+    assert.match(refused.error.message, /^The module cannot be run: its rewrite took more than its CPU time budget of 20 ms .* \[slow\.js\]$/);
     assert.equal(thread.overBudget, 1);
     const wrapped = await quick;
     assert.ok('source' in wrapped, JSON.stringify(wrapped).slice(0, 200));
@@ -100,6 +102,18 @@ describe('regular expressions in the rewrite', () => {
       [`(?:${Array(4600).fill('(?<a>)').join('|')})${String.raw`\k<a>`.repeat(6500)}`, 4600 * 6500],
     ];
     for (const [pattern, pairs] of cases) assert.equal(namedBackreferencePairs(pattern), pairs, pattern.slice(0, 40));
+  });
+
+  test('a module over its parse budget (so run unwrapped) still has every pattern charged (third red team)', () => {
+    // 550 K records of vars nested in blocks: over moduleItems within 4 KB.
+    const bomb = `${'{'.repeat(500)}var ${Array(1100).fill('a').join(',')};${'}'.repeat(500)}\n`;
+    const emoji = String.raw`\p{RGI_Emoji}`;
+    for (const tail of [`/${emoji.repeat(400)}/v;`, Array.from({length: 2500}, (_, i) => `/${emoji}${i}/v;`).join('\n')]) {
+      const wrapped = wrapToolModule(`${bomb}${tail}\nexport default () => 1;`, 'b.js', THREAD_WRAP_BUDGET);
+      assert.ok('error' in wrapped, JSON.stringify(wrapped).slice(0, 200));
+      assert.match(wrapped.error.message, /too many Unicode property escapes.* \[b\.js:\d+:\d+\]$/);
+    }
+    assert.deepEqual(wrapToolModule(`${bomb}const ok = /${String.raw`\p{L}`}/u;\nexport default () => 1;`, 'b.js', THREAD_WRAP_BUDGET), {unwrapped: true});
   });
 
   test('the bounds hold on every parse (worker, build, check), at the literal that crosses them', () => {
