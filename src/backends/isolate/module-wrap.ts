@@ -256,20 +256,6 @@ function chargeRegex(charge: RegexCharge, state: RegexState): void {
   }
 }
 
-/**
- * acorn's tokenizer alone (no tree, no scopes: time linear in the source, memory of one
- * token), charging every regular expression literal to `REGEX_BUDGET`: the check of a
- * module whose parse went over its `WrapBudget` (it then runs unwrapped, and V8 still
- * compiles every pattern in it). The tokenizer decides what is a regular expression as
- * acorn's parse does (its own context tracking, which the parse uses too).
- */
-const RegexScanner = Parser.extend((Base) => class extends (Base as any) {
-  readonly regexCharge: RegexCharge = {units: 0, pairs: 0};
-  validateRegExpPattern(state: RegexState): void {
-    chargeRegex(this.regexCharge, state);
-  }
-} as unknown as typeof Parser);
-
 /** Thrown inside the parse at the regular expression literal (`pos`) that goes over `REGEX_BUDGET`. */
 class RegexTooCostly extends Error {
   readonly pos: number;
@@ -447,23 +433,55 @@ function regexRefusal(text: string, filename: string, error: RegexTooCostly): Wr
 }
 
 /**
- * Charges every regular expression literal of `text` to `REGEX_BUDGET` with `RegexScanner`.
- * Returns undefined when the whole text is read within the budget, else a refusal: over
- * the budget, or text the tokenizer cannot read (the literals after it would go
- * unchecked; the parse read that text, so this is not expected).
+ * The check of a module whose parse went over its `WrapBudget` (it then runs unwrapped,
+ * and V8 still compiles every pattern in it), on its raw text: no tokenizer, whose guess
+ * of what is a regular expression a hostile text can lead astray (a fourth red team hid
+ * `/\p{RGI_Emoji}.../v` after `await` and after `export default function(){}`, where
+ * acorn's tokenizer alone reads a division and V8 a pattern; the parse corrects that
+ * guess, the tokenizer does not). Over-approximates, counting strings and comments too:
+ * every `\p{…}`/`\P{…}` as if in a pattern with `i` (`regexPropertyUnits` with `ui`), every
+ * named group and named backreference as if in one pattern (`namedBackreferencePairs`),
+ * and a possible `v` flag (a `/` followed by flag letters including `v` and then a
+ * character that cannot continue them) refuses the module, since where its pattern
+ * starts, and so its length, is not known.
+ * @returns the refusal, or undefined when the text is within `REGEX_BUDGET` so counted.
  */
-function scanRegexes(text: string, filename: string): WrapRefusal | undefined {
-  try {
-    for (const _token of RegexScanner.tokenizer(text, {ecmaVersion: 'latest', sourceType: 'module'})) {
-      // Each token read charges its literal, if it is one.
-    }
-  } catch (error) {
-    if (error instanceof RegexTooCostly) return regexRefusal(text, filename, error);
-    const loc = (error as {loc?: {line: number; column: number}}).loc;
-    const where = loc ? ` [${filename}:${loc.line}:${loc.column + 1}]` : '';
-    return {error: {name: 'Error', message: `The module is too large to rewrite, and its regular expressions could not be checked: ${String((error as Error)?.message ?? error).replace(/ \(\d+:\d+\)$/, '')}${where}`}};
+function chargeRawText(text: string, filename: string): WrapRefusal | undefined {
+  const refuse = (message: string, pos?: number): WrapRefusal => {
+    const where = pos === undefined ? filename : (({line, column}) => `${filename}:${line}:${column + 1}`)(getLineInfo(text, pos));
+    return {error: {name: 'Error', message: `The module is too large to rewrite, so its regular expressions are bounded on its whole text: ${message} [${where}]`}};
+  };
+  const v = possibleUnicodeSetsFlag(text);
+  if (v >= 0) return refuse('it may contain a regular expression with the v flag, which only a module that can be rewritten may use (smaller top-level statements).', v);
+  if (regexPropertyUnits(text, 'ui') > REGEX_BUDGET.moduleUnits) {
+    return refuse(`its \\p{...} and \\P{...} (anywhere in the text, ${REGEX_BUDGET.caseInsensitiveUnits} units each, ${REGEX_BUDGET.stringPropertyUnits} for a property of strings) come to more than ${REGEX_BUDGET.moduleUnits} units.`);
+  }
+  if (namedBackreferencePairs(text) > REGEX_BUDGET.modulePairs) {
+    return refuse(`its named groups times its named backreferences (\\k<name>), anywhere in the text, come to more than ${REGEX_BUDGET.modulePairs}.`);
   }
   return undefined;
+}
+
+/** Flag letters a regular expression literal may end with (ES2025). */
+const FLAG_LETTERS = new Set('dgimsuyv');
+
+/**
+ * Offset of the first `/` in `text` followed by regular expression flag letters that
+ * include `v` and then a character that cannot continue an identifier (ASCII letters,
+ * digits, `_`, `$` and `\` can; any other character ends V8's flags, or makes them invalid),
+ * or -1. One linear pass; `text/vnd`, `/v1/` and `</video>` do not match.
+ */
+export function possibleUnicodeSetsFlag(text: string): number {
+  for (let at = text.indexOf('/'); at >= 0; at = text.indexOf('/', at + 1)) {
+    let end = at + 1;
+    let v = false;
+    while (end < text.length && end - at <= FLAG_LETTERS.size && FLAG_LETTERS.has(text[end]!)) {
+      if (text[end] === 'v') v = true;
+      end++;
+    }
+    if (v && (end >= text.length || !/[A-Za-z0-9_$\\]/.test(text[end]!))) return at;
+  }
+  return -1;
 }
 
 /**
@@ -591,7 +609,7 @@ export function wrapToolModule(source: string, filename: string, budget?: WrapBu
   try {
     program = TopLevelParser.parse(text, {ecmaVersion: 'latest', sourceType: 'module', preserveParens: true, locations: false, budget});
   } catch (error) {
-    if (error instanceof OverBudget) return scanRegexes(text, filename) ?? {unwrapped: true};
+    if (error instanceof OverBudget) return chargeRawText(text, filename) ?? {unwrapped: true};
     if (error instanceof RegexTooCostly) return regexRefusal(text, filename, error);
     const raw = error instanceof Error ? error.message : String(error);
     const loc = (error as {loc?: {line: number; column: number}}).loc;

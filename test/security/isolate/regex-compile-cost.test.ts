@@ -30,6 +30,7 @@ const backreferences = (salt: string, groups: number, references: number) =>
 const PAIRS_REFUSAL = /^The module's regular expressions pair too many named groups with named backreferences .*at most 262144\. \[fixtures\/tool\.js:2:12\]$/;
 /** 500 nested blocks around 1100 vars: 550 K records, over the parse's 500 K items budget (the module then runs unwrapped). */
 const OVER_PARSE_BUDGET = `${'{'.repeat(500)}var ${Array(1100).fill('a').join(',')};${'}'.repeat(500)}\n`;
+const RAW_REFUSAL = /^The module is too large to rewrite, so its regular expressions are bounded on its whole text: .* \[fixtures\/tool\.js(:\d+:\d+)?\]$/;
 const freshSalt = () => `${process.pid.toString(36)}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
 const UNITS_REFUSAL = /^The module's regular expressions use too many Unicode property escapes .*at most 256 units per module.*\\p\{RGI_Emoji\} counts 32\. \[fixtures\/tool\.js:\d+:\d+\]$/;
 
@@ -50,10 +51,13 @@ describe('the compile cost of a module\'s regular expressions is bounded before 
     // V8 resolves each `\k<a>` to every group named a: 0.6-0.9 s and 700 MB for 64.7 KB (found by a second red team).
     ['4600 duplicate named groups x 6500 backreferences (64.7 KB)', (salt) => backreferences(salt, 4600, 6500), PAIRS_REFUSAL],
     ['12 000 duplicate named groups x 16 000 backreferences (164 KB: over the 1 GB ceiling)', (salt) => backreferences(salt, 12_000, 16_000), PAIRS_REFUSAL],
-    // A parse over its budget runs unwrapped; its patterns are charged by a tokenizer pass
-    // (a third red team had this skip every check: 1.2-1.4 s of the main thread per call).
-    ['a module over its parse budget with 2500 \\p{RGI_Emoji} literals (57 KB, unwrapped)', (salt) => `// ${salt}\n${OVER_PARSE_BUDGET}${Array.from({length: 2500}, (_, i) => `/${EMOJI}${i}/v;`).join('\n')}\nexport default () => 1;\n`, UNITS_REFUSAL],
-    ['a module over its parse budget with one literal of 3000 \\p{RGI_Emoji} (over 64 Ki)', (salt) => `// ${salt}\n${OVER_PARSE_BUDGET}/*${' '.repeat(70_000)}*/ /${EMOJI.repeat(3000)}/v;\nexport default () => 1;\n`, /(too many Unicode property escapes|with the v flag is \d+ characters long)/],
+    // A parse over its budget runs unwrapped; its raw text is then bounded (a third red team
+    // had this skip every check: 1.2-1.4 s of the main thread per call; a fourth hid the
+    // patterns from acorn's tokenizer after `await`, killing the worker twice per call).
+    ['a module over its parse budget with 2500 \\p{RGI_Emoji} literals (57 KB, unwrapped)', (salt) => `// ${salt}\n${OVER_PARSE_BUDGET}${Array.from({length: 2500}, (_, i) => `/${EMOJI}${i}/v;`).join('\n')}\nexport default () => 1;\n`, RAW_REFUSAL],
+    ['a module over its parse budget with one literal of 3000 \\p{RGI_Emoji} (over 64 Ki)', (salt) => `// ${salt}\n${OVER_PARSE_BUDGET}/*${' '.repeat(70_000)}*/ /${EMOJI.repeat(3000)}/v;\nexport default () => 1;\n`, RAW_REFUSAL],
+    ['a module over its parse budget with `await /\'` + 4300 \\p{RGI_Emoji} + `\'/v` (63.5 KB)', (salt) => `// ${salt}\n${OVER_PARSE_BUDGET}await /'${EMOJI.repeat(4300)}'/v;\nexport default () => 1;\n`, RAW_REFUSAL],
+    ['the same with the u flag (no v to see)', (salt) => `// ${salt}\n${OVER_PARSE_BUDGET}await /'${EMOJI.repeat(1500)}'/u;\nexport default () => 1;\n`, RAW_REFUSAL],
   ];
   for (const [name, build, refusal] of cases) {
     test(`${name} is refused, naming the bound; a trivial and a large call beside it succeed; no restart`, async () => {

@@ -27,6 +27,21 @@ const context = (packages: readonly string[] | '*' = '*'): CallContext => ({
 const toolcellError = (err: unknown) => ((err as {data?: Record<string, unknown>}).data?.['toolcell/error']) as {code?: string; rule?: string; changes?: string[]} | undefined;
 const refusal = async (p: Promise<unknown>) => p.then(() => assert.fail('expected a refusal'), (err: unknown) => err);
 
+/**
+ * The complete lines of the audit file `file` as events, once `done(events)` holds (the
+ * sink writes asynchronously, so a request's event may land after its answer), polled
+ * every 20 ms for at most 10 s; then as they are, for the assertions to judge.
+ */
+async function auditEvents(file: string, done: (events: Array<Record<string, unknown>>) => boolean): Promise<Array<Record<string, unknown>>> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const text = await readFile(file, 'utf8');
+    const events = text.slice(0, text.lastIndexOf('\n') + 1).split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l) as Record<string, unknown>);
+    if (done(events) || Date.now() > deadline) return events;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /** Containers whose owner label names a backend of this test process. */
 async function ownContainers(): Promise<string[]> {
   const list = await docker.listContainers({all: true, filters: {label: ['toolcell.managed=true']}});
@@ -61,14 +76,16 @@ describe('hosted resources and prompts under attack', {skip: !ready && 'no Docke
     // The prompts of the same server are unaffected (prompts/get does not flood).
     const ok = await getPrompt(runtime, 'flood__test_simple_prompt', {}, context());
     assert.equal(ok.messages.length, 1);
-    const events = (await readFile(auditFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    assert.ok(events.some((e) => e.method === 'resources/read' && e.outcome === 'output-limit' && e.tool === 'test://static-text'), JSON.stringify(events));
-    assert.ok(events.some((e) => e.method === 'prompts/get' && e.outcome === 'ok'));
+    const flooded = (e: Record<string, unknown>) => e.method === 'resources/read' && e.outcome === 'output-limit' && e.tool === 'test://static-text';
+    const prompted = (e: Record<string, unknown>) => e.method === 'prompts/get' && e.outcome === 'ok';
+    const events = await auditEvents(auditFile, (all) => all.some(flooded) && all.some(prompted));
+    assert.ok(events.some(flooded), JSON.stringify(events));
+    assert.ok(events.some(prompted));
   });
 
   // invariant: server:content:grants
   test('an ungranted package\'s prompt or resource, and a URI nobody pinned, look unknown and are audited before any sandbox', async () => {
-    const before = (await readFile(auditFile, 'utf8')).split('\n').length;
+    const before = (await auditEvents(auditFile, () => true)).length;
     const prompt = await refusal(getPrompt(runtime!, 'flood__test_simple_prompt', {}, context(['other'])));
     assert.match(String((prompt as Error).message), /Unknown prompt/);
     const resource = await refusal(readResource(runtime!, 'test://static-text', context(['other'])));
@@ -77,7 +94,7 @@ describe('hosted resources and prompts under attack', {skip: !ready && 'no Docke
     assert.equal((traversal as {code?: number}).code, -32002);
     const long = await refusal(readResource(runtime!, `test://template/${'x'.repeat(5000)}/data`, context()));
     assert.equal((long as {code?: number}).code, -32002, 'a URI over the length limit is not routed');
-    const events = (await readFile(auditFile, 'utf8')).trim().split('\n').slice(before - 1).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const events = (await auditEvents(auditFile, (all) => all.length >= before + 4)).slice(before);
     assert.deepEqual(events.map((e) => [e.method, e.rule]), [['prompts/get', 'grants'], ['resources/read', 'grants'], ['resources/read', 'unknown-tool'], ['resources/read', 'unknown-tool']]);
     assert.ok(events.every((e) => typeof e.tool === 'string' && (e.tool as string).length <= 129), 'a client-chosen URI is cut in the audit event');
   });

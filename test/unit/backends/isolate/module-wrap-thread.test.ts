@@ -9,7 +9,7 @@
 // invariant: isolate:module-wrap:parse-cpu-bounded
 import assert from 'node:assert/strict';
 import {describe, test} from 'node:test';
-import {namedBackreferencePairs, REGEX_BUDGET, regexPropertyUnits, THREAD_WRAP_BUDGET, wrapToolModule} from '../../../../src/backends/isolate/module-wrap.ts';
+import {namedBackreferencePairs, possibleUnicodeSetsFlag, REGEX_BUDGET, regexPropertyUnits, THREAD_WRAP_BUDGET, wrapToolModule} from '../../../../src/backends/isolate/module-wrap.ts';
 import {parseCpuBudgetMs, WrapThread} from '../../../../src/backends/isolate/module-wrap-thread.ts';
 import {WRAPPED_CACHE_CHARS} from '../../../../src/backends/isolate/run-in-isolate.ts';
 import {MAX_ENTRY_BYTES} from '../../../../src/policy/load-packages.ts';
@@ -104,16 +104,34 @@ describe('regular expressions in the rewrite', () => {
     for (const [pattern, pairs] of cases) assert.equal(namedBackreferencePairs(pattern), pairs, pattern.slice(0, 40));
   });
 
-  test('a module over its parse budget (so run unwrapped) still has every pattern charged (third red team)', () => {
+  test('a module over its parse budget (so run unwrapped) is bounded on its raw text, which no tokenizer guess can lead astray (third and fourth red teams)', () => {
     // 550 K records of vars nested in blocks: over moduleItems within 4 KB.
     const bomb = `${'{'.repeat(500)}var ${Array(1100).fill('a').join(',')};${'}'.repeat(500)}\n`;
     const emoji = String.raw`\p{RGI_Emoji}`;
-    for (const tail of [`/${emoji.repeat(400)}/v;`, Array.from({length: 2500}, (_, i) => `/${emoji}${i}/v;`).join('\n')]) {
+    const refusals: Array<[string, RegExp]> = [
+      [`/${emoji.repeat(400)}/v;`, /may contain a regular expression with the v flag.* \[b\.js:2:\d+\]$/],
+      [Array.from({length: 2500}, (_, i) => `/${emoji}${i}/v;`).join('\n'), /v flag/],
+      // Where acorn's tokenizer alone reads a division and V8 a pattern; the quote would hide the rest from a tokenizer.
+      [`await /'${emoji.repeat(100)}'/u;`, /its \\p\{\.\.\.\} and \\P\{\.\.\.\} .* more than 256 units\. \[b\.js\]$/],
+      [`export default function(){}\n/'${emoji.repeat(100)}'/u;`, /more than 256 units/],
+      [`const s = '${String.raw`\p{L}`.repeat(65)}';`, /more than 256 units/],
+      [`const r = /(?:${Array(600).fill('(?<a>)').join('|')})${String.raw`\k<a>`.repeat(600)}/;`, /named groups times its named backreferences .* more than 262144\. \[b\.js\]$/],
+      ['const x = a/v;', /v flag/],
+    ];
+    for (const [tail, refusal] of refusals) {
       const wrapped = wrapToolModule(`${bomb}${tail}\nexport default () => 1;`, 'b.js', THREAD_WRAP_BUDGET);
-      assert.ok('error' in wrapped, JSON.stringify(wrapped).slice(0, 200));
-      assert.match(wrapped.error.message, /too many Unicode property escapes.* \[b\.js:\d+:\d+\]$/);
+      assert.ok('error' in wrapped, `${tail.slice(0, 40)}: ${JSON.stringify(wrapped).slice(0, 200)}`);
+      assert.match(wrapped.error.message, /^The module is too large to rewrite, so its regular expressions are bounded on its whole text: /);
+      assert.match(wrapped.error.message, refusal);
     }
-    assert.deepEqual(wrapToolModule(`${bomb}const ok = /${String.raw`\p{L}`}/u;\nexport default () => 1;`, 'b.js', THREAD_WRAP_BUDGET), {unwrapped: true});
+    for (const tail of [`const ok = /${String.raw`\p{L}`.repeat(64)}/ui;`, "fetch('/v1/x'); const t = 'text/vnd.a'; const h = '</video>';"]) {
+      assert.deepEqual(wrapToolModule(`${bomb}${tail}\nexport default () => 1;`, 'b.js', THREAD_WRAP_BUDGET), {unwrapped: true}, tail);
+    }
+  });
+
+  test('possibleUnicodeSetsFlag: a / then flag letters with v then a character that ends them', () => {
+    const cases: Array<[string, number]> = [['a /x/v;', 4], ['/x/gvi)', 2], ['/v', 0], ['text/vnd', -1], ['/v1/', -1], ['</video>', -1], ['/x/u;', -1], [`/x/${'d'.repeat(20)}v;`, -1]];
+    for (const [text, at] of cases) assert.equal(possibleUnicodeSetsFlag(text), at, text);
   });
 
   test('the bounds hold on every parse (worker, build, check), at the literal that crosses them', () => {
