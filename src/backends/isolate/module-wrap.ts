@@ -426,10 +426,15 @@ const TopLevelParser = LinearScopeParser.extend((Base) => class extends (Base as
   }
 } as unknown as typeof Parser) as unknown as ParserClass;
 
+/** `filename:line:column` of offset `pos` in `text`, as V8 names a place (1-based column). */
+function place(text: string, filename: string, pos: number): string {
+  const {line, column} = getLineInfo(text, pos);
+  return `${filename}:${line}:${column + 1}`;
+}
+
 /** The refusal of a module whose patterns went over `REGEX_BUDGET`, at the literal `error` names. */
 function regexRefusal(text: string, filename: string, error: RegexTooCostly): WrapRefusal {
-  const {line, column} = getLineInfo(text, error.pos);
-  return {error: {name: 'Error', message: `${error.message} [${filename}:${line}:${column + 1}]`}};
+  return {error: {name: 'Error', message: `${error.message} [${place(text, filename, error.pos)}]`}};
 }
 
 /**
@@ -448,7 +453,7 @@ function regexRefusal(text: string, filename: string, error: RegexTooCostly): Wr
  */
 function chargeRawText(text: string, filename: string): WrapRefusal | undefined {
   const refuse = (message: string, pos?: number): WrapRefusal => {
-    const where = pos === undefined ? filename : (({line, column}) => `${filename}:${line}:${column + 1}`)(getLineInfo(text, pos));
+    const where = pos === undefined ? filename : place(text, filename, pos);
     return {error: {name: 'Error', message: `The module is too large to rewrite, so its regular expressions are bounded on its whole text: ${message} [${where}]`}};
   };
   const v = possibleUnicodeSetsFlag(text);

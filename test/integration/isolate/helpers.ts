@@ -140,6 +140,12 @@ export async function assertStillServes(backend: IsolateBackend): Promise<void> 
   assert.deepEqual(JSON.parse(result.stdout), {sum: a + 7});
 }
 
+/** A name no earlier source of this run used (an identifier, so it can prefix declarations): keeps a test's sources out of every cache. */
+export const freshSalt = (): string => `a${process.pid.toString(36)}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}_`;
+
+/** A module over 64 Ki characters (rewritten on the rewrite thread, compiled in the compile slot) whose default export returns `a.n + 1`; `salt` makes it new. */
+export const largeAddOne = (salt: string): string => `/*${' '.repeat(100_000)}${salt}*/\nexport default (a) => a.n + 1;\n`;
+
 /** UTF-8 length in bytes. */
 export const bytes = (text: string): number => Buffer.byteLength(text, 'utf8');
 

@@ -15,7 +15,7 @@
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
-import {assertStillServes, GENEROUS_TIMEOUT_MS, run, startBackend} from '../../integration/isolate/helpers.ts';
+import {assertStillServes, freshSalt, GENEROUS_TIMEOUT_MS, largeAddOne, run, startBackend} from '../../integration/isolate/helpers.ts';
 
 /** Declarations in each hostile module (stock acorn: ~4x the 107 s of 100 K). */
 const DECLARATIONS = 200_000;
@@ -33,9 +33,6 @@ const SHAPES: [string, (salt: string) => string, unknown][] = [
   ['lets in one function', (salt) => `function f() {${lets(salt)} return 'fn'; }\nexport default () => f();\n`, 'fn'],
   ['nested duplicate regex group names', groupNames, 'x'],
 ];
-/** A large module (over 64 Ki characters: rewritten on the rewrite thread) that returns `a.n + 1`. */
-const largeAddOne = (salt: string) => `/*${' '.repeat(100_000)}${salt}*/\nexport default (a) => a.n + 1;\n`;
-const freshSalt = () => `a${process.pid.toString(36)}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}_`;
 
 describe('the rewrite\'s parse is linear in the names declared in one scope', () => {
   let backend: IsolateBackend;

@@ -14,7 +14,7 @@
 import assert from 'node:assert/strict';
 import {after, before, describe, test} from 'node:test';
 import type {IsolateBackend} from '../../../src/backends/isolate/isolate-backend.ts';
-import {assertStillServes, GENEROUS_TIMEOUT_MS, run, startBackend} from '../../integration/isolate/helpers.ts';
+import {assertStillServes, freshSalt, GENEROUS_TIMEOUT_MS, largeAddOne, run, startBackend} from '../../integration/isolate/helpers.ts';
 
 const LIMITS = {timeoutMs: GENEROUS_TIMEOUT_MS, memoryMb: 64};
 const EMOJI = String.raw`\p{RGI_Emoji}`;
@@ -31,7 +31,6 @@ const PAIRS_REFUSAL = /^The module's regular expressions pair too many named gro
 /** 500 nested blocks around 1100 vars: 550 K records, over the parse's 500 K items budget (the module then runs unwrapped). */
 const OVER_PARSE_BUDGET = `${'{'.repeat(500)}var ${Array(1100).fill('a').join(',')};${'}'.repeat(500)}\n`;
 const RAW_REFUSAL = /^The module is too large to rewrite, so its regular expressions are bounded on its whole text: .* \[fixtures\/tool\.js(:\d+:\d+)?\]$/;
-const freshSalt = () => `${process.pid.toString(36)}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
 const UNITS_REFUSAL = /^The module's regular expressions use too many Unicode property escapes .*at most 256 units per module.*\\p\{RGI_Emoji\} counts 32\. \[fixtures\/tool\.js:\d+:\d+\]$/;
 
 describe('the compile cost of a module\'s regular expressions is bounded before V8 compiles it', () => {
@@ -67,7 +66,7 @@ describe('the compile cost of a module\'s regular expressions is bounded before 
       // Several at once, as a flood would send them, each its own source.
       const hostile = Array.from({length: 3}, (_, i) => run(backend, build(`${salt}${i}`), {limits: LIMITS}));
       const trivial = run(backend, 'export default (a) => a.n * 2', {args: {n: 21}, limits: {timeoutMs: 2000}});
-      const large = run(backend, `/*${' '.repeat(70_000)}${salt}*/\nexport default (a) => a.n + 1;\n`, {args: {n: 41}, limits: {timeoutMs: 2000}});
+      const large = run(backend, largeAddOne(salt), {args: {n: 41}, limits: {timeoutMs: 2000}});
       const [t, l, ...h] = await Promise.all([trivial, large, ...hostile]);
       for (const r of h) {
         assert.equal(r.failed, true);
